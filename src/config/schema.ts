@@ -1,0 +1,125 @@
+import { z } from 'zod';
+
+/** SQL identifiers taken from the config are quoted, and also restricted to a safe shape. */
+const identifier = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a plain SQL identifier (letters, digits, underscore)');
+
+export const PRIORITIES = ['critical', 'high', 'medium', 'low'] as const;
+export type FeaturePriority = (typeof PRIORITIES)[number];
+
+export const RULE_NAMES = [
+  'exact-duplicate',
+  'newest-wins',
+  'complementary-merge',
+  'core-conflict',
+  'feature-priority',
+  'env-precedence',
+  'equal-priority',
+] as const;
+export type VersionRuleName = (typeof RULE_NAMES)[number];
+
+export const DEFAULT_RULES: VersionRuleName[] = [...RULE_NAMES];
+
+const featureSchema = z.strictObject({
+  priority: z.enum(PRIORITIES),
+  owner: z.string().min(1),
+  description: z.string().optional(),
+  deprecated: z.boolean().default(false),
+});
+
+const releaseSchema = z.strictObject({
+  features: z.record(z.string().min(1), featureSchema).refine((f) => Object.keys(f).length > 0, 'a release needs at least one feature'),
+  description: z.string().optional(),
+});
+
+const tlsSchema = z
+  .strictObject({
+    rejectUnauthorized: z.boolean().default(true),
+    ca: z.string().optional(),
+  })
+  .optional();
+
+const envSchema = z.strictObject({
+  role: z.enum(['source', 'staging', 'master', 'production']),
+  /** Lower number = higher precedence. Required for sources. */
+  precedence: z.number().int().positive().optional(),
+  /** A PostgreSQL URL. Without it the env lives on the control server (embedded or DATABASE_URL). */
+  url: z.string().min(1).optional(),
+  /** Database name on the control server, when no url is given. */
+  database: identifier.optional(),
+  schema: identifier.optional(),
+  tls: tlsSchema,
+});
+
+const referenceSchema = z.strictObject({
+  column: identifier,
+  entity: identifier,
+  /** Parent columns the child relies on (mismatched-parent). */
+  columns: z.array(identifier).default([]),
+});
+
+const entitySchema = z.strictObject({
+  table: identifier.optional(),
+  primaryKey: identifier,
+  naturalKeys: z.array(z.union([identifier, z.array(identifier).min(1)])).default([]),
+  references: z.array(referenceSchema).default([]),
+  core: z.array(identifier).default([]),
+  ignore: z.array(identifier).default([]),
+  /** Column compared by newest-wins; defaults to the created_at tag. */
+  timestamp: identifier.optional(),
+});
+
+const tagsSchema = z
+  .strictObject({
+    release: identifier.default('release'),
+    feature: identifier.default('feature'),
+    createdBy: identifier.default('created_by'),
+    createdAt: identifier.default('created_at'),
+  })
+  .default({ release: 'release', feature: 'feature', createdBy: 'created_by', createdAt: 'created_at' });
+
+const ruleEntry = z.union([
+  z.enum(RULE_NAMES),
+  z.strictObject({ rule: z.enum(RULE_NAMES), enabled: z.boolean().default(true) }),
+]);
+
+const policySchema = z
+  .strictObject({
+    rules: z.array(ruleEntry).default(DEFAULT_RULES),
+    renameTemplate: z.string().min(1).default('{value}-{env}'),
+  })
+  .default({ rules: DEFAULT_RULES, renameTemplate: '{value}-{env}' });
+
+const slackId = z.string().regex(/^[UWS][A-Z0-9]+$/, 'must be a Slack user ID (U…/W…) or user group ID (S…)');
+
+export const configSchema = z.strictObject({
+  database: z
+    .strictObject({
+      url: z.string().min(1).optional(),
+      dataDir: z.string().min(1).default('.tributary/pg'),
+      name: identifier.default('tributary'),
+      port: z.number().int().min(1024).max(65535).optional(),
+    })
+    .default({ dataDir: '.tributary/pg', name: 'tributary' }),
+  releases: z.record(z.string().regex(/^[A-Za-z0-9._-]+$/, 'release names use letters, digits, . _ -'), releaseSchema),
+  environments: z.record(z.string().regex(/^[A-Za-z0-9._-]+$/, 'env names use letters, digits, . _ -'), envSchema),
+  dataset: z.strictObject({
+    tags: tagsSchema,
+    entities: z.record(identifier, entitySchema).refine((e) => Object.keys(e).length > 0, 'declare at least one entity'),
+  }),
+  policy: policySchema,
+  collect: z.strictObject({ concurrency: z.number().int().min(1).max(64).default(4) }).default({ concurrency: 4 }),
+  roles: z
+    .strictObject({
+      reviewer: z.array(slackId).default([]),
+      qa_lead: z.array(slackId).default([]),
+      release_manager: z.array(slackId).default([]),
+    })
+    .default({ reviewer: [], qa_lead: [], release_manager: [] }),
+  slack: z
+    .strictObject({ reviewChannel: z.string().optional(), releaseChannel: z.string().optional() })
+    .default({}),
+});
+
+export type RawConfig = z.infer<typeof configSchema>;

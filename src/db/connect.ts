@@ -1,0 +1,131 @@
+import knexFactory, { type Knex } from 'knex';
+import pg from 'pg';
+import { Model } from 'objection';
+import type { Config, EnvSpec } from '../config/load.js';
+import { TributaryError } from '../errors.js';
+import { redact } from '../log.js';
+import { ensureEmbeddedServer, type EmbeddedHandle } from './embedded.js';
+import { migrationSource } from './migrations.js';
+
+// int8 (count(*), bigint ids) arrives as a string from pg: normalise it here, once.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export interface ConnectionParams {
+  host: string;
+  port: number;
+  user: string;
+  password?: string;
+  database: string;
+  ssl?: false | { rejectUnauthorized: boolean; ca?: string };
+}
+
+export interface Db {
+  /** The control database: runs, locks, conflicts, decisions, audit, and the work area. */
+  control: Knex;
+  controlParams: ConnectionParams;
+  /** A connection to an environment (cached). */
+  env(env: EnvSpec): Knex;
+  envParams(env: EnvSpec): ConnectionParams;
+  embedded?: EmbeddedHandle;
+  close(): Promise<void>;
+}
+
+export function paramsFromUrl(url: string): ConnectionParams {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new TributaryError('config_invalid', `not a valid PostgreSQL URL: ${redact(url)}`);
+  }
+  const sslmode = u.searchParams.get('sslmode');
+  return {
+    host: u.hostname || '127.0.0.1',
+    port: Number(u.port || 5432),
+    user: decodeURIComponent(u.username || 'postgres'),
+    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+    database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
+    ...(sslmode && sslmode !== 'disable' ? { ssl: { rejectUnauthorized: sslmode === 'verify-full' || sslmode === 'verify-ca' } } : {}),
+  };
+}
+
+export function makeKnex(params: ConnectionParams, pool: { min: number; max: number } = { min: 0, max: 10 }): Knex {
+  return knexFactory({
+    client: 'pg',
+    connection: { ...params, connectionTimeoutMillis: 5000 } as Knex.PgConnectionConfig,
+    pool: { ...pool, idleTimeoutMillis: 10_000 },
+    acquireConnectionTimeout: 15_000,
+  });
+}
+
+export async function ensureDatabase(server: Omit<ConnectionParams, 'database'>, name: string): Promise<void> {
+  const client = new pg.Client({ ...server, database: 'postgres', connectionTimeoutMillis: 5000 });
+  await client.connect();
+  try {
+    const found = await client.query('select 1 from pg_database where datname = $1', [name]);
+    if (found.rowCount === 0) {
+      try {
+        await client.query(`create database "${name}"`);
+      } catch (err) {
+        // another process created it meanwhile
+        if ((err as { code?: string }).code !== '42P04' && (err as { code?: string }).code !== '23505') throw err;
+      }
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+export interface OpenOptions {
+  /** Run pending migrations (default true). */
+  migrate?: boolean;
+}
+
+export async function openDatabase(config: Config, opts: OpenOptions = {}): Promise<Db> {
+  let controlParams: ConnectionParams;
+  let embedded: EmbeddedHandle | undefined;
+  if (config.database.url) {
+    controlParams = paramsFromUrl(config.database.url);
+  } else {
+    embedded = await ensureEmbeddedServer(config.database.dataDir, config.database.port);
+    await ensureDatabase(embedded.info, config.database.name);
+    controlParams = { ...embedded.info, database: config.database.name };
+  }
+  const control = makeKnex(controlParams, { min: 0, max: 12 });
+  Model.knex(control);
+  try {
+    await control.raw('select 1');
+  } catch (err) {
+    await control.destroy();
+    throw new TributaryError('database', `cannot reach the control database ${controlParams.host}:${controlParams.port}/${controlParams.database}: ${redact((err as Error).message)}`);
+  }
+  if (opts.migrate !== false) await control.migrate.latest({ migrationSource });
+
+  const envs = new Map<string, Knex>();
+  const envParams = (env: EnvSpec): ConnectionParams => {
+    if (env.url) {
+      const p = paramsFromUrl(env.url);
+      if (env.tls) p.ssl = { rejectUnauthorized: env.tls.rejectUnauthorized, ...(env.tls.ca ? { ca: env.tls.ca } : {}) };
+      return p;
+    }
+    return { ...controlParams, database: env.database ?? controlParams.database };
+  };
+  return {
+    control,
+    controlParams,
+    embedded,
+    envParams,
+    env(env) {
+      let k = envs.get(env.name);
+      if (!k) {
+        k = makeKnex(envParams(env), { min: 0, max: 4 });
+        envs.set(env.name, k);
+      }
+      return k;
+    },
+    async close() {
+      await Promise.all([...envs.values()].map((k) => k.destroy()));
+      await control.destroy();
+      if (embedded?.owner) await embedded.stop();
+    },
+  };
+}

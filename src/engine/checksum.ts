@@ -1,0 +1,76 @@
+import type { Knex } from 'knex';
+import { ident, qualified } from './sql.js';
+
+/**
+ * Order-independent table checksums, identical on every PostgreSQL from 15 up: each column is rendered
+ * as canonical text with explicit formats (timestamps in UTC by the query itself, numerics normalised),
+ * the row text is hashed, and the row hashes are summed. Columns are taken in name order so that two
+ * tables with the same columns in another order agree.
+ */
+export interface TableColumn {
+  name: string;
+  type: string;
+}
+
+export interface TableChecksum {
+  rows: number;
+  checksum: string;
+}
+
+/** Columns of a table in name order; `$1` is the qualified table name. */
+export const COLUMNS_SQL = `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type
+       from pg_attribute a
+      where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped
+      order by a.attname`;
+
+export async function tableColumns(knex: Knex, schema: string | undefined, table: string): Promise<TableColumn[]> {
+  const res = await knex.raw<{ rows: TableColumn[] }>(COLUMNS_SQL.replace('$1', '?'), [qualified(schema, table)]);
+  return res.rows;
+}
+
+/** The checksum query over `table` where `whereSql`; returns one row (rows, checksum). */
+export function checksumSql(columns: TableColumn[], schema: string | undefined, table: string, whereSql: string): string {
+  return `select count(*)::int as rows, coalesce(sum(${rowHashExpr(columns)}::numeric), 0)::text as checksum
+         from ${qualified(schema, table)} where ${whereSql}`;
+}
+
+export async function tableExists(knex: Knex, schema: string | undefined, table: string): Promise<boolean> {
+  const res = await knex.raw<{ rows: { oid: string | null }[] }>('select to_regclass(?)::text as oid', [qualified(schema, table)]);
+  return res.rows[0]?.oid != null;
+}
+
+export function canonicalExpr(column: string, type: string): string {
+  const c = ident(column);
+  if (type.startsWith('timestamp') && type.includes('with time zone')) return `to_char(${c} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+  if (type.startsWith('timestamp')) return `to_char(${c}, 'YYYY-MM-DD"T"HH24:MI:SS.US')`;
+  if (type === 'date') return `to_char(${c}, 'YYYY-MM-DD')`;
+  if (type.startsWith('numeric')) return `trim_scale(${c})::text`;
+  if (type === 'boolean') return `case when ${c} then 't' else 'f' end`;
+  if (type === 'json') return `${c}::jsonb::text`;
+  return `${c}::text`;
+}
+
+export function rowHashExpr(columns: TableColumn[]): string {
+  const parts = columns.map((col) => `coalesce(${canonicalExpr(col.name, col.type)}, '\\N')`);
+  return `('x' || substr(md5(concat_ws(chr(31), ${parts.join(', ')})), 1, 15))::bit(60)::bigint`;
+}
+
+/** Count and checksum of the rows of `table` matching `where` (an SQL condition with bindings). */
+export async function tableChecksum(
+  knex: Knex,
+  schema: string | undefined,
+  table: string,
+  where: { sql: string; bindings: readonly unknown[] } = { sql: 'true', bindings: [] },
+): Promise<TableChecksum> {
+  const columns = await tableColumns(knex, schema, table);
+  return knex.transaction(async (trx) => {
+    // float text output depends on this setting: fix it for this transaction only
+    await trx.raw('set local extra_float_digits = 1');
+    const res = await trx.raw<{ rows: { rows: number; checksum: string }[] }>(
+      checksumSql(columns, schema, table, where.sql),
+      where.bindings as Knex.RawBinding[],
+    );
+    const row = res.rows[0]!;
+    return { rows: row.rows, checksum: row.checksum };
+  });
+}

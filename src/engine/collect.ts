@@ -1,0 +1,134 @@
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import PQueue from 'p-queue';
+import type { EnvSpec, EntitySpec } from '../config/load.js';
+import { TributaryError } from '../errors.js';
+import { checksumSql, COLUMNS_SQL, type TableColumn } from './checksum.js';
+import { envError, type Ctx } from './context.js';
+import { ident, literal, qualified } from './sql.js';
+import type { LockRow } from './tag.js';
+
+/**
+ * Collect: a release's rows from every ST env, in parallel (bounded by p-queue), streamed with COPY from
+ * each source straight into the work area of the control database: rows never gather in JavaScript
+ * memory. Each env is read in one repeatable-read transaction that first re-checks the lock's
+ * checksum, so the rows collected are exactly the rows that were locked (drift is refused).
+ */
+export function workTable(runId: number, name: string): string {
+  return `work.${ident(`r${runId}_${name}`)}`;
+}
+
+export async function createRecordsTable(ctx: Ctx, runId: number): Promise<void> {
+  await ctx.db.control.raw(`create unlogged table ${workTable(runId, 'records')} (
+    entity text not null,
+    env text not null,
+    env_rank int not null,
+    pk text not null,
+    identity text not null,
+    feature text,
+    created_by text,
+    created_at timestamptz,
+    ts timestamptz,
+    data jsonb not null
+  )`);
+}
+
+function identityExpr(entity: EntitySpec): string {
+  const pk = `'p:' || t.${ident(entity.primaryKey)}::text`;
+  const nk = entity.naturalKeys[0];
+  if (!nk) return pk;
+  // concat_ws skips nulls, so require every column of the key
+  const allPresent = nk.map((c) => `t.${ident(c)} is not null`).join(' and ');
+  return `case when ${allPresent} then 'n:' || concat_ws(chr(31), ${nk.map((c) => `t.${ident(c)}::text`).join(', ')}) else ${pk} end`;
+}
+
+function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string): string {
+  const t = ctx.config.tags;
+  return `select ${literal(entity.name)}, ${literal(env.name)}, ${env.precedence}, t.${ident(entity.primaryKey)}::text,
+      ${identityExpr(entity)}, t.${ident(t.feature)}, t.${ident(t.createdBy)}, t.${ident(t.createdAt)}::timestamptz,
+      t.${ident(entity.timestamp)}::timestamptz, to_jsonb(t)
+    from ${qualified(env.schema, entity.table)} t where t.${ident(t.release)} = ${literal(release)}`;
+}
+
+export interface CollectedEnv {
+  env: string;
+  rows: number;
+  perEntity: Record<string, number>;
+}
+
+async function collectEnv(ctx: Ctx, runId: number, env: EnvSpec, release: string, locks: Map<string, LockRow>): Promise<CollectedEnv> {
+  const source = new pg.Client({ ...ctx.db.envParams(env), connectionTimeoutMillis: 5000 } as pg.ClientConfig);
+  const target = new pg.Client({ ...ctx.db.controlParams } as pg.ClientConfig);
+  source.on('error', () => undefined);
+  target.on('error', () => undefined);
+  const perEntity: Record<string, number> = {};
+  let total = 0;
+  try {
+    try {
+      await source.connect();
+    } catch (err) {
+      throw envError(ctx, env, err);
+    }
+    await target.connect();
+    await source.query('begin isolation level repeatable read read only');
+    // timestamps in to_jsonb follow the session time zone: fix it for this transaction only
+    await source.query("set local timezone = 'UTC'");
+    await source.query('set local extra_float_digits = 1');
+    for (const entity of ctx.config.entities) {
+      const lock = locks.get(`${env.name}/${entity.name}`);
+      if (!lock) throw new TributaryError('gate_not_locked', `release ${release} is not locked for ${env.name} (${entity.table})`);
+      const cols = await source.query<TableColumn>(COLUMNS_SQL, [qualified(env.schema, entity.table)]);
+      const sum = await source.query<{ rows: number; checksum: string }>(
+        checksumSql(cols.rows, env.schema, entity.table, `${ident(ctx.config.tags.release)} = ${literal(release)}`),
+      );
+      const now = sum.rows[0]!;
+      if (now.rows !== Number(lock.row_count) || now.checksum !== lock.checksum) {
+        throw new TributaryError(
+          'gate_drift',
+          `drift in ${env.name}, table ${entity.table}: ${release}'s rows changed since the lock of ${lock.locked_at.toISOString()} (rows ${lock.row_count} → ${now.rows}${now.checksum !== lock.checksum ? ', checksum differs' : ''}); re-lock with: tributary tag ${release} --env ${env.name}`,
+          { env: env.name, table: entity.table },
+        );
+      }
+      const out = source.query(copyTo(`copy (${sourceQuery(ctx, env, entity, release)}) to stdout`));
+      const into = target.query(
+        copyFrom(`copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data) from stdin`),
+      );
+      await pipeline(out, into);
+      perEntity[entity.name] = now.rows;
+      total += now.rows;
+    }
+    await source.query('commit');
+  } catch (err) {
+    throw envError(ctx, env, err);
+  } finally {
+    await source.end().catch(() => undefined);
+    await target.end().catch(() => undefined);
+  }
+  return { env: env.name, rows: total, perEntity };
+}
+
+/** Collects every source env; on any failure, reports every env that failed (the caller cleans up). */
+export async function collectRelease(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, onEnvDone?: (c: CollectedEnv) => void): Promise<CollectedEnv[]> {
+  await createRecordsTable(ctx, runId);
+  const queue = new PQueue({ concurrency: ctx.config.collect.concurrency });
+  const settled = await Promise.allSettled(
+    ctx.config.sources.map((env) =>
+      queue.add(async () => {
+        const done = await collectEnv(ctx, runId, env, release, locks);
+        onEnvDone?.(done);
+        return done;
+      }),
+    ),
+  );
+  const failures = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as Error] : []));
+  if (failures.length === 1) throw failures[0]!;
+  if (failures.length > 1) {
+    const first = failures[0] as TributaryError;
+    throw new TributaryError(first.code ?? 'database', failures.map((f) => f.message).join('\n'), { failures: failures.length });
+  }
+  await ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, identity)`);
+  await ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, env, pk)`);
+  await ctx.db.control.raw(`analyze ${workTable(runId, 'records')}`);
+  return settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : []));
+}

@@ -1,0 +1,176 @@
+import type { Knex } from 'knex';
+import { releaseOrThrow } from '../config/load.js';
+import { TributaryError } from '../errors.js';
+import type { Actor, Ctx } from './context.js';
+import { runTables } from './detect.js';
+import { releaseState } from './lifecycle.js';
+import { literal } from './sql.js';
+
+/** The review queue: listing, showing with live child counts, and handing out the next conflict. */
+export interface VersionView {
+  no: number;
+  envs: string[];
+  pks: string[];
+  feature: string | null;
+  features: string[] | null;
+  created_by: string | null;
+  created_at: string | null;
+  ts: string | null;
+  data: Record<string, unknown>;
+  /** Child rows (of every child entity) that hang on this version's records. */
+  children?: number;
+}
+
+export interface ConflictDetail {
+  reason: string;
+  suggestion: 'keep' | 'keep-both' | 'delete' | 'waive';
+  suggested?: number;
+  differing?: string[];
+  versions?: VersionView[];
+  column?: string;
+  parent?: string;
+  value?: string;
+  env?: string;
+  record?: { data: Record<string, unknown>; env: string; pk: string; sources: unknown[] };
+}
+
+export interface ConflictRow {
+  id: number;
+  release: string;
+  run_id: number;
+  code: string;
+  entity: string;
+  identity: string;
+  key_label: string;
+  kind: string;
+  priority: 'P1' | 'P2' | 'P3';
+  status: 'open' | 'decided';
+  detail: ConflictDetail;
+  assigned_to: string | null;
+  assigned_at: Date | null;
+  decided_by: string | null;
+  decided_at: Date | null;
+}
+
+export async function currentRunId(ctx: Ctx | { db: { control: Knex } }, release: string): Promise<number> {
+  const { currentRunId } = await releaseState(ctx.db.control, release);
+  if (!currentRunId) {
+    throw new TributaryError('gate_state', `release ${release} has not been consolidated yet: run tributary consolidate ${release} first`, { release });
+  }
+  return currentRunId;
+}
+
+export interface ListFilter {
+  status?: 'open' | 'decided' | 'all';
+  priority?: string;
+  limit?: number;
+}
+
+export async function listConflicts(ctx: Ctx, release: string, filter: ListFilter = {}): Promise<ConflictRow[]> {
+  releaseOrThrow(ctx.config, release);
+  const runId = await currentRunId(ctx, release);
+  const q = ctx.db.control('conflicts').where({ run_id: runId }).orderBy([{ column: 'priority' }, { column: 'code' }]);
+  const status = filter.status ?? 'open';
+  if (status !== 'all') q.where({ status });
+  if (filter.priority) {
+    if (!/^P[123]$/.test(filter.priority)) throw new TributaryError('usage', `--priority must be P1, P2 or P3 (got "${filter.priority}")`);
+    q.where({ priority: filter.priority });
+  }
+  if (filter.limit) q.limit(filter.limit);
+  return q;
+}
+
+export async function getConflict(ctx: Ctx, release: string, code: string, db: Knex | Knex.Transaction = ctx.db.control, forUpdate = false): Promise<ConflictRow> {
+  const runId = await currentRunId({ db: { control: db as Knex } }, release);
+  const q = db<ConflictRow>('conflicts').where({ run_id: runId, code: code.toUpperCase() }).first();
+  if (forUpdate) q.forUpdate();
+  const row = await q;
+  if (!row) throw new TributaryError('unknown_conflict', `no conflict ${code} in release ${release}'s current consolidation (tributary conflicts ${release} lists them)`, { code });
+  return row as ConflictRow;
+}
+
+/** Finds which release a bare code belongs to, when the caller did not say. */
+export async function releaseOfCode(ctx: Ctx, code: string): Promise<string> {
+  const rows = await ctx.db.control('conflicts as c')
+    .join('release_states as s', 's.current_run_id', 'c.run_id')
+    .where('c.code', code.toUpperCase())
+    .select('c.release');
+  if (rows.length === 0) throw new TributaryError('unknown_conflict', `no conflict ${code} in any release's current consolidation`, { code });
+  if (rows.length > 1) throw new TributaryError('usage', `${code} exists in several releases (${rows.map((r) => r.release).join(', ')}): pass --release`);
+  return rows[0].release as string;
+}
+
+/** Child rows hanging on each version's records, counted over every child entity. */
+export async function childCounts(ctx: Ctx, runId: number, entity: string, records: { env: string; pk: string; key: string }[]): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const t = runTables(runId);
+  const children = ctx.config.entities.flatMap((e) => e.references.filter((r) => r.entity === entity).map((r) => ({ e, r })));
+  if (records.length === 0 || children.length === 0) return counts;
+  for (const { e, r } of children) {
+    const res = await ctx.db.control.raw<{ rows: { key: string; n: number }[] }>(
+      `select x.key, count(c.*)::int as n
+         from unnest(?::text[], ?::text[], ?::text[]) as x(env, pk, key)
+         join ${t.records} c on c.entity = ? and c.env = x.env and c.data->>${literal(r.column)} = x.pk
+        group by x.key`,
+      [records.map((x) => x.env), records.map((x) => x.pk), records.map((x) => x.key), e.name],
+    );
+    for (const row of res.rows) counts.set(row.key, (counts.get(row.key) ?? 0) + row.n);
+  }
+  return counts;
+}
+
+/** A conflict with live related-data counts per version. */
+export async function showConflict(ctx: Ctx, release: string, code: string): Promise<ConflictRow> {
+  const c = await getConflict(ctx, release, code);
+  if (c.detail.versions) {
+    const recs = c.detail.versions.flatMap((v) => v.envs.map((env, i) => ({ env, pk: v.pks[i]!, key: String(v.no) })));
+    const counts = await childCounts(ctx, c.run_id, c.entity, recs);
+    for (const v of c.detail.versions) v.children = counts.get(String(v.no)) ?? 0;
+  }
+  return c;
+}
+
+/**
+ * "Review next": hands the actor the next unassigned open conflict of the highest priority (or the one
+ * already assigned to them). SKIP LOCKED makes two reviewers asking at once get different conflicts.
+ */
+export async function nextConflict(ctx: Ctx, release: string, actor: Actor): Promise<ConflictRow | undefined> {
+  releaseOrThrow(ctx.config, release);
+  const runId = await currentRunId(ctx, release);
+  return ctx.db.control.transaction(async (trx) => {
+    const mine = await trx<ConflictRow>('conflicts').where({ run_id: runId, status: 'open', assigned_to: actor }).orderBy(['priority', 'code']).first();
+    if (mine) return mine as ConflictRow;
+    const res = await trx.raw<{ rows: ConflictRow[] }>(
+      `update conflicts set assigned_to = ?, assigned_at = now()
+        where id = (select id from conflicts where run_id = ? and status = 'open' and assigned_to is null
+                     order by priority, code limit 1 for update skip locked)
+        returning *`,
+      [actor, runId],
+    );
+    return res.rows[0];
+  });
+}
+
+export interface QueueSummary {
+  release: string;
+  runId: number;
+  open: Record<string, number>;
+  decided: number;
+  total: number;
+}
+
+export async function queueSummary(ctx: Ctx, release: string): Promise<QueueSummary> {
+  const runId = await currentRunId(ctx, release);
+  const rows = await ctx.db.control('conflicts').where({ run_id: runId }).groupBy('status', 'priority').select('status', 'priority').count<{ status: string; priority: string; count: number }[]>('* as count');
+  const open: Record<string, number> = { P1: 0, P2: 0, P3: 0 };
+  let decided = 0;
+  let total = 0;
+  for (const r of rows) {
+    const n = Number(r.count);
+    total += n;
+    if (r.status === 'open') open[r.priority] = (open[r.priority] ?? 0) + n;
+    else decided += n;
+  }
+  return { release, runId, open, decided, total };
+}
+

@@ -1,0 +1,584 @@
+import type { Knex } from 'knex';
+import type { EntitySpec } from '../config/load.js';
+import { envByRole, releaseOrThrow } from '../config/load.js';
+import type { VersionRuleName } from '../config/schema.js';
+import { tableExists } from './checksum.js';
+import { workTable } from './collect.js';
+import { onEnv, type Ctx } from './context.js';
+import { ident, literal, qualified, textArray } from './sql.js';
+
+/**
+ * Detection and resolution, set-based in SQL over the work area, following DESIGN.md's three phases:
+ *   1. identities: natural keys identify; a primary key shared by different identities is re-keyed;
+ *      natural keys that point at two identities make an inconsistent-identity conflict;
+ *   2. versions: an identity's records collapse into versions, and the first matching policy rule
+ *      resolves them (or queues them for review with a priority);
+ *   3. references: children follow the key map to their surviving parent; a reference that resolves
+ *      nowhere is a dangling-reference, a parent that lost on the columns the child relies on is a
+ *      mismatched-parent.
+ * Why a record resolved the way it did is in this file: the rule predicates, the survivor order, the reasons.
+ */
+
+export const COMPLEX_KINDS = ['core-conflict', 'equal-priority', 'inconsistent-identity', 'dangling-reference', 'mismatched-parent', 'unmatched'] as const;
+export type ConflictKind = (typeof COMPLEX_KINDS)[number];
+export type RuleName = VersionRuleName | 're-key' | ConflictKind | 'decision';
+
+const PRIORITY_RANK: Record<string, number> = { critical: 1, high: 2, medium: 3, low: 4 };
+
+/** A rule's situation, as a predicate over the identity summary `s` (see summarise()). */
+const RULE_PREDICATES: Record<VersionRuleName, string> = {
+  'exact-duplicate': 's.nv = 1',
+  'newest-wins': 's.nv > 1 and s.npayload = 1',
+  'complementary-merge': 's.npayload > 1 and s.complementary',
+  'core-conflict': 's.core_differs',
+  'feature-priority': 's.npayload > 1 and not s.core_differs and s.npri > 1 and s.ntop = 1',
+  'env-precedence': 's.npayload > 1 and not s.core_differs and s.nfeat = 1',
+  'equal-priority': 's.npayload > 1 and not s.core_differs and s.nfeat > 1 and not (s.npri > 1 and s.ntop = 1)',
+};
+
+/** How the survivor version is chosen, per rule (the first version in this order wins). */
+const SURVIVOR_ORDER: Record<string, string> = {
+  'exact-duplicate': 'v.best_rank',
+  'newest-wins': 'v.ts desc nulls last, v.best_rank',
+  'complementary-merge': 'v.best_rank',
+  'feature-priority': 'v.fpri, v.best_rank',
+  'env-precedence': 'v.best_rank',
+  // complex: the suggested version
+  'core-conflict': 'v.fpri, v.best_rank',
+  'equal-priority': 'v.best_rank',
+  'inconsistent-identity': 'v.best_rank',
+  unmatched: 'v.best_rank',
+};
+
+const SIMPLE_RULES = new Set<string>(['exact-duplicate', 'newest-wins', 'complementary-merge', 'feature-priority', 'env-precedence']);
+
+export interface DetectCounts {
+  collected: number;
+  identities: number;
+  conflicts: number;
+  autoResolved: number;
+  manual: number;
+  byRule: Record<string, number>;
+  byPriority: Record<string, number>;
+}
+
+export interface RunTables {
+  records: string;
+  rekey: string;
+  cmp: string;
+  versions: string;
+  idsum: string;
+  keyMap: string;
+  result: string;
+}
+
+export function runTables(runId: number): RunTables {
+  return {
+    records: workTable(runId, 'records'),
+    rekey: workTable(runId, 'rekey'),
+    cmp: workTable(runId, 'cmp'),
+    versions: workTable(runId, 'versions'),
+    idsum: workTable(runId, 'idsum'),
+    keyMap: workTable(runId, 'key_map'),
+    result: workTable(runId, 'result'),
+  };
+}
+
+async function createTables(k: Knex, t: RunTables): Promise<void> {
+  await k.raw(`create unlogged table ${t.rekey} (entity text, env text, env_rank int, pk text, new_pk text, owner_env text, primary key (entity, env, pk))`);
+  await k.raw(`create unlogged table ${t.cmp} (entity text, env text, env_rank int, pk text, identity text, payload jsonb, ts timestamptz,
+      feature text, fpri int, created_by text, created_at timestamptz, version_no int)`);
+  await k.raw(`create unlogged table ${t.versions} (entity text, identity text, version_no int, payload jsonb, ts timestamptz, best_rank int,
+      envs text[], pks text[], features text[], feature text, fpri int, created_by text, created_at timestamptz, rep_env text, rep_pk text, n int,
+      primary key (entity, identity, version_no))`);
+  await k.raw(`create unlogged table ${t.idsum} (entity text, identity text, nv int, nrec int, rule text, priority text, survivor int,
+      differing text[], reason text, primary key (entity, identity))`);
+  await k.raw(`create unlogged table ${t.keyMap} (entity text, env text, old_pk text, new_pk text, primary key (entity, env, old_pk))`);
+  await k.raw(`create unlogged table ${t.result} (entity text not null, identity text not null, pk text, data jsonb, raw_refs jsonb not null default '{}',
+      sources jsonb not null, rule text, reason text, conflict text, status text not null, rep_env text not null, rep_pk text not null, feature text,
+      primary key (entity, identity))`);
+}
+
+function excludedColumns(ctx: Ctx, e: EntitySpec): string[] {
+  const t = ctx.config.tags;
+  return [...new Set([e.primaryKey, t.release, t.feature, t.createdBy, t.createdAt, e.timestamp, ...e.ignore])];
+}
+
+/** The feature plan as a VALUES list: feature → priority rank (1 = critical). */
+function planValues(ctx: Ctx, release: string, alias = 'plan'): string {
+  const plan = releaseOrThrow(ctx.config, release);
+  const rows = [...plan.features.values()].map((f) => `(${literal(f.id)}, ${PRIORITY_RANK[f.priority]}, ${literal(f.priority)})`);
+  return `(values ${rows.join(', ')}) as ${alias}(feature, rank, priority)`;
+}
+
+function refsObject(e: EntitySpec, dataExpr: string): string {
+  if (e.references.length === 0) return `'{}'::jsonb`;
+  return `jsonb_strip_nulls(jsonb_build_object(${e.references.map((r) => `${literal(r.column)}, ${dataExpr}->>${literal(r.column)}`).join(', ')}))`;
+}
+
+/** Largest numeric key of the entity in master's earlier releases, so fresh keys never collide with them. */
+async function masterMaxKey(ctx: Ctx, e: EntitySpec): Promise<string | null> {
+  const master = envByRole(ctx.config, 'master');
+  if (!master) return null;
+  return onEnv(ctx, master, async () => {
+    const k = ctx.db.env(master);
+    if (!(await tableExists(k, master.schema, e.table))) return null;
+    const res = await k.raw<{ rows: { m: string | null }[] }>(
+      `select max(${ident(e.primaryKey)}::numeric)::text as m from ${qualified(master.schema, e.table)} where ${ident(e.primaryKey)}::text ~ '^-{0,1}[0-9]+$'`,
+    );
+    return res.rows[0]?.m ?? null;
+  });
+}
+
+/** Phase 1b: natural keys beyond the first that point at two identities merge them into one inconsistent group. */
+async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<void> {
+  for (const key of e.naturalKeys.slice(1)) {
+    const value = `concat_ws(chr(31), ${key.map((c) => `data->>${literal(c)}`).join(', ')})`;
+    const present = key.map((c) => `data->>${literal(c)} is not null`).join(' and ');
+    const res = await k.raw<{ rows: { identity: string; v: string }[] }>(
+      `with kv as (select identity, ${value} as v from ${t.records} where entity = ? and ${present}),
+            bad as (select v from kv group by v having count(distinct identity) > 1)
+       select distinct kv.identity, kv.v from kv join bad using (v)`,
+      [e.name],
+    );
+    if (res.rows.length === 0) continue;
+    // union-find over the (few) linked identities
+    const parent = new Map<string, string>();
+    const find = (x: string): string => {
+      let p = parent.get(x) ?? x;
+      while (p !== (parent.get(p) ?? p)) p = parent.get(p)!;
+      parent.set(x, p);
+      return p;
+    };
+    const byValue = new Map<string, string>();
+    for (const r of res.rows) {
+      const other = byValue.get(r.v);
+      if (other) {
+        const [a, b] = [find(other), find(r.identity)].sort() as [string, string];
+        if (a !== b) parent.set(b, a);
+      } else byValue.set(r.v, r.identity);
+    }
+    const mapping = res.rows.map((r) => [r.identity, find(r.identity)] as const);
+    const unique = [...new Map(mapping).entries()];
+    await k.raw(
+      `update ${t.records} r set identity = 'i:' || substr(m.g, 3)
+         from unnest(?::text[], ?::text[]) as m(identity, g)
+        where r.entity = ? and r.identity = m.identity`,
+      [unique.map((u) => u[0]), unique.map((u) => u[1]), e.name],
+    );
+  }
+}
+
+/** Phase 1c: a primary key shared by different identities: lower-precedence ones get fresh keys. */
+async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<number> {
+  if (e.naturalKeys.length === 0) return 0;
+  const numeric = await k.raw<{ rows: { numeric: boolean | null; max: string | null }[] }>(
+    `select bool_and(pk ~ '^-{0,1}[0-9]+$') as numeric, max(pk::numeric) filter (where pk ~ '^-{0,1}[0-9]+$')::text as max from ${t.records} where entity = ?`,
+    [e.name],
+  );
+  const isNumeric = numeric.rows[0]?.numeric ?? false;
+  const masterMax = isNumeric ? await masterMaxKey(ctx, e) : null;
+  const base = `greatest(${numeric.rows[0]?.max ?? 0}::numeric, ${masterMax ?? 0}::numeric)`;
+  const fresh = isNumeric
+    ? `(${base} + row_number() over (order by m.env_rank, m.pk::numeric))::text`
+    : `m.pk || '-' || lower(m.env)`;
+  await k.raw(
+    `insert into ${t.rekey} (entity, env, env_rank, pk, new_pk, owner_env)
+     with owners as (
+       select pk, (array_agg(identity order by env_rank, identity))[1] as owner, (array_agg(env order by env_rank, identity))[1] as owner_env
+         from ${t.records} where entity = ? group by pk having count(distinct identity) > 1
+     ), m as (
+       select r.env, r.env_rank, r.pk, o.owner_env from ${t.records} r join owners o on o.pk = r.pk
+        where r.entity = ? and r.identity <> o.owner
+     )
+     select ?, m.env, m.env_rank, m.pk, ${fresh}, m.owner_env from m`,
+    [e.name, e.name, e.name],
+  );
+  const groups = await k.raw<{ rows: { n: number }[] }>(`select count(distinct pk)::int as n from ${t.rekey} where entity = ?`, [e.name]);
+  return groups.rows[0]?.n ?? 0;
+}
+
+/** Phase 2a: records of identities with two or more records, payloads with references translated to parent identities. */
+async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release: string): Promise<void> {
+  let payload = `(r.data - ${textArray(excludedColumns(ctx, e))})`;
+  const joins: string[] = [];
+  e.references.forEach((ref, i) => {
+    const alias = `p${i}`;
+    joins.push(`left join ${t.records} ${alias} on ${alias}.entity = ${literal(ref.entity)} and ${alias}.env = r.env and ${alias}.pk = r.data->>${literal(ref.column)}`);
+    payload = `case when ${alias}.identity is null then ${payload} else jsonb_set(${payload}, ${literal(`{${ref.column}}`)}, to_jsonb('@' || ${alias}.identity)) end`;
+  });
+  await k.raw(
+    `insert into ${t.cmp} (entity, env, env_rank, pk, identity, payload, ts, feature, fpri, created_by, created_at)
+     with multi as (select identity from ${t.records} where entity = ? group by identity having count(*) > 1)
+     select r.entity, r.env, r.env_rank, r.pk, r.identity, ${payload}, r.ts, r.feature, coalesce(plan.rank, 9), r.created_by, r.created_at
+       from ${t.records} r join multi using (identity)
+       left join ${planValues(ctx, release)} on plan.feature = r.feature
+       ${joins.join('\n       ')}
+      where r.entity = ?`,
+    [e.name, e.name],
+  );
+  await k.raw(
+    `insert into ${t.versions} (entity, identity, version_no, payload, ts, best_rank, envs, pks, features, feature, fpri, created_by, created_at, rep_env, rep_pk, n)
+     select entity, identity,
+            row_number() over (partition by identity order by min(env_rank), ts desc nulls last)::int,
+            payload, ts, min(env_rank),
+            array_agg(env order by env_rank, pk), array_agg(pk order by env_rank, pk),
+            array_agg(distinct feature) filter (where feature is not null),
+            (array_agg(feature order by fpri, env_rank))[1], min(fpri),
+            (array_agg(created_by order by env_rank, pk))[1], (array_agg(created_at order by env_rank, pk))[1],
+            (array_agg(env order by env_rank, pk))[1], (array_agg(pk order by env_rank, pk))[1], count(*)::int
+       from ${t.cmp} where entity = ? group by entity, identity, payload, ts`,
+    [e.name],
+  );
+  await k.raw(
+    `update ${t.cmp} c set version_no = v.version_no from ${t.versions} v
+      where c.entity = ? and v.entity = c.entity and v.identity = c.identity and v.payload = c.payload and v.ts is not distinct from c.ts`,
+    [e.name],
+  );
+}
+
+/** Phase 2b: classify each identity with the policy's rules, in the configured order. */
+async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release: string): Promise<void> {
+  const rules = ctx.config.policy.rules;
+  const ruleCase = rules.map((r) => `when ${RULE_PREDICATES[r]} then ${literal(r)}`).join(' ');
+  const survivorCase = Object.entries(SURVIVOR_ORDER)
+    .map(([rule, order]) => `when ${literal(rule)} then row_number() over (partition by v.identity order by ${order})`)
+    .join(' ');
+  await k.raw(
+    `insert into ${t.idsum} (entity, identity, nv, nrec, rule, priority, differing)
+     with keys as (select distinct identity, key from ${t.versions} v, jsonb_object_keys(v.payload) key where v.entity = :entity),
+     vals as (select k.identity, k.key, coalesce(v.payload -> k.key, 'null'::jsonb) as val
+                from keys k join ${t.versions} v on v.entity = :entity and v.identity = k.identity),
+     attrs as (select identity, key, count(distinct val) as dv, count(distinct val) filter (where val <> 'null'::jsonb) as dnn
+                 from vals group by identity, key),
+     a as (select identity,
+                  coalesce(array_agg(key order by key) filter (where dv > 1), '{}') as differing,
+                  bool_and(dnn <= 1) as complementary,
+                  coalesce(bool_or(dv > 1 and key = any(:core::text[])), false) as core_differs
+             from attrs group by identity),
+     vs as (select identity, count(*)::int as nv, sum(n)::int as nrec, count(distinct payload)::int as npayload,
+                   count(distinct feature)::int as nfeat, count(distinct fpri)::int as npri, min(fpri) as top,
+                   bool_or(fpri = 1) as critical
+              from ${t.versions} where entity = :entity group by identity),
+     s as (select vs.*, coalesce(a.differing, '{}') as differing, coalesce(a.complementary, true) as complementary,
+                  coalesce(a.core_differs, false) as core_differs,
+                  (select count(*) from ${t.versions} v where v.entity = :entity and v.identity = vs.identity and v.fpri = vs.top)::int as ntop
+             from vs left join a using (identity))
+     select :entity, s.identity, s.nv, s.nrec, r.rule,
+            case r.rule when 'core-conflict' then case when s.critical then 'P1' else 'P2' end
+                        when 'inconsistent-identity' then 'P1'
+                        when 'equal-priority' then 'P3' when 'unmatched' then 'P3' end,
+            s.differing
+       from s cross join lateral (
+         select case when s.identity like 'i:%' then 'inconsistent-identity' ${ruleCase} else 'unmatched' end as rule
+       ) r`,
+    { entity: e.name, core: e.core },
+  );
+  await k.raw(
+    `update ${t.idsum} i set survivor = w.version_no
+       from (select v.identity, v.version_no, case s.rule ${survivorCase} end as place
+               from ${t.versions} v join ${t.idsum} s on s.entity = v.entity and s.identity = v.identity
+              where v.entity = :entity) w
+      where i.entity = :entity and w.identity = i.identity and w.place = 1`,
+    { entity: e.name },
+  );
+  await k.raw(
+    `update ${t.idsum} i set reason = x.reason
+       from (
+         select s.identity,
+                case s.rule
+                  when 'exact-duplicate' then format('identical in %s — kept %s''s record (highest precedence)', array_to_string(w.envs, ', '), w.rep_env)
+                  when 'newest-wins' then format('%s newer: %s vs %s — newest wins', w.rep_env,
+                        to_char(w.ts at time zone 'UTC', 'YYYY-MM-DD HH24:MI'), to_char(o.ts at time zone 'UTC', 'YYYY-MM-DD HH24:MI'))
+                  when 'complementary-merge' then format('%s differ only where one side is empty (%s) — attributes united, %s''s key kept',
+                        array_to_string(o.envs || w.envs, ', '), array_to_string(s.differing, ', '), w.rep_env)
+                  when 'feature-priority' then format('%s (%s) outranks %s — kept %s''s version', w.feature, pw.priority, o.features_txt, w.rep_env)
+                  when 'env-precedence' then format('same feature %s; %s has precedence over %s — kept %s''s version', w.feature, w.rep_env, o.envs_txt, w.rep_env)
+                  when 'core-conflict' then format('core attributes differ (%s): needs review; suggested: keep %s''s version (%s, %s)',
+                        array_to_string(s.differing, ', '), w.rep_env, w.feature, pw.priority)
+                  when 'equal-priority' then format('%s and %s are features of equal priority (%s) and disagree on %s: needs review; suggested: keep both, renamed',
+                        w.feature, o.features_txt, pw.priority, array_to_string(s.differing, ', '))
+                  when 'inconsistent-identity' then format('natural keys point at different records (%s differ across %s): needs review; suggested: keep both, renamed',
+                        array_to_string(s.differing, ', '), array_to_string(o.envs || w.envs, ', '))
+                  else format('no policy rule matched (%s differ): needs review', array_to_string(s.differing, ', '))
+                end as reason
+           from ${t.idsum} s
+           join ${t.versions} w on w.entity = s.entity and w.identity = s.identity and w.version_no = s.survivor
+           left join ${planValues(ctx, release, 'pw')} on pw.feature = w.feature
+           cross join lateral (
+             select max(v.ts) as ts,
+                    array_agg(distinct env) as envs,
+                    string_agg(distinct env, ', ') as envs_txt,
+                    coalesce(string_agg(distinct coalesce(v.feature, 'no feature') || coalesce(' (' || p2.priority || ')', ''), ', '), 'none') as features_txt
+               from ${t.versions} v
+               left join ${planValues(ctx, release, 'p2')} on p2.feature = v.feature
+               cross join unnest(v.envs) env
+              where v.entity = s.entity and v.identity = s.identity and v.version_no <> s.survivor
+           ) o
+          where s.entity = :entity
+       ) x
+      where i.entity = :entity and i.identity = x.identity`,
+    { entity: e.name },
+  );
+}
+
+/** Phase 2c: the entity's result rows (final, or pending review) and its key map. */
+async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<void> {
+  const pk = literal(`{${e.primaryKey}}`);
+  const pkv = `data->${literal(e.primaryKey)}`;
+  const excluded = textArray(excludedColumns(ctx, e));
+  // singletons (possibly re-keyed)
+  await k.raw(
+    `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, status, rep_env, rep_pk, feature)
+     select r.entity, r.identity, coalesce(rk.new_pk, r.pk),
+            case when rk.new_pk is null then r.data else jsonb_set(r.data, ${pk}, work.key_value(r.${pkv}, rk.new_pk)) end,
+            ${refsObject(e, 'r.data')},
+            jsonb_build_array(jsonb_build_object('env', r.env, 'pk', r.pk, 'feature', r.feature, 'created_by', r.created_by)),
+            case when rk.new_pk is not null then 're-key' end,
+            case when rk.new_pk is not null then format('%s %s in %s is also used by a different record in %s — re-keyed to %s',
+                 ${literal(e.primaryKey)}, r.pk, r.env, rk.owner_env, rk.new_pk) end,
+            'final', r.env, r.pk, r.feature
+       from ${t.records} r
+       left join ${t.rekey} rk on rk.entity = r.entity and rk.env = r.env and rk.pk = r.pk
+      where r.entity = ? and not exists (select 1 from ${t.idsum} s where s.entity = r.entity and s.identity = r.identity)`,
+    [e.name],
+  );
+  // multi-record identities: the survivor (merged for complementary-merge), or the suggestion while pending
+  await k.raw(
+    `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, status, rep_env, rep_pk, feature)
+     select s.entity, s.identity, coalesce(rk.new_pk, base.pk), m.data, ${refsObject(e, 'm.data')}, src.sources, s.rule, s.reason,
+            case when s.priority is null then 'final' else 'pending' end, base.env, base.pk, w.feature
+       from ${t.idsum} s
+       join ${t.versions} w on w.entity = s.entity and w.identity = s.identity and w.version_no = s.survivor
+       join ${t.records} base on base.entity = s.entity and base.env = w.rep_env and base.pk = w.rep_pk
+       left join ${t.rekey} rk on rk.entity = base.entity and rk.env = base.env and rk.pk = base.pk
+       cross join lateral (
+         select jsonb_agg(jsonb_build_object('env', c.env, 'pk', c.pk, 'feature', c.feature, 'created_by', c.created_by, 'version', c.version_no)
+                          order by c.env_rank, c.pk) as sources
+           from ${t.cmp} c where c.entity = s.entity and c.identity = s.identity
+       ) src
+       cross join lateral (
+         select case when s.rule = 'complementary-merge' then
+                  base.data || coalesce((
+                    select jsonb_object_agg(f.key, f.value) from (
+                      select distinct on (kv.key) kv.key, kv.value
+                        from ${t.versions} v
+                        join ${t.records} o on o.entity = v.entity and o.env = v.rep_env and o.pk = v.rep_pk
+                        cross join jsonb_each(o.data - ${excluded}) kv
+                       where v.entity = s.entity and v.identity = s.identity and kv.value <> 'null'::jsonb
+                         and coalesce(base.data -> kv.key, 'null'::jsonb) = 'null'::jsonb
+                       order by kv.key, v.best_rank) f), '{}'::jsonb)
+                else base.data end as merged
+       ) mm
+       cross join lateral (
+         select case when rk.new_pk is null then mm.merged else jsonb_set(mm.merged, ${pk}, work.key_value(mm.merged->${literal(e.primaryKey)}, rk.new_pk)) end as data
+       ) m
+      where s.entity = ?`,
+    [e.name],
+  );
+  // key map: every record whose primary key differs from its survivor's, and every re-keyed record
+  await k.raw(
+    `insert into ${t.keyMap} (entity, env, old_pk, new_pk)
+     select r.entity, r.env, r.pk, coalesce(rk.new_pk, r.pk) from ${t.rekey} rk
+       join ${t.records} r on r.entity = rk.entity and r.env = rk.env and r.pk = rk.pk
+      where rk.entity = ?
+     on conflict do nothing`,
+    [e.name],
+  );
+  await k.raw(
+    `insert into ${t.keyMap} (entity, env, old_pk, new_pk)
+     select c.entity, c.env, c.pk, res.pk from ${t.cmp} c
+       join ${t.result} res on res.entity = c.entity and res.identity = c.identity and res.status = 'final'
+      where c.entity = ? and c.pk <> res.pk
+     on conflict (entity, env, old_pk) do update set new_pk = excluded.new_pk`,
+    [e.name],
+  );
+}
+
+/** Rewrites the children's reference columns through their own env's key map (and pinned re-points). */
+export async function materializeRefs(
+  k: Knex | Knex.Transaction,
+  t: RunTables,
+  e: EntitySpec,
+  only?: { parent: string; envs: string[]; pks: string[] },
+): Promise<void> {
+  for (const ref of e.references) {
+    if (only && ref.entity !== only.parent) continue;
+    const col = literal(ref.column);
+    const filter = only ? `and (c2.rep_env, c2.raw_refs->>${col}) in (select * from unnest(?::text[], ?::text[]))` : '';
+    await k.raw(
+      `update ${t.result} c
+          set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)},
+                     work.key_value(c.data->${col}, coalesce(c.raw_refs->>${literal(`!${ref.column}`)}, km.new_pk, c.raw_refs->>${col})))
+         from ${t.result} c2
+         left join ${t.keyMap} km on km.entity = ? and km.env = c2.rep_env and km.old_pk = c2.raw_refs->>${col}
+        where c.entity = ? and c2.entity = c.entity and c2.identity = c.identity and c.data is not null
+          and (jsonb_exists(c.raw_refs, ${col}) or jsonb_exists(c.raw_refs, ${literal(`!${ref.column}`)})) ${filter}`,
+      only ? [ref.entity, e.name, only.envs, only.pks] : [ref.entity, e.name],
+    );
+  }
+}
+
+export interface ReferenceProblem {
+  entity: string;
+  identity: string;
+  kind: 'dangling-reference' | 'mismatched-parent';
+  column: string;
+  parentEntity: string;
+  value: string;
+  env: string;
+  detail: string;
+}
+
+/** Phase 3: references that resolve nowhere, and parents that lost on the columns a child relies on. */
+async function checkReferences(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<ReferenceProblem[]> {
+  const problems: ReferenceProblem[] = [];
+  for (const ref of e.references) {
+    const col = literal(ref.column);
+    const candidates = await k.raw<{ rows: { identity: string; env: string; v: string }[] }>(
+      `select c.identity, c.rep_env as env, c.raw_refs->>${col} as v from ${t.result} c
+        where c.entity = ? and c.status = 'final' and jsonb_exists(c.raw_refs, ${col})
+          and not exists (select 1 from ${t.keyMap} km where km.entity = ? and km.env = c.rep_env and km.old_pk = c.raw_refs->>${col})
+          and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = c.rep_env and p.pk = c.raw_refs->>${col})
+          and not exists (select 1 from ${t.result} p where p.entity = ? and p.pk = c.raw_refs->>${col} and p.status <> 'deleted')`,
+      [e.name, ref.entity, ref.entity, ref.entity],
+    );
+    let missing = candidates.rows;
+    if (missing.length > 0) {
+      const inMaster = await masterKeys(ctx, ref.entity, [...new Set(missing.map((m) => m.v))]);
+      missing = missing.filter((m) => !inMaster.has(m.v));
+    }
+    for (const m of missing) {
+      problems.push({
+        entity: e.name,
+        identity: m.identity,
+        kind: 'dangling-reference',
+        column: ref.column,
+        parentEntity: ref.entity,
+        value: m.v,
+        env: m.env,
+        detail: `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, in the consolidated ${ref.entity} or in master`,
+      });
+    }
+    if (ref.columns.length > 0) {
+      const differs = ref.columns.map((c) => `p.data->${literal(c)} is distinct from ps.data->${literal(c)}`).join(' or ');
+      const mism = await k.raw<{ rows: { identity: string; env: string; v: string; mine: Record<string, unknown>; theirs: Record<string, unknown>; winner: string }[] }>(
+        `select c.identity, c.rep_env as env, c.raw_refs->>${col} as v,
+                jsonb_build_object(${ref.columns.map((c) => `${literal(c)}, p.data->${literal(c)}`).join(', ')}) as mine,
+                jsonb_build_object(${ref.columns.map((c) => `${literal(c)}, ps.data->${literal(c)}`).join(', ')}) as theirs,
+                ps.rep_env as winner
+           from ${t.result} c
+           join ${t.records} p on p.entity = ? and p.env = c.rep_env and p.pk = c.raw_refs->>${col}
+           join ${t.result} ps on ps.entity = p.entity and ps.identity = p.identity and ps.status = 'final'
+          where c.entity = ? and c.status = 'final' and (${differs})`,
+        [ref.entity, e.name],
+      );
+      for (const m of mism.rows) {
+        const fmt = (o: Record<string, unknown>) => Object.entries(o).map(([kk, vv]) => `${kk}=${JSON.stringify(vv)}`).join(', ');
+        problems.push({
+          entity: e.name,
+          identity: m.identity,
+          kind: 'mismatched-parent',
+          column: ref.column,
+          parentEntity: ref.entity,
+          value: m.v,
+          env: m.env,
+          detail: `relies on ${ref.entity} ${m.v} of ${m.env} (${fmt(m.mine)}), but the surviving version from ${m.winner} has ${fmt(m.theirs)}`,
+        });
+      }
+    }
+  }
+  if (problems.length > 0) {
+    await k.raw(
+      `update ${t.result} r set status = 'pending', rule = p.kind, reason = p.detail
+         from unnest(?::text[], ?::text[], ?::text[]) as p(identity, kind, detail)
+        where r.entity = ? and r.identity = p.identity`,
+      [problems.map((p) => p.identity), problems.map((p) => p.kind), problems.map((p) => p.detail), e.name],
+    );
+  }
+  return problems;
+}
+
+export async function masterKeys(ctx: Ctx, entityName: string, keys: string[]): Promise<Set<string>> {
+  const master = envByRole(ctx.config, 'master');
+  const e = ctx.config.entities.find((x) => x.name === entityName)!;
+  if (!master || keys.length === 0) return new Set();
+  return onEnv(ctx, master, async () => {
+    const k = ctx.db.env(master);
+    if (!(await tableExists(k, master.schema, e.table))) return new Set<string>();
+    const res = await k.raw<{ rows: { pk: string }[] }>(
+      `select ${ident(e.primaryKey)}::text as pk from ${qualified(master.schema, e.table)} where ${ident(e.primaryKey)}::text = any(?::text[])`,
+      [keys],
+    );
+    return new Set(res.rows.map((r) => r.pk));
+  });
+}
+
+export interface DetectOutcome {
+  counts: DetectCounts;
+  references: ReferenceProblem[];
+  timings: { detection: number; resolution: number };
+}
+
+/** Runs phases 1–3 over the collected records of a run. */
+export async function detectAndResolve(ctx: Ctx, runId: number, release: string): Promise<DetectOutcome> {
+  const k = ctx.db.control;
+  const t = runTables(runId);
+  await createTables(k, t);
+  let rekeyGroups = 0;
+  const references: ReferenceProblem[] = [];
+  let detection = 0;
+  let resolution = 0;
+  for (const e of ctx.config.entities) {
+    const t0 = performance.now();
+    await groupInconsistent(k, t, e);
+    rekeyGroups += await rekey(ctx, k, t, e);
+    await buildVersions(ctx, k, t, e, release);
+    const t1 = performance.now();
+    await classify(ctx, k, t, e, release);
+    await buildResult(ctx, k, t, e);
+    await materializeRefs(k, t, e);
+    const t2 = performance.now();
+    detection += t1 - t0;
+    resolution += t2 - t1;
+  }
+  const t3 = performance.now();
+  for (const e of ctx.config.entities) references.push(...(await checkReferences(ctx, k, t, e)));
+  detection += performance.now() - t3;
+
+  const stats = await k.raw<{ rows: { rule: string; priority: string | null; n: number }[] }>(
+    `select rule, priority, count(*)::int as n from ${t.idsum} group by rule, priority`,
+  );
+  const collected = await k.raw<{ rows: { n: number; ids: number }[] }>(`select count(*)::int as n, count(distinct (entity, identity))::int as ids from ${t.records}`);
+  const byRule: Record<string, number> = {};
+  const byPriority: Record<string, number> = { P1: 0, P2: 0, P3: 0 };
+  let auto = rekeyGroups;
+  let manual = 0;
+  if (rekeyGroups > 0) byRule['re-key'] = rekeyGroups;
+  for (const r of stats.rows) {
+    byRule[r.rule] = (byRule[r.rule] ?? 0) + r.n;
+    if (SIMPLE_RULES.has(r.rule)) auto += r.n;
+    else {
+      manual += r.n;
+      byPriority[r.priority ?? 'P3'] = (byPriority[r.priority ?? 'P3'] ?? 0) + r.n;
+    }
+  }
+  for (const p of references) {
+    byRule[p.kind] = (byRule[p.kind] ?? 0) + 1;
+    byPriority.P1 = (byPriority.P1 ?? 0) + 1;
+    manual += 1;
+  }
+  return {
+    counts: {
+      collected: collected.rows[0]?.n ?? 0,
+      identities: collected.rows[0]?.ids ?? 0,
+      conflicts: auto + manual,
+      autoResolved: auto,
+      manual,
+      byRule,
+      byPriority,
+    },
+    references,
+    timings: { detection: Math.round(detection), resolution: Math.round(resolution) },
+  };
+}
