@@ -129,7 +129,7 @@ export async function ensureEmbeddedServer(dataDir: string, preferredPort?: numb
     }
     const info: ServerInfo = { host: '127.0.0.1', port, user: USER, password };
     fs.writeFileSync(serverFile, JSON.stringify(info), { mode: 0o600 });
-    log.info({ dataDir, port }, 'embedded PostgreSQL started');
+    log.debug({ dataDir, port }, 'embedded PostgreSQL started');
     return {
       info,
       owner: true,

@@ -166,7 +166,7 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
                 rep_env = ?, rep_pk = ?
            from (select ${dataSql} as data) x
           where r.entity = ? and r.identity = ?`,
-        [...bindings, rep.effPk, summary, rep.env, rep.pk, c.entity, c.identity],
+        [rep.effPk, summary, rep.env, rep.pk, ...bindings, c.entity, c.identity],
       );
       await k.raw(`delete from ${t.keyMap} where entity = ? and (env, old_pk) in (select * from unnest(?::text[], ?::text[]))`, [c.entity, recs.map((r) => r.env), recs.map((r) => r.pk)]);
       if (moved.length > 0) {
