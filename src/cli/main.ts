@@ -4,7 +4,7 @@ import { loadConfig } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
 import { migrationSource } from '../db/migrations.js';
 import { consolidate } from '../engine/consolidate.js';
-import { listConflicts, nextConflict, releaseOfCode, showConflict } from '../engine/conflicts.js';
+import { currentRunId, listConflicts, nextConflict, releaseOfCode, showConflict } from '../engine/conflicts.js';
 import type { Ctx } from '../engine/context.js';
 import { applyDecision, planDecision, type Decision } from '../engine/decide.js';
 import { releaseStatus } from '../engine/status.js';
@@ -12,7 +12,7 @@ import { installTagging, tagRelease, type TagResult } from '../engine/tag.js';
 import { EXIT, exitCodeFor, TributaryError } from '../errors.js';
 import { logger, redact, redactDeep } from '../log.js';
 import { renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
-import { resultCounts } from '../engine/status.js';
+import { resultCounts, resultRecords } from '../engine/status.js';
 
 /**
  * `tributary`: the CLI twin of every Slack command. Readable output by default, `--json` for pipelines;
@@ -189,6 +189,25 @@ export function buildProgram(): Command {
         }
         const res = await applyDecision(ctx, release, code, d, { actor: actorOf(g()), rationale: String(o.rationale ?? '') });
         out(g(), res, () => renderDecision(res));
+      });
+    });
+
+  program
+    .command('result <release>')
+    .description('the consolidated dataset with provenance per record (JSON lines; streamed)')
+    .option('--entity <entity>', 'one entity only')
+    .option('--all', 'include records awaiting review and deleted ones')
+    .action(async (release: string, o: { entity?: string; all?: boolean }) => {
+      await withCtx(g(), async (ctx) => {
+        const runId = await currentRunId(ctx, release);
+        const entities = o.entity ? [o.entity] : ctx.config.entities.map((e) => e.name);
+        for (const name of entities) {
+          if (!ctx.config.entities.some((e) => e.name === name)) throw new TributaryError('usage', `unknown entity "${name}" (dataset: ${ctx.config.entities.map((e) => e.name).join(', ')})`);
+          for await (const r of resultRecords(ctx, runId, name)) {
+            if (!o.all && r.status !== 'final') continue;
+            process.stdout.write(`${redact(JSON.stringify(r))}\n`);
+          }
+        }
       });
     });
 

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { Model } from 'objection';
 import type { Config, EnvSpec } from '../config/load.js';
 import { TributaryError } from '../errors.js';
-import { redact } from '../log.js';
+import { logger, redact } from '../log.js';
 import { ensureEmbeddedServer, type EmbeddedHandle } from './embedded.js';
 import { migrationSource } from './migrations.js';
 
@@ -54,6 +54,14 @@ export function makeKnex(params: ConnectionParams, pool: { min: number; max: num
     connection: { ...params, connectionTimeoutMillis: 5000 } as Knex.PgConnectionConfig,
     pool: { ...pool, idleTimeoutMillis: 10_000 },
     acquireConnectionTimeout: 15_000,
+    // knex logs to stdout by default: keep stdout for command output (--json) and mask secrets.
+    // A failed connection is reported by the caller, naming the env: here it is detail only.
+    log: {
+      warn: (m: unknown) => (String(m).startsWith('Acquire connection error') ? logger().debug(redact(String(m))) : logger().warn(redact(String(m)))),
+      error: (m: unknown) => logger().error(redact(String(m))),
+      deprecate: (m: unknown) => logger().debug(redact(String(m))),
+      debug: (m: unknown) => logger().debug(redact(String(m))),
+    },
   });
 }
 

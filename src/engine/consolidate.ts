@@ -1,6 +1,7 @@
 import os from 'node:os';
 import pg from 'pg';
 import { releaseOrThrow } from '../config/load.js';
+import { Run } from '../db/models.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import { recordAudit } from './audit.js';
@@ -29,9 +30,10 @@ export type Progress = (step: string, info?: Record<string, unknown>) => void;
 export async function consolidate(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress }): Promise<ConsolidateResult> {
   releaseOrThrow(ctx.config, release);
   const progress = opts.progress ?? (() => undefined);
+  // the lock gate first: a release never locked is refused as not locked, naming what to lock
+  const locks = await requireLocked(ctx, release, ctx.config.sources);
   const { state } = await releaseState(ctx.db.control, release);
   nextState(release, state, 'consolidate');
-  const locks = await requireLocked(ctx, release, ctx.config.sources);
   await checkReachable(ctx, ctx.config.sources);
 
   const guard = new pg.Client({ ...ctx.db.controlParams } as pg.ClientConfig);
@@ -55,10 +57,8 @@ export async function consolidate(ctx: Ctx, release: string, opts: { actor: Acto
       .returning('id');
     for (const a of abandoned) await dropWorkTables(ctx, (a as { id: number }).id);
 
-    const [run] = await ctx.db.control('runs')
-      .insert({ release, kind: 'consolidate', status: 'running', started_by: opts.actor, pid: process.pid, host: os.hostname() })
-      .returning('id');
-    const runId = (run as { id: number }).id;
+    const run = await Run.query(ctx.db.control).insert({ release, kind: 'consolidate', status: 'running', started_by: opts.actor, pid: process.pid, host: os.hostname() });
+    const runId = run.id;
     await recordAudit(ctx.db.control, { actor: opts.actor, action: 'consolidate.start', release, subject: `run #${runId}` });
     const steps: Record<string, number> = {};
     try {

@@ -299,6 +299,9 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
     blast,
     apply: async () => {
       await apply();
+      // the kept rows' own references follow their env's key map, like every consolidated row's
+      const kept = await k.raw<{ rows: { identity: string }[] }>(`select identity from ${t.result} where entity = ? and (identity = ? or identity like ?)`, [c.entity, c.identity, `${c.identity}#%`]);
+      await materializeRefs(k, t, e, { identities: kept.rows.map((r) => r.identity) });
       for (const child of childrenOf(ctx, c.entity)) {
         await materializeRefs(k, t, child.e, { parent: c.entity, envs: recs.map((r) => r.env), pks: recs.map((r) => r.pk) });
       }

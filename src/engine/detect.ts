@@ -400,12 +400,17 @@ export async function materializeRefs(
   k: Knex | Knex.Transaction,
   t: RunTables,
   e: EntitySpec,
-  only?: { parent: string; envs: string[]; pks: string[] },
+  only?: { parent: string; envs: string[]; pks: string[] } | { identities: string[] },
 ): Promise<void> {
   for (const ref of e.references) {
-    if (only && ref.entity !== only.parent) continue;
+    if (only && 'parent' in only && ref.entity !== only.parent) continue;
     const col = literal(ref.column);
-    const filter = only ? `and (c2.rep_env, c2.raw_refs->>${col}) in (select * from unnest(?::text[], ?::text[]))` : '';
+    const filter = !only
+      ? ''
+      : 'parent' in only
+        ? `and (c2.rep_env, c2.raw_refs->>${col}) in (select * from unnest(?::text[], ?::text[]))`
+        : 'and c.identity = any(?::text[])';
+    const extra = !only ? [] : 'parent' in only ? [only.envs, only.pks] : [only.identities];
     await k.raw(
       `update ${t.result} c
           set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)},
@@ -414,7 +419,7 @@ export async function materializeRefs(
          left join ${t.keyMap} km on km.entity = ? and km.env = c2.rep_env and km.old_pk = c2.raw_refs->>${col}
         where c.entity = ? and c2.entity = c.entity and c2.identity = c.identity and c.data is not null
           and (jsonb_exists(c.raw_refs, ${col}) or jsonb_exists(c.raw_refs, ${literal(`!${ref.column}`)})) ${filter}`,
-      only ? [ref.entity, e.name, only.envs, only.pks] : [ref.entity, e.name],
+      [ref.entity, e.name, ...extra],
     );
   }
 }

@@ -1,4 +1,5 @@
 import { releaseOrThrow } from '../config/load.js';
+import { Decision, Run } from '../db/models.js';
 import type { Ctx } from './context.js';
 import { queueSummary, type QueueSummary } from './conflicts.js';
 import { runTables } from './detect.js';
@@ -33,8 +34,8 @@ export interface ReleaseStatus {
 }
 
 export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCounts> {
-  const run = await ctx.db.control('runs').where({ id: runId }).first();
-  const detected = run.counts as { collected: number; conflicts: number; autoResolved: number; manual: number; byRule: Record<string, number>; byPriority: Record<string, number> };
+  const run = (await Run.query(ctx.db.control).findById(runId))!;
+  const detected = run.counts as unknown as { collected: number; conflicts: number; autoResolved: number; manual: number; byRule: Record<string, number>; byPriority: Record<string, number> };
   const t = runTables(runId);
   const res = await ctx.db.control.raw<{ rows: { final: number; pending: number; deleted: number; merged: number; rekeyed: number }[] }>(
     `select count(*) filter (where status = 'final')::int as final,
@@ -44,13 +45,13 @@ export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCount
             count(*) filter (where rule = 're-key')::int as rekeyed
        from ${t.result}`,
   );
-  const dec = await ctx.db.control('decisions').where({ run_id: runId }).select('action', 'blast');
+  const dec = await Decision.query(ctx.db.control).where({ run_id: runId }).select('action', 'blast');
   const r = res.rows[0]!;
   let merged = r.merged;
   let renamed = 0;
   for (const d of dec) {
     if (d.action === 'merge') merged += 1;
-    if (d.action === 'keep-both') renamed += (d.blast as { renamed: unknown[] }).renamed.length;
+    if (d.action === 'keep-both') renamed += d.blast.renamed.length;
   }
   return {
     collected: detected.collected,
@@ -77,10 +78,10 @@ export async function releaseStatus(ctx: Ctx, release: string): Promise<ReleaseS
     features: [...plan.features.values()].map((f) => ({ id: f.id, priority: f.priority, owner: f.owner })),
     locks: await locksOf(ctx, release),
   };
-  const latest = await ctx.db.control('runs').where({ release, kind: 'consolidate' }).orderBy('id', 'desc').first();
-  if (latest?.status === 'failed') status.lastFailure = { id: latest.id, error: latest.error, finishedAt: latest.finished_at };
+  const latest = await Run.query(ctx.db.control).where({ release, kind: 'consolidate' }).orderBy('id', 'desc').first();
+  if (latest?.status === 'failed') status.lastFailure = { id: latest.id, error: latest.error ?? '', finishedAt: latest.finished_at };
   if (currentRunId) {
-    const run = await ctx.db.control('runs').where({ id: currentRunId }).first();
+    const run = (await Run.query(ctx.db.control).findById(currentRunId))!;
     status.run = { id: run.id, status: run.status, startedAt: run.started_at, finishedAt: run.finished_at, startedBy: run.started_by, steps: run.steps };
     status.counts = await resultCounts(ctx, currentRunId);
     status.queue = await queueSummary(ctx, release);
