@@ -27,8 +27,11 @@ async function seed(e: TestEnv): Promise<void> {
   // C-002 P1 dangling reference
   await insertTransactions(e, 'st1', [{ id: 40, account_id: 999 }]);
   // C-003 P3 equal-priority on merchant M-1 (same primary key in both envs)
-  await insertAccounts(e, 'st1', [{ id: 50, number: 'M-1', user_id: null, balance: '1500.00', feature: 'FEAT-H1' }]);
-  await insertAccounts(e, 'st2', [{ id: 50, number: 'M-1', user_id: null, balance: '2750.00', feature: 'FEAT-H2' }]);
+  // the merchant's owner is the same person in both envs (ST-2's 61 collapses into ST-1's 60)
+  await insertUsers(e, 'st1', [{ id: 60, email: 'merchant@x' }]);
+  await insertUsers(e, 'st2', [{ id: 61, email: 'merchant@x' }]);
+  await insertAccounts(e, 'st1', [{ id: 50, number: 'M-1', user_id: 60, balance: '1500.00', feature: 'FEAT-H1' }]);
+  await insertAccounts(e, 'st2', [{ id: 50, number: 'M-1', user_id: 61, balance: '2750.00', feature: 'FEAT-H2' }]);
   await insertTransactions(e, 'st2', [{ id: 51, account_id: 50 }]);
 }
 
@@ -93,9 +96,9 @@ describe('decisions', () => {
     expect(plan.blast.rewritten).toBe(1);
     await applyDecision(env.ctx, 'R2', code, { action: 'keep-both' }, by);
     const accounts = ((await finalRows(env, 'accounts')) as Row[]).filter((a) => String(a.data.number).startsWith('M-1'));
-    expect(accounts.map((a) => [a.pk, a.data.number, a.data.balance])).toEqual([
-      ['50', 'M-1', 1500],
-      ['51', 'M-1-st-2', 2750],
+    expect(accounts.map((a) => [a.pk, a.data.number, a.data.balance, a.data.user_id])).toEqual([
+      ['50', 'M-1', 1500, 60],
+      ['51', 'M-1-st-2', 2750, 60],
     ]);
     const tx = ((await finalRows(env, 'transactions')) as Row[]).find((t) => t.pk === '51')!;
     expect(tx.data.account_id).toBe(51);
