@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'no_rows'
   | 'already_decided'
   | 'decision_invalid'
+  | 'forbidden'
   | 'database'
   | 'internal';
 
@@ -53,6 +54,7 @@ export function exitCodeFor(err: unknown): number {
     case 'gate_busy':
     case 'gate_state':
     case 'already_decided':
+    case 'forbidden':
       return EXIT.gate;
     default:
       return EXIT.failure;

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as control from '../../migrations/20261125120000_control.js';
+import * as slackMessages from '../../migrations/20261125140000_slack_messages.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -7,6 +8,7 @@ import * as control from '../../migrations/20261125120000_control.js';
  */
 const migrations: Record<string, Knex.Migration> = {
   '20261125120000_control': control,
+  '20261125140000_slack_messages': slackMessages,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

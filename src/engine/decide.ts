@@ -477,3 +477,18 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
     return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale };
   });
 }
+
+export interface RecordedDecision {
+  decision: Decision;
+  by: string;
+  at: Date;
+  rationale: string;
+  blast: BlastRadius;
+}
+
+/** The decision taken on a conflict, if any (to render a decided card). */
+export async function decisionOf(ctx: Ctx, conflictId: number): Promise<RecordedDecision | undefined> {
+  const row = await ctx.db.control('decisions').where({ conflict_id: conflictId }).first();
+  if (!row) return undefined;
+  return { decision: row.params as Decision, by: row.decided_by, at: row.decided_at, rationale: row.rationale, blast: row.blast as BlastRadius };
+}

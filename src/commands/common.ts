@@ -1,0 +1,73 @@
+import type { RespondFn } from '@slack/bolt';
+import { TributaryError } from '../errors.js';
+import { logger, redact } from '../log.js';
+import type { BotDeps } from '../slack/app.js';
+import { errorMessage, progressMessage } from '../views/blocks.js';
+
+/** Tells the user what went wrong, ephemerally; an unexpected error also goes to the log. Never silence. */
+export async function replyError(respond: RespondFn, err: unknown, where: string): Promise<void> {
+  const message = redact(err instanceof Error ? (err instanceof TributaryError ? err.message : (err.message.split(' - ').pop() ?? err.message)) : String(err));
+  if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error)?.stack ?? err)), where }, 'Slack handler failed');
+  else logger().info({ code: err.code, where }, message);
+  try {
+    await respond({ response_type: 'ephemeral', replace_original: false, ...errorMessage(message) });
+  } catch (e) {
+    logger().warn({ err: redact((e as Error).message), where }, 'could not tell the user about an error');
+  }
+}
+
+export interface ProgressReporter {
+  step(step: string, detail?: string): void;
+  done(step: string, summary?: string): Promise<void>;
+  fail(message: string): Promise<void>;
+}
+
+/**
+ * One progress message, updated in place (chat.update), at most every `progressIntervalMs`:
+ * step, count, elapsed. Falls back to an ephemeral reply where the bot cannot post.
+ */
+export async function progressMessageIn(deps: BotDeps, channel: string, title: string, respond: RespondFn): Promise<ProgressReporter> {
+  const started = Date.now();
+  let ts: string | undefined;
+  try {
+    const first = progressMessage({ title, step: 'starting', elapsedMs: 0, state: 'running' });
+    const res = await deps.client.chat.postMessage({ channel, text: first.text, blocks: first.blocks });
+    ts = res.ts;
+  } catch (err) {
+    logger().info({ err: redact((err as Error).message), channel }, 'cannot post the progress message; replying ephemerally instead');
+  }
+  let last = 0;
+  let pending: { step: string; detail?: string } | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const send = async (m: ReturnType<typeof progressMessage>, final: boolean) => {
+    if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
+    else if (final) await respond({ response_type: 'ephemeral', replace_original: false, ...m });
+  };
+  const flush = () => {
+    timer = undefined;
+    if (!pending) return;
+    const p = pending;
+    pending = undefined;
+    last = Date.now();
+    void send(progressMessage({ title, step: p.step, ...(p.detail ? { detail: p.detail } : {}), elapsedMs: Date.now() - started, state: 'running' }), false).catch((err) =>
+      logger().warn({ err: redact((err as Error).message) }, 'progress update failed'),
+    );
+  };
+  return {
+    step(step, detail) {
+      pending = { step, ...(detail ? { detail } : {}) };
+      if (timer) return;
+      timer = setTimeout(flush, Math.max(0, deps.progressIntervalMs - (Date.now() - last)));
+    },
+    async done(step, summary) {
+      if (timer) clearTimeout(timer);
+      pending = undefined;
+      await send(progressMessage({ title, step, elapsedMs: Date.now() - started, state: 'done', ...(summary ? { summary } : {}) }), true);
+    },
+    async fail(message) {
+      if (timer) clearTimeout(timer);
+      pending = undefined;
+      await send(progressMessage({ title, step: 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: 'failed' }), true);
+    },
+  };
+}

@@ -1,0 +1,147 @@
+import type { App, RespondFn } from '@slack/bolt';
+import { consolidate } from '../engine/consolidate.js';
+import { listConflicts } from '../engine/conflicts.js';
+import { authorize } from '../engine/roles.js';
+import { releaseStatus, resultCounts } from '../engine/status.js';
+import { tagRelease, type TagResult } from '../engine/tag.js';
+import { TributaryError } from '../errors.js';
+import { redact } from '../log.js';
+import type { BotDeps } from '../slack/app.js';
+import { COMMANDS } from '../slack/ids.js';
+import { conflictListMessage, helpMessage, statusMessage, textMessage } from '../views/blocks.js';
+import { renderCounts, renderOffenders, renderTag } from '../views/text.js';
+import { progressMessageIn, replyError } from './common.js';
+
+/**
+ * `/release …`: the CLI's twin in Slack. Each request is acknowledged at once; long work goes on in
+ * the background and reports by updating one progress message.
+ */
+interface Parsed {
+  sub: string;
+  args: string[];
+  flags: Record<string, string | true>;
+}
+
+export function parseCommand(text: string): Parsed {
+  const tokens = text.trim().split(/\s+/).filter(Boolean);
+  const args: string[] = [];
+  const flags: Record<string, string | true> = {};
+  for (let i = 1; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    if (t.startsWith('--')) {
+      const next = tokens[i + 1];
+      if (next && !next.startsWith('--')) {
+        flags[t.slice(2)] = next;
+        i++;
+      } else flags[t.slice(2)] = true;
+    } else args.push(t);
+  }
+  return { sub: (tokens[0] ?? 'help').toLowerCase(), args, flags };
+}
+
+const USAGES: Record<string, string> = {
+  status: '/release status [R2]',
+  tag: '/release tag R2 [--env ST-3]',
+  consolidate: '/release consolidate R2',
+  conflicts: '/release conflicts R2 [--priority P1]',
+  review: '/release review R2',
+};
+
+function needRelease(p: Parsed): string {
+  const r = p.args[0];
+  if (!r || typeof r !== 'string') throw new TributaryError('usage', `missing release: ${USAGES[p.sub]}`);
+  return r;
+}
+
+export function register(app: App, deps: BotDeps): void {
+  const { ctx } = deps;
+  app.command(COMMANDS.release, async ({ command, ack, respond }) => {
+    const p = parseCommand(command.text ?? '');
+    const user = command.user_id;
+    if (p.sub === 'help' || !(p.sub in USAGES)) {
+      await ack({ response_type: 'ephemeral', ...helpMessage(p.sub === 'help' ? undefined : `Unknown command "${p.sub}".`) });
+      return;
+    }
+    await ack();
+    const work = async () => {
+      try {
+        switch (p.sub) {
+          case 'status': {
+            const names = p.args[0] ? [p.args[0]] : [...ctx.config.releases.keys()];
+            const statuses = [];
+            for (const r of names) statuses.push(await releaseStatus(ctx, r));
+            await respond({ response_type: 'ephemeral', ...statusMessage(statuses) });
+            return;
+          }
+          case 'conflicts': {
+            const release = needRelease(p);
+            const priority = typeof p.flags.priority === 'string' ? p.flags.priority.toUpperCase() : undefined;
+            const rows = await listConflicts(ctx, release, { status: 'open', ...(priority ? { priority } : {}) });
+            await respond({ response_type: 'ephemeral', ...conflictListMessage(release, rows, priority) });
+            return;
+          }
+          case 'tag':
+            return await runTag(deps, respond, user, command.channel_id, needRelease(p), typeof p.flags.env === 'string' ? p.flags.env : undefined);
+          case 'consolidate':
+            return await runConsolidate(deps, respond, user, command.channel_id, needRelease(p));
+          case 'review': {
+            const release = needRelease(p);
+            await authorize(ctx, user, await deps.groupsOf(user), 'review', release);
+            const channel = ctx.config.slack.reviewChannel ?? command.channel_id;
+            const open = await listConflicts(ctx, release, { status: 'open' });
+            await respond({ response_type: 'ephemeral', ...textMessage(`Posting ${open.length} open conflict card(s) of ${release} to <#${channel}>, highest priority first.`) });
+            await deps.cards.postCards(release, channel);
+            return;
+          }
+        }
+      } catch (err) {
+        if (err instanceof TributaryError && err.code === 'usage') {
+          await respond({ response_type: 'ephemeral', ...helpMessage(err.message) });
+          return;
+        }
+        await replyError(respond, err, `/release ${p.sub}`);
+      }
+    };
+    deps.background(work());
+  });
+}
+
+async function runTag(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, env?: string): Promise<void> {
+  const { ctx } = deps;
+  await authorize(ctx, user, await deps.groupsOf(user), 'tag', release);
+  const progress = await progressMessageIn(deps, channel, `Tag & lock ${release}${env ? ` (${env})` : ''} by <@${user}>`, respond);
+  progress.step('checking tags');
+  try {
+    const r = await tagRelease(ctx, release, { actor: user, ...(env ? { env } : {}) });
+    await progress.done('locked', renderTag(r));
+  } catch (err) {
+    if (err instanceof TributaryError && err.code === 'gate_untagged') {
+      await progress.fail(renderOffenders(err.details.result as TagResult));
+      return;
+    }
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+async function runConsolidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+  const { ctx } = deps;
+  await authorize(ctx, user, await deps.groupsOf(user), 'consolidate', release);
+  const progress = await progressMessageIn(deps, channel, `Consolidation of ${release} by <@${user}>`, respond);
+  let rows = 0;
+  try {
+    const r = await consolidate(ctx, release, {
+      actor: user,
+      progress: (step, info) => {
+        if (typeof info?.rows === 'number' && info.env) rows += info.rows;
+        const detail = step === 'collect' ? `${rows} rows collected${info?.env ? `, ${String(info.env)} done` : ''}` : info ? Object.entries(info).map(([k, v]) => `${k} ${String(v)}`).join(', ') : undefined;
+        progress.step(step, detail);
+      },
+    });
+    const counts = await resultCounts(ctx, r.runId);
+    await progress.done('done', `${renderCounts(release, counts, r.steps)}\nReview: /release review ${release}`);
+  } catch (err) {
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}

@@ -1,0 +1,238 @@
+import type { App, BlockAction, ButtonAction, RespondFn, ViewOutput } from '@slack/bolt';
+import { getConflict, nextConflict, showConflict, type ConflictRow } from '../engine/conflicts.js';
+import { applyDecision, planDecision, type Decision } from '../engine/decide.js';
+import { authorize } from '../engine/roles.js';
+import { TributaryError } from '../errors.js';
+import { logger, redact } from '../log.js';
+import type { BotDeps } from '../slack/app.js';
+import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from '../slack/ids.js';
+import { conflictCard, decisionModal, textMessage, who, type CardRef, type ModalMeta } from '../views/blocks.js';
+import { replyError } from './common.js';
+
+/**
+ * Review in Slack: a card's buttons open a decision modal (rationale required, blast radius shown);
+ * the submission applies the decision through the engine, and every card of the conflict is updated
+ * in place. A stale card (decided elsewhere, or from an earlier consolidation) is refreshed when clicked.
+ */
+function parseRef(value: string | undefined): CardRef {
+  try {
+    const v = JSON.parse(value ?? '') as CardRef;
+    if (typeof v.release === 'string' && typeof v.code === 'string') return v;
+  } catch {
+    // fall through
+  }
+  throw new TributaryError('usage', 'this button carries no conflict: the card is from another version of Tributary; run /release review again');
+}
+
+const ACTION_OF: Record<string, (c: ConflictRow) => Decision['action']> = {
+  [ACTIONS.keepBoth]: () => 'keep-both',
+  [ACTIONS.merge]: () => 'merge',
+  [ACTIONS.delete]: (c) => (c.detail.versions ? 'delete-both' : 'delete'),
+  [ACTIONS.repoint]: () => 'repoint',
+  [ACTIONS.waive]: () => 'waive',
+};
+
+/** A plan needs a concrete decision: the modal's defaults (suggestions) stand in for the inputs. */
+function draftDecision(c: ConflictRow, action: Decision['action'], version?: number): Decision {
+  switch (action) {
+    case 'keep':
+      return { action, version: version ?? 1 };
+    case 'keep-both':
+      return { action };
+    case 'merge':
+      return { action, picks: Object.fromEntries((c.detail.differing ?? []).map((a) => [a, c.detail.suggested ?? 1])) };
+    case 'delete-both':
+    case 'delete':
+      return { action, cascade: true };
+    case 'repoint':
+      return { action: 'waive' };
+    case 'waive':
+      return { action };
+  }
+}
+
+async function staleCheck(deps: BotDeps, ref: CardRef, respond: RespondFn): Promise<ConflictRow | undefined> {
+  let c: ConflictRow;
+  try {
+    c = await getConflict(deps.ctx, ref.release, ref.code);
+  } catch (err) {
+    if (err instanceof TributaryError && err.code === 'unknown_conflict') {
+      await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`${ref.code} is no longer in ${ref.release}'s current consolidation (it was re-run): this card is stale.`) });
+      return undefined;
+    }
+    throw err;
+  }
+  if (c.run_id !== ref.runId) {
+    await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`This card is from an earlier consolidation of ${ref.release}; ${c.code} now is a ${c.kind} conflict. Refreshing it.`) });
+    return undefined;
+  }
+  if (c.status === 'decided') {
+    await deps.cards.refresh(ref.release, ref.code);
+    await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`${c.code} was already decided by ${who(c.decided_by)}; the card is refreshed.`) });
+    return undefined;
+  }
+  return c;
+}
+
+export function register(app: App, deps: BotDeps): void {
+  const { ctx } = deps;
+
+  const openModal = async (body: BlockAction, respond: RespondFn, ref: CardRef, pick: (c: ConflictRow) => Decision['action']) => {
+    const user = body.user.id;
+    try {
+      await authorize(ctx, user, await deps.groupsOf(user), 'decide', ref.release);
+      const c = await staleCheck(deps, ref, respond);
+      if (!c) return;
+      const action = pick(c);
+      const plan = await planDecision(ctx, ref.release, ref.code, draftDecision(c, action, ref.version));
+      const full = await showConflict(ctx, ref.release, ref.code);
+      const meta: ModalMeta = {
+        ...ref,
+        action,
+        ...(body.container?.channel_id ? { channel: body.container.channel_id } : {}),
+        ...(body.container?.message_ts ? { ts: body.container.message_ts } : {}),
+      };
+      await deps.client.views.open({ trigger_id: body.trigger_id, view: decisionModal({ conflict: full, meta, blast: plan.blast }) });
+    } catch (err) {
+      await replyError(respond, err, 'review button');
+    }
+  };
+
+  app.action<BlockAction<ButtonAction>>(KEEP_ACTION, async ({ ack, body, action, respond }) => {
+    await ack();
+    await openModal(body, respond, parseRef(action.value), () => 'keep');
+  });
+  for (const id of [ACTIONS.keepBoth, ACTIONS.merge, ACTIONS.delete, ACTIONS.repoint, ACTIONS.waive]) {
+    app.action<BlockAction<ButtonAction>>(id, async ({ ack, body, action, respond }) => {
+      await ack();
+      let ref: CardRef;
+      try {
+        ref = parseRef(action.value);
+      } catch (err) {
+        await replyError(respond, err, id);
+        return;
+      }
+      await openModal(body, respond, ref, ACTION_OF[id]!);
+    });
+  }
+
+  app.action<BlockAction<ButtonAction>>(ACTIONS.next, async ({ ack, body, action, respond }) => {
+    await ack();
+    const user = body.user.id;
+    try {
+      const { release } = JSON.parse(action.value ?? '{}') as { release?: string };
+      if (!release) throw new TributaryError('usage', 'this button names no release');
+      await authorize(ctx, user, await deps.groupsOf(user), 'decide', release);
+      const c = await nextConflict(ctx, release, user);
+      if (!c) {
+        await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`No unassigned open conflicts left in ${release}.`) });
+        return;
+      }
+      const full = await showConflict(ctx, release, c.code);
+      await respond({ response_type: 'ephemeral', replace_original: false, ...conflictCard(full) });
+    } catch (err) {
+      await replyError(respond, err, 'review next');
+    }
+  });
+
+  app.view(VIEWS.decide, async ({ ack, body, view }) => {
+    const user = body.user.id;
+    let meta: ModalMeta;
+    try {
+      meta = JSON.parse(view.private_metadata) as ModalMeta;
+    } catch {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.rationale]: 'This form is damaged; close it and click the card again.' } });
+      return;
+    }
+    const values = view.state.values;
+    const rationale = values[BLOCKS.rationale]?.value?.value?.trim() ?? '';
+    if (rationale.length < 3) {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.rationale]: 'Say why (at least a few words): the rationale goes to the audit trail.' } });
+      return;
+    }
+    let decision: Decision;
+    try {
+      decision = decisionFromView(meta, values);
+    } catch (err) {
+      const e = err as TributaryError;
+      await ack({ response_action: 'errors', errors: { [String(e.details?.block ?? BLOCKS.rationale)]: e.message } });
+      return;
+    }
+    try {
+      await authorize(ctx, user, await deps.groupsOf(user), 'decide', meta.release);
+      const current = await getConflict(ctx, meta.release, meta.code);
+      if (current.run_id !== meta.runId) throw new TributaryError('gate_state', `${meta.code} belongs to an earlier consolidation of ${meta.release}; open the new card`);
+      await applyDecision(ctx, meta.release, meta.code, decision, { actor: user, rationale });
+      await ack();
+    } catch (err) {
+      if (err instanceof TributaryError && err.code === 'already_decided' && err.details.decidedBy === user) {
+        // a repeated submission of the same decision: it landed the first time
+        await ack();
+      } else if (err instanceof TributaryError) {
+        const block = blockForError(err, meta, view);
+        await ack({ response_action: 'errors', errors: { [block]: redact(err.message).slice(0, 300) } });
+        if (err.code === 'already_decided') deps.background(deps.cards.refresh(meta.release, meta.code));
+        return;
+      } else {
+        logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'decision failed');
+        await ack({ response_action: 'errors', errors: { [BLOCKS.rationale]: 'Something went wrong applying the decision; nothing was changed. Try again, or use the CLI.' } });
+        return;
+      }
+    }
+    deps.background(
+      deps.cards.refresh(meta.release, meta.code).catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not refresh the card')),
+    );
+  });
+}
+
+type Values = ViewOutput['state']['values'];
+
+function decisionFromView(meta: ModalMeta, values: Values): Decision {
+  switch (meta.action) {
+    case 'keep':
+      return { action: 'keep', version: meta.version ?? 1 };
+    case 'keep-both': {
+      const rename: Record<number, Record<string, string>> = {};
+      for (const [block, v] of Object.entries(values)) {
+        if (!block.startsWith(BLOCKS.renamePrefix)) continue;
+        const [version, col] = block.slice(BLOCKS.renamePrefix.length).split(':');
+        const value = v.value?.value?.trim();
+        if (!value) throw new TributaryError('decision_invalid', `give a new ${col} for version ${version}`, { block });
+        (rename[Number(version)] ??= {})[col!] = value;
+      }
+      return { action: 'keep-both', rename };
+    }
+    case 'merge': {
+      const picks: Record<string, number> = {};
+      for (const [block, v] of Object.entries(values)) {
+        if (!block.startsWith(BLOCKS.mergePrefix)) continue;
+        picks[block.slice(BLOCKS.mergePrefix.length)] = Number(v.value?.selected_option?.value ?? 1);
+      }
+      return { action: 'merge', picks };
+    }
+    case 'delete-both':
+    case 'delete': {
+      const cascade = (values[BLOCKS.cascade]?.value?.selected_options ?? []).some((o) => o.value === 'cascade');
+      return { action: meta.action, cascade };
+    }
+    case 'repoint': {
+      const to = values[BLOCKS.repointTo]?.value?.value?.trim();
+      if (!to) throw new TributaryError('decision_invalid', 'give the key of the parent to point at', { block: BLOCKS.repointTo });
+      return { action: 'repoint', to };
+    }
+    case 'waive':
+      return { action: 'waive' };
+  }
+}
+
+function blockForError(err: TributaryError, meta: ModalMeta, view: { state: { values: Values } }): string {
+  const field = err.details.field as string | undefined;
+  const blocks = Object.keys(view.state.values);
+  if (field && meta.action === 'keep-both') {
+    const hit = blocks.find((b) => b.startsWith(BLOCKS.renamePrefix) && b.endsWith(`:${field}`));
+    if (hit) return hit;
+  }
+  if (meta.action === 'repoint' && blocks.includes(BLOCKS.repointTo) && err.code === 'decision_invalid') return BLOCKS.repointTo;
+  if ((meta.action === 'delete' || meta.action === 'delete-both') && blocks.includes(BLOCKS.cascade) && /depend/.test(err.message)) return BLOCKS.cascade;
+  return BLOCKS.rationale;
+}

@@ -1,0 +1,148 @@
+import type { Server } from 'node:http';
+import { App, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
+import type { WebClient } from '@slack/web-api';
+import type { SlackSettings } from '../config/slack.js';
+import type { Ctx } from '../engine/context.js';
+import { openRoles } from '../engine/roles.js';
+import { logger, redact } from '../log.js';
+import { register as registerHome } from '../commands/home.js';
+import { register as registerRelease } from '../commands/release.js';
+import { register as registerReview } from '../commands/review.js';
+import { CardService } from './cards.js';
+
+/**
+ * The Slack bot: @slack/bolt in Socket Mode (SLACK_APP_TOKEN) or with the HTTP receiver on PORT
+ * (/slack/events). Transport only: every command area registers its listeners from src/commands.
+ */
+export interface BotDeps {
+  ctx: Ctx;
+  client: WebClient;
+  cards: CardService;
+  /** Slack user groups of a user (for roles given as group IDs), cached. */
+  groupsOf(user: string): Promise<string[]>;
+  /** Keeps track of work that goes on after the ack, so shutdown can wait for it. */
+  background(work: Promise<unknown>): void;
+  /** Minimum interval between two updates of a progress message. */
+  progressIntervalMs: number;
+}
+
+export interface BotOptions {
+  /** Skip auth.test (tests): the bot's own ids. */
+  botId?: string;
+  botUserId?: string;
+  /** Web API retries (0 in tests). */
+  retries?: number;
+  progressIntervalMs?: number;
+  cardIntervalMs?: number;
+}
+
+export interface Bot {
+  app: App;
+  deps: BotDeps;
+  start(): Promise<{ port?: number }>;
+  stop(): Promise<void>;
+}
+
+function boltLogger(): BoltLogger {
+  const log = logger().child({ component: 'bolt' });
+  const fmt = (msg: unknown[]) => redact(msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' '));
+  let level = LogLevel.INFO;
+  return {
+    debug: (...m) => log.debug(fmt(m)),
+    info: (...m) => log.info(fmt(m)),
+    warn: (...m) => log.warn(fmt(m)),
+    error: (...m) => log.error(fmt(m)),
+    setLevel: (l) => {
+      level = l;
+    },
+    getLevel: () => level,
+    setName: () => undefined,
+  };
+}
+
+export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = {}): Bot {
+  const common = {
+    token: settings.botToken,
+    logger: boltLogger(),
+    clientOptions: {
+      ...(settings.apiUrl ? { slackApiUrl: settings.apiUrl } : {}),
+      ...(opts.retries !== undefined ? { retryConfig: { retries: opts.retries } } : {}),
+    },
+    ...(opts.botId ? { botId: opts.botId, botUserId: opts.botUserId ?? opts.botId } : {}),
+  };
+  const app =
+    settings.mode === 'socket'
+      ? new App({ ...common, appToken: settings.appToken!, socketMode: true })
+      : new App({ ...common, signingSecret: settings.signingSecret!, endpoints: '/slack/events' });
+
+  const inflight = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>) => {
+    inflight.add(p);
+    void p.catch(() => undefined).finally(() => inflight.delete(p));
+  };
+  const groupCache = new Map<string, { at: number; members: Set<string> }>();
+  const groupIds = [...new Set(Object.values(ctx.config.roles).flat().filter((id) => id.startsWith('S')))];
+  const deps: BotDeps = {
+    ctx,
+    client: app.client,
+    cards: new CardService(ctx, app.client, opts.cardIntervalMs),
+    progressIntervalMs: opts.progressIntervalMs ?? 1500,
+    background: track,
+    async groupsOf(user) {
+      const out: string[] = [];
+      for (const g of groupIds) {
+        let cached = groupCache.get(g);
+        if (!cached || Date.now() - cached.at > 300_000) {
+          try {
+            const res = await app.client.usergroups.users.list({ usergroup: g });
+            cached = { at: Date.now(), members: new Set(res.users ?? []) };
+            groupCache.set(g, cached);
+          } catch (err) {
+            logger().warn({ group: g, err: redact((err as Error).message) }, 'could not read user group members');
+            continue;
+          }
+        }
+        if (cached.members.has(user)) out.push(g);
+      }
+      return out;
+    },
+  };
+
+  // every listener runs inside this middleware, so shutdown can finish the ones in flight
+  app.use(async ({ next }) => {
+    const p = next();
+    track(p);
+    await p;
+  });
+  registerRelease(app, deps);
+  registerReview(app, deps);
+  registerHome(app, deps);
+  app.error(async (err) => {
+    logger().error({ err: redact(err.message) }, 'unhandled Slack listener error');
+  });
+
+  return {
+    app,
+    deps,
+    async start() {
+      const open = openRoles(ctx);
+      if (open.length > 0) logger().warn({ roles: open }, `roles ${open.join(', ')} have no members in the config: everyone has them`);
+      if (settings.mode === 'socket') {
+        await app.start();
+        logger().info('Tributary bot connected (Socket Mode)');
+        return {};
+      }
+      const server = (await app.start(settings.port)) as Server;
+      const addr = server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : settings.port;
+      logger().info({ port }, 'Tributary bot listening on /slack/events');
+      return { port };
+    },
+    async stop() {
+      await app.stop();
+      const deadline = Date.now() + 25_000;
+      while (inflight.size > 0 && Date.now() < deadline) await Promise.race([Promise.allSettled([...inflight]), new Promise((r) => setTimeout(r, 1000))]);
+      await deps.cards.idle();
+    },
+  };
+}

@@ -1,0 +1,100 @@
+import type { WebClient } from '@slack/web-api';
+import PQueue from 'p-queue';
+import type { Ctx } from '../engine/context.js';
+import { currentRunId, getConflict, listConflicts, queueSummary, showConflict, type ConflictRow } from '../engine/conflicts.js';
+import { decisionOf } from '../engine/decide.js';
+import { conflictCard, decidedCard, queueSummaryMessage } from '../views/blocks.js';
+import type { Message } from '../views/limits.js';
+
+/**
+ * Posting and refreshing conflict cards and queue summaries. Posts are paced under Slack's
+ * rate limit with one queue per channel (chat.postMessage allows about one message per second per
+ * channel); where each card went is stored, so a decision taken anywhere updates it in place.
+ */
+export class CardService {
+  private readonly queues = new Map<string, PQueue>();
+
+  constructor(
+    private readonly ctx: Ctx,
+    private readonly client: WebClient,
+    private readonly intervalMs = 1100,
+  ) {}
+
+  private queue(channel: string): PQueue {
+    let q = this.queues.get(channel);
+    if (!q) {
+      q = new PQueue({ concurrency: 1, interval: this.intervalMs, intervalCap: 1 });
+      this.queues.set(channel, q);
+    }
+    return q;
+  }
+
+  async post(channel: string, m: Message): Promise<{ channel: string; ts: string }> {
+    const res = await this.queue(channel).add(() => this.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks }));
+    return { channel: String(res!.channel ?? channel), ts: String(res!.ts) };
+  }
+
+  async update(channel: string, ts: string, m: Message): Promise<void> {
+    await this.queue(channel).add(() => this.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks }));
+  }
+
+  /** Renders a conflict's card as it is now: open with buttons, or decided without them. */
+  async render(c: ConflictRow): Promise<Message> {
+    if (c.status === 'decided') {
+      const d = await decisionOf(this.ctx, c.id);
+      if (d) return decidedCard(c, { decision: d.decision, by: d.by, at: d.at, rationale: d.rationale, blast: d.blast });
+    }
+    return conflictCard(c);
+  }
+
+  /** Posts the open conflicts of the release's current run that have no card in the channel yet, P1 first. */
+  async postCards(release: string, channel: string, onPosted?: (n: number, of: number) => void): Promise<number> {
+    const runId = await currentRunId(this.ctx, release);
+    const open = await listConflicts(this.ctx, release, { status: 'open' });
+    const posted = new Set(
+      (await this.ctx.db.control('slack_messages').where({ kind: 'card', release, run_id: runId, channel }).select('code')).map((r) => r.code as string),
+    );
+    const todo = open.filter((c) => !posted.has(c.code));
+    let n = 0;
+    for (const c of todo) {
+      const full = await showConflict(this.ctx, release, c.code);
+      const where = await this.post(channel, await this.render(full));
+      await this.ctx.db.control('slack_messages')
+        .insert({ kind: 'card', release, run_id: runId, code: c.code, channel: where.channel, ts: where.ts })
+        .onConflict(['kind', 'release', 'run_id', 'code', 'channel'])
+        .merge();
+      n += 1;
+      onPosted?.(n, todo.length);
+    }
+    await this.postOrUpdateSummary(release, channel);
+    return n;
+  }
+
+  async postOrUpdateSummary(release: string, channel: string): Promise<void> {
+    const runId = await currentRunId(this.ctx, release);
+    const m = queueSummaryMessage(await queueSummary(this.ctx, release));
+    const existing = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: runId, channel }).first();
+    if (existing) return this.update(existing.channel, existing.ts, m);
+    const where = await this.post(channel, m);
+    await this.ctx.db.control('slack_messages').insert({ kind: 'summary', release, run_id: runId, code: '', channel: where.channel, ts: where.ts });
+  }
+
+  /** Updates every card of a conflict, and the release's queue summaries, to the current state. */
+  async refresh(release: string, code: string): Promise<void> {
+    const c = await getConflict(this.ctx, release, code);
+    const cards = await this.ctx.db.control('slack_messages').where({ kind: 'card', release, run_id: c.run_id, code: c.code });
+    if (cards.length > 0) {
+      const m = await this.render(await showConflict(this.ctx, release, code));
+      for (const card of cards) await this.update(card.channel, card.ts, m);
+    }
+    const summaries = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: c.run_id });
+    if (summaries.length > 0) {
+      const m = queueSummaryMessage(await queueSummary(this.ctx, release));
+      for (const s of summaries) await this.update(s.channel, s.ts, m);
+    }
+  }
+
+  async idle(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.onIdle()));
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * Every Slack identifier the code registers, in one place, prefixed per area. A test checks
+ * manifest.yml against these (and the registrations against the manifest).
+ */
+export const COMMANDS = {
+  release: '/release',
+} as const;
+
+export const ACTIONS = {
+  /** One per version: `review:keep:<n>` (action_ids must be unique within a block). */
+  keepPrefix: 'review:keep:',
+  keepBoth: 'review:keep-both',
+  merge: 'review:merge',
+  delete: 'review:delete',
+  repoint: 'review:repoint',
+  waive: 'review:waive',
+  next: 'review:next',
+} as const;
+
+export const KEEP_ACTION = /^review:keep:\d+$/;
+
+export const VIEWS = {
+  decide: 'review:decide',
+} as const;
+
+export const EVENTS = {
+  appHomeOpened: 'app_home_opened',
+} as const;
+
+/** Block ids of the decision modal's inputs. */
+export const BLOCKS = {
+  rationale: 'decide:rationale',
+  cascade: 'decide:cascade',
+  repointTo: 'decide:repoint-to',
+  renamePrefix: 'decide:rename:',
+  mergePrefix: 'decide:merge:',
+} as const;

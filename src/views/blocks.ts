@@ -1,0 +1,352 @@
+import type { ActionsBlock, Button, HomeView, KnownBlock, ModalView, SectionBlock } from '@slack/types';
+import type { ConflictRow, QueueSummary, VersionView } from '../engine/conflicts.js';
+import type { BlastRadius, Decision } from '../engine/decide.js';
+import type { ReleaseStatus } from '../engine/status.js';
+import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
+import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
+
+/**
+ * Block Kit views: pure functions from domain objects to messages, modals and the App Home tab.
+ * User text is escaped, every message carries a `text` fallback, and every payload is checked
+ * against Slack's limits (views/limits.ts) before it leaves.
+ */
+const md = (text: string) => ({ type: 'mrkdwn' as const, text });
+const plain = (text: string) => ({ type: 'plain_text' as const, text, emoji: true });
+const section = (text: string): SectionBlock => ({ type: 'section', text: md(clip(text, LIMITS.sectionText)) });
+const context = (...texts: string[]): KnownBlock => ({ type: 'context', elements: texts.slice(0, LIMITS.contextElements).map((t) => md(clip(t, LIMITS.sectionText))) });
+const header = (text: string): KnownBlock => ({ type: 'header', text: plain(clip(text, LIMITS.headerText)) });
+
+function button(text: string, actionId: string, value: string, style?: 'primary' | 'danger'): Button {
+  return { type: 'button', text: plain(clip(text, LIMITS.buttonText)), action_id: actionId, value, ...(style ? { style } : {}) };
+}
+
+/** What a button carries: enough to find the conflict, and to tell a stale card from a current one. */
+export interface CardRef {
+  release: string;
+  code: string;
+  runId: number;
+  version?: number;
+}
+
+export function cardValue(ref: CardRef): string {
+  return JSON.stringify(ref);
+}
+
+export function who(actor: string | null | undefined): string {
+  if (!actor) return 'someone';
+  return /^[UW][A-Z0-9]+$/.test(actor) ? `<@${actor}>` : esc(actor);
+}
+
+export function when(d: Date | string | null | undefined): string {
+  if (!d) return '';
+  const date = new Date(d);
+  return `<!date^${Math.floor(date.getTime() / 1000)}^{date_short_pretty} {time}|${date.toISOString()}>`;
+}
+
+const PRIORITY_EMOJI: Record<string, string> = { P1: ':red_circle:', P2: ':large_orange_circle:', P3: ':large_yellow_circle:' };
+
+export const USAGE = [
+  '`/release help`: this help',
+  '`/release status [R2]`: state, locks, counts and queue',
+  '`/release tag R2 [--env ST-3]`: check tags and lock the release (qa_lead)',
+  '`/release consolidate R2`: collect, detect, auto-resolve, queue (qa_lead)',
+  '`/release conflicts R2 [--priority P1]`: the open review queue',
+  '`/release review R2`: post the conflict cards to the review channel',
+];
+
+export function helpMessage(problem?: string): Message {
+  const blocks: KnownBlock[] = [];
+  if (problem) blocks.push(section(`:warning: ${esc(problem)}`));
+  blocks.push(section(`*Tributary* consolidates release test data from the ST databases.\n${USAGE.map((u) => `• ${u}`).join('\n')}`));
+  blocks.push(context(`Every command has a CLI twin: \`tributary status R2\`, \`tributary decide C-015 …\``));
+  return checkMessage({ text: `${problem ? `${problem}\n` : ''}Usage: ${COMMANDS.release} help | status | tag | consolidate | conflicts | review`, blocks });
+}
+
+export function textMessage(text: string): Message {
+  return checkMessage({ text: clip(text, 3000), blocks: [section(esc(text))] });
+}
+
+export function errorMessage(text: string): Message {
+  return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${esc(text)}`)] });
+}
+
+export function statusMessage(statuses: ReleaseStatus[]): Message {
+  const blocks: KnownBlock[] = [];
+  for (const s of statuses.slice(0, 12)) {
+    const lines = [`*${esc(s.release)}*: ${esc(s.state)}`];
+    if (s.locks.length > 0) lines.push(`locked: ${[...new Set(s.locks.map((l) => l.env))].join(', ')}`);
+    if (s.counts) {
+      const c = s.counts;
+      lines.push(`collected ${c.collected} · conflicts ${c.conflicts} · auto-resolved ${c.autoResolved} · manual ${c.manual} · final ${c.final}${c.pending ? ` (+${c.pending} awaiting review)` : ''}`);
+    }
+    if (s.queue) lines.push(`queue: open P1 ${s.queue.open.P1} · P2 ${s.queue.open.P2} · P3 ${s.queue.open.P3} · decided ${s.queue.decided}/${s.queue.total}`);
+    if (s.lastFailure) lines.push(`:warning: last run failed: ${esc(s.lastFailure.error)}`);
+    blocks.push(section(lines.join('\n')));
+  }
+  if (statuses.length > 12) blocks.push(context(`… ${statuses.length - 12} more releases: /release status <release>`));
+  return checkMessage({ text: statuses.map((s) => `${s.release}: ${s.state}`).join('; ') || 'No releases', blocks });
+}
+
+export interface Progress {
+  title: string;
+  step: string;
+  detail?: string;
+  elapsedMs: number;
+  state: 'running' | 'done' | 'failed';
+  summary?: string;
+}
+
+export function progressMessage(p: Progress): Message {
+  const icon = p.state === 'running' ? ':hourglass_flowing_sand:' : p.state === 'done' ? ':white_check_mark:' : ':x:';
+  const secs = `${(p.elapsedMs / 1000).toFixed(1)}s`;
+  const line = `${icon} *${esc(p.title)}*: ${esc(p.step)}${p.detail ? ` (${esc(p.detail)})` : ''} · ${secs}`;
+  const blocks: KnownBlock[] = [section(line)];
+  if (p.summary) blocks.push(section(`\`\`\`${esc(clip(p.summary, 2900))}\`\`\``));
+  return checkMessage({ text: `${p.title}: ${p.step} (${secs})`, blocks });
+}
+
+function cell(v: unknown): string {
+  if (v === null || v === undefined) return '∅';
+  return clip(typeof v === 'string' ? v : JSON.stringify(v), 200);
+}
+
+function versionLabel(v: VersionView): string {
+  return v.envs.join(', ');
+}
+
+function versionSection(c: ConflictRow, v: VersionView): SectionBlock {
+  const differing = new Set(c.detail.differing ?? []);
+  const attrs = Object.entries(v.data).filter(([k]) => differing.has(k));
+  const same = Object.entries(v.data).filter(([k]) => !differing.has(k) && !['release', 'feature', 'created_by', 'created_at'].includes(k));
+  const suggested = v.no === c.detail.suggested ? ' · _suggested_' : '';
+  const lines = [
+    `*Version ${v.no} · ${esc(versionLabel(v))}*${suggested}`,
+    `${esc(v.feature ?? 'no feature')} · by ${esc(v.created_by ?? '?')} · ${esc(v.created_at ? new Date(v.created_at).toISOString().slice(0, 16).replace('T', ' ') : '?')} · key ${esc(v.pks.join(', '))}${v.children !== undefined ? ` · ${v.children} child row(s)` : ''}`,
+    ...attrs.map(([k, val]) => `:small_orange_diamond: *${esc(k)}*: \`${esc(cell(val))}\``),
+  ];
+  if (same.length > 0) lines.push(`_${esc(clip(same.map(([k, val]) => `${k}: ${cell(val)}`).join(' · '), 600))}_`);
+  return section(lines.join('\n'));
+}
+
+function cardHead(c: ConflictRow): KnownBlock[] {
+  return [
+    header(`${c.code} · ${c.priority} · ${c.kind}`),
+    section(`${PRIORITY_EMOJI[c.priority] ?? ''} *${esc(c.entity)}* \`${esc(c.key_label)}\` · release ${esc(c.release)}`),
+  ];
+}
+
+function cardBody(c: ConflictRow): KnownBlock[] {
+  const blocks: KnownBlock[] = [];
+  if (c.detail.versions) {
+    for (const v of c.detail.versions.slice(0, 10)) blocks.push(versionSection(c, v));
+    if (c.detail.versions.length > 10) blocks.push(context(`… ${c.detail.versions.length - 10} more versions: tributary conflicts show ${esc(c.release)} ${c.code}`));
+  } else if (c.detail.record) {
+    const r = c.detail.record;
+    blocks.push(
+      section(
+        `*Record ${esc(r.pk)}* from ${esc(r.env)}: \`${esc(c.detail.column ?? '')} = ${esc(c.detail.value ?? '')}\`\n_${esc(clip(Object.entries(r.data).map(([k, v]) => `${k}: ${cell(v)}`).join(' · '), 1500))}_`,
+      ),
+    );
+  }
+  return blocks;
+}
+
+/** An open conflict card: records side by side, suggestion with rationale, and the decision buttons. */
+export function conflictCard(c: ConflictRow): Message {
+  const blocks = [...cardHead(c), ...cardBody(c)];
+  blocks.push(section(`:bulb: *Suggested:* ${esc(c.detail.reason)}`));
+  const ref = { release: c.release, code: c.code, runId: c.run_id };
+  const buttons: Button[] = [];
+  if (c.detail.versions) {
+    for (const v of c.detail.versions.slice(0, 20)) {
+      buttons.push(button(`Keep ${clip(versionLabel(v), 60)}`, `${ACTIONS.keepPrefix}${v.no}`, cardValue({ ...ref, version: v.no }), v.no === c.detail.suggested ? 'primary' : undefined));
+    }
+    buttons.push(button('Keep both (rename)', ACTIONS.keepBoth, cardValue(ref)));
+    buttons.push(button('Merge', ACTIONS.merge, cardValue(ref)));
+    buttons.push(button('Delete both', ACTIONS.delete, cardValue(ref), 'danger'));
+  } else {
+    buttons.push(button('Re-point', ACTIONS.repoint, cardValue(ref), 'primary'));
+    buttons.push(button('Delete', ACTIONS.delete, cardValue(ref), 'danger'));
+    buttons.push(button('Waive', ACTIONS.waive, cardValue(ref)));
+  }
+  blocks.push({ type: 'actions', block_id: `card:${c.code}`, elements: buttons } as ActionsBlock);
+  return checkMessage({ text: `${c.code} ${c.priority} ${c.kind}: ${c.entity} ${c.key_label}`, blocks });
+}
+
+export function describeAction(c: ConflictRow, d: Decision): string {
+  switch (d.action) {
+    case 'keep': {
+      const v = c.detail.versions?.find((x) => x.no === d.version);
+      return `kept version ${d.version}${v ? ` (${v.envs.join(', ')})` : ''}`;
+    }
+    case 'keep-both':
+      return 'kept both, renamed';
+    case 'merge':
+      return `merged (${Object.entries(d.picks).map(([a, v]) => `${a} from v${v}`).join(', ')})`;
+    case 'delete-both':
+      return d.cascade ? 'deleted both, with dependents' : 'deleted both';
+    case 'repoint':
+      return `re-pointed ${c.detail.column ?? ''} to ${d.to}`;
+    case 'delete':
+      return d.cascade ? 'deleted, with dependents' : 'deleted';
+    case 'waive':
+      return 'waived';
+  }
+}
+
+/** A decided card: who, what, when, rationale; the buttons are gone. */
+export function decidedCard(c: ConflictRow, d: { decision: Decision; by: string; at: Date | string; rationale: string; blast?: BlastRadius }): Message {
+  const blocks = [...cardHead(c), ...cardBody(c)];
+  const blast = d.blast ? ` · ${d.blast.rewritten} re-pointed, ${d.blast.removed} removed, ${d.blast.renamed.length} renamed` : '';
+  blocks.push(section(`:white_check_mark: *Decided* by ${who(d.by)} ${when(d.at)}: ${esc(describeAction(c, d.decision))}${blast}\n>${esc(clip(d.rationale, 1500))}`));
+  return checkMessage({ text: `${c.code} decided by ${d.by}: ${describeAction(c, d.decision)}`, blocks });
+}
+
+export function queueSummaryMessage(q: QueueSummary): Message {
+  const open = (q.open.P1 ?? 0) + (q.open.P2 ?? 0) + (q.open.P3 ?? 0);
+  const blocks: KnownBlock[] = [
+    section(`*Review queue of ${esc(q.release)}*: ${open} open (${PRIORITY_EMOJI.P1} P1 ${q.open.P1} · ${PRIORITY_EMOJI.P2} P2 ${q.open.P2} · ${PRIORITY_EMOJI.P3} P3 ${q.open.P3}) · decided ${q.decided} of ${q.total}`),
+  ];
+  if (open > 0) blocks.push({ type: 'actions', block_id: `queue:${q.release}`, elements: [button('Review next', ACTIONS.next, JSON.stringify({ release: q.release }), 'primary')] });
+  else blocks.push(context(':tada: every conflict is decided'));
+  return checkMessage({ text: `Review queue of ${q.release}: ${open} open, ${q.decided} decided`, blocks });
+}
+
+export function conflictListMessage(release: string, rows: ConflictRow[], filter?: string): Message {
+  const shown = rows.slice(0, 40);
+  const blocks: KnownBlock[] = [section(`*Open conflicts of ${esc(release)}*${filter ? ` (${esc(filter)})` : ''}: ${rows.length}`)];
+  for (let i = 0; i < shown.length; i += 10) {
+    blocks.push(section(shown.slice(i, i + 10).map((c) => `${PRIORITY_EMOJI[c.priority] ?? ''} *${c.code}* ${c.kind} · ${esc(c.entity)} \`${esc(clip(c.key_label, 80))}\`${c.assigned_to ? ` · ${who(c.assigned_to)}` : ''}`).join('\n')));
+  }
+  if (rows.length > shown.length) blocks.push(context(`… ${rows.length - shown.length} more: filter with --priority P1, or \`tributary conflicts ${esc(release)}\``));
+  if (rows.length > 0) blocks.push({ type: 'actions', elements: [button('Review next', ACTIONS.next, JSON.stringify({ release }), 'primary')] });
+  return checkMessage({ text: `${rows.length} open conflicts in ${release}`, blocks });
+}
+
+/** What a decision modal carries between opening and submission. */
+export interface ModalMeta extends CardRef {
+  action: Decision['action'];
+  channel?: string;
+  ts?: string;
+}
+
+export interface ModalArgs {
+  conflict: ConflictRow;
+  meta: ModalMeta;
+  blast: BlastRadius;
+}
+
+function blastText(b: BlastRadius): string {
+  const parts = [`${b.rewritten} child row(s) re-pointed`, `${b.removed} row(s) removed`, `${b.renamed.length} record(s) renamed`];
+  if (b.dependentCount) parts.push(`${b.dependentCount} dependent row(s)`);
+  return `:dart: *Blast radius:* ${parts.join(' · ')}`;
+}
+
+const TITLES: Record<Decision['action'], string> = {
+  keep: 'Keep one version',
+  'keep-both': 'Keep both, renamed',
+  merge: 'Merge versions',
+  'delete-both': 'Delete both',
+  repoint: 'Re-point reference',
+  delete: 'Delete record',
+  waive: 'Waive',
+};
+
+export function decisionModal({ conflict: c, meta, blast }: ModalArgs): ModalView {
+  const blocks: KnownBlock[] = [section(`*${c.code}* · ${c.priority} · ${esc(c.kind)} · ${esc(c.entity)} \`${esc(c.key_label)}\``)];
+  const versions = c.detail.versions ?? [];
+  switch (meta.action) {
+    case 'keep': {
+      const v = versions.find((x) => x.no === meta.version);
+      if (v) blocks.push(versionSection(c, v));
+      break;
+    }
+    case 'keep-both':
+      for (const r of blast.renamed) {
+        const v = versions.find((x) => x.no === r.version);
+        blocks.push(section(`*Version ${r.version}* (${esc(v ? versionLabel(v) : '')}) is kept as key ${esc(r.pk)}`));
+        for (const [col, value] of Object.entries(r.values)) {
+          blocks.push({
+            type: 'input',
+            block_id: `${BLOCKS.renamePrefix}${r.version}:${col}`,
+            label: plain(clip(`New ${col} for version ${r.version}`, 2000)),
+            element: { type: 'plain_text_input', action_id: 'value', initial_value: clip(value, 150) },
+          });
+        }
+      }
+      break;
+    case 'merge':
+      for (const attr of (c.detail.differing ?? []).slice(0, 40)) {
+        const options = versions.slice(0, 100).map((v) => ({ text: plain(clip(`v${v.no} ${versionLabel(v)}: ${cell(v.data[attr])}`, LIMITS.optionText)), value: String(v.no) }));
+        const initial = options.find((o) => o.value === String(c.detail.suggested ?? 1)) ?? options[0]!;
+        blocks.push({
+          type: 'input',
+          block_id: `${BLOCKS.mergePrefix}${attr}`,
+          label: plain(clip(attr, 2000)),
+          element: { type: 'static_select', action_id: 'value', options, initial_option: initial },
+        });
+      }
+      break;
+    case 'delete-both':
+    case 'delete':
+      if (blast.dependentCount > 0) {
+        blocks.push(section(`:warning: *${blast.dependentCount} row(s) depend on it:* ${blast.dependents.slice(0, 15).map((d) => `${esc(d.entity)} ${esc(d.pk)}`).join(', ')}${blast.dependentCount > 15 ? ', …' : ''}`));
+        blocks.push({
+          type: 'input',
+          block_id: BLOCKS.cascade,
+          optional: true,
+          label: plain('Dependents'),
+          element: { type: 'checkboxes', action_id: 'value', options: [{ text: plain(`Also delete the ${blast.dependentCount} dependent row(s)`), value: 'cascade' }] },
+        });
+      }
+      break;
+    case 'repoint':
+      blocks.push({
+        type: 'input',
+        block_id: BLOCKS.repointTo,
+        label: plain(`New ${c.detail.parent ?? 'parent'} key for ${c.detail.column ?? 'the reference'}`),
+        element: { type: 'plain_text_input', action_id: 'value' },
+      });
+      break;
+    case 'waive':
+      blocks.push(section(esc(c.detail.reason)));
+      break;
+  }
+  blocks.push(section(blastText(blast)));
+  blocks.push({
+    type: 'input',
+    block_id: BLOCKS.rationale,
+    label: plain('Rationale'),
+    element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000, placeholder: plain('Why is this the right resolution?') },
+  });
+  return checkView({
+    type: 'modal',
+    callback_id: VIEWS.decide,
+    title: plain(clip(TITLES[meta.action], LIMITS.modalTitle)),
+    submit: plain(meta.action === 'delete' || meta.action === 'delete-both' ? 'Delete' : 'Decide'),
+    close: plain('Cancel'),
+    private_metadata: JSON.stringify(meta),
+    blocks,
+  });
+}
+
+export interface HomeArgs {
+  statuses: ReleaseStatus[];
+  assigned: ConflictRow[];
+}
+
+export function homeView({ statuses, assigned }: HomeArgs): HomeView {
+  const blocks: KnownBlock[] = [header('Tributary')];
+  for (const s of statuses.slice(0, 20)) {
+    const q = s.queue;
+    blocks.push(section(`*${esc(s.release)}* · ${esc(s.state)}${q ? ` · open P1 ${q.open.P1} · P2 ${q.open.P2} · P3 ${q.open.P3} · decided ${q.decided}/${q.total}` : ''}`));
+    if (q && (q.open.P1 ?? 0) + (q.open.P2 ?? 0) + (q.open.P3 ?? 0) > 0) {
+      blocks.push({ type: 'actions', block_id: `home:${s.release}`, elements: [button(`Review next in ${s.release}`, ACTIONS.next, JSON.stringify({ release: s.release }), 'primary')] });
+    }
+  }
+  blocks.push({ type: 'divider' });
+  blocks.push(section(`*Assigned to you* (${assigned.length})`));
+  for (const c of assigned.slice(0, 30)) blocks.push(section(`${PRIORITY_EMOJI[c.priority] ?? ''} *${c.code}* (${esc(c.release)}) ${esc(c.kind)} · ${esc(c.entity)} \`${esc(clip(c.key_label, 80))}\``));
+  if (assigned.length === 0) blocks.push(context('Nothing assigned: press *Review next* to take the next conflict.'));
+  return checkView({ type: 'home', blocks });
+}
