@@ -9,6 +9,7 @@ import { redact } from '../log.js';
 import type { BotDeps } from '../slack/app.js';
 import { COMMANDS } from '../slack/ids.js';
 import { conflictListMessage, helpMessage, statusMessage, textMessage } from '../views/blocks.js';
+import { esc } from '../views/limits.js';
 import { renderCounts, renderOffenders, renderTag } from '../views/text.js';
 import { progressMessageIn, replyError } from './common.js';
 
@@ -109,7 +110,7 @@ export function register(app: App, deps: BotDeps): void {
 async function runTag(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, env?: string): Promise<void> {
   const { ctx } = deps;
   await authorize(ctx, user, await deps.groupsOf(user), 'tag', release);
-  const progress = await progressMessageIn(deps, channel, `Tag & lock ${release}${env ? ` (${env})` : ''} by <@${user}>`, respond);
+  const progress = await progressMessageIn(deps, channel, `Tag & lock ${esc(release)}${env ? ` (${esc(env)})` : ''} by <@${user}>`, respond);
   progress.step('checking tags');
   try {
     const r = await tagRelease(ctx, release, { actor: user, ...(env ? { env } : {}) });
@@ -127,7 +128,7 @@ async function runTag(deps: BotDeps, respond: RespondFn, user: string, channel: 
 async function runConsolidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
   const { ctx } = deps;
   await authorize(ctx, user, await deps.groupsOf(user), 'consolidate', release);
-  const progress = await progressMessageIn(deps, channel, `Consolidation of ${release} by <@${user}>`, respond);
+  const progress = await progressMessageIn(deps, channel, `Consolidation of ${esc(release)} by <@${user}>`, respond);
   let rows = 0;
   try {
     const r = await consolidate(ctx, release, {

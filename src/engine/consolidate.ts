@@ -149,7 +149,8 @@ async function queueConflicts(ctx: Ctx, runId: number, release: string, refs: Re
                                  'record', jsonb_build_object('data', r.data, 'env', r.rep_env, 'pk', r.pk, 'sources', r.sources))
          from ${refsTable} p join ${t.result} r on r.entity = p.entity and r.identity = p.identity
      )
-     select ?, ?, 'C-' || lpad((row_number() over (order by q.priority, eo.ord, q.identity))::text, 3, '0'),
+     -- lpad truncates: past 999 conflicts every code of the run gets the width of the largest, so they stay unique and sort in queue order
+     select ?, ?, 'C-' || lpad((row_number() over (order by q.priority, eo.ord, q.identity))::text, greatest(3, length((count(*) over ())::text)), '0'),
             q.entity, q.identity,
             case when q.identity like 'p:%' then ${literal('')} || (select e.primary_key from (values ${ctx.config.entities.map((e) => `(${literal(e.name)}, ${literal(e.primaryKey)})`).join(', ')}) as e(name, primary_key) where e.name = q.entity) || '=' || substr(q.identity, 3)
                  else (case q.entity ${labels} end) || '=' || replace(substr(q.identity, 3), chr(31), '+') end,

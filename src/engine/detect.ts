@@ -88,6 +88,8 @@ async function createTables(k: Knex, t: RunTables): Promise<void> {
   await k.raw(`create unlogged table ${t.rekey} (entity text, env text, env_rank int, pk text, new_pk text, owner_env text, primary key (entity, env, pk))`);
   await k.raw(`create unlogged table ${t.cmp} (entity text, env text, env_rank int, pk text, identity text, payload jsonb, ts timestamptz,
       feature text, fpri int, created_by text, created_at timestamptz, version_no int)`);
+  // buildResult gathers each multi-record identity's sources from cmp: without an index, one scan of cmp per identity
+  await k.raw(`create index on ${t.cmp} (entity, identity)`);
   await k.raw(`create unlogged table ${t.versions} (entity text, identity text, version_no int, payload jsonb, ts timestamptz, best_rank int,
       envs text[], pks text[], features text[], feature text, fpri int, created_by text, created_at timestamptz, rep_env text, rep_pk text, n int,
       primary key (entity, identity, version_no))`);
@@ -137,7 +139,7 @@ async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<
     const present = key.map((c) => `data->>${literal(c)} is not null`).join(' and ');
     const res = await k.raw<{ rows: { identity: string; v: string }[] }>(
       `with kv as (select identity, ${value} as v from ${t.records} where entity = ? and ${present}),
-            bad as (select v from kv group by v having count(distinct identity) > 1)
+            bad as (select v from kv group by v having min(identity) <> max(identity))
        select distinct kv.identity, kv.v from kv join bad using (v)`,
       [e.name],
     );
@@ -184,15 +186,18 @@ async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<nu
     : `m.pk || '-' || lower(m.env)`;
   await k.raw(
     `insert into ${t.rekey} (entity, env, env_rank, pk, new_pk, owner_env)
-     with owners as (
-       select pk, (array_agg(identity order by env_rank, identity))[1] as owner, (array_agg(env order by env_rank, identity))[1] as owner_env
-         from ${t.records} where entity = ? group by pk having count(distinct identity) > 1
+     with shared as (
+       -- min <> max: more than one identity, found by a hash aggregate rather than a sort of every record
+       select pk from ${t.records} where entity = ? group by pk having min(identity) <> max(identity)
+     ), owners as (
+       select r.pk, (array_agg(r.identity order by r.env_rank, r.identity))[1] as owner, (array_agg(r.env order by r.env_rank, r.identity))[1] as owner_env
+         from ${t.records} r join shared using (pk) where r.entity = ? group by r.pk
      ), m as (
        select r.env, r.env_rank, r.pk, o.owner_env from ${t.records} r join owners o on o.pk = r.pk
         where r.entity = ? and r.identity <> o.owner
      )
      select ?, m.env, m.env_rank, m.pk, ${fresh}, m.owner_env from m`,
-    [e.name, e.name, e.name],
+    [e.name, e.name, e.name, e.name],
   );
   const groups = await k.raw<{ rows: { n: number }[] }>(`select count(distinct pk)::int as n from ${t.rekey} where entity = ?`, [e.name]);
   return groups.rows[0]?.n ?? 0;
@@ -376,6 +381,8 @@ async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Prom
       where s.entity = ?`,
     [e.name],
   );
+  // statistics for the rows just written: without them the key-map join below scans the whole result
+  await k.raw(`analyze ${t.result} (entity, identity, pk, status, rep_env)`);
   // key map: every record whose primary key differs from its survivor's, and every re-keyed record
   await k.raw(
     `insert into ${t.keyMap} (entity, env, old_pk, new_pk)
@@ -411,14 +418,17 @@ export async function materializeRefs(
         ? `and (c2.rep_env, c2.raw_refs->>${col}) in (select * from unnest(?::text[], ?::text[]))`
         : 'and c.identity = any(?::text[])';
     const extra = !only ? [] : 'parent' in only ? [only.envs, only.pks] : [only.identities];
+    const data = `jsonb_set(c.data, ${literal(`{${ref.column}}`)},
+                     work.key_value(c.data->${col}, coalesce(c.raw_refs->>${literal(`!${ref.column}`)}, km.new_pk, c.raw_refs->>${col})))`;
+    // rows whose reference already holds its target are left alone: most of them, and rewriting them was most of the time
     await k.raw(
       `update ${t.result} c
-          set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)},
-                     work.key_value(c.data->${col}, coalesce(c.raw_refs->>${literal(`!${ref.column}`)}, km.new_pk, c.raw_refs->>${col})))
+          set data = ${data}
          from ${t.result} c2
          left join ${t.keyMap} km on km.entity = ? and km.env = c2.rep_env and km.old_pk = c2.raw_refs->>${col}
         where c.entity = ? and c2.entity = c.entity and c2.identity = c.identity and c.data is not null
-          and (jsonb_exists(c.raw_refs, ${col}) or jsonb_exists(c.raw_refs, ${literal(`!${ref.column}`)})) ${filter}`,
+          and (jsonb_exists(c.raw_refs, ${col}) or jsonb_exists(c.raw_refs, ${literal(`!${ref.column}`)})) ${filter}
+          and ${data} is distinct from c.data`,
       [ref.entity, e.name, ...extra],
     );
   }
@@ -548,13 +558,19 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string)
     resolution += t2 - t1;
   }
   const t3 = performance.now();
+  // Statistics for the key tables (buildResult analysed the result): without them the planner takes the
+  // fresh work tables for near-empty and picks nested-loop anti-joins that rescan one per child row.
+  await k.raw(`analyze ${t.keyMap}, ${t.rekey}`);
   for (const e of ctx.config.entities) references.push(...(await checkReferences(ctx, k, t, e)));
   detection += performance.now() - t3;
 
   const stats = await k.raw<{ rows: { rule: string; priority: string | null; n: number }[] }>(
     `select rule, priority, count(*)::int as n from ${t.idsum} group by rule, priority`,
   );
-  const collected = await k.raw<{ rows: { n: number; ids: number }[] }>(`select count(*)::int as n, count(distinct (entity, identity))::int as ids from ${t.records}`);
+  // grouped, not count(distinct …): a hash aggregate instead of a sort of every record
+  const collected = await k.raw<{ rows: { n: number; ids: number }[] }>(
+    `select coalesce(sum(n), 0)::int as n, count(*)::int as ids from (select count(*) as n from ${t.records} group by entity, identity) g`,
+  );
   const byRule: Record<string, number> = {};
   const byPriority: Record<string, number> = { P1: 0, P2: 0, P3: 0 };
   let auto = rekeyGroups;

@@ -88,6 +88,7 @@ export function statusMessage(statuses: ReleaseStatus[]): Message {
 }
 
 export interface Progress {
+  /** mrkdwn, escaped by the caller (it may carry a user mention). */
   title: string;
   step: string;
   detail?: string;
@@ -99,7 +100,7 @@ export interface Progress {
 export function progressMessage(p: Progress): Message {
   const icon = p.state === 'running' ? ':hourglass_flowing_sand:' : p.state === 'done' ? ':white_check_mark:' : ':x:';
   const secs = `${(p.elapsedMs / 1000).toFixed(1)}s`;
-  const line = `${icon} *${esc(p.title)}*: ${esc(p.step)}${p.detail ? ` (${esc(p.detail)})` : ''} · ${secs}`;
+  const line = `${icon} *${p.title}*: ${esc(p.step)}${p.detail ? ` (${esc(p.detail)})` : ''} · ${secs}`;
   const blocks: KnownBlock[] = [section(line)];
   if (p.summary) blocks.push(section(`\`\`\`${esc(clip(p.summary, 2900))}\`\`\``));
   return checkMessage({ text: `${p.title}: ${p.step} (${secs})`, blocks });
