@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import type { ConflictRow } from '../../src/engine/conflicts.js';
+import { conflictCard, conflictListMessage, decidedCard, decisionModal, helpMessage } from '../../src/views/blocks.js';
+import { BlockLimitError, checkMessage, esc, LIMITS } from '../../src/views/limits.js';
+
+/** Views are pure: exact shapes for small inputs, and Slack's limits held for large ones. */
+function conflict(versions: number, attrLength = 10): ConflictRow {
+  return {
+    id: 1,
+    release: 'R2',
+    run_id: 7,
+    code: 'C-015',
+    entity: 'users',
+    identity: 'n:dana@x',
+    key_label: 'email=<dana@x>',
+    kind: 'core-conflict',
+    priority: 'P1',
+    status: 'open',
+    assigned_to: null,
+    assigned_at: null,
+    decided_by: null,
+    decided_at: null,
+    detail: {
+      reason: 'core attributes differ (role)',
+      suggestion: 'keep',
+      suggested: 1,
+      differing: ['role', 'bio'],
+      versions: Array.from({ length: versions }, (_, i) => ({
+        no: i + 1,
+        envs: [`ST-${i + 1}`],
+        pks: [String(i + 1)],
+        feature: 'FEAT-101',
+        features: ['FEAT-101'],
+        created_by: 'qa',
+        created_at: '2024-01-10T09:00:00Z',
+        ts: '2024-01-10T09:00:00Z',
+        data: { role: `Role ${i}`, bio: 'x'.repeat(attrLength), city: 'Oslo' },
+        children: i,
+      })),
+    },
+  };
+}
+
+describe('conflict card', () => {
+  it('shows versions side by side with one Keep button per version, escaping user text', () => {
+    const m = conflictCard(conflict(3));
+    expect(m.text).toBe('C-015 P1 core-conflict: users email=<dana@x>');
+    const json = JSON.stringify(m.blocks);
+    expect(json).toContain('email=&lt;dana@x&gt;');
+    const actions = m.blocks.find((b) => b.type === 'actions') as { elements: { action_id: string; text: { text: string } }[] };
+    expect(actions.elements.map((e) => [e.action_id, e.text.text])).toEqual([
+      ['review:keep:1', 'Keep ST-1'],
+      ['review:keep:2', 'Keep ST-2'],
+      ['review:keep:3', 'Keep ST-3'],
+      ['review:keep-both', 'Keep both (rename)'],
+      ['review:merge', 'Merge'],
+      ['review:delete', 'Delete both'],
+    ]);
+  });
+
+  it('stays within the limits with many versions and long values', () => {
+    const m = conflictCard(conflict(40, 5000));
+    expect(m.blocks.length).toBeLessThanOrEqual(LIMITS.messageBlocks);
+    expect(() => checkMessage(m)).not.toThrow();
+  });
+
+  it('a decided card has no buttons and says who, what and why', () => {
+    const m = decidedCard(conflict(2), { decision: { action: 'keep', version: 2 }, by: 'U123', at: new Date('2024-02-01T10:00:00Z'), rationale: 'R&D <says>' });
+    expect(m.blocks.some((b) => b.type === 'actions')).toBe(false);
+    const json = JSON.stringify(m.blocks);
+    expect(json).toContain('<@U123>');
+    expect(json).toContain('kept version 2 (ST-2)');
+    expect(json).toContain('R&amp;D &lt;says&gt;');
+  });
+});
+
+describe('limits', () => {
+  it('refuses a message over 50 blocks and one without a text fallback', () => {
+    const blocks = Array.from({ length: 51 }, () => ({ type: 'divider' as const }));
+    expect(() => checkMessage({ text: 'x', blocks })).toThrow(BlockLimitError);
+    expect(() => checkMessage({ text: '', blocks: [] })).toThrow(/no text fallback/);
+  });
+
+  it('long lists page instead of failing', () => {
+    const rows = Array.from({ length: 500 }, (_, i) => ({ ...conflict(2), code: `C-${i}` }));
+    const m = conflictListMessage('R2', rows);
+    expect(JSON.stringify(m.blocks)).toContain('… 460 more');
+    expect(m.blocks.length).toBeLessThanOrEqual(LIMITS.messageBlocks);
+  });
+
+  it('modals fit: merge offers a choice per differing attribute', () => {
+    const v = decisionModal({ conflict: conflict(3), meta: { release: 'R2', code: 'C-015', runId: 7, action: 'merge' }, blast: { rewritten: 2, removed: 0, renamed: [], dependents: [], dependentCount: 0 } });
+    const inputs = v.blocks.filter((b) => b.type === 'input').map((b) => (b as { block_id: string }).block_id);
+    expect(inputs).toEqual(['decide:merge:role', 'decide:merge:bio', 'decide:rationale']);
+    expect(v.title.text.length).toBeLessThanOrEqual(24);
+  });
+
+  it('help and escaping', () => {
+    expect(esc('<a&b>')).toBe('&lt;a&amp;b&gt;');
+    expect(helpMessage('oops').text).toContain('oops');
+  });
+});
