@@ -48,11 +48,18 @@ export function paramsFromUrl(url: string): ConnectionParams {
   };
 }
 
-export function makeKnex(params: ConnectionParams, pool: { min: number; max: number } = { min: 0, max: 10 }): Knex {
+export function makeKnex(params: ConnectionParams, pool: { min: number; max: number } = { min: 0, max: 10 }, workMem?: string): Knex {
   return knexFactory({
     client: 'pg',
     connection: { ...params, connectionTimeoutMillis: 5000 } as Knex.PgConnectionConfig,
-    pool: { ...pool, idleTimeoutMillis: 10_000 },
+    pool: {
+      ...pool,
+      idleTimeoutMillis: 10_000,
+      // memory for the set-based detection's hash aggregates (a performance setting: no result depends on it)
+      ...(workMem
+        ? { afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => void conn.query(`set work_mem = '${workMem}'`).then(() => done(null, conn), (err: Error) => done(err, conn)) }
+        : {}),
+    },
     acquireConnectionTimeout: 15_000,
     // knex logs to stdout by default: keep stdout for command output (--json) and mask secrets.
     // A failed connection is reported by the caller, naming the env: here it is detail only.
@@ -98,7 +105,7 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     await ensureDatabase(embedded.info, config.database.name);
     controlParams = { ...embedded.info, database: config.database.name };
   }
-  const control = makeKnex(controlParams, { min: 0, max: 12 });
+  const control = makeKnex(controlParams, { min: 0, max: 12 }, '64MB');
   Model.knex(control);
   try {
     await control.raw('select 1');

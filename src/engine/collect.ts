@@ -4,7 +4,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import PQueue from 'p-queue';
 import type { EnvSpec, EntitySpec } from '../config/load.js';
 import { TributaryError } from '../errors.js';
-import { checksumSql, COLUMNS_SQL, type TableColumn } from './checksum.js';
+import { COLUMNS_SQL, rowHashExpr, type TableColumn } from './checksum.js';
 import { envError, type Ctx } from './context.js';
 import { ident, literal, qualified } from './sql.js';
 import type { LockRow } from './tag.js';
@@ -12,7 +12,7 @@ import type { LockRow } from './tag.js';
 /**
  * Collect: a release's rows from every ST env, in parallel (bounded by p-queue), streamed with COPY from
  * each source straight into the work area of the control database: rows never gather in JavaScript
- * memory. Each env is read in one repeatable-read transaction that first re-checks the lock's
+ * memory. Each env is read in one repeatable-read transaction, each row with its hash computed like the lock's
  * checksum, so the rows collected are exactly the rows that were locked (drift is refused).
  */
 export function workTable(runId: number, name: string): string {
@@ -30,7 +30,8 @@ export async function createRecordsTable(ctx: Ctx, runId: number): Promise<void>
     created_by text,
     created_at timestamptz,
     ts timestamptz,
-    data jsonb not null
+    data jsonb not null,
+    rh bigint
   )`);
 }
 
@@ -43,12 +44,40 @@ function identityExpr(entity: EntitySpec): string {
   return `case when ${allPresent} then 'n:' || concat_ws(chr(31), ${nk.map((c) => `t.${ident(c)}::text`).join(', ')}) else ${pk} end`;
 }
 
-function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string): string {
+function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string, rowHash: string): string {
   const t = ctx.config.tags;
   return `select ${literal(entity.name)}, ${literal(env.name)}, ${env.precedence}, t.${ident(entity.primaryKey)}::text,
       ${identityExpr(entity)}, t.${ident(t.feature)}, t.${ident(t.createdBy)}, t.${ident(t.createdAt)}::timestamptz,
-      t.${ident(entity.timestamp)}::timestamptz, to_jsonb(t)
+      t.${ident(entity.timestamp)}::timestamptz, to_jsonb(t), ${rowHash}
     from ${qualified(env.schema, entity.table)} t where t.${ident(t.release)} = ${literal(release)}`;
+}
+
+/**
+ * The gate, on the collected rows themselves: per env and table, the count and the sum of row hashes
+ * must equal the lock's. All envs were read in their own snapshot, so what was checked is what was collected.
+ */
+async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>): Promise<void> {
+  const res = await ctx.db.control.raw<{ rows: { env: string; entity: string; rows: number; checksum: string }[] }>(
+    `select env, entity, count(*)::int as rows, coalesce(sum(rh::numeric), 0)::text as checksum from ${workTable(runId, 'records')} group by env, entity`,
+  );
+  const got = new Map(res.rows.map((r) => [`${r.env}/${r.entity}`, r]));
+  const drift: { env: string; table: string; message: string }[] = [];
+  for (const env of ctx.config.sources) {
+    for (const entity of ctx.config.entities) {
+      const lock = locks.get(`${env.name}/${entity.name}`)!;
+      const now = got.get(`${env.name}/${entity.name}`) ?? { rows: 0, checksum: '0' };
+      if (now.rows !== Number(lock.row_count) || now.checksum !== lock.checksum) {
+        drift.push({
+          env: env.name,
+          table: entity.table,
+          message: `drift in ${env.name}, table ${entity.table}: ${release}'s rows changed since the lock of ${lock.locked_at.toISOString()} (rows ${lock.row_count} → ${now.rows}${now.checksum !== lock.checksum ? ', checksum differs' : ''}); re-lock with: tributary tag ${release} --env ${env.name}`,
+        });
+      }
+    }
+  }
+  if (drift.length > 0) {
+    throw new TributaryError('gate_drift', drift.map((d) => d.message).join('\n'), { env: drift[0]!.env, table: drift[0]!.table, drift: drift.map(({ env, table }) => ({ env, table })) });
+  }
 }
 
 export interface CollectedEnv {
@@ -79,24 +108,15 @@ async function collectEnv(ctx: Ctx, runId: number, env: EnvSpec, release: string
       const lock = locks.get(`${env.name}/${entity.name}`);
       if (!lock) throw new TributaryError('gate_not_locked', `release ${release} is not locked for ${env.name} (${entity.table})`);
       const cols = await source.query<TableColumn>(COLUMNS_SQL, [qualified(env.schema, entity.table)]);
-      const sum = await source.query<{ rows: number; checksum: string }>(
-        checksumSql(cols.rows, env.schema, entity.table, `${ident(ctx.config.tags.release)} = ${literal(release)}`),
-      );
-      const now = sum.rows[0]!;
-      if (now.rows !== Number(lock.row_count) || now.checksum !== lock.checksum) {
-        throw new TributaryError(
-          'gate_drift',
-          `drift in ${env.name}, table ${entity.table}: ${release}'s rows changed since the lock of ${lock.locked_at.toISOString()} (rows ${lock.row_count} → ${now.rows}${now.checksum !== lock.checksum ? ', checksum differs' : ''}); re-lock with: tributary tag ${release} --env ${env.name}`,
-          { env: env.name, table: entity.table },
-        );
-      }
-      const out = source.query(copyTo(`copy (${sourceQuery(ctx, env, entity, release)}) to stdout`));
+      // each row's hash travels with it, computed exactly as the lock's checksum was: the drift check
+      // then needs no second read of the source (checkDrift sums them in the work area)
+      const out = source.query(copyTo(`copy (${sourceQuery(ctx, env, entity, release, rowHashExpr(cols.rows))}) to stdout`));
       const into = target.query(
-        copyFrom(`copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data) from stdin`),
+        copyFrom(`copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data, rh) from stdin`),
       );
       await pipeline(out, into);
-      perEntity[entity.name] = now.rows;
-      total += now.rows;
+      perEntity[entity.name] = into.rowCount;
+      total += into.rowCount;
     }
     await source.query('commit');
   } catch (err) {
@@ -127,8 +147,12 @@ export async function collectRelease(ctx: Ctx, runId: number, release: string, l
     const first = failures[0] as TributaryError;
     throw new TributaryError(first.code ?? 'database', failures.map((f) => f.message).join('\n'), { failures: failures.length });
   }
-  await ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, identity)`);
-  await ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, env, pk)`);
+  await checkDrift(ctx, runId, release, locks);
+  // two index builds at once: one core each
+  await Promise.all([
+    ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, identity)`),
+    ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, env, pk)`),
+  ]);
   await ctx.db.control.raw(`analyze ${workTable(runId, 'records')}`);
   return settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : []));
 }
