@@ -13,16 +13,20 @@ export function register(app: App, deps: BotDeps): void {
     // Events API retries (X-Slack-Retry-Num) repeat an event already handled
     if (context.retryNum) return;
     if (event.tab !== 'home') return;
+    deps.background(() => publishHome(event.user));
+  });
+
+  const publishHome = async (user: string) => {
     try {
       const statuses: ReleaseStatus[] = [];
       for (const r of ctx.config.releases.keys()) statuses.push(await releaseStatus(ctx, r));
       const runs = statuses.flatMap((s) => (s.run?.status === 'succeeded' ? [s.run.id] : []));
       const assigned = runs.length
-        ? ((await ctx.db.control('conflicts').whereIn('run_id', runs).where({ status: 'open', assigned_to: event.user }).orderBy(['priority', 'code'])) as ConflictRow[])
+        ? ((await ctx.db.control('conflicts').whereIn('run_id', runs).where({ status: 'open', assigned_to: user }).orderBy(['priority', 'code'])) as ConflictRow[])
         : [];
-      await deps.client.views.publish({ user_id: event.user, view: homeView({ statuses, assigned }) });
+      await deps.client.views.publish({ user_id: user, view: homeView({ statuses, assigned }) });
     } catch (err) {
-      logger().error({ err: redact((err as Error).message), user: event.user }, 'could not publish the App Home');
+      logger().error({ err: redact((err as Error).message), user }, 'could not publish the App Home');
     }
-  });
+  };
 }

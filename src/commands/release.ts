@@ -103,7 +103,7 @@ export function register(app: App, deps: BotDeps): void {
         await replyError(respond, err, `/release ${p.sub}`);
       }
     };
-    deps.background(work());
+    deps.background(work);
   });
 }
 

@@ -100,7 +100,13 @@ export function register(app: App, deps: BotDeps): void {
 
   app.action<BlockAction<ButtonAction>>(KEEP_ACTION, async ({ ack, body, action, respond }) => {
     await ack();
-    await openModal(body, respond, parseRef(action.value), () => 'keep');
+    deps.background(async () => {
+      try {
+        await openModal(body, respond, parseRef(action.value), () => 'keep');
+      } catch (err) {
+        await replyError(respond, err, 'keep');
+      }
+    }, true);
   });
   for (const id of [ACTIONS.keepBoth, ACTIONS.merge, ACTIONS.delete, ACTIONS.repoint, ACTIONS.waive]) {
     app.action<BlockAction<ButtonAction>>(id, async ({ ack, body, action, respond }) => {
@@ -112,12 +118,16 @@ export function register(app: App, deps: BotDeps): void {
         await replyError(respond, err, id);
         return;
       }
-      await openModal(body, respond, ref, ACTION_OF[id]!);
+      deps.background(() => openModal(body, respond, ref, ACTION_OF[id]!), true);
     });
   }
 
   app.action<BlockAction<ButtonAction>>(ACTIONS.next, async ({ ack, body, action, respond }) => {
     await ack();
+    deps.background(() => reviewNext(body, action, respond));
+  });
+
+  const reviewNext = async (body: BlockAction, action: ButtonAction, respond: RespondFn) => {
     const user = body.user.id;
     try {
       const { release } = JSON.parse(action.value ?? '{}') as { release?: string };
@@ -133,7 +143,7 @@ export function register(app: App, deps: BotDeps): void {
     } catch (err) {
       await replyError(respond, err, 'review next');
     }
-  });
+  };
 
   app.view(VIEWS.decide, async ({ ack, body, view }) => {
     const user = body.user.id;
@@ -171,7 +181,7 @@ export function register(app: App, deps: BotDeps): void {
       } else if (err instanceof TributaryError) {
         const block = blockForError(err, meta, view);
         await ack({ response_action: 'errors', errors: { [block]: redact(err.message).slice(0, 300) } });
-        if (err.code === 'already_decided') deps.background(deps.cards.refresh(meta.release, meta.code));
+        if (err.code === 'already_decided') deps.background(() => deps.cards.refresh(meta.release, meta.code));
         return;
       } else {
         logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'decision failed');
@@ -179,7 +189,7 @@ export function register(app: App, deps: BotDeps): void {
         return;
       }
     }
-    deps.background(
+    deps.background(() =>
       deps.cards.refresh(meta.release, meta.code).catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not refresh the card')),
     );
   });

@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import { App, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
+import PQueue from 'p-queue';
 import type { SlackSettings } from '../config/slack.js';
 import type { Ctx } from '../engine/context.js';
 import { openRoles } from '../engine/roles.js';
@@ -20,8 +21,12 @@ export interface BotDeps {
   cards: CardService;
   /** Slack user groups of a user (for roles given as group IDs), cached. */
   groupsOf(user: string): Promise<string[]>;
-  /** Keeps track of work that goes on after the ack, so shutdown can wait for it. */
-  background(work: Promise<unknown>): void;
+  /**
+   * Runs work after the ack through a bounded queue (urgent work first, e.g. opening a modal before its
+   * trigger expires), so a burst of requests never starves the event loop that sends the acks; shutdown
+   * waits for it.
+   */
+  background(work: () => Promise<unknown>, urgent?: boolean): void;
   /** Minimum interval between two updates of a progress message. */
   progressIntervalMs: number;
 }
@@ -34,6 +39,7 @@ export interface BotOptions {
   retries?: number;
   progressIntervalMs?: number;
   cardIntervalMs?: number;
+  backgroundConcurrency?: number;
 }
 
 export interface Bot {
@@ -48,8 +54,9 @@ function boltLogger(): BoltLogger {
   const fmt = (msg: unknown[]) => redact(msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' '));
   let level = LogLevel.INFO;
   return {
-    debug: (...m) => log.debug(fmt(m)),
-    info: (...m) => log.info(fmt(m)),
+    // Bolt logs every request at debug level: format only what will be written
+    debug: (...m) => (log.isLevelEnabled('debug') ? log.debug(fmt(m)) : undefined),
+    info: (...m) => (log.isLevelEnabled('info') ? log.info(fmt(m)) : undefined),
     warn: (...m) => log.warn(fmt(m)),
     error: (...m) => log.error(fmt(m)),
     setLevel: (l) => {
@@ -76,6 +83,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
       : new App({ ...common, signingSecret: settings.signingSecret!, endpoints: '/slack/events' });
 
   const inflight = new Set<Promise<unknown>>();
+  const queue = new PQueue({ concurrency: opts.backgroundConcurrency ?? 4 });
   const track = (p: Promise<unknown>) => {
     inflight.add(p);
     void p.catch(() => undefined).finally(() => inflight.delete(p));
@@ -87,7 +95,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
     client: app.client,
     cards: new CardService(ctx, app.client, opts.cardIntervalMs),
     progressIntervalMs: opts.progressIntervalMs ?? 1500,
-    background: track,
+    background: (work, urgent) => track(queue.add(work, { priority: urgent ? 1 : 0 })),
     async groupsOf(user) {
       const out: string[] = [];
       for (const g of groupIds) {
