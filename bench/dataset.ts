@@ -16,6 +16,8 @@ export const RELEASE = 'R2';
 export interface DataOptions {
   rows: number;
   envs: number;
+  /** No colliding rows and no broken references: a release whose consolidation has nothing to review. */
+  clean?: boolean;
 }
 
 export interface Server {
@@ -111,6 +113,7 @@ export interface Plan {
   /** Id ranges: env i's rows have ids i*stride + 1 …, so envs never share a key unless a row says so. */
   userStride: number;
   accountStride: number;
+  clean: boolean;
 }
 
 function split(total: number, envs: number): number[] {
@@ -123,7 +126,7 @@ export function plan(opts: DataOptions): Plan {
   const users = split(usersTotal, opts.envs);
   const accounts = split(opts.rows - usersTotal, opts.envs);
   const stride = (n: number) => 10 ** String(n).length;
-  const p = { users, accounts, userStride: stride(users[0]!), accountStride: stride(accounts[0]!) };
+  const p = { users, accounts, userStride: stride(users[0]!), accountStride: stride(accounts[0]!), clean: !!opts.clean };
   if ((opts.envs + 1) * Math.max(p.userStride, p.accountStride) >= 2 ** 31) throw new Error('too many rows per env for int ids: add envs or lower --rows');
   return p;
 }
@@ -155,7 +158,7 @@ function usersSql(i: number, p: Plan): string {
                 else (array['FEAT-C', 'FEAT-H1', 'FEAT-H2', 'FEAT-M', 'FEAT-L'])[g % 5 + 1] end,
            'qa${i}',
            timestamptz '2024-01-10 09:00Z' + (g % 1440) * interval '1 minute' + case when c = 6 then ${i} * interval '1 hour' else interval '0' end
-      from (select g, case when ${i} > 1 and g <= ${n1} then g % 100 else 0 end as c from generate_series(1, ${p.users[i - 1]}) g) s`;
+      from (select g, case when ${!p.clean} and ${i} > 1 and g <= ${n1} then g % 100 else 0 end as c from generate_series(1, ${p.users[i - 1]}) g) s`;
 }
 
 /**
@@ -171,19 +174,19 @@ function accountsSql(i: number, p: Plan): string {
   const ni = p.users[i - 1]!;
   const su = p.userStride;
   const sa = p.accountStride;
-  const userId = (g: string) => `case when ${i} > 1 and ${g} <= ${n1} and ${g} % 100 = 7 then ${su} + ${g} else ${i * su} + ${g} end`;
+  const userId = (g: string) => `case when ${!p.clean} and ${i} > 1 and ${g} <= ${n1} and ${g} % 100 = 7 then ${su} + ${g} else ${i * su} + ${g} end`;
   return `
     insert into st${i}.accounts (id, number, user_id, currency, balance, release, feature, created_by, created_at)
     select case when c = 7 then ${sa} + h else ${i * sa} + h end,
            case when c in (1, 2, 3) then 'A1-' || h else 'A${i}-' || h end,
-           case when h % 10 = 0 then null when h % 2000 = 1999 then -h else ${userId(`((h - 1) % ${ni} + 1)`)} end,
+           case when h % 10 = 0 then null when ${!p.clean} and h % 2000 = 1999 then -h else ${userId(`((h - 1) % ${ni} + 1)`)} end,
            case when c = 3 then 'GBP' else (array['USD', 'EUR', 'NOK'])[h % 3 + 1] end,
            (h % 10000) + 0.5 + case when c = 2 then ${i} else 0 end,
            '${RELEASE}',
            case when c = 3 then 'FEAT-H1' else (array['FEAT-C', 'FEAT-H1', 'FEAT-H2', 'FEAT-M', 'FEAT-L'])[h % 5 + 1] end,
            'qa${i}',
            timestamptz '2024-01-10 09:00Z' + (h % 1440) * interval '1 minute'
-      from (select h, case when ${i} > 1 and h <= ${m1} then h % 100 else 0 end as c from generate_series(1, ${p.accounts[i - 1]}) h) s`;
+      from (select h, case when ${!p.clean} and ${i} > 1 and h <= ${m1} then h % 100 else 0 end as c from generate_series(1, ${p.accounts[i - 1]}) h) s`;
 }
 
 export async function generate(url: string, opts: DataOptions, p: Plan): Promise<void> {

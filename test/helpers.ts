@@ -9,6 +9,9 @@ import { loadConfig, type Config } from '../src/config/load.js';
 import { openDatabase, paramsFromUrl, type Db } from '../src/db/connect.js';
 import type { Ctx } from '../src/engine/context.js';
 
+/** The audit chain's key in tests (configs with database.url need one; see src/config/auditKey.ts). */
+export const TEST_AUDIT_KEY = 'test-audit-key-7f3a9c1e5b';
+
 /** The test server's URL with another database name. */
 export function urlFor(database: string): string {
   const u = new URL(inject('pgUrl'));
@@ -107,7 +110,7 @@ export async function testEnv(sources = 3, extra: Record<string, unknown> = {}, 
       await client.query(TABLES.replaceAll('SCHEMA', schema));
     }
   }
-  const config = loadConfig({ file: configFile, env: {} });
+  const config = loadConfig({ file: configFile, env: { TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY } });
   const db = await openDatabase(config);
   return {
     database,

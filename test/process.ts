@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { ROOT } from './helpers.js';
+import { ROOT, TEST_AUDIT_KEY } from './helpers.js';
 
 /** The CLI as a real child process: `node --import tsx src/cli/main.ts …`. */
 export interface CliResult {
@@ -16,7 +16,7 @@ export interface CliProcess {
 }
 
 export function startCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): CliProcess {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
+  const env: NodeJS.ProcessEnv = { ...process.env, TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY, ...opts.env };
   // the tests' own settings must not leak into the CLI's config
   delete env.DATABASE_URL;
   delete env.TRIBUTARY_CONFIG;

@@ -13,6 +13,9 @@ import { EXIT, exitCodeFor, TributaryError } from '../errors.js';
 import { logger, redact, redactDeep } from '../log.js';
 import { renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
 import { resultCounts, resultRecords } from '../engine/status.js';
+import { registerLoadCommands } from './load.js';
+import { registerAuditCommands } from './audit.js';
+import { decideFindingCommand, isFindingCode, registerValidateCommands } from './validate.js';
 
 /**
  * `tributary`: the CLI twin of every Slack command. Readable output by default, `--json` for pipelines;
@@ -180,6 +183,7 @@ export function buildProgram(): Command {
     .option('--dry-run', 'show the blast radius only')
     .action(async (code: string, o: Record<string, unknown>) => {
       await withCtx(g(), async (ctx) => {
+        if (isFindingCode(code)) return decideFindingCommand(ctx, code, o, { out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
         const release = (o.release as string | undefined) ?? (await releaseOfCode(ctx, code));
         const conflict = await showConflict(ctx, release, code);
         const d = parseDecision({ ...o, both: conflict.detail.versions ? true : false });
@@ -210,6 +214,10 @@ export function buildProgram(): Command {
         }
       });
     });
+
+  registerLoadCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
+  registerAuditCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), json: () => !!g().json });
+  registerValidateCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
 
   program
     .command('migrate')

@@ -8,7 +8,12 @@ import { TributaryError } from '../errors.js';
 import { redact } from '../log.js';
 import type { BotDeps } from '../slack/app.js';
 import { COMMANDS } from '../slack/ids.js';
-import { conflictListMessage, helpMessage, statusMessage, textMessage } from '../views/blocks.js';
+import { auditCard, conflictListMessage, helpMessage, loadCard, statusMessage, textMessage, validationCard } from '../views/blocks.js';
+import type { Message } from '../views/limits.js';
+import { renderAuditSummary } from '../views/audit.js';
+import { auditSummary, releaseEvents } from '../engine/auditTrail.js';
+import { loadRelease } from '../engine/load.js';
+import { validateRelease } from '../engine/validate.js';
 import { esc } from '../views/limits.js';
 import { renderCounts, renderOffenders, renderTag } from '../views/text.js';
 import { progressMessageIn, replyError } from './common.js';
@@ -46,6 +51,9 @@ const USAGES: Record<string, string> = {
   consolidate: '/release consolidate R2',
   conflicts: '/release conflicts R2 [--priority P1]',
   review: '/release review R2',
+  validate: '/release validate R2',
+  load: '/release load R2',
+  audit: '/release audit R2',
 };
 
 function needRelease(p: Parsed): string {
@@ -85,6 +93,12 @@ export function register(app: App, deps: BotDeps): void {
             return await runTag(deps, respond, user, command.channel_id, needRelease(p), typeof p.flags.env === 'string' ? p.flags.env : undefined);
           case 'consolidate':
             return await runConsolidate(deps, respond, user, command.channel_id, needRelease(p));
+          case 'validate':
+            return await runValidate(deps, respond, user, command.channel_id, needRelease(p));
+          case 'load':
+            return await runLoad(deps, respond, user, command.channel_id, needRelease(p));
+          case 'audit':
+            return await postAudit(deps, respond, user, command.channel_id, needRelease(p));
           case 'review': {
             const release = needRelease(p);
             await authorize(ctx, user, await deps.groupsOf(user), 'review', release);
@@ -144,5 +158,62 @@ async function runConsolidate(deps: BotDeps, respond: RespondFn, user: string, c
   } catch (err) {
     await progress.fail(redact(err instanceof Error ? err.message : String(err)));
     if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+async function runValidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+  const { ctx } = deps;
+  await authorize(ctx, user, await deps.groupsOf(user), 'validate', release);
+  const progress = await progressMessageIn(deps, channel, `Validation of ${esc(release)} by <@${user}>`, respond);
+  progress.step('integrity checks and data tests');
+  try {
+    const r = await validateRelease(ctx, release, { actor: user });
+    await progress.done(r.counts.open === 0 ? 'valid' : `${r.counts.open} open finding(s)`);
+    await postResult(deps, respond, channel, validationCard(r));
+  } catch (err) {
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+async function runLoad(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+  const { ctx } = deps;
+  await authorize(ctx, user, await deps.groupsOf(user), 'load', release);
+  const progress = await progressMessageIn(deps, channel, `Load of ${esc(release)} into staging by <@${user}>`, respond);
+  try {
+    const r = await loadRelease(ctx, release, { actor: user, progress: (step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
+    await progress.done('loaded and verified');
+    await postResult(deps, respond, channel, loadCard(r));
+  } catch (err) {
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+/** The audit summary with the chain head (a witness outside the database), and the full trail as a file. */
+async function postAudit(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+  const { ctx } = deps;
+  const summary = await auditSummary(ctx, release);
+  const card = auditCard(renderAuditSummary(summary), summary.head?.hash ?? null);
+  await postResult(deps, respond, channel, card);
+  const events = await releaseEvents(ctx.db.control, release);
+  try {
+    await deps.client.files.uploadV2({
+      channel_id: channel,
+      filename: `tributary-audit-${release}.json`,
+      title: `Audit trail of ${release}`,
+      content: redact(JSON.stringify({ summary, events }, null, 2)),
+      initial_comment: `Full audit trail of ${release}: ${events.length} events, requested by <@${user}>`,
+    });
+  } catch (err) {
+    await respond({ response_type: 'ephemeral', ...textMessage(`The summary is posted, but the trail file could not be uploaded (${redact((err as Error).message)}); export it with: tributary audit ${release} --format json`) });
+  }
+}
+
+async function postResult(deps: BotDeps, respond: RespondFn, channel: string, m: Message): Promise<void> {
+  try {
+    await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks });
+  } catch {
+    await respond({ response_type: 'ephemeral', ...m });
   }
 }

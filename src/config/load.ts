@@ -4,7 +4,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { TributaryError } from '../errors.js';
 import { registerSecret } from '../log.js';
-import { configSchema, type FeaturePriority, type VersionRuleName } from './schema.js';
+import { configSchema, type FeaturePriority, type RawDataTest, type VersionRuleName } from './schema.js';
 
 export interface FeatureSpec {
   id: string;
@@ -40,6 +40,19 @@ export interface ReferenceSpec {
   columns: string[];
 }
 
+/** One data test of an entity, as `tributary validate` runs it; `path` is where the config declares it. */
+export type DataTest = { entity: string; name?: string; path: string } & (
+  | { kind: 'not_null'; columns: string[] }
+  | { kind: 'unique'; columns: string[] }
+  | { kind: 'accepted_values'; column: string; values: (string | number | boolean)[] }
+  | { kind: 'relationships'; column: string; to: string }
+  | { kind: 'expression'; expression: string }
+  | { kind: 'sql'; sql: string }
+);
+
+/** `{{ users }}`, `{{ this }}`: the consolidated tables a data test's SQL may read. */
+export const TABLE_PLACEHOLDER = /\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g;
+
 export interface EntitySpec {
   name: string;
   table: string;
@@ -51,6 +64,7 @@ export interface EntitySpec {
   ignore: string[];
   /** Column compared by newest-wins (the created_at tag unless configured). */
   timestamp: string;
+  tests: DataTest[];
 }
 
 export interface TagColumns {
@@ -75,6 +89,8 @@ export interface Config {
   roles: { reviewer: string[]; qa_lead: string[]; release_manager: string[] };
   slack: { reviewChannel?: string; releaseChannel?: string };
   logLevel: string;
+  /** TRIBUTARY_AUDIT_KEY: the audit chain's HMAC key (a secret; see resolveAuditKey in ./auditKey.ts). */
+  auditKey?: string;
 }
 
 export interface LoadOptions {
@@ -213,12 +229,15 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
       core: e.core,
       ignore: e.ignore,
       timestamp: e.timestamp ?? tags.createdAt,
+      tests: dataTests(file, name, e.tests, declared),
     });
   }
 
   const databaseUrl = env.DATABASE_URL || c.database.url;
   if (databaseUrl) registerUrlSecret(databaseUrl);
   const dataDir = path.resolve(path.dirname(file), c.database.dataDir);
+  const auditKey = env.TRIBUTARY_AUDIT_KEY?.trim();
+  if (auditKey) registerSecret(auditKey);
 
   return {
     file,
@@ -236,7 +255,38 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
     roles: c.roles,
     slack: c.slack,
     logLevel: env.LOG_LEVEL ?? 'info',
+    ...(auditKey ? { auditKey } : {}),
   };
+}
+
+function dataTests(file: string, entity: string, raw: RawDataTest[], declared: Record<string, unknown>): DataTest[] {
+  const out: DataTest[] = [];
+  raw.forEach((t, i) => {
+    const path = `dataset.entities.${entity}.tests[${i}]`;
+    const base = { entity, path, ...(t.name ? { name: t.name } : {}) };
+    const list = (v: string | string[]) => (Array.isArray(v) ? v : [v]);
+    if (t.not_null !== undefined) out.push({ ...base, kind: 'not_null', columns: list(t.not_null) });
+    else if (t.unique !== undefined) {
+      const keys = typeof t.unique === 'string' ? [t.unique] : t.unique;
+      keys.forEach((key, j) => out.push({ ...base, path: `${path}.unique[${j}]`, kind: 'unique', columns: list(key) }));
+    } else if (t.accepted_values) out.push({ ...base, kind: 'accepted_values', column: t.accepted_values.column, values: t.accepted_values.values });
+    else if (t.relationships) {
+      if (!declared[t.relationships.to]) {
+        throw configError(file, `${path}.relationships.to`, `unknown entity "${t.relationships.to}" (declared: ${Object.keys(declared).join(', ')})`);
+      }
+      out.push({ ...base, kind: 'relationships', column: t.relationships.column, to: t.relationships.to });
+    } else {
+      const kind = t.expression !== undefined ? 'expression' : 'sql';
+      const text = (t.expression ?? t.sql)!;
+      for (const m of text.matchAll(TABLE_PLACEHOLDER)) {
+        if (m[1] !== 'this' && !declared[m[1]!]) {
+          throw configError(file, `${path}.${kind}`, `{{ ${m[1]} }} names no entity (use {{ this }} or one of: ${Object.keys(declared).join(', ')})`);
+        }
+      }
+      out.push(kind === 'expression' ? { ...base, kind, expression: text } : { ...base, kind, sql: text });
+    }
+  });
+  return out;
 }
 
 function registerUrlSecret(url: string): void {

@@ -59,6 +59,48 @@ const referenceSchema = z.strictObject({
   columns: z.array(identifier).default([]),
 });
 
+/**
+ * Data tests, dbt style: each entry of an entity's `tests` names one kind (and optionally a `name` for its
+ * findings). Columns are the ST table's columns; `expression` and `sql` are PostgreSQL over typed rows.
+ */
+export const DATA_TEST_KINDS = ['not_null', 'unique', 'accepted_values', 'relationships', 'expression', 'sql'] as const;
+export type DataTestKind = (typeof DATA_TEST_KINDS)[number];
+
+const columnsOrOne = z.union([identifier, z.array(identifier).min(1)]);
+
+const dataTestSchema = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a test name uses letters, digits, _ . : -').max(80).optional(),
+    /** Each column must be populated. */
+    not_null: columnsOrOne.optional(),
+    /** Each entry is unique among the final rows; an entry that is a list is a combination of columns. */
+    unique: z.union([identifier, z.array(z.union([identifier, z.array(identifier).min(1)])).min(1)]).optional(),
+    accepted_values: z
+      .strictObject({ column: identifier, values: z.array(z.union([z.string(), z.number(), z.boolean()])).min(1) })
+      .optional(),
+    /** The column holds a key of the `to` entity (a final row, or master); usually implied by `references`. */
+    relationships: z.strictObject({ column: identifier, to: identifier }).optional(),
+    /** A per-row SQL boolean over the row's columns; rows for which it is false are findings. */
+    expression: z.string().trim().min(1).optional(),
+    /** A query returning the violating rows (with the entity's primary key column); `{{ entity }}` / `{{ this }}` are the consolidated tables. */
+    sql: z.string().trim().min(1).optional(),
+  })
+  .superRefine((t, issue) => {
+    const kinds = DATA_TEST_KINDS.filter((k) => t[k] !== undefined);
+    if (kinds.length !== 1) {
+      issue.addIssue({
+        code: 'custom',
+        message: kinds.length === 0 ? `a test needs one of ${DATA_TEST_KINDS.join(', ')}` : `one kind per test entry (found ${kinds.join(' and ')}): split them into two entries`,
+      });
+    }
+    if (t.sql !== undefined && !t.name) issue.addIssue({ code: 'custom', path: ['name'], message: 'a sql test needs a name (it names its findings)' });
+    for (const k of ['expression', 'sql'] as const) {
+      if (t[k]?.replace(/;\s*$/, '').includes(';')) issue.addIssue({ code: 'custom', path: [k], message: 'one statement only (no ";")' });
+    }
+  });
+
+export type RawDataTest = z.infer<typeof dataTestSchema>;
+
 const entitySchema = z.strictObject({
   table: identifier.optional(),
   primaryKey: identifier,
@@ -68,6 +110,8 @@ const entitySchema = z.strictObject({
   ignore: z.array(identifier).default([]),
   /** Column compared by newest-wins; defaults to the created_at tag. */
   timestamp: identifier.optional(),
+  /** Data tests run by `tributary validate` (see DATA_TEST_KINDS). */
+  tests: z.array(dataTestSchema).default([]),
 });
 
 const tagsSchema = z

@@ -1,6 +1,7 @@
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import { Model } from 'objection';
+import { resolveAuditKey, type AuditKey } from '../config/auditKey.js';
 import type { Config, EnvSpec } from '../config/load.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -27,7 +28,24 @@ export interface Db {
   env(env: EnvSpec): Knex;
   envParams(env: EnvSpec): ConnectionParams;
   embedded?: EmbeddedHandle;
+  /** Where the audit chain's key came from (never the key itself). */
+  auditKey: Omit<AuditKey, 'key'>;
   close(): Promise<void>;
+}
+
+/**
+ * The audit chain's key per control database, held in this process only. Keyed by the knex client's
+ * config object, which a transaction shares with the knex instance it was opened from.
+ */
+const auditKeys = new WeakMap<object, string>();
+
+export function attachAuditKey(knex: Knex, key: string): void {
+  auditKeys.set(knex.client.config as object, key);
+}
+
+/** The audit key of a control database (a knex instance or a transaction on it), if it has one. */
+export function auditKeyOf(knex: Knex | Knex.Transaction): string | undefined {
+  return auditKeys.get(knex.client.config as object);
 }
 
 export function paramsFromUrl(url: string): ConnectionParams {
@@ -96,6 +114,8 @@ export interface OpenOptions {
 }
 
 export async function openDatabase(config: Config, opts: OpenOptions = {}): Promise<Db> {
+  // first: a missing audit key is a start-up error, before any server is started or reached
+  const { key: auditKey, ...auditKeySource } = resolveAuditKey(config);
   let controlParams: ConnectionParams;
   let embedded: EmbeddedHandle | undefined;
   if (config.database.url) {
@@ -106,6 +126,7 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     controlParams = { ...embedded.info, database: config.database.name };
   }
   const control = makeKnex(controlParams, { min: 0, max: 12 }, '64MB');
+  attachAuditKey(control, auditKey);
   Model.knex(control);
   try {
     await control.raw('select 1');
@@ -128,6 +149,7 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     control,
     controlParams,
     embedded,
+    auditKey: auditKeySource,
     envParams,
     env(env) {
       let k = envs.get(env.name);

@@ -1,6 +1,9 @@
 import type { Knex } from 'knex';
 import * as control from '../../migrations/20261125120000_control.js';
 import * as slackMessages from '../../migrations/20261125140000_slack_messages.js';
+import * as auditChain from '../../migrations/20261125150000_audit_chain.js';
+import * as findings from '../../migrations/20261125151000_findings.js';
+import * as loads from '../../migrations/20261125152000_loads.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -9,6 +12,9 @@ import * as slackMessages from '../../migrations/20261125140000_slack_messages.j
 const migrations: Record<string, Knex.Migration> = {
   '20261125120000_control': control,
   '20261125140000_slack_messages': slackMessages,
+  '20261125150000_audit_chain': auditChain,
+  '20261125151000_findings': findings,
+  '20261125152000_loads': loads,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

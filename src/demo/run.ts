@@ -16,7 +16,9 @@ async function main(): Promise<void> {
   const actor = `cli:${os.userInfo().username}`;
   try {
     const where = config.database.url ? 'the PostgreSQL server in DATABASE_URL' : `the embedded PostgreSQL (data in ${config.database.dataDir})`;
-    console.log(`Tributary demo on ${where}\n`);
+    console.log(`Tributary demo on ${where}`);
+    if (db.auditKey.file) console.log(`Audit trail key: ${db.auditKey.source === 'generated' ? 'generated now into' : 'the one generated into'} ${db.auditKey.file} (keep it to verify the trail; TRIBUTARY_AUDIT_KEY overrides it)`);
+    console.log('');
     const seeded = await seedDemo(config, db);
     console.log(`Seeded ${config.sources.length} ST environments with ${seeded.records} records of release R2 (ST-5 tagged by the installed trigger).\n`);
     const ctx = { config, db };

@@ -98,7 +98,8 @@ export function demoRows(): Map<number, EnvRows> {
   e(5).users.push(user(5906, 'leo@corp.example', 'leo', 'Leo Martin', 'FEAT-103', 5, { ...leo, phone: '+33 4 7000 0000', city: null }));
   // 7. The same id 1500 for two different people in ST-1 and ST-2: re-key; Nick's account follows.
   e(1).users.push(user(1500, 'mia@corp.example', 'mia', 'Mia Costa', 'FEAT-101', 1));
-  e(2).users.push(user(1500, 'nick@corp.example', 'nick', 'Nick Young', 'FEAT-104', 2));
+  // Nick is a Customer with admin permissions: validation's permissions_match_role test finds him.
+  e(2).users.push(user(1500, 'nick@corp.example', 'nick', 'Nick Young', 'FEAT-104', 2, { permissions: 'admin' }));
   e(2).accounts.push(account(2970, 'AC-NICK', 1500, 'FEAT-104', 2));
   // 8. A transaction pointing at an account that is not there: dangling-reference.
   e(3).transactions.push(txn(3990, 'TX-ORPHAN-1', 3999, 'FEAT-104', 3));

@@ -74,3 +74,8 @@ export async function tableChecksum(
     return { rows: row.rows, checksum: row.checksum };
   });
 }
+
+/** The same checksum over the rows of an arbitrary query (`fromSql` yields the table's columns). */
+export function checksumOfQuerySql(columns: TableColumn[], fromSql: string): string {
+  return `select count(*)::int as rows, coalesce(sum(${rowHashExpr(columns)}::numeric), 0)::text as checksum from (${fromSql}) as q`;
+}

@@ -5,6 +5,7 @@ import { recordAudit } from './audit.js';
 import type { Actor, Ctx } from './context.js';
 import { getConflict, type ConflictRow } from './conflicts.js';
 import { masterKeys, materializeRefs, runTables, type RunTables } from './detect.js';
+import { releaseState, transition } from './lifecycle.js';
 import { literal } from './sql.js';
 
 /**
@@ -142,7 +143,7 @@ function validate(c: ConflictRow, d: Decision): void {
   }
 }
 
-interface Plan {
+export interface Plan {
   blast: BlastRadius;
   apply: () => Promise<void>;
 }
@@ -350,7 +351,8 @@ async function planDelete(
   };
 }
 
-async function planRecordDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
+/** A decision on one record (also used for validation findings: src/engine/validate.ts). */
+export async function planRecordDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
   const t = runTables(c.run_id);
   const blast: BlastRadius = { rewritten: 0, removed: 0, renamed: [], dependents: [], dependentCount: 0 };
   const column = c.detail.column!;
@@ -467,6 +469,9 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
       decided_at: now,
     });
     await trx('conflicts').where({ id: c.id }).update({ status: 'decided', decided_by: by.actor, decided_at: now });
+    // the dataset changed: a validated (or loaded) release must be validated again
+    const { state } = await releaseState(trx, release);
+    if (state === 'validated' || state === 'loaded') await transition(trx, release, 'invalidate');
     await recordAudit(trx, {
       actor: by.actor,
       action: 'decision',

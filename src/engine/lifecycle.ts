@@ -5,14 +5,19 @@ import { TributaryError } from '../errors.js';
  * The release lifecycle as data. Later stages (validated, loaded, tiers, deploy) extend this table;
  * a transition that is not allowed fails with a coded error that says what must happen first.
  */
-export const RELEASE_STATES = ['planned', 'locked', 'consolidated'] as const;
+export const RELEASE_STATES = ['planned', 'locked', 'consolidated', 'validated', 'loaded'] as const;
 export type ReleaseState = (typeof RELEASE_STATES)[number];
 
-export type ReleaseEvent = 'lock' | 'consolidate';
+export type ReleaseEvent = 'lock' | 'consolidate' | 'validate' | 'invalidate' | 'load';
 
 const TRANSITIONS: Record<ReleaseEvent, { from: readonly ReleaseState[]; to: ReleaseState; first: string }> = {
-  lock: { from: ['planned', 'locked', 'consolidated'], to: 'locked', first: '' },
-  consolidate: { from: ['locked', 'consolidated'], to: 'consolidated', first: 'tag and lock it first: tributary tag <release>' },
+  lock: { from: ['planned', 'locked', 'consolidated', 'validated', 'loaded'], to: 'locked', first: '' },
+  consolidate: { from: ['locked', 'consolidated', 'validated', 'loaded'], to: 'consolidated', first: 'tag and lock it first: tributary tag <release>' },
+  /** Validation passed: no open findings. */
+  validate: { from: ['consolidated', 'validated', 'loaded'], to: 'validated', first: 'consolidate it first: tributary consolidate <release>' },
+  /** A decision or a new finding after validation: validate again. */
+  invalidate: { from: ['consolidated', 'validated', 'loaded'], to: 'consolidated', first: 'consolidate it first: tributary consolidate <release>' },
+  load: { from: ['validated', 'loaded'], to: 'loaded', first: 'validate it first (loading is refused while findings are open): tributary validate <release>' },
 };
 
 export function nextState(release: string, current: ReleaseState, event: ReleaseEvent): ReleaseState {

@@ -4,8 +4,8 @@ import type { Ctx } from './context.js';
 
 /**
  * Roles from config, by Slack user ID or user group ID. Deciding needs reviewer (or qa_lead); tag,
- * consolidate and review need qa_lead. A role whose list is empty is open to everyone (the bot warns
- * at start-up). A refusal names the role needed and is audited.
+ * consolidate and review need qa_lead, and so does waiving a validation finding. A role whose list is
+ * empty is open to everyone (the bot warns at start-up). A refusal names the role needed and is audited.
  */
 export type Role = 'reviewer' | 'qa_lead' | 'release_manager';
 
@@ -14,6 +14,9 @@ export const NEEDS: Record<string, Role[]> = {
   tag: ['qa_lead'],
   consolidate: ['qa_lead'],
   review: ['qa_lead', 'reviewer'],
+  waive: ['qa_lead'],
+  validate: ['qa_lead', 'reviewer'],
+  load: ['qa_lead'],
 };
 
 export function openRoles(ctx: Ctx): Role[] {

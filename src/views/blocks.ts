@@ -2,6 +2,8 @@ import type { ActionsBlock, Button, HomeView, KnownBlock, ModalView, SectionBloc
 import type { ConflictRow, QueueSummary, VersionView } from '../engine/conflicts.js';
 import type { BlastRadius, Decision } from '../engine/decide.js';
 import type { ReleaseStatus } from '../engine/status.js';
+import type { LoadResult } from '../engine/load.js';
+import type { ValidationReport } from '../engine/validate.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 
@@ -52,6 +54,9 @@ export const USAGE = [
   '`/release consolidate R2`: collect, detect, auto-resolve, queue (qa_lead)',
   '`/release conflicts R2 [--priority P1]`: the open review queue',
   '`/release review R2`: post the conflict cards to the review channel',
+  '`/release validate R2`: integrity checks and data tests',
+  '`/release load R2`: load into staging, verified by counts and checksums (qa_lead)',
+  '`/release audit R2`: the audit summary, and the full trail as a file',
 ];
 
 export function helpMessage(problem?: string): Message {
@@ -59,7 +64,7 @@ export function helpMessage(problem?: string): Message {
   if (problem) blocks.push(section(`:warning: ${esc(problem)}`));
   blocks.push(section(`*Tributary* consolidates release test data from the ST databases.\n${USAGE.map((u) => `• ${u}`).join('\n')}`));
   blocks.push(context(`Every command has a CLI twin: \`tributary status R2\`, \`tributary decide C-015 …\``));
-  return checkMessage({ text: `${problem ? `${problem}\n` : ''}Usage: ${COMMANDS.release} help | status | tag | consolidate | conflicts | review`, blocks });
+  return checkMessage({ text: `${problem ? `${problem}\n` : ''}Usage: ${COMMANDS.release} help | status | tag | consolidate | conflicts | review | validate | load | audit`, blocks });
 }
 
 export function textMessage(text: string): Message {
@@ -350,4 +355,36 @@ export function homeView({ statuses, assigned }: HomeArgs): HomeView {
   for (const c of assigned.slice(0, 30)) blocks.push(section(`${PRIORITY_EMOJI[c.priority] ?? ''} *${c.code}* (${esc(c.release)}) ${esc(c.kind)} · ${esc(c.entity)} \`${esc(clip(c.key_label, 80))}\``));
   if (assigned.length === 0) blocks.push(context('Nothing assigned: press *Review next* to take the next conflict.'));
   return checkView({ type: 'home', blocks });
+}
+
+/** Validation result card: findings by rule with what to do, or a clean bill. */
+export function validationCard(r: ValidationReport): Message {
+  const blocks: KnownBlock[] = [];
+  if (r.counts.open === 0) {
+    blocks.push(section(`:white_check_mark: *${esc(r.release)} is valid*: ${Object.entries(r.rows).map(([e, n]) => `${esc(e)} ${n}`).join(' · ')} rows checked${r.counts.waived ? ` · ${r.counts.waived} waived` : ''}`));
+    blocks.push(context(`Next: \`/release load ${esc(r.release)}\` (qa_lead)`));
+  } else {
+    blocks.push(section(`:warning: *${esc(r.release)}: ${r.counts.open} open finding(s)*; loading is refused until they are closed`));
+    blocks.push(section(Object.entries(r.byRule).map(([rule, n]) => `• *${esc(rule)}*: ${n}`).join('\n') || ' '));
+    const open = r.findings.filter((f) => f.status === 'open').slice(0, 15);
+    blocks.push(section(open.map((f) => `\`${esc(f.code)}\` ${esc(f.entity)} ${esc(f.key ?? '')} · ${esc(f.rule)}: ${esc(clip(f.message, 200))}`).join('\n') || ' '));
+    if (r.counts.open > open.length) blocks.push(context(`… ${r.counts.open - open.length} more: \`tributary validate ${esc(r.release)}\``));
+    blocks.push(context('Close a finding by a decision (`tributary decide <code> --delete | --repoint <key>`), by fixing the source and re-running tag and consolidate, or by a qa_lead waiver (`tributary waive <code> --rationale "…"`); then validate again.'));
+  }
+  return checkMessage({ text: `${r.release}: ${r.counts.open} open finding(s)`, blocks });
+}
+
+export function loadCard(r: LoadResult): Message {
+  const rows = r.tables.map((t) => `\`${esc(t.table)}\` ${t.rows} rows · checksum \`${esc(t.checksum)}\``).join('\n');
+  return checkMessage({
+    text: `${r.release} loaded into ${r.env}`,
+    blocks: [section(`:white_check_mark: *${esc(r.release)} loaded into ${esc(r.env)}* (run #${r.runId}, ${(r.ms / 1000).toFixed(1)}s), counts and checksums verified on both sides:\n${rows}`)],
+  });
+}
+
+export function auditCard(summary: string, head: string | null): Message {
+  return checkMessage({
+    text: `Audit summary${head ? ` (chain head ${head})` : ''}`,
+    blocks: [section(`\`\`\`${esc(clip(summary, 2900))}\`\`\``), context(`Chain head (keep it as a witness): \`${esc(head ?? 'empty')}\``)],
+  });
 }

@@ -2,6 +2,8 @@ import type { ConflictRow } from '../engine/conflicts.js';
 import type { DecisionOutcome } from '../engine/decide.js';
 import type { ResultCounts, ReleaseStatus } from '../engine/status.js';
 import type { TagResult } from '../engine/tag.js';
+import type { Lineage } from '../engine/lineage.js';
+import type { LoadResult } from '../engine/load.js';
 
 /** Plain-text renderings for the CLI: pure functions of domain objects. */
 const pct = (n: number, of: number) => (of === 0 ? '0%' : `${((100 * n) / of).toFixed(1)}%`);
@@ -89,5 +91,27 @@ export function renderStatus(s: ReleaseStatus): string {
   if (s.lastFailure) lines.push(`  last run #${s.lastFailure.id} failed: ${s.lastFailure.error}`);
   if (s.counts) lines.push(renderCounts(s.release, s.counts, s.run?.steps).split('\n').slice(1).join('\n'));
   if (s.queue) lines.push(`  queue: open P1 ${s.queue.open.P1} · P2 ${s.queue.open.P2} · P3 ${s.queue.open.P3}; decided ${s.queue.decided} of ${s.queue.total}`);
+  return lines.join('\n');
+}
+
+export function renderLineage(release: string, rows: Lineage[]): string {
+  return rows
+    .map((l) => {
+      const lines = [`${l.entity} ${l.pk} in ${release}: ${l.status}${l.loaded ? `, loaded into ${l.loaded.env} at ${new Date(l.loaded.at).toISOString()}` : ''}`];
+      lines.push(`  from: ${l.sources.map((s) => `${s.env} (key ${s.pk}, ${s.feature ?? 'no feature'}, by ${s.created_by ?? '?'})`).join('; ')}`);
+      if (l.rekeyedFrom.length > 0) lines.push(`  key map: ${l.rekeyedFrom.map((k) => `${k.env} ${k.oldPk} → ${l.pk}`).join(', ')}`);
+      lines.push(`  rule: ${l.rule ?? 'no conflict (single record)'}${l.reason ? ` — ${l.reason}` : ''}`);
+      if (l.conflict) {
+        const d = l.conflict.decision;
+        lines.push(`  conflict ${l.conflict.code} (${l.conflict.priority} ${l.conflict.kind})${d ? `: decided by ${d.by} at ${new Date(d.at).toISOString()}: ${d.decision.action} — ${d.rationale}` : ': open'}`);
+      }
+      return lines.join('\n');
+    })
+    .join('\n\n');
+}
+
+export function renderLoad(r: LoadResult): string {
+  const lines = [`Loaded ${r.release} into ${r.env} (run #${r.runId}) in ${(r.ms / 1000).toFixed(2)}s, verified on both sides:`];
+  for (const t of r.tables) lines.push(`  ${t.table.padEnd(16)} ${String(t.rows).padStart(8)} rows  checksum ${t.checksum}`);
   return lines.join('\n');
 }

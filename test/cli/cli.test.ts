@@ -6,7 +6,7 @@ import { parse, stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { openDatabase, type Db } from '../../src/db/connect.js';
 import { seedDemo } from '../../src/demo/seed.js';
-import { createDatabase, dropDatabase, ROOT, urlFor } from '../helpers.js';
+import { createDatabase, dropDatabase, ROOT, TEST_AUDIT_KEY, urlFor } from '../helpers.js';
 import { cli, output, startCli, type CliResult } from '../process.js';
 
 /**
@@ -41,7 +41,7 @@ beforeAll(async () => {
   withSecret.environments['ST-9'] = { role: 'source', precedence: 9, url: '${ST9_DATABASE_URL}', schema: 'st9' };
   secretConfigFile = path.join(dir, 'secret.yml');
   fs.writeFileSync(secretConfigFile, stringify(withSecret));
-  const config = loadConfig({ file: configFile, env: {} });
+  const config = loadConfig({ file: configFile, env: { TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY } });
   db = await openDatabase(config);
   await seedDemo(config, db);
 });

@@ -220,7 +220,7 @@ describe('config validation', () => {
     const [users, accounts, transactions] = c.entities;
     expect(users).toEqual({
       name: 'users', table: 'users', primaryKey: 'id', naturalKeys: [['email'], ['username']], references: [],
-      core: ['role'], ignore: ['updated_at'], timestamp: 'updated_at',
+      core: ['role'], ignore: ['updated_at'], timestamp: 'updated_at', tests: [],
     });
     expect(accounts).toMatchObject({ table: 'account', naturalKeys: [['number', 'bank']], timestamp: 'created_at', references: [{ column: 'user_id', entity: 'users', columns: [] }] });
     expect(transactions).toMatchObject({ naturalKeys: [], references: [{ column: 'account_id', entity: 'accounts', columns: ['currency'] }] });

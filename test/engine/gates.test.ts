@@ -8,7 +8,7 @@ import { consolidate } from '../../src/engine/consolidate.js';
 import type { Ctx } from '../../src/engine/context.js';
 import { installTagging, tagRelease, type TagResult } from '../../src/engine/tag.js';
 import { TributaryError } from '../../src/errors.js';
-import { configDoc, insertAccounts, insertTransactions, insertUsers, testEnv, urlFor, type TestEnv } from '../helpers.js';
+import { configDoc, insertAccounts, insertTransactions, insertUsers, TEST_AUDIT_KEY, testEnv, urlFor, type TestEnv } from '../helpers.js';
 
 const ACTOR = 'cli:test';
 
@@ -193,7 +193,7 @@ describe('tag & lock and the consolidation gates', () => {
     (deadDoc.environments as Record<string, unknown>)['ST-3'] = { role: 'source', precedence: 3, url: dead, schema: 'st3' };
     const deadFile = path.join(env.dir, 'dead.yml');
     fs.writeFileSync(deadFile, stringify(deadDoc));
-    const deadConfig = loadConfig({ file: deadFile, env: {} });
+    const deadConfig = loadConfig({ file: deadFile, env: { TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY } });
     const deadDb = await openDatabase(deadConfig);
     const deadCtx: Ctx = { config: deadConfig, db: deadDb };
     try {
@@ -208,7 +208,7 @@ describe('tag & lock and the consolidation gates', () => {
       (liveDoc.environments as Record<string, unknown>)['ST-3'] = { role: 'source', precedence: 3, url: urlFor(env.database), schema: 'st3' };
       const liveFile = path.join(env.dir, 'live.yml');
       fs.writeFileSync(liveFile, stringify(liveDoc));
-      const liveConfig = loadConfig({ file: liveFile, env: {} });
+      const liveConfig = loadConfig({ file: liveFile, env: { TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY } });
       const liveDb = await openDatabase(liveConfig);
       try {
         await tagRelease({ config: liveConfig, db: liveDb }, 'R2', { actor: ACTOR });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/decide.js';
+import { listFindings, waiveFinding } from '../../src/engine/validate.js';
 import { listConflicts } from '../../src/engine/conflicts.js';
 import { consolidate } from '../../src/engine/consolidate.js';
 import { tagRelease } from '../../src/engine/tag.js';
@@ -244,5 +245,47 @@ describe('App Home', () => {
     expect((await event('1')).status).toBe(200);
     await new Promise((r) => setTimeout(r, 200));
     expect(fake.of('views.publish')).toHaveLength(1);
+  });
+});
+
+describe('validate, load and audit from Slack', () => {
+  it('validates, loads with counts and checksums, and posts the audit summary with the trail as a file', async () => {
+    for (const c of await listConflicts(env.ctx, 'R2')) {
+      await applyDecision(env.ctx, 'R2', c.code, c.detail.versions ? { action: 'keep', version: 1 } : { action: 'delete', cascade: true }, { actor: 'U0LEAD', rationale: 'cleared for staging' });
+    }
+    await send(slashBody(fake, 'validate R2', 'U0REV'));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('open finding'))).toBe(true), { timeout: 20_000 });
+    // the dangling transaction waived in Slack earlier is an orphan: validation finds it
+    const first = fake.of('chat.postMessage').find((m) => String(m.text).includes('open finding'))!;
+    expect(String(first.text)).toBe('R2: 1 open finding(s)');
+    expect(JSON.stringify(first.blocks)).toContain('orphan');
+    const finding = (await listFindings(env.ctx, 'R2', { status: 'open' }))[0]!;
+    await waiveFinding(env.ctx, 'R2', finding.code, { actor: 'U0LEAD', rationale: 'test data, known orphan', user: 'U0LEAD', groups: [] });
+    fake.reset();
+    await send(slashBody(fake, 'validate R2', 'U0REV'));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('open finding'))).toBe(true), { timeout: 20_000 });
+    const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('open finding'))!;
+    expect(String(card.text)).toBe('R2: 0 open finding(s)');
+    expect(JSON.stringify(card.blocks)).toContain('is valid');
+
+    fake.reset();
+    await send(slashBody(fake, 'load R2', 'U0REV'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toContain('load needs the qa_lead role');
+
+    fake.reset();
+    await send(slashBody(fake, 'load R2', 'U0LEAD'));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text) === 'R2 loaded into staging')).toBe(true), { timeout: 20_000 });
+    const loaded = JSON.stringify(fake.of('chat.postMessage').find((m) => String(m.text) === 'R2 loaded into staging')!.blocks);
+    expect(loaded).toMatch(/`users` \d+ rows · checksum `\d+`/);
+
+    fake.reset();
+    await send(slashBody(fake, 'audit R2', 'U0REV'));
+    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(1), { timeout: 20_000 });
+    const summary = fake.of('chat.postMessage')[0]!;
+    expect(JSON.stringify(summary.blocks)).toContain('Chain head');
+    const upload = fake.of('file_upload')[0]!;
+    expect(String(upload.body)).toContain('"action": "load.finish"');
+    expect(String(upload.body)).not.toContain('xoxb-test-token');
   });
 });

@@ -66,7 +66,8 @@ export class FakeSlack {
         }
       }
     }
-    const method = path.startsWith('/respond/') ? 'response_url' : path.replace(/^\/api\//, '');
+    const method = path.startsWith('/respond/') ? 'response_url' : path.startsWith('/upload/') ? 'file_upload' : path.replace(/^\/api\//, '');
+    if (method === 'file_upload') args = { bytes: body.length, body };
     this.calls.push({ method, args });
     const send = (o: unknown) => {
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -85,6 +86,14 @@ export class FakeSlack {
       case 'views.open':
       case 'views.publish':
         return send({ ok: true, view: { id: `V${this.ts++}` } });
+      case 'file_upload':
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(`OK - ${body.length}`);
+        return;
+      case 'files.getUploadURLExternal':
+        return send({ ok: true, upload_url: `${this.url}upload/F${this.ts}`, file_id: `F${this.ts++}` });
+      case 'files.completeUploadExternal':
+        return send({ ok: true, files: [{ id: 'F1', title: args.files }] });
       case 'usergroups.users.list':
         return send({ ok: true, users: this.groups[String(args.usergroup)] ?? [] });
       case 'apps.connections.open':

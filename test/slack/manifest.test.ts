@@ -40,8 +40,9 @@ it('enables interactivity exactly when the code handles actions or views, and Ap
 });
 
 it('asks for the least bot scopes the code uses', () => {
-  expect([...manifest.oauth_config.scopes.bot].sort()).toEqual(['chat:write', 'commands', 'usergroups:read']);
+  expect([...manifest.oauth_config.scopes.bot].sort()).toEqual(['chat:write', 'commands', 'files:write', 'usergroups:read']);
   const src = fs.readFileSync(path.join(ROOT, 'src/slack/app.ts'), 'utf8') + sources + fs.readFileSync(path.join(ROOT, 'src/slack/cards.ts'), 'utf8');
   expect(src).toContain('usergroups.users.list');
   expect(src).toContain('chat.postMessage');
+  expect(src).toContain('files.uploadV2');
 });

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
-import { ROOT, testEnv, type TestEnv } from '../helpers.js';
+import { ROOT, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
 import { FakeSlack, signedPost, slashBody } from './fake-slack.js';
 
 /** `npm start` as a real process: it serves, and SIGTERM stops it cleanly after finishing its acks. */
@@ -35,6 +35,7 @@ it('serves over HTTP, then shuts down gracefully on SIGTERM', async () => {
     env: {
       PATH: process.env.PATH,
       TRIBUTARY_CONFIG: env.configFile,
+      TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY,
       SLACK_BOT_TOKEN: 'xoxb-proc-test',
       SLACK_SIGNING_SECRET: 'proc-secret',
       SLACK_API_URL: fake.apiUrl(),

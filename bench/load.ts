@@ -1,0 +1,125 @@
+/**
+ * `npm run bench:load [-- --quick | --rows N --envs K]`: validation plus load plus verification of a
+ * consolidated release (default 1,000,000 rows over 8 envs) into staging, against the baseline of a
+ * plain COPY of the same rows into tables of the same shape, measured in one run on the same server
+ * (BENCH_DATABASE_URL, or an embedded PostgreSQL). Target: engine / baseline ≤ 3.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { stringify } from 'yaml';
+import { loadConfig } from '../src/config/load.js';
+import { openDatabase, paramsFromUrl } from '../src/db/connect.js';
+import { consolidate } from '../src/engine/consolidate.js';
+import { loadRelease } from '../src/engine/load.js';
+import { tagRelease } from '../src/engine/tag.js';
+import { validateRelease } from '../src/engine/validate.js';
+import { logger, redact } from '../src/log.js';
+import { configDoc, generate, onAdmin, plan, RELEASE, startServer, withDatabase } from './dataset.js';
+
+const TARGET_RATIO = 3;
+
+function options() {
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, rows: { type: 'string' }, envs: { type: 'string' } }, strict: true });
+  const base = values.quick ? { rows: 20_000, envs: 4 } : { rows: 1_000_000, envs: 8 };
+  const int = (v: string | undefined, d: number) => {
+    if (v === undefined) return d;
+    const n = Number(v.replace(/_/g, ''));
+    if (!Number.isInteger(n) || n < 1) throw new Error(`not a positive integer: ${v}`);
+    return n;
+  };
+  return { rows: int(values.rows, base.rows), envs: int(values.envs, base.envs), clean: true };
+}
+
+/** The baseline: COPY the release's rows of every ST table into tables of the same shape, nothing else. */
+async function baseline(url: string, envs: number): Promise<number> {
+  const target = new pg.Client(paramsFromUrl(url));
+  await target.connect();
+  try {
+    await target.query('create schema baseline');
+    for (const table of ['users', 'accounts']) await target.query(`create table baseline.${table} (like st1.${table} including all)`);
+    const t0 = performance.now();
+    for (const table of ['users', 'accounts']) {
+      for (let i = 1; i <= envs; i++) {
+        const source = new pg.Client(paramsFromUrl(url));
+        await source.connect();
+        try {
+          await pipeline(
+            source.query(copyTo(`copy (select * from st${i}.${table} where release = '${RELEASE}') to stdout`)),
+            target.query(copyFrom(`copy baseline.${table} from stdin`)),
+          );
+        } finally {
+          await source.end();
+        }
+      }
+    }
+    return performance.now() - t0;
+  } finally {
+    await target.end();
+  }
+}
+
+async function main(): Promise<void> {
+  logger().level = 'warn';
+  const opts = options();
+  const server = await startServer();
+  const database = `bench_${crypto.randomBytes(4).toString('hex')}`;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-bench-load-'));
+  const cleanup: (() => Promise<unknown>)[] = [() => server.stop(), async () => fs.rmSync(dir, { recursive: true, force: true })];
+  const finish = async () => {
+    while (cleanup.length > 0) await cleanup.pop()!().catch((err) => console.error(`cleanup: ${redact(String(err))}`));
+  };
+  process.removeAllListeners('SIGINT');
+  process.once('SIGINT', () => void finish().then(() => process.exit(130)));
+  try {
+    await onAdmin(server, (c) => c.query(`create database ${database}`));
+    cleanup.push(() => onAdmin(server, (c) => c.query(`drop database if exists ${database} with (force)`)));
+    const url = withDatabase(server.adminUrl, database);
+    console.log(`Tributary load benchmark on ${server.label}`);
+    await generate(url, opts, plan(opts));
+    const doc = configDoc(url, opts.envs) as { environments: Record<string, unknown> };
+    doc.environments.staging = { role: 'staging', schema: 'staging' };
+    const file = path.join(dir, 'tributary.yml');
+    fs.writeFileSync(file, stringify(doc));
+    const config = loadConfig({ file, env: { TRIBUTARY_AUDIT_KEY: 'bench-audit-key-0123456789' } });
+    const db = await openDatabase(config);
+    cleanup.push(() => db.close());
+    const ctx = { config, db };
+    await tagRelease(ctx, RELEASE, { actor: 'cli:bench' });
+    const run = await consolidate(ctx, RELEASE, { actor: 'cli:bench' });
+    if (run.counts.manual > 0) throw new Error(`the bench data left ${run.counts.manual} conflicts to review`);
+
+    const baseMs = await baseline(url, opts.envs);
+    const t0 = performance.now();
+    const report = await validateRelease(ctx, RELEASE, { actor: 'cli:bench' });
+    const validateMs = performance.now() - t0;
+    const t1 = performance.now();
+    const loaded = await loadRelease(ctx, RELEASE, { actor: 'cli:bench' });
+    const loadMs = performance.now() - t1;
+    const rows = loaded.tables.reduce((n, t) => n + t.rows, 0);
+    const ratio = (validateMs + loadMs) / baseMs;
+    const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    console.log(`data:     ${opts.rows.toLocaleString('en-US')} rows over ${opts.envs} ST envs, consolidated to ${rows.toLocaleString('en-US')} rows`);
+    console.log(`baseline  COPY the rows into tables of the same shape   ${s(baseMs)}`);
+    console.log(`engine    validate (${report.counts.open} open findings)                ${s(validateMs)}`);
+    console.log(`engine    load + verify (${loaded.tables.map((t) => `${t.table} ${t.rows}`).join(', ')})   ${s(loadMs)}`);
+    console.log('');
+    console.log(`figure                                 value   target`);
+    console.log(`engine / baseline (validate + load)    ${ratio.toFixed(2).padEnd(7)} ≤ ${TARGET_RATIO}     ${ratio <= TARGET_RATIO ? 'PASS' : 'MISS'}`);
+  } finally {
+    await finish();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`bench:load failed: ${redact(err instanceof Error ? (err.stack ?? err.message) : String(err))}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,37 @@
+import type { Command } from 'commander';
+import type { Ctx } from '../engine/context.js';
+import { why } from '../engine/lineage.js';
+import { loadRelease } from '../engine/load.js';
+import { renderLineage, renderLoad } from '../views/text.js';
+
+/** `tributary load R2` and `tributary why <entity> <key> --release R2`. */
+export interface CliHelpers {
+  withCtx<T>(fn: (ctx: Ctx) => Promise<T>): Promise<T>;
+  out(value: unknown, text: () => string): void;
+  actor(): string;
+  json(): boolean;
+}
+
+export function registerLoadCommands(program: Command, h: CliHelpers): void {
+  program
+    .command('load <release>')
+    .description('load the validated release into the staging env (one transaction), verified by counts and checksums')
+    .action(async (release: string) => {
+      await h.withCtx(async (ctx) => {
+        const progress = h.json() ? undefined : (step: string, info?: Record<string, unknown>) => process.stderr.write(`… ${step}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
+        const r = await loadRelease(ctx, release, { actor: h.actor(), ...(progress ? { progress } : {}) });
+        h.out(r, () => renderLoad(r));
+      });
+    });
+
+  program
+    .command('why <entity> <key>')
+    .description('lineage of a consolidated record: source envs, features, creators, and the rules and decisions that shaped it')
+    .requiredOption('--release <release>', 'the release')
+    .action(async (entity: string, key: string, o: { release: string }) => {
+      await h.withCtx(async (ctx) => {
+        const rows = await why(ctx, entity, key, o.release);
+        h.out(rows, () => renderLineage(o.release, rows));
+      });
+    });
+}
