@@ -1,6 +1,6 @@
 import type { App } from '@slack/bolt';
 import type { ConflictRow } from '../engine/conflicts.js';
-import { releaseStatus, type ReleaseStatus } from '../engine/status.js';
+import type { ReleaseStatus } from '../engine/status.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from '../slack/app.js';
 import { EVENTS } from '../slack/ids.js';
@@ -19,7 +19,7 @@ export function register(app: App, deps: BotDeps): void {
   const publishHome = async (user: string) => {
     try {
       const statuses: ReleaseStatus[] = [];
-      for (const r of ctx.config.releases.keys()) statuses.push(await releaseStatus(ctx, r));
+      for (const r of ctx.config.releases.keys()) statuses.push(await deps.statusOf(r));
       const runs = statuses.flatMap((s) => (s.run?.status === 'succeeded' ? [s.run.id] : []));
       const assigned = runs.length
         ? ((await ctx.db.control('conflicts').whereIn('run_id', runs).where({ status: 'open', assigned_to: user }).orderBy(['priority', 'code'])) as ConflictRow[])

@@ -2,7 +2,7 @@ import type { App, RespondFn } from '@slack/bolt';
 import { consolidate } from '../engine/consolidate.js';
 import { listConflicts } from '../engine/conflicts.js';
 import { authorize } from '../engine/roles.js';
-import { releaseStatus, resultCounts } from '../engine/status.js';
+import { resultCounts } from '../engine/status.js';
 import { tagRelease, type TagResult } from '../engine/tag.js';
 import { TributaryError } from '../errors.js';
 import { redact } from '../log.js';
@@ -78,7 +78,7 @@ export function register(app: App, deps: BotDeps): void {
           case 'status': {
             const names = p.args[0] ? [p.args[0]] : [...ctx.config.releases.keys()];
             const statuses = [];
-            for (const r of names) statuses.push(await releaseStatus(ctx, r));
+            for (const r of names) statuses.push(await deps.statusOf(r));
             await respond({ response_type: 'ephemeral', ...statusMessage(statuses) });
             return;
           }

@@ -5,6 +5,7 @@ import PQueue from 'p-queue';
 import type { SlackSettings } from '../config/slack.js';
 import type { Ctx } from '../engine/context.js';
 import { openRoles } from '../engine/roles.js';
+import { releaseStatus, type ReleaseStatus } from '../engine/status.js';
 import { logger, redact } from '../log.js';
 import { register as registerHome } from '../commands/home.js';
 import { register as registerRelease } from '../commands/release.js';
@@ -29,6 +30,11 @@ export interface BotDeps {
   background(work: () => Promise<unknown>, urgent?: boolean): void;
   /** Minimum interval between two updates of a progress message. */
   progressIntervalMs: number;
+  /**
+   * A release's status as of at most a second ago: a burst of people asking (status, App Home) share
+   * one read instead of each running the same queries while the acks wait for CPU.
+   */
+  statusOf(release: string): Promise<ReleaseStatus>;
 }
 
 export interface BotOptions {
@@ -40,6 +46,8 @@ export interface BotOptions {
   progressIntervalMs?: number;
   cardIntervalMs?: number;
   backgroundConcurrency?: number;
+  /** How long a release status may be reused (default 1 s; 0 in tests that change state between requests). */
+  statusTtlMs?: number;
 }
 
 export interface Bot {
@@ -90,8 +98,17 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
   };
   const groupCache = new Map<string, { at: number; members: Set<string> }>();
   const groupIds = [...new Set(Object.values(ctx.config.roles).flat().filter((id) => id.startsWith('S')))];
+  const statusCache = new Map<string, { at: number; value: Promise<ReleaseStatus> }>();
   const deps: BotDeps = {
     ctx,
+    statusOf(release) {
+      const hit = statusCache.get(release);
+      if (hit && Date.now() - hit.at < (opts.statusTtlMs ?? 1000)) return hit.value;
+      const value = releaseStatus(ctx, release);
+      statusCache.set(release, { at: Date.now(), value });
+      value.catch(() => statusCache.delete(release));
+      return value;
+    },
     client: app.client,
     cards: new CardService(ctx, app.client, opts.cardIntervalMs),
     progressIntervalMs: opts.progressIntervalMs ?? 1500,

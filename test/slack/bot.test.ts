@@ -43,6 +43,7 @@ beforeAll(async () => {
     retries: 0,
     progressIntervalMs: 20,
     cardIntervalMs: 5,
+    statusTtlMs: 0,
   });
   const { port } = await bot.start();
   url = `http://127.0.0.1:${port}/slack/events`;
