@@ -11,7 +11,7 @@ import { releaseStatus } from '../engine/status.js';
 import { installTagging, tagRelease, type TagResult } from '../engine/tag.js';
 import { EXIT, exitCodeFor, TributaryError } from '../errors.js';
 import { logger, redact, redactDeep } from '../log.js';
-import { renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
+import { renderCarried, renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
 import { resultCounts, resultRecords } from '../engine/status.js';
 import { registerLoadCommands } from './load.js';
 import { registerAuditCommands } from './audit.js';
@@ -136,7 +136,8 @@ export function buildProgram(): Command {
         const r = await consolidate(ctx, release, { actor: actorOf(g()), ...(progress ? { progress } : {}) });
         const counts = await resultCounts(ctx, r.runId);
         const queue = await listConflicts(ctx, release, { limit: 25 });
-        out(g(), { ...r, counts }, () => `${renderCounts(release, counts, r.steps)}\n\n${renderQueue(release, queue)}${counts.manual > 25 ? `\n  … see tributary conflicts ${release}` : ''}`);
+        const carried = renderCarried(r.carried);
+        out(g(), { ...r, counts }, () => `${renderCounts(release, counts, r.steps)}${carried ? `\n${carried}` : ''}\n\n${renderQueue(release, queue)}${counts.manual > 25 ? `\n  … see tributary conflicts ${release}` : ''}`);
       });
     });
 

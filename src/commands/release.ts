@@ -15,7 +15,7 @@ import { auditSummary, releaseEvents } from '../engine/auditTrail.js';
 import { loadRelease } from '../engine/load.js';
 import { validateRelease } from '../engine/validate.js';
 import { esc } from '../views/limits.js';
-import { renderCounts, renderOffenders, renderTag } from '../views/text.js';
+import { renderCarried, renderCounts, renderOffenders, renderTag } from '../views/text.js';
 import { progressMessageIn, replyError } from './common.js';
 
 /**
@@ -154,7 +154,8 @@ async function runConsolidate(deps: BotDeps, respond: RespondFn, user: string, c
       },
     });
     const counts = await resultCounts(ctx, r.runId);
-    await progress.done('done', `${renderCounts(release, counts, r.steps)}\nReview: /release review ${release}`);
+    const carried = renderCarried(r.carried);
+    await progress.done('done', `${renderCounts(release, counts, r.steps)}${carried ? `\n${carried}` : ''}\nReview: /release review ${release}`);
   } catch (err) {
     await progress.fail(redact(err instanceof Error ? err.message : String(err)));
     if (!(err instanceof TributaryError)) throw err;

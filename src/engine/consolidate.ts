@@ -11,9 +11,13 @@ import { detectAndResolve, runTables, type DetectCounts, type ReferenceProblem }
 import { nextState, releaseState, transition } from './lifecycle.js';
 import { literal } from './sql.js';
 import { requireLocked } from './tag.js';
+import type { ConflictRow } from './conflicts.js';
+import { applyDecision, type Decision } from './decide.js';
 
 export interface ConsolidateResult {
   runId: number;
+  /** Decisions of the previous consolidation re-applied to unchanged conflicts, and conflicts re-opened. */
+  carried: { carried: number; reopened: string[] };
   release: string;
   counts: DetectCounts;
   steps: Record<string, number>;
@@ -32,7 +36,7 @@ export async function consolidate(ctx: Ctx, release: string, opts: { actor: Acto
   const progress = opts.progress ?? (() => undefined);
   // the lock gate first: a release never locked is refused as not locked, naming what to lock
   const locks = await requireLocked(ctx, release, ctx.config.sources);
-  const { state } = await releaseState(ctx.db.control, release);
+  const { state, currentRunId: previousRunId } = await releaseState(ctx.db.control, release);
   nextState(release, state, 'consolidate');
   await checkReachable(ctx, ctx.config.sources);
 
@@ -86,7 +90,8 @@ export async function consolidate(ctx: Ctx, release: string, opts: { actor: Acto
         await recordAudit(trx, { actor: opts.actor, action: 'consolidate.finish', release, subject: `run #${runId}`, details: { counts, steps } });
       });
       await dropOlderRuns(ctx, release, runId);
-      return { runId, release, counts: outcome.counts, steps };
+      const carried = previousRunId ? await carryDecisions(ctx, release, previousRunId, runId) : { carried: 0, reopened: [] };
+      return { runId, release, counts: outcome.counts, steps, carried };
     } catch (err) {
       const message = redact(err instanceof Error ? err.message : String(err));
       await dropWorkTables(ctx, runId).catch((e) => logger().warn({ err: String(e) }, 'could not drop work tables'));
@@ -162,4 +167,44 @@ async function queueConflicts(ctx: Ctx, runId: number, release: string, refs: Re
     `update ${t.result} r set conflict = c.code from conflicts c where c.run_id = ? and r.entity = c.entity and r.identity = c.identity`,
     [runId],
   );
+}
+
+/** What makes two conflicts the same: the same records, with the same values, in the same envs. */
+function signature(c: ConflictRow): string {
+  if (c.detail.versions) return JSON.stringify(c.detail.versions.map((v) => ({ envs: v.envs, pks: v.pks, data: v.data })));
+  return JSON.stringify({ column: c.detail.column, value: c.detail.value, env: c.detail.env, data: c.detail.record?.data });
+}
+
+/**
+ * A re-consolidation keeps the decisions that still apply: a conflict of the new run whose records are
+ * unchanged since a decided conflict of the previous run gets that decision again (same decider and
+ * rationale, noted as carried over); a decided conflict whose records changed is open again, for review.
+ */
+async function carryDecisions(ctx: Ctx, release: string, previousRunId: number, runId: number): Promise<{ carried: number; reopened: string[] }> {
+  const decided = (await ctx.db.control('conflicts as c')
+    .join('decisions as d', 'd.conflict_id', 'c.id')
+    .where('c.run_id', previousRunId)
+    .select('c.*', 'd.params', 'd.rationale', 'd.decided_by as by')) as (ConflictRow & { params: Decision; rationale: string; by: string })[];
+  if (decided.length === 0) return { carried: 0, reopened: [] };
+  const byKey = new Map(decided.map((p) => [`${p.entity}\u0000${p.identity}\u0000${p.kind}`, p]));
+  const open = (await ctx.db.control('conflicts').where({ run_id: runId, status: 'open' }).orderBy('code')) as ConflictRow[];
+  let carried = 0;
+  const reopened: string[] = [];
+  for (const c of open) {
+    const p = byKey.get(`${c.entity}\u0000${c.identity}\u0000${c.kind}`);
+    if (!p) continue;
+    if (signature(p) !== signature(c)) {
+      reopened.push(c.code);
+      await recordAudit(ctx.db.control, { actor: 'tributary', action: 'decision.reopened', release, subject: c.code, details: { previous: p.code, previousRun: previousRunId, reason: 'the records changed since the decision' } });
+      continue;
+    }
+    try {
+      await applyDecision(ctx, release, c.code, p.params, { actor: p.by, rationale: `${p.rationale} (carried over from ${p.code} of run #${previousRunId}: the records are unchanged)` });
+      carried += 1;
+    } catch (err) {
+      reopened.push(c.code);
+      await recordAudit(ctx.db.control, { actor: 'tributary', action: 'decision.reopened', release, subject: c.code, details: { previous: p.code, previousRun: previousRunId, reason: redact((err as Error).message) } });
+    }
+  }
+  return { carried, reopened };
 }

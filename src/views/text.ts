@@ -115,3 +115,10 @@ export function renderLoad(r: LoadResult): string {
   for (const t of r.tables) lines.push(`  ${t.table.padEnd(16)} ${String(t.rows).padStart(8)} rows  checksum ${t.checksum}`);
   return lines.join('\n');
 }
+
+export function renderCarried(c: { carried: number; reopened: string[] }): string {
+  const parts: string[] = [];
+  if (c.carried > 0) parts.push(`kept ${c.carried} earlier decision(s) whose records are unchanged`);
+  if (c.reopened.length > 0) parts.push(`re-opened ${c.reopened.join(', ')} (their records changed since the decision)`);
+  return parts.length ? `Previous consolidation: ${parts.join('; ')}.` : '';
+}

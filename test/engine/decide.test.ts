@@ -152,3 +152,23 @@ describe('decisions', () => {
     expect((await nextConflict(env.ctx, 'R2', 'U_A'))!.code).toBe('C-001');
   });
 });
+
+describe('a re-consolidation', () => {
+  it('keeps the decisions whose records are unchanged and re-opens those whose records changed', async () => {
+    await applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 2 }, by);
+    await applyDecision(env.ctx, 'R2', 'C-003', { action: 'keep-both' }, by);
+    // the merchant's balance is fixed in ST-2: its conflict is no longer the one that was decided
+    await env.sql(`update st2.accounts set balance = 2800 where id = 50`);
+    await tagRelease(env.ctx, 'R2', { actor: 'cli:test', env: 'ST-2' });
+    const again = await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
+    expect(again.carried).toEqual({ carried: 1, reopened: ['C-003'] });
+    const queue = await listConflicts(env.ctx, 'R2', { status: 'all' });
+    const dana = queue.find((c) => c.kind === 'core-conflict')!;
+    expect([dana.status, dana.decided_by]).toEqual(['decided', 'U_ALICE']);
+    const kept = ((await finalRows(env, 'users')) as Row[]).find((u) => u.data.email === 'dana@x')!;
+    expect(kept.data.role).toBe('Customer');
+    expect(kept.reason).toContain('carried over from C-001');
+    expect(queue.find((c) => c.code === 'C-003')!.status).toBe('open');
+    expect(await env.db.control('audit_events').where({ action: 'decision.reopened', subject: 'C-003' })).toHaveLength(1);
+  });
+});
