@@ -129,11 +129,12 @@ export function buildProgram(): Command {
 
   program
     .command('consolidate <release>')
-    .description('collect, detect, auto-resolve and queue the conflicts of a locked release')
-    .action(async (release: string) => {
+    .description('collect, detect, auto-resolve and queue the conflicts of a locked release (decisions whose records are unchanged are kept)')
+    .option('--env <env>', 're-collect this ST env only (after tag --env), reusing the other envs\' rows of the last consolidation')
+    .action(async (release: string, o: { env?: string }) => {
       await withCtx(g(), async (ctx) => {
         const progress = g().json ? undefined : (step: string, info?: Record<string, unknown>) => process.stderr.write(`… ${step}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
-        const r = await consolidate(ctx, release, { actor: actorOf(g()), ...(progress ? { progress } : {}) });
+        const r = await consolidate(ctx, release, { actor: actorOf(g()), ...(progress ? { progress } : {}), ...(o.env ? { env: o.env } : {}) });
         const counts = await resultCounts(ctx, r.runId);
         const queue = await listConflicts(ctx, release, { limit: 25 });
         const carried = renderCarried(r.carried);

@@ -48,7 +48,7 @@ export function parseCommand(text: string): Parsed {
 const USAGES: Record<string, string> = {
   status: '/release status [R2]',
   tag: '/release tag R2 [--env ST-3]',
-  consolidate: '/release consolidate R2',
+  consolidate: '/release consolidate R2 [--env ST-3]',
   conflicts: '/release conflicts R2 [--priority P1]',
   review: '/release review R2',
   validate: '/release validate R2',
@@ -92,7 +92,7 @@ export function register(app: App, deps: BotDeps): void {
           case 'tag':
             return await runTag(deps, respond, user, command.channel_id, needRelease(p), typeof p.flags.env === 'string' ? p.flags.env : undefined);
           case 'consolidate':
-            return await runConsolidate(deps, respond, user, command.channel_id, needRelease(p));
+            return await runConsolidate(deps, respond, user, command.channel_id, needRelease(p), typeof p.flags.env === 'string' ? p.flags.env : undefined);
           case 'validate':
             return await runValidate(deps, respond, user, command.channel_id, needRelease(p));
           case 'load':
@@ -139,14 +139,15 @@ async function runTag(deps: BotDeps, respond: RespondFn, user: string, channel: 
   }
 }
 
-async function runConsolidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+async function runConsolidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, env?: string): Promise<void> {
   const { ctx } = deps;
   await authorize(ctx, user, await deps.groupsOf(user), 'consolidate', release);
-  const progress = await progressMessageIn(deps, channel, `Consolidation of ${esc(release)} by <@${user}>`, respond);
+  const progress = await progressMessageIn(deps, channel, `Consolidation of ${esc(release)}${env ? ` (re-collecting ${esc(env)})` : ''} by <@${user}>`, respond);
   let rows = 0;
   try {
     const r = await consolidate(ctx, release, {
       actor: user,
+      ...(env ? { env } : {}),
       progress: (step, info) => {
         if (typeof info?.rows === 'number' && info.env) rows += info.rows;
         const detail = step === 'collect' ? `${rows} rows collected${info?.env ? `, ${String(info.env)} done` : ''}` : info ? Object.entries(info).map(([k, v]) => `${k} ${String(v)}`).join(', ') : undefined;

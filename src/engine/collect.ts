@@ -56,7 +56,7 @@ function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string
  * The gate, on the collected rows themselves: per env and table, the count and the sum of row hashes
  * must equal the lock's. All envs were read in their own snapshot, so what was checked is what was collected.
  */
-async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>): Promise<void> {
+async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, only?: { env: string }): Promise<void> {
   const res = await ctx.db.control.raw<{ rows: { env: string; entity: string; rows: number; checksum: string }[] }>(
     `select env, entity, count(*)::int as rows, coalesce(sum(rh::numeric), 0)::text as checksum from ${workTable(runId, 'records')} group by env, entity`,
   );
@@ -67,10 +67,13 @@ async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<s
       const lock = locks.get(`${env.name}/${entity.name}`)!;
       const now = got.get(`${env.name}/${entity.name}`) ?? { rows: 0, checksum: '0' };
       if (now.rows !== Number(lock.row_count) || now.checksum !== lock.checksum) {
+        const reused = only && only.env !== env.name;
         drift.push({
           env: env.name,
           table: entity.table,
-          message: `drift in ${env.name}, table ${entity.table}: ${release}'s rows changed since the lock of ${lock.locked_at.toISOString()} (rows ${lock.row_count} → ${now.rows}${now.checksum !== lock.checksum ? ', checksum differs' : ''}); re-lock with: tributary tag ${release} --env ${env.name}`,
+          message: reused
+            ? `${env.name}, table ${entity.table}: re-locked since the consolidation this one builds on; collect it again: tributary consolidate ${release} (without --env)`
+            : `drift in ${env.name}, table ${entity.table}: ${release}'s rows changed since the lock of ${lock.locked_at.toISOString()} (rows ${lock.row_count} → ${now.rows}${now.checksum !== lock.checksum ? ', checksum differs' : ''}); re-lock with: tributary tag ${release} --env ${env.name}`,
         });
       }
     }
@@ -128,14 +131,34 @@ async function collectEnv(ctx: Ctx, runId: number, env: EnvSpec, release: string
   return { env: env.name, rows: total, perEntity };
 }
 
+async function reuseEnv(ctx: Ctx, runId: number, previousRunId: number, env: EnvSpec): Promise<CollectedEnv> {
+  const res = await ctx.db.control.raw<{ rows: { entity: string; n: number }[] }>(
+    `with copied as (insert into ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data, rh)
+       select entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data, rh from ${workTable(previousRunId, 'records')} where env = ?
+       returning entity)
+     select entity, count(*)::int as n from copied group by entity`,
+    [env.name],
+  );
+  const perEntity = Object.fromEntries(res.rows.map((r) => [r.entity, r.n]));
+  return { env: env.name, rows: res.rows.reduce((n, r) => n + r.n, 0), perEntity };
+}
+
 /** Collects every source env; on any failure, reports every env that failed (the caller cleans up). */
-export async function collectRelease(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, onEnvDone?: (c: CollectedEnv) => void): Promise<CollectedEnv[]> {
+export async function collectRelease(
+  ctx: Ctx,
+  runId: number,
+  release: string,
+  locks: Map<string, LockRow>,
+  onEnvDone?: (c: CollectedEnv) => void,
+  only?: { env: string; previousRunId: number },
+): Promise<CollectedEnv[]> {
   await createRecordsTable(ctx, runId);
   const queue = new PQueue({ concurrency: ctx.config.collect.concurrency });
   const settled = await Promise.allSettled(
     ctx.config.sources.map((env) =>
       queue.add(async () => {
-        const done = await collectEnv(ctx, runId, env, release, locks);
+        // with --env, the other envs' rows are those of the previous run: what their unchanged locks hold
+        const done = only && env.name !== only.env ? await reuseEnv(ctx, runId, only.previousRunId, env) : await collectEnv(ctx, runId, env, release, locks);
         onEnvDone?.(done);
         return done;
       }),
@@ -147,7 +170,7 @@ export async function collectRelease(ctx: Ctx, runId: number, release: string, l
     const first = failures[0] as TributaryError;
     throw new TributaryError(first.code ?? 'database', failures.map((f) => f.message).join('\n'), { failures: failures.length });
   }
-  await checkDrift(ctx, runId, release, locks);
+  await checkDrift(ctx, runId, release, locks, only);
   // two index builds at once: one core each
   await Promise.all([
     ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, identity)`),

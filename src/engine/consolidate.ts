@@ -1,6 +1,7 @@
 import os from 'node:os';
 import pg from 'pg';
-import { releaseOrThrow } from '../config/load.js';
+import { envOrThrow, releaseOrThrow } from '../config/load.js';
+import { tableExists } from './checksum.js';
 import { Run } from '../db/models.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -31,14 +32,23 @@ export type Progress = (step: string, info?: Record<string, unknown>) => void;
  * is refused, and a crashed one releases it). A failed run leaves nothing half-finished: its work
  * tables are dropped and the release keeps its previous result.
  */
-export async function consolidate(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress }): Promise<ConsolidateResult> {
+export async function consolidate(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress; env?: string }): Promise<ConsolidateResult> {
   releaseOrThrow(ctx.config, release);
   const progress = opts.progress ?? (() => undefined);
   // the lock gate first: a release never locked is refused as not locked, naming what to lock
   const locks = await requireLocked(ctx, release, ctx.config.sources);
   const { state, currentRunId: previousRunId } = await releaseState(ctx.db.control, release);
   nextState(release, state, 'consolidate');
-  await checkReachable(ctx, ctx.config.sources);
+  let only: { env: string; previousRunId: number } | undefined;
+  if (opts.env) {
+    const env = envOrThrow(ctx.config, opts.env);
+    if (env.role !== 'source') throw new TributaryError('usage', `env ${opts.env} is a ${env.role} env; --env re-collects one source (ST) env`);
+    if (!previousRunId || !(await tableExists(ctx.db.control, 'work', `r${previousRunId}_records`))) {
+      throw new TributaryError('gate_state', `release ${release} has no earlier consolidation to build on: run tributary consolidate ${release} without --env first`, { release });
+    }
+    only = { env: env.name, previousRunId };
+  }
+  await checkReachable(ctx, only ? ctx.config.sources.filter((e) => e.name === only!.env) : ctx.config.sources);
 
   const guard = new pg.Client({ ...ctx.db.controlParams } as pg.ClientConfig);
   guard.on('error', () => undefined);
@@ -68,7 +78,7 @@ export async function consolidate(ctx: Ctx, release: string, opts: { actor: Acto
     try {
       let t = performance.now();
       progress('collect', { envs: ctx.config.sources.length });
-      const collected = await collectRelease(ctx, runId, release, locks, (c) => progress('collect', { env: c.env, rows: c.rows }));
+      const collected = await collectRelease(ctx, runId, release, locks, (c) => progress('collect', { env: c.env, rows: c.rows }), only);
       steps.collection = Math.round(performance.now() - t);
       const total = collected.reduce((n, c) => n + c.rows, 0);
       if (total === 0) {

@@ -51,7 +51,7 @@ export const USAGE = [
   '`/release help`: this help',
   '`/release status [R2]`: state, locks, counts and queue',
   '`/release tag R2 [--env ST-3]`: check tags and lock the release (qa_lead)',
-  '`/release consolidate R2`: collect, detect, auto-resolve, queue (qa_lead)',
+  '`/release consolidate R2 [--env ST-3]`: collect, detect, auto-resolve, queue; decisions on unchanged records are kept (qa_lead)',
   '`/release conflicts R2 [--priority P1]`: the open review queue',
   '`/release review R2`: post the conflict cards to the review channel',
   '`/release validate R2`: integrity checks and data tests',

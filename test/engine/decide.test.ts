@@ -171,4 +171,18 @@ describe('a re-consolidation', () => {
     expect(queue.find((c) => c.code === 'C-003')!.status).toBe('open');
     expect(await env.db.control('audit_events').where({ action: 'decision.reopened', subject: 'C-003' })).toHaveLength(1);
   });
+
+  it('--env re-collects one env and reuses the others\' rows of the last consolidation', async () => {
+    await applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, by);
+    await env.sql(`update st3.users set phone = '999' where id = 3`);
+    await expect(consolidate(env.ctx, 'R2', { actor: 'cli:test', env: 'ST-3' })).rejects.toThrow(/drift in ST-3, table users/);
+    await tagRelease(env.ctx, 'R2', { actor: 'cli:test', env: 'ST-3' });
+    const again = await consolidate(env.ctx, 'R2', { actor: 'cli:test', env: 'ST-3' });
+    // dana's ST-3 version changed: her decision is re-opened; the rest came from the previous run
+    expect(again.carried.reopened).toEqual(['C-001']);
+    expect(again.counts.collected).toBe(13);
+    await env.sql(`update st2.users set phone = '888' where id = 2`);
+    await tagRelease(env.ctx, 'R2', { actor: 'cli:test', env: 'ST-2' });
+    await expect(consolidate(env.ctx, 'R2', { actor: 'cli:test', env: 'ST-3' })).rejects.toThrow(/ST-2, table users: re-locked since the consolidation this one builds on/);
+  });
 });

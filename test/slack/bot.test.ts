@@ -195,7 +195,9 @@ describe('consolidation, cards and decisions', () => {
 
 describe('the double decision', () => {
   beforeAll(async () => {
-    // a fresh consolidation gives open conflicts again
+    // changed records make a fresh consolidation re-open their conflicts (unchanged ones keep their decisions)
+    await env.sql(`update st2.users set phone = '+1 777' where id = 2`);
+    await env.sql(`update st1.transactions set amount = 2.00 where id = 40`);
     await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
     await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
   });
