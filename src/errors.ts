@@ -60,7 +60,3 @@ export function exitCodeFor(err: unknown): number {
       return EXIT.failure;
   }
 }
-
-export function invariant(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new TributaryError('internal', message);
-}

@@ -48,12 +48,3 @@ export class Decision extends BaseModel {
   decided_by!: string;
   decided_at!: Date;
 }
-
-export class ReleaseStateRow extends BaseModel {
-  static override tableName = 'release_states';
-  static override idColumn = 'release';
-  release!: string;
-  state!: string;
-  current_run_id!: number | null;
-  updated_at!: Date;
-}

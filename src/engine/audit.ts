@@ -115,20 +115,3 @@ async function append(trx: Knex.Transaction, key: string, event: AuditEvent): Pr
     .returning('id');
   return { id: Number((row as { id: number }).id), seq: fields.seq, hash };
 }
-
-export interface AuditRow {
-  id: number;
-  seq: number | null;
-  at: Date;
-  actor: string;
-  action: string;
-  release: string | null;
-  subject: string | null;
-  details: Record<string, unknown>;
-  prev_hash: string | null;
-  hash: string | null;
-}
-
-export async function auditEvents(db: Knex, release: string): Promise<AuditRow[]> {
-  return db('audit_events').where({ release }).orderBy('id');
-}

@@ -19,13 +19,9 @@ import { ident, literal, qualified, textArray } from './sql.js';
  * Why a record resolved the way it did is in this file: the rule predicates, the survivor order, the reasons.
  */
 
-export const COMPLEX_KINDS = ['core-conflict', 'equal-priority', 'inconsistent-identity', 'dangling-reference', 'mismatched-parent', 'unmatched'] as const;
-export type ConflictKind = (typeof COMPLEX_KINDS)[number];
-export type RuleName = VersionRuleName | 're-key' | ConflictKind | 'decision';
-
 const PRIORITY_RANK: Record<string, number> = { critical: 1, high: 2, medium: 3, low: 4 };
 
-/** A rule's situation, as a predicate over the identity summary `s` (see summarise()). */
+/** A rule's situation, as a predicate over the identity summary `s` (see classify()). */
 const RULE_PREDICATES: Record<VersionRuleName, string> = {
   'exact-duplicate': 's.nv = 1',
   'newest-wins': 's.nv > 1 and s.npayload = 1',
