@@ -20,6 +20,9 @@ export type ErrorCode =
   | 'decision_invalid'
   | 'forbidden'
   | 'database'
+  | 'junit_invalid'
+  | 'runner_failed'
+  | 'gate_tests'
   | 'internal';
 
 export class TributaryError extends Error {
@@ -55,6 +58,7 @@ export function exitCodeFor(err: unknown): number {
     case 'gate_state':
     case 'already_decided':
     case 'forbidden':
+    case 'gate_tests':
       return EXIT.gate;
     default:
       return EXIT.failure;

@@ -88,9 +88,27 @@ export interface Config {
   collect: { concurrency: number };
   roles: { reviewer: string[]; qa_lead: string[]; release_manager: string[] };
   slack: { reviewChannel?: string; releaseChannel?: string };
+  /** The command runner of two-tier testing; absent when the team has not configured a test suite. */
+  testing?: TestingSpec;
   logLevel: string;
   /** TRIBUTARY_AUDIT_KEY: the audit chain's HMAC key (a secret; see resolveAuditKey in ./auditKey.ts). */
   auditKey?: string;
+}
+
+export interface TestingSpec {
+  command: string;
+  /** Absolute working directory (the config file's directory by default). */
+  cwd: string;
+  agents: number;
+  shards: number;
+  timeoutMs: number;
+  /** Absolute path of the feature mapping file, when one is configured. */
+  mapping?: string;
+  passRate: number;
+  retries: number;
+  dispatch: 'local' | 'pgboss';
+  /** Absolute path. */
+  reportDir: string;
 }
 
 export interface LoadOptions {
@@ -254,6 +272,7 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
     collect: c.collect,
     roles: c.roles,
     slack: c.slack,
+    ...(c.testing ? { testing: testingSpec(file, c.testing) } : {}),
     logLevel: env.LOG_LEVEL ?? 'info',
     ...(auditKey ? { auditKey } : {}),
   };
@@ -288,6 +307,32 @@ function dataTests(file: string, entity: string, raw: RawDataTest[], declared: R
   });
   return out;
 }
+
+function testingSpec(file: string, t: NonNullable<z.infer<typeof configSchema>['testing']>): TestingSpec {
+  const base = path.dirname(path.resolve(file));
+  const cwd = path.resolve(base, t.cwd ?? '.');
+  if (!fs.existsSync(cwd)) throw configError(file, 'testing.cwd', `directory ${cwd} does not exist`);
+  const mapping = t.mapping ? path.resolve(base, t.mapping) : undefined;
+  if (mapping && !fs.existsSync(mapping)) throw configError(file, 'testing.mapping', `file ${mapping} does not exist`);
+  for (const m of t.command.matchAll(/\{([A-Za-z]+)\}/g)) {
+    if (!TEST_PLACEHOLDERS.includes(m[1]!)) throw configError(file, 'testing.command', `unknown placeholder {${m[1]}} (known: ${TEST_PLACEHOLDERS.map((p) => `{${p}}`).join(' ')})`);
+  }
+  if (!t.command.includes('{junit}')) throw configError(file, 'testing.command', 'the command must write JUnit XML to {junit}');
+  return {
+    command: t.command,
+    cwd,
+    agents: t.agents,
+    shards: t.shards ?? t.agents,
+    timeoutMs: t.timeoutSeconds * 1000,
+    ...(mapping ? { mapping } : {}),
+    passRate: t.passRate,
+    retries: t.retries,
+    dispatch: t.dispatch,
+    reportDir: path.resolve(base, t.reportDir),
+  };
+}
+
+export const TEST_PLACEHOLDERS = ['databaseUrl', 'env', 'tests', 'pattern', 'shard', 'shards', 'junit'];
 
 function registerUrlSecret(url: string): void {
   try {

@@ -135,6 +135,33 @@ const policySchema = z
   })
   .default({ rules: DEFAULT_RULES, renameTemplate: '{value}-{env}' });
 
+/**
+ * The team's own test suite, run by the command runner. Placeholders in `command` (shell-quoted when
+ * substituted): {databaseUrl} {env} {tests} (a file, one test name per line) {pattern} (a regular
+ * expression matching the selected test names) {shard} {shards} (1-based index and count) {junit} (the
+ * JUnit XML file the command must write).
+ */
+const testingSchema = z.strictObject({
+  command: z.string().trim().min(1),
+  /** Working directory of the command, relative to the config file. */
+  cwd: z.string().min(1).optional(),
+  /** Shards run at once on this machine. */
+  agents: z.number().int().min(1).max(256).default(4),
+  /** Shards per run (default: agents). */
+  shards: z.number().int().min(1).max(1024).optional(),
+  timeoutSeconds: z.number().int().min(1).default(3600),
+  /** A YAML file mapping test names (or /regex/) to features and the smoke tag. */
+  mapping: z.string().min(1).optional(),
+  /** The tier 2 gate: pass rate in percent. */
+  passRate: z.number().min(0).max(100).default(99),
+  /** Failing tests re-run this many times; a pass on retry marks the test flaky. */
+  retries: z.number().int().min(0).max(5).default(0),
+  /** local: child processes under p-queue; pgboss: `tributary agent` processes pull shards from a pg-boss queue. */
+  dispatch: z.enum(['local', 'pgboss']).default('local'),
+  /** Where the merged JUnit XML and Markdown reports are written, relative to the config file. */
+  reportDir: z.string().min(1).default('.tributary/reports'),
+});
+
 const slackId = z.string().regex(/^[UWS][A-Z0-9]+$/, 'must be a Slack user ID (U…/W…) or user group ID (S…)');
 
 export const configSchema = z.strictObject({
@@ -164,6 +191,7 @@ export const configSchema = z.strictObject({
   slack: z
     .strictObject({ reviewChannel: z.string().optional(), releaseChannel: z.string().optional() })
     .default({}),
+  testing: testingSchema.optional(),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;

@@ -4,6 +4,7 @@ import * as slackMessages from '../../migrations/20261125140000_slack_messages.j
 import * as auditChain from '../../migrations/20261125150000_audit_chain.js';
 import * as findings from '../../migrations/20261125151000_findings.js';
 import * as loads from '../../migrations/20261125152000_loads.js';
+import * as testing from '../../migrations/20261125160000_testing.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -15,6 +16,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125150000_audit_chain': auditChain,
   '20261125151000_findings': findings,
   '20261125152000_loads': loads,
+  '20261125160000_testing': testing,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
