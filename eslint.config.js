@@ -4,6 +4,11 @@ import tseslint from 'typescript-eslint';
 export default tseslint.config(
   { ignores: ['node_modules/**', '.tributary/**', 'bin/**'] },
   js.configs.recommended,
+  {
+    // plain Node scripts: the demo's test suite and the runners' stand-ins in tests and benchmarks
+    files: ['**/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', performance: 'readonly', console: 'readonly', URL: 'readonly' } },
+  },
   ...tseslint.configs.recommended,
   {
     rules: {

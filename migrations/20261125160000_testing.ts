@@ -69,6 +69,7 @@ export async function up(knex: Knex): Promise<void> {
     /** Against the baseline: new-regression, known-failure, fixed, flaky, new-test, passing */
     t.text('class');
     t.primary(['run_id', 'test_id']);
+    t.index(['test_id', 'run_id']);
   });
 
   await knex.schema.createTable('approvals', (t) => {

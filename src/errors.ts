@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'junit_invalid'
   | 'runner_failed'
   | 'gate_tests'
+  | 'gate_conflicts'
   | 'internal';
 
 export class TributaryError extends Error {
@@ -59,6 +60,7 @@ export function exitCodeFor(err: unknown): number {
     case 'already_decided':
     case 'forbidden':
     case 'gate_tests':
+    case 'gate_conflicts':
       return EXIT.gate;
     default:
       return EXIT.failure;

@@ -14,8 +14,11 @@ import { logger, redact, redactDeep } from '../log.js';
 import { renderCarried, renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
 import { resultCounts, resultRecords } from '../engine/status.js';
 import { registerLoadCommands } from './load.js';
+import { registerAgentCommand } from './agent.js';
+import { registerTestCommands } from './test.js';
 import { registerAuditCommands } from './audit.js';
 import { decideFindingCommand, isFindingCode, registerValidateCommands } from './validate.js';
+import { registerPromoteCommands } from './promote.js';
 
 /**
  * `tributary`: the CLI twin of every Slack command. Readable output by default, `--json` for pipelines;
@@ -218,8 +221,11 @@ export function buildProgram(): Command {
     });
 
   registerLoadCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
+  registerTestCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
+  registerAgentCommand(program, { withCtx: (fn) => withCtx(g(), fn) });
   registerAuditCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), json: () => !!g().json });
   registerValidateCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
+  registerPromoteCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
 
   program
     .command('migrate')

@@ -17,6 +17,7 @@ import { validateRelease } from '../engine/validate.js';
 import { esc } from '../views/limits.js';
 import { renderCarried, renderCounts, renderOffenders, renderTag } from '../views/text.js';
 import { progressMessageIn, replyError } from './common.js';
+import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
 
 /**
  * `/release …`: the CLI's twin in Slack. Each request is acknowledged at once; long work goes on in
@@ -54,6 +55,9 @@ const USAGES: Record<string, string> = {
   validate: '/release validate R2',
   load: '/release load R2',
   audit: '/release audit R2',
+  test: '/release test R2 --tier 1|2 | --feature FEAT-101 | --smoke [--env production]',
+  promote: '/release promote R2',
+  approve: '/release approve R2',
 };
 
 function needRelease(p: Parsed): string {
@@ -99,6 +103,12 @@ export function register(app: App, deps: BotDeps): void {
             return await runLoad(deps, respond, user, command.channel_id, needRelease(p));
           case 'audit':
             return await postAudit(deps, respond, user, command.channel_id, needRelease(p));
+          case 'test':
+            return await runTestCommand(deps, respond, user, command.channel_id, needRelease(p), p.flags);
+          case 'promote':
+            return await runPromote(deps, respond, user, command.channel_id, needRelease(p));
+          case 'approve':
+            return await openApproveFromCommand(deps, respond, user, command.trigger_id, needRelease(p));
           case 'review': {
             const release = needRelease(p);
             await authorize(ctx, user, await deps.groupsOf(user), 'review', release);

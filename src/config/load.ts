@@ -107,6 +107,8 @@ export interface TestingSpec {
   passRate: number;
   retries: number;
   dispatch: 'local' | 'pgboss';
+  /** pgboss: how long shards may wait for an agent while no agent works on the run. */
+  agentWaitMs: number;
   /** Absolute path. */
   reportDir: string;
 }
@@ -328,6 +330,7 @@ function testingSpec(file: string, t: NonNullable<z.infer<typeof configSchema>['
     passRate: t.passRate,
     retries: t.retries,
     dispatch: t.dispatch,
+    agentWaitMs: t.agentWaitSeconds * 1000,
     reportDir: path.resolve(base, t.reportDir),
   };
 }

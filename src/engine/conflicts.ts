@@ -3,6 +3,7 @@ import { releaseOrThrow } from '../config/load.js';
 import { TributaryError } from '../errors.js';
 import type { Actor, Ctx } from './context.js';
 import { runTables } from './detect.js';
+import { CROSS_RELEASE, openPromoteRunId } from './crossRelease.js';
 import { releaseState } from './lifecycle.js';
 import { literal } from './sql.js';
 
@@ -19,11 +20,29 @@ export interface VersionView {
   data: Record<string, unknown>;
   /** Child rows (of every child entity) that hang on this version's records. */
   children?: number;
+  /** Cross-release conflicts: the release the version belongs to (master's earlier one, or the promoted one). */
+  release?: string;
+}
+
+/** What a cross-release conflict (found by `tributary promote`) is about: one staging row and one master row. */
+export interface CrossReleaseInfo {
+  /** The release being promoted (version 2, staging). */
+  release: string;
+  /** The earlier release of master's row (version 1). */
+  masterRelease: string;
+  stagingPk: string;
+  masterPk: string;
+  /** The identity keys the two rows share (the natural keys and/or the primary key). */
+  keys: string[];
+  /** md5 of each row's compared data (tags and ignored columns left out): a decision applies while both are unchanged. */
+  stagingHash: string;
+  masterHash: string;
 }
 
 export interface ConflictDetail {
   reason: string;
-  suggestion: 'keep' | 'keep-both' | 'delete' | 'waive';
+  /** 'none': no version is suggested (cross-release conflicts: a person decides). */
+  suggestion: 'keep' | 'keep-both' | 'delete' | 'waive' | 'none';
   suggested?: number;
   differing?: string[];
   versions?: VersionView[];
@@ -32,6 +51,7 @@ export interface ConflictDetail {
   value?: string;
   env?: string;
   record?: { data: Record<string, unknown>; env: string; pk: string; sources: unknown[] };
+  crossRelease?: CrossReleaseInfo;
 }
 
 export interface ConflictRow {
@@ -60,6 +80,16 @@ export async function currentRunId(ctx: Ctx | { db: { control: Knex } }, release
   return currentRunId;
 }
 
+/**
+ * The runs whose conflicts make up a release's review queue: its current consolidation and, while a
+ * promotion waits on cross-release conflicts, its latest open promote run (codes C-X…, unique per release).
+ */
+export async function queueRunIds(db: Knex | Knex.Transaction, release: string): Promise<number[]> {
+  const current = await currentRunId({ db: { control: db as Knex } }, release);
+  const promote = await openPromoteRunId(db, release);
+  return promote ? [current, promote] : [current];
+}
+
 export interface ListFilter {
   status?: 'open' | 'decided' | 'all';
   priority?: string;
@@ -68,8 +98,8 @@ export interface ListFilter {
 
 export async function listConflicts(ctx: Ctx, release: string, filter: ListFilter = {}): Promise<ConflictRow[]> {
   releaseOrThrow(ctx.config, release);
-  const runId = await currentRunId(ctx, release);
-  const q = ctx.db.control('conflicts').where({ run_id: runId }).orderBy([{ column: 'priority' }, { column: 'code' }]);
+  const runIds = await queueRunIds(ctx.db.control, release);
+  const q = ctx.db.control('conflicts').whereIn('run_id', runIds).orderBy([{ column: 'priority' }, { column: 'code' }]);
   const status = filter.status ?? 'open';
   if (status !== 'all') q.where({ status });
   if (filter.priority) {
@@ -81,21 +111,26 @@ export async function listConflicts(ctx: Ctx, release: string, filter: ListFilte
 }
 
 export async function getConflict(ctx: Ctx, release: string, code: string, db: Knex | Knex.Transaction = ctx.db.control, forUpdate = false): Promise<ConflictRow> {
-  const runId = await currentRunId({ db: { control: db as Knex } }, release);
-  const q = db<ConflictRow>('conflicts').where({ run_id: runId, code: code.toUpperCase() }).first();
+  const runIds = await queueRunIds(db, release);
+  const q = db<ConflictRow>('conflicts').whereIn('run_id', runIds).where({ code: code.toUpperCase() }).first();
   if (forUpdate) q.forUpdate();
   const row = await q;
-  if (!row) throw new TributaryError('unknown_conflict', `no conflict ${code} in release ${release}'s current consolidation (tributary conflicts ${release} lists them)`, { code });
+  if (!row) throw new TributaryError('unknown_conflict', `no conflict ${code} in release ${release}'s current consolidation or open promotion (tributary conflicts ${release} lists them)`, { code });
   return row as ConflictRow;
 }
 
 /** Finds which release a bare code belongs to, when the caller did not say. */
 export async function releaseOfCode(ctx: Ctx, code: string): Promise<string> {
-  const rows = await ctx.db.control('conflicts as c')
-    .join('release_states as s', 's.current_run_id', 'c.run_id')
+  const k = ctx.db.control;
+  const rows = await k('conflicts as c')
     .where('c.code', code.toUpperCase())
+    .where((w) =>
+      w
+        .whereIn('c.run_id', k('release_states').whereNotNull('current_run_id').select('current_run_id'))
+        .orWhereIn('c.run_id', k('runs').where({ kind: 'promote', status: 'open' }).select('id')),
+    )
     .select('c.release');
-  if (rows.length === 0) throw new TributaryError('unknown_conflict', `no conflict ${code} in any release's current consolidation`, { code });
+  if (rows.length === 0) throw new TributaryError('unknown_conflict', `no conflict ${code} in any release's current consolidation or open promotion`, { code });
   if (rows.length > 1) throw new TributaryError('usage', `${code} exists in several releases (${rows.map((r) => r.release).join(', ')}): pass --release`);
   return rows[0].release as string;
 }
@@ -122,7 +157,8 @@ export async function childCounts(ctx: Ctx, runId: number, entity: string, recor
 /** A conflict with live related-data counts per version. */
 export async function showConflict(ctx: Ctx, release: string, code: string): Promise<ConflictRow> {
   const c = await getConflict(ctx, release, code);
-  if (c.detail.versions) {
+  // a cross-release conflict's child counts were taken in master and staging when promote found it
+  if (c.detail.versions && c.kind !== CROSS_RELEASE) {
     const recs = c.detail.versions.flatMap((v) => v.envs.map((env, i) => ({ env, pk: v.pks[i]!, key: String(v.no) })));
     const counts = await childCounts(ctx, c.run_id, c.entity, recs);
     for (const v of c.detail.versions) v.children = counts.get(String(v.no)) ?? 0;
@@ -136,16 +172,16 @@ export async function showConflict(ctx: Ctx, release: string, code: string): Pro
  */
 export async function nextConflict(ctx: Ctx, release: string, actor: Actor): Promise<ConflictRow | undefined> {
   releaseOrThrow(ctx.config, release);
-  const runId = await currentRunId(ctx, release);
+  const runIds = await queueRunIds(ctx.db.control, release);
   return ctx.db.control.transaction(async (trx) => {
-    const mine = await trx<ConflictRow>('conflicts').where({ run_id: runId, status: 'open', assigned_to: actor }).orderBy(['priority', 'code']).first();
+    const mine = await trx<ConflictRow>('conflicts').whereIn('run_id', runIds).where({ status: 'open', assigned_to: actor }).orderBy(['priority', 'code']).first();
     if (mine) return mine as ConflictRow;
     const res = await trx.raw<{ rows: ConflictRow[] }>(
       `update conflicts set assigned_to = ?, assigned_at = now()
-        where id = (select id from conflicts where run_id = ? and status = 'open' and assigned_to is null
+        where id = (select id from conflicts where run_id = any(?::int[]) and status = 'open' and assigned_to is null
                      order by priority, code limit 1 for update skip locked)
         returning *`,
-      [actor, runId],
+      [actor, runIds],
     );
     return res.rows[0];
   });
@@ -160,8 +196,9 @@ export interface QueueSummary {
 }
 
 export async function queueSummary(ctx: Ctx, release: string): Promise<QueueSummary> {
-  const runId = await currentRunId(ctx, release);
-  const rows = await ctx.db.control('conflicts').where({ run_id: runId }).groupBy('status', 'priority').select('status', 'priority').count<{ status: string; priority: string; count: number }[]>('* as count');
+  const runIds = await queueRunIds(ctx.db.control, release);
+  const runId = runIds[0]!;
+  const rows = await ctx.db.control('conflicts').whereIn('run_id', runIds).groupBy('status', 'priority').select('status', 'priority').count<{ status: string; priority: string; count: number }[]>('* as count');
   const open: Record<string, number> = { P1: 0, P2: 0, P3: 0 };
   let decided = 0;
   let total = 0;

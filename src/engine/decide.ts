@@ -4,6 +4,7 @@ import { TributaryError } from '../errors.js';
 import { recordAudit } from './audit.js';
 import type { Actor, Ctx } from './context.js';
 import { getConflict, type ConflictRow } from './conflicts.js';
+import { CROSS_RELEASE, planCrossRelease, validateCrossRelease } from './crossRelease.js';
 import { masterKeys, materializeRefs, runTables, type RunTables } from './detect.js';
 import { releaseState, transition } from './lifecycle.js';
 import { literal } from './sql.js';
@@ -124,7 +125,8 @@ function renderTemplate(template: string, value: string, env: string, feature: s
   return template.replace(/\{value\}/g, value).replace(/\{env\}/g, env.toLowerCase()).replace(/\{feature\}/g, (feature ?? '').toLowerCase()).replace(/\{n\}/g, String(n));
 }
 
-function validate(c: ConflictRow, d: Decision): void {
+function validate(ctx: Ctx, c: ConflictRow, d: Decision): void {
+  if (c.kind === CROSS_RELEASE) return validateCrossRelease(ctx.config, c, d);
   const isVersion = !!c.detail.versions;
   const allowed: readonly string[] = isVersion ? VERSION_ACTIONS : RECORD_ACTIONS;
   if (!allowed.includes(d.action)) {
@@ -414,6 +416,12 @@ export function describeDecision(c: ConflictRow, d: Decision): string {
   }
 }
 
+/** Cross-release conflicts (promote) are planned against master and staging, never the consolidation's work tables. */
+function planFor(ctx: Ctx, trx: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
+  if (c.kind === CROSS_RELEASE) return planCrossRelease(ctx, c, d);
+  return c.detail.versions ? planVersionDecision(ctx, trx, c, d, summary) : planRecordDecision(ctx, trx, c, d, summary);
+}
+
 async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>): Promise<T> {
   return ctx.db.control.transaction(async (trx) => {
     const c = await getConflict(ctx, release, code, trx, true);
@@ -430,8 +438,8 @@ class PlanOnly {
 export async function planDecision(ctx: Ctx, release: string, code: string, d: Decision): Promise<DecisionOutcome> {
   try {
     await withConflict(ctx, release, code, async (trx, c) => {
-      validate(c, d);
-      const plan = c.detail.versions ? await planVersionDecision(ctx, trx, c, d, '') : await planRecordDecision(ctx, trx, c, d, '');
+      validate(ctx, c, d);
+      const plan = await planFor(ctx, trx, c, d, '');
       throw new PlanOnly({ conflict: c, decision: d, blast: plan.blast, applied: false });
     });
   } catch (err) {
@@ -452,9 +460,9 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
         decidedBy: c.decided_by,
       });
     }
-    validate(c, d);
+    validate(ctx, c, d);
     const summary = `${by.actor}: ${describeDecision(c, d)} — ${rationale}`;
-    const plan = c.detail.versions ? await planVersionDecision(ctx, trx, c, d, summary) : await planRecordDecision(ctx, trx, c, d, summary);
+    const plan = await planFor(ctx, trx, c, d, summary);
     await plan.apply();
     const now = new Date();
     await trx('decisions').insert({
@@ -469,9 +477,10 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
       decided_at: now,
     });
     await trx('conflicts').where({ id: c.id }).update({ status: 'decided', decided_by: by.actor, decided_at: now });
-    // the dataset changed: a validated (or loaded) release must be validated again
+    // the dataset changed: a validated (or loaded) release must be validated again. A cross-release
+    // decision changes nothing yet: tributary promote applies it to master
     const { state } = await releaseState(trx, release);
-    if (state === 'validated' || state === 'loaded') await transition(trx, release, 'invalidate');
+    if (c.kind !== CROSS_RELEASE && (state === 'validated' || state === 'loaded')) await transition(trx, release, 'invalidate');
     await recordAudit(trx, {
       actor: by.actor,
       action: 'decision',

@@ -17,6 +17,9 @@ export const NEEDS: Record<string, Role[]> = {
   waive: ['qa_lead'],
   validate: ['qa_lead', 'reviewer'],
   load: ['qa_lead'],
+  test: ['qa_lead'],
+  promote: ['qa_lead'],
+  approve: ['qa_lead'],
 };
 
 export function openRoles(ctx: Ctx): Role[] {

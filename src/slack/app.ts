@@ -10,6 +10,7 @@ import { logger, redact } from '../log.js';
 import { register as registerHome } from '../commands/home.js';
 import { register as registerRelease } from '../commands/release.js';
 import { register as registerReview } from '../commands/review.js';
+import { register as registerTesting } from '../commands/testing.js';
 import { CardService } from './cards.js';
 
 /**
@@ -141,6 +142,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
   });
   registerRelease(app, deps);
   registerReview(app, deps);
+  registerTesting(app, deps);
   registerHome(app, deps);
   app.error(async (err) => {
     logger().error({ err: redact(err.message) }, 'unhandled Slack listener error');

@@ -51,16 +51,17 @@ export class CardService {
   async postCards(release: string, channel: string, onPosted?: (n: number, of: number) => void): Promise<number> {
     const runId = await currentRunId(this.ctx, release);
     const open = await listConflicts(this.ctx, release, { status: 'open' });
+    // a card is stored under its conflict's run: the consolidation's, or an open promotion's (cross-release conflicts)
     const posted = new Set(
-      (await this.ctx.db.control('slack_messages').where({ kind: 'card', release, run_id: runId, channel }).select('code')).map((r) => r.code as string),
+      (await this.ctx.db.control('slack_messages').where({ kind: 'card', release, channel }).whereIn('run_id', [runId, ...open.map((c) => c.run_id)]).select('code', 'run_id')).map((r) => `${r.run_id}:${r.code}`),
     );
-    const todo = open.filter((c) => !posted.has(c.code));
+    const todo = open.filter((c) => !posted.has(`${c.run_id}:${c.code}`));
     let n = 0;
     for (const c of todo) {
       const full = await showConflict(this.ctx, release, c.code);
       const where = await this.post(channel, await this.render(full));
       await this.ctx.db.control('slack_messages')
-        .insert({ kind: 'card', release, run_id: runId, code: c.code, channel: where.channel, ts: where.ts })
+        .insert({ kind: 'card', release, run_id: c.run_id, code: c.code, channel: where.channel, ts: where.ts })
         .onConflict(['kind', 'release', 'run_id', 'code', 'channel'])
         .merge();
       n += 1;
@@ -87,7 +88,7 @@ export class CardService {
       const m = await this.render(await showConflict(this.ctx, release, code));
       for (const card of cards) await this.update(card.channel, card.ts, m);
     }
-    const summaries = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: c.run_id });
+    const summaries = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: await currentRunId(this.ctx, release) });
     if (summaries.length > 0) {
       const m = queueSummaryMessage(await queueSummary(this.ctx, release));
       for (const s of summaries) await this.update(s.channel, s.ts, m);

@@ -15,12 +15,15 @@ export const ACTIONS = {
   repoint: 'review:repoint',
   waive: 'review:waive',
   next: 'review:next',
+  /** On the tier 2 card: opens the approval modal. */
+  approve: 'tests:approve',
 } as const;
 
 export const KEEP_ACTION = /^review:keep:\d+$/;
 
 export const VIEWS = {
   decide: 'review:decide',
+  approve: 'tests:approve',
 } as const;
 
 export const EVENTS = {
@@ -34,4 +37,5 @@ export const BLOCKS = {
   repointTo: 'decide:repoint-to',
   renamePrefix: 'decide:rename:',
   mergePrefix: 'decide:merge:',
+  approveRationale: 'approve:rationale',
 } as const;

@@ -57,6 +57,10 @@ export const USAGE = [
   '`/release validate R2`: integrity checks and data tests',
   '`/release load R2`: load into staging, verified by counts and checksums (qa_lead)',
   '`/release audit R2`: the audit summary, and the full trail as a file',
+  '`/release test R2 --tier 1`: the release\'s feature tests + smoke on staging; `--tier 2`: every test on master (qa_lead)',
+  '`/release test R2 --feature FEAT-101`, `/release test R2 --smoke --env production`: selective runs (qa_lead)',
+  '`/release promote R2`: merge staging into the cumulative master, one partition per release (qa_lead)',
+  '`/release approve R2`: approve after tier 2 (qa_lead; also the button on the tier 2 card)',
 ];
 
 export function helpMessage(problem?: string): Message {
@@ -168,7 +172,8 @@ export function conflictCard(c: ConflictRow): Message {
       buttons.push(button(`Keep ${clip(versionLabel(v), 60)}`, `${ACTIONS.keepPrefix}${v.no}`, cardValue({ ...ref, version: v.no }), v.no === c.detail.suggested ? 'primary' : undefined));
     }
     buttons.push(button('Keep both (rename)', ACTIONS.keepBoth, cardValue(ref)));
-    buttons.push(button('Merge', ACTIONS.merge, cardValue(ref)));
+    // a cross-release conflict (promotion into master) is kept, kept both or deleted, never merged
+    if (c.kind !== 'cross-release') buttons.push(button('Merge', ACTIONS.merge, cardValue(ref)));
     buttons.push(button('Delete both', ACTIONS.delete, cardValue(ref), 'danger'));
   } else {
     buttons.push(button('Re-point', ACTIONS.repoint, cardValue(ref), 'primary'));

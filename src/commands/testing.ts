@@ -1,0 +1,173 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
+import { promoteRelease } from '../engine/promote.js';
+import { authorize } from '../engine/roles.js';
+import type { Tier } from '../engine/testing/catalog.js';
+import { approveRelease, reportOfRun, runTests, type TestRunReport } from '../engine/testing/tiers.js';
+import { TributaryError } from '../errors.js';
+import { logger, redact } from '../log.js';
+import type { BotDeps } from '../slack/app.js';
+import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
+import { textMessage } from '../views/blocks.js';
+import { esc, type Message } from '../views/limits.js';
+import { approveModal, promoteCardText, renderProgress, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
+import { progressMessageIn, replyError } from './common.js';
+
+/**
+ * Two-tier testing in Slack: `/release test R2 --tier 1|2 | --feature F | --smoke [--env E]` runs the
+ * team's tests in the background, updating one progress message as shards finish, then posts the
+ * summary card and uploads the reports; `/release promote R2`; the tier 2 card's Approve button (and
+ * `/release approve R2`) opens a modal with a rationale; the card is then updated in place.
+ */
+export function testRequestOf(flags: Record<string, string | true>): { tier: Tier; feature?: string; env?: string } {
+  const tier = flags.tier;
+  const feature = typeof flags.feature === 'string' ? flags.feature : undefined;
+  const env = typeof flags.env === 'string' ? flags.env : undefined;
+  const chosen = [tier !== undefined, flags.feature !== undefined, flags.smoke !== undefined].filter(Boolean).length;
+  if (chosen !== 1) throw new TributaryError('usage', 'choose one of --tier 1, --tier 2, --feature FEAT-101, --smoke: /release test R2 --tier 1');
+  if (tier !== undefined) {
+    if (tier !== '1' && tier !== '2') throw new TributaryError('usage', `--tier takes 1 or 2 (got "${String(tier)}"): /release test R2 --tier 1`);
+    if (env) throw new TributaryError('usage', '--env goes with --feature or --smoke (tier 1 runs on staging, tier 2 on master)');
+    return { tier };
+  }
+  if (flags.feature === true) throw new TributaryError('usage', '--feature needs a feature id: /release test R2 --feature FEAT-101');
+  return { tier: feature ? 'feature' : 'smoke', ...(feature ? { feature } : {}), ...(env ? { env } : {}) };
+}
+
+async function post(deps: BotDeps, respond: RespondFn, channel: string, m: Message): Promise<{ channel: string; ts: string } | undefined> {
+  try {
+    const res = await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks });
+    return res.ts ? { channel: res.channel ?? channel, ts: res.ts } : undefined;
+  } catch {
+    await respond({ response_type: 'ephemeral', ...m });
+    return undefined;
+  }
+}
+
+async function uploadReports(deps: BotDeps, respond: RespondFn, channel: string, r: TestRunReport): Promise<void> {
+  try {
+    for (const file of [r.reports.markdown, r.reports.junit]) {
+      await deps.client.files.uploadV2({
+        channel_id: channel,
+        filename: path.basename(file),
+        title: `${r.release} ${tierLabel(r.tier)}: ${file.endsWith('.md') ? 'report' : 'merged JUnit XML'}`,
+        content: redact(fs.readFileSync(file, 'utf8')),
+      });
+    }
+  } catch (err) {
+    await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`The summary is posted, but the report files could not be uploaded (${redact((err as Error).message)}); they are on the bot's machine: ${r.reports.markdown}`) });
+  }
+}
+
+export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Record<string, string | true>): Promise<void> {
+  const { ctx } = deps;
+  const req = testRequestOf(flags);
+  await authorize(ctx, user, await deps.groupsOf(user), 'test', release);
+  const target = ctx.config.slack.releaseChannel ?? channel;
+  const progress = await progressMessageIn(deps, target, `${esc(release)} ${tierLabel(req.tier, req.feature)}${req.env ? ` on ${esc(req.env)}` : ''} by <@${user}>`, respond);
+  try {
+    const r = await runTests(ctx, release, { ...req, actor: user, progress: (p) => progress.step(p.step === 'shards' ? 'running shards' : p.step, renderProgress(p)) });
+    await progress.done(r.gate.passed ? 'passed' : 'failed', `${r.totals.passed}/${r.totals.total - r.totals.skipped} passed (${r.totals.passRate}%)`);
+    await post(deps, respond, target, testRunCard(r));
+    await uploadReports(deps, respond, target, r);
+  } catch (err) {
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+export async function runPromote(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+  const { ctx } = deps;
+  await authorize(ctx, user, await deps.groupsOf(user), 'promote', release);
+  const target = ctx.config.slack.releaseChannel ?? channel;
+  const progress = await progressMessageIn(deps, target, `Promotion of ${esc(release)} into master by <@${user}>`, respond);
+  try {
+    const r = await promoteRelease(ctx, release, { actor: user, progress: (step: string, info?: Record<string, unknown>) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
+    await progress.done('promoted and verified', promoteCardText(r));
+  } catch (err) {
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+async function latestTier2(deps: BotDeps, release: string): Promise<{ id: number; gate: { passed: boolean; reasons: string[] }; status: string } | undefined> {
+  return deps.ctx.db.control('test_runs').where({ release, tier: '2' }).whereNot({ status: 'running' }).orderBy('id', 'desc').first('id', 'gate', 'status');
+}
+
+/** `/release approve R2`: the same modal as the card's button, for the latest tier 2 run. */
+export async function openApproveFromCommand(deps: BotDeps, respond: RespondFn, user: string, triggerId: string, release: string): Promise<void> {
+  await authorize(deps.ctx, user, await deps.groupsOf(user), 'approve', release);
+  const run = await latestTier2(deps, release);
+  if (!run) throw new TributaryError('gate_tests', `${release} has no tier 2 run to approve: /release test ${release} --tier 2 first`);
+  await deps.client.views.open({ trigger_id: triggerId, view: approveModal({ release, runId: run.id }, { passed: run.status === 'passed', reasons: run.gate.reasons ?? [] }) });
+  void respond;
+}
+
+export function register(app: App, deps: BotDeps): void {
+  const { ctx } = deps;
+  app.action<BlockAction<ButtonAction>>(ACTIONS.approve, async ({ ack, body, action, respond }) => {
+    await ack();
+    deps.background(async () => {
+      try {
+        const ref = JSON.parse(action.value ?? '{}') as ApproveRef;
+        if (typeof ref.release !== 'string' || typeof ref.runId !== 'number') throw new TributaryError('usage', 'this button carries no test run: post the card again with /release test R2 --tier 2');
+        await authorize(ctx, body.user.id, await deps.groupsOf(body.user.id), 'approve', ref.release);
+        const run = await latestTier2(deps, ref.release);
+        if (!run || run.id !== ref.runId) {
+          await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`This card is from tier 2 run #${ref.runId}; the latest tier 2 run of ${ref.release} is #${run?.id ?? '?'}: approve that one.`) });
+          return;
+        }
+        const meta: ApproveRef = { ...ref, ...(body.container?.channel_id ? { channel: body.container.channel_id } : {}), ...(body.container?.message_ts ? { ts: body.container.message_ts } : {}) };
+        await deps.client.views.open({ trigger_id: body.trigger_id, view: approveModal(meta, { passed: run.status === 'passed', reasons: run.gate.reasons ?? [] }) });
+      } catch (err) {
+        await replyError(respond, err, 'approve');
+      }
+    }, true);
+  });
+
+  app.view(VIEWS.approve, async ({ ack, body, view }) => {
+    const user = body.user.id;
+    let ref: ApproveRef;
+    try {
+      ref = JSON.parse(view.private_metadata) as ApproveRef;
+    } catch {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.approveRationale]: 'This form is damaged; close it and press Approve again.' } });
+      return;
+    }
+    const rationale = view.state.values[BLOCKS.approveRationale]?.value?.value?.trim() ?? '';
+    if (rationale.length < 3) {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.approveRationale]: 'Say why (at least a few words): the rationale goes to the audit trail.' } });
+      return;
+    }
+    try {
+      await authorize(ctx, user, await deps.groupsOf(user), 'approve', ref.release);
+      const run = await latestTier2(deps, ref.release);
+      if (!run || run.id !== ref.runId) throw new TributaryError('gate_state', `tier 2 run #${ref.runId} is no longer the latest of ${ref.release} (#${run?.id ?? '?'}): approve the latest one`);
+      const res = await approveRelease(ctx, ref.release, { actor: user, rationale, override: run.status !== 'passed', runId: ref.runId });
+      await ack();
+      if (ref.channel && ref.ts) {
+        deps.background(async () => {
+          try {
+            const report = await reportOf(deps, ref.release, ref.runId);
+            if (report) {
+              const card = testRunCard(report, { by: user, at: new Date(), rationale, override: res.override });
+              await deps.client.chat.update({ channel: ref.channel!, ts: ref.ts!, text: card.text, blocks: card.blocks });
+            }
+          } catch (err) {
+            logger().warn({ err: redact((err as Error).message) }, 'could not update the tier 2 card');
+          }
+        });
+      }
+    } catch (err) {
+      const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was approved. Try again, or use the CLI: tributary approve';
+      if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'approval failed');
+      await ack({ response_action: 'errors', errors: { [BLOCKS.approveRationale]: redact(message).slice(0, 300) } });
+    }
+  });
+}
+
+/** Rebuilds a run's report from the database (to redraw its card after an approval). */
+function reportOf(deps: BotDeps, release: string, runId: number): Promise<TestRunReport | undefined> {
+  return reportOfRun(deps.ctx, release, runId);
+}

@@ -1,0 +1,127 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createBot, type Bot } from '../../src/slack/app.js';
+import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
+import { ROOT, testEnv, type TestEnv } from '../helpers.js';
+import { actionBody, FakeSlack, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
+
+/** Two-tier testing from Slack: signed slash commands, the progress message, the cards, the approval modal. */
+const SECRET = 'test-signing-secret';
+let env: TestEnv;
+let fake: FakeSlack;
+let bot: Bot;
+let url: string;
+let behaviour: string;
+
+const SUITE = ['login works @FEAT-C', 'profile edit @FEAT-M', 'service answers @smoke', 'R1 statements @FEAT-OLD'];
+
+beforeAll(async () => {
+  fake = new FakeSlack();
+  await fake.start();
+  behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-slack-tests-')), 'behaviour.json');
+  fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
+  env = await testEnv(1, {
+    releases: {
+      R1: { features: { 'FEAT-OLD': { priority: 'high', owner: 'zoe' } } },
+      R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'alice' }, 'FEAT-M': { priority: 'medium', owner: 'dan' } } },
+    },
+    roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
+    slack: { releaseChannel: 'C_RELEASE' },
+    testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 2, shards: 2, timeoutSeconds: 30, reportDir: 'reports' },
+  });
+  await env.db.control('release_states').insert({ release: 'R2', state: 'loaded' });
+  await env.db.control('loads').insert({ release: 'R2', run_id: 1, env: 'staging', entity: 'users', table_name: 'users', row_count: 3, checksum: '42', loaded_by: 'cli:test' });
+  bot = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, {
+    botId: 'BBOT',
+    botUserId: 'UBOT',
+    retries: 0,
+    progressIntervalMs: 20,
+    cardIntervalMs: 5,
+    statusTtlMs: 0,
+  });
+  const { port } = await bot.start();
+  url = `http://127.0.0.1:${port}/slack/events`;
+});
+
+afterAll(async () => {
+  await bot?.stop();
+  await env?.close();
+  await fake?.stop();
+});
+
+beforeEach(() => fake.reset());
+
+const send = (body: string) => signedPost(url, body, SECRET);
+type Blocks = { type: string; elements?: { action_id: string; value: string; text: { text: string } }[] }[];
+
+describe('/release test and approve', () => {
+  it('shows the right usage for a malformed request, and refuses a user without the qa_lead role', async () => {
+    await send(slashBody(fake, 'test R2'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(JSON.stringify(fake.of('response_url')[0])).toContain('choose one of --tier 1, --tier 2');
+    fake.reset();
+    await send(slashBody(fake, 'test R2 --tier 1', 'U0REV'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toContain('test needs the qa_lead role');
+  });
+
+  it('tier 1 reports in one progress message, posts the summary card and uploads the reports', async () => {
+    const res = await send(slashBody(fake, 'test R2 --tier 1'));
+    expect(res.status).toBe(200);
+    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(2), { timeout: 20_000 });
+    const posts = fake.of('chat.postMessage');
+    expect(posts.every((p) => p.channel === 'C_RELEASE')).toBe(true);
+    expect(posts).toHaveLength(2);
+    const card = posts[1]!;
+    expect(String(card.text)).toMatch(/^R2 tier 1: passed, pass rate 100%/);
+    expect(JSON.stringify(card.blocks)).toContain('New features');
+    const updates = fake.of('chat.update');
+    expect(updates.length).toBeGreaterThan(0);
+    expect(updates.every((u) => u.ts === updates[0]!.ts)).toBe(true);
+    const files = fake.of('file_upload').map((f) => String(f.body));
+    expect(files.some((f) => f.includes('Gate: PASSED'))).toBe(true);
+    expect(files.some((f) => f.includes('<testsuites'))).toBe(true);
+    expect(files.join()).not.toContain('xoxb-test-token');
+  });
+
+  it('tier 2 posts a card whose Approve opens a modal; approving updates the card in place, once only', async () => {
+    await env.db.control('release_states').where({ release: 'R2' }).update({ state: 'promoted' });
+    fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE, results: { 'R1 statements @FEAT-OLD': 'fail' } }));
+    await send(slashBody(fake, 'test R2 --tier 2'));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((p) => String(p.text).startsWith('R2 tier 2:'))).toBe(true), { timeout: 20_000 });
+    const card = fake.of('chat.postMessage').find((p) => String(p.text).startsWith('R2 tier 2:'))!;
+    expect(String(card.text)).toContain('failed');
+    const button = (card.blocks as Blocks).flatMap((b) => b.elements ?? []).find((e) => e.action_id === ACTIONS.approve)!;
+    expect(button.text.text).toBe('Approve with override…');
+
+    fake.reset();
+    await send(actionBody(fake, 'U0REV', ACTIONS.approve, button.value, { channel: 'C_RELEASE', ts: '1700000001.000100' }));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toContain('approve needs the qa_lead role');
+
+    await send(actionBody(fake, 'U0LEAD', ACTIONS.approve, button.value, { channel: 'C_RELEASE', ts: '1700000001.000100' }));
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+    const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string; blocks: unknown[] };
+    expect(view.callback_id).toBe(VIEWS.approve);
+    expect(JSON.stringify(view.blocks)).toContain('failed its gate');
+
+    const empty = await send(viewSubmissionBody('U0LEAD', view, { [BLOCKS.approveRationale]: { value: { type: 'plain_text_input', value: ' ' } } }));
+    expect(JSON.parse(empty.body).errors[BLOCKS.approveRationale]).toMatch(/Say why/);
+
+    const ok = await send(viewSubmissionBody('U0LEAD', view, { [BLOCKS.approveRationale]: { value: { type: 'plain_text_input', value: 'R1 test is outdated, fixed in FEAT-OLD backlog' } } }));
+    expect(ok.body).toBe('');
+    await vi.waitFor(() => expect(fake.of('chat.update')).toHaveLength(1));
+    const updated = fake.of('chat.update')[0]!;
+    expect(updated.ts).toBe('1700000001.000100');
+    expect(JSON.stringify(updated.blocks)).toContain('Approved with an override');
+    expect(JSON.stringify(updated.blocks)).not.toContain(ACTIONS.approve);
+    const state = await env.db.control('release_states').where({ release: 'R2' }).first();
+    expect(state.state).toBe('approved');
+
+    const twice = await send(viewSubmissionBody('U0LEAD', view, { [BLOCKS.approveRationale]: { value: { type: 'plain_text_input', value: 'again' } } }));
+    expect(JSON.parse(twice.body).errors[BLOCKS.approveRationale]).toMatch(/already approved by U0LEAD/);
+    const events = await env.db.control('audit_events').where({ action: 'release.approved.override' });
+    expect(events).toHaveLength(1);
+  });
+});
