@@ -1,7 +1,7 @@
 /**
  * `npm run bench:tiers [-- --quick | --tests N --agents A]`: 1,000 synthetic tests with known durations
  * over 8 local agents (child processes under p-queue) running a real command (each test sleeps its
- * duration, scaled down) that writes real JUnit XML, through the real orchestration (catalog, shards
+ * duration, scaled down so that the lower bound is 8 s; 2 s at the quick size) that writes real JUnit XML, through the real orchestration (catalog, shards
  * balanced by history, results recorded in the control database, classification, reports).
  * Figures of one run: makespan / lower bound max(total/agents, longest) ≤ 1.05; orchestration overhead
  * per test < 5 ms; parsing JUnit XML of 10,000 test cases < 1 s.
@@ -24,7 +24,7 @@ const TARGETS = { ratio: 1.05, overheadMs: 5, parseMs: 1000 };
 
 function options() {
   const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, tests: { type: 'string' }, agents: { type: 'string' }, cases: { type: 'string' } }, strict: true });
-  const base = values.quick ? { tests: 200, agents: 4, cases: 10_000, perAgentMs: 800 } : { tests: 1000, agents: 8, cases: 10_000, perAgentMs: 4000 };
+  const base = values.quick ? { tests: 200, agents: 4, cases: 10_000, perAgentMs: 2000 } : { tests: 1000, agents: 8, cases: 10_000, perAgentMs: 8000 };
   const int = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
   return { tests: int(values.tests, base.tests), agents: int(values.agents, base.agents), cases: int(values.cases, base.cases), perAgentMs: base.perAgentMs };
 }

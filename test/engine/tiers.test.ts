@@ -33,7 +33,7 @@ async function setup(testing: Record<string, unknown> = {}): Promise<Setup> {
   const behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-behave-')), 'behaviour.json');
   const write = (b: object) => {
     fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE, ...b }));
-    fs.rmSync(`${behaviour}.count`, { force: true });
+    fs.rmSync(`${behaviour}.count`, { force: true, recursive: true });
   };
   write({});
   const e = await testEnv(1, {
