@@ -3,6 +3,8 @@
 // The database comes from TRIBUTARY_DATABASE_URL (the runner sets it; its search_path is the env's schema).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import pg from 'pg';
 
 const url = process.env.TRIBUTARY_DATABASE_URL;
@@ -76,4 +78,24 @@ test('R1 users: the ten R1 users are there @FEAT-001', async () => {
 test('R1 statements: account AC-R1-5 has no transactions yet @FEAT-001', async () => {
   const r = await one("select count(*)::int as n from transactions t join accounts a on a.id = t.account_id where a.account_number = 'AC-R1-5'");
   assert.equal(r.n, 0);
+});
+
+// Production only: the running code (the demo app's current release) and the data must agree. The
+// code's version.json lists the columns it reads; each must exist, and its release's rows must be there.
+test('app: the running code and the data agree @smoke', async (t) => {
+  if (process.env.TRIBUTARY_ENV !== 'production') {
+    t.skip('production only');
+    return;
+  }
+  const root = path.resolve(process.env.TRIBUTARY_DEMO_APP ?? '.tributary/demo-app');
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'current', 'version.json'), 'utf8'));
+  for (const col of manifest.requires) {
+    const [table, column] = col.split('.');
+    const r = await one('select count(*)::int as n from information_schema.columns where table_schema = current_schema() and table_name = $1 and column_name = $2', [table, column]);
+    assert.equal(r.n, 1, `code ${manifest.version} reads ${col}, which the data does not have`);
+  }
+  if (manifest.release) {
+    const r = await one('select count(*)::int as n from users where release = $1', [manifest.release]);
+    assert.ok(r.n > 0, `code ${manifest.version} is for ${manifest.release}, but production has no ${manifest.release} users`);
+  }
 });

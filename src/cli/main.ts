@@ -19,6 +19,9 @@ import { registerTestCommands } from './test.js';
 import { registerAuditCommands } from './audit.js';
 import { decideFindingCommand, isFindingCode, registerValidateCommands } from './validate.js';
 import { registerPromoteCommands } from './promote.js';
+import { registerNightlyCommands } from './nightly.js';
+import { registerDeployCommands } from './deploy.js';
+import { registerBundleCommands } from './bundle.js';
 
 /**
  * `tributary`: the CLI twin of every Slack command. Readable output by default, `--json` for pipelines;
@@ -225,7 +228,10 @@ export function buildProgram(): Command {
   registerAgentCommand(program, { withCtx: (fn) => withCtx(g(), fn) });
   registerAuditCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), json: () => !!g().json });
   registerValidateCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
+  registerDeployCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
   registerPromoteCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
+  registerNightlyCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
+  registerBundleCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
 
   program
     .command('migrate')

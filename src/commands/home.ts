@@ -4,9 +4,11 @@ import type { ReleaseStatus } from '../engine/status.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from '../slack/app.js';
 import { EVENTS } from '../slack/ids.js';
-import { homeView } from '../views/blocks.js';
+import { homeView, type HomeNight } from '../views/blocks.js';
+import { recentNights } from '../engine/nightly/run.js';
+import type { NightlySummary } from '../engine/nightly/summary.js';
 
-/** The App Home tab: each release's state, its queue by priority, and the conflicts assigned to the viewer. */
+/** The App Home tab: the last nights' health, each release's state, its queue by priority, and the conflicts assigned to the viewer. */
 export function register(app: App, deps: BotDeps): void {
   const { ctx } = deps;
   app.event(EVENTS.appHomeOpened, async ({ event, context }) => {
@@ -24,7 +26,19 @@ export function register(app: App, deps: BotDeps): void {
       const assigned = runs.length
         ? ((await ctx.db.control('conflicts').whereIn('run_id', runs).where({ status: 'open', assigned_to: user }).orderBy(['priority', 'code'])) as ConflictRow[])
         : [];
-      await deps.client.views.publish({ user_id: user, view: homeView({ statuses, assigned }) });
+      const nights: HomeNight[] = (await recentNights(ctx, 7)).map((n) => {
+        const sum = n.summary as NightlySummary | null;
+        return {
+          at: new Date(n.started_at).toISOString().slice(0, 16).replace('T', ' '),
+          status: n.status === 'done' ? 'done' : 'failed',
+          passRate: sum?.totals?.passRate ?? null,
+          newRegressions: sum?.newRegressions?.count ?? 0,
+          fixed: sum?.fixed?.count ?? 0,
+          ...(n.error ? { error: n.error } : {}),
+        };
+      });
+      const archived = ((await ctx.db.control('archives').whereNull('restored_at').distinct('release')) as { release: string }[]).map((r) => r.release);
+      await deps.client.views.publish({ user_id: user, view: homeView({ statuses, assigned, nights, archived }) });
     } catch (err) {
       logger().error({ err: redact((err as Error).message), user }, 'could not publish the App Home');
     }

@@ -18,6 +18,8 @@ import { esc } from '../views/limits.js';
 import { renderCarried, renderCounts, renderOffenders, renderTag } from '../views/text.js';
 import { progressMessageIn, replyError } from './common.js';
 import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
+import { openRollbackFromCommand, runDeployRequest } from './deploy.js';
+import { postCoverage } from './nightly.js';
 
 /**
  * `/release …`: the CLI's twin in Slack. Each request is acknowledged at once; long work goes on in
@@ -58,6 +60,7 @@ const USAGES: Record<string, string> = {
   test: '/release test R2 --tier 1|2 | --feature FEAT-101 | --smoke [--env production]',
   promote: '/release promote R2',
   approve: '/release approve R2',
+  coverage: '/release coverage',
 };
 
 function needRelease(p: Parsed): string {
@@ -109,6 +112,12 @@ export function register(app: App, deps: BotDeps): void {
             return await runPromote(deps, respond, user, command.channel_id, needRelease(p));
           case 'approve':
             return await openApproveFromCommand(deps, respond, user, command.trigger_id, needRelease(p));
+          case 'deploy':
+            return await runDeployRequest(deps, respond, user, command.channel_id, needRelease(p), p.flags);
+          case 'rollback':
+            return await openRollbackFromCommand(deps, user, command.trigger_id, needRelease(p));
+          case 'coverage':
+            return await postCoverage(deps, respond, user, command.channel_id);
           case 'review': {
             const release = needRelease(p);
             await authorize(ctx, user, await deps.groupsOf(user), 'review', release);

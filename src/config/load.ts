@@ -4,6 +4,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { TributaryError } from '../errors.js';
 import { registerSecret } from '../log.js';
+import { scheduleProblem } from '../engine/nightly/schedule.js';
 import { configSchema, type FeaturePriority, type RawDataTest, type VersionRuleName } from './schema.js';
 
 export interface FeatureSpec {
@@ -90,6 +91,12 @@ export interface Config {
   slack: { reviewChannel?: string; releaseChannel?: string };
   /** The command runner of two-tier testing; absent when the team has not configured a test suite. */
   testing?: TestingSpec;
+  /** Synchronized deployment; absent when not configured. */
+  deploy?: DeploySpec;
+  /** The nightly cumulative regression; absent when not configured. */
+  nightly?: NightlySpec;
+  /** Cold storage of archived release partitions (absolute). */
+  archive: { dir: string };
   logLevel: string;
   /** TRIBUTARY_AUDIT_KEY: the audit chain's HMAC key (a secret; see resolveAuditKey in ./auditKey.ts). */
   auditKey?: string;
@@ -111,6 +118,48 @@ export interface TestingSpec {
   agentWaitMs: number;
   /** Absolute path. */
   reportDir: string;
+}
+
+export interface DeployCommand {
+  run: string;
+  timeoutMs: number;
+}
+
+export const DEPLOY_COMMANDS = ['current', 'deploy', 'rollback', 'restart', 'health', 'migrateUp', 'migrateDown', 'maintenanceOn', 'maintenanceOff'] as const;
+export type DeployCommandName = (typeof DEPLOY_COMMANDS)[number];
+
+export interface DeployWindow {
+  days: string[];
+  start: string;
+  end: string;
+  timezone: string;
+}
+
+export interface DeploySpec {
+  /** The env deployed to (role production by default). */
+  env: string;
+  /** Absolute path. */
+  bundleDir: string;
+  migration?: string;
+  /** Absolute working directory of the commands. */
+  cwd: string;
+  timeoutMs: number;
+  commands?: Partial<Record<DeployCommandName, DeployCommand>> & { deploy: DeployCommand; rollback: DeployCommand };
+  webhook?: { url: string; statusUrl?: string; token?: string; pollMs: number; timeoutMs: number };
+  quorum: number;
+  promptMs: number;
+  windows: DeployWindow[];
+  smoke: boolean;
+}
+
+export interface NightlySpec {
+  schedule: string;
+  timezone: string;
+  channel: string;
+  /** HH:MM in the time zone: a run done earlier is posted then. */
+  postAt?: string;
+  nights: number;
+  pruneDigest: string;
 }
 
 export interface LoadOptions {
@@ -275,6 +324,9 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
     roles: c.roles,
     slack: c.slack,
     ...(c.testing ? { testing: testingSpec(file, c.testing) } : {}),
+    ...(c.deploy ? { deploy: deploySpec(file, c.deploy, envs) } : {}),
+    ...(c.nightly ? { nightly: nightlySpec(file, c.nightly) } : {}),
+    archive: { dir: path.resolve(path.dirname(path.resolve(file)), c.archive.dir) },
     logLevel: env.LOG_LEVEL ?? 'info',
     ...(auditKey ? { auditKey } : {}),
   };
@@ -333,6 +385,67 @@ function testingSpec(file: string, t: NonNullable<z.infer<typeof configSchema>['
     agentWaitMs: t.agentWaitSeconds * 1000,
     reportDir: path.resolve(base, t.reportDir),
   };
+}
+
+function deploySpec(file: string, d: NonNullable<z.infer<typeof configSchema>['deploy']>, envs: Map<string, EnvSpec>): DeploySpec {
+  const base = path.dirname(path.resolve(file));
+  let env = d.env;
+  if (env === undefined) {
+    env = [...envs.values()].find((e) => e.role === 'production')?.name;
+    if (!env) throw configError(file, 'deploy.env', 'no env has role: production; add one under environments, or name the env to deploy to');
+  } else if (!envs.has(env)) {
+    throw configError(file, 'deploy.env', `unknown env "${env}" (declared: ${[...envs.keys()].join(', ')})`);
+  }
+  const cwd = path.resolve(base, d.cwd ?? '.');
+  if (!fs.existsSync(cwd)) throw configError(file, 'deploy.cwd', `directory ${cwd} does not exist`);
+  const timeoutMs = d.timeoutSeconds * 1000;
+  let commands: DeploySpec['commands'];
+  if (d.commands) {
+    const out: Partial<Record<DeployCommandName, DeployCommand>> = {};
+    for (const name of DEPLOY_COMMANDS) {
+      const c = d.commands[name];
+      if (c === undefined) continue;
+      const run = typeof c === 'string' ? c : c.run;
+      for (const m of run.matchAll(/\{([A-Za-z]+)\}/g)) {
+        if (!['version', 'release', 'migration', 'env'].includes(m[1]!)) throw configError(file, `deploy.commands.${name}`, `unknown placeholder {${m[1]}} (known: {version} {release} {migration} {env})`);
+      }
+      out[name] = { run, timeoutMs: typeof c === 'string' || c.timeoutSeconds === undefined ? timeoutMs : c.timeoutSeconds * 1000 };
+    }
+    commands = out as DeploySpec['commands'];
+  }
+  d.windows.forEach((w, i) => {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: w.timezone });
+    } catch {
+      throw configError(file, `deploy.windows[${i}].timezone`, `unknown time zone "${w.timezone}" (an IANA name such as Europe/Lisbon)`);
+    }
+  });
+  if (d.webhook?.token) registerSecret(d.webhook.token);
+  return {
+    env,
+    bundleDir: path.resolve(base, d.bundleDir),
+    ...(d.migration ? { migration: d.migration } : {}),
+    cwd,
+    timeoutMs,
+    ...(commands ? { commands } : {}),
+    ...(d.webhook
+      ? { webhook: { url: d.webhook.url, ...(d.webhook.statusUrl ? { statusUrl: d.webhook.statusUrl } : {}), ...(d.webhook.token ? { token: d.webhook.token } : {}), pollMs: d.webhook.pollSeconds * 1000, timeoutMs: d.webhook.timeoutSeconds * 1000 } }
+      : {}),
+    quorum: d.quorum,
+    promptMs: d.promptMinutes * 60_000,
+    windows: d.windows,
+    smoke: d.smoke,
+  };
+}
+
+function nightlySpec(file: string, n: NonNullable<z.infer<typeof configSchema>['nightly']>): NightlySpec {
+  const zone = scheduleProblem('* * * * *', n.timezone);
+  if (zone) throw configError(file, 'nightly.timezone', zone);
+  for (const key of ['schedule', 'pruneDigest'] as const) {
+    const problem = scheduleProblem(n[key], n.timezone);
+    if (problem) throw configError(file, `nightly.${key}`, problem);
+  }
+  return { schedule: n.schedule, timezone: n.timezone, channel: n.channel, ...(n.postAt ? { postAt: n.postAt } : {}), nights: n.nights, pruneDigest: n.pruneDigest };
 }
 
 export const TEST_PLACEHOLDERS = ['databaseUrl', 'env', 'tests', 'pattern', 'shard', 'shards', 'junit'];

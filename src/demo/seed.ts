@@ -138,7 +138,8 @@ export async function seedDemo(config: Config, db: Db): Promise<{ records: numbe
   if (database && !envs[0]!.url) await ensureDatabase(db.controlParams, database);
   const master = envByRole(config, 'master');
   const staging = envByRole(config, 'staging');
-  const all = [...envs, ...(master ? [master] : []), ...(staging ? [staging] : [])];
+  const production = envByRole(config, 'production');
+  const all = [...envs, ...(master ? [master] : []), ...(staging ? [staging] : []), ...(production ? [production] : [])];
   for (const env of all) {
     const k = db.env(env);
     await k.raw(`drop schema if exists ${ident(env.schema!)} cascade`);
@@ -160,6 +161,8 @@ export async function seedDemo(config: Config, db: Db): Promise<{ records: numbe
     records += data.users.length + data.accounts.length + data.transactions.length;
   }
   if (master) await seedMaster(db.env(master), master);
+  // the tiny production runs R1 (data and code) until R2 is deployed
+  if (production) await seedMaster(db.env(production), production);
   return { records };
 }
 

@@ -20,6 +20,10 @@ export const NEEDS: Record<string, Role[]> = {
   test: ['qa_lead'],
   promote: ['qa_lead'],
   approve: ['qa_lead'],
+  deploy: ['release_manager'],
+  go: ['release_manager'],
+  rollback: ['release_manager'],
+  unlock: ['release_manager'],
 };
 
 export function openRoles(ctx: Ctx): Role[] {

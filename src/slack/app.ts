@@ -11,6 +11,9 @@ import { register as registerHome } from '../commands/home.js';
 import { register as registerRelease } from '../commands/release.js';
 import { register as registerReview } from '../commands/review.js';
 import { register as registerTesting } from '../commands/testing.js';
+import { DeployWatcher, register as registerDeploy } from '../commands/deploy.js';
+import { nightlyHooks, register as registerNightly } from '../commands/nightly.js';
+import { NightlyScheduler } from '../engine/nightly/scheduler.js';
 import { CardService } from './cards.js';
 
 /**
@@ -49,6 +52,8 @@ export interface BotOptions {
   backgroundConcurrency?: number;
   /** How long a release status may be reused (default 1 s; 0 in tests that change state between requests). */
   statusTtlMs?: number;
+  /** Run the nightly schedule when the config has one (default true). */
+  scheduler?: boolean;
 }
 
 export interface Bot {
@@ -143,7 +148,11 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
   registerRelease(app, deps);
   registerReview(app, deps);
   registerTesting(app, deps);
+  registerDeploy(app, deps);
   registerHome(app, deps);
+  registerNightly(app, deps);
+  const scheduler = ctx.config.nightly && opts.scheduler !== false ? new NightlyScheduler(ctx, nightlyHooks(deps)) : undefined;
+  const deployWatcher = ctx.config.deploy && opts.scheduler !== false ? new DeployWatcher(deps) : undefined;
   app.error(async (err) => {
     logger().error({ err: redact(err.message) }, 'unhandled Slack listener error');
   });
@@ -154,6 +163,8 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
     async start() {
       const open = openRoles(ctx);
       if (open.length > 0) logger().warn({ roles: open }, `roles ${open.join(', ')} have no members in the config: everyone has them`);
+      await scheduler?.start();
+      await deployWatcher?.start();
       if (settings.mode === 'socket') {
         await app.start();
         logger().info('Tributary bot connected (Socket Mode)');
@@ -166,6 +177,8 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
       return { port };
     },
     async stop() {
+      await scheduler?.stop();
+      deployWatcher?.stop();
       await app.stop();
       const deadline = Date.now() + 25_000;
       while (inflight.size > 0 && Date.now() < deadline) await Promise.race([Promise.allSettled([...inflight]), new Promise((r) => setTimeout(r, 1000))]);

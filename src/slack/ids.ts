@@ -4,6 +4,7 @@
  */
 export const COMMANDS = {
   release: '/release',
+  rollback: '/rollback',
 } as const;
 
 export const ACTIONS = {
@@ -17,6 +18,14 @@ export const ACTIONS = {
   next: 'review:next',
   /** On the tier 2 card: opens the approval modal. */
   approve: 'tests:approve',
+  /** On a pruning proposal: the feature owner's answer. */
+  prune: 'nightly:prune',
+  pruneKeep: 'nightly:keep',
+  deployGo: 'deploy:go',
+  deployNoGo: 'deploy:no-go',
+  deployUnlock: 'deploy:unlock',
+  deployResume: 'deploy:resume',
+  deployRollback: 'deploy:rollback',
 } as const;
 
 export const KEEP_ACTION = /^review:keep:\d+$/;
@@ -24,6 +33,7 @@ export const KEEP_ACTION = /^review:keep:\d+$/;
 export const VIEWS = {
   decide: 'review:decide',
   approve: 'tests:approve',
+  deployDecide: 'deploy:decide',
 } as const;
 
 export const EVENTS = {
@@ -38,4 +48,5 @@ export const BLOCKS = {
   renamePrefix: 'decide:rename:',
   mergePrefix: 'decide:merge:',
   approveRationale: 'approve:rationale',
+  deployRationale: 'deploy:rationale',
 } as const;

@@ -61,6 +61,8 @@ export const USAGE = [
   '`/release test R2 --feature FEAT-101`, `/release test R2 --smoke --env production`: selective runs (qa_lead)',
   '`/release promote R2`: merge staging into the cumulative master, one partition per release (qa_lead)',
   '`/release approve R2`: approve after tier 2 (qa_lead; also the button on the tier 2 card)',
+  '`/release deploy R2 [--at <time>]`: the go/no-go card; Go by release managers runs code and data together (release_manager)',
+  '`/rollback R2` (or `/release rollback R2`): code and data back together, confirmed with a rationale (release_manager)',
 ];
 
 export function helpMessage(problem?: string): Message {
@@ -341,16 +343,38 @@ export function decisionModal({ conflict: c, meta, blast }: ModalArgs): ModalVie
   });
 }
 
+/** One night of the nightly regression, for the App Home. */
+export interface HomeNight {
+  at: string;
+  status: 'done' | 'failed';
+  passRate: number | null;
+  newRegressions: number;
+  fixed: number;
+  error?: string;
+}
+
 export interface HomeArgs {
   statuses: ReleaseStatus[];
   assigned: ConflictRow[];
+  /** The last nights, newest first. */
+  nights?: HomeNight[];
+  /** Releases whose master partitions are in cold storage. */
+  archived?: string[];
 }
 
-export function homeView({ statuses, assigned }: HomeArgs): HomeView {
+export function homeView({ statuses, assigned, nights, archived }: HomeArgs): HomeView {
   const blocks: KnownBlock[] = [header('Tributary')];
+  if (nights && nights.length > 0) {
+    const line = (n: HomeNight) =>
+      n.status === 'failed'
+        ? `:warning: ${esc(n.at)} · did not finish: ${esc(clip(n.error ?? '', 120))}`
+        : `${n.newRegressions > 0 ? ':rotating_light:' : ':white_check_mark:'} ${esc(n.at)} · pass rate *${n.passRate ?? '–'}%* · ${n.newRegressions} new regression(s) · ${n.fixed} fixed`;
+    blocks.push(section(`*Last nights* (nightly regression on master)\n${nights.slice(0, 10).map(line).join('\n')}`));
+    blocks.push({ type: 'divider' });
+  }
   for (const s of statuses.slice(0, 20)) {
     const q = s.queue;
-    blocks.push(section(`*${esc(s.release)}* · ${esc(s.state)}${q ? ` · open P1 ${q.open.P1} · P2 ${q.open.P2} · P3 ${q.open.P3} · decided ${q.decided}/${q.total}` : ''}`));
+    blocks.push(section(`*${esc(s.release)}* · ${esc(s.state)}${archived?.includes(s.release) ? ' · archived (cold storage)' : ''}${q ? ` · open P1 ${q.open.P1} · P2 ${q.open.P2} · P3 ${q.open.P3} · decided ${q.decided}/${q.total}` : ''}`));
     if (q && (q.open.P1 ?? 0) + (q.open.P2 ?? 0) + (q.open.P3 ?? 0) > 0) {
       blocks.push({ type: 'actions', block_id: `home:${s.release}`, elements: [button(`Review next in ${s.release}`, ACTIONS.next, JSON.stringify({ release: s.release }), 'primary')] });
     }

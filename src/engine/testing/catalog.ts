@@ -28,7 +28,8 @@ export async function learnTests(db: Knex | Knex.Transaction, cases: TestCaseRes
     byId.delete(c.id);
     byId.set(c.id, c);
   }
-  const all = [...byId.values()];
+  // one lock order for every writer (shards record at once): no deadlock between their upserts
+  const all = [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   let created = 0;
   for (let i = 0; i < all.length; i += BATCH) {
     const batch = all.slice(i, i + BATCH);

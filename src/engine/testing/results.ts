@@ -40,7 +40,7 @@ export interface GateResult {
 
 /** Records one shard's outcome exactly once; returns false when the shard was already recorded. */
 export async function recordShardOutcome(db: Knex, runId: number, o: ShardOutcome): Promise<boolean> {
-  return db.transaction(async (trx) => {
+  const recorded = await db.transaction(async (trx) => {
     const shard = await trx('test_shards').where({ run_id: runId, idx: o.index }).forUpdate().first();
     if (!shard || shard.status === 'done' || shard.status === 'errored') return false;
     const planned = (shard.tests as { id: string; name: string; features?: string[]; smoke?: boolean }[]) ?? [];
@@ -71,11 +71,20 @@ export async function recordShardOutcome(db: Knex, runId: number, o: ShardOutcom
       );
       if (o.status === 'done') await learnTests(trx, cases);
     }
+
     await trx('test_shards')
       .where({ id: shard.id })
       .update({ status: o.status, agent: o.agent, finished_at: trx.fn.now(), duration_ms: o.durationMs, error: o.error ?? null });
     return true;
   });
+  if (recorded && o.status === 'done' && o.seen) {
+    // tests the command reported without running them (not selected): new ones enter the catalog
+    const ran = new Set(o.cases.map((c) => c.id));
+    const known = new Set((await db('test_catalog').whereIn('test_id', o.seen.map((c) => c.id)).pluck('test_id')) as string[]);
+    const fresh = o.seen.filter((c) => !ran.has(c.id) && !known.has(c.id));
+    if (fresh.length > 0) await learnTests(db, fresh.map((c) => ({ ...c, status: 'skipped' as const })));
+  }
+  return recorded;
 }
 
 function emptyTotals(): Totals {

@@ -44,7 +44,7 @@ export function fillCommand(command: string, values: Record<string, string>): st
   return command.replace(/\{([A-Za-z]+)\}/g, (m, name: string) => (values[name] === undefined ? m : shellQuote(values[name]!)));
 }
 
-interface Exec {
+export interface Exec {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
   timedOut: boolean;
@@ -52,7 +52,7 @@ interface Exec {
   spawnError?: string;
 }
 
-function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Exec> {
+export function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Exec> {
   return new Promise((resolve) => {
     let tail = '';
     const keep = (chunk: Buffer) => {
@@ -201,6 +201,7 @@ export async function runShard(spec: ShardSpec, opts: RunShardOptions = {}): Pro
     index: spec.index,
     status: 'done',
     cases: [...cases.values()],
+    seen: first.cases,
     retriedPassed,
     exitCode: first.exec.exitCode,
     durationMs: Math.round(performance.now() - started),

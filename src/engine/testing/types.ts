@@ -59,6 +59,11 @@ export interface ShardOutcome {
   cases: TestCaseResult[];
   /** Ids of tests that failed first and passed on a retry. */
   retriedPassed: string[];
+  /**
+   * Every test case the JUnit XML reported, selected or not (runners such as node:test list the tests
+   * they did not select as skipped): the catalog learns new tests from them.
+   */
+  seen?: TestCaseResult[];
   error?: string;
   exitCode: number | null;
   durationMs: number;

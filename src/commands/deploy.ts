@@ -1,0 +1,322 @@
+import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
+import { getBundle } from '../engine/deploy/bundle.js';
+import {
+  claimDue,
+  decideGo,
+  decisionsOf,
+  envLock,
+  executeDeployment,
+  expireStale,
+  getDeployment,
+  interruptedDeployments,
+  requestDeployment,
+  rollbackInterruptedDeployment,
+  rollbackRelease,
+  unlockEnv,
+  whereItStopped,
+  type Deployment,
+} from '../engine/deploy/deployment.js';
+import { authorize } from '../engine/roles.js';
+import { TributaryError } from '../errors.js';
+import { logger, redact } from '../log.js';
+import type { BotDeps } from '../slack/app.js';
+import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
+import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
+import { textMessage } from '../views/blocks.js';
+import { esc } from '../views/limits.js';
+import { replyError } from './common.js';
+
+/**
+ * Deployment from Slack: `/release deploy R2 [--at <time>]` posts the go/no-go card; Go / No-go open a
+ * confirmation modal with a rationale (release_manager); the Go that completes the quorum starts the
+ * sequence, reported in one message updated in place. A rollback (automatic, `/rollback R2`, or the
+ * Roll back button of an interrupted deployment) ends with a card whose Unlock button frees the env,
+ * and a post-mortem thread with the timeline. A watcher expires unanswered prompts (no-go), starts
+ * scheduled deployments in their window, and reports deployments interrupted by a crash.
+ */
+function channelOf(deps: BotDeps, fallback: string): string {
+  return deps.ctx.config.slack.releaseChannel ?? fallback;
+}
+
+async function goCard(deps: BotDeps, d: Deployment) {
+  const { ctx } = deps;
+  const bundle = (await getBundle(ctx, d.release, d.bundle_version))!;
+  const tiers = (await ctx.db.control('test_runs').where({ release: d.release }).whereIn('tier', ['1', '2']).whereNot({ status: 'running' }).orderBy('id', 'desc').select('id', 'tier', 'status', 'totals'))
+    .filter((r, i, all) => all.findIndex((x) => x.tier === r.tier) === i)
+    .map((r) => ({ tier: r.tier as string, runId: r.id as number, status: r.status as string, passRate: Number((r.totals as { passRate?: number }).passRate ?? 0) }))
+    .reverse();
+  const a = await ctx.db.control('approvals').where({ release: d.release }).orderBy('id', 'desc').first();
+  return goNoGoCard({
+    deployment: d,
+    bundle,
+    tiers,
+    ...(a ? { approval: { by: a.approved_by, at: a.approved_at, override: a.override, rationale: a.rationale } } : {}),
+    decisions: await decisionsOf(ctx.db.control, d.id),
+    needed: ctx.config.deploy?.quorum ?? 1,
+  });
+}
+
+async function refreshGoCard(deps: BotDeps, id: number): Promise<void> {
+  const d = await getDeployment(deps.ctx.db.control, id);
+  if (!d.slack.channel || !d.slack.ts) return;
+  const card = await goCard(deps, d);
+  await deps.client.chat.update({ channel: d.slack.channel, ts: d.slack.ts, text: card.text, blocks: card.blocks });
+}
+
+export async function runDeployRequest(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Record<string, string | true>): Promise<void> {
+  const { ctx } = deps;
+  await authorize(ctx, user, await deps.groupsOf(user), 'deploy', release);
+  const at = typeof flags.at === 'string' ? new Date(flags.at) : undefined;
+  if (at && Number.isNaN(at.getTime())) throw new TributaryError('usage', `--at takes an ISO time, e.g. 2026-11-26T22:00:00Z (got "${String(flags.at)}"): /release deploy ${release} --at <time>`);
+  const target = channelOf(deps, channel);
+  const d = await requestDeployment(ctx, release, { actor: user, ...(at ? { at } : {}), slack: { channel: target } });
+  const card = await goCard(deps, d);
+  try {
+    const res = await deps.client.chat.postMessage({ channel: target, text: card.text, blocks: card.blocks });
+    await ctx.db.control('deployments').where({ id: d.id }).update({ slack: JSON.stringify({ channel: res.channel ?? target, ts: res.ts }) });
+  } catch (err) {
+    await respond({ response_type: 'ephemeral', ...textMessage(`Deployment #${d.id} is requested, but its go/no-go card could not be posted to <#${target}> (${redact((err as Error).message)}): invite the bot there, or decide with tributary deploy go ${d.id}`) });
+  }
+}
+
+/** Runs a deployment in the background, reporting in one message updated in place; then the outcome. */
+function runInBackground(deps: BotDeps, id: number, actor: string, channel: string, work: (progress: (d: Deployment) => void) => Promise<Deployment>): void {
+  deps.background(async () => {
+    let ts: string | undefined;
+    let last = 0;
+    let pending: Deployment | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const send = async (d: Deployment) => {
+      const m = deployProgressMessage(d);
+      try {
+        if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
+        else ts = (await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks })).ts;
+      } catch (err) {
+        logger().warn({ err: redact((err as Error).message), deployment: id }, 'deployment progress update failed');
+      }
+    };
+    const flush = () => {
+      timer = undefined;
+      if (!pending) return;
+      const d = pending;
+      pending = undefined;
+      last = Date.now();
+      void send(d);
+    };
+    const progress = (d: Deployment) => {
+      pending = d;
+      if (timer) return;
+      timer = setTimeout(flush, Math.max(0, deps.progressIntervalMs - (Date.now() - last)));
+    };
+    try {
+      await send(await getDeployment(deps.ctx.db.control, id));
+      const d = await work(progress);
+      if (timer) clearTimeout(timer);
+      await send(d);
+      await refreshGoCard(deps, id).catch(() => undefined);
+      if (d.status === 'rolled-back' || d.status === 'rollback-failed') await postRollback(deps, channel, d);
+    } catch (err) {
+      if (timer) clearTimeout(timer);
+      const message = redact(err instanceof Error ? err.message : String(err));
+      logger().warn({ deployment: id, actor }, `deployment could not run: ${message}`);
+      await deps.client.chat.postMessage({ channel, text: `Deployment #${id} could not run: ${message}` }).catch(() => undefined);
+    }
+  });
+}
+
+async function postRollback(deps: BotDeps, channel: string, d: Deployment): Promise<void> {
+  const locked = !!(await envLock(deps.ctx.db.control, d.env));
+  const card = rollbackCard(d, locked);
+  const res = await deps.client.chat.postMessage({ channel, text: card.text, blocks: card.blocks });
+  // the post-mortem thread opens with the timeline
+  if (res.ts) await deps.client.chat.postMessage({ channel, thread_ts: res.ts, text: timelineText(d) });
+}
+
+async function openConfirm(deps: BotDeps, triggerId: string, ref: DecideRef): Promise<void> {
+  const d = await getDeployment(deps.ctx.db.control, ref.id);
+  const summary =
+    ref.decision === 'rollback'
+      ? `Roll back *${esc(d.release)}* on *${esc(d.env)}* (deployment #${d.id}, ${esc(d.status)}): data restored from its backup and verified, schema migrated down, code back to ${esc(d.previous_code_version ?? 'the previous version')}. ${esc(d.env)} stays locked afterwards.`
+      : `${ref.decision === 'go' ? 'Go' : 'No-go'} for deployment #${d.id}: *${esc(d.release)}* to *${esc(d.env)}*, code \`${esc(d.code_version)}\`${d.window_at ? `, window ${new Date(d.window_at).toISOString()}` : ', at once'}.`;
+  await deps.client.views.open({ trigger_id: triggerId, view: confirmModal(ref, summary) });
+}
+
+export async function openRollbackFromCommand(deps: BotDeps, user: string, triggerId: string, release: string): Promise<void> {
+  const { ctx } = deps;
+  await authorize(ctx, user, await deps.groupsOf(user), 'rollback', release);
+  const interrupted = (await interruptedDeployments(ctx)).find((d) => d.release === release);
+  const d = interrupted ?? ((await ctx.db.control('deployments').where({ release, status: 'succeeded' }).orderBy('id', 'desc').first()) as Deployment | undefined);
+  if (!d) throw new TributaryError('gate_state', `${release} has no deployment to roll back (none succeeded, none interrupted)`);
+  await openConfirm(deps, triggerId, { id: d.id, release, decision: 'rollback' });
+}
+
+function parseRef(value: string | undefined): DecideRef {
+  const v = JSON.parse(value ?? '{}') as DecideRef;
+  if (typeof v.id !== 'number' || typeof v.release !== 'string') throw new TributaryError('usage', 'this button names no deployment');
+  return v;
+}
+
+export function register(app: App, deps: BotDeps): void {
+  const { ctx } = deps;
+
+  app.command(COMMANDS.rollback, async ({ command, ack, respond }) => {
+    const release = (command.text ?? '').trim().split(/\s+/)[0];
+    if (!release) {
+      await ack({ response_type: 'ephemeral', ...textMessage('Usage: `/rollback R2`: rolls back the release’s last deployment, code and data together (release_manager).') });
+      return;
+    }
+    await ack();
+    deps.background(async () => {
+      try {
+        await openRollbackFromCommand(deps, command.user_id, command.trigger_id, release);
+      } catch (err) {
+        await replyError(respond, err, '/rollback');
+      }
+    }, true);
+  });
+
+  for (const [id, decision] of [[ACTIONS.deployGo, 'go'], [ACTIONS.deployNoGo, 'no-go'], [ACTIONS.deployRollback, 'rollback']] as const) {
+    app.action<BlockAction<ButtonAction>>(id, async ({ ack, body, action, respond }) => {
+      await ack();
+      deps.background(async () => {
+        try {
+          const ref = parseRef(action.value);
+          await authorize(ctx, body.user.id, await deps.groupsOf(body.user.id), decision === 'rollback' ? 'rollback' : 'go', ref.release);
+          const d = await getDeployment(ctx.db.control, ref.id);
+          if (decision !== 'rollback' && d.status !== 'awaiting-go') {
+            await refreshGoCard(deps, d.id).catch(() => undefined);
+            await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`Deployment #${d.id} is ${d.status}: its go/no-go is over.`) });
+            return;
+          }
+          await openConfirm(deps, body.trigger_id, { ...ref, decision, ...(body.container?.channel_id ? { channel: body.container.channel_id } : {}) });
+        } catch (err) {
+          await replyError(respond, err, decision);
+        }
+      }, true);
+    });
+  }
+
+  app.action<BlockAction<ButtonAction>>(ACTIONS.deployResume, async ({ ack, body, action, respond }) => {
+    await ack();
+    deps.background(async () => {
+      try {
+        const ref = parseRef(action.value);
+        await authorize(ctx, body.user.id, await deps.groupsOf(body.user.id), 'deploy', ref.release);
+        await recordResume(deps, ref.id, body.user.id);
+        runInBackground(deps, ref.id, body.user.id, body.container?.channel_id ?? channelOf(deps, ''), (progress) => executeDeployment(ctx, ref.id, { actor: body.user.id, progress }));
+      } catch (err) {
+        await replyError(respond, err, 'resume');
+      }
+    }, true);
+  });
+
+  app.action<BlockAction<ButtonAction>>(ACTIONS.deployUnlock, async ({ ack, body, action, respond }) => {
+    await ack();
+    deps.background(async () => {
+      try {
+        const { env } = JSON.parse(action.value ?? '{}') as { env?: string };
+        if (!env) throw new TributaryError('usage', 'this button names no env');
+        await authorize(ctx, body.user.id, await deps.groupsOf(body.user.id), 'unlock');
+        const r = await unlockEnv(ctx, env, { actor: body.user.id, rationale: 'Unlock button' });
+        await respond({ response_type: 'in_channel', replace_original: false, ...textMessage(r.was ? `${env} unlocked by <@${body.user.id}> (it was held by ${r.was.holder}).` : `${env} was not locked.`) });
+      } catch (err) {
+        await replyError(respond, err, 'unlock');
+      }
+    });
+  });
+
+  app.view(VIEWS.deployDecide, async ({ ack, body, view }) => {
+    const user = body.user.id;
+    let ref: DecideRef;
+    try {
+      ref = JSON.parse(view.private_metadata) as DecideRef;
+    } catch {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.deployRationale]: 'This form is damaged; close it and press the button again.' } });
+      return;
+    }
+    const rationale = view.state.values[BLOCKS.deployRationale]?.value?.value?.trim() ?? '';
+    if (rationale.length < 3) {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.deployRationale]: 'Say why (at least a few words): it goes to the audit trail.' } });
+      return;
+    }
+    try {
+      await authorize(ctx, user, await deps.groupsOf(user), ref.decision === 'rollback' ? 'rollback' : 'go', ref.release);
+      if (ref.decision === 'rollback') {
+        const d = await getDeployment(ctx.db.control, ref.id);
+        await ack();
+        const channel = ref.channel ?? d.slack.channel ?? channelOf(deps, '');
+        const interrupted = ['running', 'rolling-back'].includes(d.status);
+        runInBackground(deps, d.id, user, channel, (progress) =>
+          interrupted ? rollbackInterruptedDeployment(ctx, d.id, { actor: user, rationale, progress }) : rollbackRelease(ctx, d.release, { actor: user, rationale, progress }),
+        );
+        return;
+      }
+      const res = await decideGo(ctx, ref.id, { actor: user, decision: ref.decision!, rationale });
+      await ack();
+      deps.background(() => refreshGoCard(deps, ref.id).catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not refresh the go/no-go card')));
+      if (res.ready) runInBackground(deps, ref.id, user, res.deployment.slack.channel ?? channelOf(deps, ''), (progress) => executeDeployment(ctx, ref.id, { actor: user, progress }));
+    } catch (err) {
+      const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was decided. Try again, or use the CLI.';
+      if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'deployment decision failed');
+      await ack({ response_action: 'errors', errors: { [BLOCKS.deployRationale]: redact(message).slice(0, 300) } });
+      if (err instanceof TributaryError && err.code === 'already_decided') deps.background(() => refreshGoCard(deps, ref.id).catch(() => undefined));
+    }
+  });
+}
+
+async function recordResume(deps: BotDeps, id: number, user: string): Promise<void> {
+  const d = await getDeployment(deps.ctx.db.control, id);
+  if (!['running', 'rolling-back', 'approved'].includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}: nothing to resume`);
+  logger().info({ deployment: id, user }, 'resuming an interrupted deployment');
+}
+
+/**
+ * The bot's deployment watcher: unanswered prompts expire as no-go (their cards say so), scheduled
+ * deployments start in their window, and at start-up every deployment left in flight by a dead process
+ * is reported with Resume and Roll back.
+ */
+export class DeployWatcher {
+  private timer?: NodeJS.Timeout;
+  private busy = false;
+
+  constructor(
+    private readonly deps: BotDeps,
+    private readonly intervalMs = 15_000,
+  ) {}
+
+  async start(): Promise<void> {
+    const { ctx } = this.deps;
+    for (const d of await interruptedDeployments(ctx)) {
+      const channel = d.slack.channel ?? ctx.config.slack.releaseChannel;
+      if (!channel) {
+        logger().warn({ deployment: d.id }, `deployment #${d.id} was interrupted (${whereItStopped(d)}); no channel to report it: tributary deploy status`);
+        continue;
+      }
+      const card = interruptedCard(d, whereItStopped(d));
+      await this.deps.client.chat.postMessage({ channel, text: card.text, blocks: card.blocks }).catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not report an interrupted deployment'));
+    }
+    this.timer = setInterval(() => void this.tick(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  async tick(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      const { ctx } = this.deps;
+      for (const id of await expireStale(ctx)) await refreshGoCard(this.deps, id).catch(() => undefined);
+      for (const id of await claimDue(ctx)) {
+        const d = await getDeployment(ctx.db.control, id);
+        runInBackground(this.deps, id, 'tributary', d.slack.channel ?? ctx.config.slack.releaseChannel ?? '', (progress) => executeDeployment(ctx, id, { actor: 'tributary', progress }));
+      }
+    } catch (err) {
+      logger().warn({ err: redact((err as Error).message) }, 'deployment watcher failed');
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}

@@ -1,0 +1,282 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
+import type { Knex } from 'knex';
+import pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import type { EnvSpec } from '../../config/load.js';
+import { envByRole, releaseOrThrow } from '../../config/load.js';
+import { TributaryError } from '../../errors.js';
+import { redact } from '../../log.js';
+import { recordAudit } from '../audit.js';
+import { checksumSql, COLUMNS_SQL, type TableColumn } from '../checksum.js';
+import { envError, type Actor, type Ctx } from '../context.js';
+import { releaseState, type ReleaseState } from '../lifecycle.js';
+import { ident, literal, qualified } from '../sql.js';
+
+/**
+ * The release bundle: one immutable (release, version) that names a code version (given by the team's
+ * pipeline), the data version (the release's rows exported from master, one gzip-compressed COPY text
+ * file per entity, with per table row counts and checksums computed on master over exactly the
+ * exported rows, in the same snapshot) and the migration step (deploy.migration). The same code version,
+ * migration and data (fingerprint) give back the latest bundle; a change of any makes version N+1.
+ * Only an approved release is bundled.
+ */
+export interface BundleColumn {
+  name: string;
+  /** format_type() on master, e.g. `numeric(12,2)`. */
+  type: string;
+  notNull: boolean;
+}
+
+export interface BundleTable {
+  entity: string;
+  /** The table name (unqualified: each env has its own schema). */
+  table: string;
+  rows: number;
+  checksum: string;
+  /** File name inside the bundle directory. */
+  file: string;
+  /** Size and sha256 of the compressed file, checked when it is loaded. */
+  bytes: number;
+  sha256: string;
+  /** Columns in the file's order (master's attribute order). */
+  columns: BundleColumn[];
+  /** The primary key a production table created from the bundle gets. */
+  primaryKey: string[];
+}
+
+export interface Bundle {
+  id: number;
+  release: string;
+  version: number;
+  codeVersion: string;
+  /** sha256 over the tables' entity, table, rows and checksum. */
+  dataFingerprint: string;
+  /** Parents first. */
+  tables: BundleTable[];
+  migration: string | null;
+  /** Absolute directory of the files. */
+  dir: string;
+  createdBy: string;
+  createdAt: string;
+}
+
+/** States a release may be bundled from (the deployment machine may add states after approval). */
+export const BUNDLE_STATES: readonly ReleaseState[] = ['approved'];
+
+const SHAPE_SQL = `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as "notNull"
+    from pg_attribute a where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped order by a.attnum`;
+
+const BUNDLE_LOCK = 'tributary:bundle';
+
+/** The env data is deployed to: deploy.env, else the env with role production. */
+export function productionEnv(ctx: Ctx): EnvSpec {
+  const name = ctx.config.deploy?.env;
+  const env = name ? ctx.config.envs.get(name) : envByRole(ctx.config, 'production');
+  if (!env) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: production, so there is nowhere to deploy data`);
+  return env;
+}
+
+/** deploy.bundleDir, else `.tributary/bundles` next to the config file. */
+export function bundleRoot(ctx: Ctx): string {
+  return ctx.config.deploy?.bundleDir ?? path.resolve(path.dirname(ctx.config.file), '.tributary/bundles');
+}
+
+interface BundleRow {
+  id: number;
+  release: string;
+  version: number;
+  code_version: string;
+  data_fingerprint: string;
+  manifest: BundleTable[];
+  migration: string | null;
+  dir: string;
+  created_by: string;
+  created_at: Date | string;
+}
+
+function fromRow(r: BundleRow): Bundle {
+  return {
+    id: Number(r.id),
+    release: r.release,
+    version: Number(r.version),
+    codeVersion: r.code_version,
+    dataFingerprint: r.data_fingerprint,
+    tables: r.manifest,
+    migration: r.migration,
+    dir: r.dir,
+    createdBy: r.created_by,
+    createdAt: new Date(r.created_at).toISOString(),
+  };
+}
+
+/** A bundle of the release: the given version, else the latest; null when there is none. */
+export async function getBundle(ctx: Ctx, release: string, version?: number, db: Knex | Knex.Transaction = ctx.db.control): Promise<Bundle | null> {
+  const q = db('bundles').where({ release });
+  if (version !== undefined) q.where({ version });
+  const row = (await q.orderBy('version', 'desc').first()) as BundleRow | undefined;
+  return row ? fromRow(row) : null;
+}
+
+/** Like getBundle, but a missing bundle is an error that says how to make one. */
+export async function requireBundle(ctx: Ctx, release: string, version?: number): Promise<Bundle> {
+  const b = await getBundle(ctx, release, version);
+  if (b) return b;
+  const any = version !== undefined ? await getBundle(ctx, release) : null;
+  throw new TributaryError(
+    'gate_state',
+    version !== undefined && any
+      ? `release ${release} has no bundle version ${version} (the latest is ${any.version})`
+      : `release ${release} has no bundle: make one first: tributary bundle ${release} --code <version>`,
+    { release, ...(version !== undefined ? { version } : {}) },
+  );
+}
+
+/** Every bundle, or every bundle of one release; by release, then version. */
+export async function listBundles(ctx: Ctx, release?: string): Promise<Bundle[]> {
+  const q = ctx.db.control('bundles');
+  if (release) q.where({ release });
+  return ((await q.orderBy(['release', 'version'])) as BundleRow[]).map(fromRow);
+}
+
+export function dataFingerprint(tables: Pick<BundleTable, 'entity' | 'table' | 'rows' | 'checksum'>[]): string {
+  const h = crypto.createHash('sha256');
+  for (const t of tables) h.update(`${t.entity}\t${t.table}\t${t.rows}\t${t.checksum}\n`);
+  return h.digest('hex');
+}
+
+function filesPresent(b: Bundle): boolean {
+  return b.tables.every((t) => {
+    try {
+      return fs.statSync(path.join(b.dir, t.file)).size === t.bytes;
+    } catch {
+      return false;
+    }
+  });
+}
+
+export async function createBundle(ctx: Ctx, release: string, opts: { code: string; actor: Actor }): Promise<Bundle & { created: boolean }> {
+  releaseOrThrow(ctx.config, release);
+  const code = opts.code.trim();
+  if (!code || code.length > 300 || /[\r\n]/.test(code)) throw new TributaryError('usage', `the code version must be one line of 1–300 characters, e.g. a git tag or sha or an image digest (got ${JSON.stringify(opts.code)})`);
+  if (/^\.+$/.test(release)) throw new TributaryError('usage', `release "${release}" cannot name a bundle directory`);
+  const { state } = await releaseState(ctx.db.control, release);
+  if (!BUNDLE_STATES.includes(state)) {
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.bundle.refused', release, details: { state } });
+    throw new TributaryError('gate_state', `release ${release} is ${state}: cannot bundle it for production; approve it first: tributary approve ${release}`, { release, state });
+  }
+  const master = envByRole(ctx.config, 'master');
+  if (!master) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: master, so there is no data of ${release} to bundle`);
+  const migration = ctx.config.deploy?.migration ?? null;
+  const rel = ctx.config.tags.release;
+  const root = bundleRoot(ctx);
+  const relDir = path.join(root, release);
+
+  const client = new pg.Client(ctx.db.envParams(master) as pg.ClientConfig);
+  client.on('error', () => undefined);
+  let current = '';
+  let tmp: string | undefined;
+  const tables: BundleTable[] = [];
+  try {
+    try {
+      await client.connect();
+    } catch (err) {
+      throw envError(ctx, master, err);
+    }
+    // one snapshot for the checksums and the export; text in fixed formats (UTC, ISO dates)
+    await client.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set time zone 'UTC'");
+    await client.query('begin isolation level repeatable read read only');
+    await client.query('set local extra_float_digits = 1');
+    const shapes: { columns: BundleColumn[]; where: string; parent: string }[] = [];
+    for (const e of ctx.config.entities) {
+      const parent = qualified(master.schema, e.table);
+      current = parent;
+      const columns = (await client.query<BundleColumn>(SHAPE_SQL, [parent])).rows;
+      if (columns.length === 0) throw new TributaryError('gate_state', `master env ${master.name} has no table ${parent}: promote ${release} first (tributary promote ${release})`, { env: master.name, table: parent });
+      if (!columns.some((c) => c.name === rel)) throw new TributaryError('config_invalid', `master env ${master.name}, table ${parent} has no column ${rel} (the release tag)`, { env: master.name, table: parent });
+      const where = `${ident(rel)} = ${literal(release)}`;
+      const sorted = (await client.query<TableColumn>(COLUMNS_SQL, [parent])).rows;
+      const sum = (await client.query<{ rows: number; checksum: string }>(checksumSql(sorted, master.schema, e.table, where))).rows[0]!;
+      tables.push({ entity: e.name, table: e.table, rows: sum.rows, checksum: sum.checksum, file: '', bytes: 0, sha256: '', columns, primaryKey: [e.primaryKey] });
+      shapes.push({ columns, where, parent });
+    }
+    current = '';
+    const fingerprint = dataFingerprint(tables);
+    const same = (b: Bundle | null) => b && b.codeVersion === code && b.dataFingerprint === fingerprint && b.migration === migration && filesPresent(b);
+    const latest = await getBundle(ctx, release);
+    if (same(latest)) return { ...latest!, created: false };
+
+    fs.mkdirSync(relDir, { recursive: true });
+    tmp = fs.mkdtempSync(path.join(relDir, '.tmp-'));
+    for (const [i, t] of tables.entries()) {
+      const s = shapes[i]!;
+      current = s.parent;
+      t.file = `${String(i + 1).padStart(2, '0')}-${t.table}.copy.gz`;
+      const hash = crypto.createHash('sha256');
+      let bytes = 0;
+      const tap = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          hash.update(chunk);
+          bytes += chunk.length;
+          done(null, chunk);
+        },
+      });
+      const list = s.columns.map((c) => ident(c.name)).join(', ');
+      const out = client.query(copyTo(`copy (select ${list} from ${s.parent} where ${s.where}) to stdout`));
+      await pipeline(out, zlib.createGzip({ level: 1 }), tap, fs.createWriteStream(path.join(tmp, t.file)));
+      if (out.rowCount !== t.rows) throw new TributaryError('database', `master env ${master.name}, table ${s.parent}: exported ${out.rowCount} row(s) of ${release}, but the checksum counted ${t.rows}`, { env: master.name, table: s.parent });
+      t.bytes = bytes;
+      t.sha256 = hash.digest('hex');
+    }
+    current = '';
+    await client.query('commit');
+
+    // number it under a lock: two requests for the same bundle make one
+    const made = await ctx.db.control.transaction(async (trx) => {
+      await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`${BUNDLE_LOCK}:${release}`]);
+      const again = await getBundle(ctx, release, undefined, trx);
+      if (same(again)) return { ...again!, created: false };
+      const version = (again?.version ?? 0) + 1;
+      const dir = path.join(relDir, `v${version}`);
+      // a directory no bundle row names (a rolled-back attempt) is replaced
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.renameSync(tmp!, dir);
+      tmp = dir;
+      const [row] = (await trx('bundles')
+        .insert({ release, version, code_version: code, data_fingerprint: fingerprint, manifest: JSON.stringify(tables), migration, dir, created_by: opts.actor })
+        .returning('*')) as BundleRow[];
+      const bundle = fromRow(row!);
+      await recordAudit(trx, {
+        actor: opts.actor,
+        action: 'bundle.create',
+        release,
+        subject: `v${version}`,
+        details: {
+          version,
+          codeVersion: code,
+          dataFingerprint: fingerprint,
+          migration,
+          previous: again ? { version: again.version, codeVersion: again.codeVersion, dataFingerprint: again.dataFingerprint } : null,
+          tables: tables.map((t) => ({ entity: t.entity, table: t.table, rows: t.rows, checksum: t.checksum })),
+        },
+      });
+      return { ...bundle, created: true };
+    });
+    if (!made.created) fs.rmSync(tmp, { recursive: true, force: true });
+    tmp = undefined;
+    return made;
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    if (err instanceof TributaryError) throw err;
+    const named = envError(ctx, master, err);
+    if (named instanceof TributaryError && named.code === 'env_unreachable') throw named;
+    throw new TributaryError('database', `bundling ${release} from master env ${master.name}${current ? `, table ${current}` : ''} failed: ${redact((err as Error).message)}`, { env: master.name, table: current });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

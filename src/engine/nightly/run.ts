@@ -1,0 +1,198 @@
+import os from 'node:os';
+import pg from 'pg';
+import { TributaryError } from '../../errors.js';
+import { logger, redact } from '../../log.js';
+import { recordAudit } from '../audit.js';
+import type { Actor, Ctx } from '../context.js';
+import { runTests } from '../testing/tiers.js';
+import { coverageGrowth, type Coverage } from './coverage.js';
+import { nextWallTime } from './schedule.js';
+import { nightlySummary, type NightlySummary } from './summary.js';
+
+/**
+ * One nightly run, exactly once per slot: a process takes the nightly advisory lock (session-level, on
+ * its own connection, so a crashed process releases it and runs never overlap), then claims the slot
+ * with an insert that the unique key (kind, slot) lets only one process make. A slot whose row says
+ * `running` while this process holds the lock was left by a process that died: it is run again once.
+ * The run is the tier-2 runners against master with every non-deprecated test (runTests, tier
+ * `nightly`), then the summary; posting (by the bot) is claimed separately, also once.
+ */
+export type SlotKind = 'nightly' | 'prune-digest';
+export type Trigger = 'schedule' | 'catch-up' | 'manual';
+
+export const NIGHTLY_LOCK = 'tributary:nightly';
+
+export interface SlotRow {
+  id: number;
+  kind: SlotKind;
+  slot: string;
+  scheduled_for: Date;
+  trigger: Trigger;
+  status: 'running' | 'done' | 'failed';
+  attempts: number;
+  claimed_by: string;
+  test_run_id: number | null;
+  release: string | null;
+  summary: NightlySummary | Record<string, unknown> | null;
+  chart_path: string | null;
+  error: string | null;
+  started_at: Date;
+  finished_at: Date | null;
+  post_due: Date | null;
+  posted_at: Date | null;
+}
+
+export interface NightlyOutcome {
+  row: SlotRow;
+  summary?: NightlySummary;
+  coverage?: Coverage;
+}
+
+export const me = () => `${os.hostname()}:${process.pid}`;
+
+/** The release whose plan splits new features from regression in a nightly run: the newest one in master. */
+export async function newestMasterRelease(ctx: Ctx): Promise<string> {
+  const rows = (await ctx.db.control('promotions').groupBy('release').select('release').max('promoted_at as at').orderBy('at', 'desc')) as { release: string }[];
+  const promoted = rows.find((r) => ctx.config.releases.has(r.release));
+  if (promoted) return promoted.release;
+  const plan = [...ctx.config.releases.keys()];
+  return plan[plan.length - 1]!;
+}
+
+/**
+ * Runs `fn` holding the nightly lock (on a dedicated connection); `busy` when another process holds it.
+ */
+export async function withNightlyLock<T>(ctx: Ctx, fn: () => Promise<T>): Promise<{ busy: true } | { busy: false; value: T }> {
+  const client = new pg.Client({ ...ctx.db.controlParams, connectionTimeoutMillis: 5000 } as pg.ClientConfig);
+  client.on('error', (err) => logger().warn({ err: redact(err.message) }, 'nightly lock connection error'));
+  await client.connect();
+  try {
+    const got = (await client.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [NIGHTLY_LOCK])).rows[0]!.ok;
+    if (!got) return { busy: true };
+    try {
+      return { busy: false, value: await fn() };
+    } finally {
+      await client.query('select pg_advisory_unlock(hashtext($1))', [NIGHTLY_LOCK]).catch(() => undefined);
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Claims a slot for this process; null when another process has (or had) it. Call holding the lock. */
+export async function claimSlot(ctx: Ctx, kind: SlotKind, slot: { key: string; at: Date }, trigger: Trigger): Promise<SlotRow | null> {
+  const db = ctx.db.control;
+  const [row] = (await db('nightly_runs')
+    .insert({ kind, slot: slot.key, scheduled_for: slot.at, trigger, claimed_by: me() })
+    .onConflict(['kind', 'slot'])
+    .ignore()
+    .returning('*')) as SlotRow[];
+  if (row) return row;
+  const existing = (await db('nightly_runs').where({ kind, slot: slot.key }).first()) as SlotRow;
+  if (existing.status !== 'running') return null;
+  // we hold the lock: whoever marked it running is gone
+  if (existing.attempts >= 2) {
+    await db('nightly_runs').where({ id: existing.id }).update({ status: 'failed', finished_at: db.fn.now(), error: `interrupted twice (last by ${existing.claimed_by})` });
+    return null;
+  }
+  logger().warn({ slot: slot.key, kind, was: existing.claimed_by }, 'a slot was left running by a process that stopped: running it again');
+  const [again] = (await db('nightly_runs')
+    .where({ id: existing.id, status: 'running' })
+    .update({ attempts: existing.attempts + 1, claimed_by: me(), trigger, started_at: db.fn.now() })
+    .returning('*')) as SlotRow[];
+  return again ?? null;
+}
+
+export async function hasSlot(ctx: Ctx, kind: SlotKind, key: string): Promise<boolean> {
+  return !!(await ctx.db.control('nightly_runs').where({ kind, slot: key }).first('id'));
+}
+
+/** When the post of a run that falls due at `at` may go out: null = at once. */
+export function postDueOf(ctx: Ctx, at: Date, now = new Date()): Date | null {
+  const n = ctx.config.nightly;
+  if (!n?.postAt) return null;
+  const due = nextWallTime(n.postAt, n.timezone, at);
+  return due.getTime() > now.getTime() ? due : null;
+}
+
+/** Runs the nightly regression in a claimed slot, recording the outcome (done or failed) in the slot's row. */
+export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Promise<NightlyOutcome> {
+  const db = ctx.db.control;
+  try {
+    const release = await newestMasterRelease(ctx);
+    await db('nightly_runs').where({ id: row.id }).update({ release });
+    const report = await runTests(ctx, release, { tier: 'nightly', actor });
+    const summary = await nightlySummary(db, ctx.config, report.runId);
+    let coverage: Coverage | undefined;
+    try {
+      coverage = await coverageGrowth(ctx);
+    } catch (err) {
+      logger().warn({ err: redact((err as Error).message) }, 'nightly: coverage growth could not be computed');
+    }
+    const postDue = row.trigger === 'manual' ? null : postDueOf(ctx, new Date(row.scheduled_for));
+    const [done] = (await db('nightly_runs')
+      .where({ id: row.id })
+      .update({ status: 'done', test_run_id: report.runId, summary: JSON.stringify(summary), finished_at: db.fn.now(), post_due: postDue })
+      .returning('*')) as SlotRow[];
+    await recordAudit(db, {
+      actor,
+      action: 'nightly.finish',
+      release,
+      subject: `nightly ${row.slot}`,
+      details: { trigger: row.trigger, testRunId: report.runId, passRate: summary.totals.passRate, total: summary.totals.total, newRegressions: summary.newRegressions.count, fixed: summary.fixed.count },
+    });
+    return { row: done!, summary, ...(coverage ? { coverage } : {}) };
+  } catch (err) {
+    const message = redact(err instanceof Error ? err.message : String(err));
+    const [failed] = (await db('nightly_runs').where({ id: row.id }).update({ status: 'failed', error: message, finished_at: db.fn.now() }).returning('*')) as SlotRow[];
+    await recordAudit(db, { actor, action: 'nightly.failed', subject: `nightly ${row.slot}`, details: { trigger: row.trigger, error: message } });
+    return { row: failed! };
+  }
+}
+
+/** `tributary nightly --now`: one run at once, refused while another nightly run is in progress. */
+export async function runNightlyNow(ctx: Ctx, actor: Actor): Promise<NightlyOutcome> {
+  const now = new Date();
+  const r = await withNightlyLock(ctx, async () => {
+    const row = await claimSlot(ctx, 'nightly', { key: `manual:${now.toISOString()}:${me()}`, at: now }, 'manual');
+    if (!row) throw new TributaryError('gate_busy', 'a nightly run was already started at this instant');
+    return executeNightly(ctx, row, actor);
+  });
+  if (r.busy) {
+    const running = await ctx.db.control('nightly_runs').where({ status: 'running' }).orderBy('id', 'desc').first('slot', 'claimed_by', 'started_at');
+    throw new TributaryError('gate_busy', `a nightly run is in progress${running ? ` (${running.slot}, by ${running.claimed_by} since ${new Date(running.started_at).toISOString()})` : ''}: runs never overlap; try again when it is done`);
+  }
+  return r.value;
+}
+
+/** Claims the post of a finished run (once, whichever process gets there first); null when not due or taken. */
+export async function claimPost(ctx: Ctx, id: number): Promise<SlotRow | null> {
+  const db = ctx.db.control;
+  const [row] = (await db('nightly_runs')
+    .where({ id })
+    .whereNull('posted_at')
+    .whereIn('status', ['done', 'failed'])
+    .where((q) => q.whereNull('post_due').orWhere('post_due', '<=', db.fn.now()))
+    .update({ posted_at: db.fn.now() })
+    .returning('*')) as SlotRow[];
+  return row ?? null;
+}
+
+export async function unclaimPost(ctx: Ctx, id: number): Promise<void> {
+  await ctx.db.control('nightly_runs').where({ id }).update({ posted_at: null });
+}
+
+/** Runs whose post has not gone out (scheduled ones finished in the last two days). */
+export async function unposted(ctx: Ctx): Promise<SlotRow[]> {
+  return (await ctx.db.control('nightly_runs')
+    .whereNull('posted_at')
+    .whereIn('status', ['done', 'failed'])
+    .whereNot({ trigger: 'manual' })
+    .where('finished_at', '>', ctx.db.control.raw("now() - interval '2 days'"))
+    .orderBy('id')) as SlotRow[];
+}
+
+/** The last nights, newest first (App Home). */
+export async function recentNights(ctx: Ctx, n = 7): Promise<SlotRow[]> {
+  return (await ctx.db.control('nightly_runs').where({ kind: 'nightly' }).whereNot({ status: 'running' }).orderBy('id', 'desc').limit(n)) as SlotRow[];
+}

@@ -1,0 +1,174 @@
+import type { Knex } from 'knex';
+import type { Config } from '../../config/load.js';
+import { TributaryError } from '../../errors.js';
+import type { RunTotals } from '../testing/results.js';
+
+/**
+ * The nightly post, computed set-based from test_runs and test_results: totals and pass rate; the new
+ * regressions and the fixed tests since the previous night (this night's result against the previous
+ * nightly run's, test by test); the flaky leaderboard over the last nights (status flips between
+ * consecutive nights, and passes on a retry); a per-release breakdown (each test counts for the releases
+ * whose plan has one of its features); the pass-rate trend over the last 7 and 30 nights.
+ */
+export interface TestRef {
+  testId: string;
+  name: string;
+  message: string | null;
+  releases: string[];
+}
+
+export interface FlakyEntry {
+  testId: string;
+  name: string;
+  flips: number;
+  retried: number;
+  failures: number;
+  nights: number;
+}
+
+export interface ReleaseBreakdown {
+  release: string;
+  total: number;
+  passed: number;
+  failed: number;
+  skipped: number;
+  passRate: number;
+  newRegressions: number;
+}
+
+export interface TrendPoint {
+  runId: number;
+  at: string;
+  passRate: number;
+  total: number;
+}
+
+export interface NightlySummary {
+  runId: number;
+  release: string;
+  env: string;
+  at: string;
+  status: 'passed' | 'failed';
+  totals: { total: number; passed: number; failed: number; errored: number; skipped: number; passRate: number };
+  reasons: string[];
+  previousRunId: number | null;
+  newRegressions: { count: number; items: TestRef[] };
+  fixed: { count: number; items: TestRef[] };
+  flaky: { nights: number; items: FlakyEntry[] };
+  perRelease: ReleaseBreakdown[];
+  trend: { points: TrendPoint[]; avg7: number | null; avg30: number | null; nights7: number; nights30: number };
+}
+
+/** A test not in any release's plan (smoke, or features no plan lists) counts here. */
+export const NO_RELEASE = '(no release)';
+const LIST = 15;
+
+const round2 = (n: number) => Math.round(n * 100) / 100;
+const rate = (passed: number, ran: number) => (ran === 0 ? 0 : Math.floor((passed / ran) * 10000) / 100);
+
+/** Feature → releases of the plan, as two parallel arrays for unnest. */
+function featureReleases(config: Config): { features: string[]; releases: string[]; order: string[] } {
+  const features: string[] = [];
+  const releases: string[] = [];
+  for (const r of config.releases.values()) {
+    for (const f of r.features.keys()) {
+      features.push(f);
+      releases.push(r.name);
+    }
+  }
+  return { features, releases, order: [...config.releases.keys()] };
+}
+
+export async function nightlySummary(db: Knex, config: Config, runId: number, opts: { nights?: number } = {}): Promise<NightlySummary> {
+  const run = await db('test_runs').where({ id: runId, tier: 'nightly' }).first();
+  if (!run) throw new TributaryError('no_rows', `test run #${runId} is not a nightly run`, { runId });
+  if (run.status === 'running') throw new TributaryError('gate_state', `nightly run #${runId} is still running`, { runId });
+  const nights = opts.nights ?? config.nightly?.nights ?? 14;
+  // the last 30 finished nightly runs on the same env, up to this one (newest first)
+  const runs = (await db('test_runs')
+    .where({ tier: 'nightly', env: run.env })
+    .whereIn('status', ['passed', 'failed'])
+    .where('id', '<=', runId)
+    .orderBy('id', 'desc')
+    .limit(30)
+    .select('id', 'started_at', 'totals')) as { id: number; started_at: Date; totals: RunTotals }[];
+  const prev = runs[1]?.id ?? null;
+  const map = featureReleases(config);
+
+  const refs = async (sql: string): Promise<{ count: number; items: TestRef[] }> => {
+    if (prev === null) return { count: 0, items: [] };
+    const res = await db.raw<{ rows: { test_id: string; name: string; message: string | null; releases: string[] | null; n: number }[] }>(
+      `with fr as (select * from unnest(?::text[], ?::text[]) as fr(feature, release)),
+            hit as (select c.test_id, c.name, c.message, c.features from test_results c join test_results p on p.run_id = ? and p.test_id = c.test_id
+                     where c.run_id = ? and ${sql})
+       select hit.test_id, hit.name, hit.message, count(*) over ()::int as n,
+              array(select distinct fr.release from jsonb_array_elements_text(hit.features) f join fr on fr.feature = f order by 1) as releases
+         from hit order by hit.name limit ${LIST}`,
+      [map.features, map.releases, prev, runId],
+    );
+    return { count: res.rows[0]?.n ?? 0, items: res.rows.map((r) => ({ testId: r.test_id, name: r.name, message: r.message, releases: r.releases ?? [] })) };
+  };
+  const newRegressions = await refs(`c.status in ('failed', 'errored') and p.status = 'passed'`);
+  const fixed = await refs(`c.status = 'passed' and p.status in ('failed', 'errored')`);
+
+  const window = runs.slice(0, nights).map((r) => r.id);
+  const flakyRows = await db.raw<{ rows: { test_id: string; name: string; flips: number; retried: number; failures: number; nights: number }[] }>(
+    `with h as (
+       select test_id, name, retried, (status = 'passed') as ok, lag(status = 'passed') over (partition by test_id order by run_id) as prev
+         from test_results where run_id = any(?::int[]) and status <> 'skipped'
+     )
+     select * from (
+       select test_id, max(name) as name,
+              count(*) filter (where prev is not null and ok <> prev)::int as flips,
+              count(*) filter (where retried)::int as retried,
+              count(*) filter (where not ok)::int as failures,
+              count(*)::int as nights
+         from h group by test_id
+     ) s where flips > 0 or retried > 0
+      order by flips + retried desc, failures desc, test_id
+      limit 10`,
+    [window],
+  );
+
+  const breakdown = await db.raw<{ rows: { release: string; total: number; passed: number; failed: number; skipped: number; regressions: number }[] }>(
+    `with fr as (select * from unnest(?::text[], ?::text[]) as fr(feature, release)),
+          cur as (select c.test_id, c.status, c.features, p.status as prev from test_results c left join test_results p on p.run_id = ? and p.test_id = c.test_id where c.run_id = ?)
+     select coalesce(x.release, ?) as release,
+            count(*)::int as total,
+            count(*) filter (where cur.status = 'passed')::int as passed,
+            count(*) filter (where cur.status in ('failed', 'errored'))::int as failed,
+            count(*) filter (where cur.status = 'skipped')::int as skipped,
+            count(*) filter (where cur.status in ('failed', 'errored') and cur.prev = 'passed')::int as regressions
+       from cur left join lateral (select distinct fr.release from jsonb_array_elements_text(cur.features) f join fr on fr.feature = f) x on true
+      group by 1`,
+    [map.features, map.releases, prev ?? -1, runId, NO_RELEASE],
+  );
+  const position = (r: string) => (r === NO_RELEASE ? Number.MAX_SAFE_INTEGER : map.order.indexOf(r) < 0 ? Number.MAX_SAFE_INTEGER - 1 : map.order.indexOf(r));
+  const perRelease = breakdown.rows
+    .map((r) => ({ release: r.release, total: r.total, passed: r.passed, failed: r.failed, skipped: r.skipped, passRate: rate(r.passed, r.total - r.skipped), newRegressions: r.regressions }))
+    .sort((a, b) => position(a.release) - position(b.release) || a.release.localeCompare(b.release));
+
+  const points = runs
+    .map((r) => ({ runId: r.id, at: new Date(r.started_at).toISOString(), passRate: Number(r.totals?.passRate ?? 0), total: Number(r.totals?.total ?? 0) }))
+    .reverse();
+  const avg = (n: number) => {
+    const last = points.slice(-n);
+    return last.length === 0 ? null : round2(last.reduce((a, p) => a + p.passRate, 0) / last.length);
+  };
+  const t = run.totals as RunTotals;
+  return {
+    runId,
+    release: run.release,
+    env: run.env,
+    at: new Date(run.started_at).toISOString(),
+    status: run.status === 'passed' ? 'passed' : 'failed',
+    totals: { total: t.total, passed: t.passed, failed: t.failed, errored: t.errored, skipped: t.skipped, passRate: t.passRate },
+    reasons: (run.gate?.reasons as string[] | undefined) ?? [],
+    previousRunId: prev,
+    newRegressions,
+    fixed,
+    flaky: { nights: window.length, items: flakyRows.rows.map((r) => ({ testId: r.test_id, name: r.name, flips: r.flips, retried: r.retried, failures: r.failures, nights: r.nights })) },
+    perRelease,
+    trend: { points, avg7: avg(7), avg30: avg(30), nights7: Math.min(7, points.length), nights30: points.length },
+  };
+}

@@ -1,0 +1,145 @@
+import type { KnownBlock, ModalView, SectionBlock } from '@slack/types';
+import type { Bundle } from '../engine/deploy/bundle.js';
+import type { Deployment, GoDecision, StepState } from '../engine/deploy/deployment.js';
+import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
+import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
+
+/** Deployments as text (CLI) and Block Kit (go/no-go card, progress, rollback and interrupted cards). */
+const mdText = (text: string) => ({ type: 'mrkdwn' as const, text });
+const plainText = (text: string) => ({ type: 'plain_text' as const, text, emoji: true });
+const sec = (text: string): SectionBlock => ({ type: 'section', text: mdText(clip(text, LIMITS.sectionText)) });
+const ctxBlock = (text: string): KnownBlock => ({ type: 'context', elements: [mdText(clip(text, LIMITS.sectionText))] });
+const who = (a: string) => (/^[UW][A-Z0-9]+$/.test(a) ? `<@${a}>` : esc(a));
+
+const ICON: Record<string, string> = { done: ':white_check_mark:', skipped: ':white_circle:', running: ':hourglass_flowing_sand:', failed: ':x:' };
+
+function stepLine(s: StepState, md: boolean): string {
+  const ms = s.ms !== undefined ? ` (${(s.ms / 1000).toFixed(1)} s)` : '';
+  const text = `${s.name}${ms}${s.detail ? `: ${s.detail}` : ''}${s.error ? `: ${s.error}` : ''}`;
+  return md ? `${ICON[s.status] ?? ''} ${esc(clip(text, 300))}` : `  [${s.status.padEnd(7)}] ${text}`;
+}
+
+export function renderDeployment(d: Deployment, decisions: GoDecision[] = []): string {
+  const lines = [
+    `Deployment #${d.id} of ${d.release} to ${d.env}: ${d.status}`,
+    `  bundle v${d.bundle_version}, code ${d.code_version}${d.previous_code_version ? ` (was ${d.previous_code_version})` : ''}; requested by ${d.requested_by} at ${new Date(d.requested_at).toISOString()}${d.window_at ? `; window ${new Date(d.window_at).toISOString()}` : ''}`,
+  ];
+  if (d.status === 'awaiting-go') lines.push(`  waiting for Go until ${new Date(d.expires_at).toISOString()} (unanswered = no-go)`);
+  for (const x of decisions) lines.push(`  ${x.decision.toUpperCase()} by ${x.actor}: ${x.rationale}`);
+  for (const s of d.steps) lines.push(stepLine(s, false));
+  if (d.undo.length) lines.push('  rollback (reverse order):', ...d.undo.map((s) => stepLine(s, false)));
+  if (d.cause) lines.push(`  cause: ${d.cause}`);
+  return lines.join('\n');
+}
+
+export interface GoCardArgs {
+  deployment: Deployment;
+  bundle: Bundle;
+  tiers: { tier: string; runId: number; status: string; passRate: number }[];
+  approval?: { by: string; at: Date | string; override: boolean; rationale: string };
+  decisions: GoDecision[];
+  needed: number;
+}
+
+/** The go/no-go card: the bundle, tier results, approvals, who asked, the window; Go / No-go while open. */
+export function goNoGoCard(a: GoCardArgs): Message {
+  const d = a.deployment;
+  const blocks: KnownBlock[] = [
+    { type: 'header', text: plainText(clip(`Go / no-go: ${d.release} to ${d.env}`, LIMITS.headerText)) },
+    sec(`*Bundle v${a.bundle.version}* · code \`${esc(a.bundle.codeVersion)}\` · data ${a.bundle.tables.map((t) => `\`${esc(t.table)}\` ${t.rows} rows`).join(', ')}${a.bundle.migration ? ` · migration \`${esc(a.bundle.migration)}\`` : ''}`),
+    sec(`*Tests*: ${a.tiers.map((t) => `tier ${esc(t.tier)} run #${t.runId} ${t.status === 'passed' ? ':white_check_mark:' : ':x:'} ${t.passRate}%`).join(' · ') || 'none'}\n*QA approval*: ${a.approval ? `${who(a.approval.by)}${a.approval.override ? ' (*override* of a failed gate)' : ''}: ${esc(clip(a.approval.rationale, 300))}` : 'none'}`),
+    sec(`*Asked by* ${who(d.requested_by)} · *window* ${d.window_at ? `<!date^${Math.floor(new Date(d.window_at).getTime() / 1000)}^{date_short_pretty} {time}|${new Date(d.window_at).toISOString()}>` : 'now, once Go'} · *answer by* <!date^${Math.floor(new Date(d.expires_at).getTime() / 1000)}^{date_short_pretty} {time}|${new Date(d.expires_at).toISOString()}> (unanswered = no-go)`),
+  ];
+  if (a.decisions.length) blocks.push(sec(a.decisions.map((x) => `${x.decision === 'go' ? ':large_green_circle: *Go*' : ':red_circle: *No-go*'} by ${who(x.actor)}: ${esc(clip(x.rationale, 300))}`).join('\n')));
+  if (d.status === 'awaiting-go') {
+    const value = JSON.stringify({ id: d.id, release: d.release });
+    blocks.push({
+      type: 'actions',
+      block_id: `deploy:go:${d.id}`,
+      elements: [
+        { type: 'button', action_id: ACTIONS.deployGo, text: plainText('Go'), value, style: 'primary' },
+        { type: 'button', action_id: ACTIONS.deployNoGo, text: plainText('No-go'), value, style: 'danger' },
+      ],
+    });
+    blocks.push(ctxBlock(`Needs ${a.needed} Go from release managers; the one who asked cannot be the only one.`));
+  } else {
+    blocks.push(ctxBlock(`Deployment #${d.id}: *${esc(d.status)}*${d.cause ? ` · ${esc(clip(d.cause, 500))}` : ''}`));
+  }
+  return checkMessage({ text: `Go / no-go: ${d.release} to ${d.env} (deployment #${d.id}): ${d.status}`, blocks });
+}
+
+export interface DecideRef {
+  id: number;
+  release: string;
+  decision?: 'go' | 'no-go' | 'rollback';
+  channel?: string;
+  ts?: string;
+}
+
+/** The confirmation modal of Go, No-go and rollback: a rationale is required. */
+export function confirmModal(ref: DecideRef, summary: string): ModalView {
+  const title = ref.decision === 'go' ? 'Go' : ref.decision === 'no-go' ? 'No-go' : 'Roll back';
+  return checkView({
+    type: 'modal',
+    callback_id: VIEWS.deployDecide,
+    title: plainText(clip(`${title}: ${ref.release}`, LIMITS.modalTitle)),
+    submit: plainText(ref.decision === 'rollback' ? 'Roll back' : title),
+    close: plainText('Cancel'),
+    private_metadata: JSON.stringify(ref),
+    blocks: [
+      sec(summary),
+      { type: 'input', block_id: BLOCKS.deployRationale, label: plainText('Rationale'), element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000 } },
+    ],
+  });
+}
+
+/** One message updated in place while the sequence (or the rollback) runs: every step with its timing. */
+export function deployProgressMessage(d: Deployment): Message {
+  const state = d.status === 'succeeded' ? ':white_check_mark:' : d.status === 'rolled-back' ? ':leftwards_arrow_with_hook:' : d.status === 'rollback-failed' ? ':rotating_light:' : ':hourglass_flowing_sand:';
+  const blocks: KnownBlock[] = [sec(`${state} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)} · code \`${esc(d.code_version)}\``)];
+  if (d.steps.length) blocks.push(sec(d.steps.map((s) => stepLine(s, true)).join('\n')));
+  if (d.undo.length) blocks.push(sec(`*Rollback* (reverse order)\n${d.undo.map((s) => stepLine(s, true)).join('\n')}`));
+  if (d.cause) blocks.push(ctxBlock(`Cause: ${esc(clip(d.cause, 1000))}`));
+  return checkMessage({ text: `Deployment #${d.id} of ${d.release}: ${d.status}`, blocks });
+}
+
+/** After a rollback: what happened and why; the env stays locked until a release_manager unlocks it. */
+export function rollbackCard(d: Deployment, locked: boolean): Message {
+  const blocks: KnownBlock[] = [
+    sec(`${d.status === 'rolled-back' ? ':leftwards_arrow_with_hook:' : ':rotating_light:'} *${esc(d.release)} on ${esc(d.env)} was ${d.status === 'rolled-back' ? 'rolled back' : 'NOT fully rolled back'}* (deployment #${d.id}): ${esc(clip(d.cause ?? '', 1500))}`),
+    sec(d.undo.map((s) => stepLine(s, true)).join('\n') || 'nothing to undo'),
+  ];
+  if (locked) {
+    blocks.push({ type: 'actions', block_id: `deploy:unlock:${d.id}`, elements: [{ type: 'button', action_id: ACTIONS.deployUnlock, text: plainText(`Unlock ${clip(d.env, 40)}`), value: JSON.stringify({ env: d.env, id: d.id }) }] });
+    blocks.push(ctxBlock(`${esc(d.env)} stays locked until a release_manager unlocks it (here, or \`tributary unlock ${esc(d.env)}\`).`));
+  } else {
+    blocks.push(ctxBlock(`${esc(d.env)} is unlocked.`));
+  }
+  return checkMessage({ text: `${d.release} on ${d.env}: ${d.status} (deployment #${d.id})`, blocks });
+}
+
+/** The timeline for the post-mortem thread. */
+export function timelineText(d: Deployment): string {
+  const rows = [...d.steps, ...d.undo].map((s) => `• ${s.startedAt.slice(11, 19)} ${s.name} ${s.status}${s.ms !== undefined ? ` ${(s.ms / 1000).toFixed(1)} s` : ''}${s.error ? `: ${esc(clip(s.error, 300))}` : ''}`);
+  return `*Post-mortem timeline of deployment #${d.id}* (${esc(d.release)} to ${esc(d.env)}, UTC)\n${rows.join('\n')}`;
+}
+
+/** Found at start-up: a deployment whose process died; Resume or Roll back. */
+export function interruptedCard(d: Deployment, where: string): Message {
+  const value = JSON.stringify({ id: d.id, release: d.release });
+  return checkMessage({
+    text: `Deployment #${d.id} of ${d.release} was interrupted`,
+    blocks: [
+      sec(`:warning: *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)} was interrupted* (the process running it died): ${esc(where)}`),
+      sec(d.steps.map((s) => stepLine(s, true)).join('\n') || 'no step started'),
+      {
+        type: 'actions',
+        block_id: `deploy:interrupted:${d.id}`,
+        elements: [
+          { type: 'button', action_id: ACTIONS.deployResume, text: plainText('Resume'), value, style: 'primary' },
+          { type: 'button', action_id: ACTIONS.deployRollback, text: plainText('Roll back'), value, style: 'danger' },
+        ],
+      },
+    ],
+  });
+}
