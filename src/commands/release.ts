@@ -60,6 +60,8 @@ const USAGES: Record<string, string> = {
   test: '/release test R2 --tier 1|2 | --feature FEAT-101 | --smoke [--env production]',
   promote: '/release promote R2',
   approve: '/release approve R2',
+  deploy: '/release deploy R2 [--at 2026-11-26T22:00:00Z]',
+  rollback: '/release rollback R2',
   coverage: '/release coverage',
 };
 

@@ -160,3 +160,44 @@ describe('rollback on demand', () => {
     await expect(rollbackRelease(e.ctx, 'R2', { actor: 'U0RM1', rationale: 'again please' })).rejects.toThrow(/no successful deployment/);
   });
 });
+
+describe('the webhook deployer', () => {
+  it('posts the action with its token, polls the job until it finishes, and reports a failed job', async () => {
+    const http = await import('node:http');
+    const seen: { action: string; auth: string | undefined }[] = [];
+    let polls = 0;
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        if (req.method === 'POST') {
+          const b = JSON.parse(body) as { action: string; version?: string };
+          seen.push({ action: `${b.action}${b.version ? ` ${b.version}` : ''}`, auth: req.headers.authorization });
+          res.end(JSON.stringify({ id: b.action === 'deploy' ? 'job-1' : 'job-2', status: 'queued' }));
+          return;
+        }
+        polls++;
+        res.end(JSON.stringify(req.url!.includes('job-1') ? { status: polls < 3 ? 'running' : 'succeeded', output: 'deployed with token tok-hook-secret-1' } : { status: 'failed', message: 'pipeline red' }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const { codeDeployer } = await import('../../src/engine/deploy/deployers.js');
+      const { registerSecret } = await import('../../src/log.js');
+      registerSecret('tok-hook-secret-1');
+      const spec = { env: 'production', bundleDir: '/tmp', cwd: '/tmp', timeoutMs: 5000, quorum: 1, promptMs: 1000, windows: [], smoke: false, webhook: { url: `http://127.0.0.1:${port}/hook`, statusUrl: `http://127.0.0.1:${port}/jobs/{id}`, token: 'tok-hook-secret-1', pollMs: 20, timeoutMs: 5000 } };
+      const deployer = codeDeployer(spec);
+      const ok = await deployer.run('deploy', { release: 'R2', env: 'production', version: 'v2' });
+      expect(ok).toMatchObject({ ok: true });
+      expect(ok.output).toBe('deployed with token ***');
+      expect(polls).toBe(3);
+      const bad = await deployer.run('restart', { release: 'R2', env: 'production' });
+      expect(bad).toMatchObject({ ok: false, error: 'deploy.webhook restart failed: pipeline red' });
+      expect(seen).toEqual([{ action: 'deploy v2', auth: 'Bearer tok-hook-secret-1' }, { action: 'restart', auth: 'Bearer tok-hook-secret-1' }]);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { consolidate } from '../../src/engine/consolidate.js';
 import { applyDecision } from '../../src/engine/decide.js';
 import { createBundle, getBundle, listBundles, requireBundle } from '../../src/engine/deploy/bundle.js';
-import { backupData, BACKUP_SCHEMA, dataChecksums, deployData, getBackup, restoreData } from '../../src/engine/deploy/data.js';
+import { backupData, BACKUP_SCHEMA, dataChecksums, deployData, dropBackup, getBackup, restoreData } from '../../src/engine/deploy/data.js';
 import { transition } from '../../src/engine/lifecycle.js';
 import { loadRelease } from '../../src/engine/load.js';
 import { promoteRelease } from '../../src/engine/promote.js';
@@ -226,6 +226,11 @@ describe('data deployer', () => {
     expect(await rowsOf(e, 'prod.users')).toEqual(rowsBefore.users);
     expect(await rowsOf(e, 'prod.accounts')).toEqual(rowsBefore.accounts);
     expect(await rowsOf(e, 'prod.notes')).toEqual(['(1,100,"keep me")']);
+
+    // retention: the copies dropped, a restore says why it cannot be done
+    await dropBackup(e.ctx, second, by);
+    expect((await e.sql(`select count(*)::int as n from pg_tables where schemaname = $1`, [BACKUP_SCHEMA])).rows[0].n).toBe(2);
+    await expect(restoreData(e.ctx, second, by)).rejects.toThrow(`restoring backup #${second.id} into env production, table prod.users: its copy ${BACKUP_SCHEMA}.users_${second.id} is gone, so the table cannot be restored; nothing was restored`);
   });
 
   it('a failure mid-deploy leaves production unchanged and names env and table', async () => {

@@ -149,6 +149,8 @@ export async function getBackup(ctx: Ctx, id: number): Promise<Backup | null> {
   return row ? fromRow(row) : null;
 }
 
+const DATA_LOCK = 'tributary:deploy-data';
+
 /** Text formats fixed on both sides of every COPY; float output exact. */
 const SESSION = "set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set time zone 'UTC'";
 
@@ -275,14 +277,21 @@ export async function backupData(ctx: Ctx, bundle: Bundle, opts: { deploymentId?
     await summer?.client.end().catch(() => undefined);
   }
   const ms = Math.round(performance.now() - started);
-  const row = await ctx.db.control.transaction(async (trx) => {
-    const [r] = (await trx('data_backups')
-      .insert({ id, deployment_id: opts.deploymentId ?? null, bundle_id: bundle.id, env: env.name, release: bundle.release, tables: JSON.stringify(tables), created_by: opts.actor })
-      .returning('*')) as BackupRow[];
-    await recordAudit(trx, { actor: opts.actor, action: 'deploy.data.backup', release: bundle.release, subject: env.name, details: { backupId: id, deploymentId: opts.deploymentId ?? null, bundle: bundle.version, ms, tables } });
-    return r!;
-  });
-  return { ...fromRow(row), ms };
+  const record = { id, deploymentId: opts.deploymentId ?? null, bundleId: bundle.id, env: env.name, release: bundle.release, tables, createdBy: opts.actor, createdAt: '', restoredAt: null };
+  try {
+    const row = await ctx.db.control.transaction(async (trx) => {
+      const [r] = (await trx('data_backups')
+        .insert({ id, deployment_id: record.deploymentId, bundle_id: bundle.id, env: env.name, release: bundle.release, tables: JSON.stringify(tables), created_by: opts.actor })
+        .returning('*')) as BackupRow[];
+      await recordAudit(trx, { actor: opts.actor, action: 'deploy.data.backup', release: bundle.release, subject: env.name, details: { backupId: id, deploymentId: record.deploymentId, bundle: bundle.version, ms, tables } });
+      return r!;
+    });
+    return { ...fromRow(row), ms };
+  } catch (err) {
+    // not recorded: the copies would be orphans
+    await dropBackup(ctx, record, { actor: opts.actor, audit: false }).catch(() => undefined);
+    throw err;
+  }
 }
 
 function createTableSql(table: string, t: BundleTable): string {
@@ -325,6 +334,8 @@ export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: 
   try {
     await q('begin');
     await q('set local extra_float_digits = 1');
+    // one data deploy or restore at a time on this database (the env lock of the deployment aside)
+    await q('select pg_advisory_xact_lock(hashtext($1))', [DATA_LOCK]);
     if (env.schema) await q(`create schema if not exists ${ident(env.schema)}`);
     const created = new Set<string>();
     for (const t of bundle.tables) {
@@ -405,6 +416,7 @@ export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor;
   try {
     await q('begin');
     await q('set local extra_float_digits = 1');
+    await q('select pg_advisory_xact_lock(hashtext($1))', [DATA_LOCK]);
     for (const t of backup.tables) {
       current = shown(t.schema, t.table);
       if (t.backup && !(await exists(q, qualified(BACKUP_SCHEMA, t.backup)))) {
@@ -470,6 +482,7 @@ export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor;
         out.push({ entity: t.entity, table: t.table, rows: 0, checksum: '0', before, after: { rows: 0, checksum: '0' }, dropped: true });
         continue;
       }
+      await q(`analyze ${qualified(t.schema ?? undefined, t.table)}`);
       const got = await figures(q, t.schema ?? undefined, t.table);
       if (got.rows !== t.rows || got.checksum !== t.checksum) {
         throw new TributaryError(
@@ -499,7 +512,7 @@ export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor;
 }
 
 /** Drops the backup's copies in the production database (retention); the data_backups row stays. */
-export async function dropBackup(ctx: Ctx, input: Backup, opts: { actor: Actor }): Promise<void> {
+export async function dropBackup(ctx: Ctx, input: Backup, opts: { actor: Actor; audit?: boolean }): Promise<void> {
   const backup = asBackup(input);
   const env = envOrThrow(ctx.config, backup.env);
   const { client, q } = await open(ctx, env);
@@ -510,5 +523,6 @@ export async function dropBackup(ctx: Ctx, input: Backup, opts: { actor: Actor }
   } finally {
     await client.end().catch(() => undefined);
   }
+  if (opts.audit === false) return;
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.data.backup.drop', release: backup.release, subject: env.name, details: { backupId: backup.id } });
 }

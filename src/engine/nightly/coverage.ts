@@ -74,7 +74,12 @@ export async function coverageGrowth(ctx: Ctx): Promise<Coverage> {
 
   const features: string[] = [];
   const owners: string[] = [];
-  for (const r of ctx.config.releases.values()) for (const f of r.features.keys()) (features.push(f), owners.push(r.name));
+  for (const r of ctx.config.releases.values()) {
+    for (const f of r.features.keys()) {
+      features.push(f);
+      owners.push(r.name);
+    }
+  }
   const tests = new Map<string, number>();
   const t = await db.raw<{ rows: { release: string; n: number }[] }>(
     `select fr.release, count(distinct c.test_id)::int as n

@@ -1,0 +1,149 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createBundle } from '../../src/engine/deploy/bundle.js';
+import { createBot, type Bot } from '../../src/slack/app.js';
+import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
+import { approvedRelease, dumpProduction, fakeDeployer, seedProduction } from '../deploy-setup.js';
+import type { TestEnv } from '../helpers.js';
+import { actionBody, FakeSlack, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
+
+/** Deployment from Slack: the go/no-go card, confirmation modals, progress, /rollback, Unlock. */
+const SECRET = 'test-signing-secret';
+let env: TestEnv;
+let fake: FakeSlack;
+let bot: Bot;
+let url: string;
+let app: string;
+
+beforeAll(async () => {
+  fake = new FakeSlack();
+  await fake.start();
+  app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-slack-app-'));
+  env = await approvedRelease({
+    deploy: fakeDeployer(app),
+    roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2'] },
+    slack: { releaseChannel: 'C_REL' },
+  });
+  await seedProduction(env);
+  fs.mkdirSync(path.join(app, 'releases', 'v1'), { recursive: true });
+  fs.symlinkSync(path.join(app, 'releases', 'v1'), path.join(app, 'current'));
+  await createBundle(env.ctx, 'R2', { code: 'v2', actor: 'U0RM1' });
+  bot = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, {
+    botId: 'BBOT',
+    botUserId: 'UBOT',
+    retries: 0,
+    progressIntervalMs: 20,
+    cardIntervalMs: 5,
+    statusTtlMs: 0,
+    scheduler: false,
+  });
+  const { port } = await bot.start();
+  url = `http://127.0.0.1:${port}/slack/events`;
+});
+
+afterAll(async () => {
+  await bot?.stop();
+  await env?.close();
+  await fake?.stop();
+});
+
+beforeEach(() => fake.reset());
+
+const send = (body: string) => signedPost(url, body, SECRET);
+type Blocks = { type: string; elements?: { action_id: string; value: string }[] }[];
+const rationale = (text: string) => ({ [BLOCKS.deployRationale]: { value: { type: 'plain_text_input', value: text } } });
+
+async function clickAndConfirm(user: string, actionId: string, value: string, why: string): Promise<string> {
+  fake.reset();
+  await send(actionBody(fake, user, actionId, value, { channel: 'C_REL', ts: '1700000001.000100' }));
+  await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+  const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string };
+  expect(view.callback_id).toBe(VIEWS.deployDecide);
+  return (await send(viewSubmissionBody(user, view, rationale(why)))).body;
+}
+
+describe('/release deploy and /rollback', () => {
+  it('go/no-go card, quorum without self-approval, the sequence in one message, then /rollback with Unlock and a post-mortem thread', async () => {
+    const before = await dumpProduction(env);
+    await send(slashBody(fake, 'deploy R2', 'U0LEAD'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toContain('deploy needs the release_manager role');
+
+    fake.reset();
+    await send(slashBody(fake, 'deploy R2', 'U0RM1'));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1));
+    const card = fake.of('chat.postMessage')[0]!;
+    expect(card.channel).toBe('C_REL');
+    const cardText = JSON.stringify(card.blocks);
+    expect(cardText).toContain('Bundle v1');
+    expect(cardText).toContain('*Tests*: none');
+    expect(cardText).toContain('Asked by* <@U0RM1>');
+    const go = (card.blocks as Blocks).flatMap((b) => b.elements ?? []).find((e) => e.action_id === ACTIONS.deployGo)!;
+
+    // the requester's own Go does not start it
+    expect(await clickAndConfirm('U0RM1', ACTIONS.deployGo, go.value, 'I asked, and I say go')).toBe('');
+    await vi.waitFor(() => expect(fake.of('chat.update').length).toBeGreaterThan(0));
+    expect(JSON.stringify(fake.of('chat.update').at(-1)!.blocks)).toContain('*Go* by <@U0RM1>');
+    expect((await env.db.control('deployments').first()).status).toBe('awaiting-go');
+
+    expect(await clickAndConfirm('U0RM2', ACTIONS.deployGo, go.value, 'reviewed the tier 2 report')).toBe('');
+    await vi.waitFor(async () => expect((await env.db.control('deployments').first()).status).toBe('succeeded'), { timeout: 30_000 });
+    await vi.waitFor(() => expect(fake.of('chat.update').some((u) => String(u.text).endsWith(': succeeded'))).toBe(true));
+    const progressTs = fake.of('chat.postMessage').find((m) => String(m.text).startsWith('Deployment #'))!;
+    const updates = fake.of('chat.update').filter((u) => u.ts === `${String(progressTs.ts ?? '')}` || String(u.text).startsWith('Deployment #'));
+    expect(updates.length).toBeGreaterThan(1);
+    expect(JSON.stringify(updates.at(-1)!.blocks)).toMatch(/deploy-code \(\d+\.\d s\): code v2 deployed/);
+
+    fake.reset();
+    await send(slashBody(fake, 'R2', 'U0RM2').replace('command=%2Frelease', 'command=%2Frollback'));
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+    const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string; blocks: unknown[] };
+    expect(JSON.stringify(view.blocks)).toContain('stays locked afterwards');
+    const empty = await send(viewSubmissionBody('U0RM2', view, rationale('')));
+    expect(JSON.parse(empty.body).errors[BLOCKS.deployRationale]).toMatch(/Say why/);
+    expect((await send(viewSubmissionBody('U0RM2', view, rationale('customers report wrong balances')))).body).toBe('');
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('rolled-back'))).toBe(true), { timeout: 30_000 });
+    const rolled = fake.of('chat.postMessage').find((m) => String(m.text).includes('rolled-back'))!;
+    const unlock = (rolled.blocks as Blocks).flatMap((b) => b.elements ?? []).find((e) => e.action_id === ACTIONS.deployUnlock)!;
+    expect(unlock).toBeDefined();
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => m.thread_ts && String(m.text).includes('Post-mortem timeline'))).toBe(true));
+    expect(await dumpProduction(env)).toBe(before);
+    expect(path.basename(fs.readlinkSync(path.join(app, 'current')))).toBe('v1');
+
+    fake.reset();
+    await send(actionBody(fake, 'U0LEAD', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toContain('unlock needs the release_manager role');
+    fake.reset();
+    await send(actionBody(fake, 'U0RM1', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toContain('production unlocked by <@U0RM1>');
+    expect(await env.db.control('env_locks')).toHaveLength(0);
+  });
+});
+
+describe('a bot that starts after a crash', () => {
+  it('reports the deployment left in flight, where it stopped, with Resume and Roll back', async () => {
+    await env.db.control('deployments').insert({
+      release: 'R2', bundle_id: 1, bundle_version: 1, code_version: 'v2', env: 'production', status: 'running', requested_by: 'U0RM1',
+      expires_at: new Date(Date.now() + 60_000), previous_code_version: 'v1', slack: JSON.stringify({ channel: 'C_REL' }),
+      steps: JSON.stringify([{ name: 'lock', status: 'done', startedAt: new Date().toISOString() }, { name: 'deploy-code', status: 'done', startedAt: new Date().toISOString() }, { name: 'migrate-up', status: 'running', startedAt: new Date().toISOString() }]),
+    });
+    const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
+    await second.start();
+    try {
+      await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('was interrupted'))).toBe(true));
+      const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('was interrupted'))!;
+      expect(card.channel).toBe('C_REL');
+      const text = JSON.stringify(card.blocks);
+      expect(text).toContain('stopped at migrate-up: code at v2, data as before');
+      const ids = (card.blocks as Blocks).flatMap((b) => b.elements ?? []).map((e) => e.action_id);
+      expect(ids).toEqual([ACTIONS.deployResume, ACTIONS.deployRollback]);
+    } finally {
+      await second.stop();
+      await env.db.control('deployments').where({ status: 'running' }).update({ status: 'rolled-back' });
+    }
+  });
+});
