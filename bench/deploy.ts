@@ -205,11 +205,12 @@ async function main(): Promise<void> {
     console.log('');
     const deployRatio = (backupMs + loadMs) / baseMs;
     const restoreRatio = restoreMs / baseMs;
-    const line = (name: string, v: number, target: number) => console.log(`${name.padEnd(44)} ${v.toFixed(2).padEnd(7)} ≤ ${target}     ${v <= target ? 'PASS' : 'MISS'}`);
+    // the targets are for the full size; at the quick size the fixed costs (connections, snapshot, audit) dominate
+    const verdict = (v: number, target: number) => (opts.quick ? '(judged at 1,000,000 rows)' : v <= target ? 'PASS' : 'MISS');
+    const line = (name: string, v: number, target: number) => console.log(`${name.padEnd(44)} ${v.toFixed(2).padEnd(7)} ≤ ${target}     ${verdict(v, target)}`);
     console.log(`${'figure'.padEnd(44)} value   target`);
     line('data deploy (backup + load + verify) / COPY', deployRatio, TARGETS.deploy);
     line('rollback (restore + verify) / COPY', restoreRatio, TARGETS.restore);
-    if (opts.quick) console.log('(quick size: fixed costs weigh more than at 1,000,000 rows)');
   } finally {
     await finish();
   }
