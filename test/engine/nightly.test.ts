@@ -11,6 +11,7 @@ import { claimSlot, NIGHTLY_LOCK, runNightlyNow } from '../../src/engine/nightly
 import { NO_RELEASE } from '../../src/engine/nightly/summary.js';
 import { coverageChartPng, renderNightly } from '../../src/views/nightly.js';
 import { ROOT, testEnv, urlFor, type TestEnv } from '../helpers.js';
+import { cli, output } from '../process.js';
 
 /**
  * The nightly regression on a real PostgreSQL with the fake test runner: the summary against the
@@ -153,6 +154,24 @@ describe('coverage growth', () => {
     expect(png.readUInt32BE(16)).toBe(800);
     expect(png.readUInt32BE(20)).toBe(400);
     expect(png.length).toBeGreaterThan(5000);
+  });
+});
+
+describe('the CLI', () => {
+  it('tributary coverage writes the chart; bad options are usage errors naming the option', async () => {
+    const chart = path.join(env.dir, 'coverage.png');
+    const [cov, age, now] = await Promise.all([
+      cli(['-c', env.configFile, 'coverage', '--chart', chart]),
+      cli(['-c', env.configFile, 'archive', '--older-than', 'soon']),
+      cli(['-c', env.configFile, 'nightly']),
+    ]);
+    expect(cov.code, output(cov)).toBe(0);
+    expect(cov.stdout).toMatch(/release\s+tests\s+cumulative tests\s+records\s+cumulative records\nR0\s+0\s+0\s+450\s+450/);
+    expect(fs.readFileSync(chart).subarray(1, 4).toString('latin1')).toBe('PNG');
+    expect(age.code, output(age)).toBe(2);
+    expect(age.stderr).toContain('--older-than takes an age such as 2y, 18mo, 8w, 90d or 12h (got "soon")');
+    expect(now.code, output(now)).toBe(2);
+    expect(now.stderr).toContain('tributary nightly --now');
   });
 });
 

@@ -97,7 +97,7 @@ describe('the nightly schedule across bot processes', () => {
     for (let i = 1; i < runs.length; i++) expect(new Date(runs[i]!.started_at).getTime()).toBeGreaterThanOrEqual(new Date(runs[i - 1]!.finished_at).getTime());
     // both processes scheduled, and each finished run was posted exactly once
     const pids = new Set([a.child.pid, b.child.pid].map(String));
-    expect(rows.every((r) => pids.has(String(r.claimed_by).split(':').pop()))).toBe(true);
+    expect(rows.every((r) => pids.has(String(r.claimed_by).split(':').pop() ?? ''))).toBe(true);
     expect(nightlyPosts()).toHaveLength(finished.filter((r) => r.posted_at).length);
     expect(finished.filter((r) => !r.posted_at).length).toBeLessThanOrEqual(1);
     expect(a.out() + b.out()).not.toContain('xoxb-proc-test');

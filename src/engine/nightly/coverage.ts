@@ -6,8 +6,8 @@ import { qualified } from '../sql.js';
 /**
  * Coverage growth: per release, the tests of its features (the catalog, feature → release by the plan)
  * and its data records (the row counts of its partitions in master, or of its archive when it was moved
- * to cold storage), each also cumulated over the releases up to it. Releases are ordered by their first
- * promotion into master, then as the plan lists them.
+ * to cold storage), each also cumulated over the releases up to it. Releases are in the plan's order, after those
+ * no longer in the plan (old ones, archived), which are ordered by their first promotion.
  */
 export interface CoverageRow {
   release: string;
@@ -95,8 +95,9 @@ export async function coverageGrowth(ctx: Ctx): Promise<Coverage> {
   for (const r of p as { release: string; at: Date }[]) first.set(r.release, new Date(r.at).getTime());
   const plan = [...ctx.config.releases.keys()];
   const names = [...new Set([...plan, ...records.keys(), ...archived.keys()])];
-  const planPos = (r: string) => (plan.includes(r) ? plan.indexOf(r) : plan.length);
-  names.sort((a, b) => (first.get(a) ?? Infinity) - (first.get(b) ?? Infinity) || planPos(a) - planPos(b) || a.localeCompare(b));
+  // releases no longer in the plan (old, archived) first, by their first promotion; then the plan's order
+  const planPos = (r: string) => (plan.includes(r) ? plan.indexOf(r) : -1);
+  names.sort((a, b) => planPos(a) - planPos(b) || (first.get(a) ?? Infinity) - (first.get(b) ?? Infinity) || a.localeCompare(b));
 
   let ct = 0;
   let cr = 0;

@@ -8,7 +8,9 @@ import type { RunTotals } from '../testing/results.js';
  * regressions and the fixed tests since the previous night (this night's result against the previous
  * nightly run's, test by test); the flaky leaderboard over the last nights (status flips between
  * consecutive nights, and passes on a retry); a per-release breakdown (each test counts for the releases
- * whose plan has one of its features); the pass-rate trend over the last 7 and 30 nights.
+ * whose plan has one of its features); the pass-rate trend over the last 7 and 30 nights. Flaky, as in
+ * the run's own classes: at least two flips over the window, or a pass on a retry (one change is a
+ * regression or a fix, not flakiness).
  */
 export interface TestRef {
   testId: string;
@@ -124,7 +126,7 @@ export async function nightlySummary(db: Knex, config: Config, runId: number, op
               count(*) filter (where not ok)::int as failures,
               count(*)::int as nights
          from h group by test_id
-     ) s where flips > 0 or retried > 0
+     ) s where flips >= 2 or retried > 0
       order by flips + retried desc, failures desc, test_id
       limit 10`,
     [window],
