@@ -7,7 +7,7 @@ export default tseslint.config(
   {
     // plain Node scripts: the demo's test suite and the runners' stand-ins in tests and benchmarks
     files: ['**/*.mjs'],
-    languageOptions: { globals: { process: 'readonly', performance: 'readonly', console: 'readonly', URL: 'readonly' } },
+    languageOptions: { globals: { process: 'readonly', performance: 'readonly', console: 'readonly', URL: 'readonly', setInterval: 'readonly', setTimeout: 'readonly' } },
   },
   ...tseslint.configs.recommended,
   {
