@@ -39,9 +39,15 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
   let last = 0;
   let pending: { step: string; detail?: string } | undefined;
   let timer: NodeJS.Timeout | undefined;
-  const send = async (m: ReturnType<typeof progressMessage>, final: boolean) => {
-    if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
-    else if (final) await respond({ response_type: 'ephemeral', replace_original: false, ...m });
+  // updates go out one after the other: the final one can never be overtaken by a late progress update
+  let chain: Promise<unknown> = Promise.resolve();
+  const send = (m: ReturnType<typeof progressMessage>, final: boolean): Promise<void> => {
+    const next = chain.then(async () => {
+      if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
+      else if (final) await respond({ response_type: 'ephemeral', replace_original: false, ...m });
+    });
+    chain = next.catch(() => undefined);
+    return next;
   };
   const flush = () => {
     timer = undefined;

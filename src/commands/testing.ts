@@ -86,7 +86,10 @@ export async function runPromote(deps: BotDeps, respond: RespondFn, user: string
     const r = await promoteRelease(ctx, release, { actor: user, progress: (step: string, info?: Record<string, unknown>) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
     await progress.done('promoted and verified', promoteCardText(r));
   } catch (err) {
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    const message = redact(err instanceof Error ? err.message : String(err));
+    // cross-release conflicts go to the same review cards: say where to decide them
+    const conflicts = err instanceof TributaryError && err.code === 'gate_conflicts';
+    await progress.fail(conflicts ? `${message}\nDecide them in Slack: /release review ${release} posts their cards; then /release promote ${release} again.` : message);
     if (!(err instanceof TributaryError)) throw err;
   }
 }

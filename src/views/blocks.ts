@@ -69,9 +69,9 @@ export const USAGE = [
 export function helpMessage(problem?: string): Message {
   const blocks: KnownBlock[] = [];
   if (problem) blocks.push(section(`:warning: ${esc(problem)}`));
-  blocks.push(section(`*Tributary* consolidates release test data from the ST databases.\n${USAGE.map((u) => `• ${u}`).join('\n')}`));
+  blocks.push(section(`*Tributary* consolidates, tests and deploys release test data from the ST databases.\n${USAGE.map((u) => `• ${u}`).join('\n')}`));
   blocks.push(context(`Every command has a CLI twin: \`tributary status R2\`, \`tributary decide C-015 …\``));
-  return checkMessage({ text: `${problem ? `${problem}\n` : ''}Usage: ${COMMANDS.release} help | status | tag | consolidate | conflicts | review | validate | load | audit`, blocks });
+  return checkMessage({ text: `${problem ? `${problem}\n` : ''}Usage: ${COMMANDS.release} help | status | tag | consolidate | conflicts | review | validate | load | audit | test | promote | approve | deploy | rollback | coverage`, blocks });
 }
 
 export function textMessage(text: string): Message {

@@ -102,6 +102,22 @@ describe('the command runner', () => {
     expect(o.cases[0]!).toMatchObject({ status: 'passed', features: ['FEAT-C'] });
   });
 
+  it("withholds Tributary's own secrets (audit key, control database, Slack tokens) from the team's command", async () => {
+    const saved = { slack: process.env.SLACK_BOT_TOKEN, key: process.env.TRIBUTARY_AUDIT_KEY };
+    process.env.SLACK_BOT_TOKEN = 'xoxb-withheld';
+    process.env.TRIBUTARY_AUDIT_KEY = 'audit-key-withheld-123';
+    try {
+      const o = await runShard(spec({ command: `env; printf '<testsuites><testcase name="a @FEAT-C" classname="test" time="0.1"/></testsuites>' > {junit}` }));
+      expect(o.outputTail).toContain('TRIBUTARY_SHARD=1');
+      expect(o.outputTail).not.toMatch(/SLACK_BOT_TOKEN|TRIBUTARY_AUDIT_KEY|withheld/);
+    } finally {
+      for (const [k, v] of [['SLACK_BOT_TOKEN', saved.slack], ['TRIBUTARY_AUDIT_KEY', saved.key]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+
   it('counts a selected test the command did not report as errored, not passed', async () => {
     const o = await runShard(spec({ tests: [{ id: 'test::a', name: 'a' }, { id: 'test::b', name: 'b' }], command: `printf '<testsuites><testcase name="a" classname="test" time="0.1"/></testsuites>' > {junit}` }));
     expect(o.cases.find((c) => c.name === 'b')).toMatchObject({ status: 'errored' });
@@ -171,6 +187,28 @@ describe('tiers', () => {
     s.behave({ results: { 'R1 statements @FEAT-OLD': 'fail' } });
     const again = await runTests(e.ctx, 'R2', { tier: 'nightly', ...by });
     expect(Object.fromEntries((await e.db.control('test_results').where({ run_id: again.runId }).select('name', 'class')).map((r) => [r.name, r.class]))['R1 statements @FEAT-OLD']).toBe('known-failure');
+  });
+
+  it('an errored run in between never hides a regression; a test that keeps flipping between runs is flaky', async () => {
+    const s = await setup();
+    const { e } = s;
+    await loaded(e);
+    const classOf = async (runId: number, name: string) => (await e.db.control('test_results').where({ run_id: runId, name }).first()).class as string;
+    await runTests(e.ctx, 'R2', { tier: 'nightly', ...by }); // everything passes
+    s.behave({ malformed: true });
+    const broken = await runTests(e.ctx, 'R2', { tier: 'nightly', ...by });
+    expect(broken.totals.errored).toBe(6);
+    s.behave({ results: { 'R1 statements @FEAT-OLD': 'fail' } });
+    const now = await runTests(e.ctx, 'R2', { tier: 'nightly', ...by });
+    expect(now.baselineRunId).toBe(broken.runId);
+    expect(await classOf(now.runId, 'R1 statements @FEAT-OLD')).toBe('new-regression');
+    expect(now.gate.passed).toBe(false);
+    s.behave({});
+    await runTests(e.ctx, 'R2', { tier: 'nightly', ...by }); // passes again
+    s.behave({ results: { 'R1 statements @FEAT-OLD': 'fail' } });
+    const flip = await runTests(e.ctx, 'R2', { tier: 'nightly', ...by }); // pass, fail, pass, fail
+    expect(await classOf(flip.runId, 'R1 statements @FEAT-OLD')).toBe('flaky');
+    expect(flip.flaky.map((f) => f.name)).toEqual(['R1 statements @FEAT-OLD']);
   });
 
   it('counts an errored shard (malformed JUnit XML) as errored, never passed, and fails the gate', async () => {

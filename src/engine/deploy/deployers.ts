@@ -1,7 +1,7 @@
 import type { DeployCommandName, DeploySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
-import { execShell, fillCommand } from '../testing/runner.js';
+import { commandEnv, execShell, fillCommand } from '../testing/runner.js';
 
 /**
  * The code deployer: the team's own tool, never a home-made one. Either configured shell commands
@@ -44,7 +44,7 @@ function commandDeployer(spec: DeploySpec): CodeDeployer {
       if (vars.migration !== undefined) values.migration = vars.migration;
       const line = fillCommand(c.run, values);
       const started = performance.now();
-      const exec = await execShell(line, spec.cwd, { ...process.env, TRIBUTARY_RELEASE: vars.release, TRIBUTARY_ENV: vars.env, ...(vars.version ? { TRIBUTARY_VERSION: vars.version } : {}) }, c.timeoutMs);
+      const exec = await execShell(line, spec.cwd, commandEnv({ TRIBUTARY_RELEASE: vars.release, TRIBUTARY_ENV: vars.env, ...(vars.version ? { TRIBUTARY_VERSION: vars.version } : {}) }), c.timeoutMs);
       const ms = Math.round(performance.now() - started);
       const output = redact(exec.tail).trim();
       const what = redact(line);

@@ -114,8 +114,17 @@ export async function baselineRun(db: Knex, run: { id: number; release: string; 
   return row ? (row.id as number) : null;
 }
 
-/** Classifies every result of the run against the baseline and the recent history (flips). */
+/**
+ * Classifies every result of the run against the baseline and the recent history (flips). A test's
+ * baseline is its last real outcome (passed or failed) up to the baseline run, in runs of the same kind
+ * on the same env: an errored or skipped result there (a shard that timed out, an infra failure) says
+ * nothing about the test, so it never turns a regression into a "known failure".
+ */
 export async function classifyRun(db: Knex, runId: number, baselineId: number | null): Promise<void> {
+  const run = await db('test_runs').where({ id: runId }).first('env', 'tier', 'release');
+  const wide = run.tier === '2' || run.tier === 'nightly';
+  const sameKind = wide ? `tr.tier in ('2', 'nightly')` : `tr.tier = ? and tr.release = ?`;
+  const kindArgs = wide ? [] : [run.tier, run.release];
   await db.raw(
     `with hist as (
        select r.test_id,
@@ -124,8 +133,7 @@ export async function classifyRun(db: Knex, runId: number, baselineId: number | 
          join lateral (
            select (x.status = 'passed') as ok, lag(x.status = 'passed') over (order by x.run_id) as prev
              from test_results x join test_runs tr on tr.id = x.run_id
-            where x.test_id = r.test_id and x.run_id <= r.run_id and x.status <> 'skipped'
-              and tr.env = (select env from test_runs where id = r.run_id)
+            where x.test_id = r.test_id and x.run_id <= r.run_id and x.status in ('passed', 'failed') and tr.env = ?
             order by x.run_id desc limit 6
          ) h on true
         where r.run_id = ?
@@ -135,7 +143,11 @@ export async function classifyRun(db: Knex, runId: number, baselineId: number | 
        select t2.test_id, t2.status, t2.retried, coalesce(hist.flips, 0) as flips, b.status as base
          from test_results t2
          left join hist on hist.test_id = t2.test_id
-         left join test_results b on b.run_id = ? and b.test_id = t2.test_id
+         left join lateral (
+           select x.status from test_results x join test_runs tr on tr.id = x.run_id
+            where x.test_id = t2.test_id and x.run_id <= ? and x.status in ('passed', 'failed') and tr.env = ? and ${sameKind}
+            order by x.run_id desc limit 1
+         ) b on true
         where t2.run_id = ?
      )
      update test_results t set class = case
@@ -143,13 +155,13 @@ export async function classifyRun(db: Knex, runId: number, baselineId: number | 
          when cur.retried then 'flaky'
          when cur.flips >= 2 then 'flaky'
          when cur.base is null then case when cur.status = 'passed' then 'passing' else 'new-test' end
-         when cur.status = 'passed' and cur.base in ('failed', 'errored') then 'fixed'
+         when cur.status = 'passed' and cur.base = 'failed' then 'fixed'
          when cur.status = 'passed' then 'passing'
          when cur.base = 'passed' then 'new-regression'
          else 'known-failure' end
        from cur
       where t.run_id = ? and t.test_id = cur.test_id`,
-    [runId, baselineId ?? -1, runId, runId],
+    [run.env, runId, baselineId ?? -1, run.env, ...kindArgs, runId, runId],
   );
 }
 

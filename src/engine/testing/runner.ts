@@ -40,6 +40,18 @@ export function databaseUrl(p: ConnectionParams, schema?: string): string {
   return `postgres://${auth}${p.host}:${p.port}/${encodeURIComponent(p.database)}${q ? `?${q}` : ''}`;
 }
 
+/**
+ * Tributary's own secrets never reach the team's commands (tests, deployers): the audit key would let a
+ * test forge the audit chain, the control database URL and Slack tokens are not theirs to use.
+ */
+const WITHHELD = /^(TRIBUTARY_AUDIT_KEY|DATABASE_URL|SLACK_[A-Z_]*(TOKEN|SECRET)[A-Z_]*)$/;
+
+export function commandEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!WITHHELD.test(k)) env[k] = v;
+  return { ...env, ...extra };
+}
+
 export function fillCommand(command: string, values: Record<string, string>): string {
   return command.replace(/\{([A-Za-z]+)\}/g, (m, name: string) => (values[name] === undefined ? m : shellQuote(values[name]!)));
 }
@@ -120,15 +132,14 @@ async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], t
   const exec = await execShell(
     cmd,
     spec.cwd,
-    {
-      ...process.env,
+    commandEnv({
       TRIBUTARY_DATABASE_URL: spec.databaseUrl,
       TRIBUTARY_ENV: spec.env,
       TRIBUTARY_TESTS_FILE: testsFile,
       TRIBUTARY_SHARD: String(spec.index),
       TRIBUTARY_SHARDS: String(spec.count),
       TRIBUTARY_JUNIT: junit,
-    },
+    }),
     spec.timeoutMs,
   );
   exec.tail = redact(exec.tail);
