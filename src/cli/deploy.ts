@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { TributaryError } from '../errors.js';
 import { decideGo, decisionsOf, executeDeployment, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/deployment.js';
 import { renderDeployment } from '../views/deploy.js';
-import type { CliHelpers } from './load.js';
+import { authorizeCli, type CliHelpers } from './load.js';
 
 /**
  * `tributary deploy R2`, `deploy go|no-go <id>`, `deploy run|status <id>`, `rollback R2`, `unlock <env>`.
@@ -39,6 +39,7 @@ export function registerDeployCommands(program: Command, h: CliHelpers): void {
       const at = o.at ? new Date(o.at) : undefined;
       if (at && Number.isNaN(at.getTime())) throw new TributaryError('usage', `--at takes an ISO time, e.g. 2026-11-26T22:00:00Z (got "${o.at}")`);
       await h.withCtx(async (ctx) => {
+        await authorizeCli(ctx, h.actor(), 'deploy', release);
         const d = await requestDeployment(ctx, release, { actor: h.actor(), ...(at ? { at } : {}), ...(o.bundle ? { bundleVersion: Number(o.bundle) } : {}) });
         h.out(d, () => `${renderDeployment(d)}\nRelease managers decide: tributary deploy go ${d.id} --rationale "…" (or no-go), or Go on its card in Slack.`);
       });
@@ -51,6 +52,7 @@ export function registerDeployCommands(program: Command, h: CliHelpers): void {
       .requiredOption('--rationale <text>', 'why (audited)')
       .action(async (idText: string, o: { rationale: string }) => {
         await h.withCtx(async (ctx) => {
+          await authorizeCli(ctx, h.actor(), 'go');
           const res = await decideGo(ctx, parseId(idText), { actor: h.actor(), decision, rationale: o.rationale });
           if (!res.ready) {
             const decisions = await decisionsOf(ctx.db.control, res.deployment.id);
@@ -69,6 +71,7 @@ export function registerDeployCommands(program: Command, h: CliHelpers): void {
     .description('run an approved deployment now, or resume an interrupted one (its process died)')
     .action(async (idText: string) => {
       await h.withCtx(async (ctx) => {
+        await authorizeCli(ctx, h.actor(), 'deploy');
         const d = await executeDeployment(ctx, parseId(idText), { actor: h.actor(), ...(stepPrinter(h.json()) ? { progress: stepPrinter(h.json())! } : {}) });
         h.out(d, () => renderDeployment(d));
         if (d.status !== 'succeeded') process.exitCode = 1;
@@ -97,6 +100,7 @@ export function registerDeployCommands(program: Command, h: CliHelpers): void {
     .requiredOption('--rationale <text>', 'why (audited)')
     .action(async (release: string, o: { rationale: string }) => {
       await h.withCtx(async (ctx) => {
+        await authorizeCli(ctx, h.actor(), 'rollback', release);
         const interrupted = (await interruptedDeployments(ctx)).find((d) => d.release === release);
         const d = interrupted
           ? await rollbackInterrupted(ctx, interrupted, h.actor(), o.rationale, stepPrinter(h.json()))
@@ -112,6 +116,7 @@ export function registerDeployCommands(program: Command, h: CliHelpers): void {
     .option('--rationale <text>', 'why (audited)')
     .action(async (env: string, o: { rationale?: string }) => {
       await h.withCtx(async (ctx) => {
+        await authorizeCli(ctx, h.actor(), 'unlock');
         const r = await unlockEnv(ctx, env, { actor: h.actor(), ...(o.rationale ? { rationale: o.rationale } : {}) });
         h.out(r, () => (r.was ? `${env} unlocked (it was held by ${r.was.holder}${r.was.deployment_id ? ` for deployment #${r.was.deployment_id}` : ''})` : `${env} was not locked`));
       });

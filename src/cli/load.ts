@@ -1,10 +1,20 @@
 import type { Command } from 'commander';
 import type { Ctx } from '../engine/context.js';
+import { authorize } from '../engine/roles.js';
 import { why } from '../engine/lineage.js';
 import { loadRelease } from '../engine/load.js';
 import { renderLineage, renderLoad } from '../views/text.js';
 
 /** `tributary load R2` and `tributary why <entity> <key> --release R2`. */
+/**
+ * The CLI acts with its operator's trust (whoever reaches the control database), under the identity of
+ * `--as` (or the OS user). Where roles are configured, that identity must hold the role, as in Slack:
+ * `--as U0123ABCD` names the Slack user whose role is checked; a refusal is audited.
+ */
+export async function authorizeCli(ctx: Ctx, actor: string, action: Parameters<typeof authorize>[3], release?: string): Promise<void> {
+  await authorize(ctx, actor.replace(/^cli:/, ''), [], action, release);
+}
+
 export interface CliHelpers {
   withCtx<T>(fn: (ctx: Ctx) => Promise<T>): Promise<T>;
   out(value: unknown, text: () => string): void;

@@ -1,16 +1,10 @@
 import type { Command } from 'commander';
-import type { Ctx } from '../engine/context.js';
 import { promoteRelease } from '../engine/promote.js';
 import { EXIT, TributaryError } from '../errors.js';
 import { renderPromote, renderPromoteRefused, type PromoteRefusal } from '../views/promote.js';
+import { authorizeCli, type CliHelpers } from './load.js';
 
 /** `tributary promote R2`: staging into the cumulative master, one partition per release (exit 3 while cross-release conflicts are open). */
-export interface CliHelpers {
-  withCtx<T>(fn: (ctx: Ctx) => Promise<T>): Promise<T>;
-  out(value: unknown, text: () => string): void;
-  actor(): string;
-  json(): boolean;
-}
 
 export function registerPromoteCommands(program: Command, h: CliHelpers): void {
   program
@@ -19,6 +13,7 @@ export function registerPromoteCommands(program: Command, h: CliHelpers): void {
     .action(async (release: string) => {
       await h.withCtx(async (ctx) => {
         const progress = h.json() ? undefined : (step: string, info?: Record<string, unknown>) => process.stderr.write(`… ${step}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
+        await authorizeCli(ctx, h.actor(), 'promote', release);
         try {
           const r = await promoteRelease(ctx, release, { actor: h.actor(), ...(progress ? { progress } : {}) });
           h.out(r, () => renderPromote(r));

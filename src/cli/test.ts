@@ -3,7 +3,7 @@ import { TributaryError } from '../errors.js';
 import type { Tier } from '../engine/testing/catalog.js';
 import { approveRelease, runTests } from '../engine/testing/tiers.js';
 import { renderProgress, renderTestRun } from '../views/testing.js';
-import type { CliHelpers } from './load.js';
+import { authorizeCli, type CliHelpers } from './load.js';
 
 /** `tributary test R2 --tier 1|2 | --feature F | --smoke [--env E]` and `tributary approve R2`. */
 export function registerTestCommands(program: Command, h: CliHelpers): void {
@@ -21,6 +21,7 @@ export function registerTestCommands(program: Command, h: CliHelpers): void {
       if (o.env && o.tier) throw new TributaryError('usage', '--env goes with --feature or --smoke (tier 1 runs on staging, tier 2 on master)');
       const tier: Tier = o.tier ? (o.tier as Tier) : o.feature ? 'feature' : 'smoke';
       await h.withCtx(async (ctx) => {
+        await authorizeCli(ctx, h.actor(), 'test', release);
         const progress = h.json() ? undefined : (p: Parameters<typeof renderProgress>[0]) => process.stderr.write(`… ${renderProgress(p)}\n`);
         const r = await runTests(ctx, release, { tier, actor: h.actor(), ...(o.feature ? { feature: o.feature } : {}), ...(o.env ? { env: o.env } : {}), ...(progress ? { progress } : {}) });
         h.out(r, () => renderTestRun(r));
@@ -35,6 +36,7 @@ export function registerTestCommands(program: Command, h: CliHelpers): void {
     .option('--override', 'approve past a failed tier 2 gate (the rationale says why)')
     .action(async (release: string, o: { rationale: string; override?: boolean }) => {
       await h.withCtx(async (ctx) => {
+        await authorizeCli(ctx, h.actor(), 'approve', release);
         const r = await approveRelease(ctx, release, { actor: h.actor(), rationale: o.rationale, override: !!o.override });
         h.out(r, () => `${release} approved by ${r.approvedBy} on tier 2 run #${r.runId}${r.override ? ' (OVERRIDE of a failed gate)' : ''}: ready for production`);
       });

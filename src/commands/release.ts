@@ -138,7 +138,9 @@ export function register(app: App, deps: BotDeps): void {
         await replyError(respond, err, `/release ${p.sub}`);
       }
     };
-    deps.background(work);
+    // long jobs get their own queue; modals (approve, rollback) must open within the trigger's 3 s
+    if (['test', 'promote', 'deploy'].includes(p.sub)) deps.longRunning(work);
+    else deps.background(work, ['approve', 'rollback'].includes(p.sub));
   });
 }
 

@@ -32,6 +32,11 @@ export interface BotDeps {
    * waits for it.
    */
   background(work: () => Promise<unknown>, urgent?: boolean): void;
+  /**
+   * Work that runs for minutes or hours (test runs, promotions, deployments): its own queue, so it never
+   * holds the slots that opening a modal or deciding a card needs within Slack's 3 s.
+   */
+  longRunning(work: () => Promise<unknown>): void;
   /** Minimum interval between two updates of a progress message. */
   progressIntervalMs: number;
   /**
@@ -98,6 +103,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
 
   const inflight = new Set<Promise<unknown>>();
   const queue = new PQueue({ concurrency: opts.backgroundConcurrency ?? 4 });
+  const longQueue = new PQueue({ concurrency: 4 });
   const track = (p: Promise<unknown>) => {
     inflight.add(p);
     void p.catch(() => undefined).finally(() => inflight.delete(p));
@@ -119,6 +125,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
     cards: new CardService(ctx, app.client, opts.cardIntervalMs),
     progressIntervalMs: opts.progressIntervalMs ?? 1500,
     background: (work, urgent) => track(queue.add(work, { priority: urgent ? 1 : 0 })),
+    longRunning: (work) => track(longQueue.add(work)),
     async groupsOf(user) {
       const out: string[] = [];
       for (const g of groupIds) {

@@ -274,4 +274,27 @@ describe('tributary CLI', () => {
     const audit = await db.control.raw(`select count(*)::int as n from audit_events where details::text like ?`, [`%${SECRET}%`]);
     expect(audit.rows[0].n).toBe(0);
   });
+
+  it('where roles are configured, the identity of --as must hold the role (approve, promote, test, deploy, rollback, unlock), audited', async () => {
+    const doc = demoDoc() as Record<string, unknown>;
+    doc.roles = { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] };
+    const withRoles = path.join(dir, 'roles.yml');
+    fs.writeFileSync(withRoles, stringify(doc));
+    const as = (who: string, ...args: string[]) => cli(['--config', withRoles, '--as', who, ...args]);
+    const refused = await Promise.all([
+      as('U0RM', 'approve', 'R2', '--rationale', 'looks fine'),
+      as('U0RM', 'promote', 'R2'),
+      as('U0RM', 'test', 'R2', '--tier', '1'),
+      as('U0LEAD', 'deploy', 'R2'),
+      as('U0LEAD', 'rollback', 'R2', '--rationale', 'broken'),
+      as('U0LEAD', 'unlock', 'production'),
+    ]);
+    const needs = ['approve needs the qa_lead role', 'promote needs the qa_lead role', 'test needs the qa_lead role', 'deploy needs the release_manager role', 'rollback needs the release_manager role', 'unlock needs the release_manager role'];
+    refused.forEach((r, i) => {
+      expect(r.code, output(r)).toBe(3);
+      expect(r.stderr).toContain(needs[i]);
+    });
+    const audit = await db.control('audit_events').where({ action: 'auth.refused' }).whereIn('actor', ['U0RM', 'U0LEAD']).count<{ n: number }[]>('* as n');
+    expect(Number(audit[0]!.n)).toBeGreaterThanOrEqual(6);
+  });
 });
