@@ -105,8 +105,10 @@ export function registerDeployCommands(program: Command, h: CliHelpers): void {
         const d = interrupted
           ? await rollbackInterrupted(ctx, interrupted, h.actor(), o.rationale, stepPrinter(h.json()))
           : await rollbackRelease(ctx, release, { actor: h.actor(), rationale: o.rationale, ...(stepPrinter(h.json()) ? { progress: stepPrinter(h.json())! } : {}) });
-        h.out(d, () => `${renderDeployment(d)}\n${d.env} stays locked until a release_manager unlocks it: tributary unlock ${d.env}`);
-        if (d.status !== 'rolled-back') process.exitCode = 1;
+        // an approved deployment that never started is cancelled: nothing was done, nothing is locked
+        const cancelled = d.status === 'rejected';
+        h.out(d, () => `${renderDeployment(d)}${cancelled ? '' : `\n${d.env} stays locked until a release_manager unlocks it: tributary unlock ${d.env}`}`);
+        if (d.status !== 'rolled-back' && !cancelled) process.exitCode = 1;
       });
     });
 

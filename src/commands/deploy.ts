@@ -135,7 +135,9 @@ async function postRollback(deps: BotDeps, channel: string, d: Deployment): Prom
 async function openConfirm(deps: BotDeps, triggerId: string, ref: DecideRef): Promise<void> {
   const d = await getDeployment(deps.ctx.db.control, ref.id);
   const summary =
-    ref.decision === 'rollback'
+    ref.decision === 'rollback' && d.status === 'approved' && d.steps.length === 0
+      ? `Cancel deployment #${d.id} of *${esc(d.release)}* to *${esc(d.env)}*: it reached Go but never started (the process that was to run it died); nothing was done, so nothing is rolled back.`
+      : ref.decision === 'rollback'
       ? `Roll back *${esc(d.release)}* on *${esc(d.env)}* (deployment #${d.id}, ${esc(d.status)}): data restored from its backup and verified, schema migrated down, code back to ${esc(d.previous_code_version ?? 'the previous version')}. ${esc(d.env)} stays locked afterwards.`
       : `${ref.decision === 'go' ? 'Go' : 'No-go'} for deployment #${d.id}: *${esc(d.release)}* to *${esc(d.env)}*, code \`${esc(d.code_version)}\`${d.window_at ? `, window ${new Date(d.window_at).toISOString()}` : ', at once'}.`;
   await deps.client.views.open({ trigger_id: triggerId, view: confirmModal(ref, summary) });
@@ -145,7 +147,8 @@ export async function openRollbackFromCommand(deps: BotDeps, user: string, trigg
   const { ctx } = deps;
   await authorize(ctx, user, await deps.groupsOf(user), 'rollback', release);
   const interrupted = (await interruptedDeployments(ctx)).find((d) => d.release === release);
-  const d = interrupted ?? ((await ctx.db.control('deployments').where({ release, status: 'succeeded' }).orderBy('id', 'desc').first()) as Deployment | undefined);
+  // the last one that succeeded, or whose rollback stopped (taken up again where it stopped)
+  const d = interrupted ?? ((await ctx.db.control('deployments').where({ release }).whereIn('status', ['succeeded', 'rollback-failed']).orderBy('id', 'desc').first()) as Deployment | undefined);
   if (!d) throw new TributaryError('gate_state', `${release} has no deployment to roll back (none succeeded, none interrupted)`);
   await openConfirm(deps, triggerId, { id: d.id, release, decision: 'rollback' });
 }
@@ -245,7 +248,7 @@ export function register(app: App, deps: BotDeps): void {
         const d = await getDeployment(ctx.db.control, ref.id);
         await ack();
         const channel = ref.channel ?? d.slack.channel ?? channelOf(deps, '');
-        const interrupted = ['running', 'rolling-back'].includes(d.status);
+        const interrupted = ['approved', 'running', 'rolling-back'].includes(d.status);
         runInBackground(deps, d.id, user, channel, (progress) =>
           interrupted ? rollbackInterruptedDeployment(ctx, d.id, { actor: user, rationale, progress }) : rollbackRelease(ctx, d.release, { actor: user, rationale, progress }),
         );

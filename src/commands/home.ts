@@ -30,7 +30,7 @@ export function register(app: App, deps: BotDeps): void {
         const sum = n.summary as NightlySummary | null;
         return {
           at: new Date(n.started_at).toISOString().slice(0, 16).replace('T', ' '),
-          status: n.status === 'done' ? 'done' : 'failed',
+          status: n.status === 'running' ? (n.interrupted ? 'interrupted' : 'running') : n.status === 'done' ? 'done' : 'failed',
           passRate: sum?.totals?.passRate ?? null,
           newRegressions: sum?.newRegressions?.count ?? 0,
           fixed: sum?.fixed?.count ?? 0,

@@ -210,7 +210,7 @@ const deploySchema = z
       .optional(),
     webhook: z
       .strictObject({
-        /** POSTed { action, version, release, deployment }; answers { id } or { status }; polled at statusUrl with {id}. */
+        /** POSTed { action, version, release, env } (version for deploy and rollback; migration too when deploy.migration is set); answers { id } or { status }; polled at statusUrl with {id}. */
         url: z.string().url(),
         statusUrl: z.string().min(1).optional(),
         token: z.string().min(1).optional(),

@@ -6,9 +6,11 @@ import * as findings from '../../migrations/20261125151000_findings.js';
 import * as loads from '../../migrations/20261125152000_loads.js';
 import * as testing from '../../migrations/20261125160000_testing.js';
 import * as deployments from '../../migrations/20261125171000_deployments.js';
+import * as deployOpenUnique from '../../migrations/20261125172000_deploy_open_unique.js';
 import * as promotions from '../../migrations/20261125161000_promotions.js';
 import * as deployBundles from '../../migrations/20261125170000_deploy_bundles.js';
 import * as nightly from '../../migrations/20261125180000_nightly.js';
+import * as prunedTests from '../../migrations/20261125190000_pruned_tests.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -22,9 +24,11 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125152000_loads': loads,
   '20261125160000_testing': testing,
   '20261125171000_deployments': deployments,
+  '20261125172000_deploy_open_unique': deployOpenUnique,
   '20261125161000_promotions': promotions,
   '20261125170000_deploy_bundles': deployBundles,
   '20261125180000_nightly': nightly,
+  '20261125190000_pruned_tests': prunedTests,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

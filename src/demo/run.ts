@@ -23,6 +23,7 @@ import { renderProgress, renderTestRun, totalsLine } from '../views/testing.js';
 import { promoteRelease } from '../engine/promote.js';
 import { renderPromote } from '../views/promote.js';
 import { runNightlyNow } from '../engine/nightly/run.js';
+import { latestSlot, makeSchedule } from '../engine/nightly/schedule.js';
 import { writeCoverageChart } from '../commands/nightly.js';
 import { nightlyCard, renderCoverage, renderNightly } from '../views/nightly.js';
 import { createBundle } from '../engine/deploy/bundle.js';
@@ -115,8 +116,15 @@ async function twoTiers(ctx: Ctx, actor: string): Promise<void> {
   const old = ctx.db.control('test_runs').whereIn('env', ['staging', 'master']).select('id');
   await ctx.db.control('approvals').whereIn('test_run_id', old).delete();
   await ctx.db.control('test_runs').whereIn('env', ['staging', 'master']).delete();
+  await ctx.db.control('nightly_runs').where({ kind: 'nightly' }).delete();
   console.log("Last night's cumulative regression on master, before R2 (the baseline tier 2 compares with):");
   const nightly = await runTests(ctx, 'R1', { tier: 'nightly', actor: 'cli:demo-scheduler', progress });
+  // recorded as the bot records a scheduled night (tonight's run compares with the previous one)
+  const n = ctx.config.nightly ?? { schedule: '0 2 * * *', timezone: 'UTC' };
+  const slot = latestSlot(makeSchedule(n.schedule, n.timezone), new Date(Date.now() - 86_400_000));
+  if (slot) {
+    await ctx.db.control('nightly_runs').insert({ kind: 'nightly', slot: slot.key, scheduled_for: slot.at, trigger: 'schedule', status: 'done', claimed_by: 'demo', test_run_id: nightly.runId, release: 'R1', finished_at: ctx.db.control.fn.now(), posted_at: ctx.db.control.fn.now() });
+  }
   console.log(`  run #${nightly.runId}: ${totalsLine(nightly.totals)}\n`);
   console.log("  (R2's tests fail there: R2 is not in master yet)\n");
   const t1 = await runTests(ctx, 'R2', { tier: '1', actor, progress });

@@ -240,6 +240,7 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       const parent = qualified(master.schema, e.table);
       current = parent;
       await ensureParent(m, ctx.config.file, master, e, columns, rel);
+      await ensureIndexes(m, master, e, columns);
       const part = partitionName(e.table, release);
       const partQ = qualified(master.schema, part);
       await replacePartition(m, parent, master, part, release);
@@ -615,6 +616,26 @@ async function ensureParent(m: Query, file: string, master: EnvSpec, e: EntitySp
     await m(`alter table ${parent} attach partition ${part} for values in (${literal(r)})`);
   }
   await m(`drop table ${legacyQ}`);
+}
+
+/**
+ * The indexes the bot's queries need on master, made on the partitioned parent (PostgreSQL builds them
+ * on every partition, and on each partition attached later: promoted, converted or restored): one per
+ * natural key (its columns) and one per reference column, which cross-release detection and the
+ * reference checks join on. Idempotent (named after table and columns; `if not exists`).
+ */
+async function ensureIndexes(m: Query, master: EnvSpec, e: EntitySpec, columns: Column[]): Promise<void> {
+  const parent = qualified(master.schema, e.table);
+  const have = new Set(columns.map((c) => c.name));
+  const keys = [...e.naturalKeys, ...e.references.map((r) => [r.column])].filter((k) => k.length > 0 && k.every((c) => have.has(c)));
+  const seen = new Set<string>();
+  for (const key of keys) {
+    if (seen.has(key.join('\0'))) continue;
+    seen.add(key.join('\0'));
+    let name = `${e.table}__${key.join('__')}__idx`;
+    if (name.length > 63) name = `${name.slice(0, 46)}_${crypto.createHash('sha256').update(name).digest('hex').slice(0, 12)}_idx`;
+    await m(`create index if not exists ${ident(name)} on ${parent} (${key.map(ident).join(', ')})`);
+  }
 }
 
 /** Detaches and drops the release's partition, if it has one; the new one takes its name. */

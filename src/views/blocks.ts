@@ -347,7 +347,8 @@ export function decisionModal({ conflict: c, meta, blast }: ModalArgs): ModalVie
 /** One night of the nightly regression, for the App Home. */
 export interface HomeNight {
   at: string;
-  status: 'done' | 'failed';
+  /** running: a live process runs it; interrupted: its process died (the next tick or start runs it again). */
+  status: 'done' | 'failed' | 'running' | 'interrupted';
   passRate: number | null;
   newRegressions: number;
   fixed: number;
@@ -367,7 +368,11 @@ export function homeView({ statuses, assigned, nights, archived }: HomeArgs): Ho
   const blocks: KnownBlock[] = [header('Tributary')];
   if (nights && nights.length > 0) {
     const line = (n: HomeNight) =>
-      n.status === 'failed'
+      n.status === 'running'
+        ? `:hourglass_flowing_sand: ${esc(n.at)} · running`
+        : n.status === 'interrupted'
+        ? `:warning: ${esc(n.at)} · interrupted (the process running it stopped): it runs again at the next scheduler tick or bot start`
+        : n.status === 'failed'
         ? `:warning: ${esc(n.at)} · did not finish: ${esc(clip(n.error ?? '', 120))}`
         : `${n.newRegressions > 0 ? ':rotating_light:' : ':white_check_mark:'} ${esc(n.at)} · pass rate *${n.passRate ?? '–'}%* · ${n.newRegressions} new regression(s) · ${n.fixed} fixed`;
     blocks.push(section(`*Last nights* (nightly regression on master)\n${nights.slice(0, 10).map(line).join('\n')}`));

@@ -3,9 +3,22 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBundle } from '../../src/engine/deploy/bundle.js';
-import { decideGo, executeDeployment, getDeployment, requestDeployment, rollbackRelease, unlockEnv } from '../../src/engine/deploy/deployment.js';
+import { getBackup } from '../../src/engine/deploy/data.js';
+import {
+  claimDue,
+  decideGo,
+  executeDeployment,
+  getDeployment,
+  interruptedDeployments,
+  requestDeployment,
+  rollbackInterruptedDeployment,
+  rollbackRelease,
+  unlockEnv,
+  whereItStopped,
+  windowDeadline,
+} from '../../src/engine/deploy/deployment.js';
 import { approvedRelease, dumpProduction, fakeDeployer, seedProduction } from '../deploy-setup.js';
-import type { TestEnv } from '../helpers.js';
+import { ROOT, type TestEnv } from '../helpers.js';
 
 /** The synchronized sequence and its rollback, go/no-go, the env lock, timeouts and secrets. */
 let env: TestEnv | undefined;
@@ -18,8 +31,8 @@ function appDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-app-'));
 }
 
-async function ready(app: string, deploy: Record<string, unknown> = {}): Promise<TestEnv> {
-  const e = await approvedRelease({ deploy: fakeDeployer(app, deploy) });
+async function ready(app: string, deploy: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Promise<TestEnv> {
+  const e = await approvedRelease({ deploy: fakeDeployer(app, deploy), ...extra });
   env = e;
   await seedProduction(e);
   fs.mkdirSync(path.join(app, 'releases', 'v1'), { recursive: true });
@@ -199,5 +212,190 @@ describe('the webhook deployer', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('failures inside the built-in data step and in the smoke tests', () => {
+  it('a COPY that fails inside deploy-data rolls everything back: data byte-identical, code back', async () => {
+    const app = appDir();
+    const e = await ready(app);
+    // production refuses one of R2's rows (users 1500): the data deploy's COPY fails
+    await e.sql(`alter table prod.users add constraint users_id_small check (id < 1000)`);
+    const before = await dumpProduction(e);
+    const d = await approvedDeployment(e);
+    const out = await executeDeployment(e.ctx, d.id, { actor: 'U0RM2' });
+    expect(out.status).toBe('rolled-back');
+    const step = out.steps.find((s) => s.name === 'deploy-data')!;
+    expect(step.status).toBe('failed');
+    expect(step.error).toMatch(/env production, table prod\.users failed: .*users_id_small.*production is unchanged/);
+    expect(out.cause).toMatch(/^deploy-data failed: /);
+    expect(out.undo.map((s) => `${s.name}:${s.status}`)).toEqual(['undo deploy-data:done', 'undo migrate-up:done', 'undo deploy-code:done', 'undo maintenance-on:done', 'undo restart:done', 'smoke after rollback:done']);
+    expect(await dumpProduction(e)).toBe(before);
+    expect(codeOf(app)).toBe('v1');
+    expect(calls(app)).toEqual(['maintenance-on', 'deploy v2', 'migrate-up', 'migrate-down', 'rollback v1', 'maintenance-off', 'restart']);
+  });
+
+  it('real smoke tests against production: a failing one rolls back, and the smoke after rollback passes on the restored state', async () => {
+    const app = appDir();
+    const suite = path.join(ROOT, 'test/fixtures/deploy-smoke.test.mjs');
+    const e = await ready(app, { smoke: true }, { testing: { command: `SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' } });
+    // code v2 is broken: the smoke test fails on it, and passes on v1
+    fs.writeFileSync(path.join(app, 'bad-versions'), 'v2\n');
+    const before = await dumpProduction(e);
+    const d = await approvedDeployment(e);
+    const out = await executeDeployment(e.ctx, d.id, { actor: 'U0RM2' });
+    expect(out.status).toBe('rolled-back');
+    const smoke = out.steps.find((s) => s.name === 'smoke')!;
+    expect(smoke.status).toBe('failed');
+    expect(smoke.error).toMatch(/smoke tests on production \(test run #\d+\): 0\/1 passed; .*code v2 answers 500/);
+    const after = out.undo.find((s) => s.name === 'smoke after rollback')!;
+    expect(after).toMatchObject({ status: 'done' });
+    expect(after.detail).toMatch(/smoke tests on production \(test run #\d+\): 1\/1 passed/);
+    expect(await dumpProduction(e)).toBe(before);
+    expect(codeOf(app)).toBe('v1');
+    const runs = await e.db.control('test_runs').where({ release: 'R2', tier: 'smoke' }).orderBy('id').select('env', 'status');
+    expect(runs).toEqual([{ env: 'production', status: 'failed' }, { env: 'production', status: 'passed' }]);
+  }, 60_000);
+});
+
+describe('rollback on demand after production changed', () => {
+  it('refuses, naming the table and its rows, when production was written after the deploy; rolls back once it is as deployed again', async () => {
+    const app = appDir();
+    const e = await ready(app);
+    const before = await dumpProduction(e);
+    const d = await approvedDeployment(e);
+    const done = await executeDeployment(e.ctx, d.id, { actor: 'U0RM2' });
+    expect(done.steps.find((s) => s.name === 'deploy-data')!.figures!.map((f) => f.table)).toEqual(['users', 'accounts', 'transactions']);
+    const rows = (await e.sql(`select count(*)::int as n from prod.users`)).rows[0].n as number;
+    // a customer signs up after the deploy
+    await e.sql(`insert into prod.users (id, email, release) values (9001, 'signup@x', 'R1')`);
+    const written = await dumpProduction(e);
+    await expect(rollbackRelease(e.ctx, 'R2', { actor: 'U0RM1', rationale: 'customer reports' })).rejects.toThrow(
+      `cannot roll back R2: production table prod.users (env production) changed since the deploy (rows ${rows} → ${rows + 1}); a rollback would discard those writes`,
+    );
+    expect(await dumpProduction(e)).toBe(written);
+    expect(codeOf(app)).toBe('v2');
+    expect((await getDeployment(e.db.control, d.id)).status).toBe('succeeded');
+    expect(await e.db.control('env_locks')).toHaveLength(0);
+    expect((await e.db.control('audit_events').where({ action: 'deploy.rollback.refused' })).length).toBe(1);
+    // an update that keeps the count is caught by the checksum
+    await e.sql(`delete from prod.users where id = 9001; update prod.accounts set balance = balance + 1 where id = 200`);
+    await expect(rollbackRelease(e.ctx, 'R2', { actor: 'U0RM1', rationale: 'customer reports' })).rejects.toThrow(/production table prod\.accounts \(env production\) changed since the deploy \(rows \d+ → \d+, checksum \S+ → \S+\)/);
+    await e.sql(`update prod.accounts set balance = balance - 1 where id = 200`);
+    const out = await rollbackRelease(e.ctx, 'R2', { actor: 'U0RM1', rationale: 'customer reports' });
+    expect(out.status).toBe('rolled-back');
+    expect(await dumpProduction(e)).toBe(before);
+    expect(codeOf(app)).toBe('v1');
+  });
+
+  it('when the data restore fails the rollback stops there, says where code and data stand, and a second rollback finishes it', async () => {
+    const app = appDir();
+    const e = await ready(app);
+    const before = await dumpProduction(e);
+    const d = await approvedDeployment(e);
+    const done = await executeDeployment(e.ctx, d.id, { actor: 'U0RM2' });
+    const deployed = await dumpProduction(e);
+    const backup = (await getBackup(e.ctx, done.backup_id!))!;
+    const copy = backup.tables.find((t) => t.table === 'users')!.backup!;
+    await e.sql(`alter table tributary_backup.${copy} rename to hidden_copy`);
+    fs.writeFileSync(path.join(app, 'calls'), '');
+    const out = await rollbackRelease(e.ctx, 'R2', { actor: 'U0RM1', rationale: 'customer reports' });
+    expect(out.status).toBe('rollback-failed');
+    expect(out.undo.map((s) => `${s.name}:${s.status}`)).toEqual(['undo maintenance-off:done', 'undo deploy-data:failed']);
+    expect(out.cause).toContain(
+      `ROLLBACK STOPPED: the data restore failed (restoring backup #${backup.id} into env production, table prod.users: its copy tributary_backup.${copy} is gone, so the table cannot be restored; nothing was restored), so the rollback stopped there and did not undo the schema or the code: code still at v2, schema still migrated up, data still R2's as deployed, maintenance on. Code and data are still together at R2's deployment`,
+    );
+    // neither the schema nor the code was undone: code and data stay at the same version
+    expect(calls(app)).toEqual(['maintenance-on']);
+    expect(codeOf(app)).toBe('v2');
+    expect(await dumpProduction(e)).toBe(deployed);
+    expect((await e.db.control('env_locks').first()).deployment_id).toBe(d.id);
+
+    await e.sql(`alter table tributary_backup.hidden_copy rename to ${copy}`);
+    const again = await rollbackRelease(e.ctx, 'R2', { actor: 'U0RM1', rationale: 'the copy is back' });
+    expect(again.status).toBe('rolled-back');
+    expect(again.undo.filter((s) => s.name.startsWith('undo ')).map((s) => `${s.name}:${s.status}`)).toEqual([
+      'undo maintenance-off:done', 'undo deploy-data:done', 'undo migrate-up:done', 'undo deploy-code:done', 'undo maintenance-on:done', 'undo restart:done',
+    ]);
+    expect(await dumpProduction(e)).toBe(before);
+    expect(codeOf(app)).toBe('v1');
+  });
+});
+
+describe('scheduled and approved deployments that did not start', () => {
+  it('a scheduled deployment whose window passed while the bot was down expires instead of starting late', async () => {
+    const app = appDir();
+    const e = await ready(app);
+    const late = await requestDeployment(e.ctx, 'R2', { actor: 'U0RM1', at: new Date(Date.now() + 3600_000) });
+    await decideGo(e.ctx, late.id, { actor: 'U0RM2', decision: 'go', rationale: 'tonight' });
+    // the window came 31 minutes ago (no windows configured: 30 minutes of grace)
+    await e.db.control('deployments').where({ id: late.id }).update({ window_at: new Date(Date.now() - 31 * 60_000) });
+    expect(await claimDue(e.ctx)).toEqual([]);
+    const expired = await getDeployment(e.db.control, late.id);
+    expect(expired.status).toBe('expired');
+    expect(expired.cause).toMatch(/its window passed before it could start .*: no-go; request it again/);
+    expect(await e.db.control('audit_events').where({ action: 'deploy.expired', subject: `deployment #${late.id}` })).toHaveLength(1);
+    await expect(executeDeployment(e.ctx, late.id, { actor: 'U0RM2' })).rejects.toThrow(/is expired/);
+
+    // within the grace it starts
+    const due = await requestDeployment(e.ctx, 'R2', { actor: 'U0RM1', at: new Date(Date.now() + 3600_000) });
+    await decideGo(e.ctx, due.id, { actor: 'U0RM2', decision: 'go', rationale: 'tonight' });
+    await e.db.control('deployments').where({ id: due.id }).update({ window_at: new Date(Date.now() - 29 * 60_000) });
+    expect(await claimDue(e.ctx)).toEqual([due.id]);
+    expect((await getDeployment(e.db.control, due.id)).approved_at).not.toBeNull();
+  });
+
+  it('with maintenance windows, the grace is the end of the window the deployment was scheduled in', () => {
+    const spec = { windows: [{ days: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'], start: '22:00', end: '02:00', timezone: 'UTC' }] } as unknown as Parameters<typeof windowDeadline>[0];
+    expect(windowDeadline(spec, new Date('2026-11-26T23:00:00Z')).toISOString()).toBe('2026-11-27T02:00:00.000Z');
+    expect(windowDeadline(spec, new Date('2026-11-27T01:30:00Z')).toISOString()).toBe('2026-11-27T02:00:00.000Z');
+    const none = { windows: [] } as unknown as Parameters<typeof windowDeadline>[0];
+    expect(windowDeadline(none, new Date('2026-11-26T23:00:00Z')).toISOString()).toBe('2026-11-26T23:30:00.000Z');
+  });
+
+  it('an approved deployment whose process died before it started is reported, can be resumed or cancelled, and does not block requests forever', async () => {
+    const app = appDir();
+    const e = await ready(app);
+    const d = await approvedDeployment(e); // Go reached; the process that was to run it "died"
+    const found = (await interruptedDeployments(e.ctx)).find((x) => x.id === d.id)!;
+    expect(found.status).toBe('approved');
+    expect(whereItStopped(found)).toMatch(/^approved at \S+ but never started \(the process that was to run it died\): nothing was done/);
+    await expect(requestDeployment(e.ctx, 'R2', { actor: 'U0RM1' })).rejects.toThrow(new RegExp(`deployment #${d.id} of R2, approved at \\S+ but never started .*tributary deploy run ${d.id}.*tributary rollback R2`));
+    // cancelled ("Roll back" on it): nothing to undo
+    const cancelled = await rollbackInterruptedDeployment(e.ctx, d.id, { actor: 'U0RM1', rationale: 'not tonight after all' });
+    expect(cancelled.status).toBe('rejected');
+    expect(cancelled.cause).toMatch(/^cancelled before it started by U0RM1: not tonight after all/);
+    expect(codeOf(app)).toBe('v1');
+
+    // another one, left approved for over 30 minutes: a new request supersedes it (expired, audited)
+    const stale = await approvedDeployment(e);
+    await e.db.control('deployments').where({ id: stale.id }).update({ approved_at: new Date(Date.now() - 31 * 60_000) });
+    const fresh = await requestDeployment(e.ctx, 'R2', { actor: 'U0RM1' });
+    const gone = await getDeployment(e.db.control, stale.id);
+    expect(gone.status).toBe('expired');
+    expect(gone.cause).toMatch(/but never started .*superseded by a new request from U0RM1/);
+    expect(fresh.status).toBe('awaiting-go');
+    // Resume runs an approved one
+    await decideGo(e.ctx, fresh.id, { actor: 'U0RM2', decision: 'go', rationale: 'go ahead' });
+    expect((await executeDeployment(e.ctx, fresh.id, { actor: 'U0RM2' })).status).toBe('succeeded');
+  });
+});
+
+describe('one open deployment per env', () => {
+  it('concurrent requests: exactly one gets in, the others are refused as gate_busy; the database enforces it', async () => {
+    const app = appDir();
+    const e = await ready(app);
+    const results = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => requestDeployment(e.ctx, 'R2', { actor: `U0RM${i + 1}` })));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    for (const r of results.filter((x): x is PromiseRejectedResult => x.status === 'rejected')) {
+      expect(r.reason).toMatchObject({ code: 'gate_busy' });
+      expect((r.reason as Error).message).toMatch(/^production already has deployment #\d+ of R2 \(awaiting-go\): one deployment at a time$/);
+    }
+    expect(await e.db.control('deployments').whereIn('status', ['awaiting-go'])).toHaveLength(1);
+    // a second open row is refused by the partial unique index itself, whatever the code checks
+    const row = (await e.db.control('deployments').first())!;
+    const { id: _id, ...copy } = row as Record<string, unknown>;
+    await expect(e.db.control('deployments').insert({ ...copy, status: 'scheduled', steps: '[]', undo: '[]', slack: '{}' })).rejects.toThrow(/deployments_one_open_per_env/);
+    await e.db.control('deployments').insert({ ...copy, status: 'rejected', steps: '[]', undo: '[]', slack: '{}' });
   });
 });

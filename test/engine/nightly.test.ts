@@ -6,9 +6,10 @@ import { paramsFromUrl } from '../../src/db/connect.js';
 import { archiveReleases, parseAge, restoreRelease } from '../../src/engine/archive.js';
 import { tableChecksum } from '../../src/engine/checksum.js';
 import { coverageGrowth } from '../../src/engine/nightly/coverage.js';
+import { catalogTests, learnTests, selectTests } from '../../src/engine/testing/catalog.js';
 import { decideProposal, proposePruning } from '../../src/engine/nightly/prune.js';
-import { claimSlot, NIGHTLY_LOCK, runNightlyNow } from '../../src/engine/nightly/run.js';
-import { NO_RELEASE } from '../../src/engine/nightly/summary.js';
+import { claimSlot, executeNightly, NIGHTLY_LOCK, runNightlyNow } from '../../src/engine/nightly/run.js';
+import { NO_RELEASE, type NightlySummary } from '../../src/engine/nightly/summary.js';
 import { coverageChartPng, renderNightly } from '../../src/views/nightly.js';
 import { ROOT, testEnv, urlFor, type TestEnv } from '../helpers.js';
 import { cli, output } from '../process.js';
@@ -70,56 +71,92 @@ afterAll(async () => {
 const actor = 'cli:qa';
 
 describe('the nightly run', () => {
-  it('compares each night with the previous one: new regressions, fixed, flaky, per release, trend', async () => {
-    behave();
-    const n1 = await runNightlyNow(env.ctx, actor);
-    expect(n1.row.status).toBe('done');
+  it('compares each night with the previous scheduled night (never a manual run), agreeing with the run\'s classes; trend and flaky per night', async () => {
+    const night = async (day: number) => {
+      const slot = { key: `2025-12-0${day}T02:00:00[Europe/Berlin]`, at: new Date(`2025-12-0${day}T01:00:00Z`) };
+      const row = await claimSlot(env.ctx, 'nightly', slot, 'schedule');
+      const o = await executeNightly(env.ctx, row!, actor);
+      expect(o.row.status).toBe('done');
+      return o;
+    };
+    // the post and the run's classes and gate say the same: same baseline, same new regressions
+    const agrees = async (s: NightlySummary) => {
+      const run = await env.db.control('test_runs').where({ id: s.runId }).first();
+      expect(run.baseline_run_id).toBe(s.previousRunId);
+      const classes = await env.db.control('test_results').where({ run_id: s.runId }).whereIn('class', ['new-regression', 'fixed']).orderBy('name').select('name', 'class');
+      expect(classes.filter((c) => c.class === 'new-regression').map((c) => c.name)).toEqual(s.newRegressions.items.map((r) => r.name));
+      expect(classes.filter((c) => c.class === 'fixed').map((c) => c.name)).toEqual(s.fixed.items.map((r) => r.name));
+      expect(s.reasons.some((r) => r.includes('new regression'))).toBe(s.newRegressions.count > 0);
+    };
+
+    behave({ 'R1 export @FEAT-OLD': 'fail' });
+    const n1 = await night(1);
     expect(n1.row.release).toBe('R2');
     const s1 = n1.summary!;
     // the deprecated feature's tests are left out of the nightly run
-    expect(s1.totals).toMatchObject({ total: 5, passed: 5, passRate: 100 });
+    expect(s1.totals).toMatchObject({ total: 5, passed: 4, passRate: 80 });
     expect(s1.previousRunId).toBeNull();
     expect(s1.newRegressions.count).toBe(0);
+    await agrees(s1);
 
-    behave({ 'R1 statements @FEAT-OLD': 'fail', 'login works @FEAT-C': 'fail' });
-    const s2 = (await runNightlyNow(env.ctx, actor)).summary!;
+    // a manual run in between: compared with the last scheduled night, but never anyone's previous night
+    behave({ 'R1 export @FEAT-OLD': 'fail', 'profile edit @FEAT-M': 'fail' });
+    const m = (await runNightlyNow(env.ctx, actor)).summary!;
+    expect(m.previousRunId).toBe(s1.runId);
+    expect(m.newRegressions.items.map((r) => r.name)).toEqual(['profile edit @FEAT-M']);
+    expect(m.trend.points.map((p) => p.runId)).toEqual([s1.runId, m.runId]);
+    await agrees(m);
+
+    behave({ 'R1 statements @FEAT-OLD': 'fail', 'login works @FEAT-C': 'fail', 'R1 export @FEAT-OLD': 'fail' });
+    const s2 = (await night(2)).summary!;
     expect(s2.previousRunId).toBe(s1.runId);
-    expect(s2.totals).toMatchObject({ total: 5, passed: 3, failed: 2, passRate: 60 });
+    expect(s2.totals).toMatchObject({ total: 5, passed: 2, failed: 3, passRate: 40 });
     expect(s2.newRegressions.count).toBe(2);
     expect(s2.newRegressions.items.map((r) => [r.name, r.releases])).toEqual([
       ['R1 statements @FEAT-OLD', ['R1']],
       ['login works @FEAT-C', ['R2']],
     ]);
+    // profile edit failed only in the manual run: not "fixed" since the previous night
+    expect(s2.fixed.count).toBe(0);
     expect(s2.perRelease).toEqual([
-      { release: 'R1', total: 2, passed: 1, failed: 1, skipped: 0, passRate: 50, newRegressions: 1 },
+      { release: 'R1', total: 2, passed: 0, failed: 2, skipped: 0, passRate: 0, newRegressions: 1 },
       { release: 'R2', total: 2, passed: 1, failed: 1, skipped: 0, passRate: 50, newRegressions: 1 },
       { release: NO_RELEASE, total: 1, passed: 1, failed: 0, skipped: 0, passRate: 100, newRegressions: 0 },
     ]);
+    expect(s2.trend.points.map((p) => p.runId)).toEqual([s1.runId, s2.runId]);
+    expect(renderNightly(s2)).toContain('new regression: login works @FEAT-C [R2]');
+    await agrees(s2);
 
     behave({ 'R1 statements @FEAT-OLD': 'fail' });
-    const s3 = (await runNightlyNow(env.ctx, actor)).summary!;
+    const s3 = (await night(3)).summary!;
+    expect(s3.previousRunId).toBe(s2.runId);
     expect(s3.newRegressions.count).toBe(0);
-    expect(s3.fixed.items.map((r) => r.name)).toEqual(['login works @FEAT-C']);
+    expect(s3.fixed.items.map((r) => r.name)).toEqual(['R1 export @FEAT-OLD']);
+    await agrees(s3);
 
     behave({ 'login works @FEAT-C': 'fail' });
-    const s4 = (await runNightlyNow(env.ctx, actor)).summary!;
-    expect(s4.newRegressions.items.map((r) => r.name)).toEqual(['login works @FEAT-C']);
-    expect(s4.fixed.items.map((r) => r.name)).toEqual(['R1 statements @FEAT-OLD']);
-    // login: pass, fail, pass, fail = 3 flips; statements: pass, fail, fail, pass = 2 flips
+    const s4 = (await night(4)).summary!;
+    expect(s4.previousRunId).toBe(s3.runId);
+    // login: pass, fail, pass, fail over the nights: flaky (as its class says), not a new regression
+    expect(s4.newRegressions.count).toBe(0);
+    expect(await env.db.control('test_results').where({ run_id: s4.runId, name: 'login works @FEAT-C' }).first('class')).toEqual({ class: 'flaky' });
+    // the leaderboard over the nights (the manual run is not one): login 3 flips, statements 2
     expect(s4.flaky.nights).toBe(4);
     expect(s4.flaky.items.map((f) => [f.name, f.flips, f.failures])).toEqual([
       ['login works @FEAT-C', 3, 2],
       ['R1 statements @FEAT-OLD', 2, 2],
     ]);
-    expect(s4.trend.points.map((p) => p.passRate)).toEqual([100, 60, 80, 80]);
-    expect(s4.trend.avg7).toBe(80);
-    expect(s4.trend.avg30).toBe(80);
+    // one point per night: 80, 40, 80, 80 (the manual run's 60 is not a night)
+    expect(s4.trend.points.map((p) => p.passRate)).toEqual([80, 40, 80, 80]);
+    expect(s4.trend.avg7).toBe(70);
+    expect(s4.trend.avg30).toBe(70);
+    expect(s4.trend.nights30).toBe(4);
+    await agrees(s4);
     const text = renderNightly(s4);
     expect(text).toContain('pass rate 80%');
-    expect(text).toContain('new regression: login works @FEAT-C [R2]');
     expect(text).toContain('1. login works @FEAT-C: 3 flip(s)');
     const audit = await env.db.control('audit_events').where({ action: 'nightly.finish' });
-    expect(audit).toHaveLength(4);
+    expect(audit).toHaveLength(5);
   });
 
   it('never overlaps: refused while another process holds the nightly lock; a slot is claimed once', async () => {
@@ -131,8 +168,11 @@ describe('the nightly run', () => {
     } finally {
       await other.end();
     }
+    // a night whose process died two nights ago is not caught up: the newer slot claimed supersedes it
+    const [dead] = await env.db.control('nightly_runs').insert({ kind: 'nightly', slot: '2025-12-30T02:00:00[Europe/Berlin]', scheduled_for: new Date('2025-12-30T01:00:00Z'), trigger: 'schedule', claimed_by: 'gone:1' }).returning('*');
     const slot = { key: '2026-01-01T02:00:00[Europe/Berlin]', at: new Date('2026-01-01T01:00:00Z') };
     const first = await claimSlot(env.ctx, 'nightly', slot, 'schedule');
+    expect(await env.db.control('nightly_runs').where({ id: dead.id }).first()).toMatchObject({ status: 'failed', error: `interrupted: the process running it stopped; superseded by ${slot.key}` });
     expect(first).not.toBeNull();
     await env.db.control('nightly_runs').where({ id: first!.id }).update({ status: 'done' });
     expect(await claimSlot(env.ctx, 'nightly', slot, 'catch-up')).toBeNull();
@@ -284,6 +324,24 @@ describe('pruning tests of deprecated features', () => {
     expect(pruned.removed.sort()).toEqual(p3!.tests.map((t) => t.id).sort());
     expect(await catalog()).toEqual(all.filter((n) => !n.includes('@FEAT-GONE')));
     expect(await env.db.control('audit_events').where({ action: 'tests.pruned' })).toHaveLength(1);
+
+    // the runner keeps reporting the pruned tests (as skipped, not selected): they never come back
+    fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE, reportUnselected: true }));
+    const night = await runNightlyNow(env.ctx, actor);
+    expect(night.row.status).toBe('done');
+    const reported = (await env.db.control('test_results').where({ run_id: night.row.test_run_id }).pluck('name')) as string[];
+    expect(reported).not.toContain('old fax one @FEAT-GONE');
+    expect(await catalog()).toEqual(all.filter((n) => !n.includes('@FEAT-GONE')));
+    expect(await learnTests(env.db.control, [{ id: p3!.tests[0]!.id, name: 'old fax one @FEAT-GONE', classname: 'test', status: 'passed', durationMs: 5, features: ['FEAT-GONE', 'FEAT-OLD'], smoke: false, properties: {} }])).toBe(0);
+    expect(await catalog()).toEqual(all.filter((n) => !n.includes('@FEAT-GONE')));
+    expect((await env.db.control('pruned_tests').orderBy('test_id')).map((r) => [r.name, r.feature, r.proposal_id, r.pruned_by])).toEqual([
+      ['old fax one @FEAT-GONE', 'FEAT-GONE', p3!.id, 'U0FAX'],
+      ['old fax two @FEAT-GONE', 'FEAT-GONE', p3!.id, 'U0FAX'],
+    ]);
+    // nor are they proposed again, nor selected
+    expect((await proposePruning(env.ctx, { actor: 'scheduler' })).filter((x) => x.feature === 'FEAT-GONE')).toEqual([]);
+    const sel = selectTests(env.config, await catalogTests(env.db.control), { tier: 'nightly', release: 'R2' });
+    expect([...sel.tests, ...sel.deprecated].map((t) => t.name).filter((n) => n.includes('@FEAT-GONE'))).toEqual([]);
   });
 
   it('an owner that is not a Slack user id cannot confirm, so nothing is pruned', async () => {

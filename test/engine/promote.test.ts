@@ -126,6 +126,16 @@ describe('promote', () => {
     expect(await promotedFingerprint(e.ctx, 'R2')).toBe(fingerprint);
     const audit = await e.db.control('audit_events').where({ release: 'R2', action: 'promote.finish' });
     expect(audit).toHaveLength(2);
+
+    // indexed for the bot's queries: each natural key and each reference column, on the parent and so on
+    // every partition (the converted R1, the re-created R2); made once, however often R2 is promoted
+    const indexed = async (table: string) =>
+      (await rows(e, `select indexdef from pg_indexes where schemaname = 'master' and tablename = $1 and indexdef not like '%UNIQUE%' order by 1`, [table])).map((r) => /\((.*)\)$/.exec(r.indexdef as string)![1]).sort();
+    for (const table of ['users', 'users__r1', 'users__r2']) expect(await indexed(table)).toEqual(['email', 'username']);
+    for (const table of ['accounts', 'accounts__r1', 'accounts__r2']) expect(await indexed(table)).toEqual(['number', 'user_id']);
+    for (const table of ['transactions', 'transactions__r2']) expect(await indexed(table)).toEqual(['account_id']);
+    const parentIndexes = await rows(e, `select indexname from pg_indexes where schemaname = 'master' and tablename = 'users' order by 1`);
+    expect(parentIndexes.map((r) => r.indexname)).toEqual(['users__email__idx', 'users__username__idx', 'users_pkey']);
   });
 
   it('auto-resolves an exact duplicate of an earlier release: promoted once, reported and audited', async () => {

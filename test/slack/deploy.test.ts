@@ -3,6 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createBundle } from '../../src/engine/deploy/bundle.js';
+import { DeployWatcher } from '../../src/commands/deploy.js';
+import { decideGo, getDeployment, rollbackInterruptedDeployment } from '../../src/engine/deploy/deployment.js';
 import { createBot, type Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { approvedRelease, dumpProduction, fakeDeployer, seedProduction } from '../deploy-setup.js';
@@ -145,5 +147,46 @@ describe('a bot that starts after a crash', () => {
       await second.stop();
       await env.db.control('deployments').where({ status: 'running' }).update({ status: 'rolled-back' });
     }
+  });
+});
+
+describe('scheduled and approved deployments that did not start', () => {
+  it('a scheduled deployment whose window passed while the bot was down expires, and its card says so', async () => {
+    fake.reset();
+    const at = new Date(Date.now() + 3600_000).toISOString();
+    await send(slashBody(fake, `deploy R2 --at ${at}`, 'U0RM1'));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1));
+    const d = (await env.db.control('deployments').where({ status: 'awaiting-go' }).first()) as { id: number };
+    expect((await decideGo(env.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'tonight' })).deployment.status).toBe('scheduled');
+    await env.db.control('deployments').where({ id: d.id }).update({ window_at: new Date(Date.now() - 31 * 60_000) });
+    fake.reset();
+    await new DeployWatcher(bot.deps).tick();
+    expect((await getDeployment(env.db.control, d.id)).status).toBe('expired');
+    const update = fake.of('chat.update').find((u) => String(u.text).includes(`deployment #${d.id}): expired`))!;
+    expect(update).toBeDefined();
+    expect(JSON.stringify(update.blocks)).toContain('its window passed before it could start');
+    // nothing was started
+    expect(fake.of('chat.postMessage').filter((m) => String(m.text).startsWith('Deployment #'))).toHaveLength(0);
+  });
+
+  it('an approved deployment whose process died before it started is reported at start-up with Resume and Roll back', async () => {
+    fake.reset();
+    await send(slashBody(fake, 'deploy R2', 'U0RM1'));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1));
+    const d = (await env.db.control('deployments').where({ status: 'awaiting-go' }).first()) as { id: number };
+    // Go reached outside this bot (the CLI), whose process then died before running it
+    expect((await decideGo(env.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'go ahead' })).ready).toBe(true);
+    fake.reset();
+    const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
+    await second.start();
+    try {
+      await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes(`Deployment #${d.id} of R2 was interrupted`))).toBe(true));
+      const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('was interrupted'))!;
+      expect(JSON.stringify(card.blocks)).toMatch(/approved at \S+ but never started \(the process that was to run it died\): nothing was done/);
+      expect((card.blocks as Blocks).flatMap((b) => b.elements ?? []).map((e) => e.action_id)).toEqual([ACTIONS.deployResume, ACTIONS.deployRollback]);
+    } finally {
+      await second.stop();
+    }
+    expect((await rollbackInterruptedDeployment(env.ctx, d.id, { actor: 'U0RM1', rationale: 'not tonight' })).status).toBe('rejected');
   });
 });

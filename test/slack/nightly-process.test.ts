@@ -4,13 +4,15 @@ import net from 'node:net';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { recentNights } from '../../src/engine/nightly/run.js';
 import { configDoc, ROOT, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
 import { FakeSlack } from './fake-slack.js';
 
 /**
  * The nightly schedule with real bot processes (`npm start`'s src/start.ts) on one control database:
  * two bots make one run per slot, never two and never overlapping, each posted once; a bot started after
- * missing several nights catches up once, and a second start does not catch up again.
+ * missing several nights catches up once, and a second start does not catch up again; a slot whose bot
+ * was killed mid-run (SIGKILL) is run again once by the next bot, and never a third time.
  */
 let env: TestEnv;
 let fake: FakeSlack;
@@ -131,4 +133,58 @@ describe('the nightly schedule across bot processes', () => {
     expect(await db('nightly_runs').where({ kind: 'nightly' })).toHaveLength(2);
     expect(nightlyPosts()).toHaveLength(1);
   }, 90_000);
+
+  it('a slot left running by a bot killed mid-run (SIGKILL) is run again exactly once by the next bot', async () => {
+    const db = env.db.control;
+    await db('nightly_runs').delete();
+    fake.reset();
+    const firstRun = Number((await db('test_runs').max('id as m').first())?.m ?? 0) + 1;
+    const nightlyRuns = () => db('test_runs').where({ tier: 'nightly' }).where('id', '>=', firstRun).orderBy('id');
+    const hang = path.join(env.dir, 'hang');
+    fs.writeFileSync(hang, '');
+    fs.writeFileSync(behaviour, JSON.stringify({ suite: ['login works @FEAT-C', 'R1 statements @FEAT-OLD', 'service answers @smoke'], hangWhile: hang }));
+    writeConfig({ schedule: '0 3 * * *', timezone: 'UTC', channel: 'C_NIGHT' });
+    const old = new Date(Date.now() - 2 * 86_400_000);
+    const day = old.toISOString().slice(0, 10);
+    await db('nightly_runs').insert({ kind: 'nightly', slot: `${day}T03:00:00[UTC]`, scheduled_for: new Date(`${day}T03:00:00Z`), trigger: 'schedule', status: 'done', claimed_by: 'gone:1', finished_at: old, posted_at: old });
+
+    // bot A catches up the newest slot; its test command hangs; A is killed with SIGKILL mid-run
+    const a = await startBot();
+    await vi.waitFor(() => expect(fs.existsSync(`${hang}.pid`)).toBe(true), { timeout: 30_000, interval: 100 });
+    const runnerPid = Number(fs.readFileSync(`${hang}.pid`, 'utf8'));
+    const [slot] = await db('nightly_runs').where({ trigger: 'catch-up' });
+    expect(slot).toMatchObject({ status: 'running', attempts: 1, claimed_by: expect.stringMatching(new RegExp(`:${a.child.pid}$`)) });
+    // App Home: running while A lives
+    expect((await recentNights(env.ctx)).find((n) => n.id === slot.id)).toMatchObject({ status: 'running', interrupted: false });
+    a.child.kill('SIGKILL');
+    await a.exited;
+    process.kill(runnerPid, 'SIGKILL'); // the orphaned test command (its own process group)
+    fs.rmSync(hang);
+    // its lock went with its connection: the row still says running, but nobody runs it
+    await vi.waitFor(async () => expect((await recentNights(env.ctx)).find((n) => n.id === slot.id)).toMatchObject({ status: 'running', interrupted: true }), { timeout: 10_000, interval: 100 });
+    expect((await nightlyRuns()).map((r) => r.status)).toEqual(['running']);
+
+    // bot B starts: the slot is run again, once, and posted once
+    const b = await startBot();
+    await vi.waitFor(async () => expect((await db('nightly_runs').where({ id: slot.id }).first()).posted_at).not.toBeNull(), { timeout: 30_000, interval: 200 });
+    await stop(b);
+    const again = await db('nightly_runs').where({ id: slot.id }).first();
+    expect(again).toMatchObject({ status: 'done', attempts: 2, slot: slot.slot, claimed_by: expect.stringMatching(new RegExp(`:${b.child.pid}$`)) });
+    expect(b.out()).toContain('a slot was left running by a process that stopped: running it again');
+    // the killed attempt's test run is closed as errored; the second attempt's is the slot's
+    const runs = await nightlyRuns();
+    expect(runs.map((r) => r.status)).toEqual(['errored', expect.stringMatching(/^(passed|failed)$/)]);
+    expect(runs[0].error).toMatch(/^interrupted: /);
+    expect(again.test_run_id).toBe(runs[1].id);
+    expect(await db('nightly_runs').where({ kind: 'nightly' })).toHaveLength(2);
+    expect(nightlyPosts()).toHaveLength(1);
+
+    // bot C: nothing to run again, nothing posted again
+    const c = await startBot();
+    await new Promise((r) => setTimeout(r, 1500));
+    await stop(c);
+    expect(await db('nightly_runs').where({ id: slot.id }).first()).toMatchObject({ status: 'done', attempts: 2 });
+    expect(await nightlyRuns()).toHaveLength(2);
+    expect(nightlyPosts()).toHaveLength(1);
+  }, 120_000);
 });

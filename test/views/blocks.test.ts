@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ConflictRow } from '../../src/engine/conflicts.js';
-import { conflictCard, conflictListMessage, decidedCard, decisionModal, helpMessage } from '../../src/views/blocks.js';
+import { conflictCard, conflictListMessage, decidedCard, decisionModal, helpMessage, homeView, USAGE } from '../../src/views/blocks.js';
 import { BlockLimitError, checkMessage, esc, LIMITS } from '../../src/views/limits.js';
 
 /** Views are pure: exact shapes for small inputs, and Slack's limits held for large ones. */
@@ -98,5 +98,29 @@ describe('limits', () => {
   it('help and escaping', () => {
     expect(esc('<a&b>')).toBe('&lt;a&amp;b&gt;');
     expect(helpMessage('oops').text).toContain('oops');
+  });
+
+  it("the App Home's last nights: a running night, and one interrupted by its process's death", () => {
+    const view = JSON.stringify(
+      homeView({
+        statuses: [],
+        assigned: [],
+        nights: [
+          { at: '2026-03-02 02:00', status: 'interrupted', passRate: null, newRegressions: 0, fixed: 0 },
+          { at: '2026-03-01 02:00', status: 'running', passRate: null, newRegressions: 0, fixed: 0 },
+          { at: '2026-02-28 02:00', status: 'done', passRate: 99.5, newRegressions: 1, fixed: 2 },
+        ],
+      }),
+    );
+    expect(view).toContain('2026-03-02 02:00 · interrupted (the process running it stopped): it runs again');
+    expect(view).toContain(':hourglass_flowing_sand: 2026-03-01 02:00 · running');
+    expect(view).toContain('2026-02-28 02:00 · pass rate *99.5%* · 1 new regression(s) · 2 fixed');
+  });
+
+  it("help's fallback text names every /release subcommand the help lists", () => {
+    const text = helpMessage().text;
+    const listed = [...new Set(USAGE.flatMap((u) => [...u.matchAll(/`\/release (\w+)/g)].map((m) => m[1]!)))];
+    expect(listed).toContain('coverage');
+    for (const sub of listed) expect(text).toMatch(new RegExp(`\\b${sub}\\b`));
   });
 });

@@ -80,6 +80,8 @@ export interface DataDeployResult {
   bundleVersion: number;
   backupId: number;
   tables: DeployedTable[];
+  /** With opts.figures: each whole table's count and checksum as the deploy committed it. */
+  after?: TableFigures[];
   ms: number;
 }
 
@@ -304,7 +306,7 @@ function createTableSql(table: string, t: BundleTable): string {
  * Deploys the bundle's data package into production in one transaction: the release's rows replaced,
  * then verified per table by count and checksum against the manifest. Needs the backup taken for it.
  */
-export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: { actor: Actor; progress?: DataProgress }): Promise<DataDeployResult> {
+export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: { actor: Actor; progress?: DataProgress; figures?: boolean }): Promise<DataDeployResult> {
   const backup = asBackup(input);
   const env = productionEnv(ctx);
   const started = performance.now();
@@ -331,6 +333,7 @@ export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: 
   const { client, q } = await open(ctx, env);
   let current = '';
   const out: DeployedTable[] = [];
+  const after: TableFigures[] = [];
   try {
     await q('begin');
     await q('set local extra_float_digits = 1');
@@ -387,6 +390,14 @@ export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: 
       }
       out.push({ entity: t.entity, table: t.table, deleted: deleted.get(t.table) ?? 0, rows: got.rows, checksum: got.checksum, created: created.has(t.table) });
     }
+    // the whole tables as this transaction commits them: what a later rollback compares production with,
+    // so that writes made after the deploy are never discarded silently
+    if (opts.figures) {
+      for (const t of bundle.tables) {
+        current = shown(env.schema, t.table);
+        after.push({ table: t.table, exists: true, ...(await figures(q, env.schema, t.table)) });
+      }
+    }
     current = '';
     await q('commit');
   } catch (err) {
@@ -399,14 +410,29 @@ export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: 
   }
   const ms = Math.round(performance.now() - started);
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.data', release, subject: env.name, details: { bundle: bundle.version, bundleId: bundle.id, backupId: backup.id, ms, tables: out } });
-  return { env: env.name, release, bundleId: bundle.id, bundleVersion: bundle.version, backupId: backup.id, tables: out, ms };
+  return { env: env.name, release, bundleId: bundle.id, bundleVersion: bundle.version, backupId: backup.id, tables: out, ...(opts.figures ? { after } : {}), ms };
+}
+
+/** The first table whose figures now differ from those recorded right after the deploy, or null. */
+export function changedSince(deployed: TableFigures[], now: TableFigures[]): { table: string; before: TableFigures; now: TableFigures } | null {
+  for (const f of deployed) {
+    const n = now.find((x) => x.table === f.table) ?? { table: f.table, exists: false, rows: 0, checksum: '0' };
+    if (n.exists !== f.exists || n.rows !== f.rows || n.checksum !== f.checksum) return { table: f.table, before: f, now: n };
+  }
+  return null;
+}
+
+/** Why a rollback is refused: a table changed after the deploy; restoring the backup would discard those writes. */
+export function changedMessage(release: string, env: string, shownTable: string, c: { before: TableFigures; now: TableFigures }): string {
+  const what = !c.now.exists ? 'was dropped' : `changed since the deploy (rows ${c.before.rows} → ${c.now.rows}${c.before.rows === c.now.rows ? `, checksum ${c.before.checksum} → ${c.now.checksum}` : ''})`;
+  return `cannot roll back ${release}: production table ${shownTable} (env ${env}) ${what}; a rollback would discard those writes. Nothing was rolled back; reconcile those rows first (or restore by hand)`;
 }
 
 /**
  * Puts every table of the backup back exactly as it was before the deploy, in one transaction, and
  * verifies each table's count and checksum against the figures taken then; marks the backup restored.
  */
-export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor; progress?: DataProgress }): Promise<RestoreResult> {
+export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor; progress?: DataProgress; expect?: TableFigures[] }): Promise<RestoreResult> {
   const backup = asBackup(input);
   const env = envOrThrow(ctx.config, backup.env);
   const started = performance.now();
@@ -421,6 +447,25 @@ export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor;
       current = shown(t.schema, t.table);
       if (t.backup && !(await exists(q, qualified(BACKUP_SCHEMA, t.backup)))) {
         throw new TributaryError('database', `restoring backup #${backup.id} into env ${env.name}, table ${current}: its copy ${BACKUP_SCHEMA}.${t.backup} is gone, so the table cannot be restored; nothing was restored`, { env: env.name, table: current });
+      }
+    }
+    // opts.expect: the tables must still be exactly as the deploy left them (writes held off meanwhile)
+    if (opts.expect) {
+      const present: BackupTable[] = [];
+      for (const t of backup.tables) if (await exists(q, qualified(t.schema ?? undefined, t.table))) present.push(t);
+      current = present.map((t) => shown(t.schema, t.table)).join(', ');
+      if (present.length > 0) await q(`lock table ${present.map((t) => qualified(t.schema ?? undefined, t.table)).join(', ')} in exclusive mode`);
+      const now: TableFigures[] = [];
+      for (const f of opts.expect) {
+        const t = backup.tables.find((x) => x.table === f.table);
+        current = shown(t?.schema, f.table);
+        const here = present.find((x) => x.table === f.table);
+        now.push(here ? { table: f.table, exists: true, ...(await figures(q, here.schema ?? undefined, f.table)) } : { table: f.table, exists: false, rows: 0, checksum: '0' });
+      }
+      const changed = changedSince(opts.expect, now);
+      if (changed) {
+        const t = backup.tables.find((x) => x.table === changed.table);
+        throw new TributaryError('gate_state', changedMessage(backup.release, env.name, shown(t?.schema, changed.table), changed), { env: env.name, table: changed.table });
       }
     }
     const kept = backup.tables.filter((t) => t.existed);

@@ -8,8 +8,8 @@ import { recordAudit } from '../audit.js';
 import type { Actor, Ctx } from '../context.js';
 import { releaseState } from '../lifecycle.js';
 import { runTests } from '../testing/tiers.js';
-import { getBundle, type Bundle } from './bundle.js';
-import { backupData, deployData, getBackup, restoreData, type Backup } from './data.js';
+import { getBundle, productionEnv, type Bundle } from './bundle.js';
+import { backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures } from './data.js';
 import { codeDeployer, type CodeDeployer } from './deployers.js';
 
 /**
@@ -34,6 +34,8 @@ export interface StepState {
   detail?: string;
   output?: string;
   error?: string;
+  /** deploy-data: each touched table's whole count and checksum as the deploy committed it. */
+  figures?: TableFigures[];
 }
 
 export interface Deployment {
@@ -48,6 +50,8 @@ export interface Deployment {
   requested_at: Date;
   window_at: Date | null;
   expires_at: Date;
+  /** When it reached Go (approved, or claimed in its window). */
+  approved_at: Date | null;
   previous_code_version: string | null;
   backup_id: number | null;
   steps: StepState[];
@@ -86,15 +90,36 @@ export async function decisionsOf(db: Knex | Knex.Transaction, id: number): Prom
 
 // ---- go / no-go ----
 
+const formats = new Map<string, Intl.DateTimeFormat>();
+function formatIn(timeZone: string): Intl.DateTimeFormat {
+  let f = formats.get(timeZone);
+  if (!f) formats.set(timeZone, (f = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })));
+  return f;
+}
+
 function inWindow(spec: DeploySpec, at: Date): boolean {
   if (spec.windows.length === 0) return true;
   return spec.windows.some((w) => {
-    const parts = Object.fromEntries(new Intl.DateTimeFormat('en-US', { timeZone: w.timezone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).formatToParts(at).map((p) => [p.type, p.value]));
+    const parts = Object.fromEntries(formatIn(w.timezone).formatToParts(at).map((p) => [p.type, p.value]));
     const day = String(parts.weekday).slice(0, 3).toLowerCase();
     const hm = `${parts.hour}:${parts.minute}`;
     const within = w.start <= w.end ? hm >= w.start && hm < w.end : hm >= w.start || hm < w.end;
     return w.days.includes(day) && within;
   });
+}
+
+/** A deployment in one of these holds its env (a partial unique index allows one per env). */
+export const OPEN_STATUSES: readonly DeploymentStatus[] = ['awaiting-go', 'scheduled', 'approved', 'running', 'rolling-back'];
+const OPEN_INDEX = 'deployments_one_open_per_env';
+
+/** A scheduled deployment not started within its window (or 30 minutes after window_at without windows) expires. */
+export const WINDOW_GRACE_MS = 30 * 60_000;
+/** An approved deployment whose process died before running it stops holding the env after this long. */
+export const APPROVED_GRACE_MS = 30 * 60_000;
+
+async function busyError(db: Knex, env: string): Promise<TributaryError> {
+  const open = await db('deployments').where({ env }).whereIn('status', OPEN_STATUSES).first('id', 'release', 'status');
+  return new TributaryError('gate_busy', open ? `${env} already has deployment #${String(open.id)} of ${String(open.release)} (${String(open.status)}): one deployment at a time` : `${env} already has an open deployment: one deployment at a time`, { env });
 }
 
 export async function requestDeployment(ctx: Ctx, release: string, opts: { actor: Actor; at?: Date; bundleVersion?: number; slack?: { channel?: string } }): Promise<Deployment> {
@@ -111,9 +136,35 @@ export async function requestDeployment(ctx: Ctx, release: string, opts: { actor
   if (opts.at && !inWindow(spec, opts.at)) {
     throw new TributaryError('usage', `${opts.at.toISOString()} is outside every maintenance window (${spec.windows.map((w) => `${w.days.join(',')} ${w.start}–${w.end} ${w.timezone}`).join('; ')})`);
   }
-  const open = await db('deployments').where({ env: spec.env }).whereIn('status', ['awaiting-go', 'scheduled', 'approved', 'running', 'rolling-back']).first('id', 'release', 'status');
-  if (open) throw new TributaryError('gate_busy', `${spec.env} already has deployment #${String(open.id)} of ${String(open.release)} (${String(open.status)}): one deployment at a time`, { env: spec.env });
-  return db.transaction(async (trx) => {
+  await expireStale(ctx);
+  const open = (await db('deployments').where({ env: spec.env }).whereIn('status', OPEN_STATUSES).first()) as Deployment | undefined;
+  if (open && open.status === 'approved' && !(await executorAlive(ctx, open.id))) {
+    // reached Go, but the process that was to run it died before it started
+    const since = open.approved_at ? new Date(open.approved_at).getTime() : 0;
+    if (Date.now() - since < APPROVED_GRACE_MS) {
+      throw new TributaryError(
+        'gate_busy',
+        `${spec.env} already has deployment #${open.id} of ${open.release}, approved${open.approved_at ? ` at ${new Date(open.approved_at).toISOString()}` : ''} but never started (the process that was to run it is gone): run it (tributary deploy run ${open.id}, or Resume in Slack) or cancel it (tributary rollback ${open.release} --rationale "…"); ${APPROVED_GRACE_MS / 60_000} minutes after its Go a new request supersedes it`,
+        { env: spec.env },
+      );
+    }
+    const cause = `approved${open.approved_at ? ` at ${new Date(open.approved_at).toISOString()}` : ''} but never started (the process that was to run it died); superseded by a new request from ${opts.actor}: counts as no-go`;
+    const n = await db('deployments').where({ id: open.id, status: 'approved' }).update({ status: 'expired', finished_at: db.fn.now(), cause });
+    if (n > 0) await recordAudit(db, { actor: opts.actor, action: 'deploy.expired', release: open.release, subject: `deployment #${open.id}`, details: { reason: cause } });
+  } else if (open) {
+    throw await busyError(db, spec.env);
+  }
+  try {
+    return await insertRequest(ctx, release, bundle, spec, opts);
+  } catch (err) {
+    // a concurrent request got in between the check and the insert: the unique index says so
+    if ((err as { code?: string; constraint?: string }).code === '23505' && (err as { constraint?: string }).constraint === OPEN_INDEX) throw await busyError(db, spec.env);
+    throw err;
+  }
+}
+
+async function insertRequest(ctx: Ctx, release: string, bundle: Bundle, spec: DeploySpec, opts: { actor: Actor; at?: Date; slack?: { channel?: string } }): Promise<Deployment> {
+  return ctx.db.control.transaction(async (trx) => {
     const [row] = await trx('deployments')
       .insert({
         release,
@@ -133,11 +184,41 @@ export async function requestDeployment(ctx: Ctx, release: string, opts: { actor
   });
 }
 
-/** Unanswered prompts past their time count as no-go. */
+/**
+ * When a scheduled deployment may no longer start: the end of the maintenance window it was scheduled
+ * in (windows configured), else WINDOW_GRACE_MS after its time.
+ */
+export function windowDeadline(spec: DeploySpec, at: Date): Date {
+  if (spec.windows.length === 0 || !inWindow(spec, at)) return new Date(at.getTime() + WINDOW_GRACE_MS);
+  // windows are HH:MM: walk minute by minute to the first one outside (a day at most, plus a chained one)
+  let t = Math.floor(at.getTime() / 60_000) * 60_000 + 60_000;
+  const limit = at.getTime() + 48 * 3600_000;
+  while (t < limit && inWindow(spec, new Date(t))) t += 60_000;
+  return new Date(t);
+}
+
+/**
+ * Unanswered prompts past their time count as no-go; so does a scheduled deployment whose window
+ * passed before it could start (the bot was down). Returns the ids expired (their cards to update).
+ */
 export async function expireStale(ctx: Ctx): Promise<number[]> {
-  const rows = await ctx.db.control('deployments').where({ status: 'awaiting-go' }).where('expires_at', '<=', ctx.db.control.fn.now()).update({ status: 'expired', finished_at: ctx.db.control.fn.now(), cause: 'the go/no-go prompt was not answered in time: no-go' }).returning(['id', 'release']);
-  for (const r of rows) await recordAudit(ctx.db.control, { actor: 'tributary', action: 'deploy.expired', release: r.release, subject: `deployment #${String(r.id)}` });
-  return rows.map((r) => r.id as number);
+  const db = ctx.db.control;
+  const rows = await db('deployments').where({ status: 'awaiting-go' }).where('expires_at', '<=', db.fn.now()).update({ status: 'expired', finished_at: db.fn.now(), cause: 'the go/no-go prompt was not answered in time: no-go' }).returning(['id', 'release']);
+  for (const r of rows) await recordAudit(db, { actor: 'tributary', action: 'deploy.expired', release: r.release, subject: `deployment #${String(r.id)}` });
+  const out = rows.map((r) => r.id as number);
+  const spec = ctx.config.deploy;
+  if (!spec) return out;
+  const due = (await db('deployments').where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now()).select('id', 'release', 'window_at')) as Pick<Deployment, 'id' | 'release' | 'window_at'>[];
+  for (const d of due) {
+    const deadline = windowDeadline(spec, new Date(d.window_at!));
+    if (Date.now() <= deadline.getTime()) continue;
+    const cause = `its window passed before it could start (scheduled for ${new Date(d.window_at!).toISOString()}, to start by ${deadline.toISOString()}; the bot was not running): no-go; request it again`;
+    const n = await db('deployments').where({ id: d.id, status: 'scheduled' }).update({ status: 'expired', finished_at: db.fn.now(), cause });
+    if (n === 0) continue;
+    await recordAudit(db, { actor: 'tributary', action: 'deploy.expired', release: d.release, subject: `deployment #${d.id}`, details: { reason: cause } });
+    out.push(d.id);
+  }
+  return out;
 }
 
 export interface GoResult {
@@ -171,16 +252,28 @@ export async function decideGo(ctx: Ctx, id: number, opts: { actor: Actor; decis
     const ready = gos.length >= spec.quorum && others.length >= 1;
     if (!ready) return { deployment: d, ready: false, gos: gos.length, needed: Math.max(spec.quorum, gos.length + (others.length === 0 ? 1 : 0)) };
     const scheduled = d.window_at && d.window_at.getTime() > Date.now();
-    const [row] = await trx('deployments').where({ id }).update({ status: scheduled ? 'scheduled' : 'approved' }).returning('*');
+    const [row] = await trx('deployments').where({ id }).update({ status: scheduled ? 'scheduled' : 'approved', ...(scheduled ? {} : { approved_at: trx.fn.now() }) }).returning('*');
     await recordAudit(trx, { actor: opts.actor, action: 'deploy.go.quorum', release: d.release, subject: `deployment #${id}`, details: { gos, scheduled: scheduled ? d.window_at!.toISOString() : null } });
     return { deployment: row as Deployment, ready: !scheduled, gos: gos.length, needed: spec.quorum };
   });
 }
 
-/** Scheduled deployments whose window has come: each is claimed once (the claim moves it to approved). */
+/**
+ * Scheduled deployments whose window has come: each is claimed once (the claim moves it to approved).
+ * One whose window passed before it could start is expired instead (expireStale), never started late.
+ */
 export async function claimDue(ctx: Ctx): Promise<number[]> {
-  const rows = await ctx.db.control('deployments').where({ status: 'scheduled' }).where('window_at', '<=', ctx.db.control.fn.now()).update({ status: 'approved' }).returning('id');
-  return rows.map((r) => r.id as number);
+  await expireStale(ctx);
+  const spec = deploySpecOf(ctx);
+  const db = ctx.db.control;
+  const due = (await db('deployments').where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now()).select('id', 'window_at')) as Pick<Deployment, 'id' | 'window_at'>[];
+  const out: number[] = [];
+  for (const d of due) {
+    if (Date.now() > windowDeadline(spec, new Date(d.window_at!)).getTime()) continue;
+    const rows = await db('deployments').where({ id: d.id, status: 'scheduled' }).update({ status: 'approved', approved_at: db.fn.now() }).returning('id');
+    out.push(...rows.map((r) => r.id as number));
+  }
+  return out;
 }
 
 // ---- the env lock ----
@@ -255,7 +348,7 @@ async function smoke(r: Runner, d: Deployment): Promise<{ ok: boolean; detail: s
 }
 
 /** One forward step. Returns detail text, or throws with the cause. */
-async function forward(r: Runner, d: Deployment, step: StepName): Promise<{ detail: string; output?: string; skipped?: boolean; patch?: Partial<Record<keyof Deployment, unknown>> }> {
+async function forward(r: Runner, d: Deployment, step: StepName): Promise<{ detail: string; output?: string; skipped?: boolean; figures?: TableFigures[]; patch?: Partial<Record<keyof Deployment, unknown>> }> {
   const { ctx, code, spec } = r;
   const cmd = async (name: Parameters<CodeDeployer['run']>[0], version?: string) => {
     const out = await code.run(name, vars(d, spec, version));
@@ -293,8 +386,9 @@ async function forward(r: Runner, d: Deployment, step: StepName): Promise<{ deta
       return { detail: `backed up ${b.tables.map((t) => `${t.table} (${t.rows} rows, checksum ${t.checksum})`).join(', ')}`, patch: { backup_id: b.id } };
     }
     case 'deploy-data': {
-      const res = await deployData(ctx, r.bundle, await backupOf(ctx, d), { actor: r.actor });
-      return { detail: `data of ${d.release} deployed and verified: ${res.tables.map((t) => `${t.table} ${t.rows} rows`).join(', ')}` };
+      // the whole tables' figures as committed: a rollback on demand later refuses if production changed since
+      const res = await deployData(ctx, r.bundle, await backupOf(ctx, d), { actor: r.actor, figures: true });
+      return { detail: `data of ${d.release} deployed and verified: ${res.tables.map((t) => `${t.table} ${t.rows} rows`).join(', ')}`, ...(res.after ? { figures: res.after } : {}) };
     }
     case 'restart': {
       const out = code.has('restart') ? (await cmd('restart')).output : '';
@@ -322,7 +416,7 @@ async function backupOf(ctx: Ctx, d: Deployment): Promise<Backup> {
 }
 
 /** The undo of a forward step, in the rollback (exact reverse order). */
-async function backward(r: Runner, d: Deployment, step: StepName): Promise<{ detail: string; output?: string } | null> {
+async function backward(r: Runner, d: Deployment, step: StepName, guard = false): Promise<{ detail: string; output?: string } | null> {
   const { ctx, code, spec } = r;
   const cmd = async (name: Parameters<CodeDeployer['run']>[0], version?: string) => {
     const out = await code.run(name, vars(d, spec, version));
@@ -333,7 +427,8 @@ async function backward(r: Runner, d: Deployment, step: StepName): Promise<{ det
     case 'maintenance-off':
       return code.has('maintenanceOn') ? { detail: 'maintenance on for the rollback', output: (await cmd('maintenanceOn')).output } : null;
     case 'deploy-data': {
-      const res = await restoreData(ctx, await backupOf(ctx, d), { actor: r.actor });
+      const figures = guard ? d.steps.find((s) => s.name === 'deploy-data' && s.status === 'done')?.figures : undefined;
+      const res = await restoreData(ctx, await backupOf(ctx, d), { actor: r.actor, ...(figures ? { expect: figures } : {}) });
       return { detail: `data restored and verified identical to before the deploy: ${res.tables.map((t) => `${t.table} ${t.rows} rows, checksum ${t.checksum} (before: ${t.before.checksum})`).join(', ')}` };
     }
     case 'migrate-up':
@@ -396,7 +491,7 @@ export async function executeDeployment(ctx: Ctx, id: number, opts: { actor: Act
       const t0 = performance.now();
       try {
         const res = await forward(r, d, step);
-        Object.assign(state, { status: res.skipped ? 'skipped' : 'done', ms: Math.round(performance.now() - t0), detail: res.detail, ...(res.output ? { output: res.output.slice(-1500) } : {}) });
+        Object.assign(state, { status: res.skipped ? 'skipped' : 'done', ms: Math.round(performance.now() - t0), detail: res.detail, ...(res.output ? { output: res.output.slice(-1500) } : {}), ...(res.figures ? { figures: res.figures } : {}) });
         d.steps = [...d.steps.filter((s) => s.name !== step), state];
         d = await persist(ctx, d, res.patch ?? {});
         await recordAudit(ctx.db.control, { actor: opts.actor, action: `deploy.step.${state.status}`, release: d.release, subject: `deployment #${id}`, details: { step, ms: state.ms, detail: state.detail } });
@@ -433,12 +528,26 @@ function toUndo(d: Deployment): StepName[] {
     .sort((a, b) => STEPS.indexOf(b) - STEPS.indexOf(a));
 }
 
-async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, runner?: Runner): Promise<Deployment> {
+/**
+ * Where code and data stand when the data restore failed and the rollback stopped there (nothing after
+ * it undone, so code and data are not left at different versions unsaid).
+ */
+function standingAfterFailedRestore(d: Deployment, error: string): string {
+  const undone = new Set(d.undo.filter((s) => s.status === 'done').map((s) => s.name));
+  const data = d.steps.find((s) => s.name === 'deploy-data')?.status === 'done' ? `data still ${d.release}'s as deployed` : `data either as before the deploy or as deployed (the process died during the data deploy): check it`;
+  const code = d.steps.find((s) => s.name === 'deploy-code')?.status === 'done' ? `code still at ${d.code_version}` : `code possibly at ${d.code_version}`;
+  const schema = d.steps.find((s) => s.name === 'migrate-up')?.status === 'done' ? ', schema still migrated up' : '';
+  const maintenance = undone.has('undo maintenance-off') || (d.steps.some((s) => s.name === 'maintenance-on' && s.status === 'done') && !d.steps.some((s) => s.name === 'maintenance-off' && s.status === 'done')) ? ', maintenance on' : '';
+  return `the data restore failed (${error}), so the rollback stopped there and did not undo the schema or the code: ${code}${schema}, ${data}${maintenance}. Code and data are still together at ${d.release}'s deployment; fix the cause, then roll back again (tributary rollback ${d.release} --rationale "…") or keep this version`;
+}
+
+async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, runner?: Runner, guard = false): Promise<Deployment> {
   let d = await persist(ctx, dep, { status: 'rolling-back', cause });
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.start', release: d.release, subject: `deployment #${d.id}`, details: { cause } });
   const r = runner ?? runnerOf(ctx, (await getBundle(ctx, d.release, d.bundle_version))!, opts.actor, opts.progress);
   opts.progress?.(d);
   let failed = false;
+  let stopped: string | null = null;
   for (const step of toUndo(d)) {
     const name = `undo ${step}`;
     const prev = d.undo.find((s) => s.name === name);
@@ -449,17 +558,27 @@ async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progres
     opts.progress?.(d);
     const t0 = performance.now();
     try {
-      const res = await backward(r, d, step);
+      const res = await backward(r, d, step, guard);
       Object.assign(state, { status: res ? 'done' : 'skipped', ms: Math.round(performance.now() - t0), detail: res?.detail ?? 'nothing to undo', ...(res?.output ? { output: res.output.slice(-1500) } : {}) });
     } catch (err) {
       failed = true;
       Object.assign(state, { status: 'failed', ms: Math.round(performance.now() - t0), error: redact(err instanceof Error ? err.message : String(err)) });
       logger().error({ deployment: d.id, step }, `rollback step failed: ${state.error}`);
+      // the data may be deployed and was not restored: undoing the schema and the code now would leave
+      // code and data at different versions; stop (a data deploy that failed committed nothing: go on)
+      if (step === 'deploy-data' && d.steps.find((s) => s.name === 'deploy-data')?.status !== 'failed') stopped = standingAfterFailedRestore(d, state.error!);
     }
     d.undo = [...d.undo.filter((s) => s.name !== name), state];
     d = await persist(ctx, d);
     await recordAudit(ctx.db.control, { actor: opts.actor, action: `deploy.rollback.step.${state.status}`, release: d.release, subject: `deployment #${d.id}`, details: { step: name, detail: state.detail ?? null, error: state.error ?? null } });
     opts.progress?.(d);
+    if (stopped) break;
+  }
+  if (stopped) {
+    d = await persist(ctx, d, { status: 'rollback-failed', cause: `${cause}; ROLLBACK STOPPED: ${stopped}`, finished_at: new Date() });
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.failed', release: d.release, subject: `deployment #${d.id}`, details: { cause, stopped, env: d.env, locked: true } });
+    opts.progress?.(d);
+    return d;
   }
   // the restored state is checked like the deployed one was
   const finals: StepState[] = [];
@@ -485,9 +604,12 @@ async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progres
   return d;
 }
 
-/** Deployments in flight whose process is gone (the bot or CLI died mid-deployment). */
+/**
+ * Deployments in flight whose process is gone (the bot or CLI died mid-deployment), and approved ones
+ * that never started (the process that reached Go, or claimed the window, died before running it).
+ */
 export async function interruptedDeployments(ctx: Ctx): Promise<Deployment[]> {
-  const rows = (await ctx.db.control('deployments').whereIn('status', ['running', 'rolling-back']).orderBy('id')) as Deployment[];
+  const rows = (await ctx.db.control('deployments').whereIn('status', ['approved', 'running', 'rolling-back']).orderBy('id')) as Deployment[];
   const out: Deployment[] = [];
   for (const d of rows) if (!(await executorAlive(ctx, d.id))) out.push(d);
   return out;
@@ -495,6 +617,9 @@ export async function interruptedDeployments(ctx: Ctx): Promise<Deployment[]> {
 
 /** What an interrupted deployment left behind, in words: never code and data at different versions unsaid. */
 export function whereItStopped(d: Deployment): string {
+  if (d.status === 'approved' && d.steps.length === 0) {
+    return `approved${d.approved_at ? ` at ${new Date(d.approved_at).toISOString()}` : ''} but never started (the process that was to run it died): nothing was done, code at ${d.previous_code_version ?? 'the previous version'}, data as before; Resume runs it`;
+  }
   const done = new Set(d.steps.filter((s) => s.status === 'done').map((s) => s.name));
   const running = d.steps.find((s) => s.status === 'running' || s.status === 'failed');
   const code = done.has('deploy-code') ? `code at ${d.code_version}` : running?.name === 'deploy-code' ? `code possibly half-way to ${d.code_version}` : `code at ${d.previous_code_version ?? 'the previous version'}`;
@@ -507,7 +632,8 @@ export function whereItStopped(d: Deployment): string {
 export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
   const spec = deploySpecOf(ctx);
   if (opts.rationale.trim().length < 3) throw new TributaryError('usage', 'a rollback needs a rationale');
-  const d = (await ctx.db.control('deployments').where({ release, env: spec.env, status: 'succeeded' }).orderBy('id', 'desc').first()) as Deployment | undefined;
+  // the last one that succeeded, or whose rollback stopped (it is taken up again where it stopped)
+  const d = (await ctx.db.control('deployments').where({ release, env: spec.env }).whereIn('status', ['succeeded', 'rollback-failed']).orderBy('id', 'desc').first()) as Deployment | undefined;
   if (!d) throw new TributaryError('gate_state', `${release} has no successful deployment to ${spec.env} to roll back`);
   const later = await ctx.db.control('deployments').where({ env: spec.env, status: 'succeeded' }).where('id', '>', d.id).first('id', 'release');
   if (later) throw new TributaryError('gate_state', `cannot roll back ${release}: ${String(later.release)} was deployed to ${spec.env} after it (deployment #${String(later.id)}); roll that back first`);
@@ -515,15 +641,50 @@ export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: 
   if (!d.previous_code_version) throw new TributaryError('gate_state', `cannot roll back ${release}'s code: the version before it was not recorded (configure deploy.commands.current)`);
   const lock = await envLock(ctx.db.control, spec.env);
   if (lock && lock.deployment_id !== d.id) throw new TributaryError('gate_busy', `${spec.env} is locked by ${lock.reason} (held by ${lock.holder}); unlock it first: tributary unlock ${spec.env}`);
+  await refuseIfWrittenSince(ctx, d, opts.actor);
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release, subject: `deployment #${d.id}`, details: { rationale: opts.rationale } });
   await ctx.db.control('env_locks').insert({ env: spec.env, deployment_id: d.id, holder: opts.actor, reason: `rollback of deployment #${d.id} of ${release}` }).onConflict('env').ignore();
-  return withExecutor(ctx, d.id, () => rollBack(ctx, d, opts, `rollback requested by ${opts.actor}: ${opts.rationale}`));
+  // the restore checks again, in its transaction with the tables locked, that nothing changed meanwhile
+  return withExecutor(ctx, d.id, () => rollBack(ctx, d, opts, `rollback requested by ${opts.actor}: ${opts.rationale}`, undefined, true));
+}
+
+/**
+ * A rollback restores the touched tables to their pre-deploy backup: writes made to them after the
+ * deploy would be lost. Compares production now with the figures recorded when the data deploy
+ * committed, and refuses, naming the table, when any changed.
+ */
+async function refuseIfWrittenSince(ctx: Ctx, d: Deployment, actor: Actor): Promise<void> {
+  const step = d.steps.find((s) => s.name === 'deploy-data' && s.status === 'done');
+  if (!step || d.undo.some((s) => s.name === 'undo deploy-data' && s.status === 'done')) return;
+  const refuse = async (message: string, details: Record<string, unknown>) => {
+    await recordAudit(ctx.db.control, { actor, action: 'deploy.rollback.refused', release: d.release, subject: `deployment #${d.id}`, details: { reason: message, ...details } });
+    return new TributaryError('gate_state', message, { release: d.release, env: d.env });
+  };
+  if (!step.figures) throw await refuse(`cannot roll back ${d.release}: deployment #${d.id} recorded no figures of production after its data deploy, so writes made since cannot be told apart; restore by hand from backup #${String(d.backup_id)} if you are sure`, {});
+  const now = await dataChecksums(ctx, d.env, step.figures.map((f) => f.table));
+  const changed = changedSince(step.figures, now);
+  if (changed) {
+    const schema = productionEnv(ctx).schema;
+    throw await refuse(changedMessage(d.release, d.env, schema ? `${schema}.${changed.table}` : changed.table, changed), { table: changed.table, before: changed.before, now: changed.now });
+  }
 }
 
 /** An interrupted deployment (its process died) rolled back from where it stopped. */
 export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
   const d = await getDeployment(ctx.db.control, id);
-  if (!['running', 'rolling-back'].includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}, not interrupted`);
+  if (!['approved', 'running', 'rolling-back'].includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}, not interrupted`);
+  if (d.status === 'approved') {
+    // it never started: nothing to undo, it is cancelled
+    return withExecutor(ctx, id, async () => {
+      const cause = `cancelled before it started by ${opts.actor}: ${opts.rationale} (${whereItStopped(d)})`;
+      const [row] = await ctx.db.control('deployments').where({ id, status: 'approved' }).update({ status: 'rejected', cause, finished_at: new Date() }).returning('*');
+      if (!row) throw new TributaryError('gate_state', `deployment #${id} is no longer approved: see tributary deploy status ${id}`);
+      await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.cancelled', release: d.release, subject: `deployment #${id}`, details: { rationale: opts.rationale } });
+      opts.progress?.(row as Deployment);
+      return row as Deployment;
+    });
+  }
+  if (d.status === 'running') await refuseIfWrittenSince(ctx, d, opts.actor);
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release: d.release, subject: `deployment #${id}`, details: { rationale: opts.rationale, interrupted: whereItStopped(d) } });
-  return withExecutor(ctx, id, () => rollBack(ctx, d, opts, `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`));
+  return withExecutor(ctx, id, () => rollBack(ctx, d, opts, `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`, undefined, d.status === 'running'));
 }

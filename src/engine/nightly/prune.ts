@@ -8,7 +8,9 @@ import type { Actor, Ctx } from '../context.js';
  * tests all of whose features are deprecated (a test that still covers a live feature is never
  * proposed); each proposal goes to the feature's owner (config `owner`, a Slack user id). Nothing is
  * removed until that owner confirms that very proposal; a newer digest supersedes an unanswered one.
- * Pruning removes the tests from the catalog (their history stays in test_results), audited.
+ * Pruning removes the tests from the catalog (their history stays in test_results) and records them in
+ * pruned_tests, so that the catalog never learns them again from a runner's report (nor proposes them
+ * again), audited.
  */
 export interface PruneProposal {
   id: number;
@@ -34,6 +36,7 @@ async function prunableTests(db: Knex | Knex.Transaction, feature: string, depre
     `select test_id, name from test_catalog
       where features @> jsonb_build_array(?::text) and jsonb_array_length(features) > 0
         and not exists (select 1 from jsonb_array_elements_text(features) f where f <> all(?::text[]))
+        and not exists (select 1 from pruned_tests p where p.test_id = test_catalog.test_id)
       order by test_id`,
     [feature, deprecated],
   );
@@ -100,7 +103,12 @@ export async function decideProposal(ctx: Ctx, id: number, user: Actor, action: 
       // only tests still covering nothing but deprecated features (the plan may have changed since)
       const still = new Set((await prunableTests(trx, p.feature, [...deprecatedSet(ctx).keys()])).map((t) => t.id));
       const ids = p.tests.map((t) => t.id).filter((t) => still.has(t));
-      if (ids.length > 0) removed = ((await trx('test_catalog').whereIn('test_id', ids).del().returning('test_id')) as { test_id: string }[]).map((r) => r.test_id);
+      if (ids.length > 0) {
+        const gone = (await trx('test_catalog').whereIn('test_id', ids).del().returning(['test_id', 'name'])) as { test_id: string; name: string }[];
+        removed = gone.map((r) => r.test_id);
+        // remembered, so that the runners reporting them again never bring them back (catalog.ts learnTests)
+        if (gone.length > 0) await trx('pruned_tests').insert(gone.map((r) => ({ test_id: r.test_id, name: r.name, feature: p.feature, proposal_id: id, pruned_by: user }))).onConflict('test_id').ignore();
+      }
     }
     const [updated] = await trx('prune_proposals').where({ id }).update({ status: action === 'prune' ? 'pruned' : 'kept', decided_by: user, decided_at: trx.fn.now() }).returning('*');
     await recordAudit(trx, { actor: user, action: action === 'prune' ? 'tests.pruned' : 'prune.kept', release: p.release, subject: p.feature, details: { proposal: id, removed } });

@@ -1,5 +1,6 @@
 import os from 'node:os';
 import pg from 'pg';
+import { envByRole } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../audit.js';
@@ -7,7 +8,7 @@ import type { Actor, Ctx } from '../context.js';
 import { runTests } from '../testing/tiers.js';
 import { coverageGrowth, type Coverage } from './coverage.js';
 import { nextWallTime } from './schedule.js';
-import { nightlySummary, type NightlySummary } from './summary.js';
+import { nightlySummary, previousNights, type NightlySummary } from './summary.js';
 
 /**
  * One nightly run, exactly once per slot: a process takes the nightly advisory lock (session-level, on
@@ -87,7 +88,10 @@ export async function claimSlot(ctx: Ctx, kind: SlotKind, slot: { key: string; a
     .onConflict(['kind', 'slot'])
     .ignore()
     .returning('*')) as SlotRow[];
-  if (row) return row;
+  if (row) {
+    await closeInterrupted(ctx, row);
+    return row;
+  }
   const existing = (await db('nightly_runs').where({ kind, slot: slot.key }).first()) as SlotRow;
   if (existing.status !== 'running') return null;
   // we hold the lock: whoever marked it running is gone
@@ -100,11 +104,48 @@ export async function claimSlot(ctx: Ctx, kind: SlotKind, slot: { key: string; a
     .where({ id: existing.id, status: 'running' })
     .update({ attempts: existing.attempts + 1, claimed_by: me(), trigger, started_at: db.fn.now() })
     .returning('*')) as SlotRow[];
+  if (again) await closeInterrupted(ctx, again);
   return again ?? null;
 }
 
-export async function hasSlot(ctx: Ctx, kind: SlotKind, key: string): Promise<boolean> {
-  return !!(await ctx.db.control('nightly_runs').where({ kind, slot: key }).first('id'));
+/**
+ * Holding the lock, nothing else runs: every other slot still `running` was left by a process that died
+ * (an older night is not caught up: failed, superseded by this one), and so was every nightly test run
+ * still `running` (nightly test runs only ever run under this lock): errored.
+ */
+async function closeInterrupted(ctx: Ctx, claimed: SlotRow): Promise<void> {
+  const db = ctx.db.control;
+  await db('nightly_runs')
+    .where({ kind: claimed.kind, status: 'running' })
+    .whereNot({ id: claimed.id })
+    .update({ status: 'failed', finished_at: db.fn.now(), error: `interrupted: the process running it stopped; superseded by ${claimed.slot}` });
+  if (claimed.kind !== 'nightly') return;
+  await db('test_runs')
+    .where({ tier: 'nightly', status: 'running' })
+    .update({ status: 'errored', finished_at: db.fn.now(), error: `interrupted: the process running it stopped (found by ${me()} running nightly ${claimed.slot})` });
+}
+
+/** The slot's row, if a process ever claimed it. */
+export async function slotRow(ctx: Ctx, kind: SlotKind, key: string): Promise<Pick<SlotRow, 'id' | 'status'> | undefined> {
+  return (await ctx.db.control('nightly_runs').where({ kind, slot: key }).first('id', 'status')) as Pick<SlotRow, 'id' | 'status'> | undefined;
+}
+
+/**
+ * Whether a live process holds the nightly lock (it runs a slot): the session advisory lock of
+ * withNightlyLock, seen in pg_locks (a 64-bit key is classid = its high half, objid = its low half).
+ */
+export async function nightlyLockHeld(ctx: Ctx): Promise<boolean> {
+  const res = await ctx.db.control.raw<{ rows: { held: boolean }[] }>(
+    `select exists (
+       select 1 from pg_locks l
+        where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+          and l.database = (select oid from pg_database where datname = current_database())
+          and l.classid::bigint = ((hashtext(?)::bigint >> 32) & 4294967295)
+          and l.objid::bigint = (hashtext(?)::bigint & 4294967295)
+     ) as held`,
+    [NIGHTLY_LOCK, NIGHTLY_LOCK],
+  );
+  return res.rows[0]!.held;
 }
 
 /** When the post of a run that falls due at `at` may go out: null = at once. */
@@ -121,7 +162,10 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Prom
   try {
     const release = await newestMasterRelease(ctx);
     await db('nightly_runs').where({ id: row.id }).update({ release });
-    const report = await runTests(ctx, release, { tier: 'nightly', actor });
+    // compared with the previous scheduled night (a manual run never is one): the run's classes and its summary agree
+    const env = envByRole(ctx.config, 'master');
+    const [previous] = env ? await previousNights(db, env.name, null, 1) : [];
+    const report = await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null });
     const summary = await nightlySummary(db, ctx.config, report.runId);
     let coverage: Coverage | undefined;
     try {
@@ -192,7 +236,12 @@ export async function unposted(ctx: Ctx): Promise<SlotRow[]> {
     .orderBy('id')) as SlotRow[];
 }
 
-/** The last nights, newest first (App Home). */
-export async function recentNights(ctx: Ctx, n = 7): Promise<SlotRow[]> {
-  return (await ctx.db.control('nightly_runs').where({ kind: 'nightly' }).whereNot({ status: 'running' }).orderBy('id', 'desc').limit(n)) as SlotRow[];
+/**
+ * The last nights, newest first (App Home). A night still `running` is `interrupted` when no live process
+ * holds the nightly lock (its process died; the next scheduler tick or bot start runs it again).
+ */
+export async function recentNights(ctx: Ctx, n = 7): Promise<(SlotRow & { interrupted: boolean })[]> {
+  const rows = (await ctx.db.control('nightly_runs').where({ kind: 'nightly' }).orderBy('id', 'desc').limit(n)) as SlotRow[];
+  const live = rows.some((r) => r.status === 'running') ? await nightlyLockHeld(ctx) : false;
+  return rows.map((r) => ({ ...r, interrupted: r.status === 'running' && !live }));
 }

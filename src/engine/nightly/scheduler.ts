@@ -2,7 +2,7 @@ import { createTask, type ScheduledTask } from 'node-cron';
 import { logger, redact } from '../../log.js';
 import type { Ctx } from '../context.js';
 import { proposePruning, type PruneProposal } from './prune.js';
-import { claimPost, claimSlot, executeNightly, hasSlot, unclaimPost, unposted, withNightlyLock, type NightlyOutcome, type SlotKind, type SlotRow, type Trigger } from './run.js';
+import { claimPost, claimSlot, executeNightly, slotRow, unclaimPost, unposted, withNightlyLock, type NightlyOutcome, type SlotKind, type SlotRow, type Trigger } from './run.js';
 import { latestSlot, makeSchedule, nextSlot, type Schedule } from './schedule.js';
 
 /**
@@ -115,8 +115,11 @@ export class NightlyScheduler {
     const slot = latestSlot(this.schedules[kind], new Date());
     this.armGap(kind);
     if (!slot) return 'none';
-    if (await hasSlot(this.ctx, kind, slot.key)) return 'taken';
-    if (trigger === 'catch-up') {
+    const existing = await slotRow(this.ctx, kind, slot.key);
+    // done or failed: taken. Running: either a live process runs it (then the lock is busy, and we look
+    // again later), or its process died (then we get the lock, and claimSlot runs it again, once)
+    if (existing && existing.status !== 'running') return 'taken';
+    if (!existing && trigger === 'catch-up') {
       // the very first start records no past slot: the schedule begins now
       const any = await this.ctx.db.control('nightly_runs').where({ kind }).whereNot({ trigger: 'manual' }).first('id');
       if (!any) return 'none';

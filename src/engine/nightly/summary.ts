@@ -5,11 +5,15 @@ import type { RunTotals } from '../testing/results.js';
 
 /**
  * The nightly post, computed set-based from test_runs and test_results: totals and pass rate; the new
- * regressions and the fixed tests since the previous night (this night's result against the previous
- * nightly run's, test by test); the flaky leaderboard over the last nights (status flips between
- * consecutive nights, and passes on a retry); a per-release breakdown (each test counts for the releases
- * whose plan has one of its features); the pass-rate trend over the last 7 and 30 nights. Flaky, as in
- * the run's own classes: at least two flips over the window, or a pass on a retry (one change is a
+ * regressions and the fixed tests since the previous night; the flaky leaderboard over the last nights
+ * (status flips between consecutive nights, and passes on a retry); a per-release breakdown (each test
+ * counts for the releases whose plan has one of its features); the pass-rate trend over the last 7 and
+ * 30 nights. A night is a scheduled slot (nightly_runs, one row per slot; its finished test run): a
+ * manual `tributary nightly --now` run is never anyone's previous night nor a point of the trend (its own
+ * summary compares it with the last scheduled night, and its trend ends with it). New regressions and
+ * fixed tests are the run's own classes (results.ts classifyRun), whose baseline for a nightly run is the
+ * previous scheduled night (executeNightly passes it): the post and the run's gate always agree. Flaky,
+ * as in those classes: at least two flips over the window, or a pass on a retry (one change is a
  * regression or a fix, not flakiness).
  */
 export interface TestRef {
@@ -86,32 +90,26 @@ export async function nightlySummary(db: Knex, config: Config, runId: number, op
   if (!run) throw new TributaryError('no_rows', `test run #${runId} is not a nightly run`, { runId });
   if (run.status === 'running') throw new TributaryError('gate_state', `nightly run #${runId} is still running`, { runId });
   const nights = opts.nights ?? config.nightly?.nights ?? 14;
-  // the last 30 finished nightly runs on the same env, up to this one (newest first)
-  const runs = (await db('test_runs')
-    .where({ tier: 'nightly', env: run.env })
-    .whereIn('status', ['passed', 'failed'])
-    .where('id', '<=', runId)
-    .orderBy('id', 'desc')
-    .limit(30)
-    .select('id', 'started_at', 'totals')) as { id: number; started_at: Date; totals: RunTotals }[];
-  const prev = runs[1]?.id ?? null;
+  // this run, then the previous scheduled nights on the same env (newest first), 30 in all
+  const previous = await previousNights(db, run.env, runId, 29);
+  const runs = [{ id: runId, started_at: run.started_at as Date, totals: run.totals as RunTotals }, ...previous];
+  const prev = previous[0]?.id ?? null;
   const map = featureReleases(config);
 
-  const refs = async (sql: string): Promise<{ count: number; items: TestRef[] }> => {
-    if (prev === null) return { count: 0, items: [] };
+  // the run's classes against its baseline (the previous scheduled night)
+  const refs = async (cls: 'new-regression' | 'fixed'): Promise<{ count: number; items: TestRef[] }> => {
     const res = await db.raw<{ rows: { test_id: string; name: string; message: string | null; releases: string[] | null; n: number }[] }>(
       `with fr as (select * from unnest(?::text[], ?::text[]) as fr(feature, release)),
-            hit as (select c.test_id, c.name, c.message, c.features from test_results c join test_results p on p.run_id = ? and p.test_id = c.test_id
-                     where c.run_id = ? and ${sql})
+            hit as (select c.test_id, c.name, c.message, c.features from test_results c where c.run_id = ? and c.class = ?)
        select hit.test_id, hit.name, hit.message, count(*) over ()::int as n,
               array(select distinct fr.release from jsonb_array_elements_text(hit.features) f join fr on fr.feature = f order by 1) as releases
          from hit order by hit.name limit ${LIST}`,
-      [map.features, map.releases, prev, runId],
+      [map.features, map.releases, runId, cls],
     );
     return { count: res.rows[0]?.n ?? 0, items: res.rows.map((r) => ({ testId: r.test_id, name: r.name, message: r.message, releases: r.releases ?? [] })) };
   };
-  const newRegressions = await refs(`c.status in ('failed', 'errored') and p.status = 'passed'`);
-  const fixed = await refs(`c.status = 'passed' and p.status in ('failed', 'errored')`);
+  const newRegressions = await refs('new-regression');
+  const fixed = await refs('fixed');
 
   const window = runs.slice(0, nights).map((r) => r.id);
   const flakyRows = await db.raw<{ rows: { test_id: string; name: string; flips: number; retried: number; failures: number; nights: number }[] }>(
@@ -134,16 +132,16 @@ export async function nightlySummary(db: Knex, config: Config, runId: number, op
 
   const breakdown = await db.raw<{ rows: { release: string; total: number; passed: number; failed: number; skipped: number; regressions: number }[] }>(
     `with fr as (select * from unnest(?::text[], ?::text[]) as fr(feature, release)),
-          cur as (select c.test_id, c.status, c.features, p.status as prev from test_results c left join test_results p on p.run_id = ? and p.test_id = c.test_id where c.run_id = ?)
+          cur as (select c.test_id, c.status, c.features, c.class from test_results c where c.run_id = ?)
      select coalesce(x.release, ?) as release,
             count(*)::int as total,
             count(*) filter (where cur.status = 'passed')::int as passed,
             count(*) filter (where cur.status in ('failed', 'errored'))::int as failed,
             count(*) filter (where cur.status = 'skipped')::int as skipped,
-            count(*) filter (where cur.status in ('failed', 'errored') and cur.prev = 'passed')::int as regressions
+            count(*) filter (where cur.class = 'new-regression')::int as regressions
        from cur left join lateral (select distinct fr.release from jsonb_array_elements_text(cur.features) f join fr on fr.feature = f) x on true
       group by 1`,
-    [map.features, map.releases, prev ?? -1, runId, NO_RELEASE],
+    [map.features, map.releases, runId, NO_RELEASE],
   );
   const position = (r: string) => (r === NO_RELEASE ? Number.MAX_SAFE_INTEGER : map.order.indexOf(r) < 0 ? Number.MAX_SAFE_INTEGER - 1 : map.order.indexOf(r));
   const perRelease = breakdown.rows
@@ -173,4 +171,22 @@ export async function nightlySummary(db: Knex, config: Config, runId: number, op
     perRelease,
     trend: { points, avg7: avg(7), avg30: avg(30), nights7: Math.min(7, points.length), nights30: points.length },
   };
+}
+
+/**
+ * The scheduled nights before a run (its test run id below `beforeRunId`), finished, on `env`, newest
+ * first: one per slot (nightly_runs' unique key), never a manual run. The baseline of a nightly run and
+ * the nights of its summary.
+ */
+export async function previousNights(db: Knex, env: string, beforeRunId: number | null, limit: number): Promise<{ id: number; started_at: Date; totals: RunTotals }[]> {
+  const q = db('nightly_runs as n')
+    .join('test_runs as tr', 'tr.id', 'n.test_run_id')
+    .where({ 'n.kind': 'nightly', 'n.status': 'done', 'tr.env': env, 'tr.tier': 'nightly' })
+    .whereNot('n.trigger', 'manual')
+    .whereIn('tr.status', ['passed', 'failed'])
+    .orderBy('tr.id', 'desc')
+    .limit(limit)
+    .select('tr.id', 'tr.started_at', 'tr.totals');
+  if (beforeRunId !== null) q.where('tr.id', '<', beforeRunId);
+  return (await q) as { id: number; started_at: Date; totals: RunTotals }[];
 }

@@ -20,7 +20,8 @@ const BATCH = 5000;
  * more than once counts by its last report. Every case refreshes last_seen; a passed or failed case also
  * name, classname, file, features, smoke and the duration; a skipped case all of them but the duration;
  * an errored case nothing more for a known test (its duration says nothing about the test, and the
- * orchestration reports tests the command never ran as errored with nothing but their name).
+ * orchestration reports tests the command never ran as errored with nothing but their name). A test
+ * pruned on its owner's confirmation (pruned_tests) is never learnt again, so no selection has it.
  */
 export async function learnTests(db: Knex | Knex.Transaction, cases: TestCaseResult[]): Promise<number> {
   const byId = new Map<string, TestCaseResult>();
@@ -60,6 +61,7 @@ async function upsert(db: Knex | Knex.Transaction, batch: TestCaseResult[], refr
     `insert into test_catalog as c (test_id, name, classname, file, features, smoke, duration_ms)
      select x.id, x.name, x.classname, x.file, x.features::jsonb, x.smoke, x.ms
        from unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::int[]) as x(id, name, classname, file, features, smoke, ms)
+      where not exists (select 1 from pruned_tests p where p.test_id = x.id)
      on conflict (test_id) do update set ${update}
      returning (xmax = 0) as inserted`,
     bindings,

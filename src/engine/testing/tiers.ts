@@ -26,6 +26,8 @@ export interface TestRequest {
   env?: string;
   actor: Actor;
   progress?: (p: TestProgress) => void;
+  /** The run to compare with, when the caller knows it (a nightly run: the previous scheduled night); default baselineRun. */
+  baselineRunId?: number | null;
 }
 
 export interface TestProgress {
@@ -231,7 +233,7 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
   }
 
   progress({ step: 'classify', runId, shards: specs.length, shardsDone: done, passed, failed });
-  const baselineId = await baselineRun(db, { id: runId, release, tier: req.tier, env: env.name });
+  const baselineId = req.baselineRunId !== undefined ? req.baselineRunId : await baselineRun(db, { id: runId, release, tier: req.tier, env: env.name });
   await classifyRun(db, runId, baselineId);
   const totals = await runTotals(db, ctx.config, runId, release);
   const gate = applyGate(totals, testing.passRate);
