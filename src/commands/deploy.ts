@@ -81,7 +81,7 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, user: 
 
 /** Runs a deployment in the background, reporting in one message updated in place; then the outcome. */
 function runInBackground(deps: BotDeps, id: number, actor: string, channel: string, work: (progress: (d: Deployment) => void) => Promise<Deployment>): void {
-  deps.background(async () => {
+  deps.longRunning(async () => {
     let ts: string | undefined;
     let last = 0;
     let pending: Deployment | undefined;

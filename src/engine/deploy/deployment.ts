@@ -347,14 +347,17 @@ async function smoke(r: Runner, d: Deployment): Promise<{ ok: boolean; detail: s
   return { ok: true, detail };
 }
 
+/** Runs one deployer command; a failure throws with the command's output attached. */
+async function runOrThrow(r: Runner, d: Deployment, name: Parameters<CodeDeployer['run']>[0], version?: string) {
+  const out = await r.code.run(name, vars(d, r.spec, version));
+  if (!out.ok) throw new TributaryError('runner_failed', out.error ?? `${name} failed`, { output: out.output });
+  return out;
+}
+
 /** One forward step. Returns detail text, or throws with the cause. */
 async function forward(r: Runner, d: Deployment, step: StepName): Promise<{ detail: string; output?: string; skipped?: boolean; figures?: TableFigures[]; patch?: Partial<Record<keyof Deployment, unknown>> }> {
   const { ctx, code, spec } = r;
-  const cmd = async (name: Parameters<CodeDeployer['run']>[0], version?: string) => {
-    const out = await code.run(name, vars(d, spec, version));
-    if (!out.ok) throw new TributaryError('runner_failed', out.error ?? `${name} failed`, { output: out.output });
-    return out;
-  };
+  const cmd = (name: Parameters<CodeDeployer['run']>[0], version?: string) => runOrThrow(r, d, name, version);
   switch (step) {
     case 'lock': {
       const inserted = await ctx.db.control('env_locks').insert({ env: d.env, deployment_id: d.id, holder: d.requested_by, reason: `deployment #${d.id} of ${d.release}` }).onConflict('env').ignore().returning('env');
@@ -417,12 +420,8 @@ async function backupOf(ctx: Ctx, d: Deployment): Promise<Backup> {
 
 /** The undo of a forward step, in the rollback (exact reverse order). */
 async function backward(r: Runner, d: Deployment, step: StepName, guard = false): Promise<{ detail: string; output?: string } | null> {
-  const { ctx, code, spec } = r;
-  const cmd = async (name: Parameters<CodeDeployer['run']>[0], version?: string) => {
-    const out = await code.run(name, vars(d, spec, version));
-    if (!out.ok) throw new TributaryError('runner_failed', out.error ?? `${name} failed`, { output: out.output });
-    return out;
-  };
+  const { ctx, code } = r;
+  const cmd = (name: Parameters<CodeDeployer['run']>[0], version?: string) => runOrThrow(r, d, name, version);
   switch (step) {
     case 'maintenance-off':
       return code.has('maintenanceOn') ? { detail: 'maintenance on for the rollback', output: (await cmd('maintenanceOn')).output } : null;
