@@ -2,16 +2,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
-import { consolidate } from '../../src/engine/consolidate.js';
-import { applyDecision } from '../../src/engine/decide.js';
 import { createBundle, getBundle, listBundles, requireBundle } from '../../src/engine/deploy/bundle.js';
 import { backupData, BACKUP_SCHEMA, dataChecksums, deployData, dropBackup, getBackup, restoreData } from '../../src/engine/deploy/data.js';
-import { transition } from '../../src/engine/lifecycle.js';
-import { loadRelease } from '../../src/engine/load.js';
-import { promoteRelease } from '../../src/engine/promote.js';
-import { tagRelease } from '../../src/engine/tag.js';
 import { exitCodeFor, TributaryError } from '../../src/errors.js';
-import { insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
+import type { TestEnv } from '../helpers.js';
+import { approvedRelease, seedProduction } from '../deploy-setup.js';
 import { cli, output } from '../process.js';
 
 /**
@@ -28,56 +23,13 @@ afterEach(async () => {
 const by = { actor: 'cli:test' };
 const TABLES = ['users', 'accounts', 'transactions'];
 
-/** R2 through the real chain: tagged, consolidated, decided, validated, loaded, tier 1, promoted into master (next to R1), approved. */
+/** R2 approved with data in master (the real chain), and production as earlier deployments left it. */
 async function approved(): Promise<TestEnv> {
-  const e = await testEnv(2, {
-    environments: {
-      'ST-1': { role: 'source', precedence: 1, schema: 'st1' },
-      'ST-2': { role: 'source', precedence: 2, schema: 'st2' },
-      staging: { role: 'staging', schema: 'staging' },
-      master: { role: 'master', schema: 'master' },
-      production: { role: 'production', schema: 'prod' },
-    },
-  });
-  env = e;
-  await insertUsers(e, 'st1', [
-    { id: 1, email: 'dana@x', role: 'Manager', feature: 'FEAT-C' },
-    { id: 2, email: 'eve@x', phone: null },
-    { id: 1500, email: 'new@x', feature: 'FEAT-L', city: "O'Hare \\ \t tab" },
-    { id: 20, email: 'gus@x', role: 'Admin', feature: 'FEAT-C' },
-  ]);
-  await insertUsers(e, 'st2', [{ id: 21, email: 'gus@x', role: 'Customer' }]);
-  await insertAccounts(e, 'st1', [
-    { id: 10, number: 'AC-DANA', user_id: 1, balance: '12.30' },
-    { id: 11, number: 'AC-NEW', user_id: 1500 },
-  ]);
-  await insertTransactions(e, 'st1', [{ id: 7, account_id: 10, amount: '12.50' }]);
-  await e.sql(`insert into master.users (id, email, username, name, role, release, feature, created_by, created_at) values (100, 'old@x', 'old', 'Old', 'Customer', 'R1', 'FEAT-OLD', 'qa-r1', '2023-06-01T10:00:00Z')`);
-  await tagRelease(e.ctx, 'R2', by);
-  await consolidate(e.ctx, 'R2', by);
-  await applyDecision(e.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, { actor: 'U0ALICE', rationale: 'checked' });
-  await transition(e.db.control, 'R2', 'validate');
-  await loadRelease(e.ctx, 'R2', by);
-  await transition(e.db.control, 'R2', 'tier1');
-  await promoteRelease(e.ctx, 'R2', by);
-  await transition(e.db.control, 'R2', 'approve');
-  return e;
+  env = await approvedRelease();
+  return env;
 }
 
-/** Production as earlier deployments left it: R1's rows and an older R2 row; no transactions table yet. */
-async function production(e: TestEnv): Promise<void> {
-  await e.sql(`create schema prod;
-    create table prod.users (id int primary key, email text, username text, name text, role text, phone text, city text, updated_at timestamptz,
-      release text, feature text, created_by text, created_at timestamptz);
-    create table prod.accounts (id int primary key, number text, user_id int, currency text, balance numeric(12,2),
-      release text, feature text, created_by text, created_at timestamptz);
-    insert into prod.users values
-      (100, 'old@x', 'old', 'Old', 'Customer', '+1', 'Rome', '2023-06-01 10:00:00.123456+00', 'R1', 'FEAT-OLD', 'qa-r1', '2023-06-01 10:00:00+00'),
-      (101, 'older@x', 'older', 'Older', null, null, E'line\\nbreak', null, 'R1', 'FEAT-OLD', 'qa-r1', '2023-06-02 10:00:00+00'),
-      (2, 'eve-old@x', 'eve', 'Eve (old R2)', 'Customer', '+1', 'Oslo', now(), 'R2', 'FEAT-M', 'qa', '2024-01-01 00:00:00+00');
-    insert into prod.accounts values (200, 'AC-OLD', 100, 'EUR', 5.10, 'R1', 'FEAT-OLD', 'qa-r1', '2023-06-01 10:00:00+00'),
-      (201, 'AC-EVE-OLD', 2, 'USD', 1.00, 'R2', 'FEAT-M', 'qa', '2024-01-01 00:00:00+00');`);
-}
+const production = seedProduction;
 
 const rowsOf = async (e: TestEnv, table: string) => (await e.sql(`select t::text as row from ${table} t order by 1`)).rows.map((r) => r.row as string);
 
