@@ -13,7 +13,7 @@ import type { RunTotals } from '../testing/results.js';
  * summary compares it with the last scheduled night, and its trend ends with it). New regressions and
  * fixed tests are the run's own classes (results.ts classifyRun), whose baseline for a nightly run is the
  * previous scheduled night (executeNightly passes it): the post and the run's gate always agree. Flaky,
- * as in those classes: at least two flips over the window, or a pass on a retry (one change is a
+ * as in those classes: at least three flips over the window (pass, fail, pass is a regression then a fix), or a pass on a retry (one change is a
  * regression or a fix, not flakiness).
  */
 export interface TestRef {
@@ -124,7 +124,7 @@ export async function nightlySummary(db: Knex, config: Config, runId: number, op
               count(*) filter (where not ok)::int as failures,
               count(*)::int as nights
          from h group by test_id
-     ) s where flips >= 2 or retried > 0
+     ) s where flips >= 3 or retried > 0
       order by flips + retried desc, failures desc, test_id
       limit 10`,
     [window],

@@ -153,7 +153,7 @@ export async function classifyRun(db: Knex, runId: number, baselineId: number | 
      update test_results t set class = case
          when cur.status = 'skipped' then 'skipped'
          when cur.retried then 'flaky'
-         when cur.flips >= 2 then 'flaky'
+         when cur.flips >= 3 then 'flaky'
          when cur.base is null then case when cur.status = 'passed' then 'passing' else 'new-test' end
          when cur.status = 'passed' and cur.base = 'failed' then 'fixed'
          when cur.status = 'passed' then 'passing'
