@@ -1,3 +1,4 @@
+import os from 'node:os';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import { Model } from 'objection';
@@ -66,6 +67,25 @@ export function paramsFromUrl(url: string): ConnectionParams {
   };
 }
 
+const LOCAL_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/**
+ * Background database work at lower CPU priority. When the PostgreSQL server runs on this machine (the
+ * embedded one, or a local server), the server processes of Tributary's heavy sessions (collection,
+ * detection, loads) are reniced, so that the bot's own process keeps the CPU it needs to acknowledge
+ * Slack within its 3 s (aim: 300 ms) while a consolidation runs. Elsewhere (a remote server, or no
+ * permission) this does nothing.
+ */
+export async function lowerPriority(conn: pg.Client, host: string): Promise<void> {
+  if (!LOCAL_HOSTS.has(host) && !host.startsWith('/')) return;
+  try {
+    const res = await conn.query<{ pid: number }>('select pg_backend_pid() as pid');
+    os.setPriority(res.rows[0]!.pid, 10);
+  } catch {
+    // not ours to renice (another user, another machine): nothing to do
+  }
+}
+
 export function makeKnex(params: ConnectionParams, pool: { min: number; max: number } = { min: 0, max: 10 }, workMem?: string): Knex {
   return knexFactory({
     client: 'pg',
@@ -73,9 +93,16 @@ export function makeKnex(params: ConnectionParams, pool: { min: number; max: num
     pool: {
       ...pool,
       idleTimeoutMillis: 10_000,
-      // memory for the set-based detection's hash aggregates (a performance setting: no result depends on it)
+      // memory for the set-based detection's hash aggregates (a performance setting: no result depends on
+      // it), and the background priority of the heavy sessions
       ...(workMem
-        ? { afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => void conn.query(`set work_mem = '${workMem}'`).then(() => done(null, conn), (err: Error) => done(err, conn)) }
+        ? {
+            afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) =>
+              void conn
+                .query(`set work_mem = '${workMem}'`)
+                .then(() => lowerPriority(conn, params.host))
+                .then(() => done(null, conn), (err: Error) => done(err, conn)),
+          }
         : {}),
     },
     acquireConnectionTimeout: 15_000,

@@ -6,6 +6,7 @@ import type { EnvSpec, EntitySpec } from '../config/load.js';
 import { TributaryError } from '../errors.js';
 import { COLUMNS_SQL, rowHashExpr, type TableColumn } from './checksum.js';
 import { envError, type Ctx } from './context.js';
+import { lowerPriority } from '../db/connect.js';
 import { ident, literal, qualified } from './sql.js';
 import type { LockRow } from './tag.js';
 
@@ -103,6 +104,7 @@ async function collectEnv(ctx: Ctx, runId: number, env: EnvSpec, release: string
       throw envError(ctx, env, err);
     }
     await target.connect();
+    await Promise.all([lowerPriority(source, ctx.db.envParams(env).host), lowerPriority(target, ctx.db.controlParams.host)]);
     await source.query('begin isolation level repeatable read read only');
     // timestamps in to_jsonb follow the session time zone: fix it for this transaction only
     await source.query("set local timezone = 'UTC'");
