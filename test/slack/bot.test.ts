@@ -4,10 +4,10 @@ import { listFindings, waiveFinding } from '../../src/engine/validate.js';
 import { listConflicts } from '../../src/engine/conflicts.js';
 import { consolidate } from '../../src/engine/consolidate.js';
 import { tagRelease } from '../../src/engine/tag.js';
-import { createBot, type Bot } from '../../src/slack/app.js';
+import type { Bot } from '../../src/slack/app.js';
 import { BLOCKS } from '../../src/slack/ids.js';
 import { insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
+import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
 
 /** The bot as Slack talks to it: signed requests into the real HTTP receiver, Web API calls to a local fake. */
 const SECRET = 'test-signing-secret';
@@ -37,16 +37,7 @@ beforeAll(async () => {
   env = await testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'S0QA'], qa_lead: ['U0LEAD'], release_manager: [] } });
   fake.groups = { S0QA: ['U0GROUPIE'] };
   await seedAndConsolidate(env);
-  bot = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, {
-    botId: 'BBOT',
-    botUserId: 'UBOT',
-    retries: 0,
-    progressIntervalMs: 20,
-    cardIntervalMs: 5,
-    statusTtlMs: 0,
-  });
-  const { port } = await bot.start();
-  url = `http://127.0.0.1:${port}/slack/events`;
+  ({ bot, url } = await startTestBot(env.ctx, fake));
 });
 
 afterAll(async () => {

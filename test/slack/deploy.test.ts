@@ -9,7 +9,7 @@ import { createBot, type Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { approvedRelease, dumpProduction, fakeDeployer, seedProduction } from '../deploy-setup.js';
 import type { TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
+import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
 
 /** Deployment from Slack: the go/no-go card, confirmation modals, progress, /rollback, Unlock. */
 const SECRET = 'test-signing-secret';
@@ -32,17 +32,7 @@ beforeAll(async () => {
   fs.mkdirSync(path.join(app, 'releases', 'v1'), { recursive: true });
   fs.symlinkSync(path.join(app, 'releases', 'v1'), path.join(app, 'current'));
   await createBundle(env.ctx, 'R2', { code: 'v2', actor: 'U0RM1' });
-  bot = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, {
-    botId: 'BBOT',
-    botUserId: 'UBOT',
-    retries: 0,
-    progressIntervalMs: 20,
-    cardIntervalMs: 5,
-    statusTtlMs: 0,
-    scheduler: false,
-  });
-  const { port } = await bot.start();
-  url = `http://127.0.0.1:${port}/slack/events`;
+  ({ bot, url } = await startTestBot(env.ctx, fake, { scheduler: false }));
 });
 
 afterAll(async () => {

@@ -176,3 +176,29 @@ export function viewSubmissionBody(user: string, view: { private_metadata: strin
   };
   return new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
 }
+
+/** The signing secret of the test bots. */
+export const TEST_SIGNING_SECRET = 'test-signing-secret';
+
+/**
+ * A bot on the real HTTP receiver (a loopback port), talking to the fake Web API: fast progress and card
+ * pacing, no retries, no auth.test. Returns the bot and the URL Slack would post to.
+ */
+export async function startTestBot(
+  ctx: import('../../src/engine/context.js').Ctx,
+  fake: FakeSlack,
+  opts: import('../../src/slack/app.js').BotOptions = {},
+): Promise<{ bot: import('../../src/slack/app.js').Bot; url: string }> {
+  const { createBot } = await import('../../src/slack/app.js');
+  const bot = createBot(ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: TEST_SIGNING_SECRET, port: 0, apiUrl: fake.apiUrl() }, {
+    botId: 'BBOT',
+    botUserId: 'UBOT',
+    retries: 0,
+    progressIntervalMs: 20,
+    cardIntervalMs: 5,
+    statusTtlMs: 0,
+    ...opts,
+  });
+  const { port } = await bot.start();
+  return { bot, url: `http://127.0.0.1:${port}/slack/events` };
+}

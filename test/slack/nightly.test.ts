@@ -4,10 +4,10 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vites
 import { nightlyHooks } from '../../src/commands/nightly.js';
 import { proposePruning } from '../../src/engine/nightly/prune.js';
 import { runNightlyNow } from '../../src/engine/nightly/run.js';
-import { createBot, type Bot } from '../../src/slack/app.js';
+import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS } from '../../src/slack/ids.js';
 import { ROOT, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, signedPost, slashBody } from './fake-slack.js';
+import { actionBody, FakeSlack, startTestBot, signedPost, slashBody } from './fake-slack.js';
 
 /**
  * The nightly regression in Slack, over signed requests and a local fake Web API: the morning post with
@@ -43,16 +43,7 @@ beforeAll(async () => {
     nightly: { schedule: '0 2 * * *', timezone: 'UTC', channel: 'C_NIGHT' },
     testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 2, shards: 2, timeoutSeconds: 30, reportDir: 'reports' },
   });
-  bot = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, {
-    botId: 'BBOT',
-    botUserId: 'UBOT',
-    retries: 0,
-    progressIntervalMs: 20,
-    statusTtlMs: 0,
-    scheduler: false,
-  });
-  const { port } = await bot.start();
-  url = `http://127.0.0.1:${port}/slack/events`;
+  ({ bot, url } = await startTestBot(env.ctx, fake, { scheduler: false }));
 });
 
 afterAll(async () => {

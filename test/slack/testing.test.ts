@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createBot, type Bot } from '../../src/slack/app.js';
+import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { ROOT, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
+import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
 
 /** Two-tier testing from Slack: signed slash commands, the progress message, the cards, the approval modal. */
 const SECRET = 'test-signing-secret';
@@ -32,16 +32,7 @@ beforeAll(async () => {
   });
   await env.db.control('release_states').insert({ release: 'R2', state: 'loaded' });
   await env.db.control('loads').insert({ release: 'R2', run_id: 1, env: 'staging', entity: 'users', table_name: 'users', row_count: 3, checksum: '42', loaded_by: 'cli:test' });
-  bot = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, {
-    botId: 'BBOT',
-    botUserId: 'UBOT',
-    retries: 0,
-    progressIntervalMs: 20,
-    cardIntervalMs: 5,
-    statusTtlMs: 0,
-  });
-  const { port } = await bot.start();
-  url = `http://127.0.0.1:${port}/slack/events`;
+  ({ bot, url } = await startTestBot(env.ctx, fake));
 });
 
 afterAll(async () => {
