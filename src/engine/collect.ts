@@ -1,12 +1,13 @@
-import { pipeline } from 'node:stream/promises';
-import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import PQueue from 'p-queue';
+import { spawn } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import type { EnvSpec, EntitySpec } from '../config/load.js';
 import { TributaryError } from '../errors.js';
-import { COLUMNS_SQL, rowHashExpr, type TableColumn } from './checksum.js';
 import { envError, type Ctx } from './context.js';
-import { lowerPriority } from '../db/connect.js';
+import { redact } from '../log.js';
+import { ROW_HASH, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 import { ident, literal, qualified } from './sql.js';
 import type { LockRow } from './tag.js';
 
@@ -90,47 +91,57 @@ export interface CollectedEnv {
   perEntity: Record<string, number>;
 }
 
-async function collectEnv(ctx: Ctx, runId: number, env: EnvSpec, release: string, locks: Map<string, LockRow>): Promise<CollectedEnv> {
-  const source = new pg.Client({ ...ctx.db.envParams(env), connectionTimeoutMillis: 5000 } as pg.ClientConfig);
-  const target = new pg.Client({ ...ctx.db.controlParams } as pg.ClientConfig);
-  source.on('error', () => undefined);
-  target.on('error', () => undefined);
-  const perEntity: Record<string, number> = {};
-  let total = 0;
-  try {
-    try {
-      await source.connect();
-    } catch (err) {
-      throw envError(ctx, env, err);
+const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'collect-child.ts');
+
+/**
+ * Streams the given envs into the work area from a child process (collect-child.ts) at lower CPU
+ * priority: the rows never pass through this process, whose event loop stays free (the bot's acks).
+ * Reports each env as it is done; an env that fails is reported as its error, naming the env.
+ */
+async function collectEnvs(ctx: Ctx, runId: number, envs: EnvSpec[], release: string, locks: Map<string, LockRow>, onEnv: (r: CollectedEnv | Error) => void): Promise<void> {
+  const plan: ChildPlan = {
+    target: ctx.db.controlParams,
+    copyIn: `copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data, rh) from stdin`,
+    concurrency: ctx.config.collect.concurrency,
+    envs: [],
+  };
+  for (const env of envs) {
+    const missing = ctx.config.entities.find((entity) => !locks.get(`${env.name}/${entity.name}`));
+    if (missing) {
+      onEnv(new TributaryError('gate_not_locked', `release ${release} is not locked for ${env.name} (${missing.table})`));
+      continue;
     }
-    await target.connect();
-    await Promise.all([lowerPriority(source, ctx.db.envParams(env).host), lowerPriority(target, ctx.db.controlParams.host)]);
-    await source.query('begin isolation level repeatable read read only');
-    // timestamps in to_jsonb follow the session time zone: fix it for this transaction only
-    await source.query("set local timezone = 'UTC'");
-    await source.query('set local extra_float_digits = 1');
-    for (const entity of ctx.config.entities) {
-      const lock = locks.get(`${env.name}/${entity.name}`);
-      if (!lock) throw new TributaryError('gate_not_locked', `release ${release} is not locked for ${env.name} (${entity.table})`);
-      const cols = await source.query<TableColumn>(COLUMNS_SQL, [qualified(env.schema, entity.table)]);
-      // each row's hash travels with it, computed exactly as the lock's checksum was: the drift check
-      // then needs no second read of the source (checkDrift sums them in the work area)
-      const out = source.query(copyTo(`copy (${sourceQuery(ctx, env, entity, release, rowHashExpr(cols.rows))}) to stdout`));
-      const into = target.query(
-        copyFrom(`copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data, rh) from stdin`),
-      );
-      await pipeline(out, into);
-      perEntity[entity.name] = into.rowCount;
-      total += into.rowCount;
-    }
-    await source.query('commit');
-  } catch (err) {
-    throw envError(ctx, env, err);
-  } finally {
-    await source.end().catch(() => undefined);
-    await target.end().catch(() => undefined);
+    plan.envs.push({
+      env: env.name,
+      source: ctx.db.envParams(env),
+      entities: ctx.config.entities.map((entity) => ({ entity: entity.name, table: qualified(env.schema, entity.table), sourceSql: sourceQuery(ctx, env, entity, release, ROW_HASH) })),
+    });
   }
-  return { env: env.name, rows: total, perEntity };
+  if (plan.envs.length === 0) return;
+  // tsx resolved from here, not from the working directory (the bot may run anywhere)
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
+  try {
+    if (child.pid) os.setPriority(child.pid, 10);
+  } catch {
+    // no permission to lower it: it runs at our priority
+  }
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  const seen = new Set<string>();
+  const lines = readline.createInterface({ input: child.stdout });
+  lines.on('line', (line) => {
+    const r = JSON.parse(line) as ChildEnvResult;
+    const env = ctx.config.envs.get(r.env)!;
+    seen.add(r.env);
+    if (r.error) onEnv(envError(ctx, env, Object.assign(new Error(r.error.message), r.error.code ? { code: r.error.code } : {})));
+    else onEnv({ env: r.env, rows: Object.values(r.perEntity!).reduce((a, b) => a + b, 0), perEntity: r.perEntity! });
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  child.stdin.end(JSON.stringify(plan));
+  const code = await exited;
+  for (const e of plan.envs) {
+    if (!seen.has(e.env)) onEnv(new TributaryError('internal', `collecting ${e.env}: the collection process exited with code ${code}${stderr ? `: ${redact(stderr.trim())}` : ''}`, { env: e.env }));
+  }
 }
 
 async function reuseEnv(ctx: Ctx, runId: number, previousRunId: number, env: EnvSpec): Promise<CollectedEnv> {
@@ -155,17 +166,19 @@ export async function collectRelease(
   only?: { env: string; previousRunId: number },
 ): Promise<CollectedEnv[]> {
   await createRecordsTable(ctx, runId);
-  const queue = new PQueue({ concurrency: ctx.config.collect.concurrency });
-  const settled = await Promise.allSettled(
-    ctx.config.sources.map((env) =>
-      queue.add(async () => {
-        // with --env, the other envs' rows are those of the previous run: what their unchanged locks hold
-        const done = only && env.name !== only.env ? await reuseEnv(ctx, runId, only.previousRunId, env) : await collectEnv(ctx, runId, env, release, locks);
-        onEnvDone?.(done);
-        return done;
-      }),
-    ),
-  );
+  // with --env, the other envs' rows are those of the previous run: what their unchanged locks hold
+  const reused = only ? ctx.config.sources.filter((env) => env.name !== only.env) : [];
+  const fresh = ctx.config.sources.filter((env) => !reused.includes(env));
+  const results: (CollectedEnv | Error)[] = [];
+  const record = (r: CollectedEnv | Error) => {
+    results.push(r);
+    if (!(r instanceof Error)) onEnvDone?.(r);
+  };
+  await Promise.all([
+    collectEnvs(ctx, runId, fresh, release, locks, record),
+    ...reused.map((env) => reuseEnv(ctx, runId, only!.previousRunId, env).then(record, (err: unknown) => record(err as Error))),
+  ]);
+  const settled = results.map((r) => (r instanceof Error ? { status: 'rejected' as const, reason: r } : { status: 'fulfilled' as const, value: r }));
   const failures = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as Error] : []));
   if (failures.length === 1) throw failures[0]!;
   if (failures.length > 1) {
