@@ -6,7 +6,7 @@ import type { Actor, Ctx } from './context.js';
 import { getConflict, type ConflictRow } from './conflicts.js';
 import { CROSS_RELEASE, planCrossRelease, validateCrossRelease } from './crossRelease.js';
 import { masterKeys, materializeRefs, runTables, type RunTables } from './detect.js';
-import { releaseState, transition } from './lifecycle.js';
+import { isValidated, releaseState, transition } from './lifecycle.js';
 import { literal } from './sql.js';
 
 /**
@@ -480,7 +480,7 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
     // the dataset changed: a validated (or loaded) release must be validated again. A cross-release
     // decision changes nothing yet: tributary promote applies it to master
     const { state } = await releaseState(trx, release);
-    if (c.kind !== CROSS_RELEASE && (state === 'validated' || state === 'loaded')) await transition(trx, release, 'invalidate');
+    if (c.kind !== CROSS_RELEASE && isValidated(state)) await transition(trx, release, 'invalidate');
     await recordAudit(trx, {
       actor: by.actor,
       action: 'decision',

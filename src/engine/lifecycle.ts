@@ -32,6 +32,11 @@ const TRANSITIONS: Record<ReleaseEvent, { from: readonly ReleaseState[]; to: Rel
   approve: { from: ['promoted', 'tier2-passed', 'approved'], to: 'approved', first: 'run tier 2 first: tributary test <release> --tier 2' },
 };
 
+/** Validated, and maybe loaded, tested, promoted or approved since: a change to the data invalidates it. */
+export function isValidated(state: ReleaseState): boolean {
+  return state === 'validated' || AFTER_LOAD.includes(state);
+}
+
 export function nextState(release: string, current: ReleaseState, event: ReleaseEvent): ReleaseState {
   const t = TRANSITIONS[event];
   if (!t.from.includes(current)) {

@@ -4,11 +4,12 @@ import { releaseOrThrow, TABLE_PLACEHOLDER } from '../config/load.js';
 import { TributaryError } from '../errors.js';
 import { redact } from '../log.js';
 import { recordAudit } from './audit.js';
+import { rowHashExpr } from './checksum.js';
 import { currentRunId, type ConflictRow } from './conflicts.js';
 import { onEnv, type Actor, type Ctx } from './context.js';
 import { describeDecision, planRecordDecision, type BlastRadius, type Decision } from './decide.js';
 import { masterKeys, runTables, type RunTables } from './detect.js';
-import { nextState, releaseState, transition } from './lifecycle.js';
+import { isValidated, nextState, releaseState, transition } from './lifecycle.js';
 import { authorize } from './roles.js';
 import { ident, literal, qualified, textArray } from './sql.js';
 
@@ -190,6 +191,8 @@ interface Scope {
   unresolved: Map<string, Unresolved[]>;
   /** PostgreSQL 16+ has pg_input_is_valid; 15 uses work.input_is_valid (a subtransaction per value). */
   validInput: string;
+  /** Per entity, the final rows' count and checksum as loading verifies them (when the typed pass gave them). */
+  checksums: Map<string, { rows: number; checksum: string }>;
 }
 
 /** Runs fn in a savepoint: an error rolls back only what fn did (and is rethrown). */
@@ -323,14 +326,23 @@ async function checkColumns(s: Scope, e: EntitySpec): Promise<number> {
   const required = shape.columns.filter((c) => c.notNull).map((c) => c.name);
   const enums = shape.columns.filter((c) => c.enumLabels);
   const enumBad = (c: ColumnShape) => `(r.data->>${literal(c.name)} is not null and not (r.data->>${literal(c.name)} = any(${textArray(c.enumLabels!)})))`;
+  // the typed pass also sums the rows' hashes, computed as loading verifies them (checksum.ts), when every
+  // column is typed as in the ST table: loading then needs no second pass over the consolidated rows
+  const exact = shape.columns.every((c) => c.exposed === c.type);
+  const sorted = [...shape.columns].sort((a, b) => a.name.localeCompare(b.name));
+  const flags = `(jsonb_strip_nulls(r.data - ${names}) <> '{}'::jsonb) as "__unknown",
+            (${required.length > 0 ? required.map((c) => `r.data->>${literal(c)} is null`).join(' or ') : 'false'}) as "__required",
+            (${enums.length > 0 ? enums.map(enumBad).join(' or ') : 'false'}) as "__enums"`;
   const pass = (typed: boolean) =>
     `select count(*)::int as n,
-            count(*) filter (where jsonb_strip_nulls(r.data - ${names}) <> '{}'::jsonb)::int as unknown,
-            count(*) filter (where ${required.length > 0 ? required.map((c) => `r.data->>${literal(c)} is null`).join(' or ') : 'false'})::int as required,
-            count(*) filter (where ${enums.length > 0 ? enums.map(enumBad).join(' or ') : 'false'})::int as enums
-       from ${s.t.result} r ${typed ? `cross join lateral jsonb_populate_record(null::${tempType(e.name)}, r.data) x` : ''}
-      where r.entity = ${literal(e.name)} and r.status = 'final'`;
-  type Pass = { n: number; unknown: number; required: number; enums: number };
+            count(*) filter (where q."__unknown")::int as unknown,
+            count(*) filter (where q."__required")::int as required,
+            count(*) filter (where q."__enums")::int as enums,
+            ${typed && exact ? `coalesce(sum(${rowHashExpr(sorted.map((c) => ({ name: c.name, type: c.type })))}::numeric), 0)::text` : 'null::text'} as checksum
+       from (select ${flags}${typed ? ', x.*' : ''}
+               from ${s.t.result} r ${typed ? `cross join lateral jsonb_populate_record(null::${tempType(e.name)}, r.data) x` : ''}
+              where r.entity = ${literal(e.name)} and r.status = 'final') q`;
+  type Pass = { n: number; unknown: number; required: number; enums: number; checksum: string | null };
   let found: Pass;
   let typeError: unknown;
   try {
@@ -422,6 +434,7 @@ async function checkColumns(s: Scope, e: EntitySpec): Promise<number> {
     }
     if (n === 0) await couldNotRun(s, e, 'type', 'integrity', typeError, {}, ` (the rows do not fit ${where})`);
   }
+  if (typeError === undefined && found.checksum !== null) s.checksums.set(e.name, { rows: found.n, checksum: found.checksum });
   return found.n;
 }
 
@@ -720,7 +733,10 @@ export async function validateRelease(ctx: Ctx, release: string, opts: { actor: 
         ord: new Map(ctx.config.entities.map((e, i) => [e.name, i])),
         unresolved: unresolvedRefs,
         validInput: (version.rows[0]?.v ?? 0) >= 160000 ? 'pg_input_is_valid' : 'work.input_is_valid',
+        checksums: new Map(),
       };
+      // float text as the checksums render it (checksum.ts), for this transaction only
+      await trx.raw('set local extra_float_digits = 1');
       return runValidation(scope, release, opts.actor, started);
     });
   } catch (err) {
@@ -743,6 +759,11 @@ async function runValidation(s: Scope, release: string, actor: Actor, started: n
   const counts = await mergeFindings(trx, s, release, actor);
   await dropTempObjects(s);
   let { state } = await releaseState(trx, release);
+  // what loading will verify staging against, computed in this validation's snapshot of the final rows
+  const complete = ctx.config.entities.every((e) => s.checksums.has(e.name));
+  await trx('runs').where({ id: runId }).update({
+    counts: trx.raw(`counts - 'validated' || ?::jsonb`, [JSON.stringify(complete && counts.open === 0 ? { validated: Object.fromEntries(s.checksums) } : {})]),
+  });
   if (counts.open === 0 && state === 'consolidated') state = await transition(trx, release, 'validate');
   else if (counts.open > 0 && state !== 'consolidated') state = await transition(trx, release, 'invalidate');
   const findings = (await trx<FindingRow>('findings').where({ run_id: runId }).whereIn('status', ['open', 'waived']).orderBy('seq')) as FindingRow[];
@@ -950,7 +971,7 @@ export async function decideFinding(
         })
         .returning('*');
       const { state } = await releaseState(trx, release);
-      if (state === 'validated' || state === 'loaded') await transition(trx, release, 'invalidate');
+      if (isValidated(state)) await transition(trx, release, 'invalidate');
       await recordAudit(trx, {
         actor: by.actor,
         action: 'finding.decision',
