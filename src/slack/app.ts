@@ -11,6 +11,7 @@ import { register as registerHome } from '../commands/home.js';
 import { register as registerRelease } from '../commands/release.js';
 import { register as registerReview } from '../commands/review.js';
 import { register as registerTesting } from '../commands/testing.js';
+import { register as registerFindings } from '../commands/findings.js';
 import { DeployWatcher, register as registerDeploy } from '../commands/deploy.js';
 import { nightlyHooks, register as registerNightly } from '../commands/nightly.js';
 import { NightlyScheduler } from '../engine/nightly/scheduler.js';
@@ -155,6 +156,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
   registerRelease(app, deps);
   registerReview(app, deps);
   registerTesting(app, deps);
+  registerFindings(app, deps);
   registerDeploy(app, deps);
   registerHome(app, deps);
   registerNightly(app, deps);

@@ -21,6 +21,8 @@ export const ACTIONS = {
   /** On a pruning proposal: the feature owner's answer. */
   prune: 'nightly:prune',
   pruneKeep: 'nightly:keep',
+  /** On the validation card: waive a finding (qa_lead), through a modal with the rationale. */
+  waiveFinding: 'findings:waive',
   deployGo: 'deploy:go',
   deployNoGo: 'deploy:no-go',
   deployUnlock: 'deploy:unlock',
@@ -34,6 +36,7 @@ export const VIEWS = {
   decide: 'review:decide',
   approve: 'tests:approve',
   deployDecide: 'deploy:decide',
+  waiveFinding: 'findings:waive',
 } as const;
 
 export const EVENTS = {
@@ -49,4 +52,5 @@ export const BLOCKS = {
   mergePrefix: 'decide:merge:',
   approveRationale: 'approve:rationale',
   deployRationale: 'deploy:rationale',
+  waiveRationale: 'findings:rationale',
 } as const;

@@ -404,9 +404,39 @@ export function validationCard(r: ValidationReport): Message {
     const open = r.findings.filter((f) => f.status === 'open').slice(0, 15);
     blocks.push(section(open.map((f) => `\`${esc(f.code)}\` ${esc(f.entity)} ${esc(f.key ?? '')} · ${esc(f.rule)}: ${esc(clip(f.message, 200))}`).join('\n') || ' '));
     if (r.counts.open > open.length) blocks.push(context(`… ${r.counts.open - open.length} more: \`tributary validate ${esc(r.release)}\``));
+    // a qa_lead may waive a finding from here (a modal asks for the rationale)
+    const waivable = open.slice(0, 5);
+    if (waivable.length > 0) {
+      blocks.push({
+        type: 'actions',
+        block_id: `findings:${r.runId}`,
+        elements: waivable.map((f) => button(`Waive ${f.code}…`, `${ACTIONS.waiveFinding}:${f.code}`, JSON.stringify({ release: r.release, code: f.code, runId: r.runId }))),
+      } as ActionsBlock);
+    }
     blocks.push(context('Close a finding by a decision (`tributary decide <code> --delete | --repoint <key>`), by fixing the source and re-running tag and consolidate, or by a qa_lead waiver (`tributary waive <code> --rationale "…"`); then validate again.'));
   }
   return checkMessage({ text: `${r.release}: ${r.counts.open} open finding(s)`, blocks });
+}
+
+/** The waiver modal of a finding: what it is, and the rationale (required; audited). */
+export function waiveModal(ref: { release: string; code: string; runId: number; channel?: string }, f: { entity: string; key: string | null; rule: string; message: string }): ModalView {
+  return checkView({
+    type: 'modal',
+    callback_id: VIEWS.waiveFinding,
+    title: plain(clip(`Waive ${ref.code}`, LIMITS.modalTitle)),
+    submit: plain('Waive'),
+    close: plain('Cancel'),
+    private_metadata: JSON.stringify(ref),
+    blocks: [
+      section(`*${esc(ref.code)}* · ${esc(f.entity)} ${esc(f.key ?? '')} · ${esc(f.rule)}\n${esc(clip(f.message, 1500))}\nA waiver accepts it as it is (while the offending value stays the same); it is audited.`),
+      {
+        type: 'input',
+        block_id: BLOCKS.waiveRationale,
+        label: plain('Rationale'),
+        element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000, placeholder: plain('Why may this stay as it is?') },
+      },
+    ],
+  });
 }
 
 export function loadCard(r: LoadResult): Message {

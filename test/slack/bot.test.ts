@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/decide.js';
-import { listFindings, waiveFinding } from '../../src/engine/validate.js';
+import { listFindings } from '../../src/engine/validate.js';
 import { listConflicts } from '../../src/engine/conflicts.js';
 import { consolidate } from '../../src/engine/consolidate.js';
 import { tagRelease } from '../../src/engine/tag.js';
@@ -254,7 +254,22 @@ describe('validate, load and audit from Slack', () => {
     expect(String(first.text)).toBe('R2: 1 open finding(s)');
     expect(JSON.stringify(first.blocks)).toContain('orphan');
     const finding = (await listFindings(env.ctx, 'R2', { status: 'open' }))[0]!;
-    await waiveFinding(env.ctx, 'R2', finding.code, { actor: 'U0LEAD', rationale: 'test data, known orphan', user: 'U0LEAD', groups: [] });
+    // the card's Waive button: qa_lead only, through a modal asking for the rationale
+    const waive = (first.blocks as Blocks).flatMap((b) => b.elements ?? []).find((e) => e.action_id === `findings:waive:${finding.code}`)!;
+    expect(waive.text.text).toBe(`Waive ${finding.code}…`);
+    fake.reset();
+    await send(actionBody(fake, 'U0REV', waive.action_id, waive.value, { channel: 'C_OPS', ts: '1700000002.000100' }));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toContain('waive needs the qa_lead role');
+    await send(actionBody(fake, 'U0LEAD', waive.action_id, waive.value, { channel: 'C_OPS', ts: '1700000002.000100' }));
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+    const modal = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string };
+    const waived = await send(viewSubmissionBody('U0LEAD', modal, { [BLOCKS.waiveRationale]: { value: { type: 'plain_text_input', value: 'test data, known orphan' } } }));
+    expect(waived.body).toBe('');
+    expect((await listFindings(env.ctx, 'R2', { status: 'all' })).find((f) => f.code === finding.code)!.status).toBe('waived');
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).startsWith(`${finding.code} of R2 waived by <@U0LEAD>`))).toBe(true));
+    const again = await send(viewSubmissionBody('U0LEAD', modal, { [BLOCKS.waiveRationale]: { value: { type: 'plain_text_input', value: 'again' } } }));
+    expect(JSON.parse(again.body).errors[BLOCKS.waiveRationale]).toMatch(/already waived by U0LEAD/);
     fake.reset();
     await send(slashBody(fake, 'validate R2', 'U0REV'));
     await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('open finding'))).toBe(true), { timeout: 20_000 });

@@ -1,0 +1,79 @@
+import type { App, BlockAction, ButtonAction } from '@slack/bolt';
+import { authorize } from '../engine/roles.js';
+import { listFindings, waiveFinding } from '../engine/validate.js';
+import { TributaryError } from '../errors.js';
+import { logger, redact } from '../log.js';
+import type { BotDeps } from '../slack/app.js';
+import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
+import { textMessage, waiveModal } from '../views/blocks.js';
+import { replyError } from './common.js';
+
+/**
+ * Validation findings in Slack: the result card's "Waive F-003…" buttons (qa_lead) open a modal asking
+ * for the rationale; the waiver is applied once, audited, and announced in the channel. A finding
+ * already closed or waived (elsewhere, or by a double click) is said so in the modal.
+ */
+const WAIVE = new RegExp(`^${ACTIONS.waiveFinding}:F-\\d+$`);
+
+interface WaiveRef {
+  release: string;
+  code: string;
+  runId: number;
+  channel?: string;
+}
+
+export function register(app: App, deps: BotDeps): void {
+  const { ctx } = deps;
+
+  app.action<BlockAction<ButtonAction>>(WAIVE, async ({ ack, body, action, respond }) => {
+    await ack();
+    deps.background(async () => {
+      try {
+        const ref = JSON.parse(action.value ?? '{}') as WaiveRef;
+        if (typeof ref.release !== 'string' || typeof ref.code !== 'string') throw new TributaryError('usage', 'this button names no finding: validate again');
+        await authorize(ctx, body.user.id, await deps.groupsOf(body.user.id), 'waive', ref.release);
+        const f = (await listFindings(ctx, ref.release, { status: 'all' })).find((x) => x.code === ref.code);
+        if (!f) throw new TributaryError('usage', `${ref.code} is not a finding of ${ref.release}'s current consolidation (it was re-run): validate again`);
+        if (f.status !== 'open') {
+          await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`${f.code} is already ${f.status}.`) });
+          return;
+        }
+        await deps.client.views.open({ trigger_id: body.trigger_id, view: waiveModal({ ...ref, ...(body.container?.channel_id ? { channel: body.container.channel_id } : {}) }, f) });
+      } catch (err) {
+        await replyError(respond, err, 'waive');
+      }
+    }, true);
+  });
+
+  app.view(VIEWS.waiveFinding, async ({ ack, body, view }) => {
+    const user = body.user.id;
+    let ref: WaiveRef;
+    try {
+      ref = JSON.parse(view.private_metadata) as WaiveRef;
+    } catch {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.waiveRationale]: 'This form is damaged; close it and press Waive again.' } });
+      return;
+    }
+    const rationale = view.state.values[BLOCKS.waiveRationale]?.value?.value?.trim() ?? '';
+    if (rationale.length < 3) {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.waiveRationale]: 'Say why (at least a few words): the rationale goes to the audit trail.' } });
+      return;
+    }
+    try {
+      await waiveFinding(ctx, ref.release, ref.code, { actor: user, user, groups: await deps.groupsOf(user), rationale });
+      await ack();
+    } catch (err) {
+      const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was waived. Try again, or use the CLI: tributary waive';
+      if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'waiver failed');
+      await ack({ response_action: 'errors', errors: { [BLOCKS.waiveRationale]: redact(message).slice(0, 300) } });
+      return;
+    }
+    if (ref.channel) {
+      deps.background(() =>
+        deps.client.chat
+          .postMessage({ channel: ref.channel!, text: `${ref.code} of ${ref.release} waived by <@${user}>: ${rationale}. Validate again: /release validate ${ref.release}` })
+          .catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not announce the waiver')),
+      );
+    }
+  });
+}
