@@ -29,6 +29,7 @@ export function registerLoadCommands(program: Command, h: CliHelpers): void {
     .action(async (release: string) => {
       await h.withCtx(async (ctx) => {
         const progress = h.json() ? undefined : (step: string, info?: Record<string, unknown>) => process.stderr.write(`… ${step}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
+        await authorizeCli(ctx, h.actor(), 'load', release);
         const r = await loadRelease(ctx, release, { actor: h.actor(), ...(progress ? { progress } : {}) });
         h.out(r, () => renderLoad(r));
       });

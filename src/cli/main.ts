@@ -13,7 +13,7 @@ import { EXIT, exitCodeFor, TributaryError } from '../errors.js';
 import { logger, redact, redactDeep } from '../log.js';
 import { renderCarried, renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
 import { resultCounts, resultRecords } from '../engine/status.js';
-import { registerLoadCommands } from './load.js';
+import { authorizeCli, registerLoadCommands } from './load.js';
 import { registerAgentCommand } from './agent.js';
 import { registerTestCommands } from './test.js';
 import { registerAuditCommands } from './audit.js';
@@ -119,6 +119,7 @@ export function buildProgram(): Command {
         }
         if (!release) throw new TributaryError('usage', 'tributary tag <release> [--env <env>], or tributary tag --install <env>');
         try {
+          await authorizeCli(ctx, actorOf(g()), 'tag', release);
           const r = await tagRelease(ctx, release, { actor: actorOf(g()), ...(o.env ? { env: o.env } : {}) });
           out(g(), r, () => renderTag(r));
         } catch (err) {
@@ -140,6 +141,7 @@ export function buildProgram(): Command {
     .action(async (release: string, o: { env?: string }) => {
       await withCtx(g(), async (ctx) => {
         const progress = g().json ? undefined : (step: string, info?: Record<string, unknown>) => process.stderr.write(`… ${step}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
+        await authorizeCli(ctx, actorOf(g()), 'consolidate', release);
         const r = await consolidate(ctx, release, { actor: actorOf(g()), ...(progress ? { progress } : {}), ...(o.env ? { env: o.env } : {}) });
         const counts = await resultCounts(ctx, r.runId);
         const queue = await listConflicts(ctx, release, { limit: 25 });
@@ -199,6 +201,7 @@ export function buildProgram(): Command {
           const plan = await planDecision(ctx, release, code, d);
           return out(g(), plan, () => renderDecision(plan));
         }
+        await authorizeCli(ctx, actorOf(g()), 'decide', release);
         const res = await applyDecision(ctx, release, code, d, { actor: actorOf(g()), rationale: String(o.rationale ?? '') });
         out(g(), res, () => renderDecision(res));
       });

@@ -6,6 +6,7 @@ import { logger, redact } from '../log.js';
 import type { BotDeps } from '../slack/app.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { textMessage, waiveModal } from '../views/blocks.js';
+import { esc } from '../views/limits.js';
 import { replyError } from './common.js';
 
 /**
@@ -71,7 +72,7 @@ export function register(app: App, deps: BotDeps): void {
     if (ref.channel) {
       deps.background(() =>
         deps.client.chat
-          .postMessage({ channel: ref.channel!, text: `${ref.code} of ${ref.release} waived by <@${user}>: ${rationale}. Validate again: /release validate ${ref.release}` })
+          .postMessage({ channel: ref.channel!, text: `${ref.code} of ${ref.release} waived by <@${user}>: ${esc(rationale)}. Validate again: /release validate ${ref.release}` })
           .catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not announce the waiver')),
       );
     }

@@ -139,7 +139,7 @@ export function register(app: App, deps: BotDeps): void {
       }
     };
     // long jobs get their own queue; modals (approve, rollback) must open within the trigger's 3 s
-    if (['test', 'promote', 'deploy'].includes(p.sub)) deps.longRunning(work);
+    if (['tag', 'consolidate', 'validate', 'load', 'test', 'promote', 'deploy'].includes(p.sub)) deps.longRunning(work);
     else deps.background(work, ['approve', 'rollback'].includes(p.sub));
   });
 }

@@ -1,4 +1,3 @@
-import os from 'node:os';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import { Model } from 'objection';
@@ -8,6 +7,9 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import { ensureEmbeddedServer, type EmbeddedHandle } from './embedded.js';
 import { migrationSource } from './migrations.js';
+import { lowerPriority } from './priority.js';
+
+export { lowerPriority };
 
 // int8 (count(*), bigint ids) arrives as a string from pg: normalise it here, once.
 pg.types.setTypeParser(20, (v) => Number(v));
@@ -65,25 +67,6 @@ export function paramsFromUrl(url: string): ConnectionParams {
     database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
     ...(sslmode && sslmode !== 'disable' ? { ssl: { rejectUnauthorized: sslmode === 'verify-full' || sslmode === 'verify-ca' } } : {}),
   };
-}
-
-const LOCAL_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
-
-/**
- * Background database work at lower CPU priority. When the PostgreSQL server runs on this machine (the
- * embedded one, or a local server), the server processes of Tributary's heavy sessions (collection,
- * detection, loads) are reniced, so that the bot's own process keeps the CPU it needs to acknowledge
- * Slack within its 3 s (aim: 300 ms) while a consolidation runs. Elsewhere (a remote server, or no
- * permission) this does nothing.
- */
-export async function lowerPriority(conn: pg.Client, host: string): Promise<void> {
-  if (!LOCAL_HOSTS.has(host) && !host.startsWith('/')) return;
-  try {
-    const res = await conn.query<{ pid: number }>('select pg_backend_pid() as pid');
-    os.setPriority(res.rows[0]!.pid, 10);
-  } catch {
-    // not ours to renice (another user, another machine): nothing to do
-  }
 }
 
 export function makeKnex(params: ConnectionParams, pool: { min: number; max: number } = { min: 0, max: 10 }, workMem?: string): Knex {

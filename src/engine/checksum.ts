@@ -28,6 +28,11 @@ export async function tableColumns(knex: Knex, schema: string | undefined, table
   return res.rows;
 }
 
+/** Columns in the order of COLUMNS_SQL (`order by attname`: byte order, never the locale's). */
+export function byColumnName<T extends { name: string }>(a: T, b: T): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
 /** The checksum query over `table` where `whereSql`; returns one row (rows, checksum). */
 export function checksumSql(columns: TableColumn[], schema: string | undefined, table: string, whereSql: string): string {
   return `select count(*)::int as rows, coalesce(sum(${rowHashExpr(columns)}::numeric), 0)::text as checksum

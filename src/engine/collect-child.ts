@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import PQueue from 'p-queue';
+import { lowerPriority } from '../db/priority.js';
 import { COLUMNS_SQL, rowHashExpr, type TableColumn } from './checksum.js';
 import { ROW_HASH, type ChildEnvPlan, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 
@@ -21,6 +22,8 @@ async function collectOne(plan: ChildPlan, e: ChildEnvPlan): Promise<Record<stri
   try {
     await source.connect();
     await target.connect();
+    // the server processes doing the work yield to the bot too, when the server runs on this machine
+    await Promise.all([lowerPriority(source, e.source.host), lowerPriority(target, plan.target.host)]);
     await source.query('begin isolation level repeatable read read only');
     // timestamps in to_jsonb follow the session time zone: fix it for this transaction only
     await source.query("set local timezone = 'UTC'");

@@ -120,25 +120,43 @@ async function collectEnvs(ctx: Ctx, runId: number, envs: EnvSpec[], release: st
   if (plan.envs.length === 0) return;
   // tsx resolved from here, not from the working directory (the bot may run anywhere)
   const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // a bot stopping (or crashing) takes its collection with it: nothing keeps writing into the work area
+  const killChild = () => child.kill('SIGKILL');
+  process.once('exit', killChild);
   try {
     if (child.pid) os.setPriority(child.pid, 10);
   } catch {
     // no permission to lower it: it runs at our priority
   }
   let stderr = '';
+  let spawnError: Error | undefined;
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  child.stdin.on('error', () => undefined);
   const seen = new Set<string>();
   const lines = readline.createInterface({ input: child.stdout });
   lines.on('line', (line) => {
-    const r = JSON.parse(line) as ChildEnvResult;
-    const env = ctx.config.envs.get(r.env)!;
-    seen.add(r.env);
-    if (r.error) onEnv(envError(ctx, env, Object.assign(new Error(r.error.message), r.error.code ? { code: r.error.code } : {})));
-    else onEnv({ env: r.env, rows: Object.values(r.perEntity!).reduce((a, b) => a + b, 0), perEntity: r.perEntity! });
+    try {
+      const r = JSON.parse(line) as ChildEnvResult;
+      const env = ctx.config.envs.get(r.env);
+      if (!env || seen.has(r.env)) return;
+      seen.add(r.env);
+      if (r.error) onEnv(envError(ctx, env, Object.assign(new Error(r.error.message), r.error.code ? { code: r.error.code } : {})));
+      else onEnv({ env: r.env, rows: Object.values(r.perEntity ?? {}).reduce((a, b) => a + b, 0), perEntity: r.perEntity ?? {} });
+    } catch (err) {
+      stderr += `\nunreadable report from the collection process: ${(err as Error).message}`;
+    }
   });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('error', (err) => {
+      spawnError = err;
+      resolve(null);
+    });
+    child.on('close', (code) => resolve(code));
+  });
   child.stdin.end(JSON.stringify(plan));
   const code = await exited;
+  process.removeListener('exit', killChild);
+  if (spawnError) stderr += `\n${spawnError.message}`;
   for (const e of plan.envs) {
     if (!seen.has(e.env)) onEnv(new TributaryError('internal', `collecting ${e.env}: the collection process exited with code ${code}${stderr ? `: ${redact(stderr.trim())}` : ''}`, { env: e.env }));
   }

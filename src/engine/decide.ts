@@ -461,6 +461,9 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
       });
     }
     validate(ctx, c, d);
+    // the release's state row, locked before the data changes: a validation running now finishes first,
+    // and this decision then sees it validated and sends it back to validation
+    await trx('release_states').where({ release }).forUpdate().first();
     const summary = `${by.actor}: ${describeDecision(c, d)} — ${rationale}`;
     const plan = await planFor(ctx, trx, c, d, summary);
     await plan.apply();

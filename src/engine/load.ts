@@ -6,7 +6,7 @@ import { envByRole, releaseOrThrow } from '../config/load.js';
 import { TributaryError } from '../errors.js';
 import { redact } from '../log.js';
 import { recordAudit } from './audit.js';
-import { checksumOfQuerySql, checksumSql, type TableColumn } from './checksum.js';
+import { byColumnName, checksumOfQuerySql, checksumSql, type TableColumn } from './checksum.js';
 import { currentRunId } from './conflicts.js';
 import { envError, type Actor, type Ctx } from './context.js';
 import { runTables } from './detect.js';
@@ -78,7 +78,7 @@ async function expectedChecksum(ctx: Ctx, runId: number, e: EntitySpec, shape: T
     const typeName = `tributary_expect_${e.name}`;
     await trx.raw(createTableSql(ident(typeName), shape, true));
     await trx.raw('set local extra_float_digits = 1');
-    const sorted = [...shape.columns].sort((a, b) => a.name.localeCompare(b.name));
+    const sorted = [...shape.columns].sort(byColumnName);
     const res = await trx.raw<{ rows: { rows: number; checksum: string }[] }>(
       checksumOfQuerySql(sorted, `select x.* from ${t.result} r cross join lateral jsonb_populate_record(null::${ident(typeName)}, r.data) x where r.entity = ? and r.status = 'final'`),
       [e.name],

@@ -4,7 +4,7 @@ import { releaseOrThrow, TABLE_PLACEHOLDER } from '../config/load.js';
 import { TributaryError } from '../errors.js';
 import { redact } from '../log.js';
 import { recordAudit } from './audit.js';
-import { rowHashExpr } from './checksum.js';
+import { byColumnName, rowHashExpr } from './checksum.js';
 import { currentRunId, type ConflictRow } from './conflicts.js';
 import { onEnv, type Actor, type Ctx } from './context.js';
 import { describeDecision, planRecordDecision, type BlastRadius, type Decision } from './decide.js';
@@ -329,7 +329,7 @@ async function checkColumns(s: Scope, e: EntitySpec): Promise<number> {
   // the typed pass also sums the rows' hashes, computed as loading verifies them (checksum.ts), when every
   // column is typed as in the ST table: loading then needs no second pass over the consolidated rows
   const exact = shape.columns.every((c) => c.exposed === c.type);
-  const sorted = [...shape.columns].sort((a, b) => a.name.localeCompare(b.name));
+  const sorted = [...shape.columns].sort(byColumnName);
   const flags = `(jsonb_strip_nulls(r.data - ${names}) <> '{}'::jsonb) as "__unknown",
             (${required.length > 0 ? required.map((c) => `r.data->>${literal(c)} is null`).join(' or ') : 'false'}) as "__required",
             (${enums.length > 0 ? enums.map(enumBad).join(' or ') : 'false'}) as "__enums"`;
@@ -929,6 +929,8 @@ export async function decideFinding(
     return await ctx.db.control.transaction(async (trx) => {
       const f = await lockedFinding(ctx, trx, release, code);
       refuseUnlessOpen(f);
+      // locked before the data changes (see applyDecision): a running validation finishes first
+      if (!opts.dryRun) await trx('release_states').where({ release }).forUpdate().first();
       if (f.identity === '*' || f.key === null) {
         throw new TributaryError('decision_invalid', `${f.code} is about ${f.entity} as a whole, not one record: fix the source (or the test) and consolidate again, or waive it`, { code: f.code });
       }
