@@ -150,6 +150,17 @@ describe('tiers', () => {
     expect(fs.readFileSync(second.reports.junit, 'utf8')).toContain('login works @FEAT-C');
   });
 
+  it('a run that rediscovers the suite (empty catalog) still leaves out tests pruned on their owner’s confirmation', async () => {
+    const { e } = await setup();
+    await loaded(e);
+    await e.db.control('pruned_tests').insert({ test_id: 'test::R1 export @FEAT-OLD', name: 'R1 export @FEAT-OLD', feature: 'FEAT-OLD', pruned_by: 'U0ZOE' });
+    const r = await runTests(e.ctx, 'R2', { tier: 'nightly', ...by });
+    expect(r.selection.discovery).toBe(true);
+    expect(r.totals.total).toBe(5);
+    expect(await e.db.control('test_results').where({ run_id: r.runId, name: 'R1 export @FEAT-OLD' })).toHaveLength(0);
+    expect(await e.db.control('test_catalog').where({ name: 'R1 export @FEAT-OLD' })).toHaveLength(0);
+  });
+
   it('shards by historical durations once known, and by count before, saying so', async () => {
     const { e } = await setup();
     await loaded(e);

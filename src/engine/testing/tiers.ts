@@ -192,7 +192,11 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
     let outcome = o;
     if (discovery && o.status === 'done') {
       await learnTests(db, o.cases);
-      const keep = new Set(selectTests(ctx.config, o.cases.map(asCatalog), { tier: req.tier, release, ...(req.feature ? { feature: req.feature } : {}) }).tests.map((t) => t.id));
+      // tests pruned on their owner's confirmation stay out, even of a run that rediscovers the suite
+      const pruned = new Set((await db('pruned_tests').whereIn('test_id', o.cases.map((c) => c.id)).pluck('test_id')) as string[]);
+      const keep = new Set(
+        selectTests(ctx.config, o.cases.filter((c) => !pruned.has(c.id)).map(asCatalog), { tier: req.tier, release, ...(req.feature ? { feature: req.feature } : {}) }).tests.map((t) => t.id),
+      );
       outcome = { ...o, cases: o.cases.filter((c) => keep.has(c.id)) };
     }
     if (await recordShardOutcome(db, runId, outcome)) {
