@@ -3,6 +3,7 @@
  * directory), and K ST envs (schemas st1…stK of one bench database) of users and accounts of release R2,
  * generated set-based in SQL with a few % colliding in every way the conflict policy knows.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { paramsFromUrl } from '../src/db/connect.js';
 import { ensureEmbeddedServer, type EmbeddedHandle } from '../src/db/embedded.js';
+import { redact } from '../src/log.js';
 
 export const RELEASE = 'R2';
 
@@ -210,3 +212,47 @@ export async function generate(url: string, opts: DataOptions, p: Plan): Promise
   }
 }
 
+
+export interface Scratch {
+  server: Server;
+  /** URL of the scratch database. */
+  url: string;
+  /** A temporary directory (config files, reports). */
+  dir: string;
+  /** Cleans up `fn` at the end, before the database, the directory and the server (last in, first out). */
+  defer(fn: () => Promise<unknown>): void;
+}
+
+/**
+ * A benchmark's scratch database on the bench server, and a temporary directory: both are removed at
+ * the end, on failure, or on Ctrl-C (and the embedded server, if one was started, stopped).
+ */
+export async function withScratch(name: string, fn: (s: Scratch) => Promise<void>): Promise<void> {
+  const server = await startServer();
+  const database = `bench_${name}_${crypto.randomBytes(4).toString('hex')}`;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tributary-bench-${name}-`));
+  const cleanup: (() => Promise<unknown>)[] = [() => server.stop(), async () => fs.rmSync(dir, { recursive: true, force: true })];
+  const finish = async () => {
+    while (cleanup.length > 0) await cleanup.pop()!().catch((err) => console.error(`cleanup: ${redact(String(err))}`));
+  };
+  process.removeAllListeners('SIGINT');
+  process.once('SIGINT', () => void finish().then(() => process.exit(130)));
+  try {
+    await onAdmin(server, (c) => c.query(`create database ${database}`));
+    cleanup.push(() => onAdmin(server, (c) => c.query(`drop database if exists ${database} with (force)`)));
+    await fn({ server, url: withDatabase(server.adminUrl, database), dir, defer: (f) => cleanup.push(f) });
+  } finally {
+    await finish();
+  }
+}
+
+/** Runs a benchmark: exit 0, or 1 with the error (secrets redacted). */
+export function runBench(name: string, main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(`bench:${name} failed: ${redact(err instanceof Error ? (err.stack ?? err.message) : String(err))}`);
+      process.exit(1);
+    },
+  );
+}

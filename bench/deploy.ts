@@ -8,9 +8,7 @@
  *   - rollback's restore + verify ≤ 2 × baseline
  * and the restored tables' checksums must equal those before the deploy.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
@@ -21,8 +19,8 @@ import { loadConfig } from '../src/config/load.js';
 import { openDatabase, paramsFromUrl } from '../src/db/connect.js';
 import { createBundle } from '../src/engine/deploy/bundle.js';
 import { backupData, dataChecksums, deployData, restoreData } from '../src/engine/deploy/data.js';
-import { logger, redact } from '../src/log.js';
-import { onAdmin, RELEASE, startServer, withDatabase } from './dataset.js';
+import { logger } from '../src/log.js';
+import { RELEASE, runBench, withScratch } from './dataset.js';
 
 const TARGETS = { deploy: 3, restore: 2 };
 const TABLES = ['users', 'accounts'];
@@ -120,19 +118,7 @@ function steps() {
 async function main(): Promise<void> {
   logger().level = 'warn';
   const opts = options();
-  const server = await startServer();
-  const database = `bench_${crypto.randomBytes(4).toString('hex')}`;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-bench-deploy-'));
-  const cleanup: (() => Promise<unknown>)[] = [() => server.stop(), async () => fs.rmSync(dir, { recursive: true, force: true })];
-  const finish = async () => {
-    while (cleanup.length > 0) await cleanup.pop()!().catch((err) => console.error(`cleanup: ${redact(String(err))}`));
-  };
-  process.removeAllListeners('SIGINT');
-  process.once('SIGINT', () => void finish().then(() => process.exit(130)));
-  try {
-    await onAdmin(server, (c) => c.query(`create database ${database}`));
-    cleanup.push(() => onAdmin(server, (c) => c.query(`drop database if exists ${database} with (force)`)));
-    const url = withDatabase(server.adminUrl, database);
+  await withScratch('deploy', async ({ server, url, dir, defer }) => {
     console.log(`Tributary data deploy benchmark on ${server.label}`);
     await generate(url, opts.rows);
     const file = path.join(dir, 'tributary.yml');
@@ -152,7 +138,7 @@ async function main(): Promise<void> {
     );
     const config = loadConfig({ file, env: { TRIBUTARY_AUDIT_KEY: 'bench-audit-key-0123456789' } });
     const db = await openDatabase(config);
-    cleanup.push(() => db.close());
+    defer(() => db.close());
     const ctx = { config, db };
     const actor = 'cli:bench';
     await db.control('release_states').insert({ release: RELEASE, state: 'approved' });
@@ -211,15 +197,7 @@ async function main(): Promise<void> {
     console.log(`${'figure'.padEnd(44)} value   target`);
     line('data deploy (backup + load + verify) / COPY', deployRatio, TARGETS.deploy);
     line('rollback (restore + verify) / COPY', restoreRatio, TARGETS.restore);
-  } finally {
-    await finish();
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`bench:deploy failed: ${redact(err instanceof Error ? (err.stack ?? err.message) : String(err))}`);
-    process.exit(1);
-  },
-);
+runBench('deploy', main);

@@ -4,9 +4,7 @@
  * plain COPY of the same rows into tables of the same shape, measured in one run on the same server
  * (BENCH_DATABASE_URL, or an embedded PostgreSQL). Target: engine / baseline ≤ 3.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
@@ -19,8 +17,8 @@ import { consolidate } from '../src/engine/consolidate.js';
 import { loadRelease } from '../src/engine/load.js';
 import { tagRelease } from '../src/engine/tag.js';
 import { validateRelease } from '../src/engine/validate.js';
-import { logger, redact } from '../src/log.js';
-import { configDoc, generate, onAdmin, plan, RELEASE, startServer, withDatabase } from './dataset.js';
+import { logger } from '../src/log.js';
+import { configDoc, generate, plan, RELEASE, runBench, withScratch } from './dataset.js';
 
 const TARGET_RATIO = 3;
 
@@ -67,19 +65,7 @@ async function baseline(url: string, envs: number): Promise<number> {
 async function main(): Promise<void> {
   logger().level = 'warn';
   const opts = options();
-  const server = await startServer();
-  const database = `bench_${crypto.randomBytes(4).toString('hex')}`;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-bench-load-'));
-  const cleanup: (() => Promise<unknown>)[] = [() => server.stop(), async () => fs.rmSync(dir, { recursive: true, force: true })];
-  const finish = async () => {
-    while (cleanup.length > 0) await cleanup.pop()!().catch((err) => console.error(`cleanup: ${redact(String(err))}`));
-  };
-  process.removeAllListeners('SIGINT');
-  process.once('SIGINT', () => void finish().then(() => process.exit(130)));
-  try {
-    await onAdmin(server, (c) => c.query(`create database ${database}`));
-    cleanup.push(() => onAdmin(server, (c) => c.query(`drop database if exists ${database} with (force)`)));
-    const url = withDatabase(server.adminUrl, database);
+  await withScratch('load', async ({ server, url, dir, defer }) => {
     console.log(`Tributary load benchmark on ${server.label}`);
     await generate(url, opts, plan(opts));
     const doc = configDoc(url, opts.envs) as { environments: Record<string, unknown> };
@@ -88,7 +74,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(file, stringify(doc));
     const config = loadConfig({ file, env: { TRIBUTARY_AUDIT_KEY: 'bench-audit-key-0123456789' } });
     const db = await openDatabase(config);
-    cleanup.push(() => db.close());
+    defer(() => db.close());
     const ctx = { config, db };
     await tagRelease(ctx, RELEASE, { actor: 'cli:bench' });
     const run = await consolidate(ctx, RELEASE, { actor: 'cli:bench' });
@@ -111,15 +97,7 @@ async function main(): Promise<void> {
     console.log('');
     console.log(`figure                                 value   target`);
     console.log(`engine / baseline (validate + load)    ${ratio.toFixed(2).padEnd(7)} ≤ ${TARGET_RATIO}     ${ratio <= TARGET_RATIO ? 'PASS' : 'MISS'}`);
-  } finally {
-    await finish();
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`bench:load failed: ${redact(err instanceof Error ? (err.stack ?? err.message) : String(err))}`);
-    process.exit(1);
-  },
-);
+runBench('load', main);

@@ -23,7 +23,7 @@ import { checksumSql, COLUMNS_SQL } from '../src/engine/checksum.js';
 import { nightlySummary } from '../src/engine/nightly/summary.js';
 import { classifyRun } from '../src/engine/testing/results.js';
 import { logger } from '../src/log.js';
-import { onAdmin, startServer, withDatabase } from './dataset.js';
+import { runBench, withScratch } from './dataset.js';
 
 const TARGETS = { summaryMs: 1000, ratio: 2 };
 
@@ -40,12 +40,7 @@ const FEATURES_PER_RELEASE = 5;
 async function main(): Promise<void> {
   const o = options();
   logger().level = 'warn';
-  const server = await startServer();
-  const database = `bench_nightly_${process.pid}`;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-bench-nightly-'));
-  try {
-    await onAdmin(server, (c) => c.query(`create database ${database}`));
-    const url = withDatabase(server.adminUrl, database);
+  await withScratch('nightly', async ({ server, url, dir }) => {
     const file = path.join(dir, 'tributary.yml');
     const releases: Record<string, unknown> = {};
     for (let r = 1; r <= RELEASES; r++) {
@@ -187,17 +182,7 @@ async function main(): Promise<void> {
     } finally {
       await db.close();
     }
-  } finally {
-    await onAdmin(server, (c) => c.query(`drop database if exists ${database} with (force)`)).catch(() => undefined);
-    await server.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`bench:nightly failed: ${err instanceof Error ? err.stack : String(err)}`);
-    process.exit(1);
-  },
-);
+runBench('nightly', main);

@@ -6,9 +6,7 @@
  * PostgreSQL server in BENCH_DATABASE_URL, or on an embedded one. Prints p50/p99/max ack latency and
  * failures against the service level: p99 < 300 ms, no failures.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -19,9 +17,9 @@ import { loadConfig } from '../src/config/load.js';
 import { openDatabase } from '../src/db/connect.js';
 import { consolidate } from '../src/engine/consolidate.js';
 import { tagRelease } from '../src/engine/tag.js';
-import { logger, redact } from '../src/log.js';
+import { logger } from '../src/log.js';
 import { createBot } from '../src/slack/app.js';
-import { configDoc, generate, onAdmin, plan, RELEASE, startServer, withDatabase } from './dataset.js';
+import { configDoc, generate, plan, RELEASE, runBench, withScratch } from './dataset.js';
 
 const TARGET_P99_MS = 300;
 const execFileAsync = promisify(execFile);
@@ -99,36 +97,21 @@ function percentile(sorted: number[], p: number): number {
 async function main(): Promise<void> {
   logger().level = 'warn';
   const opts = options();
-  const server = await startServer();
-  const database = `bench_${crypto.randomBytes(4).toString('hex')}`;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-bench-slack-'));
-  let cleanup: (() => Promise<void>)[] = [];
-  const finish = async () => {
-    for (const c of cleanup.reverse()) await c().catch((err) => console.error(`cleanup: ${redact(String(err))}`));
-    cleanup = [];
-  };
-  process.removeAllListeners('SIGINT');
-  process.once('SIGINT', () => void finish().then(() => process.exit(130)));
-  cleanup.push(() => server.stop());
-  cleanup.push(async () => fs.rmSync(dir, { recursive: true, force: true }));
-  try {
-    await onAdmin(server, (c) => c.query(`create database ${database}`));
-    cleanup.push(() => onAdmin(server, (c) => c.query(`drop database if exists ${database} with (force)`)).then(() => undefined));
-    const url = withDatabase(server.adminUrl, database);
+  await withScratch('slack', async ({ server, url, dir, defer }) => {
     console.log(`Tributary Slack ack benchmark on ${server.label}`);
     await generate(url, opts, plan(opts));
     const file = path.join(dir, 'tributary.yml');
     fs.writeFileSync(file, stringify(configDoc(url, opts.envs)));
     const config = loadConfig({ file, env: { TRIBUTARY_AUDIT_KEY: 'bench-audit-key-0123456789' } });
     const db = await openDatabase(config);
-    cleanup.push(() => db.close());
+    defer(() => db.close());
     const ctx = { config, db };
     await tagRelease(ctx, RELEASE, { actor: 'cli:bench' });
     const fake = await startFake();
-    cleanup.push(() => fake.stop());
+    defer(() => fake.stop());
     const bot = createBot(ctx, { mode: 'http', botToken: 'xoxb-bench', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
     const { port } = await bot.start();
-    cleanup.push(() => bot.stop());
+    defer(() => bot.stop());
     const endpoint = `http://127.0.0.1:${port}/slack/events`;
     // a few requests first, so that start-up work (module loading, first queries) is not measured;
     // then the same load with nothing else running, for comparison
@@ -170,15 +153,7 @@ async function main(): Promise<void> {
     console.log(`ack latency max                 ${fmt(sorted.at(-1) ?? 0)}`);
     console.log(`bot event-loop delay p99 / max   ${fmt(loop.percentile(99) / 1e6)} / ${fmt(loop.max / 1e6)}`);
     console.log(`failures                        ${String(failures).padEnd(12)} 0           ${failures === 0 ? 'PASS' : 'MISS'}`);
-  } finally {
-    await finish();
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`bench:slack failed: ${redact(err instanceof Error ? (err.stack ?? err.message) : String(err))}`);
-    process.exit(1);
-  },
-);
+runBench('slack', main);

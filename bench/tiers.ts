@@ -7,7 +7,6 @@
  * per test < 5 ms; parsing JUnit XML of 10,000 test cases < 1 s.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
@@ -18,7 +17,7 @@ import { parseJUnit, writeJUnit } from '../src/engine/testing/junit.js';
 import { runTests } from '../src/engine/testing/tiers.js';
 import type { TestCaseResult } from '../src/engine/testing/types.js';
 import { logger } from '../src/log.js';
-import { onAdmin, startServer, withDatabase } from './dataset.js';
+import { runBench, withScratch } from './dataset.js';
 
 const TARGETS = { ratio: 1.05, overheadMs: 5, parseMs: 1000 };
 
@@ -63,12 +62,7 @@ function parseFigure(cases: number): number {
 async function main(): Promise<void> {
   const o = options();
   logger().level = 'warn';
-  const server = await startServer();
-  const database = `bench_tiers_${process.pid}`;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-bench-tiers-'));
-  try {
-    await onAdmin(server, (c) => c.query(`create database ${database}`));
-    const url = withDatabase(server.adminUrl, database);
+  await withScratch('tiers', async ({ server, url, dir }) => {
     const file = path.join(dir, 'tributary.yml');
     const runner = path.resolve(path.dirname(new URL(import.meta.url).pathname), 'sleep-runner.mjs');
     fs.writeFileSync(
@@ -115,17 +109,7 @@ async function main(): Promise<void> {
     } finally {
       await db.close();
     }
-  } finally {
-    await onAdmin(server, (c) => c.query(`drop database if exists ${database} with (force)`)).catch(() => undefined);
-    await server.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`bench:tiers failed: ${err instanceof Error ? err.stack : String(err)}`);
-    process.exit(1);
-  },
-);
+runBench('tiers', main);

@@ -399,3 +399,11 @@ describe('one open deployment per env', () => {
     await e.db.control('deployments').insert({ ...copy, status: 'rejected', steps: '[]', undo: '[]', slack: '{}' });
   });
 });
+
+describe('bad input', () => {
+  it('a rollback of a release the plan does not have names it', async () => {
+    const app = appDir();
+    const e = await ready(app);
+    await expect(rollbackRelease(e.ctx, 'R9', { actor: 'U0RM1', rationale: 'customer reports' })).rejects.toMatchObject({ code: 'unknown_release', message: expect.stringContaining('R9') });
+  });
+});

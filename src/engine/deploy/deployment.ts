@@ -629,6 +629,7 @@ export function whereItStopped(d: Deployment): string {
 
 /** `/rollback R2`: the same rollback, on demand, after a deployment that succeeded; says why when it cannot. */
 export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
+  releaseOrThrow(ctx.config, release);
   const spec = deploySpecOf(ctx);
   if (opts.rationale.trim().length < 3) throw new TributaryError('usage', 'a rollback needs a rationale');
   // the last one that succeeded, or whose rollback stopped (it is taken up again where it stopped)
