@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { consolidate } from '../src/engine/consolidate.js';
+import { createBundle } from '../src/engine/deploy/bundle.js';
 import { applyDecision } from '../src/engine/decide.js';
 import { transition } from '../src/engine/lifecycle.js';
 import { loadRelease } from '../src/engine/load.js';
@@ -91,4 +92,17 @@ export async function dumpProduction(e: TestEnv): Promise<string> {
     out.push(JSON.stringify((await e.sql(`select t::text as row from prod.${t} t order by 1`)).rows.map((r) => r.row)));
   }
   return out.join('\n');
+}
+
+/**
+ * R2 approved and ready to deploy: production as earlier deployments left it, the app in `app` running
+ * v1 (its `current` link), and (unless `bundle` is false) R2's bundle with code v2.
+ */
+export async function readyToDeploy(app: string, extra: Record<string, unknown> = {}, opts: { deploy?: Record<string, unknown>; bundle?: boolean } = {}): Promise<TestEnv> {
+  const e = await approvedRelease({ deploy: fakeDeployer(app, opts.deploy), ...extra });
+  await seedProduction(e);
+  fs.mkdirSync(path.join(app, 'releases', 'v1'), { recursive: true });
+  fs.symlinkSync(path.join(app, 'releases', 'v1'), path.join(app, 'current'));
+  if (opts.bundle !== false) await createBundle(e.ctx, 'R2', { code: 'v2', actor: 'U0RM1' });
+  return e;
 }

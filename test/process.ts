@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { ROOT, TEST_AUDIT_KEY } from './helpers.js';
 
@@ -39,4 +40,14 @@ export function cli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Pro
 /** What a process printed, for assertion messages. */
 export function output(r: CliResult): string {
   return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+}
+
+/** A loopback port nobody listens on now (for a bot started as a child process). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
 }

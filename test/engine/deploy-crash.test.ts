@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBundle } from '../../src/engine/deploy/bundle.js';
 import { decideGo, getDeployment, interruptedDeployments, requestDeployment, unlockEnv, whereItStopped } from '../../src/engine/deploy/deployment.js';
-import { approvedRelease, dumpProduction, fakeDeployer, seedProduction } from '../deploy-setup.js';
+import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
 import type { TestEnv } from '../helpers.js';
 import { cli, output, startCli } from '../process.js';
 
@@ -19,10 +19,7 @@ let app: string;
 
 beforeAll(async () => {
   app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-crash-app-'));
-  env = await approvedRelease({ deploy: fakeDeployer(app) });
-  await seedProduction(env);
-  fs.mkdirSync(path.join(app, 'releases', 'v1'), { recursive: true });
-  fs.symlinkSync(path.join(app, 'releases', 'v1'), path.join(app, 'current'));
+  env = await readyToDeploy(app, {}, { bundle: false });
 });
 
 afterAll(async () => {

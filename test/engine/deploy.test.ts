@@ -17,7 +17,7 @@ import {
   whereItStopped,
   windowDeadline,
 } from '../../src/engine/deploy/deployment.js';
-import { approvedRelease, dumpProduction, fakeDeployer, seedProduction } from '../deploy-setup.js';
+import { dumpProduction, fakeDeployer, readyToDeploy } from '../deploy-setup.js';
 import { ROOT, type TestEnv } from '../helpers.js';
 
 /** The synchronized sequence and its rollback, go/no-go, the env lock, timeouts and secrets. */
@@ -32,12 +32,8 @@ function appDir(): string {
 }
 
 async function ready(app: string, deploy: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Promise<TestEnv> {
-  const e = await approvedRelease({ deploy: fakeDeployer(app, deploy), ...extra });
+  const e = await readyToDeploy(app, extra, { deploy });
   env = e;
-  await seedProduction(e);
-  fs.mkdirSync(path.join(app, 'releases', 'v1'), { recursive: true });
-  fs.symlinkSync(path.join(app, 'releases', 'v1'), path.join(app, 'current'));
-  await createBundle(e.ctx, 'R2', { code: 'v2', actor: 'U0RM1' });
   return e;
 }
 

@@ -1,15 +1,13 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
-import { createBundle } from '../../src/engine/deploy/bundle.js';
 import { getDeployment } from '../../src/engine/deploy/deployment.js';
 import { ACTIONS } from '../../src/slack/ids.js';
-import { approvedRelease, dumpProduction, fakeDeployer, seedProduction } from '../deploy-setup.js';
+import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
 import { ROOT, TEST_AUDIT_KEY, type TestEnv } from '../helpers.js';
-import { cli, output, startCli } from '../process.js';
+import { cli, freePort, output, startCli } from '../process.js';
 import { actionBody, FakeSlack, signedPost } from './fake-slack.js';
 
 /**
@@ -26,29 +24,15 @@ beforeAll(async () => {
   fake = new FakeSlack();
   await fake.start();
   app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-proc-app-'));
-  env = await approvedRelease({
-    deploy: fakeDeployer(app),
+  env = await readyToDeploy(app, {
     roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2'] },
     slack: { releaseChannel: 'C_REL' },
   });
-  await seedProduction(env);
-  fs.mkdirSync(path.join(app, 'releases', 'v1'), { recursive: true });
-  fs.symlinkSync(path.join(app, 'releases', 'v1'), path.join(app, 'current'));
-  await createBundle(env.ctx, 'R2', { code: 'v2', actor: 'U0RM1' });
 });
 afterAll(async () => {
   await env?.close();
   await fake?.stop();
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 type Blocks = { type: string; elements?: { action_id: string; value: string }[] }[];
 

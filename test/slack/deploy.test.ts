@@ -2,12 +2,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createBundle } from '../../src/engine/deploy/bundle.js';
 import { DeployWatcher } from '../../src/commands/deploy.js';
 import { decideGo, getDeployment, rollbackInterruptedDeployment } from '../../src/engine/deploy/deployment.js';
 import { createBot, type Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
-import { approvedRelease, dumpProduction, fakeDeployer, seedProduction } from '../deploy-setup.js';
+import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
 import type { TestEnv } from '../helpers.js';
 import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
 
@@ -23,15 +22,10 @@ beforeAll(async () => {
   fake = new FakeSlack();
   await fake.start();
   app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-slack-app-'));
-  env = await approvedRelease({
-    deploy: fakeDeployer(app),
+  env = await readyToDeploy(app, {
     roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2'] },
     slack: { releaseChannel: 'C_REL' },
   });
-  await seedProduction(env);
-  fs.mkdirSync(path.join(app, 'releases', 'v1'), { recursive: true });
-  fs.symlinkSync(path.join(app, 'releases', 'v1'), path.join(app, 'current'));
-  await createBundle(env.ctx, 'R2', { code: 'v2', actor: 'U0RM1' });
   ({ bot, url } = await startTestBot(env.ctx, fake, { scheduler: false }));
 });
 

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { recentNights } from '../../src/engine/nightly/run.js';
 import { configDoc, ROOT, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
+import { freePort } from '../process.js';
 import { FakeSlack } from './fake-slack.js';
 
 /**
@@ -23,15 +23,6 @@ interface Bot {
   child: ChildProcess;
   out(): string;
   exited: Promise<number | null>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function writeConfig(nightly: Record<string, unknown>): void {

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { ROOT, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
+import { freePort } from '../process.js';
 import { FakeSlack, signedPost, slashBody } from './fake-slack.js';
 
 /** `npm start` as a real process: it serves, and SIGTERM stops it cleanly after finishing its acks. */
@@ -18,15 +18,6 @@ afterAll(async () => {
   await env?.close();
   await fake?.stop();
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 it('serves over HTTP, then shuts down gracefully on SIGTERM', async () => {
   const port = await freePort();
