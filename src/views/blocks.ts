@@ -6,22 +6,13 @@ import type { LoadResult } from '../engine/load.js';
 import type { ValidationReport } from '../engine/validate.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
+import { button, context, header, plain, section } from './kit.js';
 
 /**
  * Block Kit views: pure functions from domain objects to messages, modals and the App Home tab.
  * User text is escaped, every message carries a `text` fallback, and every payload is checked
  * against Slack's limits (views/limits.ts) before it leaves.
  */
-const md = (text: string) => ({ type: 'mrkdwn' as const, text });
-const plain = (text: string) => ({ type: 'plain_text' as const, text, emoji: true });
-const section = (text: string): SectionBlock => ({ type: 'section', text: md(clip(text, LIMITS.sectionText)) });
-const context = (...texts: string[]): KnownBlock => ({ type: 'context', elements: texts.slice(0, LIMITS.contextElements).map((t) => md(clip(t, LIMITS.sectionText))) });
-const header = (text: string): KnownBlock => ({ type: 'header', text: plain(clip(text, LIMITS.headerText)) });
-
-function button(text: string, actionId: string, value: string, style?: 'primary' | 'danger'): Button {
-  return { type: 'button', text: plain(clip(text, LIMITS.buttonText)), action_id: actionId, value, ...(style ? { style } : {}) };
-}
-
 /** What a button carries: enough to find the conflict, and to tell a stale card from a current one. */
 export interface CardRef {
   release: string;

@@ -1,14 +1,11 @@
-import type { KnownBlock, ModalView, SectionBlock } from '@slack/types';
+import type { KnownBlock, ModalView } from '@slack/types';
 import type { Bundle } from '../engine/deploy/bundle.js';
 import type { Deployment, GoDecision, StepState } from '../engine/deploy/deployment.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
+import { context, plain, section } from './kit.js';
 
 /** Deployments as text (CLI) and Block Kit (go/no-go card, progress, rollback and interrupted cards). */
-const mdText = (text: string) => ({ type: 'mrkdwn' as const, text });
-const plainText = (text: string) => ({ type: 'plain_text' as const, text, emoji: true });
-const sec = (text: string): SectionBlock => ({ type: 'section', text: mdText(clip(text, LIMITS.sectionText)) });
-const ctxBlock = (text: string): KnownBlock => ({ type: 'context', elements: [mdText(clip(text, LIMITS.sectionText))] });
 const who = (a: string) => (/^[UW][A-Z0-9]+$/.test(a) ? `<@${a}>` : esc(a));
 
 const ICON: Record<string, string> = { done: ':white_check_mark:', skipped: ':white_circle:', running: ':hourglass_flowing_sand:', failed: ':x:' };
@@ -45,25 +42,25 @@ export interface GoCardArgs {
 export function goNoGoCard(a: GoCardArgs): Message {
   const d = a.deployment;
   const blocks: KnownBlock[] = [
-    { type: 'header', text: plainText(clip(`Go / no-go: ${d.release} to ${d.env}`, LIMITS.headerText)) },
-    sec(`*Bundle v${a.bundle.version}* · code \`${esc(a.bundle.codeVersion)}\` · data ${a.bundle.tables.map((t) => `\`${esc(t.table)}\` ${t.rows} rows`).join(', ')}${a.bundle.migration ? ` · migration \`${esc(a.bundle.migration)}\`` : ''}`),
-    sec(`*Tests*: ${a.tiers.map((t) => `tier ${esc(t.tier)} run #${t.runId} ${t.status === 'passed' ? ':white_check_mark:' : ':x:'} ${t.passRate}%`).join(' · ') || 'none'}\n*QA approval*: ${a.approval ? `${who(a.approval.by)}${a.approval.override ? ' (*override* of a failed gate)' : ''}: ${esc(clip(a.approval.rationale, 300))}` : 'none'}`),
-    sec(`*Asked by* ${who(d.requested_by)} · *window* ${d.window_at ? `<!date^${Math.floor(new Date(d.window_at).getTime() / 1000)}^{date_short_pretty} {time}|${new Date(d.window_at).toISOString()}>` : 'now, once Go'} · *answer by* <!date^${Math.floor(new Date(d.expires_at).getTime() / 1000)}^{date_short_pretty} {time}|${new Date(d.expires_at).toISOString()}> (unanswered = no-go)`),
+    { type: 'header', text: plain(clip(`Go / no-go: ${d.release} to ${d.env}`, LIMITS.headerText)) },
+    section(`*Bundle v${a.bundle.version}* · code \`${esc(a.bundle.codeVersion)}\` · data ${a.bundle.tables.map((t) => `\`${esc(t.table)}\` ${t.rows} rows`).join(', ')}${a.bundle.migration ? ` · migration \`${esc(a.bundle.migration)}\`` : ''}`),
+    section(`*Tests*: ${a.tiers.map((t) => `tier ${esc(t.tier)} run #${t.runId} ${t.status === 'passed' ? ':white_check_mark:' : ':x:'} ${t.passRate}%`).join(' · ') || 'none'}\n*QA approval*: ${a.approval ? `${who(a.approval.by)}${a.approval.override ? ' (*override* of a failed gate)' : ''}: ${esc(clip(a.approval.rationale, 300))}` : 'none'}`),
+    section(`*Asked by* ${who(d.requested_by)} · *window* ${d.window_at ? `<!date^${Math.floor(new Date(d.window_at).getTime() / 1000)}^{date_short_pretty} {time}|${new Date(d.window_at).toISOString()}>` : 'now, once Go'} · *answer by* <!date^${Math.floor(new Date(d.expires_at).getTime() / 1000)}^{date_short_pretty} {time}|${new Date(d.expires_at).toISOString()}> (unanswered = no-go)`),
   ];
-  if (a.decisions.length) blocks.push(sec(a.decisions.map((x) => `${x.decision === 'go' ? ':large_green_circle: *Go*' : ':red_circle: *No-go*'} by ${who(x.actor)}: ${esc(clip(x.rationale, 300))}`).join('\n')));
+  if (a.decisions.length) blocks.push(section(a.decisions.map((x) => `${x.decision === 'go' ? ':large_green_circle: *Go*' : ':red_circle: *No-go*'} by ${who(x.actor)}: ${esc(clip(x.rationale, 300))}`).join('\n')));
   if (d.status === 'awaiting-go') {
     const value = JSON.stringify({ id: d.id, release: d.release });
     blocks.push({
       type: 'actions',
       block_id: `deploy:go:${d.id}`,
       elements: [
-        { type: 'button', action_id: ACTIONS.deployGo, text: plainText('Go'), value, style: 'primary' },
-        { type: 'button', action_id: ACTIONS.deployNoGo, text: plainText('No-go'), value, style: 'danger' },
+        { type: 'button', action_id: ACTIONS.deployGo, text: plain('Go'), value, style: 'primary' },
+        { type: 'button', action_id: ACTIONS.deployNoGo, text: plain('No-go'), value, style: 'danger' },
       ],
     });
-    blocks.push(ctxBlock(`Needs ${a.needed} Go from release managers; the one who asked cannot be the only one.`));
+    blocks.push(context(`Needs ${a.needed} Go from release managers; the one who asked cannot be the only one.`));
   } else {
-    blocks.push(ctxBlock(`Deployment #${d.id}: *${esc(d.status)}*${d.cause ? ` · ${esc(clip(d.cause, 500))}` : ''}`));
+    blocks.push(context(`Deployment #${d.id}: *${esc(d.status)}*${d.cause ? ` · ${esc(clip(d.cause, 500))}` : ''}`));
   }
   return checkMessage({ text: `Go / no-go: ${d.release} to ${d.env} (deployment #${d.id}): ${d.status}`, blocks });
 }
@@ -82,13 +79,13 @@ export function confirmModal(ref: DecideRef, summary: string): ModalView {
   return checkView({
     type: 'modal',
     callback_id: VIEWS.deployDecide,
-    title: plainText(clip(`${title}: ${ref.release}`, LIMITS.modalTitle)),
-    submit: plainText(ref.decision === 'rollback' ? 'Roll back' : title),
-    close: plainText('Cancel'),
+    title: plain(clip(`${title}: ${ref.release}`, LIMITS.modalTitle)),
+    submit: plain(ref.decision === 'rollback' ? 'Roll back' : title),
+    close: plain('Cancel'),
     private_metadata: JSON.stringify(ref),
     blocks: [
-      sec(summary),
-      { type: 'input', block_id: BLOCKS.deployRationale, label: plainText('Rationale'), element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000 } },
+      section(summary),
+      { type: 'input', block_id: BLOCKS.deployRationale, label: plain('Rationale'), element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000 } },
     ],
   });
 }
@@ -96,24 +93,24 @@ export function confirmModal(ref: DecideRef, summary: string): ModalView {
 /** One message updated in place while the sequence (or the rollback) runs: every step with its timing. */
 export function deployProgressMessage(d: Deployment): Message {
   const state = d.status === 'succeeded' ? ':white_check_mark:' : d.status === 'rolled-back' ? ':leftwards_arrow_with_hook:' : d.status === 'rollback-failed' ? ':rotating_light:' : ':hourglass_flowing_sand:';
-  const blocks: KnownBlock[] = [sec(`${state} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)} · code \`${esc(d.code_version)}\``)];
-  if (d.steps.length) blocks.push(sec(d.steps.map((s) => stepLine(s, true)).join('\n')));
-  if (d.undo.length) blocks.push(sec(`*Rollback* (reverse order)\n${d.undo.map((s) => stepLine(s, true)).join('\n')}`));
-  if (d.cause) blocks.push(ctxBlock(`Cause: ${esc(clip(d.cause, 1000))}`));
+  const blocks: KnownBlock[] = [section(`${state} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)} · code \`${esc(d.code_version)}\``)];
+  if (d.steps.length) blocks.push(section(d.steps.map((s) => stepLine(s, true)).join('\n')));
+  if (d.undo.length) blocks.push(section(`*Rollback* (reverse order)\n${d.undo.map((s) => stepLine(s, true)).join('\n')}`));
+  if (d.cause) blocks.push(context(`Cause: ${esc(clip(d.cause, 1000))}`));
   return checkMessage({ text: `Deployment #${d.id} of ${d.release}: ${d.status}`, blocks });
 }
 
 /** After a rollback: what happened and why; the env stays locked until a release_manager unlocks it. */
 export function rollbackCard(d: Deployment, locked: boolean): Message {
   const blocks: KnownBlock[] = [
-    sec(`${d.status === 'rolled-back' ? ':leftwards_arrow_with_hook:' : ':rotating_light:'} *${esc(d.release)} on ${esc(d.env)} was ${d.status === 'rolled-back' ? 'rolled back' : 'NOT fully rolled back'}* (deployment #${d.id}): ${esc(clip(d.cause ?? '', 1500))}`),
-    sec(d.undo.map((s) => stepLine(s, true)).join('\n') || 'nothing to undo'),
+    section(`${d.status === 'rolled-back' ? ':leftwards_arrow_with_hook:' : ':rotating_light:'} *${esc(d.release)} on ${esc(d.env)} was ${d.status === 'rolled-back' ? 'rolled back' : 'NOT fully rolled back'}* (deployment #${d.id}): ${esc(clip(d.cause ?? '', 1500))}`),
+    section(d.undo.map((s) => stepLine(s, true)).join('\n') || 'nothing to undo'),
   ];
   if (locked) {
-    blocks.push({ type: 'actions', block_id: `deploy:unlock:${d.id}`, elements: [{ type: 'button', action_id: ACTIONS.deployUnlock, text: plainText(`Unlock ${clip(d.env, 40)}`), value: JSON.stringify({ env: d.env, id: d.id }) }] });
-    blocks.push(ctxBlock(`${esc(d.env)} stays locked until a release_manager unlocks it (here, or \`tributary unlock ${esc(d.env)}\`).`));
+    blocks.push({ type: 'actions', block_id: `deploy:unlock:${d.id}`, elements: [{ type: 'button', action_id: ACTIONS.deployUnlock, text: plain(`Unlock ${clip(d.env, 40)}`), value: JSON.stringify({ env: d.env, id: d.id }) }] });
+    blocks.push(context(`${esc(d.env)} stays locked until a release_manager unlocks it (here, or \`tributary unlock ${esc(d.env)}\`).`));
   } else {
-    blocks.push(ctxBlock(`${esc(d.env)} is unlocked.`));
+    blocks.push(context(`${esc(d.env)} is unlocked.`));
   }
   return checkMessage({ text: `${d.release} on ${d.env}: ${d.status} (deployment #${d.id})`, blocks });
 }
@@ -130,14 +127,14 @@ export function interruptedCard(d: Deployment, where: string): Message {
   return checkMessage({
     text: `Deployment #${d.id} of ${d.release} was interrupted`,
     blocks: [
-      sec(`:warning: *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)} was interrupted* (the process running it died): ${esc(where)}`),
-      sec(d.steps.map((s) => stepLine(s, true)).join('\n') || 'no step started'),
+      section(`:warning: *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)} was interrupted* (the process running it died): ${esc(where)}`),
+      section(d.steps.map((s) => stepLine(s, true)).join('\n') || 'no step started'),
       {
         type: 'actions',
         block_id: `deploy:interrupted:${d.id}`,
         elements: [
-          { type: 'button', action_id: ACTIONS.deployResume, text: plainText('Resume'), value, style: 'primary' },
-          { type: 'button', action_id: ACTIONS.deployRollback, text: plainText('Roll back'), value, style: 'danger' },
+          { type: 'button', action_id: ACTIONS.deployResume, text: plain('Resume'), value, style: 'primary' },
+          { type: 'button', action_id: ACTIONS.deployRollback, text: plain('Roll back'), value, style: 'danger' },
         ],
       },
     ],

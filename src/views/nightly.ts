@@ -1,9 +1,11 @@
-import type { KnownBlock, SectionBlock } from '@slack/types';
+import type { KnownBlock } from '@slack/types';
 import * as echarts from 'echarts';
 import { Resvg } from '@resvg/resvg-js';
 import type { Coverage } from '../engine/nightly/coverage.js';
 import type { NightlySummary, TestRef } from '../engine/nightly/summary.js';
-import { checkMessage, clip, esc, LIMITS, type Message } from './limits.js';
+import type { PruneProposal } from '../engine/nightly/prune.js';
+import { checkMessage, clip, esc, type Message } from './limits.js';
+import { context, md, plain, section } from './kit.js';
 
 /**
  * The nightly regression as people read it (CLI text and the Slack post), the coverage growth table and
@@ -54,9 +56,6 @@ export function renderNightly(s: NightlySummary): string {
   return lines.join('\n');
 }
 
-const mdText = (text: string) => ({ type: 'mrkdwn' as const, text });
-const sec = (text: string): SectionBlock => ({ type: 'section', text: mdText(clip(text, LIMITS.sectionText)) });
-const ctxBlock = (text: string): KnownBlock => ({ type: 'context', elements: [mdText(clip(text, LIMITS.sectionText))] });
 
 /** The morning post. */
 export function nightlyCard(s: NightlySummary): Message {
@@ -64,27 +63,27 @@ export function nightlyCard(s: NightlySummary): Message {
   const failed = t.failed + t.errored;
   const icon = s.newRegressions.count > 0 ? ':rotating_light:' : s.status === 'passed' ? ':white_check_mark:' : ':warning:';
   const blocks: KnownBlock[] = [
-    sec(`${icon} *Nightly regression on ${esc(s.env)}*: pass rate *${t.passRate}%*${esc(trendArrow(s))}\n${num(t.total)} tests · :white_check_mark: ${num(t.passed)} · :x: ${num(failed)} · :fast_forward: ${num(t.skipped)}`),
+    section(`${icon} *Nightly regression on ${esc(s.env)}*: pass rate *${t.passRate}%*${esc(trendArrow(s))}\n${num(t.total)} tests · :white_check_mark: ${num(t.passed)} · :x: ${num(failed)} · :fast_forward: ${num(t.skipped)}`),
     {
       type: 'section',
       fields: [
-        mdText(`*New regressions since the previous night*\n${s.newRegressions.count}`),
-        mdText(`*Fixed*\n${s.fixed.count}`),
-        mdText(`*7 nights*\n${pctText(s.trend.avg7)} average`),
-        mdText(`*30 nights*\n${pctText(s.trend.avg30)} average  ${sparkline(s.trend.points.map((p) => p.passRate))}`),
+        md(`*New regressions since the previous night*\n${s.newRegressions.count}`),
+        md(`*Fixed*\n${s.fixed.count}`),
+        md(`*7 nights*\n${pctText(s.trend.avg7)} average`),
+        md(`*30 nights*\n${pctText(s.trend.avg30)} average  ${sparkline(s.trend.points.map((p) => p.passRate))}`),
       ],
     },
   ];
-  if (s.newRegressions.items.length) blocks.push(sec(`:rotating_light: *New regressions*\n${s.newRegressions.items.slice(0, 10).map((r) => `• ${esc(refLine(r))}`).join('\n')}${s.newRegressions.count > 10 ? `\n… and ${s.newRegressions.count - 10} more` : ''}`));
-  if (s.fixed.items.length) blocks.push(sec(`:tada: *Fixed*\n${s.fixed.items.slice(0, 10).map((r) => `• ${esc(r.name)}`).join('\n')}`));
-  blocks.push(sec(`*Flaky, last ${s.flaky.nights} night(s)*\n${s.flaky.items.length ? s.flaky.items.map((f, i) => `${i + 1}. ${esc(f.name)}: ${f.flips} flip(s)${f.retried ? `, ${f.retried} pass(es) on retry` : ''}`).join('\n') : 'none'}`));
-  blocks.push(sec(`*Per release*\n${s.perRelease.map((r) => `• *${esc(r.release)}* ${r.passed}/${r.total - r.skipped} (${r.passRate}%)${r.newRegressions ? ` · :rotating_light: ${r.newRegressions}` : ''}`).join('\n') || 'no tests'}`));
-  blocks.push(ctxBlock(`Test run #${s.runId} · ${esc(s.at)}${s.previousRunId ? ` · compared with run #${s.previousRunId}` : ' · first night'}${s.reasons.length ? ` · ${esc(s.reasons.join('; '))}` : ''}`));
+  if (s.newRegressions.items.length) blocks.push(section(`:rotating_light: *New regressions*\n${s.newRegressions.items.slice(0, 10).map((r) => `• ${esc(refLine(r))}`).join('\n')}${s.newRegressions.count > 10 ? `\n… and ${s.newRegressions.count - 10} more` : ''}`));
+  if (s.fixed.items.length) blocks.push(section(`:tada: *Fixed*\n${s.fixed.items.slice(0, 10).map((r) => `• ${esc(r.name)}`).join('\n')}`));
+  blocks.push(section(`*Flaky, last ${s.flaky.nights} night(s)*\n${s.flaky.items.length ? s.flaky.items.map((f, i) => `${i + 1}. ${esc(f.name)}: ${f.flips} flip(s)${f.retried ? `, ${f.retried} pass(es) on retry` : ''}`).join('\n') : 'none'}`));
+  blocks.push(section(`*Per release*\n${s.perRelease.map((r) => `• *${esc(r.release)}* ${r.passed}/${r.total - r.skipped} (${r.passRate}%)${r.newRegressions ? ` · :rotating_light: ${r.newRegressions}` : ''}`).join('\n') || 'no tests'}`));
+  blocks.push(context(`Test run #${s.runId} · ${esc(s.at)}${s.previousRunId ? ` · compared with run #${s.previousRunId}` : ' · first night'}${s.reasons.length ? ` · ${esc(s.reasons.join('; '))}` : ''}`));
   return checkMessage({ text: `Nightly regression: pass rate ${t.passRate}%, ${s.newRegressions.count} new regression(s), ${s.fixed.count} fixed`, blocks });
 }
 
 export function nightlyFailedCard(error: string, slot: string): Message {
-  return checkMessage({ text: `Nightly regression failed: ${clip(error, 200)}`, blocks: [sec(`:warning: *The nightly regression (${esc(slot)}) did not run to the end*: ${esc(clip(error, 2000))}`)] });
+  return checkMessage({ text: `Nightly regression failed: ${clip(error, 200)}`, blocks: [section(`:warning: *The nightly regression (${esc(slot)}) did not run to the end*: ${esc(clip(error, 2000))}`)] });
 }
 
 export function renderCoverage(c: Coverage): string {
@@ -100,7 +99,7 @@ export function coverageMessage(c: Coverage): Message {
   const last = c.rows.at(-1);
   return checkMessage({
     text: last ? `Coverage: ${num(last.cumulativeTests)} tests and ${num(last.cumulativeRecords)} records over ${c.rows.length} release(s)` : 'Coverage: no release yet',
-    blocks: [sec(`:chart_with_upwards_trend: *Coverage growth per release* (${esc(c.env)})\n${body || 'no release yet'}`)],
+    blocks: [section(`:chart_with_upwards_trend: *Coverage growth per release* (${esc(c.env)})\n${body || 'no release yet'}`)],
   });
 }
 
@@ -132,17 +131,9 @@ export function coverageChartPng(c: Coverage, size: { width: number; height: num
   }
 }
 
-const plainText = (text: string) => ({ type: 'plain_text' as const, text, emoji: true });
 
-export interface PruneCardInput {
-  id: number;
-  feature: string;
-  release: string;
-  owner: string;
-  tests: { id: string; name: string }[];
-  status: 'proposed' | 'pruned' | 'kept' | 'superseded';
-  decidedBy?: string | null;
-}
+/** A pruning proposal, as the engine keeps it. */
+export type PruneCardInput = PruneProposal;
 
 const who = (owner: string) => (/^[UW][A-Z0-9]+$/.test(owner) ? `<@${owner}>` : esc(owner));
 
@@ -150,7 +141,7 @@ const who = (owner: string) => (/^[UW][A-Z0-9]+$/.test(owner) ? `<@${owner}>` : 
 export function pruneCard(p: PruneCardInput, actions: { prune: string; keep: string }, removed?: number): Message {
   const list = p.tests.slice(0, 15).map((t) => `• ${esc(t.name)}`).join('\n');
   const blocks: KnownBlock[] = [
-    sec(`:broom: *Pruning proposal for ${esc(p.feature)}* (${esc(p.release)}, deprecated) · owner ${who(p.owner)}\n${p.tests.length} test(s) cover only deprecated features; they still run in no tier. Prune them from the catalog?\n${list}${p.tests.length > 15 ? `\n… and ${p.tests.length - 15} more` : ''}`),
+    section(`:broom: *Pruning proposal for ${esc(p.feature)}* (${esc(p.release)}, deprecated) · owner ${who(p.owner)}\n${p.tests.length} test(s) cover only deprecated features; they still run in no tier. Prune them from the catalog?\n${list}${p.tests.length > 15 ? `\n… and ${p.tests.length - 15} more` : ''}`),
   ];
   if (p.status === 'proposed') {
     const value = JSON.stringify({ proposal: p.id });
@@ -158,14 +149,14 @@ export function pruneCard(p: PruneCardInput, actions: { prune: string; keep: str
       type: 'actions',
       block_id: `prune:${p.id}`,
       elements: [
-        { type: 'button', action_id: actions.prune, value, style: 'danger', text: plainText(`Prune ${p.tests.length} test(s)`), confirm: { title: plainText('Prune these tests?'), text: mdText(`They leave the catalog (their history stays).`), confirm: plainText('Prune'), deny: plainText('Cancel') } },
-        { type: 'button', action_id: actions.keep, value, text: plainText('Keep them') },
+        { type: 'button', action_id: actions.prune, value, style: 'danger', text: plain(`Prune ${p.tests.length} test(s)`), confirm: { title: plain('Prune these tests?'), text: md(`They leave the catalog (their history stays).`), confirm: plain('Prune'), deny: plain('Cancel') } },
+        { type: 'button', action_id: actions.keep, value, text: plain('Keep them') },
       ],
     });
-    blocks.push(ctxBlock(`Only ${who(p.owner)} can answer. Nothing is removed without the owner's confirmation. Proposal #${p.id}.`));
+    blocks.push(context(`Only ${who(p.owner)} can answer. Nothing is removed without the owner's confirmation. Proposal #${p.id}.`));
   } else {
     const what = p.status === 'pruned' ? `:white_check_mark: *Pruned* ${removed ?? p.tests.length} test(s)` : p.status === 'kept' ? ':raised_hand: *Kept*' : ':fast_forward: *Superseded* by a newer digest';
-    blocks.push(sec(`${what}${p.decidedBy ? ` by ${who(p.decidedBy)}` : ''} (proposal #${p.id})`));
+    blocks.push(section(`${what}${p.decidedBy ? ` by ${who(p.decidedBy)}` : ''} (proposal #${p.id})`));
   }
   return checkMessage({ text: `Pruning proposal for ${p.feature}: ${p.tests.length} test(s), ${p.status}`, blocks });
 }

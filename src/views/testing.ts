@@ -1,8 +1,9 @@
 import type { FailureView, TestProgress, TestRunReport } from '../engine/testing/tiers.js';
 import type { Totals } from '../engine/testing/results.js';
-import type { KnownBlock, ModalView, SectionBlock } from '@slack/types';
+import type { KnownBlock, ModalView } from '@slack/types';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
+import { context, md, plain, section } from './kit.js';
 
 /** Test runs as a QA lead reads them: totals with %, new features vs regression, per feature, failures. */
 export function tierLabel(tier: string, feature?: string): string {
@@ -57,10 +58,6 @@ export function renderProgress(p: TestProgress): string {
 }
 
 // ---- Block Kit (Slack) ----
-const mdText = (text: string) => ({ type: 'mrkdwn' as const, text });
-const plainText = (text: string) => ({ type: 'plain_text' as const, text, emoji: true });
-const sec = (text: string): SectionBlock => ({ type: 'section', text: mdText(clip(text, LIMITS.sectionText)) });
-const ctxBlock = (text: string): KnownBlock => ({ type: 'context', elements: [mdText(clip(text, LIMITS.sectionText))] });
 
 /** What the Approve button carries: the run it approves, so a card of an older run is told apart. */
 export interface ApproveRef {
@@ -86,20 +83,20 @@ export interface ApprovalView {
 export function testRunCard(r: TestRunReport, approval?: ApprovalView): Message {
   const icon = r.gate.passed ? ':white_check_mark:' : ':no_entry:';
   const blocks: KnownBlock[] = [
-    sec(`${icon} *${esc(r.release)} · ${esc(tierLabel(r.tier))} on ${esc(r.env)}*: gate ${r.gate.passed ? '*passed*' : '*failed*'}${r.gate.reasons.length ? `: ${esc(r.gate.reasons.join('; '))}` : ''}`),
-    { type: 'section', fields: [mdText(clip(totalsFields('All', r.totals), LIMITS.fieldText)), mdText(clip(totalsFields('New features', r.totals.newFeatures), LIMITS.fieldText)), mdText(clip(totalsFields('Regression of earlier releases', r.totals.regression), LIMITS.fieldText))] },
+    section(`${icon} *${esc(r.release)} · ${esc(tierLabel(r.tier))} on ${esc(r.env)}*: gate ${r.gate.passed ? '*passed*' : '*failed*'}${r.gate.reasons.length ? `: ${esc(r.gate.reasons.join('; '))}` : ''}`),
+    { type: 'section', fields: [md(clip(totalsFields('All', r.totals), LIMITS.fieldText)), md(clip(totalsFields('New features', r.totals.newFeatures), LIMITS.fieldText)), md(clip(totalsFields('Regression of earlier releases', r.totals.regression), LIMITS.fieldText))] },
   ];
   const feats = Object.entries(r.totals.perFeature).sort(([a], [b]) => a.localeCompare(b));
-  if (feats.length) blocks.push(sec(`*Per feature*: ${feats.map(([f, x]) => `${esc(f)} ${x.passed}/${x.total - x.skipped}`).join(' · ')}`));
-  if (r.newRegressions.length) blocks.push(sec(`:rotating_light: *New regressions (${r.newRegressions.length})*\n${r.newRegressions.slice(0, 10).map((f) => `• ${esc(failureLine(f))}`).join('\n')}`));
+  if (feats.length) blocks.push(section(`*Per feature*: ${feats.map(([f, x]) => `${esc(f)} ${x.passed}/${x.total - x.skipped}`).join(' · ')}`));
+  if (r.newRegressions.length) blocks.push(section(`:rotating_light: *New regressions (${r.newRegressions.length})*\n${r.newRegressions.slice(0, 10).map((f) => `• ${esc(failureLine(f))}`).join('\n')}`));
   const others = r.failures.filter((f) => f.class !== 'new-regression').slice(0, 10);
-  if (others.length) blocks.push(sec(`*Other failures*\n${others.map((f) => `• ${esc(failureLine(f))}`).join('\n')}`));
-  if (r.flaky.length) blocks.push(sec(`*Flaky*: ${r.flaky.slice(0, 20).map((f) => esc(f.name)).join(', ')}`));
-  for (const s of r.erroredShards.slice(0, 5)) blocks.push(sec(`:warning: shard ${s.index} errored: ${esc(clip(s.error, 500))}`));
-  blocks.push(ctxBlock(`Test run #${r.runId} · ${esc(r.selection.description)} · ${esc(r.selection.note)}${r.baselineRunId ? ` · compared with run #${r.baselineRunId}` : ' · no baseline yet'} · ${(r.ms / 1000).toFixed(1)} s`));
+  if (others.length) blocks.push(section(`*Other failures*\n${others.map((f) => `• ${esc(failureLine(f))}`).join('\n')}`));
+  if (r.flaky.length) blocks.push(section(`*Flaky*: ${r.flaky.slice(0, 20).map((f) => esc(f.name)).join(', ')}`));
+  for (const s of r.erroredShards.slice(0, 5)) blocks.push(section(`:warning: shard ${s.index} errored: ${esc(clip(s.error, 500))}`));
+  blocks.push(context(`Test run #${r.runId} · ${esc(r.selection.description)} · ${esc(r.selection.note)}${r.baselineRunId ? ` · compared with run #${r.baselineRunId}` : ' · no baseline yet'} · ${(r.ms / 1000).toFixed(1)} s`));
   if (r.tier === '2') {
     if (approval) {
-      blocks.push(sec(`:white_check_mark: *Approved${approval.override ? ' with an override of the failed gate' : ''}* by ${/^[UW][A-Z0-9]+$/.test(approval.by) ? `<@${approval.by}>` : esc(approval.by)}: ${esc(clip(approval.rationale, 1000))}`));
+      blocks.push(section(`:white_check_mark: *Approved${approval.override ? ' with an override of the failed gate' : ''}* by ${/^[UW][A-Z0-9]+$/.test(approval.by) ? `<@${approval.by}>` : esc(approval.by)}: ${esc(clip(approval.rationale, 1000))}`));
     } else {
       const value = JSON.stringify({ release: r.release, runId: r.runId } satisfies ApproveRef);
       blocks.push({
@@ -110,14 +107,14 @@ export function testRunCard(r: TestRunReport, approval?: ApprovalView): Message 
             type: 'button',
             action_id: ACTIONS.approve,
             value,
-            text: plainText(r.gate.passed ? 'Approve for production' : 'Approve with override…'),
+            text: plain(r.gate.passed ? 'Approve for production' : 'Approve with override…'),
             style: r.gate.passed ? 'primary' : 'danger',
           },
         ],
       });
     }
   } else if (r.tier === '1') {
-    blocks.push(ctxBlock(r.gate.passed ? `Next: \`/release test ${esc(r.release)} --tier 2\` (promotes ${esc(r.release)} into master first)` : 'Tier 2 is refused until tier 1 passes on the loaded data.'));
+    blocks.push(context(r.gate.passed ? `Next: \`/release test ${esc(r.release)} --tier 2\` (promotes ${esc(r.release)} into master first)` : 'Tier 2 is refused until tier 1 passes on the loaded data.'));
   }
   return checkMessage({ text: `${r.release} ${tierLabel(r.tier)}: ${r.gate.passed ? 'passed' : 'failed'}, pass rate ${r.totals.passRate}%`, blocks });
 }
@@ -125,22 +122,22 @@ export function testRunCard(r: TestRunReport, approval?: ApprovalView): Message 
 /** The approval modal: rationale required; past a failed gate it says it is an override. */
 export function approveModal(ref: ApproveRef, gate: { passed: boolean; reasons: string[] }): ModalView {
   const blocks: KnownBlock[] = [
-    sec(gate.passed
+    section(gate.passed
       ? `Approve *${esc(ref.release)}* (tier 2 run #${ref.runId} passed its gate): it becomes ready for production.`
       : `:warning: Tier 2 run #${ref.runId} of *${esc(ref.release)}* *failed its gate* (${esc(gate.reasons.join('; '))}). Approving it is an *override*: say why.`),
     {
       type: 'input',
       block_id: BLOCKS.approveRationale,
-      label: plainText(gate.passed ? 'Rationale' : 'Override rationale'),
+      label: plain(gate.passed ? 'Rationale' : 'Override rationale'),
       element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000 },
     },
   ];
   return checkView({
     type: 'modal',
     callback_id: VIEWS.approve,
-    title: plainText(clip(gate.passed ? 'Approve release' : 'Override and approve', LIMITS.modalTitle)),
-    submit: plainText('Approve'),
-    close: plainText('Cancel'),
+    title: plain(clip(gate.passed ? 'Approve release' : 'Override and approve', LIMITS.modalTitle)),
+    submit: plain('Approve'),
+    close: plain('Cancel'),
     private_metadata: JSON.stringify(ref),
     blocks,
   });

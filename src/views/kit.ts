@@ -1,0 +1,14 @@
+import type { Button, KnownBlock, SectionBlock } from '@slack/types';
+import { clip, LIMITS } from './limits.js';
+
+/** Block Kit building blocks shared by every view: texts clipped to Slack's limits. */
+export const md = (text: string) => ({ type: 'mrkdwn' as const, text });
+export const plain = (text: string) => ({ type: 'plain_text' as const, text, emoji: true });
+export const section = (text: string): SectionBlock => ({ type: 'section', text: md(clip(text, LIMITS.sectionText)) });
+export const context = (...texts: string[]): KnownBlock => ({ type: 'context', elements: texts.slice(0, LIMITS.contextElements).map((t) => md(clip(t, LIMITS.sectionText))) });
+export const header = (text: string): KnownBlock => ({ type: 'header', text: plain(clip(text, LIMITS.headerText)) });
+
+export function button(text: string, actionId: string, value: string, style?: 'primary' | 'danger'): Button {
+  return { type: 'button', text: plain(clip(text, LIMITS.buttonText)), action_id: actionId, value, ...(style ? { style } : {}) };
+}
+
