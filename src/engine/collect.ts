@@ -8,7 +8,7 @@ import { TributaryError } from '../errors.js';
 import { envError, type Ctx } from './context.js';
 import { redact } from '../log.js';
 import { ROW_HASH, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
-import { ident, literal, qualified } from './sql.js';
+import { ident, KEY_TEXT, literal, qualified } from './sql.js';
 import type { LockRow } from './tag.js';
 
 /**
@@ -23,12 +23,12 @@ export function workTable(runId: number, name: string): string {
 
 export async function createRecordsTable(ctx: Ctx, runId: number): Promise<void> {
   await ctx.db.control.raw(`create unlogged table ${workTable(runId, 'records')} (
-    entity text not null,
-    env text not null,
+    entity ${KEY_TEXT} not null,
+    env ${KEY_TEXT} not null,
     env_rank int not null,
-    pk text not null,
-    identity text not null,
-    feature text,
+    pk ${KEY_TEXT} not null,
+    identity ${KEY_TEXT} not null,
+    feature ${KEY_TEXT},
     created_by text,
     created_at timestamptz,
     ts timestamptz,
@@ -58,10 +58,20 @@ function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string
  * The gate, on the collected rows themselves: per env and table, the count and the sum of row hashes
  * must equal the lock's. All envs were read in their own snapshot, so what was checked is what was collected.
  */
-async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, only?: { env: string }): Promise<void> {
-  const res = await ctx.db.control.raw<{ rows: { env: string; entity: string; rows: number; checksum: string }[] }>(
-    `select env, entity, count(*)::int as rows, coalesce(sum(rh::numeric), 0)::text as checksum from ${workTable(runId, 'records')} group by env, entity`,
+async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, only?: { env: string }): Promise<Map<string, KeyStats>> {
+  // the same pass finds each entity's key kind (all integers?) and largest integer key, for re-keying
+  const res = await ctx.db.control.raw<{ rows: { env: string; entity: string; rows: number; checksum: string; numeric: boolean | null; max: string | null }[] }>(
+    `select env, entity, count(*)::int as rows, coalesce(sum(rh::numeric), 0)::text as checksum,
+            bool_and(pk ~ '^-{0,1}[0-9]+$') as numeric, max(pk::numeric) filter (where pk ~ '^-{0,1}[0-9]+$')::text as max
+       from ${workTable(runId, 'records')} group by env, entity`,
   );
+  const keys = new Map<string, KeyStats>();
+  for (const r of res.rows) {
+    const k = keys.get(r.entity) ?? { numeric: true, max: null };
+    k.numeric &&= r.numeric ?? true;
+    if (r.max !== null && (k.max === null || BigInt(r.max) > BigInt(k.max))) k.max = r.max;
+    keys.set(r.entity, k);
+  }
   const got = new Map(res.rows.map((r) => [`${r.env}/${r.entity}`, r]));
   const drift: { env: string; table: string; message: string }[] = [];
   for (const env of ctx.config.sources) {
@@ -82,13 +92,24 @@ async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<s
   }
   if (drift.length > 0) {
     throw new TributaryError('gate_drift', drift.map((d) => d.message).join('\n'), { env: drift[0]!.env, table: drift[0]!.table, drift: drift.map(({ env, table }) => ({ env, table })) });
-  }
+  }  return keys;
 }
 
 export interface CollectedEnv {
   env: string;
   rows: number;
   perEntity: Record<string, number>;
+}
+
+/** An entity's collected primary keys: all integers?, and the largest (fresh keys for re-keying start above it). */
+export interface KeyStats {
+  numeric: boolean;
+  max: string | null;
+}
+
+export interface Collected {
+  envs: CollectedEnv[];
+  keys: Map<string, KeyStats>;
 }
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'collect-child.ts');
@@ -182,7 +203,7 @@ export async function collectRelease(
   locks: Map<string, LockRow>,
   onEnvDone?: (c: CollectedEnv) => void,
   only?: { env: string; previousRunId: number },
-): Promise<CollectedEnv[]> {
+): Promise<Collected> {
   await createRecordsTable(ctx, runId);
   // with --env, the other envs' rows are those of the previous run: what their unchanged locks hold
   const reused = only ? ctx.config.sources.filter((env) => env.name !== only.env) : [];
@@ -203,12 +224,8 @@ export async function collectRelease(
     const first = failures[0] as TributaryError;
     throw new TributaryError(first.code ?? 'database', failures.map((f) => f.message).join('\n'), { failures: failures.length });
   }
-  await checkDrift(ctx, runId, release, locks, only);
-  // two index builds at once: one core each
-  await Promise.all([
-    ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, identity)`),
-    ctx.db.control.raw(`create index on ${workTable(runId, 'records')} (entity, env, pk)`),
-  ]);
+  const keys = await checkDrift(ctx, runId, release, locks, only);
   await ctx.db.control.raw(`analyze ${workTable(runId, 'records')}`);
-  return settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : []));
+  // the records' indexes are built by detection, beside its first statements (detect.ts)
+  return { envs: settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : [])), keys };
 }

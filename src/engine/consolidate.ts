@@ -8,7 +8,7 @@ import { logger, redact } from '../log.js';
 import { recordAudit } from './audit.js';
 import { collectRelease, workTable } from './collect.js';
 import { checkReachable, type Actor, type Ctx } from './context.js';
-import { detectAndResolve, runTables, type DetectCounts, type ReferenceProblem } from './detect.js';
+import { detectAndResolve, runTables, sourcesSql, type DetectCounts, type ReferenceProblem } from './detect.js';
 import { nextState, releaseState, transition } from './lifecycle.js';
 import { literal } from './sql.js';
 import { requireLocked } from './tag.js';
@@ -80,20 +80,20 @@ export async function consolidate(ctx: Ctx, release: string, opts: { actor: Acto
       progress('collect', { envs: ctx.config.sources.length });
       const collected = await collectRelease(ctx, runId, release, locks, (c) => progress('collect', { env: c.env, rows: c.rows }), only);
       steps.collection = Math.round(performance.now() - t);
-      const total = collected.reduce((n, c) => n + c.rows, 0);
+      const total = collected.envs.reduce((n, c) => n + c.rows, 0);
       if (total === 0) {
         throw new TributaryError('no_rows', `release ${release} has no rows in any ST env (${ctx.config.sources.map((s) => s.name).join(', ')}): tag rows with release = '${release}' first`, { release });
       }
       progress('detect', { rows: total });
       t = performance.now();
-      const outcome = await detectAndResolve(ctx, runId, release);
+      const outcome = await detectAndResolve(ctx, runId, release, collected);
       steps.detection = outcome.timings.detection;
       steps.resolution = outcome.timings.resolution;
       progress('queue', { conflicts: outcome.counts.manual });
       t = performance.now();
       await queueConflicts(ctx, runId, release, outcome.references);
       steps.queue = Math.round(performance.now() - t);
-      const counts = { ...outcome.counts, perEnv: Object.fromEntries(collected.map((c) => [c.env, c.rows])) };
+      const counts = { ...outcome.counts, perEnv: Object.fromEntries(collected.envs.map((c) => [c.env, c.rows])) };
       await ctx.db.control.transaction(async (trx) => {
         await trx('runs').where({ id: runId }).update({ status: 'succeeded', finished_at: trx.fn.now(), steps: JSON.stringify(steps), counts: JSON.stringify(counts) });
         await transition(trx, release, 'consolidate', { currentRunId: runId });
@@ -161,7 +161,7 @@ async function queueConflicts(ctx: Ctx, runId: number, release: string, refs: Re
        select p.entity, p.identity, p.kind, 'P1',
               jsonb_build_object('reason', p.detail, 'column', p.col, 'parent', p.parent, 'value', p.value, 'env', p.env,
                                  'suggestion', case when p.kind = 'dangling-reference' then 'delete' else 'waive' end,
-                                 'record', jsonb_build_object('data', r.data, 'env', r.rep_env, 'pk', r.pk, 'sources', r.sources))
+                                 'record', jsonb_build_object('data', r.data, 'env', r.rep_env, 'pk', r.pk, 'sources', ${sourcesSql(t, 'r')}))
          from ${refsTable} p join ${t.result} r on r.entity = p.entity and r.identity = p.identity
      )
      -- lpad truncates: past 999 conflicts every code of the run gets the width of the largest, so they stay unique and sort in queue order

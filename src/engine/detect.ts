@@ -3,9 +3,9 @@ import type { EntitySpec } from '../config/load.js';
 import { envByRole, releaseOrThrow } from '../config/load.js';
 import type { VersionRuleName } from '../config/schema.js';
 import { tableExists } from './checksum.js';
-import { workTable } from './collect.js';
+import { workTable, type Collected, type KeyStats } from './collect.js';
 import { onEnv, type Ctx } from './context.js';
-import { ident, literal, qualified, textArray } from './sql.js';
+import { ident, KEY_TEXT, literal, qualified, textArray } from './sql.js';
 
 /**
  * Detection and resolution, set-based in SQL over the work area, following DESIGN.md's three phases:
@@ -81,20 +81,31 @@ export function runTables(runId: number): RunTables {
 }
 
 async function createTables(k: Knex, t: RunTables): Promise<void> {
-  await k.raw(`create unlogged table ${t.rekey} (entity text, env text, env_rank int, pk text, new_pk text, owner_env text, primary key (entity, env, pk))`);
-  await k.raw(`create unlogged table ${t.cmp} (entity text, env text, env_rank int, pk text, identity text, payload jsonb, ts timestamptz,
-      feature text, fpri int, created_by text, created_at timestamptz, version_no int)`);
+  const T = KEY_TEXT;
+  await k.raw(`create unlogged table ${t.rekey} (entity ${T}, env ${T}, env_rank int, pk ${T}, new_pk ${T}, owner_env ${T}, primary key (entity, env, pk))`);
+  await k.raw(`create unlogged table ${t.cmp} (entity ${T}, env ${T}, env_rank int, pk ${T}, identity ${T}, payload jsonb, ts timestamptz,
+      feature ${T}, fpri int, created_by text, created_at timestamptz, version_no int)`);
   // buildResult gathers each multi-record identity's sources from cmp: without an index, one scan of cmp per identity
   await k.raw(`create index on ${t.cmp} (entity, identity)`);
-  await k.raw(`create unlogged table ${t.versions} (entity text, identity text, version_no int, payload jsonb, ts timestamptz, best_rank int,
-      envs text[], pks text[], features text[], feature text, fpri int, created_by text, created_at timestamptz, rep_env text, rep_pk text, n int,
+  await k.raw(`create unlogged table ${t.versions} (entity ${T}, identity ${T}, version_no int, payload jsonb, ts timestamptz, best_rank int,
+      envs text[], pks text[], features text[], feature ${T}, fpri int, created_by text, created_at timestamptz, rep_env ${T}, rep_pk ${T}, n int,
       primary key (entity, identity, version_no))`);
-  await k.raw(`create unlogged table ${t.idsum} (entity text, identity text, nv int, nrec int, rule text, priority text, survivor int,
+  await k.raw(`create unlogged table ${t.idsum} (entity ${T}, identity ${T}, nv int, nrec int, rule text, priority text, survivor int,
       differing text[], reason text, primary key (entity, identity))`);
-  await k.raw(`create unlogged table ${t.keyMap} (entity text, env text, old_pk text, new_pk text, primary key (entity, env, old_pk))`);
-  await k.raw(`create unlogged table ${t.result} (entity text not null, identity text not null, pk text, data jsonb, raw_refs jsonb not null default '{}',
-      sources jsonb not null, rule text, reason text, conflict text, status text not null, rep_env text not null, rep_pk text not null, feature text,
-      primary key (entity, identity))`);
+  await k.raw(`create unlogged table ${t.keyMap} (entity ${T}, env ${T}, old_pk ${T}, new_pk ${T}, primary key (entity, env, old_pk))`);
+  // primary key (entity, identity) added once the rows are in (addResultKey): one index build, not a million inserts into it.
+  // sources is null for a record that is its identity's only one: sourcesSql() derives it from the record.
+  await k.raw(`create unlogged table ${t.result} (entity ${T} not null, identity ${T} not null, pk ${T}, data jsonb, raw_refs jsonb not null default '{}',
+      sources jsonb, rule text, reason text, conflict text, status text not null, rep_env ${T} not null, rep_pk ${T} not null, feature ${T})`);
+}
+
+/**
+ * A result row's sources (env, pk, feature, created_by of each record it was made from), as jsonb. Rows
+ * of single-record identities store none: their one source is the record at (rep_env, rep_pk).
+ */
+export function sourcesSql(t: RunTables, alias: string): string {
+  return `coalesce(${alias}.sources, (select jsonb_build_array(jsonb_build_object('env', x.env, 'pk', x.pk, 'feature', x.feature, 'created_by', x.created_by))
+            from ${t.records} x where x.entity = ${alias}.entity and x.env = ${alias}.rep_env and x.pk = ${alias}.rep_pk))`;
 }
 
 function excludedColumns(ctx: Ctx, e: EntitySpec): string[] {
@@ -168,15 +179,11 @@ async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<
 }
 
 /** Phase 1c: a primary key shared by different identities: lower-precedence ones get fresh keys. */
-async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<number> {
+async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeyStats | undefined): Promise<number> {
   if (e.naturalKeys.length === 0) return 0;
-  const numeric = await k.raw<{ rows: { numeric: boolean | null; max: string | null }[] }>(
-    `select bool_and(pk ~ '^-{0,1}[0-9]+$') as numeric, max(pk::numeric) filter (where pk ~ '^-{0,1}[0-9]+$')::text as max from ${t.records} where entity = ?`,
-    [e.name],
-  );
-  const isNumeric = numeric.rows[0]?.numeric ?? false;
+  const isNumeric = keys?.numeric ?? false;
   const masterMax = isNumeric ? await masterMaxKey(ctx, e) : null;
-  const base = `greatest(${numeric.rows[0]?.max ?? 0}::numeric, ${masterMax ?? 0}::numeric)`;
+  const base = `greatest(${keys?.max ?? 0}::numeric, ${masterMax ?? 0}::numeric)`;
   const fresh = isNumeric
     ? `(${base} + row_number() over (order by m.env_rank, m.pk::numeric))::text`
     : `m.pk || '-' || lower(m.env)`;
@@ -323,18 +330,16 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
   );
 }
 
-/** Phase 2c: the entity's result rows (final, or pending review) and its key map. */
-async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<void> {
+/** Phase 2c, first part: the result rows of the entity's single-record identities (possibly re-keyed). */
+async function buildSingletons(k: Knex, t: RunTables, e: EntitySpec): Promise<number> {
   const pk = literal(`{${e.primaryKey}}`);
   const pkv = `data->${literal(e.primaryKey)}`;
-  const excluded = textArray(excludedColumns(ctx, e));
-  // singletons (possibly re-keyed)
-  await k.raw(
-    `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, status, rep_env, rep_pk, feature)
+  // sources stays null: sourcesSql() reads it off the record
+  const res = await k.raw<{ rowCount: number }>(
+    `insert into ${t.result} (entity, identity, pk, data, raw_refs, rule, reason, status, rep_env, rep_pk, feature)
      select r.entity, r.identity, coalesce(rk.new_pk, r.pk),
             case when rk.new_pk is null then r.data else jsonb_set(r.data, ${pk}, work.key_value(r.${pkv}, rk.new_pk)) end,
             ${refsObject(e, 'r.data')},
-            jsonb_build_array(jsonb_build_object('env', r.env, 'pk', r.pk, 'feature', r.feature, 'created_by', r.created_by)),
             case when rk.new_pk is not null then 're-key' end,
             case when rk.new_pk is not null then format('%s %s in %s is also used by a different record in %s — re-keyed to %s',
                  ${literal(e.primaryKey)}, r.pk, r.env, rk.owner_env, rk.new_pk) end,
@@ -344,8 +349,15 @@ async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Prom
       where r.entity = ? and not exists (select 1 from ${t.idsum} s where s.entity = r.entity and s.identity = r.identity)`,
     [e.name],
   );
-  // multi-record identities: the survivor (merged for complementary-merge), or the suggestion while pending
-  await k.raw(
+  return res.rowCount;
+}
+
+/** Phase 2c, second part: the result rows of multi-record identities (final, or pending review) and the entity's key map. */
+async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<number> {
+  const pk = literal(`{${e.primaryKey}}`);
+  const excluded = textArray(excludedColumns(ctx, e));
+  // the survivor (merged for complementary-merge), or the suggestion while pending
+  const res = await k.raw<{ rowCount: number }>(
     `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, status, rep_env, rep_pk, feature)
      select s.entity, s.identity, coalesce(rk.new_pk, base.pk), m.data, ${refsObject(e, 'm.data')}, src.sources, s.rule, s.reason,
             case when s.priority is null then 'final' else 'pending' end, base.env, base.pk, w.feature
@@ -396,6 +408,7 @@ async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Prom
      on conflict (entity, env, old_pk) do update set new_pk = excluded.new_pk`,
     [e.name],
   );
+  return res.rowCount;
 }
 
 /** Rewrites the children's reference columns through their own env's key map (and pinned re-points). */
@@ -537,41 +550,87 @@ export interface DetectOutcome {
   timings: { detection: number; resolution: number };
 }
 
+/**
+ * Starts a statement sequence on a connection of its own, beside the caller's: the returned promise is
+ * awaited later, and always (a failure surfaces there, never as an unhandled rejection).
+ */
+function beside(k: Knex, fn: (trx: Knex.Transaction) => Promise<void>): { done: () => Promise<void> } {
+  let failure: unknown;
+  const p = k.transaction(fn).catch((err: unknown) => {
+    failure = err;
+  });
+  return {
+    done: async () => {
+      await p;
+      if (failure) throw failure;
+    },
+  };
+}
+
 /** Runs phases 1–3 over the collected records of a run. */
-export async function detectAndResolve(ctx: Ctx, runId: number, release: string): Promise<DetectOutcome> {
+export async function detectAndResolve(ctx: Ctx, runId: number, release: string, collected: Collected): Promise<DetectOutcome> {
   const k = ctx.db.control;
   const t = runTables(runId);
   await createTables(k, t);
   let rekeyGroups = 0;
+  let identities = 0;
   const references: ReferenceProblem[] = [];
   let detection = 0;
   let resolution = 0;
-  for (const e of ctx.config.entities) {
-    const t0 = performance.now();
-    await groupInconsistent(k, t, e);
-    rekeyGroups += await rekey(ctx, k, t, e);
-    await buildVersions(ctx, k, t, e, release);
-    const t1 = performance.now();
-    await classify(ctx, k, t, e, release);
-    await buildResult(ctx, k, t, e);
-    await materializeRefs(k, t, e);
-    const t2 = performance.now();
-    detection += t1 - t0;
-    resolution += t2 - t1;
+  let t0 = performance.now();
+  // phase 1b first for every entity: a child's versions name its parents' final identities
+  for (const e of ctx.config.entities) await groupInconsistent(k, t, e);
+  // The records' indexes (the lookups of decisions, lineage and the queue's cards; the merges below) are
+  // built on a second connection while this one goes on: the statements here are single-threaded, and
+  // nothing writes the records any more.
+  const indexes = beside(k, async (trx) => {
+    await trx.raw(`set local maintenance_work_mem = '256MB'`);
+    await trx.raw(`set local max_parallel_maintenance_workers = 0`);
+    await trx.raw(`create index on ${t.records} (entity, env, pk)`);
+    await trx.raw(`create index on ${t.records} (entity, identity)`);
+  });
+  let indexed = false;
+  try {
+    detection += performance.now() - t0;
+    for (const e of ctx.config.entities) {
+      t0 = performance.now();
+      rekeyGroups += await rekey(ctx, k, t, e, collected.keys.get(e.name));
+      await buildVersions(ctx, k, t, e, release);
+      const t1 = performance.now();
+      await classify(ctx, k, t, e, release);
+      identities += await buildSingletons(k, t, e);
+      if (!indexed) {
+        await indexes.done();
+        indexed = true;
+      }
+      identities += await buildResult(ctx, k, t, e);
+      await materializeRefs(k, t, e);
+      const t2 = performance.now();
+      detection += t1 - t0;
+      resolution += t2 - t1;
+    }
+  } finally {
+    if (!indexed) await indexes.done().catch(() => undefined);
   }
   const t3 = performance.now();
-  // Statistics for the key tables (buildResult analysed the result): without them the planner takes the
-  // fresh work tables for near-empty and picks nested-loop anti-joins that rescan one per child row.
-  await k.raw(`analyze ${t.keyMap}, ${t.rekey}`);
-  for (const e of ctx.config.entities) references.push(...(await checkReferences(ctx, k, t, e)));
+  // the result's key, built beside the reference checks (which read the result; their update waits for it)
+  const resultKey = beside(k, async (trx) => {
+    await trx.raw(`set local maintenance_work_mem = '256MB'`);
+    await trx.raw(`create unique index ${ident(`r${runId}_result_key`)} on ${t.result} (entity, identity)`);
+  });
+  try {
+    // Statistics for the key tables (buildResult analysed the result): without them the planner takes the
+    // fresh work tables for near-empty and picks nested-loop anti-joins that rescan one per child row.
+    await k.raw(`analyze ${t.keyMap}, ${t.rekey}`);
+    for (const e of ctx.config.entities) references.push(...(await checkReferences(ctx, k, t, e)));
+  } finally {
+    await resultKey.done();
+  }
+  await k.raw(`alter table ${t.result} add primary key using index ${ident(`r${runId}_result_key`)}`);
   detection += performance.now() - t3;
 
   const stats = await k.raw<{ rows: { rule: string; priority: string | null; n: number }[] }>(
     `select rule, priority, count(*)::int as n from ${t.idsum} group by rule, priority`,
-  );
-  // grouped, not count(distinct …): a hash aggregate instead of a sort of every record
-  const collected = await k.raw<{ rows: { n: number; ids: number }[] }>(
-    `select coalesce(sum(n), 0)::int as n, count(*)::int as ids from (select count(*) as n from ${t.records} group by entity, identity) g`,
   );
   const byRule: Record<string, number> = {};
   const byPriority: Record<string, number> = { P1: 0, P2: 0, P3: 0 };
@@ -593,8 +652,8 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string)
   }
   return {
     counts: {
-      collected: collected.rows[0]?.n ?? 0,
-      identities: collected.rows[0]?.ids ?? 0,
+      collected: collected.envs.reduce((n, c) => n + c.rows, 0),
+      identities,
       conflicts: auto + manual,
       autoResolved: auto,
       manual,

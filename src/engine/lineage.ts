@@ -3,7 +3,7 @@ import { TributaryError } from '../errors.js';
 import { currentRunId } from './conflicts.js';
 import type { Ctx } from './context.js';
 import { decisionOf, type RecordedDecision } from './decide.js';
-import { runTables } from './detect.js';
+import { runTables, sourcesSql } from './detect.js';
 
 /**
  * Lineage: where a consolidated record came from (envs, features, creators) and every rule or
@@ -30,7 +30,7 @@ export async function why(ctx: Ctx, entity: string, key: string, release: string
   const runId = await currentRunId(ctx, release);
   const t = runTables(runId);
   const rows = await ctx.db.control.raw<{ rows: { identity: string; pk: string; status: string; sources: Lineage['sources']; rule: string | null; reason: string | null; conflict: string | null }[] }>(
-    `select r.identity, r.pk, r.status, r.sources, r.rule, r.reason, r.conflict from ${t.result} r
+    `select r.identity, r.pk, r.status, ${sourcesSql(t, 'r')} as sources, r.rule, r.reason, r.conflict from ${t.result} r
       where r.entity = ? and (r.pk = ? or split_part(r.identity, '#', 1) in (select identity from ${t.records} where entity = ? and pk = ?))
       order by r.pk`,
     [entity, key, entity, key],

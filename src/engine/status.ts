@@ -2,7 +2,7 @@ import { releaseOrThrow } from '../config/load.js';
 import { Decision, Run } from '../db/models.js';
 import type { Ctx } from './context.js';
 import { queueSummary, type QueueSummary } from './conflicts.js';
-import { runTables } from './detect.js';
+import { runTables, sourcesSql } from './detect.js';
 import { releaseState, type ReleaseState } from './lifecycle.js';
 import { locksOf, type LockRow } from './tag.js';
 
@@ -107,8 +107,8 @@ export async function* resultRecords(ctx: Ctx, runId: number, entity: string, pa
   let after = '';
   for (;;) {
     const res = await ctx.db.control.raw<{ rows: (ResultRecord & { identity: string })[] }>(
-      `select entity, identity, pk, status, rule, reason, conflict, sources, data from ${t.result}
-        where entity = ? and identity > ? order by identity limit ?`,
+      `select r.entity, r.identity, r.pk, r.status, r.rule, r.reason, r.conflict, ${sourcesSql(t, 'r')} as sources, r.data from ${t.result} r
+        where r.entity = ? and r.identity > ? order by r.identity limit ?`,
       [entity, after, pageSize],
     );
     for (const r of res.rows) yield r;
