@@ -575,43 +575,49 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   let rekeyGroups = 0;
   let identities = 0;
   const references: ReferenceProblem[] = [];
-  let detection = 0;
-  let resolution = 0;
-  let t0 = performance.now();
+  const started = performance.now();
   // phase 1b first for every entity: a child's versions name its parents' final identities
   for (const e of ctx.config.entities) await groupInconsistent(k, t, e);
   // The records' indexes (the lookups of decisions, lineage and the queue's cards; the merges below) are
-  // built on a second connection while this one goes on: the statements here are single-threaded, and
-  // nothing writes the records any more.
+  // built on a connection of their own while detection goes on: nothing writes the records any more.
   const indexes = beside(k, async (trx) => {
     await trx.raw(`set local maintenance_work_mem = '256MB'`);
     await trx.raw(`set local max_parallel_maintenance_workers = 0`);
     await trx.raw(`create index on ${t.records} (entity, env, pk)`);
     await trx.raw(`create index on ${t.records} (entity, identity)`);
   });
-  let indexed = false;
-  try {
-    detection += performance.now() - t0;
-    for (const e of ctx.config.entities) {
-      t0 = performance.now();
-      rekeyGroups += await rekey(ctx, k, t, e, collected.keys.get(e.name));
-      await buildVersions(ctx, k, t, e, release);
-      const t1 = performance.now();
-      await classify(ctx, k, t, e, release);
-      identities += await buildSingletons(k, t, e);
-      if (!indexed) {
-        await indexes.done();
-        indexed = true;
-      }
-      identities += await buildResult(ctx, k, t, e);
-      await materializeRefs(k, t, e);
-      const t2 = performance.now();
-      detection += t1 - t0;
-      resolution += t2 - t1;
-    }
-  } finally {
-    if (!indexed) await indexes.done().catch(() => undefined);
-  }
+  // Each entity on a connection of its own, all at once (the statements are single-threaded, the server
+  // has more cores): an entity's children wait for its key map only where they follow it (materializeRefs).
+  let classified = started;
+  const keyMaps = new Map<string, Promise<void>>();
+  const entityRun = async (e: EntitySpec): Promise<void> => {
+    // (each awaited value first: `x += await …` would add to the x read before the other entities' updates)
+    const groups = await rekey(ctx, k, t, e, collected.keys.get(e.name));
+    rekeyGroups += groups;
+    await buildVersions(ctx, k, t, e, release);
+    await classify(ctx, k, t, e, release);
+    classified = Math.max(classified, performance.now());
+    const singles = await buildSingletons(k, t, e);
+    await indexes.done();
+    const multi = await buildResult(ctx, k, t, e);
+    identities += singles + multi;
+  };
+  const runs = ctx.config.entities.map((e) => {
+    const run = entityRun(e);
+    keyMaps.set(e.name, run);
+    return { e, run };
+  });
+  const chains = runs.map(async ({ e, run }) => {
+    await run;
+    for (const ref of e.references) if (ref.entity !== e.name) await keyMaps.get(ref.entity)?.catch(() => undefined);
+    await materializeRefs(k, t, e);
+  });
+  // every statement has ended before a failure goes on to the clean-up (which drops these tables)
+  const settled = await Promise.allSettled([...chains, indexes.done()]);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  let detection = classified - started;
+  const resolution = performance.now() - classified;
   const t3 = performance.now();
   // the result's key, built beside the reference checks (which read the result; their update waits for it)
   const resultKey = beside(k, async (trx) => {
