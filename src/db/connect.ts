@@ -76,13 +76,14 @@ export function makeKnex(params: ConnectionParams, pool: { min: number; max: num
     pool: {
       ...pool,
       idleTimeoutMillis: 10_000,
-      // memory for the set-based detection's hash aggregates (a performance setting: no result depends on
-      // it), and the background priority of the heavy sessions
+      // memory for the set-based detection's hash aggregates, and no JIT: it compiled every large statement
+      // of a consolidation afresh (50–100 ms each) to save less than that (performance settings: no result
+      // depends on them); and the background priority of the heavy sessions
       ...(workMem
         ? {
             afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) =>
               void conn
-                .query(`set work_mem = '${workMem}'`)
+                .query(`set work_mem = '${workMem}'; set jit = off`)
                 .then(() => lowerPriority(conn, params.host))
                 .then(() => done(null, conn), (err: Error) => done(err, conn)),
           }

@@ -225,7 +225,8 @@ export async function collectRelease(
     throw new TributaryError(first.code ?? 'database', failures.map((f) => f.message).join('\n'), { failures: failures.length });
   }
   const keys = await checkDrift(ctx, runId, release, locks, only);
-  await ctx.db.control.raw(`analyze ${workTable(runId, 'records')}`);
+  // the columns the detection's statements filter and join on; sampling the jsonb data took as long again
+  await ctx.db.control.raw(`analyze ${workTable(runId, 'records')} (entity, env, pk, identity)`);
   // the records' indexes are built by detection, beside its first statements (detect.ts)
   return { envs: settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : [])), keys };
 }

@@ -86,14 +86,14 @@ async function createTables(k: Knex, t: RunTables): Promise<void> {
   await k.raw(`create unlogged table ${t.cmp} (entity ${T}, env ${T}, env_rank int, pk ${T}, identity ${T}, payload jsonb, ts timestamptz,
       feature ${T}, fpri int, created_by text, created_at timestamptz, version_no int)`);
   // buildResult gathers each multi-record identity's sources from cmp: without an index, one scan of cmp per identity
-  await k.raw(`create index on ${t.cmp} (entity, identity)`);
+  await k.raw(`create index on ${t.cmp} (identity, entity)`);
   await k.raw(`create unlogged table ${t.versions} (entity ${T}, identity ${T}, version_no int, payload jsonb, ts timestamptz, best_rank int,
       envs text[], pks text[], features text[], feature ${T}, fpri int, created_by text, created_at timestamptz, rep_env ${T}, rep_pk ${T}, n int,
       primary key (entity, identity, version_no))`);
   await k.raw(`create unlogged table ${t.idsum} (entity ${T}, identity ${T}, nv int, nrec int, rule text, priority text, survivor int,
       differing text[], reason text, primary key (entity, identity))`);
   await k.raw(`create unlogged table ${t.keyMap} (entity ${T}, env ${T}, old_pk ${T}, new_pk ${T}, primary key (entity, env, old_pk))`);
-  // primary key (entity, identity) added once the rows are in (addResultKey): one index build, not a million inserts into it.
+  // its key (entity, identity) is added once the rows are in (detectAndResolve): one index build, not a million inserts into it.
   // sources is null for a record that is its identity's only one: sourcesSql() derives it from the record.
   await k.raw(`create unlogged table ${t.result} (entity ${T} not null, identity ${T} not null, pk ${T}, data jsonb, raw_refs jsonb not null default '{}',
       sources jsonb, rule text, reason text, conflict text, status text not null, rep_env ${T} not null, rep_pk ${T} not null, feature ${T})`);
@@ -192,15 +192,17 @@ async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeySt
      with shared as (
        -- min <> max: more than one identity, found by a hash aggregate rather than a sort of every record
        select pk from ${t.records} where entity = ? group by pk having min(identity) <> max(identity)
+     ), sr as materialized (
+       -- the (few) records of those keys, read once
+       select r.env, r.env_rank, r.pk, r.identity from ${t.records} r join shared using (pk) where r.entity = ?
      ), owners as (
-       select r.pk, (array_agg(r.identity order by r.env_rank, r.identity))[1] as owner, (array_agg(r.env order by r.env_rank, r.identity))[1] as owner_env
-         from ${t.records} r join shared using (pk) where r.entity = ? group by r.pk
+       select sr.pk, (array_agg(sr.identity order by sr.env_rank, sr.identity))[1] as owner, (array_agg(sr.env order by sr.env_rank, sr.identity))[1] as owner_env
+         from sr group by sr.pk
      ), m as (
-       select r.env, r.env_rank, r.pk, o.owner_env from ${t.records} r join owners o on o.pk = r.pk
-        where r.entity = ? and r.identity <> o.owner
+       select sr.env, sr.env_rank, sr.pk, o.owner_env from sr join owners o on o.pk = sr.pk where sr.identity <> o.owner
      )
      select ?, m.env, m.env_rank, m.pk, ${fresh}, m.owner_env from m`,
-    [e.name, e.name, e.name, e.name],
+    [e.name, e.name, e.name],
   );
   const groups = await k.raw<{ rows: { n: number }[] }>(`select count(distinct pk)::int as n from ${t.rekey} where entity = ?`, [e.name]);
   return groups.rows[0]?.n ?? 0;
@@ -389,8 +391,6 @@ async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Prom
       where s.entity = ?`,
     [e.name],
   );
-  // statistics for the rows just written: without them the key-map join below scans the whole result
-  await k.raw(`analyze ${t.result} (entity, identity, pk, status, rep_env)`);
   // key map: every record whose primary key differs from its survivor's, and every re-keyed record
   await k.raw(
     `insert into ${t.keyMap} (entity, env, old_pk, new_pk)
@@ -402,9 +402,13 @@ async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Prom
   );
   await k.raw(
     `insert into ${t.keyMap} (entity, env, old_pk, new_pk)
-     select c.entity, c.env, c.pk, res.pk from ${t.cmp} c
-       join ${t.result} res on res.entity = c.entity and res.identity = c.identity and res.status = 'final'
-      where c.entity = ? and c.pk <> res.pk
+     -- the survivor's final key as the insert above gave it (final: no priority), from the small tables, not the result
+     select c.entity, c.env, c.pk, f.pk from ${t.cmp} c
+       join ${t.idsum} s on s.entity = c.entity and s.identity = c.identity and s.priority is null
+       join ${t.versions} w on w.entity = s.entity and w.identity = s.identity and w.version_no = s.survivor
+       left join ${t.rekey} rk on rk.entity = w.entity and rk.env = w.rep_env and rk.pk = w.rep_pk
+       cross join lateral (select coalesce(rk.new_pk, w.rep_pk) as pk) f
+      where c.entity = ? and c.pk <> f.pk
      on conflict (entity, env, old_pk) do update set new_pk = excluded.new_pk`,
     [e.name],
   );
@@ -430,12 +434,14 @@ export async function materializeRefs(
     const extra = !only ? [] : 'parent' in only ? [only.envs, only.pks] : [only.identities];
     // Only rows whose reference changes are rewritten: a key that already holds its target (same text, and
     // a number or a string, which key_value keeps as they are) would be rewritten to itself. That is most
-    // rows, and rewriting them (and calling key_value for each) was most of this statement's time.
+    // rows, and rewriting them (and calling key_value for each) was most of this statement's time. The
+    // first pass (detection: no pins yet, every reference as collected) looks only at references the key
+    // map moves.
     await k.raw(
       `with target as materialized (
-         select r.identity, x.k
+         select r.ctid as tid, x.k
            from ${t.result} r
-           left join ${t.keyMap} km on km.entity = ? and km.env = r.rep_env and km.old_pk = r.raw_refs->>${col}
+           ${only ? 'left join' : 'join'} ${t.keyMap} km on km.entity = ? and km.env = r.rep_env and km.old_pk = r.raw_refs->>${col}
            cross join lateral (select coalesce(r.raw_refs->>${pin}, km.new_pk, r.raw_refs->>${col}) as k) x
           where r.entity = ? and r.data is not null and (jsonb_exists(r.raw_refs, ${col}) or jsonb_exists(r.raw_refs, ${pin})) ${filter}
             and (x.k is null or x.k is distinct from r.data->>${col} or coalesce(jsonb_typeof(r.data->${col}), '') not in ('number', 'string'))
@@ -443,8 +449,9 @@ export async function materializeRefs(
        update ${t.result} c
           set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)}, work.key_value(c.data->${col}, target.k))
          from target
-        where c.entity = ? and c.identity = target.identity`,
-      [ref.entity, e.name, ...extra, e.name],
+        -- by row address: the few rows found above, not a join over the whole result (its key is built later)
+        where c.ctid = target.tid`,
+      [ref.entity, e.name, ...extra],
     );
   }
 }
@@ -466,11 +473,15 @@ async function checkReferences(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): 
   for (const ref of e.references) {
     const col = literal(ref.column);
     const candidates = await k.raw<{ rows: { identity: string; env: string; v: string }[] }>(
-      `select c.identity, c.rep_env as env, c.raw_refs->>${col} as v from ${t.result} c
-        where c.entity = ? and c.status = 'final' and jsonb_exists(c.raw_refs, ${col})
-          and not exists (select 1 from ${t.keyMap} km where km.entity = ? and km.env = c.rep_env and km.old_pk = c.raw_refs->>${col})
-          and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = c.rep_env and p.pk = c.raw_refs->>${col})
-          and not exists (select 1 from ${t.result} p where p.entity = ? and p.pk = c.raw_refs->>${col} and p.status <> 'deleted')`,
+      // most references find their parent in their own env: that test first, the rest on the few left
+      `with c as materialized (
+         select c.identity, c.rep_env, c.raw_refs->>${col} as v from ${t.result} c
+          where c.entity = ? and c.status = 'final' and jsonb_exists(c.raw_refs, ${col})
+            and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = c.rep_env and p.pk = c.raw_refs->>${col})
+       )
+       select c.identity, c.rep_env as env, c.v from c
+        where not exists (select 1 from ${t.keyMap} km where km.entity = ? and km.env = c.rep_env and km.old_pk = c.v)
+          and not exists (select 1 from ${t.result} p where p.entity = ? and p.pk = c.v and p.status <> 'deleted')`,
       [e.name, ref.entity, ref.entity, ref.entity],
     );
     let missing = candidates.rows;
@@ -576,15 +587,21 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   let identities = 0;
   const references: ReferenceProblem[] = [];
   const started = performance.now();
-  // phase 1b first for every entity: a child's versions name its parents' final identities
-  for (const e of ctx.config.entities) await groupInconsistent(k, t, e);
+  // Phase 1b of every entity at once; a child's versions name its parents' final identities, so its
+  // buildVersions waits for theirs (its re-keying does not).
+  const grouped = new Map(ctx.config.entities.map((e) => [e.name, groupInconsistent(k, t, e)] as const));
   // The records' indexes (the lookups of decisions, lineage and the queue's cards; the merges below) are
-  // built on a connection of their own while detection goes on: nothing writes the records any more.
+  // built on a connection of their own while detection goes on, once no statement writes the records.
+  const allGrouped = Promise.allSettled(grouped.values());
   const indexes = beside(k, async (trx) => {
+    await allGrouped;
     await trx.raw(`set local maintenance_work_mem = '256MB'`);
     await trx.raw(`set local max_parallel_maintenance_workers = 0`);
-    await trx.raw(`create index on ${t.records} (entity, env, pk)`);
-    await trx.raw(`create index on ${t.records} (entity, identity)`);
+    // The selective column first: a build sorts on the leading column's abbreviated keys, and entity
+    // (a handful of values) in front turned every comparison into full ones (3× slower). Lookups give
+    // all columns, in any order.
+    await trx.raw(`create index on ${t.records} (pk, env, entity)`);
+    await trx.raw(`create index on ${t.records} (identity, entity)`);
   });
   // Each entity on a connection of its own, all at once (the statements are single-threaded, the server
   // has more cores): an entity's children wait for its key map only where they follow it (materializeRefs).
@@ -592,8 +609,10 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   const keyMaps = new Map<string, Promise<void>>();
   const entityRun = async (e: EntitySpec): Promise<void> => {
     // (each awaited value first: `x += await …` would add to the x read before the other entities' updates)
+    await grouped.get(e.name);
     const groups = await rekey(ctx, k, t, e, collected.keys.get(e.name));
     rekeyGroups += groups;
+    for (const ref of e.references) await grouped.get(ref.entity);
     await buildVersions(ctx, k, t, e, release);
     await classify(ctx, k, t, e, release);
     classified = Math.max(classified, performance.now());
@@ -609,7 +628,10 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   });
   const chains = runs.map(async ({ e, run }) => {
     await run;
+    if (e.references.length === 0) return;
     for (const ref of e.references) if (ref.entity !== e.name) await keyMaps.get(ref.entity)?.catch(() => undefined);
+    // statistics for the result rows just written: without them the planner takes the fresh table for near-empty
+    await k.raw(`analyze ${t.result} (entity, identity, pk, status, rep_env)`);
     await materializeRefs(k, t, e);
   });
   // every statement has ended before a failure goes on to the clean-up (which drops these tables)
@@ -622,7 +644,8 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   // the result's key, built beside the reference checks (which read the result; their update waits for it)
   const resultKey = beside(k, async (trx) => {
     await trx.raw(`set local maintenance_work_mem = '256MB'`);
-    await trx.raw(`create unique index ${ident(`r${runId}_result_key`)} on ${t.result} (entity, identity)`);
+    // (identity, entity), not (entity, identity): see the records' indexes; ON CONFLICT (entity, identity) finds it all the same
+    await trx.raw(`create unique index ${ident(`r${runId}_result_key`)} on ${t.result} (identity, entity)`);
   });
   try {
     // Statistics for the key tables (buildResult analysed the result): without them the planner takes the

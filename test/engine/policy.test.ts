@@ -152,6 +152,19 @@ describe('phase 1: identities and the key map', () => {
     expect(accounts.find((a) => a.data.number === 'AC-MIA')!.data.user_id).toBe(1500);
   });
 
+  it('entities detected at once: the counts add up every entity’s re-keys and identities', async () => {
+    const { result } = await run(3, async (e) => {
+      await insertUsers(e, 'st1', [{ id: 1500, email: 'mia@x' }, { id: 1501, email: 'ola@x' }]);
+      await insertUsers(e, 'st2', [{ id: 1500, email: 'nick@x' }, { id: 1501, email: 'pia@x' }]);
+      await insertAccounts(e, 'st1', [{ id: 1, number: 'AC-1', user_id: 1500 }]);
+      await insertAccounts(e, 'st2', [{ id: 1, number: 'AC-2', user_id: 1500 }, { id: 3, number: 'AC-1', user_id: 1501 }]);
+    });
+    // users 1500 and 1501, accounts 1: three keys each shared by two records; accounts AC-1 twice: one identity
+    expect(result.counts.byRule['re-key']).toBe(3);
+    expect(result.counts.collected).toBe(7);
+    expect(result.counts.identities).toBe(6);
+  });
+
   it('key map: a child follows only its own env’s entry to the surviving parent', async () => {
     await run(3, async (e) => {
       await insertUsers(e, 'st1', [{ id: 10, email: 'judy@x' }, { id: 20, email: 'other@x' }]);
