@@ -109,7 +109,11 @@ export interface KeyStats {
 
 export interface Collected {
   envs: CollectedEnv[];
-  keys: Map<string, KeyStats>;
+  /**
+   * The drift check on the collected rows (the gate), under way beside the detection: it resolves to
+   * each entity's key stats, or rejects with the drift. Whoever uses the collection awaits it.
+   */
+  verified: Promise<Map<string, KeyStats>>;
 }
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'collect-child.ts');
@@ -224,9 +228,14 @@ export async function collectRelease(
     const first = failures[0] as TributaryError;
     throw new TributaryError(first.code ?? 'database', failures.map((f) => f.message).join('\n'), { failures: failures.length });
   }
-  const keys = await checkDrift(ctx, runId, release, locks, only);
+  const verified = checkDrift(ctx, runId, release, locks, only);
+  // handled here, reported to whoever awaits it
+  verified.catch(() => undefined);
   // the columns the detection's statements filter and join on; sampling the jsonb data took as long again
-  await ctx.db.control.raw(`analyze ${workTable(runId, 'records')} (entity, env, pk, identity)`);
+  await ctx.db.control.raw(`analyze ${workTable(runId, 'records')} (entity, env, pk, identity)`).catch(async (err: unknown) => {
+    await verified.catch(() => undefined);
+    throw err;
+  });
   // the records' indexes are built by detection, beside its first statements (detect.ts)
-  return { envs: settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : [])), keys };
+  return { envs: settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : [])), verified };
 }

@@ -60,6 +60,9 @@ export interface DetectCounts {
 
 export interface RunTables {
   records: string;
+  /** Identities with two or more records, and primary keys used by two or more identities (per entity). */
+  multi: string;
+  sharedPk: string;
   rekey: string;
   cmp: string;
   versions: string;
@@ -71,6 +74,8 @@ export interface RunTables {
 export function runTables(runId: number): RunTables {
   return {
     records: workTable(runId, 'records'),
+    multi: workTable(runId, 'multi'),
+    sharedPk: workTable(runId, 'shared_pk'),
     rekey: workTable(runId, 'rekey'),
     cmp: workTable(runId, 'cmp'),
     versions: workTable(runId, 'versions'),
@@ -190,8 +195,7 @@ async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeySt
   await k.raw(
     `insert into ${t.rekey} (entity, env, env_rank, pk, new_pk, owner_env)
      with shared as (
-       -- min <> max: more than one identity, found by a hash aggregate rather than a sort of every record
-       select pk from ${t.records} where entity = ? group by pk having min(identity) <> max(identity)
+       select pk from ${t.sharedPk} where entity = ?
      ), sr as materialized (
        -- the (few) records of those keys, read once
        select r.env, r.env_rank, r.pk, r.identity from ${t.records} r join shared using (pk) where r.entity = ?
@@ -219,7 +223,7 @@ async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, rel
   });
   await k.raw(
     `insert into ${t.cmp} (entity, env, env_rank, pk, identity, payload, ts, feature, fpri, created_by, created_at)
-     with multi as (select identity from ${t.records} where entity = ? group by identity having count(*) > 1)
+     with multi as (select identity from ${t.multi} where entity = ?)
      select r.entity, r.env, r.env_rank, r.pk, r.identity, ${payload}, r.ts, r.feature, coalesce(plan.rank, 9), r.created_by, r.created_at
        from ${t.records} r join multi using (identity)
        left join ${planValues(ctx, release)} on plan.feature = r.feature
@@ -587,22 +591,47 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   let identities = 0;
   const references: ReferenceProblem[] = [];
   const started = performance.now();
-  // Phase 1b of every entity at once; a child's versions name its parents' final identities, so its
-  // buildVersions waits for theirs (its re-keying does not).
+  // Phase 1b of every entity at once: the identities are final once they are all done (a child's
+  // versions name its parents' identities).
   const grouped = new Map(ctx.config.entities.map((e) => [e.name, groupInconsistent(k, t, e)] as const));
-  // The records' indexes (the lookups of decisions, lineage and the queue's cards; the merges below) are
-  // built on a connection of their own while detection goes on, once no statement writes the records.
-  const allGrouped = Promise.allSettled(grouped.values());
-  const indexes = beside(k, async (trx) => {
-    await allGrouped;
-    await trx.raw(`set local maintenance_work_mem = '256MB'`);
-    await trx.raw(`set local max_parallel_maintenance_workers = 0`);
-    // The selective column first: a build sorts on the leading column's abbreviated keys, and entity
-    // (a handful of values) in front turned every comparison into full ones (3× slower). Lookups give
-    // all columns, in any order.
-    await trx.raw(`create index on ${t.records} (pk, env, entity)`);
-    await trx.raw(`create index on ${t.records} (identity, entity)`);
-  });
+  // The visibility map, for the index-only scans below (beside phase 1b: the few rows it moves are read
+  // from the heap).
+  const vacuumed = k.raw(`vacuum ${t.records}`);
+  const allGrouped = Promise.allSettled([...grouped.values(), vacuumed]);
+  // Then the records' two indexes, each on a connection of its own. They serve the lookups of decisions,
+  // lineage and the queue's cards, and first the duplicates' search: read in index order, records that
+  // share a key are neighbours, found by one pass over the index instead of a hash of every record.
+  // The selective column leads: a build sorts on the leading column's abbreviated keys, and entity (a
+  // handful of values) in front turned every comparison into a full one (3× slower). Lookups give all
+  // the columns, in any order.
+  const index = (columns: string) =>
+    beside(k, async (trx) => {
+      const failed = (await allGrouped).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      await trx.raw(`set local maintenance_work_mem = '256MB'`);
+      await trx.raw(`set local max_parallel_maintenance_workers = 0`);
+      await trx.raw(`create index on ${t.records} (${columns})`);
+    });
+  const byPk = index('pk, entity, identity');
+  const byIdentity = index('identity, entity');
+  const indexes = { done: () => Promise.all([byPk.done(), byIdentity.done()]).then(() => undefined) };
+  const sortedPass = async (table: string, sql: string, ready: { done: () => Promise<void> }) => {
+    await ready.done();
+    await k.transaction(async (trx) => {
+      await trx.raw('set local enable_hashagg = off');
+      await trx.raw(`create unlogged table ${table} as ${sql}`);
+    });
+  };
+  // every entity's duplicated identities, and its primary keys that name two identities or more
+  const multiDone = sortedPass(t.multi, `select entity, identity from ${t.records} group by identity, entity having count(*) > 1`, byIdentity);
+  const sharedDone = sortedPass(
+    t.sharedPk,
+    // min <> max: more than one identity
+    `select entity, pk from ${t.records} group by pk, entity having min(identity) <> max(identity)`,
+    byPk,
+  );
+  multiDone.catch(() => undefined);
+  sharedDone.catch(() => undefined);
   // Each entity on a connection of its own, all at once (the statements are single-threaded, the server
   // has more cores): an entity's children wait for its key map only where they follow it (materializeRefs).
   let classified = started;
@@ -610,12 +639,22 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   const entityRun = async (e: EntitySpec): Promise<void> => {
     // (each awaited value first: `x += await …` would add to the x read before the other entities' updates)
     await grouped.get(e.name);
-    const groups = await rekey(ctx, k, t, e, collected.keys.get(e.name));
-    rekeyGroups += groups;
-    for (const ref of e.references) await grouped.get(ref.entity);
-    await buildVersions(ctx, k, t, e, release);
-    await classify(ctx, k, t, e, release);
-    classified = Math.max(classified, performance.now());
+    // re-keying (shared primary keys) and versions (shared identities) are independent: both at once
+    const rekeyed = (async () => {
+      await sharedDone;
+      const keys = await collected.verified;
+      const groups = await rekey(ctx, k, t, e, keys.get(e.name));
+      rekeyGroups += groups;
+    })();
+    const versioned = (async () => {
+      await multiDone;
+      await buildVersions(ctx, k, t, e, release);
+      await classify(ctx, k, t, e, release);
+      classified = Math.max(classified, performance.now());
+    })();
+    const both = await Promise.allSettled([rekeyed, versioned]);
+    const failed = both.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     const singles = await buildSingletons(k, t, e);
     await indexes.done();
     const multi = await buildResult(ctx, k, t, e);
@@ -635,7 +674,7 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     await materializeRefs(k, t, e);
   });
   // every statement has ended before a failure goes on to the clean-up (which drops these tables)
-  const settled = await Promise.allSettled([...chains, indexes.done()]);
+  const settled = await Promise.allSettled([collected.verified, ...chains, indexes.done(), multiDone, sharedDone]);
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   let detection = classified - started;
