@@ -35,7 +35,7 @@ export function byColumnName<T extends { name: string }>(a: T, b: T): number {
 
 /** The checksum query over `table` where `whereSql`; returns one row (rows, checksum). */
 export function checksumSql(columns: TableColumn[], schema: string | undefined, table: string, whereSql: string): string {
-  return `select count(*)::int as rows, coalesce(sum(${rowHashExpr(columns)}::numeric), 0)::text as checksum
+  return `select count(*)::int as rows, coalesce(sum(${rowHashExpr(columns)}), 0)::text as checksum
          from ${qualified(schema, table)} where ${whereSql}`;
 }
 
@@ -58,7 +58,8 @@ export function canonicalExpr(column: string, type: string): string {
 /**
  * A row's hash: PostgreSQL's own 64-bit text hash (hashtextextended, the function hash partitioning
  * relies on, so it stays the same across versions) of the canonical row text. About 3× faster than md5 here,
- * and available where md5 is not (FIPS mode). Summed as numeric, so the total never overflows.
+ * and available where md5 is not (FIPS mode). Summed by sum(bigint), which returns a numeric (added up in
+ * 128-bit integers, not numeric arithmetic per row): the total never overflows.
  */
 export function rowHashExpr(columns: TableColumn[]): string {
   const parts = columns.map((col) => `coalesce(${canonicalExpr(col.name, col.type)}, '\\N')`);
@@ -88,5 +89,5 @@ export async function tableChecksum(
 
 /** The same checksum over the rows of an arbitrary query (`fromSql` yields the table's columns). */
 export function checksumOfQuerySql(columns: TableColumn[], fromSql: string): string {
-  return `select count(*)::int as rows, coalesce(sum(${rowHashExpr(columns)}::numeric), 0)::text as checksum from (${fromSql}) as q`;
+  return `select count(*)::int as rows, coalesce(sum(${rowHashExpr(columns)}), 0)::text as checksum from (${fromSql}) as q`;
 }

@@ -27,6 +27,8 @@ async function collectOne(plan: ChildPlan, e: ChildEnvPlan): Promise<Record<stri
     await source.query('begin isolation level repeatable read read only');
     // timestamps in to_jsonb follow the session time zone: fix it for this transaction only
     await source.query("set local timezone = 'UTC'");
+    // and the timestamps' text unambiguous (the work area reads them back with the control database's settings)
+    await source.query("set local datestyle = 'ISO, YMD'");
     await source.query('set local extra_float_digits = 1');
     for (const x of e.entities) {
       const cols = await source.query<TableColumn>(COLUMNS_SQL, [x.table]);

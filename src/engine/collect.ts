@@ -28,10 +28,13 @@ export async function createRecordsTable(ctx: Ctx, runId: number): Promise<void>
     env_rank int not null,
     pk ${KEY_TEXT} not null,
     identity ${KEY_TEXT} not null,
+    alt_keys text[],
     feature ${KEY_TEXT},
     created_by text,
-    created_at timestamptz,
-    ts timestamptz,
+    -- timestamps as the source wrote them (ISO, UTC): read only for the few records that share an
+    -- identity, so cast there (detect.ts), not parsed for every record here
+    created_at text,
+    ts text,
     data jsonb not null,
     rh bigint
   )`);
@@ -46,10 +49,22 @@ function identityExpr(entity: EntitySpec): string {
   return `case when ${allPresent} then 'n:' || concat_ws(chr(31), ${nk.map((c) => `t.${ident(c)}::text`).join(', ')}) else ${pk} end`;
 }
 
+/**
+ * The values of the natural keys after the first (phase 1b links the identities they share), in their
+ * order; null where a column of the key is. Computed at the source, from its typed columns.
+ */
+function altKeysExpr(entity: EntitySpec): string {
+  const rest = entity.naturalKeys.slice(1);
+  if (rest.length === 0) return 'null::text[]';
+  const one = (nk: string[]) =>
+    `case when ${nk.map((c) => `t.${ident(c)} is not null`).join(' and ')} then concat_ws(chr(31), ${nk.map((c) => `t.${ident(c)}::text`).join(', ')}) end`;
+  return `array[${rest.map(one).join(', ')}]::text[]`;
+}
+
 function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string, rowHash: string): string {
   const t = ctx.config.tags;
   return `select ${literal(entity.name)}, ${literal(env.name)}, ${env.precedence}, t.${ident(entity.primaryKey)}::text,
-      ${identityExpr(entity)}, t.${ident(t.feature)}, t.${ident(t.createdBy)}, t.${ident(t.createdAt)}::timestamptz,
+      ${identityExpr(entity)}, ${altKeysExpr(entity)}, t.${ident(t.feature)}, t.${ident(t.createdBy)}, t.${ident(t.createdAt)}::timestamptz,
       t.${ident(entity.timestamp)}::timestamptz, to_jsonb(t), ${rowHash}
     from ${qualified(env.schema, entity.table)} t where t.${ident(t.release)} = ${literal(release)}`;
 }
@@ -60,11 +75,15 @@ function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string
  */
 async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, only?: { env: string }): Promise<Map<string, KeyStats>> {
   // the same pass finds each entity's key kind (all integers?) and largest integer key, for re-keying
-  const res = await ctx.db.control.raw<{ rows: { env: string; entity: string; rows: number; checksum: string; numeric: boolean | null; max: string | null }[] }>(
-    `select env, entity, count(*)::int as rows, coalesce(sum(rh::numeric), 0)::text as checksum,
-            bool_and(pk ~ '^-{0,1}[0-9]+$') as numeric, max(pk::numeric) filter (where pk ~ '^-{0,1}[0-9]+$')::text as max
-       from ${workTable(runId, 'records')} group by env, entity`,
-  );
+  const res = await ctx.db.control.transaction(async (trx) => {
+    // one process: it runs beside the detection's first steps, which need the cores more
+    await trx.raw('set local max_parallel_workers_per_gather = 0');
+    return trx.raw<{ rows: { env: string; entity: string; rows: number; checksum: string; numeric: boolean | null; max: string | null }[] }>(
+      `select env, entity, count(*)::int as rows, coalesce(sum(rh), 0)::text as checksum,
+              bool_and(pk ~ '^-{0,1}[0-9]+$') as numeric, max(pk::numeric) filter (where pk ~ '^-{0,1}[0-9]+$')::text as max
+         from ${workTable(runId, 'records')} group by env, entity`,
+    );
+  });
   const keys = new Map<string, KeyStats>();
   for (const r of res.rows) {
     const k = keys.get(r.entity) ?? { numeric: true, max: null };
@@ -126,7 +145,7 @@ const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'collect-c
 async function collectEnvs(ctx: Ctx, runId: number, envs: EnvSpec[], release: string, locks: Map<string, LockRow>, onEnv: (r: CollectedEnv | Error) => void): Promise<void> {
   const plan: ChildPlan = {
     target: ctx.db.controlParams,
-    copyIn: `copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data, rh) from stdin`,
+    copyIn: `copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh) from stdin`,
     concurrency: ctx.config.collect.concurrency,
     envs: [],
   };
@@ -189,8 +208,8 @@ async function collectEnvs(ctx: Ctx, runId: number, envs: EnvSpec[], release: st
 
 async function reuseEnv(ctx: Ctx, runId: number, previousRunId: number, env: EnvSpec): Promise<CollectedEnv> {
   const res = await ctx.db.control.raw<{ rows: { entity: string; n: number }[] }>(
-    `with copied as (insert into ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data, rh)
-       select entity, env, env_rank, pk, identity, feature, created_by, created_at, ts, data, rh from ${workTable(previousRunId, 'records')} where env = ?
+    `with copied as (insert into ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh)
+       select entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh from ${workTable(previousRunId, 'records')} where env = ?
        returning entity)
      select entity, count(*)::int as n from copied group by entity`,
     [env.name],
@@ -231,11 +250,6 @@ export async function collectRelease(
   const verified = checkDrift(ctx, runId, release, locks, only);
   // handled here, reported to whoever awaits it
   verified.catch(() => undefined);
-  // the columns the detection's statements filter and join on; sampling the jsonb data took as long again
-  await ctx.db.control.raw(`analyze ${workTable(runId, 'records')} (entity, env, pk, identity)`).catch(async (err: unknown) => {
-    await verified.catch(() => undefined);
-    throw err;
-  });
-  // the records' indexes are built by detection, beside its first statements (detect.ts)
+  // the records' statistics and indexes are made by detection, beside its first statements (detect.ts)
   return { envs: settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : [])), verified };
 }

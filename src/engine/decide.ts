@@ -5,7 +5,7 @@ import { recordAudit } from './audit.js';
 import type { Actor, Ctx } from './context.js';
 import { getConflict, type ConflictRow } from './conflicts.js';
 import { CROSS_RELEASE, planCrossRelease, validateCrossRelease } from './crossRelease.js';
-import { masterKeys, materializeRefs, runTables, type RunTables } from './detect.js';
+import { masterKeys, materializeRefs, rawRefs, refsObject, runTables, type RunTables } from './detect.js';
 import { isValidated, releaseState, transition } from './lifecycle.js';
 import { literal } from './sql.js';
 
@@ -86,7 +86,7 @@ async function directChildren(ctx: Ctx, k: Knex.Transaction, t: RunTables, entit
     const res = await k.raw<{ rows: { pk: string; identity: string }[] }>(
       `select c.pk, c.identity from ${t.result} c
         where c.entity = ? and c.status <> 'deleted'
-          and ((c.rep_env, c.raw_refs->>${col}) in (select * from unnest(?::text[], ?::text[]))
+          and ((c.rep_env, ${rawRefs('c')}->>${col}) in (select * from unnest(?::text[], ?::text[]))
                or (?::text is not null and c.data->>${col} = ?::text))`,
       [e.name, recs.map((r) => r.env), recs.map((r) => r.pk), finalPk ?? null, finalPk ?? null],
     );
@@ -165,7 +165,7 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
     blast.rewritten = await childCountFor(ctx, k, t, c.entity, moved);
     return async () => {
       await k.raw(
-        `update ${t.result} r set data = x.data, pk = ?, raw_refs = ${refsObjectSql(e, 'x.data')}, status = 'final', rule = 'decision', reason = ?,
+        `update ${t.result} r set data = x.data, pk = ?, raw_refs = ${refsObject(e, 'x.data')}, status = 'final', rule = 'decision', reason = ?,
                 rep_env = ?, rep_pk = ?
            from (select ${dataSql} as data) x
           where r.entity = ? and r.identity = ?`,
@@ -272,7 +272,7 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
           const reason = p.no === 1 ? summary : `${summary} (renamed: ${Object.entries(p.values).map(([kk, vv]) => `${kk} → ${vv}`).join(', ') || `${e.primaryKey} → ${p.pk}`})`;
           await k.raw(
             `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, conflict, status, rep_env, rep_pk, feature)
-             select ?, ?, ?, x.data, ${refsObjectSql(e, 'x.data')}, ?::jsonb, 'decision', ?, ?, 'final', ?, ?, ?
+             select ?, ?, ?, x.data, ${refsObject(e, 'x.data')}, ?::jsonb, 'decision', ?, ?, 'final', ?, ?, ?
                from (select ${data} as data) x
              on conflict (entity, identity) do update set pk = excluded.pk, data = excluded.data, raw_refs = excluded.raw_refs, sources = excluded.sources,
                rule = excluded.rule, reason = excluded.reason, status = excluded.status, rep_env = excluded.rep_env, rep_pk = excluded.rep_pk`,
@@ -310,11 +310,6 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
       }
     },
   };
-}
-
-function refsObjectSql(e: EntitySpec, dataExpr: string): string {
-  if (e.references.length === 0) return `'{}'::jsonb`;
-  return `jsonb_strip_nulls(jsonb_build_object(${e.references.map((r) => `${literal(r.column)}, ${dataExpr}->>${literal(r.column)}`).join(', ')}))`;
 }
 
 async function planDelete(
@@ -378,7 +373,7 @@ export async function planRecordDecision(ctx: Ctx, k: Knex.Transaction, c: Confl
         apply: async () => {
           await k.raw(
             `update ${t.result} set status = 'final', rule = 'decision', reason = ?,
-                    raw_refs = raw_refs || jsonb_build_object(?::text, ?::text),
+                    raw_refs = coalesce(raw_refs, ${refsObject(ctx.config.entities.find((x) => x.name === c.entity)!, 'data')}) || jsonb_build_object(?::text, ?::text),
                     data = jsonb_set(data, ?::text[], work.key_value(data->?, ?))
               where entity = ? and identity = ?`,
             [summary, `!${column}`, d.to, `{${column}}`, column, d.to, c.entity, c.identity],

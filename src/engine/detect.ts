@@ -100,8 +100,17 @@ async function createTables(k: Knex, t: RunTables): Promise<void> {
   await k.raw(`create unlogged table ${t.keyMap} (entity ${T}, env ${T}, old_pk ${T}, new_pk ${T}, primary key (entity, env, old_pk))`);
   // its key (entity, identity) is added once the rows are in (detectAndResolve): one index build, not a million inserts into it.
   // sources is null for a record that is its identity's only one: sourcesSql() derives it from the record.
-  await k.raw(`create unlogged table ${t.result} (entity ${T} not null, identity ${T} not null, pk ${T}, data jsonb, raw_refs jsonb not null default '{}',
+  // raw_refs: the references as collected, kept once data's are rewritten (null: data's are; see rawRefs())
+  await k.raw(`create unlogged table ${t.result} (entity ${T} not null, identity ${T} not null, pk ${T}, data jsonb, raw_refs jsonb,
       sources jsonb, rule text, reason text, conflict text, status text not null, rep_env ${T} not null, rep_pk ${T} not null, feature ${T})`);
+}
+
+/**
+ * A result row's references as collected (and pins, `!column`), to read with ->>: its raw_refs, or while
+ * its data's references were never rewritten (raw_refs null), its data.
+ */
+export function rawRefs(alias: string): string {
+  return `coalesce(${alias}.raw_refs, ${alias}.data)`;
 }
 
 /**
@@ -125,7 +134,8 @@ function planValues(ctx: Ctx, release: string, alias = 'plan'): string {
   return `(values ${rows.join(', ')}) as ${alias}(feature, rank, priority)`;
 }
 
-function refsObject(e: EntitySpec, dataExpr: string): string {
+/** A record's references as jsonb ({column: key}, nulls left out). */
+export function refsObject(e: EntitySpec, dataExpr: string): string {
   if (e.references.length === 0) return `'{}'::jsonb`;
   return `jsonb_strip_nulls(jsonb_build_object(${e.references.map((r) => `${literal(r.column)}, ${dataExpr}->>${literal(r.column)}`).join(', ')}))`;
 }
@@ -146,16 +156,19 @@ async function masterMaxKey(ctx: Ctx, e: EntitySpec): Promise<string | null> {
 
 /** Phase 1b: natural keys beyond the first that point at two identities merge them into one inconsistent group. */
 async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<void> {
-  for (const key of e.naturalKeys.slice(1)) {
-    const value = `concat_ws(chr(31), ${key.map((c) => `data->>${literal(c)}`).join(', ')})`;
-    const present = key.map((c) => `data->>${literal(c)} is not null`).join(' and ');
-    const res = await k.raw<{ rows: { identity: string; v: string }[] }>(
-      `with kv as (select identity, ${value} as v from ${t.records} where entity = ? and ${present}),
-            bad as (select v from kv group by v having min(identity) <> max(identity))
-       select distinct kv.identity, kv.v from kv join bad using (v)`,
+  for (const [i] of e.naturalKeys.slice(1).entries()) {
+    // the key's value, computed by the collection (alt_keys)
+    const value = `alt_keys[${i + 1}]`;
+    const bad = await k.raw<{ rows: { v: string }[] }>(
+      `select v from (select ${value} as v, identity from ${t.records} where entity = ? and ${value} is not null) kv
+        group by v having min(identity) <> max(identity)`,
       [e.name],
     );
-    if (res.rows.length === 0) continue;
+    if (bad.rows.length === 0) continue;
+    const res = await k.raw<{ rows: { identity: string; v: string }[] }>(
+      `select distinct identity, ${value} as v from ${t.records} where entity = ? and ${value} = any(?::text[])`,
+      [e.name, bad.rows.map((r) => r.v)],
+    );
     // union-find over the (few) linked identities
     const parent = new Map<string, string>();
     const find = (x: string): string => {
@@ -224,7 +237,7 @@ async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, rel
   await k.raw(
     `insert into ${t.cmp} (entity, env, env_rank, pk, identity, payload, ts, feature, fpri, created_by, created_at)
      with multi as (select identity from ${t.multi} where entity = ?)
-     select r.entity, r.env, r.env_rank, r.pk, r.identity, ${payload}, r.ts, r.feature, coalesce(plan.rank, 9), r.created_by, r.created_at
+     select r.entity, r.env, r.env_rank, r.pk, r.identity, ${payload}, r.ts::timestamptz, r.feature, coalesce(plan.rank, 9), r.created_by, r.created_at::timestamptz
        from ${t.records} r join multi using (identity)
        left join ${planValues(ctx, release)} on plan.feature = r.feature
        ${joins.join('\n       ')}
@@ -336,23 +349,22 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
   );
 }
 
-/** Phase 2c, first part: the result rows of the entity's single-record identities (possibly re-keyed). */
+/** Phase 2c, first part: the result rows of the entity's single-record identities (possibly re-keyed): needs only the re-keying. */
 async function buildSingletons(k: Knex, t: RunTables, e: EntitySpec): Promise<number> {
   const pk = literal(`{${e.primaryKey}}`);
   const pkv = `data->${literal(e.primaryKey)}`;
-  // sources stays null: sourcesSql() reads it off the record
+  // sources and raw_refs stay null: sourcesSql() reads the first off the record, rawRefs() the second off data
   const res = await k.raw<{ rowCount: number }>(
-    `insert into ${t.result} (entity, identity, pk, data, raw_refs, rule, reason, status, rep_env, rep_pk, feature)
+    `insert into ${t.result} (entity, identity, pk, data, rule, reason, status, rep_env, rep_pk, feature)
      select r.entity, r.identity, coalesce(rk.new_pk, r.pk),
             case when rk.new_pk is null then r.data else jsonb_set(r.data, ${pk}, work.key_value(r.${pkv}, rk.new_pk)) end,
-            ${refsObject(e, 'r.data')},
             case when rk.new_pk is not null then 're-key' end,
             case when rk.new_pk is not null then format('%s %s in %s is also used by a different record in %s — re-keyed to %s',
                  ${literal(e.primaryKey)}, r.pk, r.env, rk.owner_env, rk.new_pk) end,
             'final', r.env, r.pk, r.feature
        from ${t.records} r
        left join ${t.rekey} rk on rk.entity = r.entity and rk.env = r.env and rk.pk = r.pk
-      where r.entity = ? and not exists (select 1 from ${t.idsum} s where s.entity = r.entity and s.identity = r.identity)`,
+      where r.entity = ? and not exists (select 1 from ${t.multi} m where m.entity = r.entity and m.identity = r.identity)`,
     [e.name],
   );
   return res.rowCount;
@@ -430,10 +442,11 @@ export async function materializeRefs(
     if (only && 'parent' in only && ref.entity !== only.parent) continue;
     const col = literal(ref.column);
     const pin = literal(`!${ref.column}`);
+    const raw = rawRefs('r');
     const filter = !only
       ? ''
       : 'parent' in only
-        ? `and (r.rep_env, r.raw_refs->>${col}) in (select * from unnest(?::text[], ?::text[]))`
+        ? `and (r.rep_env, ${raw}->>${col}) in (select * from unnest(?::text[], ?::text[]))`
         : 'and r.identity = any(?::text[])';
     const extra = !only ? [] : 'parent' in only ? [only.envs, only.pks] : [only.identities];
     // Only rows whose reference changes are rewritten: a key that already holds its target (same text, and
@@ -445,13 +458,14 @@ export async function materializeRefs(
       `with target as materialized (
          select r.ctid as tid, x.k
            from ${t.result} r
-           ${only ? 'left join' : 'join'} ${t.keyMap} km on km.entity = ? and km.env = r.rep_env and km.old_pk = r.raw_refs->>${col}
-           cross join lateral (select coalesce(r.raw_refs->>${pin}, km.new_pk, r.raw_refs->>${col}) as k) x
-          where r.entity = ? and r.data is not null and (jsonb_exists(r.raw_refs, ${col}) or jsonb_exists(r.raw_refs, ${pin})) ${filter}
+           ${only ? 'left join' : 'join'} ${t.keyMap} km on km.entity = ? and km.env = r.rep_env and km.old_pk = ${raw}->>${col}
+           cross join lateral (select coalesce(${raw}->>${pin}, km.new_pk, ${raw}->>${col}) as k) x
+          where r.entity = ? and r.data is not null and (${raw}->>${col} is not null or ${raw}->>${pin} is not null) ${filter}
             and (x.k is null or x.k is distinct from r.data->>${col} or coalesce(jsonb_typeof(r.data->${col}), '') not in ('number', 'string'))
        )
        update ${t.result} c
-          set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)}, work.key_value(c.data->${col}, target.k))
+          set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)}, work.key_value(c.data->${col}, target.k)),
+              raw_refs = coalesce(c.raw_refs, ${refsObject(e, 'c.data')})
          from target
         -- by row address: the few rows found above, not a join over the whole result (its key is built later)
         where c.ctid = target.tid`,
@@ -472,16 +486,16 @@ export interface ReferenceProblem {
 }
 
 /** Phase 3: references that resolve nowhere, and parents that lost on the columns a child relies on. */
-async function checkReferences(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<ReferenceProblem[]> {
+async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<ReferenceProblem[]> {
   const problems: ReferenceProblem[] = [];
   for (const ref of e.references) {
     const col = literal(ref.column);
     const candidates = await k.raw<{ rows: { identity: string; env: string; v: string }[] }>(
       // most references find their parent in their own env: that test first, the rest on the few left
       `with c as materialized (
-         select c.identity, c.rep_env, c.raw_refs->>${col} as v from ${t.result} c
-          where c.entity = ? and c.status = 'final' and jsonb_exists(c.raw_refs, ${col})
-            and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = c.rep_env and p.pk = c.raw_refs->>${col})
+         select c.identity, c.rep_env, ${rawRefs('c')}->>${col} as v from ${t.result} c
+          where c.entity = ? and c.status = 'final' and ${rawRefs('c')}->>${col} is not null
+            and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = c.rep_env and p.pk = ${rawRefs('c')}->>${col})
        )
        select c.identity, c.rep_env as env, c.v from c
         where not exists (select 1 from ${t.keyMap} km where km.entity = ? and km.env = c.rep_env and km.old_pk = c.v)
@@ -508,12 +522,12 @@ async function checkReferences(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): 
     if (ref.columns.length > 0) {
       const differs = ref.columns.map((c) => `p.data->${literal(c)} is distinct from ps.data->${literal(c)}`).join(' or ');
       const mism = await k.raw<{ rows: { identity: string; env: string; v: string; mine: Record<string, unknown>; theirs: Record<string, unknown>; winner: string }[] }>(
-        `select c.identity, c.rep_env as env, c.raw_refs->>${col} as v,
+        `select c.identity, c.rep_env as env, ${rawRefs('c')}->>${col} as v,
                 jsonb_build_object(${ref.columns.map((c) => `${literal(c)}, p.data->${literal(c)}`).join(', ')}) as mine,
                 jsonb_build_object(${ref.columns.map((c) => `${literal(c)}, ps.data->${literal(c)}`).join(', ')}) as theirs,
                 ps.rep_env as winner
            from ${t.result} c
-           join ${t.records} p on p.entity = ? and p.env = c.rep_env and p.pk = c.raw_refs->>${col}
+           join ${t.records} p on p.entity = ? and p.env = c.rep_env and p.pk = ${rawRefs('c')}->>${col}
            join ${t.result} ps on ps.entity = p.entity and ps.identity = p.identity and ps.status = 'final'
           where c.entity = ? and c.status = 'final' and (${differs})`,
         [ref.entity, e.name],
@@ -533,6 +547,11 @@ async function checkReferences(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): 
       }
     }
   }
+  return problems;
+}
+
+/** The records with reference problems wait for review. */
+async function markReferenceProblems(k: Knex, t: RunTables, e: EntitySpec, problems: ReferenceProblem[]): Promise<void> {
   if (problems.length > 0) {
     await k.raw(
       `update ${t.result} r set status = 'pending', rule = p.kind, reason = p.detail
@@ -541,7 +560,6 @@ async function checkReferences(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): 
       [problems.map((p) => p.identity), problems.map((p) => p.kind), problems.map((p) => p.detail), e.name],
     );
   }
-  return problems;
 }
 
 export async function masterKeys(ctx: Ctx, entityName: string, keys: string[]): Promise<Set<string>> {
@@ -596,7 +614,9 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   const grouped = new Map(ctx.config.entities.map((e) => [e.name, groupInconsistent(k, t, e)] as const));
   // The visibility map, for the index-only scans below (beside phase 1b: the few rows it moves are read
   // from the heap).
-  const vacuumed = k.raw(`vacuum ${t.records}`);
+  // And the statistics of the columns the statements filter and join on (sampling the jsonb data too took
+  // as long again).
+  const vacuumed = k.raw(`vacuum (analyze) ${t.records} (entity, env, pk, identity)`);
   const allGrouped = Promise.allSettled([...grouped.values(), vacuumed]);
   // Then the records' two indexes, each on a connection of its own. They serve the lookups of decisions,
   // lineage and the queue's cards, and first the duplicates' search: read in index order, records that
@@ -633,9 +653,8 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   multiDone.catch(() => undefined);
   sharedDone.catch(() => undefined);
   // Each entity on a connection of its own, all at once (the statements are single-threaded, the server
-  // has more cores): an entity's children wait for its key map only where they follow it (materializeRefs).
+  // has more cores).
   let classified = started;
-  const keyMaps = new Map<string, Promise<void>>();
   const entityRun = async (e: EntitySpec): Promise<void> => {
     // (each awaited value first: `x += await …` would add to the x read before the other entities' updates)
     await grouped.get(e.name);
@@ -652,23 +671,21 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
       await classify(ctx, k, t, e, release);
       classified = Math.max(classified, performance.now());
     })();
-    const both = await Promise.allSettled([rekeyed, versioned]);
-    const failed = both.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    // the single-record identities' rows (most of the result) as soon as the re-keying is known
+    const singled = Promise.all([rekeyed, multiDone]).then(() => buildSingletons(k, t, e));
+    const all = await Promise.allSettled([rekeyed, versioned, singled]);
+    const failed = all.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    const singles = await buildSingletons(k, t, e);
-    await indexes.done();
+    const singles = await singled;
     const multi = await buildResult(ctx, k, t, e);
     identities += singles + multi;
   };
-  const runs = ctx.config.entities.map((e) => {
-    const run = entityRun(e);
-    keyMaps.set(e.name, run);
-    return { e, run };
-  });
+  const runs = ctx.config.entities.map((e) => ({ e, run: entityRun(e) }));
+  // Phase 3 for a child entity once its parents' key maps are in: its references follow them
   const chains = runs.map(async ({ e, run }) => {
     await run;
     if (e.references.length === 0) return;
-    for (const ref of e.references) if (ref.entity !== e.name) await keyMaps.get(ref.entity)?.catch(() => undefined);
+    for (const ref of e.references) await runs.find((r) => r.e.name === ref.entity)?.run.catch(() => undefined);
     // statistics for the result rows just written: without them the planner takes the fresh table for near-empty
     await k.raw(`analyze ${t.result} (entity, identity, pk, status, rep_env)`);
     await materializeRefs(k, t, e);
@@ -680,17 +697,23 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   let detection = classified - started;
   const resolution = performance.now() - classified;
   const t3 = performance.now();
-  // the result's key, built beside the reference checks (which read the result; their update waits for it)
+  // The result's key, built beside the search for broken references (which reads the result; the update
+  // that sends their records to review waits for it). (identity, entity), not (entity, identity): see the
+  // records' indexes; ON CONFLICT (entity, identity) finds it all the same.
+  // (The reference rewrite above is not run beside that search: together they took three times as long.)
   const resultKey = beside(k, async (trx) => {
     await trx.raw(`set local maintenance_work_mem = '256MB'`);
-    // (identity, entity), not (entity, identity): see the records' indexes; ON CONFLICT (entity, identity) finds it all the same
     await trx.raw(`create unique index ${ident(`r${runId}_result_key`)} on ${t.result} (identity, entity)`);
   });
   try {
-    // Statistics for the key tables (buildResult analysed the result): without them the planner takes the
-    // fresh work tables for near-empty and picks nested-loop anti-joins that rescan one per child row.
+    // Statistics for the key tables: without them the planner takes the fresh work tables for near-empty
+    // and picks nested-loop anti-joins that rescan one per child row.
     await k.raw(`analyze ${t.keyMap}, ${t.rekey}`);
-    for (const e of ctx.config.entities) references.push(...(await checkReferences(ctx, k, t, e)));
+    for (const e of ctx.config.entities) {
+      const found = await findReferenceProblems(ctx, k, t, e);
+      await markReferenceProblems(k, t, e, found);
+      references.push(...found);
+    }
   } finally {
     await resultKey.done();
   }

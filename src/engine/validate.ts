@@ -338,7 +338,7 @@ async function checkColumns(s: Scope, e: EntitySpec): Promise<number> {
             count(*) filter (where q."__unknown")::int as unknown,
             count(*) filter (where q."__required")::int as required,
             count(*) filter (where q."__enums")::int as enums,
-            ${typed && exact ? `coalesce(sum(${rowHashExpr(sorted.map((c) => ({ name: c.name, type: c.type })))}::numeric), 0)::text` : 'null::text'} as checksum
+            ${typed && exact ? `coalesce(sum(${rowHashExpr(sorted.map((c) => ({ name: c.name, type: c.type })))}), 0)::text` : 'null::text'} as checksum
        from (select ${flags}${typed ? ', x.*' : ''}
                from ${s.t.result} r ${typed ? `cross join lateral jsonb_populate_record(null::${tempType(e.name)}, r.data) x` : ''}
               where r.entity = ${literal(e.name)} and r.status = 'final') q`;
