@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -138,11 +138,65 @@ export interface Collected {
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'collect-child.ts');
 
 /**
+ * The collection's child process (collect-child.ts), started ahead: it loads while the gate is checked
+ * and the run is set up, then waits on its stdin for the plan. dispose() stops it if no plan came.
+ */
+export interface Collector {
+  child: ChildProcessWithoutNullStreams;
+  exited: Promise<number | null>;
+  stderr(): string;
+  dispose(): void;
+}
+
+export function startCollector(): Collector {
+  // tsx resolved from here, not from the working directory (the bot may run anywhere)
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // a bot stopping (or crashing) takes its collection with it: nothing keeps writing into the work area
+  const killChild = () => child.kill('SIGKILL');
+  process.once('exit', killChild);
+  try {
+    if (child.pid) os.setPriority(child.pid, 10);
+  } catch {
+    // no permission to lower it: it runs at our priority
+  }
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  child.stdin.on('error', () => undefined);
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('error', (err) => {
+      stderr += `\n${err.message}`;
+      resolve(null);
+    });
+    child.on('close', (code) => {
+      process.removeListener('exit', killChild);
+      resolve(code);
+    });
+  });
+  return {
+    child,
+    exited,
+    stderr: () => stderr,
+    dispose: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      process.removeListener('exit', killChild);
+    },
+  };
+}
+
+/**
  * Streams the given envs into the work area from a child process (collect-child.ts) at lower CPU
  * priority: the rows never pass through this process, whose event loop stays free (the bot's acks).
  * Reports each env as it is done; an env that fails is reported as its error, naming the env.
  */
-async function collectEnvs(ctx: Ctx, runId: number, envs: EnvSpec[], release: string, locks: Map<string, LockRow>, onEnv: (r: CollectedEnv | Error) => void): Promise<void> {
+async function collectEnvs(
+  ctx: Ctx,
+  runId: number,
+  envs: EnvSpec[],
+  release: string,
+  locks: Map<string, LockRow>,
+  onEnv: (r: CollectedEnv | Error) => void,
+  collector: Collector,
+): Promise<void> {
   const plan: ChildPlan = {
     target: ctx.db.controlParams,
     copyIn: `copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh) from stdin`,
@@ -162,21 +216,9 @@ async function collectEnvs(ctx: Ctx, runId: number, envs: EnvSpec[], release: st
     });
   }
   if (plan.envs.length === 0) return;
-  // tsx resolved from here, not from the working directory (the bot may run anywhere)
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
-  // a bot stopping (or crashing) takes its collection with it: nothing keeps writing into the work area
-  const killChild = () => child.kill('SIGKILL');
-  process.once('exit', killChild);
-  try {
-    if (child.pid) os.setPriority(child.pid, 10);
-  } catch {
-    // no permission to lower it: it runs at our priority
-  }
-  let stderr = '';
-  let spawnError: Error | undefined;
-  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
-  child.stdin.on('error', () => undefined);
+  const { child } = collector;
   const seen = new Set<string>();
+  let unreadable = '';
   const lines = readline.createInterface({ input: child.stdout });
   lines.on('line', (line) => {
     try {
@@ -187,20 +229,12 @@ async function collectEnvs(ctx: Ctx, runId: number, envs: EnvSpec[], release: st
       if (r.error) onEnv(envError(ctx, env, Object.assign(new Error(r.error.message), r.error.code ? { code: r.error.code } : {})));
       else onEnv({ env: r.env, rows: Object.values(r.perEntity ?? {}).reduce((a, b) => a + b, 0), perEntity: r.perEntity ?? {} });
     } catch (err) {
-      stderr += `\nunreadable report from the collection process: ${(err as Error).message}`;
+      unreadable += `\nunreadable report from the collection process: ${(err as Error).message}`;
     }
   });
-  const exited = new Promise<number | null>((resolve) => {
-    child.on('error', (err) => {
-      spawnError = err;
-      resolve(null);
-    });
-    child.on('close', (code) => resolve(code));
-  });
   child.stdin.end(JSON.stringify(plan));
-  const code = await exited;
-  process.removeListener('exit', killChild);
-  if (spawnError) stderr += `\n${spawnError.message}`;
+  const code = await collector.exited;
+  const stderr = collector.stderr() + unreadable;
   for (const e of plan.envs) {
     if (!seen.has(e.env)) onEnv(new TributaryError('internal', `collecting ${e.env}: the collection process exited with code ${code}${stderr ? `: ${redact(stderr.trim())}` : ''}`, { env: e.env }));
   }
@@ -226,6 +260,24 @@ export async function collectRelease(
   locks: Map<string, LockRow>,
   onEnvDone?: (c: CollectedEnv) => void,
   only?: { env: string; previousRunId: number },
+  collector?: Collector,
+): Promise<Collected> {
+  const own = collector ?? startCollector();
+  try {
+    return await collectInto(ctx, runId, release, locks, own, onEnvDone, only);
+  } finally {
+    own.dispose();
+  }
+}
+
+async function collectInto(
+  ctx: Ctx,
+  runId: number,
+  release: string,
+  locks: Map<string, LockRow>,
+  collector: Collector,
+  onEnvDone?: (c: CollectedEnv) => void,
+  only?: { env: string; previousRunId: number },
 ): Promise<Collected> {
   await createRecordsTable(ctx, runId);
   // with --env, the other envs' rows are those of the previous run: what their unchanged locks hold
@@ -237,7 +289,7 @@ export async function collectRelease(
     if (!(r instanceof Error)) onEnvDone?.(r);
   };
   await Promise.all([
-    collectEnvs(ctx, runId, fresh, release, locks, record),
+    collectEnvs(ctx, runId, fresh, release, locks, record, collector),
     ...reused.map((env) => reuseEnv(ctx, runId, only!.previousRunId, env).then(record, (err: unknown) => record(err as Error))),
   ]);
   const settled = results.map((r) => (r instanceof Error ? { status: 'rejected' as const, reason: r } : { status: 'fulfilled' as const, value: r }));

@@ -6,7 +6,7 @@ import { Run } from '../db/models.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import { recordAudit } from './audit.js';
-import { collectRelease, workTable } from './collect.js';
+import { collectRelease, startCollector, workTable, type Collector } from './collect.js';
 import { checkReachable, type Actor, type Ctx } from './context.js';
 import { detectAndResolve, runTables, sourcesSql, type DetectCounts, type ReferenceProblem } from './detect.js';
 import { nextState, releaseState, transition } from './lifecycle.js';
@@ -34,6 +34,16 @@ export type Progress = (step: string, info?: Record<string, unknown>) => void;
  */
 export async function consolidate(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress; env?: string }): Promise<ConsolidateResult> {
   releaseOrThrow(ctx.config, release);
+  // the collection's process loads while the gate is checked and the run set up
+  const collector = startCollector();
+  try {
+    return await consolidateWith(ctx, release, opts, collector);
+  } finally {
+    collector.dispose();
+  }
+}
+
+async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress; env?: string }, collector: Collector): Promise<ConsolidateResult> {
   const progress = opts.progress ?? (() => undefined);
   // the lock gate first: a release never locked is refused as not locked, naming what to lock
   const locks = await requireLocked(ctx, release, ctx.config.sources);
@@ -78,7 +88,7 @@ export async function consolidate(ctx: Ctx, release: string, opts: { actor: Acto
     try {
       let t = performance.now();
       progress('collect', { envs: ctx.config.sources.length });
-      const collected = await collectRelease(ctx, runId, release, locks, (c) => progress('collect', { env: c.env, rows: c.rows }), only);
+      const collected = await collectRelease(ctx, runId, release, locks, (c) => progress('collect', { env: c.env, rows: c.rows }), only, collector);
       steps.collection = Math.round(performance.now() - t);
       const total = collected.envs.reduce((n, c) => n + c.rows, 0);
       if (total === 0) {
