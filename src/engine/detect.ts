@@ -686,9 +686,11 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     await run;
     if (e.references.length === 0) return;
     for (const ref of e.references) await runs.find((r) => r.e.name === ref.entity)?.run.catch(() => undefined);
-    // statistics for the result rows just written: without them the planner takes the fresh table for near-empty
-    await k.raw(`analyze ${t.result} (entity, identity, pk, status, rep_env)`);
-    await materializeRefs(k, t, e);
+    // The result's statistics, beside the rewrite (which does without): without them the reference checks
+    // below take the fresh table for near-empty and pick plans four times slower.
+    const both = await Promise.allSettled([k.raw(`analyze ${t.result} (entity, identity, pk, status, rep_env)`), materializeRefs(k, t, e)]);
+    const failed = both.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   });
   // every statement has ended before a failure goes on to the clean-up (which drops these tables)
   const settled = await Promise.allSettled([collected.verified, ...chains, indexes.done(), multiDone, sharedDone]);
