@@ -21,8 +21,19 @@ export function workTable(runId: number, name: string): string {
   return `work.${ident(`r${runId}_${name}`)}`;
 }
 
+/** The partition of the collected records holding the config's i-th entity (from 0). */
+export function recordsPartition(runId: number, i: number): string {
+  return workTable(runId, `records_${i + 1}`);
+}
+
+/**
+ * The collected records, one partition per entity: nearly every statement of the detection reads one
+ * entity's records, and then reads only its partition. (The partitioned table itself holds no rows and
+ * cannot be unlogged; its partitions are.)
+ */
 export async function createRecordsTable(ctx: Ctx, runId: number): Promise<void> {
-  await ctx.db.control.raw(`create unlogged table ${workTable(runId, 'records')} (
+  const records = workTable(runId, 'records');
+  await ctx.db.control.raw(`create table ${records} (
     entity ${KEY_TEXT} not null,
     env ${KEY_TEXT} not null,
     env_rank int not null,
@@ -37,7 +48,10 @@ export async function createRecordsTable(ctx: Ctx, runId: number): Promise<void>
     ts text,
     data jsonb not null,
     rh bigint
-  )`);
+  ) partition by list (entity)`);
+  for (const [i, e] of ctx.config.entities.entries()) {
+    await ctx.db.control.raw(`create unlogged table ${recordsPartition(runId, i)} partition of ${records} for values in (${literal(e.name)})`);
+  }
 }
 
 function identityExpr(entity: EntitySpec): string {

@@ -3,7 +3,7 @@ import type { EntitySpec } from '../config/load.js';
 import { envByRole, releaseOrThrow } from '../config/load.js';
 import type { VersionRuleName } from '../config/schema.js';
 import { tableExists } from './checksum.js';
-import { workTable, type Collected, type KeyStats } from './collect.js';
+import { recordsPartition, workTable, type Collected, type KeyStats } from './collect.js';
 import { onEnv, type Ctx } from './context.js';
 import { ident, KEY_TEXT, literal, qualified, textArray } from './sql.js';
 
@@ -159,16 +159,25 @@ async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<
   for (const [i] of e.naturalKeys.slice(1).entries()) {
     // the key's value, computed by the collection (alt_keys)
     const value = `alt_keys[${i + 1}]`;
-    const bad = await k.raw<{ rows: { v: string }[] }>(
-      `select v from (select ${value} as v, identity from ${t.records} where entity = ? and ${value} is not null) kv
+    const bad = await k.raw<{ rows: { v: string; lo: string; hi: string; n: number }[] }>(
+      `select v, min(identity) as lo, max(identity) as hi, count(*)::int as n
+         from (select ${value} as v, identity from ${t.records} where entity = ? and ${value} is not null) kv
         group by v having min(identity) <> max(identity)`,
       [e.name],
     );
     if (bad.rows.length === 0) continue;
-    const res = await k.raw<{ rows: { identity: string; v: string }[] }>(
-      `select distinct identity, ${value} as v from ${t.records} where entity = ? and ${value} = any(?::text[])`,
-      [e.name, bad.rows.map((r) => r.v)],
-    );
+    // a value on two records names exactly their two identities; values on more are looked up
+    const many = bad.rows.filter((r) => r.n > 2).map((r) => r.v);
+    const res = {
+      rows: bad.rows.filter((r) => r.n === 2).flatMap((r) => [{ identity: r.lo, v: r.v }, { identity: r.hi, v: r.v }]),
+    };
+    if (many.length > 0) {
+      const more = await k.raw<{ rows: { identity: string; v: string }[] }>(
+        `select distinct identity, ${value} as v from ${t.records} where entity = ? and ${value} = any(?::text[])`,
+        [e.name, many],
+      );
+      res.rows.push(...more.rows);
+    }
     // union-find over the (few) linked identities
     const parent = new Map<string, string>();
     const find = (x: string): string => {
@@ -616,7 +625,9 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   // from the heap).
   // And the statistics of the columns the statements filter and join on (sampling the jsonb data too took
   // as long again).
-  const vacuumed = k.raw(`vacuum (analyze) ${t.records} (entity, env, pk, identity)`);
+  // (Each partition's own: the whole table's statistics, sampled again across partitions, cost as much.)
+  const partitions = ctx.config.entities.map((_, i) => `${recordsPartition(runId, i)} (entity, env, pk, identity)`);
+  const vacuumed = k.raw(`vacuum (analyze) ${partitions.join(', ')}`);
   const allGrouped = Promise.allSettled([...grouped.values(), vacuumed]);
   // Then the records' two indexes, each on a connection of its own. They serve the lookups of decisions,
   // lineage and the queue's cards, and first the duplicates' search: read in index order, records that
