@@ -143,10 +143,11 @@ export interface KeyStats {
 export interface Collected {
   envs: CollectedEnv[];
   /**
-   * The drift check on the collected rows (the gate), under way beside the detection: it resolves to
-   * each entity's key stats, or rejects with the drift. Whoever uses the collection awaits it.
+   * The drift check on the collected rows (the gate), started by the first call and run beside the
+   * detection: it resolves to each entity's key stats, or rejects with the drift. Whoever uses the
+   * collection calls it, and awaits it before using what it found.
    */
-  verified: Promise<Map<string, KeyStats>>;
+  verify(): Promise<Map<string, KeyStats>>;
 }
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'collect-child.ts');
@@ -313,9 +314,15 @@ async function collectInto(
     const first = failures[0] as TributaryError;
     throw new TributaryError(first.code ?? 'database', failures.map((f) => f.message).join('\n'), { failures: failures.length });
   }
-  const verified = checkDrift(ctx, runId, release, locks, only);
-  // handled here, reported to whoever awaits it
-  verified.catch(() => undefined);
+  let verified: Promise<Map<string, KeyStats>> | undefined;
+  const verify = () => {
+    if (!verified) {
+      verified = checkDrift(ctx, runId, release, locks, only);
+      // handled here, reported to whoever awaits it
+      verified.catch(() => undefined);
+    }
+    return verified;
+  };
   // the records' statistics and indexes are made by detection, beside its first statements (detect.ts)
-  return { envs: settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : [])), verified };
+  return { envs: settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as CollectedEnv] : [])), verify };
 }

@@ -92,6 +92,8 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       steps.collection = Math.round(performance.now() - t);
       const total = collected.envs.reduce((n, c) => n + c.rows, 0);
       if (total === 0) {
+        // rows locked and gone since are drift, not an empty release
+        await collected.verify();
         throw new TributaryError('no_rows', `release ${release} has no rows in any ST env (${ctx.config.sources.map((s) => s.name).join(', ')}): tag rows with release = '${release}' first`, { release });
       }
       progress('detect', { rows: total });

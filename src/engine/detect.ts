@@ -627,8 +627,16 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   // as long again).
   // (Each partition's own: the whole table's statistics, sampled again across partitions, cost as much.)
   const partitions = ctx.config.entities.map((_, i) => `${recordsPartition(runId, i)} (entity, env, pk, identity)`);
-  const vacuumed = k.raw(`vacuum (analyze) ${partitions.join(', ')}`);
+  // (a Promise, not knex's query: each then() of that would run the statement again)
+  const vacuumed = Promise.resolve(k.raw(`vacuum (analyze) ${partitions.join(', ')}`)).then(() => undefined);
   const allGrouped = Promise.allSettled([...grouped.values(), vacuumed]);
+  // The drift check after the vacuum, on its connection: phase 1b keeps a core of its own. The re-keying
+  // needs its key stats, and the run its verdict.
+  const verified = vacuumed.then(
+    () => collected.verify(),
+    () => collected.verify(),
+  );
+  verified.catch(() => undefined);
   // Then the records' two indexes, each on a connection of its own. They serve the lookups of decisions,
   // lineage and the queue's cards, and first the duplicates' search: read in index order, records that
   // share a key are neighbours, found by one pass over the index instead of a hash of every record.
@@ -672,7 +680,7 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     // re-keying (shared primary keys) and versions (shared identities) are independent: both at once
     const rekeyed = (async () => {
       await sharedDone;
-      const keys = await collected.verified;
+      const keys = await verified;
       const groups = await rekey(ctx, k, t, e, keys.get(e.name));
       rekeyGroups += groups;
     })();
@@ -704,7 +712,7 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     if (failed) throw failed.reason;
   });
   // every statement has ended before a failure goes on to the clean-up (which drops these tables)
-  const settled = await Promise.allSettled([collected.verified, ...chains, indexes.done(), multiDone, sharedDone]);
+  const settled = await Promise.allSettled([verified, ...chains, indexes.done(), multiDone, sharedDone]);
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   let detection = classified - started;
