@@ -106,15 +106,16 @@ async function baseline(config: Config, db: Db): Promise<number> {
 
 // ---------------------------------------------------------------- measuring
 
-/** `--trace MS`: the engine's slow statements on the control database, timed by knex's query events. */
+/** `--trace MS`: the engine's slow statements on the control database, timed by knex's query events (start: seconds since the trace began). */
 function traceQueries(db: Db, thresholdMs: number): void {
+  const traceStart = performance.now();
   const started = new Map<string, number>();
   const done = (q: { __knexQueryUid?: string; sql?: string }) => {
     const t0 = q.__knexQueryUid ? started.get(q.__knexQueryUid) : undefined;
     if (t0 === undefined) return;
     started.delete(q.__knexQueryUid!);
     const ms = performance.now() - t0;
-    if (ms >= thresholdMs) console.log(`  [trace] ${ms.toFixed(0).padStart(7)} ms  ${(q.sql ?? '').replace(/\s+/g, ' ').slice(0, 160)}`);
+    if (ms >= thresholdMs) console.log(`  [trace] at ${((t0 - traceStart) / 1000).toFixed(2).padStart(6)} s ${ms.toFixed(0).padStart(7)} ms  ${(q.sql ?? '').replace(/\s+/g, ' ').slice(0, 140)}`);
   };
   db.control.on('query', (q: { __knexQueryUid?: string }) => {
     if (q.__knexQueryUid) started.set(q.__knexQueryUid, performance.now());

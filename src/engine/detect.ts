@@ -85,7 +85,7 @@ export function runTables(runId: number): RunTables {
   };
 }
 
-async function createTables(k: Knex, t: RunTables): Promise<void> {
+async function createTables(ctx: Ctx, k: Knex, t: RunTables, runId: number): Promise<void> {
   const T = KEY_TEXT;
   await k.raw(`create unlogged table ${t.rekey} (entity ${T}, env ${T}, env_rank int, pk ${T}, new_pk ${T}, owner_env ${T}, primary key (entity, env, pk))`);
   await k.raw(`create unlogged table ${t.cmp} (entity ${T}, env ${T}, env_rank int, pk ${T}, identity ${T}, payload jsonb, ts timestamptz,
@@ -98,11 +98,21 @@ async function createTables(k: Knex, t: RunTables): Promise<void> {
   await k.raw(`create unlogged table ${t.idsum} (entity ${T}, identity ${T}, nv int, nrec int, rule text, priority text, survivor int,
       differing text[], reason text, primary key (entity, identity))`);
   await k.raw(`create unlogged table ${t.keyMap} (entity ${T}, env ${T}, old_pk ${T}, new_pk ${T}, primary key (entity, env, old_pk))`);
-  // its key (entity, identity) is added once the rows are in (detectAndResolve): one index build, not a million inserts into it.
+  // Partitioned by entity, like the records. Its key (entity, identity) is added once the rows are in
+  // (detectAndResolve): one index build, not a million inserts into it.
   // sources is null for a record that is its identity's only one: sourcesSql() derives it from the record.
   // raw_refs: the references as collected, kept once data's are rewritten (null: data's are; see rawRefs())
-  await k.raw(`create unlogged table ${t.result} (entity ${T} not null, identity ${T} not null, pk ${T}, data jsonb, raw_refs jsonb,
-      sources jsonb, rule text, reason text, conflict text, status text not null, rep_env ${T} not null, rep_pk ${T} not null, feature ${T})`);
+  await k.raw(`create table ${t.result} (entity ${T} not null, identity ${T} not null, pk ${T}, data jsonb, raw_refs jsonb,
+      sources jsonb, rule text, reason text, conflict text, status text not null, rep_env ${T} not null, rep_pk ${T} not null, feature ${T})
+      partition by list (entity)`);
+  for (const [i, e] of ctx.config.entities.entries()) {
+    await k.raw(`create unlogged table ${resultPartition(runId, i)} partition of ${t.result} for values in (${literal(e.name)})`);
+  }
+}
+
+/** The partition of the result holding the config's i-th entity (from 0). */
+function resultPartition(runId: number, i: number): string {
+  return workTable(runId, `result_${i + 1}`);
 }
 
 /**
@@ -476,9 +486,10 @@ export async function materializeRefs(
           set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)}, work.key_value(c.data->${col}, target.k)),
               raw_refs = coalesce(c.raw_refs, ${refsObject(e, 'c.data')})
          from target
-        -- by row address: the few rows found above, not a join over the whole result (its key is built later)
-        where c.ctid = target.tid`,
-      [ref.entity, e.name, ...extra],
+        -- by row address (in the entity's partition): the few rows found above, not a join over the whole
+        -- result (its key is built later)
+        where c.entity = ? and c.ctid = target.tid`,
+      [ref.entity, e.name, ...extra, e.name],
     );
   }
 }
@@ -613,7 +624,7 @@ function beside(k: Knex, fn: (trx: Knex.Transaction) => Promise<void>): { done: 
 export async function detectAndResolve(ctx: Ctx, runId: number, release: string, collected: Collected): Promise<DetectOutcome> {
   const k = ctx.db.control;
   const t = runTables(runId);
-  await createTables(k, t);
+  await createTables(ctx, k, t, runId);
   let rekeyGroups = 0;
   let identities = 0;
   const references: ReferenceProblem[] = [];
@@ -707,7 +718,8 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     for (const ref of e.references) await runs.find((r) => r.e.name === ref.entity)?.run.catch(() => undefined);
     // The result's statistics, beside the rewrite (which does without): without them the reference checks
     // below take the fresh table for near-empty and pick plans four times slower.
-    const both = await Promise.allSettled([k.raw(`analyze ${t.result} (entity, identity, pk, status, rep_env)`), materializeRefs(k, t, e)]);
+    const partitions = ctx.config.entities.map((_, i) => `${resultPartition(runId, i)} (entity, identity, pk, status, rep_env)`);
+    const both = await Promise.allSettled([k.raw(`analyze ${partitions.join(', ')}`), materializeRefs(k, t, e)]);
     const failed = both.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
   });
@@ -718,9 +730,10 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   let detection = classified - started;
   const resolution = performance.now() - classified;
   const t3 = performance.now();
-  // The result's key, built beside the search for broken references (which reads the result; the update
-  // that sends their records to review waits for it). (identity, entity), not (entity, identity): see the
-  // records' indexes; ON CONFLICT (entity, identity) finds it all the same.
+  // The result's key (a unique index: a partitioned table takes no primary key from an index), built
+  // beside the search for broken references (which reads the result; the update that sends their records
+  // to review waits for it). (identity, entity), not (entity, identity): see the records' indexes;
+  // ON CONFLICT (entity, identity) finds it all the same.
   // (The reference rewrite above is not run beside that search: together they took three times as long.)
   const resultKey = beside(k, async (trx) => {
     await trx.raw(`set local maintenance_work_mem = '256MB'`);
@@ -738,7 +751,6 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   } finally {
     await resultKey.done();
   }
-  await k.raw(`alter table ${t.result} add primary key using index ${ident(`r${runId}_result_key`)}`);
   detection += performance.now() - t3;
 
   const stats = await k.raw<{ rows: { rule: string; priority: string | null; n: number }[] }>(
