@@ -712,8 +712,16 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   };
   const runs = ctx.config.entities.map((e) => ({ e, run: entityRun(e) }));
   // Phase 3 for a child entity once its parents' key maps are in: its references follow them
-  const chains = runs.map(async ({ e, run }) => {
+  const chains = runs.map(async ({ e, run }, i) => {
     await run;
+    // The entity's part of the result's key, as soon as its rows are in (the few rows rewritten or sent to
+    // review below keep it up to date): the key on the whole result then takes these as they are.
+    // (identity, entity), not (entity, identity): see the records' indexes.
+    await k.transaction(async (trx) => {
+      await trx.raw(`set local maintenance_work_mem = '256MB'`);
+      await trx.raw(`set local max_parallel_maintenance_workers = 0`);
+      await trx.raw(`create unique index on ${resultPartition(runId, i)} (identity, entity)`);
+    });
     if (e.references.length === 0) return;
     for (const ref of e.references) await runs.find((r) => r.e.name === ref.entity)?.run.catch(() => undefined);
     // The result's statistics, beside the rewrite (which does without): without them the reference checks
@@ -730,27 +738,17 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   let detection = classified - started;
   const resolution = performance.now() - classified;
   const t3 = performance.now();
-  // The result's key (a unique index: a partitioned table takes no primary key from an index), built
-  // beside the search for broken references (which reads the result; the update that sends their records
-  // to review waits for it). (identity, entity), not (entity, identity): see the records' indexes;
-  // ON CONFLICT (entity, identity) finds it all the same.
-  // (The reference rewrite above is not run beside that search: together they took three times as long.)
-  const resultKey = beside(k, async (trx) => {
-    await trx.raw(`set local maintenance_work_mem = '256MB'`);
-    await trx.raw(`create unique index ${ident(`r${runId}_result_key`)} on ${t.result} (identity, entity)`);
-  });
-  try {
-    // Statistics for the key tables: without them the planner takes the fresh work tables for near-empty
-    // and picks nested-loop anti-joins that rescan one per child row.
-    await k.raw(`analyze ${t.keyMap}, ${t.rekey}`);
-    for (const e of ctx.config.entities) {
-      const found = await findReferenceProblems(ctx, k, t, e);
-      await markReferenceProblems(k, t, e, found);
-      references.push(...found);
-    }
-  } finally {
-    await resultKey.done();
+  // Statistics for the key tables: without them the planner takes the fresh work tables for near-empty
+  // and picks nested-loop anti-joins that rescan one per child row.
+  await k.raw(`analyze ${t.keyMap}, ${t.rekey}`);
+  for (const e of ctx.config.entities) {
+    const found = await findReferenceProblems(ctx, k, t, e);
+    await markReferenceProblems(k, t, e, found);
+    references.push(...found);
   }
+  // The result's key (a unique index: a partitioned table takes no primary key from an index), made of
+  // its partitions' (ON CONFLICT (entity, identity) finds it all the same).
+  await k.raw(`create unique index ${ident(`r${runId}_result_key`)} on ${t.result} (identity, entity)`);
   detection += performance.now() - t3;
 
   const stats = await k.raw<{ rows: { rule: string; priority: string | null; n: number }[] }>(
