@@ -258,13 +258,18 @@ async function run(opts: Options, created: Created): Promise<void> {
   console.log(`          ${byRule}\n`);
 
   const ratio = engineMs / baseMs;
-  const lines: [string, string, string, boolean][] = [
-    ['engine / baseline (consolidate time)', ratio.toFixed(2), `≤ ${TARGET.ratio}`, ratio <= TARGET.ratio],
+  // Below the default size the fixed costs of a run (work tables, indexes, the collection's process)
+  // weigh more than the rows: the ratio is judged at the default size, RSS and stalls at any size.
+  const judged = opts.rows >= DEFAULT.rows;
+  const lines: [string, string, string, boolean | undefined][] = [
+    ['engine / baseline (consolidate time)', ratio.toFixed(2), `≤ ${TARGET.ratio}`, judged ? ratio <= TARGET.ratio : undefined],
     ['peak RSS', `${num(figures.peakRssMb)} MB`, `< ${num(TARGET.rssMb)} MB`, figures.peakRssMb < TARGET.rssMb],
     ['longest event-loop stall', `${figures.stallMs.toFixed(1)} ms`, `≤ ${TARGET.stallMs} ms`, figures.stallMs <= TARGET.stallMs],
   ];
   console.log(`${'figure'.padEnd(40)}${'value'.padStart(12)}  ${'target'.padEnd(12)}`);
-  for (const [name, value, target, ok] of lines) console.log(`${name.padEnd(40)}${value.padStart(12)}  ${target.padEnd(12)}${verdict(ok)}`);
+  for (const [name, value, target, ok] of lines) {
+    console.log(`${name.padEnd(40)}${value.padStart(12)}  ${target.padEnd(12)}${ok === undefined ? `(judged at ${num(DEFAULT.rows)} rows)` : verdict(ok)}`);
+  }
   const g = figures.worstGap;
   console.log(`(the sampler's longest gap: ${g.ms.toFixed(0)} ms during ${g.step || 'no step'}, with ${g.cpuMs.toFixed(0)} ms of this process on the CPU${g.cpuMs < g.ms / 2 ? ': waiting for a CPU, not blocked by JavaScript' : ''})`);
 }
