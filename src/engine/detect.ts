@@ -632,11 +632,10 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   // Phase 1b of every entity at once: the identities are final once they are all done (a child's
   // versions name its parents' identities).
   const grouped = new Map(ctx.config.entities.map((e) => [e.name, groupInconsistent(k, t, e)] as const));
-  // The visibility map, for the index-only scans below (beside phase 1b: the few rows it moves are read
-  // from the heap).
-  // And the statistics of the columns the statements filter and join on (sampling the jsonb data too took
-  // as long again).
-  // (Each partition's own: the whole table's statistics, sampled again across partitions, cost as much.)
+  // Beside phase 1b, a vacuum for the visibility map of the index-only scans below (the few rows phase 1b
+  // moves are read from the heap), and the statistics of the columns the statements filter and join on:
+  // each partition's, not the whole table's (sampled again across partitions, they cost as much), and not
+  // the jsonb data's (as long again).
   const partitions = ctx.config.entities.map((_, i) => `${recordsPartition(runId, i)} (entity, env, pk, identity)`);
   // (a Promise, not knex's query: each then() of that would run the statement again)
   const vacuumed = Promise.resolve(k.raw(`vacuum (analyze) ${partitions.join(', ')}`)).then(() => undefined);

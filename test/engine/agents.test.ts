@@ -223,7 +223,11 @@ describe('with two agent processes', () => {
     for (const s of shards) {
       const ag = pidOf(s.agent) === a.pid ? a : b;
       expect(ag.logs().some((l) => l.msg === 'took shard' && l.runId === runId && l.shard === s.idx && l.attempt === 1)).toBe(true);
-      expect(ag.logs().some((l) => l.msg === 'finished shard' && l.runId === runId && l.shard === s.idx && l.status === 'done' && l.passed === 2)).toBe(true);
+      // the agent logs it after recording the shard: the line may still be on its way from the process
+      await vi.waitFor(
+        () => expect(ag.logs().some((l) => l.msg === 'finished shard' && l.runId === runId && l.shard === s.idx && l.status === 'done' && l.passed === 2)).toBe(true),
+        { timeout: 10_000, interval: 50 },
+      );
     }
     const j = await job(runId, 1);
     expect(j.state).toBe('completed');
