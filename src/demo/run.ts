@@ -59,8 +59,16 @@ async function main(): Promise<void> {
     console.log('');
     const queue = await listConflicts(ctx, 'R2');
     console.log(renderQueue('R2', queue));
+    if (run.carried.carried > 0) {
+      console.log(`\n${run.carried.carried} decision(s) of the previous demo run were applied again: their records are unchanged (npx tributary conflicts R2 --status all lists them).`);
+    }
     if (stopAtReview) {
-      console.log('\nThe queue is left open: npx tributary conflicts show R2 C-001, then npx tributary decide C-001 --keep 1 --rationale "…"');
+      const open = queue.find((c) => c.status === 'open');
+      console.log(
+        open
+          ? `\nThe queue is left open: npx tributary conflicts show R2 ${open.code}, then npx tributary decide ${open.code} --keep 1 --rationale "…"`
+          : `\nNothing is left to decide: an earlier demo run decided these conflicts, and decisions outlive re-consolidation. To decide them yourself, start from an empty control database (${config.database.url ? 'a new database in DATABASE_URL' : `remove ${config.database.dataDir}`}) and run npm run demo -- --review again.`,
+      );
       return;
     }
 

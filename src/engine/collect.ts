@@ -125,7 +125,8 @@ async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<s
   }
   if (drift.length > 0) {
     throw new TributaryError('gate_drift', drift.map((d) => d.message).join('\n'), { env: drift[0]!.env, table: drift[0]!.table, drift: drift.map(({ env, table }) => ({ env, table })) });
-  }  return keys;
+  }
+  return keys;
 }
 
 export interface CollectedEnv {

@@ -725,7 +725,7 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     for (const ref of e.references) await runs.find((r) => r.e.name === ref.entity)?.run.catch(() => undefined);
     // The result's statistics, beside the rewrite (which does without): without them the reference checks
     // below take the fresh table for near-empty and pick plans four times slower.
-    const partitions = ctx.config.entities.map((_, i) => `${resultPartition(runId, i)} (entity, identity, pk, status, rep_env)`);
+    const partitions = ctx.config.entities.map((_, j) => `${resultPartition(runId, j)} (entity, identity, pk, status, rep_env)`);
     const both = await Promise.allSettled([k.raw(`analyze ${partitions.join(', ')}`), materializeRefs(k, t, e)]);
     const failed = both.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;

@@ -160,6 +160,20 @@ describe('tag & lock and the consolidation gates', () => {
     expect(relocks.map((d: { envs: string[] }) => d.envs)).toEqual([['ST-2'], ['ST-3']]);
   });
 
+  it('reports rows locked and deleted since as drift, not as a release with no rows', async () => {
+    await seedClean(env);
+    await tagRelease(ctx, 'R2', { actor: ACTOR });
+    for (const schema of ['st1', 'st2', 'st3']) {
+      for (const table of ['transactions', 'accounts', 'users']) await env.sql(`delete from ${schema}.${table}`);
+    }
+    const err = await refusal(consolidate(ctx, 'R2', { actor: ACTOR }));
+    expect(err.code).toBe('gate_drift');
+    expect(err.message).toContain('tributary tag R2 --env ST-1');
+    const failed = await runsOf(env);
+    expect(failed.map((r) => r.status)).toEqual(['failed']);
+    expect(await workTablesOf(env, failed[0]!.id)).toEqual([]);
+  });
+
   it('names an unknown release', async () => {
     const tag = await refusal(tagRelease(ctx, 'R9', { actor: ACTOR }));
     expect(tag.code).toBe('unknown_release');
