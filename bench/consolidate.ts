@@ -1,3 +1,22 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import PQueue from 'p-queue';
+import { stringify } from 'yaml';
+import { loadConfig, type Config } from '../src/config/load.js';
+import { openDatabase, type Db } from '../src/db/connect.js';
+import { consolidate } from '../src/engine/consolidate/index.js';
+import type { Ctx } from '../src/engine/kernel/context.js';
+import { tagRelease } from '../src/engine/gate/index.js';
+import { configDoc, generate, onAdmin, plan, RELEASE, startServer, withDatabase, type Server } from './dataset.js';
+import { logger, redact } from '../src/log.js';
+
 /**
  * `npm run bench:consolidate [-- --rows N --envs K | --quick]`: the consolidation engine against its
  * baseline, in the same run, on the same PostgreSQL server.
@@ -19,24 +38,6 @@
  * A MISS is reported, not an error: the exit code is non-zero only when the run itself fails. The bench
  * database (and the embedded server) is removed at the end, also on failure or Ctrl-C.
  */
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { pipeline } from 'node:stream/promises';
-import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import PQueue from 'p-queue';
-import { stringify } from 'yaml';
-import { loadConfig, type Config } from '../src/config/load.js';
-import { openDatabase, type Db } from '../src/db/connect.js';
-import { consolidate } from '../src/engine/consolidate.js';
-import type { Ctx } from '../src/engine/context.js';
-import { tagRelease } from '../src/engine/tag.js';
-import { configDoc, generate, onAdmin, plan, RELEASE, startServer, withDatabase, type Server } from './dataset.js';
-import { logger, redact } from '../src/log.js';
 
 const ACTOR = 'cli:bench';
 const DEFAULT = { rows: 1_000_000, envs: 8 };

@@ -1,3 +1,16 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { stringify } from 'yaml';
+import { loadConfig } from '../src/config/load.js';
+import { openDatabase, paramsFromUrl } from '../src/db/connect.js';
+import { createBundle, backupData, dataChecksums, deployData, restoreData } from '../src/engine/deploy/index.js';
+import { logger } from '../src/log.js';
+import { RELEASE, runBench, withScratch } from './dataset.js';
+
 /**
  * `npm run bench:deploy [-- --quick | --rows N]`: the built-in data deployer on a data package of
  * 1,000,000 rows (users and accounts of release R2, bundled from a partitioned master), into production
@@ -8,19 +21,6 @@
  *   - rollback's restore + verify ≤ 2 × baseline
  * and the restored tables' checksums must equal those before the deploy.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import { stringify } from 'yaml';
-import { loadConfig } from '../src/config/load.js';
-import { openDatabase, paramsFromUrl } from '../src/db/connect.js';
-import { createBundle } from '../src/engine/deploy/bundle.js';
-import { backupData, dataChecksums, deployData, restoreData } from '../src/engine/deploy/data.js';
-import { logger } from '../src/log.js';
-import { RELEASE, runBench, withScratch } from './dataset.js';
 
 const TARGETS = { deploy: 3, restore: 2 };
 const TABLES = ['users', 'accounts'];

@@ -1,9 +1,3 @@
-/**
- * `npm run bench:load [-- --quick | --rows N --envs K]`: validation plus load plus verification of a
- * consolidated release (default 1,000,000 rows over 8 envs) into staging, against the baseline of a
- * plain COPY of the same rows into tables of the same shape, measured in one run on the same server
- * (BENCH_DATABASE_URL, or an embedded PostgreSQL). Target: engine / baseline ≤ 3.
- */
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -13,12 +7,19 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
 import { openDatabase, paramsFromUrl } from '../src/db/connect.js';
-import { consolidate } from '../src/engine/consolidate.js';
-import { loadRelease } from '../src/engine/load.js';
-import { tagRelease } from '../src/engine/tag.js';
-import { validateRelease } from '../src/engine/validate.js';
+import { consolidate } from '../src/engine/consolidate/index.js';
+import { loadRelease } from '../src/engine/load/index.js';
+import { tagRelease } from '../src/engine/gate/index.js';
+import { validateRelease } from '../src/engine/validate/index.js';
 import { logger } from '../src/log.js';
 import { configDoc, generate, plan, RELEASE, runBench, withScratch } from './dataset.js';
+
+/**
+ * `npm run bench:load [-- --quick | --rows N --envs K]`: validation plus load plus verification of a
+ * consolidated release (default 1,000,000 rows over 8 envs) into staging, against the baseline of a
+ * plain COPY of the same rows into tables of the same shape, measured in one run on the same server
+ * (BENCH_DATABASE_URL, or an embedded PostgreSQL). Target: engine / baseline ≤ 3.
+ */
 
 const TARGET_RATIO = 3;
 

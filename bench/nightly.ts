@@ -1,13 +1,3 @@
-/**
- * `npm run bench:nightly [-- --quick | --nights N --tests T --rows R]`, two figures of one run:
- *   1. the nightly summary (new regressions and fixed against the previous night, the flaky leaderboard
- *      over the last nights, per release, the 7/30-night trend) over 30 nights × 10,000 tests of history,
- *      seeded set-based into test_runs/test_results: target < 1 s;
- *   2. archive (checksum + COPY out through gzip + manifest + detach/drop) and restore (COPY in through
- *      gunzip + checksum verified + attach) of a 1,000,000-row release partition, against a plain COPY
- *      out to a file and COPY in from it of the same rows, measured here: target ≤ 2×.
- * `--quick`: 30 nights × 2,000 tests and 100,000 rows.
- */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,12 +8,22 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
 import { openDatabase, paramsFromUrl } from '../src/db/connect.js';
-import { archiveReleases, restoreRelease } from '../src/engine/archive.js';
-import { checksumSql, COLUMNS_SQL } from '../src/engine/checksum.js';
-import { nightlySummary } from '../src/engine/nightly/summary.js';
-import { classifyRun } from '../src/engine/testing/results.js';
+import { archiveReleases, restoreRelease, nightlySummary } from '../src/engine/nightly/index.js';
+import { checksumSql, COLUMNS_SQL } from '../src/engine/kernel/checksum.js';
+import { classifyRun } from '../src/engine/tiers/index.js';
 import { logger } from '../src/log.js';
 import { runBench, withScratch } from './dataset.js';
+
+/**
+ * `npm run bench:nightly [-- --quick | --nights N --tests T --rows R]`, two figures of one run:
+ *   1. the nightly summary (new regressions and fixed against the previous night, the flaky leaderboard
+ *      over the last nights, per release, the 7/30-night trend) over 30 nights × 10,000 tests of history,
+ *      seeded set-based into test_runs/test_results: target < 1 s;
+ *   2. archive (checksum + COPY out through gzip + manifest + detach/drop) and restore (COPY in through
+ *      gunzip + checksum verified + attach) of a 1,000,000-row release partition, against a plain COPY
+ *      out to a file and COPY in from it of the same rows, measured here: target ≤ 2×.
+ * `--quick`: 30 nights × 2,000 tests and 100,000 rows.
+ */
 
 const TARGETS = { summaryMs: 1000, ratio: 2 };
 

@@ -1,11 +1,3 @@
-/**
- * `npm run bench:slack [-- --quick | --rows N --envs K --interactions M --concurrency C]`: Slack ack
- * latency while the same process consolidates. Signed interactions, C at a time (default 50), go to
- * the bot's real HTTP receiver (slash commands, button clicks, App Home events), its Web API calls to a
- * local fake Slack API, while `consolidate` runs over N rows (default 1,000,000 over 8 envs) on the
- * PostgreSQL server in BENCH_DATABASE_URL, or on an embedded one. Prints p50/p99/max ack latency and
- * failures against the service level: p99 < 300 ms, no failures.
- */
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFile, spawn } from 'node:child_process';
@@ -15,11 +7,20 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
 import { openDatabase } from '../src/db/connect.js';
-import { consolidate } from '../src/engine/consolidate.js';
-import { tagRelease } from '../src/engine/tag.js';
+import { consolidate } from '../src/engine/consolidate/index.js';
+import { tagRelease } from '../src/engine/gate/index.js';
 import { logger } from '../src/log.js';
 import { createBot } from '../src/slack/app.js';
 import { configDoc, generate, plan, RELEASE, runBench, withScratch } from './dataset.js';
+
+/**
+ * `npm run bench:slack [-- --quick | --rows N --envs K --interactions M --concurrency C]`: Slack ack
+ * latency while the same process consolidates. Signed interactions, C at a time (default 50), go to
+ * the bot's real HTTP receiver (slash commands, button clicks, App Home events), its Web API calls to a
+ * local fake Slack API, while `consolidate` runs over N rows (default 1,000,000 over 8 envs) on the
+ * PostgreSQL server in BENCH_DATABASE_URL, or on an embedded one. Prints p50/p99/max ack latency and
+ * failures against the service level: p99 < 300 ms, no failures.
+ */
 
 const TARGET_P99_MS = 300;
 const execFileAsync = promisify(execFile);

@@ -1,3 +1,13 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { loadConfig } from '../src/config/load.js';
+import { openDatabase } from '../src/db/connect.js';
+import { learnTests, parseJUnit, writeJUnit, runTests, type TestCaseResult } from '../src/engine/tiers/index.js';
+import { logger } from '../src/log.js';
+import { runBench, withScratch } from './dataset.js';
+
 /**
  * `npm run bench:tiers [-- --quick | --tests N --agents A]`: 1,000 synthetic tests with known durations
  * over 8 local agents (child processes under p-queue) running a real command (each test sleeps its
@@ -6,18 +16,6 @@
  * Figures of one run: makespan / lower bound max(total/agents, longest) ≤ 1.05; orchestration overhead
  * per test < 5 ms; parsing JUnit XML of 10,000 test cases < 1 s.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { stringify } from 'yaml';
-import { loadConfig } from '../src/config/load.js';
-import { openDatabase } from '../src/db/connect.js';
-import { learnTests } from '../src/engine/testing/catalog.js';
-import { parseJUnit, writeJUnit } from '../src/engine/testing/junit.js';
-import { runTests } from '../src/engine/testing/tiers.js';
-import type { TestCaseResult } from '../src/engine/testing/types.js';
-import { logger } from '../src/log.js';
-import { runBench, withScratch } from './dataset.js';
 
 const TARGETS = { ratio: 1.05, overheadMs: 5, parseMs: 1000 };
 

@@ -1,12 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { consolidate } from '../src/engine/consolidate.js';
+import { consolidate } from '../src/engine/consolidate/run.js';
 import { createBundle } from '../src/engine/deploy/bundle.js';
-import { applyDecision } from '../src/engine/decide.js';
-import { transition } from '../src/engine/lifecycle.js';
-import { loadRelease } from '../src/engine/load.js';
-import { promoteRelease } from '../src/engine/promote.js';
-import { tagRelease } from '../src/engine/tag.js';
+import { applyDecision } from '../src/engine/review/decide.js';
+import { transition } from '../src/engine/kernel/lifecycle.js';
+import { loadRelease } from '../src/engine/load/load.js';
+import { promoteRelease } from '../src/engine/promote/promote.js';
+import { tagRelease } from '../src/engine/gate/tag.js';
 import { insertAccounts, insertTransactions, insertUsers, ROOT, testEnv, type TestEnv } from './helpers.js';
 
 /** Environments of the deployment tests: two ST envs, staging, master and production (schema prod). */

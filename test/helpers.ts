@@ -7,7 +7,7 @@ import { inject } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig, type Config } from '../src/config/load.js';
 import { openDatabase, paramsFromUrl, type Db } from '../src/db/connect.js';
-import type { Ctx } from '../src/engine/context.js';
+import type { Ctx } from '../src/engine/kernel/context.js';
 
 /** The audit chain's key in tests (configs with database.url need one; see src/config/auditKey.ts). */
 export const TEST_AUDIT_KEY = 'test-audit-key-7f3a9c1e5b';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { runAgent } from '../engine/testing/agents.js';
+import { runAgent } from '../engine/tiers/index.js';
 import { TributaryError } from '../errors.js';
 import { logger } from '../log.js';
 import type { CliHelpers } from './load.js';

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { releaseOrThrow } from '../config/load.js';
-import { auditSummary, releaseEvents, verifyChain } from '../engine/auditTrail.js';
-import type { Ctx } from '../engine/context.js';
+import { auditSummary, releaseEvents, verifyChain } from '../engine/report/index.js';
+import type { Ctx } from '../engine/kernel/context.js';
 import { EXIT, TributaryError } from '../errors.js';
 import { redactDeep } from '../log.js';
 import { renderAuditMarkdown, renderAuditSummary, renderVerify } from '../views/audit.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { createBundle, listBundles, requireBundle, type Bundle } from '../engine/deploy/bundle.js';
+import { createBundle, listBundles, requireBundle, type Bundle } from '../engine/deploy/index.js';
 import { TributaryError } from '../errors.js';
 import type { CliHelpers } from './load.js';
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { TributaryError } from '../errors.js';
-import { decideGo, decisionsOf, executeDeployment, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/deployment.js';
+import { decideGo, decisionsOf, executeDeployment, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
 import { renderDeployment } from '../views/deploy.js';
 import { authorizeCli, type CliHelpers } from './load.js';
 

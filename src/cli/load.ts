@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import type { Ctx } from '../engine/context.js';
-import { authorize } from '../engine/roles.js';
-import { why } from '../engine/lineage.js';
-import { loadRelease } from '../engine/load.js';
+import type { Ctx } from '../engine/kernel/context.js';
+import { authorize } from '../engine/kernel/roles.js';
+import { why } from '../engine/report/index.js';
+import { loadRelease } from '../engine/load/index.js';
 import { renderLineage, renderLoad } from '../views/text.js';
 
 /** `tributary load R2` and `tributary why <entity> <key> --release R2`. */

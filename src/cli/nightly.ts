@@ -1,10 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { writeCoverageChart } from '../commands/nightly.js';
-import { archiveReleases, restoreRelease } from '../engine/archive.js';
-import { coverageGrowth } from '../engine/nightly/coverage.js';
-import { runNightlyNow } from '../engine/nightly/run.js';
+import { writeCoverageChart } from '../commands/charts.js';
+import { archiveReleases, restoreRelease, coverageGrowth, runNightlyNow } from '../engine/nightly/index.js';
 import { TributaryError } from '../errors.js';
 import { coverageChartPng, renderCoverage, renderNightly } from '../views/nightly.js';
 import type { CliHelpers } from './load.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { promoteRelease } from '../engine/promote.js';
+import { promoteRelease } from '../engine/promote/index.js';
 import { EXIT, TributaryError } from '../errors.js';
 import { renderPromote, renderPromoteRefused, type PromoteRefusal } from '../views/promote.js';
 import { authorizeCli, type CliHelpers } from './load.js';

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { TributaryError } from '../errors.js';
-import type { Tier } from '../engine/testing/catalog.js';
-import { approveRelease, runTests } from '../engine/testing/tiers.js';
+import { type Tier, approveRelease, runTests } from '../engine/tiers/index.js';
 import { renderProgress, renderTestRun } from '../views/testing.js';
 import { authorizeCli, type CliHelpers } from './load.js';
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import type { Ctx } from '../engine/context.js';
-import type { Decision } from '../engine/decide.js';
-import { decideFinding, isFindingCode, validateRelease, waiveFinding } from '../engine/validate.js';
+import type { Ctx } from '../engine/kernel/context.js';
+import type { Decision } from '../engine/review/index.js';
+import { decideFinding, isFindingCode, validateRelease, waiveFinding } from '../engine/validate/index.js';
 import { EXIT, TributaryError } from '../errors.js';
 import { renderFindingDecision, renderValidation, renderWaiver } from '../views/validation.js';
 

@@ -1,7 +1,7 @@
 import type { RespondFn } from '@slack/bolt';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/app.js';
+import type { BotDeps } from '../slack/deps.js';
 import { errorMessage, progressMessage } from '../views/blocks.js';
 
 /** Tells the user what went wrong, ephemerally; an unexpected error also goes to the log. Never silence. */

@@ -1,25 +1,9 @@
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { getBundle } from '../engine/deploy/bundle.js';
-import {
-  claimDue,
-  decideGo,
-  decisionsOf,
-  envLock,
-  executeDeployment,
-  expireStale,
-  getDeployment,
-  interruptedDeployments,
-  requestDeployment,
-  rollbackInterruptedDeployment,
-  rollbackRelease,
-  unlockEnv,
-  whereItStopped,
-  type Deployment,
-} from '../engine/deploy/deployment.js';
-import { authorize } from '../engine/roles.js';
+import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
+import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/app.js';
+import type { BotDeps } from '../slack/deps.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
 import { textMessage } from '../views/blocks.js';

@@ -1,9 +1,9 @@
 import type { App, BlockAction, ButtonAction } from '@slack/bolt';
-import { authorize } from '../engine/roles.js';
-import { listFindings, waiveFinding } from '../engine/validate.js';
+import { authorize } from '../engine/kernel/roles.js';
+import { listFindings, waiveFinding } from '../engine/validate/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/app.js';
+import type { BotDeps } from '../slack/deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { textMessage, waiveModal } from '../views/blocks.js';
 import { esc } from '../views/limits.js';

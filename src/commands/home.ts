@@ -1,12 +1,11 @@
 import type { App } from '@slack/bolt';
-import type { ConflictRow } from '../engine/conflicts.js';
-import type { ReleaseStatus } from '../engine/status.js';
+import type { ConflictRow } from '../engine/review/index.js';
+import type { ReleaseStatus } from '../engine/report/index.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/app.js';
+import type { BotDeps } from '../slack/deps.js';
 import { EVENTS } from '../slack/ids.js';
 import { homeView, type HomeNight } from '../views/blocks.js';
-import { recentNights } from '../engine/nightly/run.js';
-import type { NightlySummary } from '../engine/nightly/summary.js';
+import { recentNights, type NightlySummary } from '../engine/nightly/index.js';
 
 /** The App Home tab: the last nights' health, each release's state, its queue by priority, and the conflicts assigned to the viewer. */
 export function register(app: App, deps: BotDeps): void {

@@ -1,39 +1,19 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import type { Ctx } from '../engine/context.js';
-import { coverageGrowth, type Coverage } from '../engine/nightly/coverage.js';
-import { decideProposal, setProposalMessage, type PruneProposal } from '../engine/nightly/prune.js';
-import type { SlotRow } from '../engine/nightly/run.js';
-import type { SchedulerHooks } from '../engine/nightly/scheduler.js';
-import type { NightlySummary } from '../engine/nightly/summary.js';
+import { coverageGrowth, type Coverage, decideProposal, setProposalMessage, type PruneProposal, type SlotRow, type SchedulerHooks, type NightlySummary } from '../engine/nightly/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/app.js';
+import type { BotDeps } from '../slack/deps.js';
 import { ACTIONS } from '../slack/ids.js';
-import { textMessage } from '../views/blocks.js';
-import { coverageChartPng, coverageMessage, nightlyCard, nightlyFailedCard, pruneCard } from '../views/nightly.js';
+import { coverageMessage, nightlyCard, nightlyFailedCard, pruneCard } from '../views/nightly.js';
 import { replyError } from './common.js';
+import { writeCoverageChart } from './charts.js';
+import { textMessage } from '../views/blocks.js';
 
 /**
  * The nightly regression in Slack: the morning post (summary card and the coverage chart as a PNG),
  * `/release coverage`, and the weekly pruning proposals whose buttons only the feature's owner may use.
  */
-
-/** Where a coverage chart goes: the reports directory (or the archive directory without testing). */
-export function chartPath(ctx: Ctx, name: string): string {
-  const dir = path.join(ctx.config.testing?.reportDir ?? ctx.config.archive.dir, 'charts');
-  fs.mkdirSync(dir, { recursive: true });
-  return path.join(dir, name);
-}
-
-/** Renders the coverage chart to a PNG file; returns its path and bytes. */
-export function writeCoverageChart(ctx: Ctx, coverage: Coverage, name: string): { file: string; png: Buffer } {
-  const png = coverageChartPng(coverage);
-  const file = chartPath(ctx, name);
-  fs.writeFileSync(file, png);
-  return { file, png };
-}
 
 async function uploadChart(deps: BotDeps, channel: string, coverage: Coverage, name: string, comment?: string): Promise<string> {
   const { file, png } = writeCoverageChart(deps.ctx, coverage, name);

@@ -1,10 +1,9 @@
 import type { App, BlockAction, ButtonAction, RespondFn, ViewOutput } from '@slack/bolt';
-import { getConflict, nextConflict, showConflict, type ConflictRow } from '../engine/conflicts.js';
-import { applyDecision, planDecision, type Decision } from '../engine/decide.js';
-import { authorize } from '../engine/roles.js';
+import { getConflict, nextConflict, showConflict, type ConflictRow, applyDecision, planDecision, type Decision } from '../engine/review/index.js';
+import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/app.js';
+import type { BotDeps } from '../slack/deps.js';
 import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from '../slack/ids.js';
 import { conflictCard, decisionModal, textMessage, who, type CardRef, type ModalMeta } from '../views/blocks.js';
 import { replyError } from './common.js';

@@ -1,13 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { promoteRelease } from '../engine/promote.js';
-import { authorize } from '../engine/roles.js';
-import type { Tier } from '../engine/testing/catalog.js';
-import { approveRelease, reportOfRun, runTests, type TestRunReport } from '../engine/testing/tiers.js';
+import { promoteRelease } from '../engine/promote/index.js';
+import { authorize } from '../engine/kernel/roles.js';
+import { type Tier, approveRelease, reportOfRun, runTests, type TestRunReport } from '../engine/tiers/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/app.js';
+import type { BotDeps } from '../slack/deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { textMessage } from '../views/blocks.js';
 import { esc, type Message } from '../views/limits.js';

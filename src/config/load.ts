@@ -4,7 +4,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { TributaryError } from '../errors.js';
 import { registerSecret } from '../log.js';
-import { scheduleProblem } from '../engine/nightly/schedule.js';
+import { scheduleProblem } from './cron.js';
 import { configSchema, type FeaturePriority, type RawDataTest, type VersionRuleName } from './schema.js';
 
 export interface FeatureSpec {

@@ -7,7 +7,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import { ensureEmbeddedServer, type EmbeddedHandle } from './embedded.js';
 import { migrationSource } from './migrations.js';
-import { lowerPriority } from './priority.js';
+import { lowerPriority } from './renice.js';
 
 export { lowerPriority };
 

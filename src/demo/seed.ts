@@ -1,9 +1,8 @@
 import type { Knex } from 'knex';
-import type { Config, EnvSpec } from '../config/load.js';
-import { envByRole } from '../config/load.js';
+import { type Config, type EnvSpec, envByRole } from '../config/load.js';
 import { ensureDatabase, type Db } from '../db/connect.js';
-import { installTagging } from '../engine/tag.js';
-import { ident, qualified } from '../engine/sql.js';
+import { installTagging } from '../engine/gate/index.js';
+import { ident, qualified } from '../engine/kernel/sql.js';
 
 /**
  * The demo team: five ST databases (schemas of one demo database) with users, accounts and

@@ -1,11 +1,10 @@
 import type { Server } from 'node:http';
 import { App, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
-import type { WebClient } from '@slack/web-api';
 import PQueue from 'p-queue';
 import type { SlackSettings } from '../config/slack.js';
-import type { Ctx } from '../engine/context.js';
-import { openRoles } from '../engine/roles.js';
-import { releaseStatus, type ReleaseStatus } from '../engine/status.js';
+import type { Ctx } from '../engine/kernel/context.js';
+import { openRoles } from '../engine/kernel/roles.js';
+import { releaseStatus, type ReleaseStatus } from '../engine/report/index.js';
 import { logger, redact } from '../log.js';
 import { register as registerHome } from '../commands/home.js';
 import { register as registerRelease } from '../commands/release.js';
@@ -14,39 +13,14 @@ import { register as registerTesting } from '../commands/testing.js';
 import { register as registerFindings } from '../commands/findings.js';
 import { DeployWatcher, register as registerDeploy } from '../commands/deploy.js';
 import { nightlyHooks, register as registerNightly } from '../commands/nightly.js';
-import { NightlyScheduler } from '../engine/nightly/scheduler.js';
+import { NightlyScheduler } from '../engine/nightly/index.js';
 import { CardService } from './cards.js';
+import type { BotDeps } from './deps.js';
 
 /**
  * The Slack bot: @slack/bolt in Socket Mode (SLACK_APP_TOKEN) or with the HTTP receiver on PORT
  * (/slack/events). Transport only: every command area registers its listeners from src/commands.
  */
-export interface BotDeps {
-  ctx: Ctx;
-  client: WebClient;
-  cards: CardService;
-  /** Slack user groups of a user (for roles given as group IDs), cached. */
-  groupsOf(user: string): Promise<string[]>;
-  /**
-   * Runs work after the ack through a bounded queue (urgent work first, e.g. opening a modal before its
-   * trigger expires), so a burst of requests never starves the event loop that sends the acks; shutdown
-   * waits for it.
-   */
-  background(work: () => Promise<unknown>, urgent?: boolean): void;
-  /**
-   * Work that runs for minutes or hours (test runs, promotions, deployments): its own queue, so it never
-   * holds the slots that opening a modal or deciding a card needs within Slack's 3 s.
-   */
-  longRunning(work: () => Promise<unknown>): void;
-  /** Minimum interval between two updates of a progress message. */
-  progressIntervalMs: number;
-  /**
-   * A release's status as of at most a second ago: a burst of people asking (status, App Home) share
-   * one read instead of each running the same queries while the acks wait for CPU.
-   */
-  statusOf(release: string): Promise<ReleaseStatus>;
-}
-
 export interface BotOptions {
   /** Skip auth.test (tests): the bot's own ids. */
   botId?: string;

@@ -1,8 +1,8 @@
 import type { WebClient } from '@slack/web-api';
 import PQueue from 'p-queue';
-import type { Ctx } from '../engine/context.js';
-import { currentRunId, getConflict, listConflicts, queueSummary, showConflict, type ConflictRow } from '../engine/conflicts.js';
-import { decisionOf } from '../engine/decide.js';
+import type { Ctx } from '../engine/kernel/context.js';
+import { getConflict, listConflicts, queueSummary, showConflict, type ConflictRow, decisionOf } from '../engine/review/index.js';
+import { currentRunId } from '../engine/kernel/workArea.js';
 import { conflictCard, decidedCard, queueSummaryMessage } from '../views/blocks.js';
 import type { Message } from '../views/limits.js';
 

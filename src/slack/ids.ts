@@ -1,3 +1,5 @@
+
+
 /**
  * Every Slack identifier the code registers, in one place, prefixed per area. A test checks
  * manifest.yml against these (and the registrations against the manifest).

@@ -1,4 +1,4 @@
-import type { AuditSummary, ChainReport, StepName, StepTime } from '../engine/auditTrail.js';
+import type { AuditSummary, ChainReport, StepName, StepTime } from '../engine/report/index.js';
 
 /** The audit summary and the chain verification, as plain text (CLI) and Markdown (export): pure functions. */
 const STEPS: StepName[] = ['collection', 'detection', 'resolution', 'review', 'validation', 'loading'];

@@ -1,9 +1,8 @@
 import type { ActionsBlock, Button, HomeView, KnownBlock, ModalView, SectionBlock } from '@slack/types';
-import type { ConflictRow, QueueSummary, VersionView } from '../engine/conflicts.js';
-import type { BlastRadius, Decision } from '../engine/decide.js';
-import type { ReleaseStatus } from '../engine/status.js';
-import type { LoadResult } from '../engine/load.js';
-import type { ValidationReport } from '../engine/validate.js';
+import type { QueueSummary, ConflictRow, VersionView, BlastRadius, Decision } from '../engine/review/index.js';
+import type { ReleaseStatus } from '../engine/report/index.js';
+import type { LoadResult } from '../engine/load/index.js';
+import type { ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 import { button, context, header, plain, section } from './kit.js';

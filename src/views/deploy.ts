@@ -1,6 +1,5 @@
 import type { KnownBlock, ModalView } from '@slack/types';
-import type { Bundle } from '../engine/deploy/bundle.js';
-import type { Deployment, GoDecision, StepState } from '../engine/deploy/deployment.js';
+import type { Bundle, Deployment, GoDecision, StepState } from '../engine/deploy/index.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 import { context, plain, section } from './kit.js';

@@ -1,9 +1,7 @@
 import type { KnownBlock } from '@slack/types';
 import * as echarts from 'echarts';
 import { Resvg } from '@resvg/resvg-js';
-import type { Coverage } from '../engine/nightly/coverage.js';
-import type { NightlySummary, TestRef } from '../engine/nightly/summary.js';
-import type { PruneProposal } from '../engine/nightly/prune.js';
+import type { Coverage, NightlySummary, TestRef, PruneProposal } from '../engine/nightly/index.js';
 import { checkMessage, clip, esc, type Message } from './limits.js';
 import { context, md, plain, section } from './kit.js';
 
@@ -55,7 +53,6 @@ export function renderNightly(s: NightlySummary): string {
   lines.push(`  trend: 7 nights ${pctText(s.trend.avg7)} average (${s.trend.nights7}), 30 nights ${pctText(s.trend.avg30)} average (${s.trend.nights30}) ${sparkline(rates)}`);
   return lines.join('\n');
 }
-
 
 /** The morning post. */
 export function nightlyCard(s: NightlySummary): Message {
@@ -130,7 +127,6 @@ export function coverageChartPng(c: Coverage, size: { width: number; height: num
     chart.dispose();
   }
 }
-
 
 /** A pruning proposal, as the engine keeps it. */
 export type PruneCardInput = PruneProposal;

@@ -1,4 +1,4 @@
-import type { PromoteResult } from '../engine/promote.js';
+import type { PromoteResult } from '../engine/promote/index.js';
 
 /** Plain-text renderings of `tributary promote` for the CLI: pure functions of domain objects. */
 export function renderPromote(r: PromoteResult): string {

@@ -1,5 +1,4 @@
-import type { FailureView, TestProgress, TestRunReport } from '../engine/testing/tiers.js';
-import type { Totals } from '../engine/testing/results.js';
+import type { FailureView, TestProgress, TestRunReport, Totals } from '../engine/tiers/index.js';
 import type { KnownBlock, ModalView } from '@slack/types';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';

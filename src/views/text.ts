@@ -1,9 +1,7 @@
-import type { ConflictRow } from '../engine/conflicts.js';
-import type { DecisionOutcome } from '../engine/decide.js';
-import type { ResultCounts, ReleaseStatus } from '../engine/status.js';
-import type { TagResult } from '../engine/tag.js';
-import type { Lineage } from '../engine/lineage.js';
-import type { LoadResult } from '../engine/load.js';
+import type { ConflictRow, DecisionOutcome } from '../engine/review/index.js';
+import type { ResultCounts, ReleaseStatus, Lineage } from '../engine/report/index.js';
+import type { TagResult } from '../engine/gate/index.js';
+import type { LoadResult } from '../engine/load/index.js';
 
 /** Plain-text renderings for the CLI: pure functions of domain objects. */
 const pct = (n: number, of: number) => (of === 0 ? '0%' : `${((100 * n) / of).toFixed(1)}%`);

@@ -1,4 +1,4 @@
-import type { FindingDecisionOutcome, FindingRow, ValidationReport } from '../engine/validate.js';
+import type { FindingDecisionOutcome, FindingRow, ValidationReport } from '../engine/validate/index.js';
 
 /** Plain-text renderings of validation for the CLI: pure functions of domain objects. */
 const MAX_VALUE = 60;

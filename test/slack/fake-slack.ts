@@ -185,7 +185,7 @@ export const TEST_SIGNING_SECRET = 'test-signing-secret';
  * pacing, no retries, no auth.test. Returns the bot and the URL Slack would post to.
  */
 export async function startTestBot(
-  ctx: import('../../src/engine/context.js').Ctx,
+  ctx: import('../../src/engine/kernel/context.js').Ctx,
   fake: FakeSlack,
   opts: import('../../src/slack/app.js').BotOptions = {},
 ): Promise<{ bot: import('../../src/slack/app.js').Bot; url: string }> {

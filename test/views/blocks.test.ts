@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { ConflictRow } from '../../src/engine/conflicts.js';
+import type { ConflictRow } from '../../src/engine/review/types.js';
 import { conflictCard, conflictListMessage, decidedCard, decisionModal, helpMessage, homeView, USAGE } from '../../src/views/blocks.js';
 import { BlockLimitError, checkMessage, esc, LIMITS } from '../../src/views/limits.js';
 

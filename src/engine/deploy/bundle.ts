@@ -7,15 +7,14 @@ import zlib from 'node:zlib';
 import type { Knex } from 'knex';
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import type { EnvSpec } from '../../config/load.js';
-import { envByRole, releaseOrThrow } from '../../config/load.js';
+import { type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
-import { recordAudit } from '../audit.js';
-import { checksumSql, COLUMNS_SQL, type TableColumn } from '../checksum.js';
-import { envError, type Actor, type Ctx } from '../context.js';
-import { releaseState, type ReleaseState } from '../lifecycle.js';
-import { ident, literal, qualified } from '../sql.js';
+import { recordAudit } from '../kernel/audit.js';
+import { checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
+import { envError, type Actor, type Ctx } from '../kernel/context.js';
+import { releaseState, type ReleaseState } from '../kernel/lifecycle.js';
+import { ident, literal, qualified } from '../kernel/sql.js';
 
 /**
  * The release bundle: one immutable (release, version) that names a code version (given by the team's

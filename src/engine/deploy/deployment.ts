@@ -4,13 +4,13 @@ import type { Knex } from 'knex';
 import { releaseOrThrow, type DeploySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
-import { recordAudit } from '../audit.js';
-import type { Actor, Ctx } from '../context.js';
-import { releaseState } from '../lifecycle.js';
-import { runTests } from '../testing/tiers.js';
+import { recordAudit } from '../kernel/audit.js';
+import type { Actor, Ctx } from '../kernel/context.js';
+import { releaseState } from '../kernel/lifecycle.js';
+import { runTests } from '../tiers/index.js';
 import { getBundle, productionEnv, type Bundle } from './bundle.js';
-import { backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures } from './data.js';
-import { codeDeployer, type CodeDeployer } from './deployers.js';
+import { backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures } from './dataDeployer.js';
+import { codeDeployer, type CodeDeployer } from './codeDeployers.js';
 
 /**
  * A deployment is a persisted state machine. Requested (`/release deploy R2`), it waits for Go from

@@ -1,7 +1,7 @@
 import { envByRole } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
-import { envError, type Ctx } from '../context.js';
-import { qualified } from '../sql.js';
+import { envError, type Ctx } from '../kernel/context.js';
+import { qualified } from '../kernel/sql.js';
 
 /**
  * Coverage growth: per release, the tests of its features (the catalog, feature → release by the plan)

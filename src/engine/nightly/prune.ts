@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { TributaryError } from '../../errors.js';
-import { recordAudit } from '../audit.js';
-import type { Actor, Ctx } from '../context.js';
+import { recordAudit } from '../kernel/audit.js';
+import type { Actor, Ctx } from '../kernel/context.js';
 
 /**
  * Pruning tests of deprecated features. The weekly digest proposes, per deprecated feature, the catalog

@@ -3,11 +3,11 @@ import pg from 'pg';
 import { envByRole } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
-import { recordAudit } from '../audit.js';
-import type { Actor, Ctx } from '../context.js';
-import { runTests } from '../testing/tiers.js';
+import { recordAudit } from '../kernel/audit.js';
+import type { Actor, Ctx } from '../kernel/context.js';
+import { runTests } from '../tiers/index.js';
 import { coverageGrowth, type Coverage } from './coverage.js';
-import { nextWallTime } from './schedule.js';
+import { nextWallTime } from '../kernel/schedule.js';
 import { nightlySummary, previousNights, type NightlySummary } from './summary.js';
 
 /**

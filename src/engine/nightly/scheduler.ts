@@ -1,9 +1,9 @@
 import { createTask, type ScheduledTask } from 'node-cron';
 import { logger, redact } from '../../log.js';
-import type { Ctx } from '../context.js';
+import type { Ctx } from '../kernel/context.js';
 import { proposePruning, type PruneProposal } from './prune.js';
 import { claimPost, claimSlot, executeNightly, slotRow, unclaimPost, unposted, withNightlyLock, type NightlyOutcome, type SlotKind, type SlotRow, type Trigger } from './run.js';
-import { latestSlot, makeSchedule, nextSlot, type Schedule } from './schedule.js';
+import { latestSlot, makeSchedule, nextSlot, type Schedule } from '../kernel/schedule.js';
 
 /**
  * The bot's scheduler: node-cron fires the nightly schedule (and the weekly pruning digest) in the

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { Config } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
-import type { RunTotals } from '../testing/results.js';
+import type { RunTotals } from '../tiers/index.js';
 
 /**
  * The nightly post, computed set-based from test_runs and test_results: totals and pass rate; the new

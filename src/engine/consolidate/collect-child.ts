@@ -1,0 +1,76 @@
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import PQueue from 'p-queue';
+import { lowerPriority } from '../../db/renice.js';
+import { COLUMNS_SQL, rowHashExpr, type TableColumn } from '../kernel/checksum.js';
+import { ROW_HASH, type ChildEnvPlan, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
+
+/**
+ * The collection's streaming, in a child process of its own (started by collect.ts): the COPY of every
+ * source env into the work area runs here, at lower CPU priority, so that a bot collecting a million rows
+ * keeps its own event loop for Slack's acks. Input (stdin, one JSON document; it holds database
+ * passwords, so never argv or the environment): the plan. Output (stdout, one JSON line per env): the
+ * rows per entity, or the error.
+ */
+
+async function collectOne(plan: ChildPlan, e: ChildEnvPlan): Promise<Record<string, number>> {
+  const source = new pg.Client({ ...e.source, connectionTimeoutMillis: 5000 } as pg.ClientConfig);
+  const target = new pg.Client({ ...plan.target } as pg.ClientConfig);
+  source.on('error', () => undefined);
+  target.on('error', () => undefined);
+  const perEntity: Record<string, number> = {};
+  try {
+    await source.connect();
+    await target.connect();
+    // the server processes doing the work yield to the bot too, when the server runs on this machine
+    await Promise.all([lowerPriority(source, e.source.host), lowerPriority(target, plan.target.host)]);
+    await source.query('begin isolation level repeatable read read only');
+    // timestamps in to_jsonb follow the session time zone: fix it for this transaction only
+    await source.query("set local timezone = 'UTC'");
+    // and the timestamps' text unambiguous (the work area reads them back with the control database's settings)
+    await source.query("set local datestyle = 'ISO, YMD'");
+    await source.query('set local extra_float_digits = 1');
+    for (const x of e.entities) {
+      const cols = await source.query<TableColumn>(COLUMNS_SQL, [x.table]);
+      // each row's hash travels with it, computed exactly as the lock's checksum was
+      const out = source.query(copyTo(`copy (${x.sourceSql.replace(ROW_HASH, rowHashExpr(cols.rows))}) to stdout`));
+      const into = target.query(copyFrom(plan.copyIn));
+      await pipeline(out, into);
+      perEntity[x.entity] = into.rowCount;
+    }
+    await source.query('commit');
+    return perEntity;
+  } finally {
+    await source.end().catch(() => undefined);
+    await target.end().catch(() => undefined);
+  }
+}
+
+async function main(): Promise<void> {
+  let input = '';
+  for await (const chunk of process.stdin) input += chunk;
+  const plan = JSON.parse(input) as ChildPlan;
+  const queue = new PQueue({ concurrency: plan.concurrency });
+  const write = (r: ChildEnvResult) => new Promise<void>((resolve) => process.stdout.write(`${JSON.stringify(r)}\n`, () => resolve()));
+  await Promise.all(
+    plan.envs.map((e) =>
+      queue.add(async () => {
+        try {
+          await write({ env: e.env, perEntity: await collectOne(plan, e) });
+        } catch (err) {
+          const x = err as { message?: string; code?: string };
+          await write({ env: e.env, error: { message: x.message ?? String(err), ...(x.code ? { code: x.code } : {}) } });
+        }
+      }),
+    ),
+  );
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`collection child failed: ${(err as Error).message}\n`);
+    process.exit(1);
+  },
+);

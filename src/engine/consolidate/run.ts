@@ -1,0 +1,232 @@
+import os from 'node:os';
+import pg from 'pg';
+import { envOrThrow, releaseOrThrow } from '../../config/load.js';
+import { tableExists } from '../kernel/checksum.js';
+import { Run } from '../../db/models.js';
+import { TributaryError } from '../../errors.js';
+import { logger, redact } from '../../log.js';
+import { recordAudit } from '../kernel/audit.js';
+import { collectRelease, startCollector, type Collector } from './collect.js';
+import { workTable, runTables, sourcesSql } from '../kernel/workArea.js';
+import { checkReachable, type Actor, type Ctx } from '../kernel/context.js';
+import { detectAndResolve, type DetectCounts, type ReferenceProblem } from './detect.js';
+import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { literal } from '../kernel/sql.js';
+import { requireLocked } from '../gate/index.js';
+import { type ConflictRow, applyDecision, type Decision } from '../review/index.js';
+
+export interface ConsolidateResult {
+  runId: number;
+  /** Decisions of the previous consolidation re-applied to unchanged conflicts, and conflicts re-opened. */
+  carried: { carried: number; reopened: string[] };
+  release: string;
+  counts: DetectCounts;
+  steps: Record<string, number>;
+}
+
+export type Progress = (step: string, info?: Record<string, unknown>) => void;
+
+/**
+ * One consolidation of a release: gate (locked, no drift), collect, detect, resolve, queue.
+ * Only one runs per release at a time (a session advisory lock held by this process: a second process
+ * is refused, and a crashed one releases it). A failed run leaves nothing half-finished: its work
+ * tables are dropped and the release keeps its previous result.
+ */
+export async function consolidate(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress; env?: string }): Promise<ConsolidateResult> {
+  releaseOrThrow(ctx.config, release);
+  // the collection's process loads while the gate is checked and the run set up
+  const collector = startCollector();
+  try {
+    return await consolidateWith(ctx, release, opts, collector);
+  } finally {
+    collector.dispose();
+  }
+}
+
+async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress; env?: string }, collector: Collector): Promise<ConsolidateResult> {
+  const progress = opts.progress ?? (() => undefined);
+  // the lock gate first: a release never locked is refused as not locked, naming what to lock
+  const locks = await requireLocked(ctx, release, ctx.config.sources);
+  const { state, currentRunId: previousRunId } = await releaseState(ctx.db.control, release);
+  nextState(release, state, 'consolidate');
+  let only: { env: string; previousRunId: number } | undefined;
+  if (opts.env) {
+    const env = envOrThrow(ctx.config, opts.env);
+    if (env.role !== 'source') throw new TributaryError('usage', `env ${opts.env} is a ${env.role} env; --env re-collects one source (ST) env`);
+    if (!previousRunId || !(await tableExists(ctx.db.control, 'work', `r${previousRunId}_records`))) {
+      throw new TributaryError('gate_state', `release ${release} has no earlier consolidation to build on: run tributary consolidate ${release} without --env first`, { release });
+    }
+    only = { env: env.name, previousRunId };
+  }
+  await checkReachable(ctx, only ? ctx.config.sources.filter((e) => e.name === only!.env) : ctx.config.sources);
+
+  const guard = new pg.Client({ ...ctx.db.controlParams } as pg.ClientConfig);
+  guard.on('error', () => undefined);
+  await guard.connect();
+  try {
+    const got = await guard.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [`tributary:consolidate:${release}`]);
+    if (!got.rows[0]?.ok) {
+      const running = await ctx.db.control('runs').where({ release, kind: 'consolidate', status: 'running' }).orderBy('id', 'desc').first();
+      await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.consolidate.refused', release, details: { reason: 'busy', runningRun: running?.id } });
+      throw new TributaryError(
+        'gate_busy',
+        `a consolidation of ${release} is already running${running ? ` (run #${running.id}, started by ${running.started_by} at ${new Date(running.started_at).toISOString()})` : ''}; wait for it to finish`,
+        { release },
+      );
+    }
+    // runs left 'running' by a process that died hold no lock any more
+    const abandoned = await ctx.db.control('runs')
+      .where({ release, kind: 'consolidate', status: 'running' })
+      .update({ status: 'failed', finished_at: ctx.db.control.fn.now(), error: 'abandoned: the process running it stopped' })
+      .returning('id');
+    for (const a of abandoned) await dropWorkTables(ctx, (a as { id: number }).id);
+
+    const run = await Run.query(ctx.db.control).insert({ release, kind: 'consolidate', status: 'running', started_by: opts.actor, pid: process.pid, host: os.hostname() });
+    const runId = run.id;
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'consolidate.start', release, subject: `run #${runId}` });
+    const steps: Record<string, number> = {};
+    try {
+      let t = performance.now();
+      progress('collect', { envs: ctx.config.sources.length });
+      const collected = await collectRelease(ctx, runId, release, locks, (c) => progress('collect', { env: c.env, rows: c.rows }), only, collector);
+      steps.collection = Math.round(performance.now() - t);
+      const total = collected.envs.reduce((n, c) => n + c.rows, 0);
+      if (total === 0) {
+        // rows locked and gone since are drift, not an empty release
+        await collected.verify();
+        throw new TributaryError('no_rows', `release ${release} has no rows in any ST env (${ctx.config.sources.map((s) => s.name).join(', ')}): tag rows with release = '${release}' first`, { release });
+      }
+      progress('detect', { rows: total });
+      t = performance.now();
+      const outcome = await detectAndResolve(ctx, runId, release, collected);
+      steps.detection = outcome.timings.detection;
+      steps.resolution = outcome.timings.resolution;
+      progress('queue', { conflicts: outcome.counts.manual });
+      t = performance.now();
+      await queueConflicts(ctx, runId, release, outcome.references);
+      steps.queue = Math.round(performance.now() - t);
+      const counts = { ...outcome.counts, perEnv: Object.fromEntries(collected.envs.map((c) => [c.env, c.rows])) };
+      await ctx.db.control.transaction(async (trx) => {
+        await trx('runs').where({ id: runId }).update({ status: 'succeeded', finished_at: trx.fn.now(), steps: JSON.stringify(steps), counts: JSON.stringify(counts) });
+        await transition(trx, release, 'consolidate', { currentRunId: runId });
+        await recordAudit(trx, { actor: opts.actor, action: 'consolidate.finish', release, subject: `run #${runId}`, details: { counts, steps } });
+      });
+      await dropOlderRuns(ctx, release, runId);
+      const carried = previousRunId ? await carryDecisions(ctx, release, previousRunId, runId) : { carried: 0, reopened: [] };
+      return { runId, release, counts: outcome.counts, steps, carried };
+    } catch (err) {
+      const message = redact(err instanceof Error ? err.message : String(err));
+      await dropWorkTables(ctx, runId).catch((e) => logger().warn({ err: String(e) }, 'could not drop work tables'));
+      await ctx.db.control('conflicts').where({ run_id: runId }).delete();
+      await ctx.db.control('runs').where({ id: runId }).update({ status: 'failed', finished_at: ctx.db.control.fn.now(), error: message });
+      await recordAudit(ctx.db.control, { actor: opts.actor, action: 'consolidate.failed', release, subject: `run #${runId}`, details: { error: message } });
+      throw err;
+    }
+  } finally {
+    await guard.end().catch(() => undefined);
+  }
+}
+
+export async function dropWorkTables(ctx: Ctx, runId: number): Promise<void> {
+  const res = await ctx.db.control.raw<{ rows: { name: string }[] }>(
+    `select tablename as name from pg_tables where schemaname = 'work' and tablename like ?`,
+    [`r${runId}\\_%`],
+  );
+  for (const r of res.rows) await ctx.db.control.raw(`drop table if exists work."${r.name}"`);
+}
+
+/** Keeps the current run's work area and drops the work tables of the release's earlier runs. */
+async function dropOlderRuns(ctx: Ctx, release: string, keep: number): Promise<void> {
+  const older = await ctx.db.control('runs').where({ release, kind: 'consolidate' }).whereNot({ id: keep }).whereNot({ status: 'running' }).select('id');
+  for (const r of older) await dropWorkTables(ctx, r.id as number);
+}
+
+/** Puts the complex conflicts of a run in the review queue: P1 first, ids C-001… in queue order. */
+async function queueConflicts(ctx: Ctx, runId: number, release: string, refs: ReferenceProblem[]): Promise<void> {
+  const k = ctx.db.control;
+  const t = runTables(runId);
+  const entityOrder = ctx.config.entities.map((e, i) => `(${literal(e.name)}, ${i})`).join(', ');
+  const labels = ctx.config.entities
+    .map((e) => `when ${literal(e.name)} then ${literal((e.naturalKeys[0] ?? [e.primaryKey]).join('+'))}`)
+    .join(' ');
+  const refsTable = workTable(runId, 'refs');
+  await k.raw(
+    `create unlogged table ${refsTable} as
+       select * from unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
+         as p(entity, identity, kind, col, parent, value, env, detail)`,
+    [refs.map((r) => r.entity), refs.map((r) => r.identity), refs.map((r) => r.kind), refs.map((r) => r.column), refs.map((r) => r.parentEntity), refs.map((r) => r.value), refs.map((r) => r.env), refs.map((r) => r.detail)],
+  );
+  await k.raw(
+    `insert into conflicts (release, run_id, code, entity, identity, key_label, kind, priority, detail)
+     with q as (
+       select s.entity, s.identity, s.rule as kind, s.priority,
+              jsonb_build_object(
+                'reason', s.reason, 'differing', to_jsonb(s.differing), 'suggested', s.survivor,
+                'suggestion', case when s.rule in ('equal-priority', 'inconsistent-identity') then 'keep-both' else 'keep' end,
+                'versions', (select jsonb_agg(jsonb_build_object('no', v.version_no, 'envs', to_jsonb(v.envs), 'pks', to_jsonb(v.pks),
+                                 'feature', v.feature, 'features', to_jsonb(v.features), 'created_by', v.created_by, 'created_at', v.created_at,
+                                 'ts', v.ts, 'data', o.data) order by v.version_no)
+                               from ${t.versions} v join ${t.records} o on o.entity = v.entity and o.env = v.rep_env and o.pk = v.rep_pk
+                              where v.entity = s.entity and v.identity = s.identity)) as detail
+         from ${t.idsum} s where s.priority is not null
+       union all
+       select p.entity, p.identity, p.kind, 'P1',
+              jsonb_build_object('reason', p.detail, 'column', p.col, 'parent', p.parent, 'value', p.value, 'env', p.env,
+                                 'suggestion', case when p.kind = 'dangling-reference' then 'delete' else 'waive' end,
+                                 'record', jsonb_build_object('data', r.data, 'env', r.rep_env, 'pk', r.pk, 'sources', ${sourcesSql(t, 'r')}))
+         from ${refsTable} p join ${t.result} r on r.entity = p.entity and r.identity = p.identity
+     )
+     -- lpad truncates: past 999 conflicts every code of the run gets the width of the largest, so they stay unique and sort in queue order
+     select ?, ?, 'C-' || lpad((row_number() over (order by q.priority, eo.ord, q.identity))::text, greatest(3, length((count(*) over ())::text)), '0'),
+            q.entity, q.identity,
+            case when q.identity like 'p:%' then ${literal('')} || (select e.primary_key from (values ${ctx.config.entities.map((e) => `(${literal(e.name)}, ${literal(e.primaryKey)})`).join(', ')}) as e(name, primary_key) where e.name = q.entity) || '=' || substr(q.identity, 3)
+                 else (case q.entity ${labels} end) || '=' || replace(substr(q.identity, 3), chr(31), '+') end,
+            q.kind, q.priority, q.detail
+       from q join (values ${entityOrder}) as eo(entity, ord) on eo.entity = q.entity`,
+    [release, runId],
+  );
+  await k.raw(
+    `update ${t.result} r set conflict = c.code from conflicts c where c.run_id = ? and r.entity = c.entity and r.identity = c.identity`,
+    [runId],
+  );
+}
+
+/** What makes two conflicts the same: the same records, with the same values, in the same envs. */
+function signature(c: ConflictRow): string {
+  if (c.detail.versions) return JSON.stringify(c.detail.versions.map((v) => ({ envs: v.envs, pks: v.pks, data: v.data })));
+  return JSON.stringify({ column: c.detail.column, value: c.detail.value, env: c.detail.env, data: c.detail.record?.data });
+}
+
+/**
+ * A re-consolidation keeps the decisions that still apply: a conflict of the new run whose records are
+ * unchanged since a decided conflict of the previous run gets that decision again (same decider and
+ * rationale, noted as carried over); a decided conflict whose records changed is open again, for review.
+ */
+async function carryDecisions(ctx: Ctx, release: string, previousRunId: number, runId: number): Promise<{ carried: number; reopened: string[] }> {
+  const decided = (await ctx.db.control('conflicts as c')
+    .join('decisions as d', 'd.conflict_id', 'c.id')
+    .where('c.run_id', previousRunId)
+    .select('c.*', 'd.params', 'd.rationale', 'd.decided_by as by')) as (ConflictRow & { params: Decision; rationale: string; by: string })[];
+  if (decided.length === 0) return { carried: 0, reopened: [] };
+  const byKey = new Map(decided.map((p) => [`${p.entity}\u0000${p.identity}\u0000${p.kind}`, p]));
+  const open = (await ctx.db.control('conflicts').where({ run_id: runId, status: 'open' }).orderBy('code')) as ConflictRow[];
+  let carried = 0;
+  const reopened: string[] = [];
+  for (const c of open) {
+    const p = byKey.get(`${c.entity}\u0000${c.identity}\u0000${c.kind}`);
+    if (!p) continue;
+    if (signature(p) !== signature(c)) {
+      reopened.push(c.code);
+      await recordAudit(ctx.db.control, { actor: 'tributary', action: 'decision.reopened', release, subject: c.code, details: { previous: p.code, previousRun: previousRunId, reason: 'the records changed since the decision' } });
+      continue;
+    }
+    try {
+      await applyDecision(ctx, release, c.code, p.params, { actor: p.by, rationale: `${p.rationale} (carried over from ${p.code} of run #${previousRunId}: the records are unchanged)` });
+      carried += 1;
+    } catch (err) {
+      reopened.push(c.code);
+      await recordAudit(ctx.db.control, { actor: 'tributary', action: 'decision.reopened', release, subject: c.code, details: { previous: p.code, previousRun: previousRunId, reason: redact((err as Error).message) } });
+    }
+  }
+  return { carried, reopened };
+}

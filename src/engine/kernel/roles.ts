@@ -1,0 +1,42 @@
+import { TributaryError } from '../../errors.js';
+import { recordAudit } from './audit.js';
+import type { Ctx } from './context.js';
+
+/**
+ * Roles from config, by Slack user ID or user group ID. Deciding needs reviewer (or qa_lead); tag,
+ * consolidate and review need qa_lead, and so does waiving a validation finding. A role whose list is
+ * empty is open to everyone (the bot warns at start-up). A refusal names the role needed and is audited.
+ */
+export type Role = 'reviewer' | 'qa_lead' | 'release_manager';
+
+export const NEEDS: Record<string, Role[]> = {
+  decide: ['reviewer', 'qa_lead'],
+  tag: ['qa_lead'],
+  consolidate: ['qa_lead'],
+  review: ['qa_lead', 'reviewer'],
+  waive: ['qa_lead'],
+  validate: ['qa_lead', 'reviewer'],
+  load: ['qa_lead'],
+  test: ['qa_lead'],
+  promote: ['qa_lead'],
+  approve: ['qa_lead'],
+  deploy: ['release_manager'],
+  go: ['release_manager'],
+  rollback: ['release_manager'],
+  unlock: ['release_manager'],
+};
+
+export function openRoles(ctx: Ctx): Role[] {
+  return (['reviewer', 'qa_lead', 'release_manager'] as Role[]).filter((r) => ctx.config.roles[r].length === 0);
+}
+
+export async function authorize(ctx: Ctx, user: string, groups: string[], action: keyof typeof NEEDS, release?: string): Promise<void> {
+  const needed = NEEDS[action]!;
+  const ok = needed.some((role) => {
+    const members = ctx.config.roles[role];
+    return members.length === 0 || members.includes(user) || groups.some((g) => members.includes(g));
+  });
+  if (ok) return;
+  await recordAudit(ctx.db.control, { actor: user, action: 'auth.refused', ...(release ? { release } : {}), subject: action, details: { needed } });
+  throw new TributaryError('forbidden', `${action} needs the ${needed.join(' or ')} role; ask a qa_lead to add you to roles.${needed[0]} in the Tributary config`, { needed });
+}

@@ -1,0 +1,191 @@
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { type EntitySpec, envByRole, releaseOrThrow } from '../../config/load.js';
+import { TributaryError } from '../../errors.js';
+import { redact } from '../../log.js';
+import { recordAudit } from '../kernel/audit.js';
+import { byColumnName, checksumOfQuerySql, checksumSql, type TableColumn } from '../kernel/checksum.js';
+import { currentRunId, runTables } from '../kernel/workArea.js';
+import { envError, type Actor, type Ctx } from '../kernel/context.js';
+import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { ident, literal, qualified } from '../kernel/sql.js';
+
+/**
+ * Load: the validated dataset of a release into the staging environment's tables (same schema as the
+ * ST tables, created if absent), in one transaction, parents before children; then, before commit,
+ * per table the row count and an order-independent checksum computed the same way on both sides
+ * (DESIGN.md, "Checksums"). Loading again replaces the release's rows. Any failure rolls everything
+ * back and names the table.
+ */
+export interface LoadedTable {
+  entity: string;
+  table: string;
+  rows: number;
+  checksum: string;
+}
+
+export interface LoadResult {
+  release: string;
+  runId: number;
+  env: string;
+  tables: LoadedTable[];
+  ms: number;
+}
+
+interface TableShape {
+  columns: (TableColumn & { notNull: boolean; num: number })[];
+  primaryKey: string[];
+}
+
+const SHAPE_SQL = `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as "notNull", a.attnum as num
+    from pg_attribute a where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped order by a.attnum`;
+const PK_SQL = `select a.attname as name from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+    where i.indrelid = to_regclass($1) and i.indisprimary order by array_position(i.indkey::int2[], a.attnum)`;
+
+/** The ST table's shape, from the highest-precedence source env that has it. */
+async function sourceShape(ctx: Ctx, e: EntitySpec): Promise<TableShape> {
+  for (const env of ctx.config.sources) {
+    const client = new pg.Client(ctx.db.envParams(env) as pg.ClientConfig);
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      const cols = await client.query(SHAPE_SQL, [qualified(env.schema, e.table)]);
+      if (cols.rows.length === 0) continue;
+      const pk = await client.query<{ name: string }>(PK_SQL, [qualified(env.schema, e.table)]);
+      return { columns: cols.rows, primaryKey: pk.rows.map((r) => r.name) };
+    } catch (err) {
+      throw envError(ctx, env, err);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  throw new TributaryError('config_invalid', `entity ${e.name}: table ${e.table} exists in no source env`);
+}
+
+function createTableSql(table: string, shape: TableShape, temp = false): string {
+  const cols = shape.columns.map((c) => `${ident(c.name)} ${c.type}${c.notNull && !temp ? ' not null' : ''}`);
+  if (shape.primaryKey.length > 0 && !temp) cols.push(`primary key (${shape.primaryKey.map(ident).join(', ')})`);
+  return `create ${temp ? 'temp ' : ''}table ${temp ? '' : 'if not exists '}${table} (${cols.join(', ')})${temp ? ' on commit drop' : ''}`;
+}
+
+/** The checksum of the release's final rows of one entity, computed in the control database. */
+async function expectedChecksum(ctx: Ctx, runId: number, e: EntitySpec, shape: TableShape): Promise<{ rows: number; checksum: string }> {
+  const t = runTables(runId);
+  return ctx.db.control.transaction(async (trx) => {
+    const typeName = `tributary_expect_${e.name}`;
+    await trx.raw(createTableSql(ident(typeName), shape, true));
+    await trx.raw('set local extra_float_digits = 1');
+    const sorted = [...shape.columns].sort(byColumnName);
+    const res = await trx.raw<{ rows: { rows: number; checksum: string }[] }>(
+      checksumOfQuerySql(sorted, `select x.* from ${t.result} r cross join lateral jsonb_populate_record(null::${ident(typeName)}, r.data) x where r.entity = ? and r.status = 'final'`),
+      [e.name],
+    );
+    return res.rows[0]!;
+  });
+}
+
+export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Actor; progress?: (step: string, info?: Record<string, unknown>) => void }): Promise<LoadResult> {
+  releaseOrThrow(ctx.config, release);
+  const started = performance.now();
+  const { state } = await releaseState(ctx.db.control, release);
+  try {
+    nextState(release, state, 'load');
+  } catch (err) {
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.load.refused', release, details: { state } });
+    throw err;
+  }
+  const staging = envByRole(ctx.config, 'staging');
+  if (!staging) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: staging, so there is nowhere to load ${release}`);
+  const runId = await currentRunId(ctx, release);
+  const t = runTables(runId);
+  const shapes = new Map<string, TableShape>();
+  for (const e of ctx.config.entities) shapes.set(e.name, await sourceShape(ctx, e));
+  // the control side's checksums: those validation computed over the same final rows (any change to them
+  // since sends the release back to validation), else computed while the rows travel (another connection)
+  const run = await ctx.db.control('runs').where({ id: runId }).first('counts');
+  const validated = (run?.counts as { validated?: Record<string, { rows: number; checksum: string }> } | undefined)?.validated ?? {};
+  const expected = new Map<string, Promise<{ rows: number; checksum: string }>>();
+  for (const e of ctx.config.entities) {
+    const p = validated[e.name] ? Promise.resolve(validated[e.name]!) : expectedChecksum(ctx, runId, e, shapes.get(e.name)!);
+    p.catch(() => undefined);
+    expected.set(e.name, p);
+  }
+
+  const target = new pg.Client(ctx.db.envParams(staging) as pg.ClientConfig);
+  const source = new pg.Client(ctx.db.controlParams as pg.ClientConfig);
+  target.on('error', () => undefined);
+  source.on('error', () => undefined);
+  const tables: LoadedTable[] = [];
+  let current = '';
+  try {
+    try {
+      await target.connect();
+    } catch (err) {
+      throw envError(ctx, staging, err);
+    }
+    await source.connect();
+    // both ends of the COPY read and write text in the same formats (dedicated connections, closed after)
+    await source.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set extra_float_digits = 1");
+    await target.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'");
+    await target.query('begin');
+    await target.query('set local extra_float_digits = 1');
+    if (staging.schema) await target.query(`create schema if not exists ${ident(staging.schema)}`);
+    for (const e of ctx.config.entities) {
+      current = qualified(staging.schema, e.table);
+      await target.query(createTableSql(current, shapes.get(e.name)!));
+    }
+    // children first out, parents first in
+    for (const e of [...ctx.config.entities].reverse()) {
+      current = qualified(staging.schema, e.table);
+      await target.query(`delete from ${current} where ${ident(ctx.config.tags.release)} = $1`, [release]);
+    }
+    for (const e of ctx.config.entities) {
+      current = qualified(staging.schema, e.table);
+      opts.progress?.('load', { table: e.table });
+      // the rows leave the control database already in the table's columns (jsonb_populate_record over a
+      // temp table of the ST table's shape), so staging does a plain COPY
+      const shape = shapes.get(e.name)!;
+      const rowType = ident(`tributary_load_${e.name}`);
+      await source.query(`drop table if exists pg_temp.${rowType}`);
+      await source.query(createTableSql(rowType, shape, true).replace(' on commit drop', ''));
+      const columns = shape.columns.map((c) => ident(c.name)).join(', ');
+      await pipeline(
+        source.query(copyTo(`copy (select x.* from ${t.result} r cross join lateral jsonb_populate_record(null::pg_temp.${rowType}, r.data) x where r.entity = ${literal(e.name)} and r.status = 'final') to stdout`)),
+        target.query(copyFrom(`copy ${current} (${columns}) from stdin`)),
+      );
+      const cols = await target.query<TableColumn>(`select a.attname as name, format_type(a.atttypid, a.atttypmod) as type from pg_attribute a
+          where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped order by a.attname`, [current]);
+      const got = (await target.query<{ rows: number; checksum: string }>(checksumSql(cols.rows, staging.schema, e.table, `${ident(ctx.config.tags.release)} = ${literal(release)}`))).rows[0]!;
+      const want = await expected.get(e.name)!;
+      if (got.rows !== want.rows || got.checksum !== want.checksum) {
+        throw new TributaryError(
+          'database',
+          `staging table ${current}: after loading, ${got.rows} row(s) with checksum ${got.checksum}, but the consolidated ${e.name} has ${want.rows} with checksum ${want.checksum}; nothing was loaded`,
+          { table: current },
+        );
+      }
+      tables.push({ entity: e.name, table: e.table, rows: got.rows, checksum: got.checksum });
+    }
+    await target.query('commit');
+  } catch (err) {
+    await target.query('rollback').catch(() => undefined);
+    const message = err instanceof TributaryError ? err.message : `loading ${release} into ${staging.name}${current ? `, table ${current}` : ''} failed: ${redact((err as Error).message)}; nothing was loaded`;
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'load.failed', release, details: { env: staging.name, table: current, error: message } });
+    if (err instanceof TributaryError) throw err;
+    const named = envError(ctx, staging, err);
+    if (named instanceof TributaryError && named.code === 'env_unreachable') throw named;
+    throw new TributaryError('database', message, { env: staging.name, table: current });
+  } finally {
+    await target.end().catch(() => undefined);
+    await source.end().catch(() => undefined);
+  }
+  const ms = Math.round(performance.now() - started);
+  await ctx.db.control.transaction(async (trx) => {
+    await trx('loads').insert(tables.map((x) => ({ release, run_id: runId, env: staging.name, entity: x.entity, table_name: x.table, row_count: x.rows, checksum: x.checksum, loaded_by: opts.actor })));
+    await transition(trx, release, 'load');
+    await recordAudit(trx, { actor: opts.actor, action: 'load.finish', release, subject: staging.name, details: { runId, ms, tables } });
+  });
+  return { release, runId, env: staging.name, tables, ms };
+}
+

@@ -1,0 +1,300 @@
+import type { Knex } from 'knex';
+import { releaseOrThrow } from '../../config/load.js';
+import { auditKeyOf } from '../../db/connect.js';
+import { TributaryError } from '../../errors.js';
+import { AT_FORMAT, eventHash } from '../kernel/audit.js';
+import type { Ctx } from '../kernel/context.js';
+import { releaseState, type ReleaseState } from '../kernel/lifecycle.js';
+import { resultCounts } from './status.js';
+
+/**
+ * Reading the audit trail: the summary QA leads report for a release (counts, the time of each step,
+ * the chain head as a witness), the release's events for export, and the verification of the chain.
+ */
+
+/** The newest event of the chain: its hash, kept outside the database, witnesses everything before it. */
+export interface ChainHead {
+  seq: number;
+  id: number;
+  hash: string;
+  at: string;
+}
+
+export type StepName = 'collection' | 'detection' | 'resolution' | 'review' | 'validation' | 'loading';
+
+export interface StepTime {
+  status: 'done' | 'in progress' | 'not run yet' | 'none needed';
+  ms: number | null;
+  /** e.g. "2 of 3 decided" for the review. */
+  note?: string;
+}
+
+export interface AuditSummary {
+  release: string;
+  state: ReleaseState;
+  runId: number | null;
+  counts: {
+    collected: number;
+    conflicts: number;
+    autoResolved: number;
+    autoResolvedPct: number;
+    manual: number;
+    manualPct: number;
+    final: number;
+    pending: number;
+    merged: number;
+    renamed: number;
+    rekeyed: number;
+    deleted: number;
+  } | null;
+  steps: Record<StepName, StepTime>;
+  /** Audit events of this release. */
+  events: number;
+  head: ChainHead | null;
+}
+
+export interface AuditEventView {
+  id: number;
+  seq: number | null;
+  at: string;
+  actor: string;
+  action: string;
+  release: string | null;
+  subject: string | null;
+  details: Record<string, unknown>;
+  prev_hash: string | null;
+  hash: string | null;
+}
+
+const pct = (n: number, of: number) => (of === 0 ? 0 : Math.round((1000 * n) / of) / 10);
+const NOT_RUN: StepTime = { status: 'not run yet', ms: null };
+
+export async function chainHead(db: Knex): Promise<ChainHead | null> {
+  const res = await db.raw<{ rows: ChainHead[] }>(
+    `select seq, id, hash, to_char(at at time zone 'UTC', ${AT_FORMAT}) as at from audit_events where seq is not null order by seq desc limit 1`,
+  );
+  return res.rows[0] ?? null;
+}
+
+/** Every event of a release, oldest first (at in ISO UTC). */
+export async function releaseEvents(db: Knex, release: string): Promise<AuditEventView[]> {
+  const res = await db.raw<{ rows: AuditEventView[] }>(
+    `select id, seq, to_char(at at time zone 'UTC', ${AT_FORMAT}) as at, actor, action, release, subject, details, prev_hash, hash
+       from audit_events where release = ? order by id`,
+    [release],
+  );
+  return res.rows;
+}
+
+/** The latest `<step>.finish` event of the current run (validation and loading record their time in details.ms). */
+async function finishedStep(db: Knex, release: string, action: string, runId: number, after: number): Promise<StepTime> {
+  const row = await db('audit_events')
+    .where({ release, action })
+    .where('id', '>', after)
+    .where((q) => q.whereRaw(`details->>'runId' is null`).orWhereRaw(`details->>'runId' = ?`, [String(runId)]))
+    .orderBy('id', 'desc')
+    .first('details');
+  if (!row) return NOT_RUN;
+  const ms = Number((row.details as { ms?: unknown }).ms);
+  return { status: 'done', ms: Number.isFinite(ms) ? Math.round(ms) : null };
+}
+
+export async function auditSummary(ctx: Ctx, release: string): Promise<AuditSummary> {
+  releaseOrThrow(ctx.config, release);
+  const db = ctx.db.control;
+  const { state, currentRunId } = await releaseState(db, release);
+  const [{ n: events }] = (await db('audit_events').where({ release }).count('* as n')) as unknown as [{ n: number }];
+  const head = await chainHead(db);
+  const steps: Record<StepName, StepTime> = { collection: NOT_RUN, detection: NOT_RUN, resolution: NOT_RUN, review: NOT_RUN, validation: NOT_RUN, loading: NOT_RUN };
+  if (!currentRunId) return { release, state, runId: null, counts: null, steps, events: Number(events), head };
+
+  const c = await resultCounts(ctx, currentRunId);
+  const run = await db('runs').where({ id: currentRunId }).first('steps');
+  const recorded = (run?.steps ?? {}) as Record<string, number>;
+  for (const name of ['collection', 'detection', 'resolution'] as const) {
+    if (typeof recorded[name] === 'number') steps[name] = { status: 'done', ms: recorded[name]! };
+  }
+
+  // review: from the first conflict queued to the last decision taken
+  const q = (await db('conflicts')
+    .where({ run_id: currentRunId })
+    .first(
+      db.raw('count(*)::int as total'),
+      db.raw(`count(*) filter (where status = 'decided')::int as decided`),
+      db.raw('min(created_at) as first_queued'),
+      db.raw('max(decided_at) as last_decided'),
+    )) as { total: number; decided: number; first_queued: Date | null; last_decided: Date | null };
+  if (q.total === 0) steps.review = { status: 'none needed', ms: 0 };
+  else if (q.decided === 0) steps.review = { status: 'not run yet', ms: null, note: `${q.total} queued` };
+  else {
+    const ms = Math.max(0, new Date(q.last_decided!).getTime() - new Date(q.first_queued!).getTime());
+    steps.review = { status: q.decided === q.total ? 'done' : 'in progress', ms, note: `${q.decided} of ${q.total} decided` };
+  }
+
+  // validation and loading count only after the current run finished (a re-consolidation starts over)
+  const finish = await db('audit_events').where({ release, action: 'consolidate.finish', subject: `run #${currentRunId}` }).orderBy('id', 'desc').first('id');
+  const after = (finish?.id as number | undefined) ?? 0;
+  steps.validation = await finishedStep(db, release, 'validate.finish', currentRunId, after);
+  steps.loading = await finishedStep(db, release, 'load.finish', currentRunId, after);
+
+  return {
+    release,
+    state,
+    runId: currentRunId,
+    counts: {
+      collected: c.collected,
+      conflicts: c.conflicts,
+      autoResolved: c.autoResolved,
+      autoResolvedPct: pct(c.autoResolved, c.conflicts),
+      manual: c.manual,
+      manualPct: pct(c.manual, c.conflicts),
+      final: c.final,
+      pending: c.pending,
+      merged: c.merged,
+      renamed: c.renamed,
+      rekeyed: c.rekeyed,
+      deleted: c.deleted,
+    },
+    steps,
+    events: Number(events),
+    head,
+  };
+}
+
+export type BreakKind = 'altered' | 'missing' | 'reordered' | 'unlinked' | 'unchained' | 'witness';
+
+export interface ChainBreak {
+  kind: BreakKind;
+  /** The position and row where the chain breaks. */
+  seq: number | null;
+  id: number | null;
+  message: string;
+}
+
+export interface ChainReport {
+  intact: boolean;
+  /** Chained events walked (up to the break, if any). */
+  events: number;
+  /** Of those, the events of the release asked about. */
+  releaseEvents: number | null;
+  release: string | null;
+  /** Events written before the chain existed (the audit_chain migration): not covered. */
+  unchained: number;
+  head: ChainHead | null;
+  witness: { hash: string; found: boolean; seq: number | null; since: number | null } | null;
+  broken: ChainBreak | null;
+}
+
+interface WalkRow {
+  id: number;
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  release: string | null;
+  subject: string | null;
+  details: unknown;
+  prev_hash: string | null;
+  hash: string;
+}
+
+const short = (h: string | null) => (h ? h.slice(0, 16) : '∅');
+
+/**
+ * Walks the whole chain in seq order, in pages, and reports the first broken link: an event missing
+ * (removed), out of order (reordered), not linked to the one before, or not matching its own hash
+ * (altered; the key is needed to compute it, so a forged hash does not match either). With a witnessed
+ * head (a hash printed by an earlier summary), also checks that this event is still in the chain: the
+ * newest events cannot be removed unnoticed.
+ */
+export async function verifyChain(db: Knex, opts: { release?: string; head?: string; pageSize?: number } = {}): Promise<ChainReport> {
+  const key = auditKeyOf(db);
+  if (!key) throw new TributaryError('config_invalid', 'cannot verify the audit trail without its key (TRIBUTARY_AUDIT_KEY)');
+  const pageSize = opts.pageSize ?? 1000;
+  const witnessHash = opts.head?.trim().toLowerCase();
+  const report: ChainReport = {
+    intact: true,
+    events: 0,
+    releaseEvents: opts.release ? 0 : null,
+    release: opts.release ?? null,
+    unchained: 0,
+    head: null,
+    witness: witnessHash ? { hash: witnessHash, found: false, seq: null, since: null } : null,
+    broken: null,
+  };
+  const fail = (b: ChainBreak): ChainReport => ({ ...report, intact: false, broken: b });
+
+  let prev: { seq: number; id: number; hash: string | null } = { seq: 0, id: 0, hash: null };
+  for (;;) {
+    const res = await db.raw<{ rows: WalkRow[] }>(
+      `select id, seq, to_char(at at time zone 'UTC', ${AT_FORMAT}) as at, actor, action, release, subject, details, prev_hash, hash
+         from audit_events where seq > ? order by seq limit ?`,
+      [prev.seq, pageSize],
+    );
+    for (const r of res.rows) {
+      const where = `event #${r.seq} (id ${r.id}, ${r.action}${r.release ? ` ${r.release}` : ''} at ${r.at})`;
+      if (r.seq !== prev.seq + 1) {
+        const missing = r.seq - prev.seq - 1;
+        return fail({
+          kind: 'missing',
+          seq: prev.seq + 1,
+          id: null,
+          message: `${missing === 1 ? `event #${prev.seq + 1} is` : `events #${prev.seq + 1}–#${r.seq - 1} are`} missing: removed from the chain before ${where}`,
+        });
+      }
+      if (r.id <= prev.id) {
+        return fail({ kind: 'reordered', seq: r.seq, id: r.id, message: `${where} is out of order: it comes after event #${prev.seq} (id ${prev.id}) in the chain; rows were reordered` });
+      }
+      if (r.prev_hash !== prev.hash) {
+        return fail({
+          kind: 'unlinked',
+          seq: r.seq,
+          id: r.id,
+          message: `${where} does not link to the event before it: it names ${short(r.prev_hash)}…, event #${prev.seq} has ${short(prev.hash)}…`,
+        });
+      }
+      const expected = eventHash(key, {
+        seq: r.seq,
+        at: r.at,
+        actor: r.actor,
+        action: r.action,
+        release: r.release,
+        subject: r.subject,
+        details: r.details,
+        prevHash: r.prev_hash,
+      });
+      if (expected !== r.hash) {
+        return fail({ kind: 'altered', seq: r.seq, id: r.id, message: `${where} was altered: its contents do not match its hash` });
+      }
+      report.events += 1;
+      if (opts.release && r.release === opts.release) report.releaseEvents! += 1;
+      if (report.witness && r.hash === report.witness.hash) report.witness = { ...report.witness, found: true, seq: r.seq };
+      report.head = { seq: r.seq, id: r.id, hash: r.hash, at: r.at };
+      prev = { seq: r.seq, id: r.id, hash: r.hash };
+    }
+    if (res.rows.length < pageSize) break;
+  }
+
+  // events without a place in the chain: only those written before it existed are expected
+  const firstChained = (await db('audit_events').whereNotNull('seq').orderBy('seq').first('id')) as { id: number } | undefined;
+  const stray = (await db('audit_events')
+    .whereNull('seq')
+    .first(db.raw('count(*)::int as n'), db.raw('min(id) filter (where id > ?) as after', [firstChained?.id ?? Number.MAX_SAFE_INTEGER]))) as { n: number; after: number | null };
+  report.unchained = stray.n;
+  if (stray.after !== null) {
+    return fail({ kind: 'unchained', seq: null, id: Number(stray.after), message: `event id ${stray.after} has no place in the chain (no seq and hash): it was written around the audit trail, or its link was removed` });
+  }
+
+  if (report.witness) {
+    if (!report.witness.found) {
+      return fail({
+        kind: 'witness',
+        seq: null,
+        id: null,
+        message: `the witnessed head ${short(report.witness.hash)}… is not in the chain (newest is #${report.head?.seq ?? 0}): events at or before it were removed or rewritten`,
+      });
+    }
+    report.witness.since = report.head!.seq - report.witness.seq!;
+  }
+  return report;
+}

@@ -1,0 +1,118 @@
+import { releaseOrThrow } from '../../config/load.js';
+import { Decision, Run } from '../../db/models.js';
+import type { Ctx } from '../kernel/context.js';
+import { queueSummary, type QueueSummary } from '../review/index.js';
+import { runTables, sourcesSql } from '../kernel/workArea.js';
+import { releaseState, type ReleaseState } from '../kernel/lifecycle.js';
+import { locksOf, type LockRow } from '../gate/index.js';
+
+/** The result of a release's current consolidation, with the counts QA leads report. */
+export interface ResultCounts {
+  collected: number;
+  conflicts: number;
+  autoResolved: number;
+  manual: number;
+  final: number;
+  pending: number;
+  merged: number;
+  renamed: number;
+  rekeyed: number;
+  deleted: number;
+  byRule: Record<string, number>;
+  byPriority: Record<string, number>;
+}
+
+export interface ReleaseStatus {
+  release: string;
+  state: ReleaseState;
+  features: { id: string; priority: string; owner: string }[];
+  locks: LockRow[];
+  run?: { id: number; status: string; startedAt: Date; finishedAt: Date | null; startedBy: string; steps: Record<string, number> };
+  lastFailure?: { id: number; error: string; finishedAt: Date | null };
+  counts?: ResultCounts;
+  queue?: QueueSummary;
+}
+
+export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCounts> {
+  const run = (await Run.query(ctx.db.control).findById(runId))!;
+  const detected = run.counts as unknown as { collected: number; conflicts: number; autoResolved: number; manual: number; byRule: Record<string, number>; byPriority: Record<string, number> };
+  const t = runTables(runId);
+  const res = await ctx.db.control.raw<{ rows: { final: number; pending: number; deleted: number; merged: number; rekeyed: number }[] }>(
+    `select count(*) filter (where status = 'final')::int as final,
+            count(*) filter (where status = 'pending')::int as pending,
+            count(*) filter (where status = 'deleted')::int as deleted,
+            count(*) filter (where rule = 'complementary-merge')::int as merged,
+            count(*) filter (where rule = 're-key')::int as rekeyed
+       from ${t.result}`,
+  );
+  const dec = await Decision.query(ctx.db.control).where({ run_id: runId }).select('action', 'blast');
+  const r = res.rows[0]!;
+  let merged = r.merged;
+  let renamed = 0;
+  for (const d of dec) {
+    if (d.action === 'merge') merged += 1;
+    if (d.action === 'keep-both') renamed += d.blast.renamed.length;
+  }
+  return {
+    collected: detected.collected,
+    conflicts: detected.conflicts,
+    autoResolved: detected.autoResolved,
+    manual: detected.manual,
+    final: r.final,
+    pending: r.pending,
+    merged,
+    renamed,
+    rekeyed: r.rekeyed,
+    deleted: r.deleted,
+    byRule: detected.byRule,
+    byPriority: detected.byPriority,
+  };
+}
+
+export async function releaseStatus(ctx: Ctx, release: string): Promise<ReleaseStatus> {
+  const plan = releaseOrThrow(ctx.config, release);
+  const { state, currentRunId } = await releaseState(ctx.db.control, release);
+  const status: ReleaseStatus = {
+    release,
+    state,
+    features: [...plan.features.values()].map((f) => ({ id: f.id, priority: f.priority, owner: f.owner })),
+    locks: await locksOf(ctx, release),
+  };
+  const latest = await Run.query(ctx.db.control).where({ release, kind: 'consolidate' }).orderBy('id', 'desc').first();
+  if (latest?.status === 'failed') status.lastFailure = { id: latest.id, error: latest.error ?? '', finishedAt: latest.finished_at };
+  if (currentRunId) {
+    const run = (await Run.query(ctx.db.control).findById(currentRunId))!;
+    status.run = { id: run.id, status: run.status, startedAt: run.started_at, finishedAt: run.finished_at, startedBy: run.started_by, steps: run.steps };
+    status.counts = await resultCounts(ctx, currentRunId);
+    status.queue = await queueSummary(ctx, release);
+  }
+  if (latest?.status === 'running') status.run = { id: latest.id, status: 'running', startedAt: latest.started_at, finishedAt: null, startedBy: latest.started_by, steps: {} };
+  return status;
+}
+
+export interface ResultRecord {
+  entity: string;
+  pk: string;
+  status: string;
+  rule: string | null;
+  reason: string | null;
+  conflict: string | null;
+  sources: { env: string; pk: string; feature: string | null; created_by: string | null }[];
+  data: Record<string, unknown>;
+}
+
+/** The consolidated dataset with provenance, streamed in pages (never whole tables in memory). */
+export async function* resultRecords(ctx: Ctx, runId: number, entity: string, pageSize = 1000): AsyncGenerator<ResultRecord> {
+  const t = runTables(runId);
+  let after = '';
+  for (;;) {
+    const res = await ctx.db.control.raw<{ rows: (ResultRecord & { identity: string })[] }>(
+      `select r.entity, r.identity, r.pk, r.status, r.rule, r.reason, r.conflict, ${sourcesSql(t, 'r')} as sources, r.data from ${t.result} r
+        where r.entity = ? and r.identity > ? order by r.identity limit ?`,
+      [entity, after, pageSize],
+    );
+    for (const r of res.rows) yield r;
+    if (res.rows.length < pageSize) return;
+    after = res.rows[res.rows.length - 1]!.identity;
+  }
+}

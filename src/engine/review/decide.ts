@@ -1,0 +1,468 @@
+import type { Knex } from 'knex';
+import type { EntitySpec } from '../../config/load.js';
+import { TributaryError } from '../../errors.js';
+import { recordAudit } from '../kernel/audit.js';
+import type { Actor, Ctx } from '../kernel/context.js';
+import { getConflict } from './queue.js';
+import type { ConflictRow, BlastRadius, Decision, DecisionOutcome, Dependent, Plan } from './types.js';
+import { CROSS_RELEASE, planCrossRelease, validateCrossRelease } from './crossRelease.js';
+import { masterKeys } from '../kernel/master.js';
+import { materializeRefs, rawRefs, refsObject, runTables, type RunTables } from '../kernel/workArea.js';
+import { isValidated, releaseState, transition } from '../kernel/lifecycle.js';
+import { literal } from '../kernel/sql.js';
+
+/**
+ * Human decisions on complex conflicts. Each needs a rationale and the decider's identity, shows its
+ * blast radius before it is applied (planDecision), and is applied once only: the conflict row is
+ * locked, and a second decider (another process, a Slack retry) finds it decided and is refused.
+ */
+
+export const VERSION_ACTIONS = ['keep', 'keep-both', 'merge', 'delete-both'] as const;
+export const RECORD_ACTIONS = ['repoint', 'delete', 'waive'] as const;
+
+interface RecordRef {
+  env: string;
+  pk: string;
+  version: number;
+  effPk: string;
+}
+
+function entityOf(ctx: Ctx, name: string): EntitySpec {
+  return ctx.config.entities.find((e) => e.name === name)!;
+}
+
+function childrenOf(ctx: Ctx, entity: string): { e: EntitySpec; column: string }[] {
+  return ctx.config.entities.flatMap((e) => e.references.filter((r) => r.entity === entity).map((r) => ({ e, column: r.column })));
+}
+
+async function recordsOf(k: Knex.Transaction, t: RunTables, entity: string, identity: string): Promise<RecordRef[]> {
+  const res = await k.raw<{ rows: RecordRef[] }>(
+    `select c.env, c.pk, c.version_no as version, coalesce(rk.new_pk, c.pk) as "effPk"
+       from ${t.cmp} c left join ${t.rekey} rk on rk.entity = c.entity and rk.env = c.env and rk.pk = c.pk
+      where c.entity = ? and c.identity = ? order by c.version_no, c.env_rank`,
+    [entity, identity],
+  );
+  return res.rows;
+}
+
+/** Child result rows whose reference resolves to one of the given parent records (through their env). */
+async function directChildren(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[], finalPk?: string): Promise<Dependent[]> {
+  const out: Dependent[] = [];
+  for (const { e, column } of childrenOf(ctx, entity)) {
+    const col = literal(column);
+    const res = await k.raw<{ rows: { pk: string; identity: string }[] }>(
+      `select c.pk, c.identity from ${t.result} c
+        where c.entity = ? and c.status <> 'deleted'
+          and ((c.rep_env, ${rawRefs('c')}->>${col}) in (select * from unnest(?::text[], ?::text[]))
+               or (?::text is not null and c.data->>${col} = ?::text))`,
+      [e.name, recs.map((r) => r.env), recs.map((r) => r.pk), finalPk ?? null, finalPk ?? null],
+    );
+    out.push(...res.rows.map((r) => ({ entity: e.name, pk: r.pk, identity: r.identity })));
+  }
+  return out;
+}
+
+/** Every row that depends, directly or transitively, on the given records. */
+async function allDependents(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[], finalPk?: string): Promise<(Dependent & { identity: string })[]> {
+  const seen = new Map<string, Dependent & { identity: string }>();
+  let frontier = (await directChildren(ctx, k, t, entity, recs, finalPk)) as (Dependent & { identity: string })[];
+  while (frontier.length > 0) {
+    const next: (Dependent & { identity: string })[] = [];
+    for (const d of frontier) {
+      const key = `${d.entity}/${d.identity}`;
+      if (seen.has(key)) continue;
+      seen.set(key, d);
+      const src = await k.raw<{ rows: { env: string; pk: string }[] }>(
+        `select r.env, r.pk from ${t.records} r where r.entity = ? and r.identity = ?`,
+        [d.entity, d.identity],
+      );
+      next.push(...((await directChildren(ctx, k, t, d.entity, src.rows, d.pk)) as (Dependent & { identity: string })[]));
+    }
+    frontier = next;
+  }
+  return [...seen.values()];
+}
+
+async function childCountFor(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[]): Promise<number> {
+  if (recs.length === 0) return 0;
+  return (await directChildren(ctx, k, t, entity, recs)).length;
+}
+
+function renderTemplate(template: string, value: string, env: string, feature: string | null, n: number): string {
+  return template.replace(/\{value\}/g, value).replace(/\{env\}/g, env.toLowerCase()).replace(/\{feature\}/g, (feature ?? '').toLowerCase()).replace(/\{n\}/g, String(n));
+}
+
+function validate(ctx: Ctx, c: ConflictRow, d: Decision): void {
+  if (c.kind === CROSS_RELEASE) return validateCrossRelease(ctx.config, c, d);
+  const isVersion = !!c.detail.versions;
+  const allowed: readonly string[] = isVersion ? VERSION_ACTIONS : RECORD_ACTIONS;
+  if (!allowed.includes(d.action)) {
+    throw new TributaryError('decision_invalid', `${c.code} is a ${c.kind} conflict: decide it with ${allowed.join(', ')} (not ${d.action})`, { code: c.code });
+  }
+  const versions = c.detail.versions ?? [];
+  if (d.action === 'keep' && !versions.some((v) => v.no === d.version)) {
+    throw new TributaryError('decision_invalid', `${c.code} has versions ${versions.map((v) => v.no).join(', ')}; there is no version ${d.version}`);
+  }
+  if (d.action === 'merge') {
+    if (Object.keys(d.picks).length === 0) throw new TributaryError('decision_invalid', `merge needs a pick per differing attribute (${(c.detail.differing ?? []).join(', ')})`);
+    for (const [attr, v] of Object.entries(d.picks)) {
+      if (!versions.some((x) => x.no === v)) throw new TributaryError('decision_invalid', `merge pick ${attr}=${v}: ${c.code} has no version ${v}`);
+      if (!(attr in (versions[0]?.data ?? {}))) throw new TributaryError('decision_invalid', `merge pick ${attr}: ${c.entity} has no attribute "${attr}"`);
+    }
+  }
+}
+
+async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
+  const t = runTables(c.run_id);
+  const e = entityOf(ctx, c.entity);
+  const recs = await recordsOf(k, t, c.entity, c.identity);
+  const versions = c.detail.versions!;
+  const repOf = (no: number) => recs.find((r) => r.version === no && r.env === versions.find((v) => v.no === no)!.envs[0])!;
+  const blast: BlastRadius = { rewritten: 0, removed: 0, renamed: [], dependents: [], dependentCount: 0 };
+  const pkPath = literal(`{${e.primaryKey}}`);
+
+  const keepOne = async (survivorNo: number, dataSql: string, bindings: Knex.RawBinding[]) => {
+    const rep = repOf(survivorNo);
+    const moved = recs.filter((r) => r.pk !== rep.effPk);
+    blast.rewritten = await childCountFor(ctx, k, t, c.entity, moved);
+    return async () => {
+      await k.raw(
+        `update ${t.result} r set data = x.data, pk = ?, raw_refs = ${refsObject(e, 'x.data')}, status = 'final', rule = 'decision', reason = ?,
+                rep_env = ?, rep_pk = ?
+           from (select ${dataSql} as data) x
+          where r.entity = ? and r.identity = ?`,
+        [rep.effPk, summary, rep.env, rep.pk, ...bindings, c.entity, c.identity],
+      );
+      await k.raw(`delete from ${t.keyMap} where entity = ? and (env, old_pk) in (select * from unnest(?::text[], ?::text[]))`, [c.entity, recs.map((r) => r.env), recs.map((r) => r.pk)]);
+      if (moved.length > 0) {
+        await k.raw(`insert into ${t.keyMap} (entity, env, old_pk, new_pk) select ?, env, pk, ? from unnest(?::text[], ?::text[]) as m(env, pk)`, [
+          c.entity,
+          rep.effPk,
+          moved.map((r) => r.env),
+          moved.map((r) => r.pk),
+        ]);
+      }
+    };
+  };
+
+  const recordData = (no: number) => {
+    const rep = repOf(no);
+    return {
+      sql: `(select jsonb_set(o.data, ${pkPath}, work.key_value(o.data->${literal(e.primaryKey)}, ?)) from ${t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`,
+      bindings: [rep.effPk, c.entity, rep.env, rep.pk],
+    };
+  };
+
+  let apply: () => Promise<void>;
+  switch (d.action) {
+    case 'keep': {
+      const rd = recordData(d.version);
+      apply = await keepOne(d.version, rd.sql, rd.bindings);
+      break;
+    }
+    case 'merge': {
+      const base = recordData(1);
+      const picks = Object.entries(d.picks);
+      const patch = picks.map(([attr, v]) => {
+        const rep = repOf(v);
+        return {
+          sql: `(select jsonb_build_object(?::text, o.data->?) from ${t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`,
+          bindings: [attr, attr, c.entity, rep.env, rep.pk],
+        };
+      });
+      const sql = [base.sql, ...patch.map((p) => p.sql)].join(' || ');
+      apply = await keepOne(1, sql, [...base.bindings, ...patch.flatMap((p) => p.bindings)]);
+      break;
+    }
+    case 'keep-both': {
+      const template = ctx.config.policy.renameTemplate;
+      const nkCols = [...new Set(e.naturalKeys.flat())];
+      const usedPks = new Set<string>();
+      const maxPk = await k.raw<{ rows: { m: string | null }[] }>(
+        `select greatest((select max(pk::numeric) from ${t.result} where entity = ? and pk ~ '^-{0,1}[0-9]+$'),
+                         (select max(pk::numeric) from ${t.records} where entity = ? and pk ~ '^-{0,1}[0-9]+$'))::text as m`,
+        [c.entity, c.entity],
+      );
+      let nextPk = BigInt(maxPk.rows[0]?.m ?? '0');
+      const plan: { no: number; pk: string; values: Record<string, string> }[] = [];
+      for (const v of versions) {
+        const rep = repOf(v.no);
+        let pk = rep.effPk;
+        if (usedPks.has(pk)) {
+          nextPk += 1n;
+          pk = /^-?\d+$/.test(pk) ? nextPk.toString() : `${pk}-${rep.env.toLowerCase()}`;
+        }
+        usedPks.add(pk);
+        const values: Record<string, string> = {};
+        if (v.no !== 1) {
+          for (const col of nkCols) {
+            const given = d.rename?.[v.no]?.[col];
+            const current = v.data[col];
+            if (given !== undefined) values[col] = given;
+            else if (current !== null && current !== undefined && versions.some((o) => o.no !== v.no && o.data[col] === current)) {
+              values[col] = renderTemplate(template, String(current), rep.env, v.feature, v.no);
+            }
+          }
+        }
+        plan.push({ no: v.no, pk, values });
+        if (v.no !== 1) blast.renamed.push({ version: v.no, values, pk });
+      }
+      // new natural keys must be unique among the entity's records and among themselves
+      const seen = new Map<string, number>();
+      for (const p of plan) {
+        for (const [col, value] of Object.entries(p.values)) {
+          const key = `${col}=${value}`;
+          if (seen.has(key)) throw new TributaryError('decision_invalid', `keep-both: versions ${seen.get(key)} and ${p.no} would both get ${key}; give distinct values`, { field: col });
+          seen.set(key, p.no);
+          const taken = await k.raw<{ rows: { pk: string }[] }>(
+            `select pk from ${t.result} where entity = ? and status <> 'deleted' and data->>? = ? limit 1`,
+            [c.entity, col, value],
+          );
+          if (taken.rows[0]) throw new TributaryError('decision_invalid', `keep-both: ${c.entity} ${key} is already taken (by ${e.primaryKey} ${taken.rows[0].pk}); give another value for version ${p.no}`, { field: col, value });
+        }
+      }
+      const moved = recs.filter((r) => r.pk !== plan.find((p) => p.no === r.version)!.pk);
+      blast.rewritten = await childCountFor(ctx, k, t, c.entity, moved);
+      apply = async () => {
+        await k.raw(`delete from ${t.keyMap} where entity = ? and (env, old_pk) in (select * from unnest(?::text[], ?::text[]))`, [c.entity, recs.map((r) => r.env), recs.map((r) => r.pk)]);
+        for (const p of plan) {
+          const rep = repOf(p.no);
+          const identity = p.no === 1 ? c.identity : `${c.identity}#${p.no}`;
+          const patch = JSON.stringify(p.values);
+          const sources = JSON.stringify(recs.filter((r) => r.version === p.no).map((r) => ({ env: r.env, pk: r.pk, version: p.no })));
+          const data = `(select jsonb_set(o.data, ${pkPath}, work.key_value(o.data->${literal(e.primaryKey)}, ?)) || ?::jsonb from ${t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`;
+          const reason = p.no === 1 ? summary : `${summary} (renamed: ${Object.entries(p.values).map(([kk, vv]) => `${kk} → ${vv}`).join(', ') || `${e.primaryKey} → ${p.pk}`})`;
+          await k.raw(
+            `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, conflict, status, rep_env, rep_pk, feature)
+             select ?, ?, ?, x.data, ${refsObject(e, 'x.data')}, ?::jsonb, 'decision', ?, ?, 'final', ?, ?, ?
+               from (select ${data} as data) x
+             on conflict (entity, identity) do update set pk = excluded.pk, data = excluded.data, raw_refs = excluded.raw_refs, sources = excluded.sources,
+               rule = excluded.rule, reason = excluded.reason, status = excluded.status, rep_env = excluded.rep_env, rep_pk = excluded.rep_pk`,
+            [c.entity, identity, p.pk, sources, reason, c.code, rep.env, rep.pk, versions.find((v) => v.no === p.no)!.feature, p.pk, patch, c.entity, rep.env, rep.pk],
+          );
+          const mv = recs.filter((r) => r.version === p.no && r.pk !== p.pk);
+          if (mv.length > 0) {
+            await k.raw(`insert into ${t.keyMap} (entity, env, old_pk, new_pk) select ?, env, pk, ? from unnest(?::text[], ?::text[]) as m(env, pk)`, [
+              c.entity,
+              p.pk,
+              mv.map((r) => r.env),
+              mv.map((r) => r.pk),
+            ]);
+          }
+        }
+      };
+      break;
+    }
+    case 'delete-both': {
+      apply = await planDelete(ctx, k, t, c, recs, d.cascade ?? false, blast, summary);
+      break;
+    }
+    default:
+      throw new TributaryError('decision_invalid', `unsupported action ${d.action}`);
+  }
+  return {
+    blast,
+    apply: async () => {
+      await apply();
+      // the kept rows' own references follow their env's key map, like every consolidated row's
+      const kept = await k.raw<{ rows: { identity: string }[] }>(`select identity from ${t.result} where entity = ? and (identity = ? or identity like ?)`, [c.entity, c.identity, `${c.identity}#%`]);
+      await materializeRefs(k, t, e, { identities: kept.rows.map((r) => r.identity) });
+      for (const child of childrenOf(ctx, c.entity)) {
+        await materializeRefs(k, t, child.e, { parent: c.entity, envs: recs.map((r) => r.env), pks: recs.map((r) => r.pk) });
+      }
+    },
+  };
+}
+
+async function planDelete(
+  ctx: Ctx,
+  k: Knex.Transaction,
+  t: RunTables,
+  c: ConflictRow,
+  recs: { env: string; pk: string }[],
+  cascade: boolean,
+  blast: BlastRadius,
+  summary: string,
+): Promise<() => Promise<void>> {
+  const current = await k.raw<{ rows: { pk: string }[] }>(`select pk from ${t.result} where entity = ? and identity = ?`, [c.entity, c.identity]);
+  const deps = await allDependents(ctx, k, t, c.entity, recs, current.rows[0]?.pk);
+  blast.dependentCount = deps.length;
+  blast.dependents = deps.slice(0, 50).map((d) => ({ entity: d.entity, pk: d.pk }));
+  blast.removed = 1 + (cascade ? deps.length : 0);
+  if (deps.length > 0 && !cascade) {
+    return async () => {
+      throw new TributaryError(
+        'decision_invalid',
+        `${c.code}: ${deps.length} row(s) depend on it (${blast.dependents.slice(0, 5).map((d) => `${d.entity} ${d.pk}`).join(', ')}${deps.length > 5 ? ', …' : ''}); delete with cascade, or choose another resolution`,
+        { dependents: deps.length },
+      );
+    };
+  }
+  return async () => {
+    await k.raw(`update ${t.result} set status = 'deleted', rule = 'decision', reason = ? where entity = ? and identity = ?`, [summary, c.entity, c.identity]);
+    for (const d of deps) {
+      await k.raw(`update ${t.result} set status = 'deleted', rule = 'decision', reason = ? where entity = ? and identity = ?`, [
+        `${summary} (cascade from ${c.entity} ${c.key_label})`,
+        d.entity,
+        d.identity,
+      ]);
+    }
+  };
+}
+
+/** A decision on one record (also used for validation findings: src/engine/validate/validate.ts). */
+export async function planRecordDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
+  const t = runTables(c.run_id);
+  const blast: BlastRadius = { rewritten: 0, removed: 0, renamed: [], dependents: [], dependentCount: 0 };
+  const column = c.detail.column!;
+  const parent = c.detail.parent!;
+  switch (d.action) {
+    case 'waive':
+      return {
+        blast,
+        apply: async () => {
+          await k.raw(`update ${t.result} set status = 'final', rule = 'decision', reason = ? where entity = ? and identity = ?`, [summary, c.entity, c.identity]);
+        },
+      };
+    case 'repoint': {
+      const found = await k.raw<{ rows: { pk: string }[] }>(`select pk from ${t.result} where entity = ? and pk = ? and status = 'final'`, [parent, d.to]);
+      if (found.rows.length === 0 && !(await masterKeys(ctx, parent, [d.to])).has(d.to)) {
+        throw new TributaryError('decision_invalid', `re-point ${c.code}: ${parent} ${d.to} is neither in the consolidated ${parent} nor in master`, { field: column, value: d.to });
+      }
+      blast.rewritten = 1;
+      return {
+        blast,
+        apply: async () => {
+          await k.raw(
+            `update ${t.result} set status = 'final', rule = 'decision', reason = ?,
+                    raw_refs = coalesce(raw_refs, ${refsObject(ctx.config.entities.find((x) => x.name === c.entity)!, 'data')}) || jsonb_build_object(?::text, ?::text),
+                    data = jsonb_set(data, ?::text[], work.key_value(data->?, ?))
+              where entity = ? and identity = ?`,
+            [summary, `!${column}`, d.to, `{${column}}`, column, d.to, c.entity, c.identity],
+          );
+        },
+      };
+    }
+    case 'delete': {
+      const src = await k.raw<{ rows: { env: string; pk: string }[] }>(`select env, pk from ${t.records} where entity = ? and identity = ?`, [c.entity, c.identity]);
+      return { blast, apply: await planDelete(ctx, k, t, c, src.rows, d.cascade ?? false, blast, summary) };
+    }
+    default:
+      throw new TributaryError('decision_invalid', `unsupported action ${d.action}`);
+  }
+}
+
+export function describeDecision(c: ConflictRow, d: Decision): string {
+  switch (d.action) {
+    case 'keep': {
+      const v = c.detail.versions?.find((x) => x.no === d.version);
+      return `keep version ${d.version}${v ? ` (${v.envs.join(', ')})` : ''}`;
+    }
+    case 'keep-both':
+      return 'keep both, renamed';
+    case 'merge':
+      return `merge (${Object.entries(d.picks).map(([a, v]) => `${a} from version ${v}`).join(', ')})`;
+    case 'delete-both':
+      return d.cascade ? 'delete both, with dependents' : 'delete both';
+    case 'repoint':
+      return `re-point ${c.detail.column} to ${d.to}`;
+    case 'delete':
+      return d.cascade ? 'delete, with dependents' : 'delete';
+    case 'waive':
+      return 'waive';
+  }
+}
+
+/** Cross-release conflicts (promote) are planned against master and staging, never the consolidation's work tables. */
+function planFor(ctx: Ctx, trx: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
+  if (c.kind === CROSS_RELEASE) return planCrossRelease(ctx, c, d);
+  return c.detail.versions ? planVersionDecision(ctx, trx, c, d, summary) : planRecordDecision(ctx, trx, c, d, summary);
+}
+
+async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>): Promise<T> {
+  return ctx.db.control.transaction(async (trx) => {
+    const c = await getConflict(ctx, release, code, trx, true);
+    return fn(trx, c);
+  });
+}
+
+/** Carries a plan out of a transaction that must not commit. */
+class PlanOnly {
+  constructor(readonly outcome: DecisionOutcome) {}
+}
+
+/** The blast radius of a decision, without applying it (the transaction is rolled back). */
+export async function planDecision(ctx: Ctx, release: string, code: string, d: Decision): Promise<DecisionOutcome> {
+  try {
+    await withConflict(ctx, release, code, async (trx, c) => {
+      validate(ctx, c, d);
+      const plan = await planFor(ctx, trx, c, d, '');
+      throw new PlanOnly({ conflict: c, decision: d, blast: plan.blast, applied: false });
+    });
+  } catch (err) {
+    if (err instanceof PlanOnly) return err.outcome;
+    throw err;
+  }
+  throw new TributaryError('internal', 'planDecision: no plan');
+}
+
+export async function applyDecision(ctx: Ctx, release: string, code: string, d: Decision, by: { actor: Actor; rationale: string }): Promise<DecisionOutcome> {
+  const rationale = by.rationale?.trim();
+  if (!rationale) throw new TributaryError('decision_invalid', `a decision needs a rationale (why ${describeDecision({ detail: {} } as ConflictRow, d)}?)`, { field: 'rationale' });
+  return withConflict(ctx, release, code, async (trx, c) => {
+    if (c.status === 'decided') {
+      const prev = await trx('decisions').where({ conflict_id: c.id }).first();
+      throw new TributaryError('already_decided', `${c.code} was already decided by ${c.decided_by} at ${c.decided_at?.toISOString()}: ${prev ? describeDecision(c, prev.params as Decision) : ''}`, {
+        code: c.code,
+        decidedBy: c.decided_by,
+      });
+    }
+    validate(ctx, c, d);
+    // the release's state row, locked before the data changes: a validation running now finishes first,
+    // and this decision then sees it validated and sends it back to validation
+    await trx('release_states').where({ release }).forUpdate().first();
+    const summary = `${by.actor}: ${describeDecision(c, d)} — ${rationale}`;
+    const plan = await planFor(ctx, trx, c, d, summary);
+    await plan.apply();
+    const now = new Date();
+    await trx('decisions').insert({
+      conflict_id: c.id,
+      release,
+      run_id: c.run_id,
+      action: d.action,
+      params: JSON.stringify(d),
+      blast: JSON.stringify(plan.blast),
+      rationale,
+      decided_by: by.actor,
+      decided_at: now,
+    });
+    await trx('conflicts').where({ id: c.id }).update({ status: 'decided', decided_by: by.actor, decided_at: now });
+    // the dataset changed: a validated (or loaded) release must be validated again. A cross-release
+    // decision changes nothing yet: tributary promote applies it to master
+    const { state } = await releaseState(trx, release);
+    if (c.kind !== CROSS_RELEASE && isValidated(state)) await transition(trx, release, 'invalidate');
+    await recordAudit(trx, {
+      actor: by.actor,
+      action: 'decision',
+      release,
+      subject: c.code,
+      details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast: plan.blast },
+    });
+    return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale };
+  });
+}
+
+export interface RecordedDecision {
+  decision: Decision;
+  by: string;
+  at: Date;
+  rationale: string;
+  blast: BlastRadius;
+}
+
+/** The decision taken on a conflict, if any (to render a decided card). */
+export async function decisionOf(ctx: Ctx, conflictId: number): Promise<RecordedDecision | undefined> {
+  const row = await ctx.db.control('decisions').where({ conflict_id: conflictId }).first();
+  if (!row) return undefined;
+  return { decision: row.params as Decision, by: row.decided_by, at: row.decided_at, rationale: row.rationale, blast: row.blast as BlastRadius };
+}

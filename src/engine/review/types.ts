@@ -1,0 +1,109 @@
+
+
+/** The review queue's shapes: conflicts as stored, decisions and their blast radius. */
+
+export interface VersionView {
+  no: number;
+  envs: string[];
+  pks: string[];
+  feature: string | null;
+  features: string[] | null;
+  created_by: string | null;
+  created_at: string | null;
+  ts: string | null;
+  data: Record<string, unknown>;
+  /** Child rows (of every child entity) that hang on this version's records. */
+  children?: number;
+  /** Cross-release conflicts: the release the version belongs to (master's earlier one, or the promoted one). */
+  release?: string;
+}
+
+/** What a cross-release conflict (found by `tributary promote`) is about: one staging row and one master row. */
+export interface CrossReleaseInfo {
+  /** The release being promoted (version 2, staging). */
+  release: string;
+  /** The earlier release of master's row (version 1). */
+  masterRelease: string;
+  stagingPk: string;
+  masterPk: string;
+  /** The identity keys the two rows share (the natural keys and/or the primary key). */
+  keys: string[];
+  /** md5 of each row's compared data (tags and ignored columns left out): a decision applies while both are unchanged. */
+  stagingHash: string;
+  masterHash: string;
+}
+
+export interface ConflictDetail {
+  reason: string;
+  /** 'none': no version is suggested (cross-release conflicts: a person decides). */
+  suggestion: 'keep' | 'keep-both' | 'delete' | 'waive' | 'none';
+  suggested?: number;
+  differing?: string[];
+  versions?: VersionView[];
+  column?: string;
+  parent?: string;
+  value?: string;
+  env?: string;
+  record?: { data: Record<string, unknown>; env: string; pk: string; sources: unknown[] };
+  crossRelease?: CrossReleaseInfo;
+}
+
+export interface ConflictRow {
+  id: number;
+  release: string;
+  run_id: number;
+  code: string;
+  entity: string;
+  identity: string;
+  key_label: string;
+  kind: string;
+  priority: 'P1' | 'P2' | 'P3';
+  status: 'open' | 'decided';
+  detail: ConflictDetail;
+  assigned_to: string | null;
+  assigned_at: Date | null;
+  decided_by: string | null;
+  decided_at: Date | null;
+}
+
+/** A person's decision on a conflict or a finding. */
+export type Decision =
+  | { action: 'keep'; version: number }
+  | { action: 'keep-both'; rename?: Record<number, Record<string, string>> }
+  | { action: 'merge'; picks: Record<string, number> }
+  | { action: 'delete-both'; cascade?: boolean }
+  | { action: 'repoint'; to: string }
+  | { action: 'delete'; cascade?: boolean }
+  | { action: 'waive' };
+
+export interface Dependent {
+  entity: string;
+  pk: string;
+}
+
+export interface BlastRadius {
+  /** Child rows whose reference is rewritten to another parent key. */
+  rewritten: number;
+  /** Rows removed (the record(s) and, with cascade, their dependents). */
+  removed: number;
+  /** Records kept under new natural keys. */
+  renamed: { version: number; values: Record<string, string>; pk: string }[];
+  /** Rows that depend on what would be deleted (first 50). */
+  dependents: Dependent[];
+  dependentCount: number;
+}
+
+export interface DecisionOutcome {
+  conflict: ConflictRow;
+  decision: Decision;
+  blast: BlastRadius;
+  applied: boolean;
+  decidedBy?: string;
+  decidedAt?: Date;
+  rationale?: string;
+}
+
+export interface Plan {
+  blast: BlastRadius;
+  apply: () => Promise<void>;
+}

@@ -1,0 +1,406 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import PQueue from 'p-queue';
+import { envByRole, envOrThrow, releaseOrThrow, type EnvSpec, type TestingSpec } from '../../config/load.js';
+import { TributaryError } from '../../errors.js';
+import { recordAudit } from '../kernel/audit.js';
+import type { Actor, Ctx } from '../kernel/context.js';
+import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { promotedFingerprint, promoteRelease } from '../promote/index.js';
+import { catalogTests, balanceShards, learnTests, selectTests, type Tier } from './catalog.js';
+import { loadMapping, writeJUnit, type FeatureMapping } from './junit.js';
+import { applyGate, baselineRun, classifyRun, loadedFingerprint, recordShardOutcome, runTotals, type GateResult, type ResultClass, type RunTotals } from './results.js';
+import { databaseUrl, runShard } from './runner.js';
+import type { CatalogTest, ShardOutcome, ShardSpec, TestCaseResult } from './types.js';
+
+/**
+ * The tiers: tier 1 runs the release's feature tests plus smoke against staging; tier 2 runs every
+ * non-deprecated test against the cumulative master (promoting first when needed) and is refused unless
+ * tier 1 passed on the same loaded data. Selective runs (one feature, smoke on an env) and the nightly
+ * run use the same runners. Every run is persisted: shards, results, classes against the baseline, gate.
+ */
+export interface TestRequest {
+  tier: Tier;
+  feature?: string;
+  /** Target env for smoke/feature runs (default: staging). */
+  env?: string;
+  actor: Actor;
+  progress?: (p: TestProgress) => void;
+  /** The run to compare with, when the caller knows it (a nightly run: the previous scheduled night); default baselineRun. */
+  baselineRunId?: number | null;
+}
+
+export interface TestProgress {
+  step: 'promote' | 'select' | 'shards' | 'classify' | 'done';
+  runId?: number;
+  shards: number;
+  shardsDone: number;
+  passed: number;
+  failed: number;
+  elapsedMs: number;
+  note?: string;
+}
+
+export interface FailureView {
+  testId: string;
+  name: string;
+  status: string;
+  class: ResultClass | null;
+  message: string | null;
+  features: string[];
+}
+
+export interface TestRunReport {
+  runId: number;
+  release: string;
+  tier: Tier;
+  env: string;
+  status: 'passed' | 'failed';
+  totals: RunTotals;
+  gate: GateResult;
+  selection: { description: string; tests: number; deprecated: number; note: string; discovery: boolean };
+  baselineRunId: number | null;
+  failures: FailureView[];
+  newRegressions: FailureView[];
+  flaky: FailureView[];
+  erroredShards: { index: number; error: string }[];
+  reports: { junit: string; markdown: string };
+  ms: number;
+}
+
+export function testingOf(ctx: Ctx): TestingSpec {
+  const t = ctx.config.testing;
+  if (!t) {
+    throw new TributaryError('config_invalid', `${ctx.config.file}: testing: not configured; add testing.command (the team's test command writing JUnit XML to {junit}); see the README, "Two-tier testing"`);
+  }
+  return t;
+}
+
+export function knownFeatures(ctx: Ctx): Set<string> {
+  const out = new Set<string>();
+  for (const r of ctx.config.releases.values()) for (const f of r.features.keys()) out.add(f);
+  return out;
+}
+
+function targetEnv(ctx: Ctx, req: TestRequest): EnvSpec {
+  if (req.env) return envOrThrow(ctx.config, req.env);
+  const role = req.tier === '2' || req.tier === 'nightly' ? 'master' : 'staging';
+  const env = envByRole(ctx.config, role);
+  if (!env) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: ${role}, which ${req.tier === '1' ? 'tier 1' : 'this run'} tests against`);
+  return env;
+}
+
+/** Tier 2 needs tier 1 passed on the data loaded now; the error says what to do first. */
+async function tier2Gate(ctx: Ctx, release: string, actor: Actor): Promise<void> {
+  const loaded = await loadedFingerprint(ctx.db.control, release);
+  const t1 = await ctx.db.control('test_runs').where({ release, tier: '1' }).whereNot({ status: 'running' }).orderBy('id', 'desc').first();
+  let why: string | null = null;
+  if (!loaded.fingerprint) why = `${release} has not been loaded into staging: tributary load ${release}, then tributary test ${release} --tier 1`;
+  else if (!t1) why = `tier 1 has not run for ${release}: run tributary test ${release} --tier 1 first`;
+  else if (t1.data_fingerprint !== loaded.fingerprint) why = `tier 1 run #${t1.id} tested other data than what is loaded now (loaded ${loaded.loadedAt?.toISOString()}): run tributary test ${release} --tier 1 again`;
+  else if (t1.status !== 'passed') why = `tier 1 run #${t1.id} failed (${((t1.gate as GateResult).reasons ?? []).join('; ')}): fix it and run tributary test ${release} --tier 1 again`;
+  if (why) {
+    await recordAudit(ctx.db.control, { actor, action: 'gate.tier2.refused', release, details: { reason: why } });
+    throw new TributaryError('gate_tests', `tier 2 refused: ${why}`, { release });
+  }
+}
+
+function asCatalog(c: TestCaseResult): CatalogTest {
+  return { id: c.id, name: c.name, classname: c.classname, features: c.features, smoke: c.smoke, durationMs: c.durationMs };
+}
+
+export async function runTests(ctx: Ctx, release: string, req: TestRequest): Promise<TestRunReport> {
+  releaseOrThrow(ctx.config, release);
+  const testing = testingOf(ctx);
+  const started = performance.now();
+  const elapsed = () => Math.round(performance.now() - started);
+  const progress = (p: Omit<TestProgress, 'elapsedMs'>) => req.progress?.({ ...p, elapsedMs: elapsed() });
+  const env = targetEnv(ctx, req);
+  const db = ctx.db.control;
+  const { state } = await releaseState(db, release);
+
+  let dataFingerprint: string | null = null;
+  if (req.tier === '1') {
+    try {
+      nextState(release, state, 'tier1');
+    } catch (err) {
+      await recordAudit(db, { actor: req.actor, action: 'gate.tier1.refused', release, details: { state } });
+      throw err;
+    }
+    dataFingerprint = (await loadedFingerprint(db, release)).fingerprint;
+  } else if (req.tier === '2') {
+    await tier2Gate(ctx, release, req.actor);
+    if (state === 'tier1-passed') {
+      progress({ step: 'promote', shards: 0, shardsDone: 0, passed: 0, failed: 0, note: `promoting ${release} into ${env.name} first` });
+      await promoteRelease(ctx, release, { actor: req.actor });
+    } else {
+      nextState(release, state, 'tier2');
+    }
+    dataFingerprint = await promotedFingerprint(ctx, release);
+  }
+
+  // selection from the catalog; an empty catalog runs the whole suite once in one shard and learns it
+  const mapping: FeatureMapping | undefined = testing.mapping ? loadMapping(testing.mapping) : undefined;
+  const features = knownFeatures(ctx);
+  const catalog = await catalogTests(db);
+  const discovery = catalog.length === 0;
+  const sel = selectTests(ctx.config, catalog, { tier: req.tier, release, ...(req.feature ? { feature: req.feature } : {}) });
+  if (!discovery && sel.tests.length === 0) {
+    throw new TributaryError('no_rows', `no test selected: ${sel.description}`, { release, tier: req.tier });
+  }
+  const plan = discovery
+    ? { shards: [[]] as CatalogTest[][], expectedMs: [0], byHistory: false, note: 'the test catalog is empty: the whole suite runs once, in one shard, and the catalog learns it (later runs select and shard)' }
+    : balanceShards(sel.tests, testing.shards);
+  progress({ step: 'select', shards: plan.shards.length, shardsDone: 0, passed: 0, failed: 0, note: discovery ? plan.note : `${sel.description}; ${plan.note}` });
+
+  const [run] = await db('test_runs')
+    .insert({
+      release,
+      tier: req.tier,
+      env: env.name,
+      data_fingerprint: dataFingerprint,
+      dispatch: testing.dispatch,
+      started_by: req.actor,
+      selection: JSON.stringify({ description: sel.description, tests: sel.tests.length, deprecated: sel.deprecated.length, features: sel.features, note: plan.note, discovery, ...(req.feature ? { feature: req.feature } : {}) }),
+    })
+    .returning('id');
+  const runId = (run as { id: number }).id;
+  await db('test_shards').insert(
+    plan.shards.map((tests, i) => ({ run_id: runId, idx: i + 1, tests: JSON.stringify(tests.map((t) => ({ id: t.id, name: t.name, features: t.features, smoke: t.smoke }))), expected_ms: Math.round(plan.expectedMs[i] ?? 0) })),
+  );
+  await recordAudit(db, { actor: req.actor, action: 'test.start', release, subject: `test run #${runId}`, details: { tier: req.tier, env: env.name, tests: sel.tests.length, shards: plan.shards.length, ...(req.feature ? { feature: req.feature } : {}) } });
+
+  const workDir = path.join(testing.reportDir, 'runs', String(runId));
+  const specs: ShardSpec[] = plan.shards.map((tests, i) => ({
+    runId,
+    index: i + 1,
+    count: plan.shards.length,
+    tests: tests.map((t) => ({ id: t.id, name: t.name })),
+    command: testing.command,
+    cwd: testing.cwd,
+    env: env.name,
+    databaseUrl: databaseUrl(ctx.db.envParams(env), env.schema),
+    timeoutMs: testing.timeoutMs,
+    workDir,
+    retries: testing.retries,
+  }));
+
+  let done = 0;
+  let passed = 0;
+  let failed = 0;
+  const onOutcome = async (o: ShardOutcome) => {
+    let outcome = o;
+    if (discovery && o.status === 'done') {
+      await learnTests(db, o.cases);
+      // tests pruned on their owner's confirmation stay out, even of a run that rediscovers the suite
+      const pruned = new Set((await db('pruned_tests').whereIn('test_id', o.cases.map((c) => c.id)).pluck('test_id')) as string[]);
+      const keep = new Set(
+        selectTests(ctx.config, o.cases.filter((c) => !pruned.has(c.id)).map(asCatalog), { tier: req.tier, release, ...(req.feature ? { feature: req.feature } : {}) }).tests.map((t) => t.id),
+      );
+      outcome = { ...o, cases: o.cases.filter((c) => keep.has(c.id)) };
+    }
+    if (await recordShardOutcome(db, runId, outcome)) {
+      done++;
+      passed += outcome.cases.filter((c) => c.status === 'passed').length;
+      failed += outcome.status === 'errored' ? specs[o.index - 1]!.tests.length : outcome.cases.filter((c) => c.status === 'failed' || c.status === 'errored').length;
+      progress({ step: 'shards', runId, shards: specs.length, shardsDone: done, passed, failed });
+    }
+  };
+
+  try {
+    if (testing.dispatch === 'pgboss' && !discovery) {
+      // agents record their shards' outcomes themselves; here we only follow them
+      const { dispatchToAgents } = await import('./agents.js');
+      await dispatchToAgents(ctx, runId, specs, async () => {
+        const c = await db('test_results').where({ run_id: runId }).select(db.raw("count(*) filter (where status = 'passed')::int as passed, count(*) filter (where status in ('failed', 'errored'))::int as failed")).first();
+        done++;
+        passed = Number(c?.passed ?? 0);
+        failed = Number(c?.failed ?? 0);
+        progress({ step: 'shards', runId, shards: specs.length, shardsDone: done, passed, failed });
+      });
+    } else {
+      const queue = new PQueue({ concurrency: testing.agents });
+      const run1 = runShard;
+      await Promise.all(
+        specs.map((spec) =>
+          queue.add(async () => {
+            await db('test_shards').where({ run_id: runId, idx: spec.index }).update({ status: 'running', started_at: db.fn.now(), attempts: db.raw('attempts + 1') });
+            await onOutcome(await run1(spec, { knownFeatures: features, ...(mapping ? { mapping } : {}) }));
+          }),
+        ),
+      );
+    }
+  } catch (err) {
+    await db('test_runs').where({ id: runId }).update({ status: 'errored', finished_at: db.fn.now(), error: (err as Error).message });
+    await recordAudit(db, { actor: req.actor, action: 'test.failed', release, subject: `test run #${runId}`, details: { error: (err as Error).message } });
+    throw err;
+  }
+
+  progress({ step: 'classify', runId, shards: specs.length, shardsDone: done, passed, failed });
+  const baselineId = req.baselineRunId !== undefined ? req.baselineRunId : await baselineRun(db, { id: runId, release, tier: req.tier, env: env.name });
+  await classifyRun(db, runId, baselineId);
+  const totals = await runTotals(db, ctx.config, runId, release);
+  const gate = applyGate(totals, testing.passRate);
+  const status = gate.passed ? 'passed' : 'failed';
+
+  const { failures, newRegressions, flaky } = await failureViews(ctx, runId);
+  await writeReports(ctx, runId, release, req.tier, env.name, totals, gate, failures, newRegressions, flaky);
+  const ms = elapsed();
+  await db.transaction(async (trx) => {
+    await trx('test_runs').where({ id: runId }).update({ status, finished_at: trx.fn.now(), totals: JSON.stringify(totals), gate: JSON.stringify(gate), baseline_run_id: baselineId });
+    if (gate.passed && req.tier === '1') await transition(trx, release, 'tier1');
+    if (gate.passed && req.tier === '2') await transition(trx, release, 'tier2');
+    await recordAudit(trx, {
+      actor: req.actor,
+      action: 'test.finish',
+      release,
+      subject: `test run #${runId}`,
+      details: { tier: req.tier, env: env.name, status, gate, ms, total: totals.total, passed: totals.passed, failed: totals.failed + totals.errored, skipped: totals.skipped, passRate: totals.passRate, newRegressions: newRegressions.map((r) => r.name) },
+    });
+  });
+  progress({ step: 'done', runId, shards: specs.length, shardsDone: done, passed, failed });
+  return (await reportOfRun(ctx, release, runId))!;
+}
+
+async function failureViews(ctx: Ctx, runId: number): Promise<{ failures: FailureView[]; newRegressions: FailureView[]; flaky: FailureView[] }> {
+  const db = ctx.db.control;
+  const view = (r: Record<string, unknown>): FailureView => ({ testId: r.test_id as string, name: r.name as string, status: r.status as string, class: (r.class as ResultClass) ?? null, message: (r.message as string) ?? null, features: (r.features as string[]) ?? [] });
+  const failures = (await db('test_results').where({ run_id: runId }).whereIn('status', ['failed', 'errored']).orderByRaw("case class when 'new-regression' then 0 when 'new-test' then 1 else 2 end, name").limit(20)).map(view);
+  const newRegressions = (await db('test_results').where({ run_id: runId, class: 'new-regression' }).orderBy('name')).map(view);
+  const flaky = (await db('test_results').where({ run_id: runId, class: 'flaky' }).orderBy('name')).map(view);
+  return { failures, newRegressions, flaky };
+}
+
+function reportBase(ctx: Ctx, release: string, tier: string, runId: number): string {
+  return path.join(testingOf(ctx).reportDir, `${release}-tier${tier}-run${runId}`);
+}
+
+/** A finished run's report, read back from the control database. */
+export async function reportOfRun(ctx: Ctx, release: string, runId: number): Promise<TestRunReport | undefined> {
+  const run = await ctx.db.control('test_runs').where({ id: runId, release }).first();
+  if (!run || run.status === 'running') return undefined;
+  const sel = run.selection as { description: string; tests: number; deprecated: number; note: string; discovery: boolean };
+  const erroredShards = (await ctx.db.control('test_shards').where({ run_id: runId, status: 'errored' }).orderBy('idx').select('idx', 'error')).map((s) => ({ index: s.idx as number, error: s.error as string }));
+  const base = reportBase(ctx, release, run.tier, runId);
+  return {
+    runId,
+    release,
+    tier: run.tier as Tier,
+    env: run.env,
+    status: run.status === 'passed' ? 'passed' : 'failed',
+    totals: run.totals as RunTotals,
+    gate: run.gate as GateResult,
+    selection: { description: sel.description, tests: sel.discovery ? (run.totals as RunTotals).total : sel.tests, deprecated: sel.deprecated, note: sel.note, discovery: sel.discovery },
+    baselineRunId: run.baseline_run_id ?? null,
+    ...(await failureViews(ctx, runId)),
+    erroredShards,
+    reports: { junit: `${base}.xml`, markdown: `${base}.md` },
+    ms: run.finished_at ? new Date(run.finished_at).getTime() - new Date(run.started_at).getTime() : 0,
+  };
+}
+
+function pct(n: number, of: number): string {
+  return of === 0 ? '0%' : `${Math.round((n / of) * 1000) / 10}%`;
+}
+
+export function renderMarkdown(r: Pick<TestRunReport, 'runId' | 'release' | 'tier' | 'env' | 'totals' | 'gate' | 'failures' | 'newRegressions' | 'flaky'>): string {
+  const t = r.totals;
+  const lines = [
+    `# ${r.release}: tier ${r.tier} on ${r.env} (test run #${r.runId})`,
+    '',
+    `**Gate: ${r.gate.passed ? 'PASSED' : 'FAILED'}** (pass rate ≥ ${r.gate.threshold}%, no new regression)${r.gate.reasons.length ? `: ${r.gate.reasons.join('; ')}` : ''}`,
+    '',
+    '| | total | passed | failed | skipped | pass rate |',
+    '|---|---:|---:|---:|---:|---:|',
+    `| all | ${t.total} | ${t.passed} (${pct(t.passed, t.total)}) | ${t.failed + t.errored} (${pct(t.failed + t.errored, t.total)}) | ${t.skipped} (${pct(t.skipped, t.total)}) | ${t.passRate}% |`,
+    `| new features | ${t.newFeatures.total} | ${t.newFeatures.passed} | ${t.newFeatures.failed + t.newFeatures.errored} | ${t.newFeatures.skipped} | ${t.newFeatures.passRate}% |`,
+    `| regression of earlier releases | ${t.regression.total} | ${t.regression.passed} | ${t.regression.failed + t.regression.errored} | ${t.regression.skipped} | ${t.regression.passRate}% |`,
+    '',
+    '## Per feature',
+    '',
+    '| feature | total | passed | failed |',
+    '|---|---:|---:|---:|',
+    ...Object.entries(t.perFeature)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([f, x]) => `| ${f} | ${x.total} | ${x.passed} | ${x.failed + x.errored} |`),
+    '',
+    `## New regressions (${r.newRegressions.length})`,
+    '',
+    ...(r.newRegressions.length ? r.newRegressions.map((f) => `- ${f.name}: ${f.message ?? ''}`) : ['none']),
+    '',
+    `## Failures (${t.failed + t.errored})`,
+    '',
+    ...(r.failures.length ? r.failures.map((f) => `- [${f.class ?? f.status}] ${f.name}: ${f.message ?? ''}`) : ['none']),
+    '',
+    `## Flaky (${r.flaky.length})`,
+    '',
+    ...(r.flaky.length ? r.flaky.map((f) => `- ${f.name}`) : ['none']),
+    '',
+  ];
+  return lines.join('\n');
+}
+
+async function writeReports(ctx: Ctx, runId: number, release: string, tier: Tier, env: string, totals: RunTotals, gate: GateResult, failures: FailureView[], newRegressions: FailureView[], flaky: FailureView[]): Promise<{ junit: string; markdown: string }> {
+  const dir = testingOf(ctx).reportDir;
+  fs.mkdirSync(dir, { recursive: true });
+  const rows = await ctx.db.control('test_results as r').leftJoin('test_catalog as c', 'c.test_id', 'r.test_id').where({ 'r.run_id': runId }).orderBy('r.test_id').select('r.*', 'c.classname', 'c.file');
+  const cases: TestCaseResult[] = rows.map((r) => ({
+    id: r.test_id,
+    name: r.name,
+    classname: r.classname ?? '',
+    ...(r.file ? { file: r.file } : {}),
+    status: r.status,
+    durationMs: r.duration_ms,
+    ...(r.message ? { message: r.message } : {}),
+    features: r.features ?? [],
+    smoke: r.smoke,
+    properties: {},
+  }));
+  const base = reportBase(ctx, release, tier, runId);
+  fs.writeFileSync(`${base}.xml`, writeJUnit(cases, `${release} tier ${tier} (${env})`));
+  fs.writeFileSync(`${base}.md`, renderMarkdown({ runId, release, tier, env, totals, gate, failures, newRegressions, flaky }));
+  return { junit: `${base}.xml`, markdown: `${base}.md` };
+}
+
+/** The latest finished run of a tier for a release. */
+export async function latestRun(ctx: Ctx, release: string, tier: Tier): Promise<Record<string, unknown> | undefined> {
+  return ctx.db.control('test_runs').where({ release, tier }).whereNot({ status: 'running' }).orderBy('id', 'desc').first();
+}
+
+export interface ApprovalResult {
+  release: string;
+  runId: number;
+  override: boolean;
+  approvedBy: Actor;
+}
+
+/** A qa_lead's approval of the latest tier 2 run: ready for production; past a failed gate only with override. */
+export async function approveRelease(ctx: Ctx, release: string, opts: { actor: Actor; rationale: string; override?: boolean; runId?: number }): Promise<ApprovalResult> {
+  releaseOrThrow(ctx.config, release);
+  const rationale = opts.rationale.trim();
+  if (!rationale) throw new TributaryError('usage', 'an approval needs a rationale (--rationale "…")');
+  const run = await latestRun(ctx, release, '2');
+  if (!run) {
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.approve.refused', release, details: { reason: 'no tier 2 run' } });
+    throw new TributaryError('gate_tests', `${release} has no tier 2 run to approve: run tributary test ${release} --tier 2 first`, { release });
+  }
+  if (opts.runId !== undefined && opts.runId !== run.id) {
+    throw new TributaryError('gate_state', `tier 2 run #${opts.runId} is no longer the latest of ${release} (#${String(run.id)}): approve the latest one`, { release });
+  }
+  const gate = run.gate as GateResult;
+  const passed = run.status === 'passed';
+  if (!passed && !opts.override) {
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.approve.refused', release, details: { runId: run.id, reasons: gate.reasons } });
+    throw new TributaryError('gate_tests', `tier 2 run #${String(run.id)} of ${release} failed its gate (${(gate.reasons ?? []).join('; ')}): approving it needs an explicit override with a rationale (--override)`, { release });
+  }
+  return ctx.db.control.transaction(async (trx) => {
+    // one approval per run: a double click or a second approver is told who approved it
+    await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`tributary:approve:${release}`]);
+    const earlier = await trx('approvals').where({ release, test_run_id: run.id }).first();
+    if (earlier) throw new TributaryError('already_decided', `tier 2 run #${String(run.id)} of ${release} was already approved by ${String(earlier.approved_by)} at ${new Date(earlier.approved_at).toISOString()}`, { release, decidedBy: earlier.approved_by });
+    await trx('approvals').insert({ release, test_run_id: run.id, approved_by: opts.actor, rationale, override: !passed });
+    await transition(trx, release, 'approve');
+    await recordAudit(trx, { actor: opts.actor, action: passed ? 'release.approved' : 'release.approved.override', release, subject: `test run #${String(run.id)}`, details: { rationale, override: !passed, gate } });
+    return { release, runId: run.id as number, override: !passed, approvedBy: opts.actor };
+  });
+}

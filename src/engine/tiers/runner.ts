@@ -1,0 +1,152 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { ConnectionParams } from '../../db/connect.js';
+import { TributaryError } from '../../errors.js';
+import { redact, registerSecret } from '../../log.js';
+import { parseJUnit, type FeatureMapping } from './junit.js';
+import type { ShardOutcome, ShardSpec, TestCaseResult } from './types.js';
+import { commandEnv, execShell, fillCommand, type Exec } from '../kernel/shell.js';
+
+/**
+ * The command runner: runs the team's own test command for one shard in a child process (its own
+ * process group, so a timeout kills the whole tree), with the placeholders filled in, and reads back the
+ * JUnit XML it wrote. A shard whose command cannot run, times out, or writes no or malformed JUnit XML is
+ * `errored`: its tests count as errored, never as passed.
+ */
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** A regular expression that matches exactly the selected test names. */
+export function namePattern(names: string[]): string {
+  return names.length === 0 ? '.*' : `^(?:${[...new Set(names)].map(escapeRegex).join('|')})$`;
+}
+
+/** A PostgreSQL URL for the team's tests; the env's schema (if any) becomes the search_path. */
+export function databaseUrl(p: ConnectionParams, schema?: string): string {
+  const auth = `${encodeURIComponent(p.user)}${p.password ? `:${encodeURIComponent(p.password)}` : ''}@`;
+  if (p.password) registerSecret(p.password);
+  const params: string[] = [];
+  if (schema) params.push(`options=${encodeURIComponent(`-c search_path=${schema}`)}`);
+  if (p.ssl) params.push(`sslmode=${p.ssl.rejectUnauthorized ? 'verify-full' : 'require'}`);
+  const q = params.join('&');
+  return `postgres://${auth}${p.host}:${p.port}/${encodeURIComponent(p.database)}${q ? `?${q}` : ''}`;
+}
+
+export interface RunShardOptions {
+  knownFeatures?: Set<string>;
+  mapping?: FeatureMapping;
+  /** Name of the agent running the shard (host:pid by default). */
+  agent?: string;
+}
+
+async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], tag: string, opts: RunShardOptions): Promise<{ cases: TestCaseResult[]; exec: Exec; error?: string; junit: string }> {
+  const dir = path.join(spec.workDir, `shard-${spec.index}-${tag}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const junit = path.join(dir, 'junit.xml');
+  fs.rmSync(junit, { force: true });
+  const testsFile = path.join(dir, 'tests.txt');
+  fs.writeFileSync(testsFile, tests.map((t) => t.name).join('\n') + (tests.length ? '\n' : ''));
+  const values = {
+    databaseUrl: spec.databaseUrl,
+    env: spec.env,
+    tests: testsFile,
+    pattern: namePattern(tests.map((t) => t.name)),
+    shard: String(spec.index),
+    shards: String(spec.count),
+    junit,
+  };
+  const cmd = fillCommand(spec.command, values);
+  const exec = await execShell(
+    cmd,
+    spec.cwd,
+    commandEnv({
+      TRIBUTARY_DATABASE_URL: spec.databaseUrl,
+      TRIBUTARY_ENV: spec.env,
+      TRIBUTARY_TESTS_FILE: testsFile,
+      TRIBUTARY_SHARD: String(spec.index),
+      TRIBUTARY_SHARDS: String(spec.count),
+      TRIBUTARY_JUNIT: junit,
+    }),
+    spec.timeoutMs,
+  );
+  exec.tail = redact(exec.tail);
+  const lastLine = exec.tail.trim().split('\n').slice(-1)[0] ?? '';
+  if (exec.spawnError) return { cases: [], exec, junit, error: `shard ${spec.index}: the test command could not start: ${redact(exec.spawnError)}` };
+  if (exec.timedOut) return { cases: [], exec, junit, error: `shard ${spec.index}: the test command timed out after ${Math.round(spec.timeoutMs / 1000)} s and was killed` };
+  if (exec.exitCode === 127 || exec.exitCode === 126) {
+    return { cases: [], exec, junit, error: `shard ${spec.index}: the test command ${exec.exitCode === 127 ? 'was not found' : 'is not executable'} (exit ${exec.exitCode}): ${lastLine || redact(spec.command)}; check testing.command in the config` };
+  }
+  if (!fs.existsSync(junit) || fs.statSync(junit).size === 0) {
+    return {
+      cases: [],
+      exec,
+      junit,
+      error: `shard ${spec.index}: the test command exited with ${exec.signal ? `signal ${exec.signal}` : `code ${exec.exitCode}`} and wrote no JUnit XML to {junit}${lastLine ? `: ${lastLine}` : ''}`,
+    };
+  }
+  try {
+    const cases = parseJUnit(fs.readFileSync(junit, 'utf8'), junit, { ...(opts.knownFeatures ? { knownFeatures: opts.knownFeatures } : {}), ...(opts.mapping ? { mapping: opts.mapping } : {}) });
+    return { cases, exec, junit };
+  } catch (err) {
+    const msg = err instanceof TributaryError ? err.message : (err as Error).message;
+    return { cases: [], exec, junit, error: `shard ${spec.index}: malformed JUnit XML: ${redact(msg)}` };
+  }
+}
+
+/** Keeps the cases of the selected tests (runners report unselected ones as skipped) and adds the missing ones as errored. */
+function selected(spec: ShardSpec, tests: { id: string; name: string }[], cases: TestCaseResult[]): TestCaseResult[] {
+  if (tests.length === 0) return cases.filter((c) => !(c.status === 'skipped' && /pattern/i.test(c.message ?? '')));
+  const byId = new Map(tests.map((t) => [t.id, t]));
+  const byName = new Map(tests.map((t) => [t.name, t]));
+  const out = new Map<string, TestCaseResult>();
+  for (const c of cases) {
+    const t = byId.get(c.id) ?? byName.get(c.name);
+    if (!t) continue;
+    // a test reported twice (a runner retrying on its own) counts once, by its last report
+    out.set(t.id, { ...c, id: t.id });
+  }
+  for (const t of tests) {
+    if (!out.has(t.id)) {
+      out.set(t.id, { id: t.id, name: t.name, classname: '', status: 'errored', durationMs: 0, message: `shard ${spec.index}: selected but not reported by the test command`, features: [], smoke: false, properties: {} });
+    }
+  }
+  return [...out.values()];
+}
+
+/** Runs one shard: the command, then (when configured) the failing tests again to tell flaky from failing. */
+export async function runShard(spec: ShardSpec, opts: RunShardOptions = {}): Promise<ShardOutcome> {
+  const started = performance.now();
+  const agent = opts.agent ?? `${os.hostname()}:${process.pid}`;
+  const first = await attempt(spec, spec.tests, 'run', opts);
+  if (first.error) {
+    return { index: spec.index, status: 'errored', cases: [], retriedPassed: [], error: first.error, exitCode: first.exec.exitCode, durationMs: Math.round(performance.now() - started), outputTail: first.exec.tail, agent };
+  }
+  const cases = new Map(selected(spec, spec.tests, first.cases).map((c) => [c.id, c]));
+  const retriedPassed: string[] = [];
+  for (let r = 1; r <= spec.retries; r++) {
+    const failing = [...cases.values()].filter((c) => c.status === 'failed' || c.status === 'errored').map((c) => ({ id: c.id, name: c.name }));
+    if (failing.length === 0) break;
+    const again = await attempt(spec, failing, `retry${r}`, opts);
+    if (again.error) break;
+    for (const c of selected(spec, failing, again.cases)) {
+      if (c.status === 'passed') {
+        cases.set(c.id, { ...c, durationMs: cases.get(c.id)!.durationMs + c.durationMs });
+        retriedPassed.push(c.id);
+      }
+    }
+  }
+  return {
+    index: spec.index,
+    status: 'done',
+    cases: [...cases.values()],
+    seen: first.cases,
+    retriedPassed,
+    exitCode: first.exec.exitCode,
+    durationMs: Math.round(performance.now() - started),
+    outputTail: first.exec.tail,
+    agent,
+  };
+}
