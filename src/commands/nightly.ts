@@ -16,7 +16,7 @@ import { textMessage } from '../views/blocks.js';
  */
 
 async function uploadChart(deps: BotDeps, channel: string, coverage: Coverage, name: string, comment?: string): Promise<string> {
-  const { file, png } = writeCoverageChart(deps.ctx, coverage, name);
+  const { file, png } = await writeCoverageChart(deps.ctx, coverage, name);
   await deps.client.files.uploadV2({ channel_id: channel, file: png, filename: path.basename(file), title: 'Coverage growth per release', ...(comment ? { initial_comment: comment } : {}) });
   return file;
 }

@@ -169,6 +169,17 @@ export interface LoadOptions {
 
 const SECRET_NAME = /(URL|PASSWORD|TOKEN|SECRET|KEY)/i;
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** LOG_LEVEL from the environment: one of pino's levels, else a config error naming the variable. */
+function logLevelOf(env: NodeJS.ProcessEnv): string {
+  const level = env.LOG_LEVEL ?? 'info';
+  if (!LOG_LEVELS.includes(level)) {
+    throw new TributaryError('config_invalid', `environment variable LOG_LEVEL: ${JSON.stringify(level)} is not a log level; use one of ${LOG_LEVELS.join(', ')}`, { variable: 'LOG_LEVEL' });
+  }
+  return level;
+}
+
 function configError(file: string, at: string, reason: string): TributaryError {
   const where = at ? `${at}: ` : '';
   return new TributaryError('config_invalid', `${file}: ${where}${reason}`, { file, path: at });
@@ -327,7 +338,7 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
     ...(c.deploy ? { deploy: deploySpec(file, c.deploy, envs) } : {}),
     ...(c.nightly ? { nightly: nightlySpec(file, c.nightly) } : {}),
     archive: { dir: path.resolve(path.dirname(path.resolve(file)), c.archive.dir) },
-    logLevel: env.LOG_LEVEL ?? 'info',
+    logLevel: logLevelOf(env),
     ...(auditKey ? { auditKey } : {}),
   };
 }

@@ -123,10 +123,19 @@ const tagsSchema = z
   })
   .default({ release: 'release', feature: 'feature', createdBy: 'created_by', createdAt: 'created_at' });
 
-const ruleEntry = z.union([
-  z.enum(RULE_NAMES),
-  z.strictObject({ rule: z.enum(RULE_NAMES), enabled: z.boolean().default(true) }),
-]);
+const unknownRule = (input: unknown) => `unknown rule ${JSON.stringify(input)}; the rules are ${RULE_NAMES.join(', ')}`;
+const ruleEntry = z.union(
+  [
+    z.enum(RULE_NAMES),
+    z.strictObject({ rule: z.enum(RULE_NAMES, { error: (iss) => unknownRule(iss.input) }), enabled: z.boolean().default(true) }),
+  ],
+  {
+    error: (iss) => {
+      const name = typeof iss.input === 'object' && iss.input !== null ? (iss.input as { rule?: unknown }).rule : iss.input;
+      return typeof name === 'string' && !(RULE_NAMES as readonly string[]).includes(name) ? unknownRule(name) : `a rule is one of ${RULE_NAMES.join(', ')}, or { rule, enabled }`;
+    },
+  },
+);
 
 const policySchema = z
   .strictObject({

@@ -205,7 +205,7 @@ async function nightly(ctx: Ctx): Promise<void> {
   console.log(renderNightly(r.summary));
   console.log(`  the Slack post: "${nightlyCard(r.summary).text}"`);
   if (r.coverage) {
-    const { file } = writeCoverageChart(ctx, r.coverage, `nightly-${r.row.id}-coverage.png`);
+    const { file } = await writeCoverageChart(ctx, r.coverage, `nightly-${r.row.id}-coverage.png`);
     console.log(`\n${renderCoverage(r.coverage)}\n  the chart posted with it: ${file}`);
   }
   console.log('');

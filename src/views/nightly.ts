@@ -1,14 +1,11 @@
 import type { KnownBlock } from '@slack/types';
-import * as echarts from 'echarts';
-import { Resvg } from '@resvg/resvg-js';
 import type { Coverage, NightlySummary, TestRef, PruneProposal } from '../engine/nightly/index.js';
 import { checkMessage, clip, esc, type Message } from './limits.js';
 import { context, md, plain, section } from './kit.js';
 
 /**
- * The nightly regression as people read it (CLI text and the Slack post), the coverage growth table and
- * its chart (echarts rendered server-side to SVG, then to PNG by resvg: no canvas, no native download),
- * and the weekly pruning proposals.
+ * The nightly regression as people read it (CLI text and the Slack post), the coverage growth table
+ * (its chart is coverageChart.ts) and the weekly pruning proposals.
  */
 const num = (n: number) => n.toLocaleString('en-US');
 const pctText = (n: number | null) => (n === null ? '–' : `${n}%`);
@@ -100,33 +97,6 @@ export function coverageMessage(c: Coverage): Message {
   });
 }
 
-/** The chart of cumulative tests and records per release, as a PNG. */
-export function coverageChartPng(c: Coverage, size: { width: number; height: number } = { width: 800, height: 400 }): Buffer {
-  const chart = echarts.init(null, null, { renderer: 'svg', ssr: true, width: size.width, height: size.height });
-  try {
-    chart.setOption({
-      animation: false,
-      backgroundColor: '#ffffff',
-      title: { text: 'Coverage growth per release', left: 'center', textStyle: { fontSize: 16 } },
-      textStyle: { fontFamily: 'sans-serif' },
-      legend: { bottom: 0, itemGap: 60, data: ['cumulative tests', 'cumulative data records'] },
-      grid: { left: 70, right: 80, top: 50, bottom: 50 },
-      xAxis: { type: 'category', data: c.rows.map((r) => (r.archived ? `${r.release} (archived)` : r.release)) },
-      yAxis: [
-        { type: 'value', name: 'tests', minInterval: 1 },
-        { type: 'value', name: 'records', minInterval: 1, splitLine: { show: false } },
-      ],
-      series: [
-        { name: 'cumulative data records', type: 'bar', yAxisIndex: 1, data: c.rows.map((r) => r.cumulativeRecords), itemStyle: { color: '#9ec5e8' } },
-        { name: 'cumulative tests', type: 'line', yAxisIndex: 0, data: c.rows.map((r) => r.cumulativeTests), itemStyle: { color: '#1d4f91' }, lineStyle: { width: 3 }, label: { show: true, position: 'top', color: '#1d4f91', fontWeight: 'bold' } },
-      ],
-    });
-    const svg = chart.renderToSVGString();
-    return new Resvg(svg, { font: { loadSystemFonts: true }, fitTo: { mode: 'original' } }).render().asPng();
-  } finally {
-    chart.dispose();
-  }
-}
 
 /** A pruning proposal, as the engine keeps it. */
 export type PruneCardInput = PruneProposal;

@@ -87,6 +87,22 @@ describe('config validation', () => {
     expect(err3.message).toContain('plain SQL identifier');
   });
 
+  it('lists the valid rule names for an unknown policy rule, and names LOG_LEVEL when it is not a level', () => {
+    const doc = baseDoc();
+    doc.policy = { rules: ['exact-duplicate', 'newest-win'] };
+    const err = loadError(write(doc));
+    expect(err.code).toBe('config_invalid');
+    expect(err.message).toContain('policy.rules[1]: unknown rule "newest-win"; the rules are exact-duplicate, newest-wins, complementary-merge');
+    const doc2 = baseDoc();
+    doc2.policy = { rules: [{ rule: 'newest', enabled: false }] };
+    expect(loadError(write(doc2)).message).toContain('policy.rules[0]: unknown rule "newest"; the rules are exact-duplicate');
+
+    const level = loadError(write(baseDoc()), { LOG_LEVEL: 'bogus' });
+    expect(level.code).toBe('config_invalid');
+    expect(level.message).toBe('environment variable LOG_LEVEL: "bogus" is not a log level; use one of fatal, error, warn, info, debug, trace, silent');
+    expect(loadConfig({ file: write(baseDoc()), env: { LOG_LEVEL: 'debug' } }).logLevel).toBe('debug');
+  });
+
   it('names an unknown key', () => {
     const doc = baseDoc();
     doc.environments['ST-1'].precednce = 1;

@@ -56,7 +56,7 @@ it('the CLI running a deployment is killed; a new bot process reports it with Re
   expect(await dumpProduction(env)).toBe(dataBefore);
 
   const port = await freePort();
-  const bot = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/start.ts')], {
+  const bot = spawn(process.execPath, [path.join(ROOT, 'dist/src/start.js')], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,

@@ -36,7 +36,7 @@ function writeConfig(nightly: Record<string, unknown>): void {
 
 async function startBot(): Promise<Bot> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/start.ts')], {
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/src/start.js')], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, TRIBUTARY_CONFIG: env.configFile, TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY, SLACK_BOT_TOKEN: 'xoxb-proc-test', SLACK_SIGNING_SECRET: 'proc-secret', SLACK_API_URL: fake.apiUrl(), PORT: String(port) },
   });

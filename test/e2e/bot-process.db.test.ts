@@ -21,7 +21,7 @@ afterAll(async () => {
 
 it('serves over HTTP, then shuts down gracefully on SIGTERM', async () => {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/start.ts')], {
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/src/start.js')], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -149,6 +150,21 @@ describe('tributary CLI', () => {
     expect((json(p1) as unknown as unknown[]).length).toBe(4);
     expect(text.stdout).toContain('Review queue of R2 (6):');
     expect(text.stdout).toMatch(/C-002\s+P1\s+core-conflict\s+users email=dana@corp.example/);
+  });
+
+  it('ends quietly when its reader goes away (tributary result R2 | head -1); LOG_LEVEL=bogus is a config error (exit 2)', async () => {
+    const piped = spawnSync('/bin/sh', ['-c', `node ${path.join(ROOT, 'bin/tributary.js')} --config ${configFile} result R2 --all | head -1`], {
+      cwd: ROOT,
+      env: { ...process.env, TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY, DATABASE_URL: '' },
+      encoding: 'utf8',
+    });
+    expect(piped.status, piped.stderr).toBe(0);
+    expect(piped.stdout.split('\n').filter(Boolean)).toHaveLength(1);
+    expect(JSON.parse(piped.stdout)).toHaveProperty('entity');
+    expect(piped.stderr).toBe('');
+    const bogus = await cli(['--config', configFile, 'status', 'R2'], { env: { LOG_LEVEL: 'bogus' } });
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toBe('tributary: environment variable LOG_LEVEL: "bogus" is not a log level; use one of fatal, error, warn, info, debug, trace, silent\n');
   });
 
   it('hands two reviewers different conflicts, shows one, and plans a decision without applying it', async () => {

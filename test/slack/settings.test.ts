@@ -19,7 +19,7 @@ it('names the missing or malformed variable and points to the README', () => {
 });
 
 it('npm start without tokens exits with the error and never prints a secret', () => {
-  const res = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/start.ts')], {
+  const res = spawnSync(process.execPath, [path.join(ROOT, 'dist/src/start.js')], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, SLACK_BOT_TOKEN: 'xoxb-super-secret-token', SLACK_SIGNING_SECRET: '' },
     encoding: 'utf8',

@@ -144,7 +144,11 @@ export interface Collected {
   verify(): Promise<Map<string, KeyStats>>;
 }
 
-const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'collect-child.ts');
+// compiled (dist/…/collect.js) the child is collect-child.js, run by node; from the sources (tests, tsx) it is
+// collect-child.ts, run through tsx
+const HERE = fileURLToPath(import.meta.url);
+const CHILD = path.join(path.dirname(HERE), `collect-child${path.extname(HERE)}`);
+const CHILD_ARGS = path.extname(HERE) === '.ts' ? ['--import', import.meta.resolve('tsx'), CHILD] : [CHILD];
 
 /**
  * The collection's child process (collect-child.ts), started ahead: it loads while the gate is checked
@@ -158,8 +162,8 @@ export interface Collector {
 }
 
 export function startCollector(): Collector {
-  // tsx resolved from here, not from the working directory (the bot may run anywhere)
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // tsx (for the sources) resolved from here, not from the working directory (the bot may run anywhere)
+  const child = spawn(process.execPath, CHILD_ARGS, { stdio: ['pipe', 'pipe', 'pipe'] });
   // a bot stopping (or crashing) takes its collection with it: nothing keeps writing into the work area
   const killChild = () => child.kill('SIGKILL');
   process.once('exit', killChild);

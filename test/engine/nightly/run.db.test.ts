@@ -10,7 +10,8 @@ import { catalogTests, learnTests, selectTests } from '../../../src/engine/tiers
 import { decideProposal, proposePruning } from '../../../src/engine/nightly/prune.js';
 import { claimSlot, executeNightly, NIGHTLY_LOCK, runNightlyNow } from '../../../src/engine/nightly/run.js';
 import { NO_RELEASE, type NightlySummary } from '../../../src/engine/nightly/summary.js';
-import { coverageChartPng, renderNightly } from '../../../src/views/nightly.js';
+import { coverageChartPng } from '../../../src/views/coverageChart.js';
+import { renderNightly } from '../../../src/views/nightly.js';
 import { ROOT, testEnv, urlFor, type TestEnv } from '../../helpers.js';
 import { cli, output } from '../../process.js';
 
