@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -19,10 +20,13 @@ import { configDoc, generate, plan, RELEASE, runBench, withScratch } from './dat
  * the bot's real HTTP receiver (slash commands, button clicks, App Home events), its Web API calls to a
  * local fake Slack API, while `consolidate` runs over N rows (default 1,000,000 over 8 envs) on the
  * PostgreSQL server in BENCH_DATABASE_URL, or on an embedded one. Prints p50/p99/max ack latency and
- * failures against the service level: p99 < 300 ms, no failures.
+ * failures against the service level: p99 < 300 ms, no failures. `--busy`: the same with one busy loop per
+ * core at normal priority (no process's priority changed) for the whole measured run, as on a machine that
+ * does other work: p99 must stay under 1 s (the target is still 300 ms).
  */
 
 const TARGET_P99_MS = 300;
+const BUSY_LIMIT_P99_MS = 1000;
 const execFileAsync = promisify(execFile);
 const SECRET = 'bench-signing-secret';
 
@@ -34,6 +38,7 @@ function options() {
       envs: { type: 'string' },
       interactions: { type: 'string' },
       concurrency: { type: 'string' },
+      busy: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -49,6 +54,7 @@ function options() {
     envs: int(values.envs, base.envs),
     interactions: int(values.interactions, base.interactions),
     concurrency: int(values.concurrency, 50),
+    busy: values.busy,
   };
 }
 
@@ -90,6 +96,14 @@ async function startFake(): Promise<{ url: string; apiUrl(): string; stop(): Pro
   };
 }
 
+/** One busy loop per core, at normal priority, until stopped. */
+function startBusyLoops(): () => Promise<void> {
+  const loops = os.cpus().map(() => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+  return async () => {
+    await Promise.all(loops.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : (c.once('exit', r), c.kill('SIGKILL'))))));
+  };
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
@@ -99,7 +113,7 @@ async function main(): Promise<void> {
   logger().level = 'warn';
   const opts = options();
   await withScratch('slack', async ({ server, url, dir, defer }) => {
-    console.log(`Tributary Slack ack benchmark on ${server.label}`);
+    console.log(`Tributary Slack ack benchmark on ${server.label}${opts.busy ? ', on a busy machine (--busy)' : ''}`);
     await generate(url, opts, plan(opts));
     const file = path.join(dir, 'tributary.yml');
     fs.writeFileSync(file, stringify(configDoc(url, opts.envs)));
@@ -114,6 +128,7 @@ async function main(): Promise<void> {
     const { port } = await bot.start();
     defer(() => bot.stop());
     const endpoint = `http://127.0.0.1:${port}/slack/events`;
+    if (opts.busy) defer(startBusyLoops());
     // a few requests first, so that start-up work (module loading, first queries) is not measured;
     // then the same load with nothing else running, for comparison
     await runLoad(endpoint, fake.url, 40, 4);
@@ -151,6 +166,10 @@ async function main(): Promise<void> {
     console.log(`ack latency p50                 ${fmt(percentile(sorted, 50)).padEnd(12)}`);
     console.log(`ack latency p99                 ${fmt(p99).padEnd(12)} < ${TARGET_P99_MS} ms   ${p99 < TARGET_P99_MS ? 'PASS' : 'MISS'}`);
     console.log(`ack latency p99 (consolidating) ${fmt(percentile(sortedDuring, 99)).padEnd(12)} < ${TARGET_P99_MS} ms   ${percentile(sortedDuring, 99) < TARGET_P99_MS ? 'PASS' : 'MISS'}`);
+    if (opts.busy) {
+      const p50 = percentile(sorted, 50);
+      console.log(`busy machine: ${os.cpus().length} busy loop(s) at normal priority, p50 / p99 ${fmt(p50)} / ${fmt(p99)}: p99 < ${BUSY_LIMIT_P99_MS} ms ${p99 < BUSY_LIMIT_P99_MS ? 'PASS' : 'MISS'}`);
+    }
     console.log(`ack latency max                 ${fmt(sorted.at(-1) ?? 0)}`);
     console.log(`bot event-loop delay p99 / max   ${fmt(loop.percentile(99) / 1e6)} / ${fmt(loop.max / 1e6)}`);
     console.log(`failures                        ${String(failures).padEnd(12)} 0           ${failures === 0 ? 'PASS' : 'MISS'}`);
