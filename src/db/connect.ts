@@ -173,7 +173,8 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     async close() {
       await Promise.all([...envs.values()].map((k) => k.destroy()));
       await control.destroy();
-      if (embedded?.owner) await embedded.stop();
+      // the server stops with its last user, whoever started it
+      await embedded?.release();
     },
   };
 }

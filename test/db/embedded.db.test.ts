@@ -119,6 +119,9 @@ describe('embedded PostgreSQL shared between processes', () => {
       const again = await ensureEmbeddedServer(dir);
       expect(again.owner).toBe(false);
       expect(again.info).toEqual(handle.info);
+      // this process holds two handles: leaving with one leaves the server to the other
+      expect(await again.release()).toEqual({ stopped: false });
+      expect(await reachable(handle.info)).toBe(true);
     } finally {
       await handle.stop();
     }
@@ -161,4 +164,46 @@ describe('embedded PostgreSQL shared between processes', () => {
       await restarted.stop();
     }
   });
+
+  it('outlives the process that started it while another uses it, and stops with its last live user', async () => {
+    const dir = dataDir();
+    const first = await runChild(dir, true);
+    expect(first.report.owner).toBe(true);
+    const second = await runChild(dir, true);
+    expect(second.report).toMatchObject({ owner: false, port: first.report.port });
+    const info = JSON.parse(fs.readFileSync(path.join(dir, 'server.json'), 'utf8')) as ServerInfo;
+    const pid = postmasterPid(dir);
+
+    // the owner stops cleanly (a bot on SIGTERM) while the second still uses the server: it stays
+    expect(await releaseBySigterm(first.child)).toEqual({ released: { stopped: false } });
+    expect(await reachable(info)).toBe(true);
+    expect(postmasterPid(dir)).toBe(pid);
+
+    // a restarted first process finds the same server, not a new one on a new port
+    const restarted = await ensureEmbeddedServer(dir);
+    expect(restarted).toMatchObject({ owner: false, info: { port: first.report.port } });
+
+    // a user killed without leaving does not keep the server alive
+    const killed = await runChild(dir, true);
+    const gone = new Promise((r) => killed.child.once('exit', r));
+    killed.child.kill('SIGKILL');
+    await gone;
+
+    expect(await releaseBySigterm(second.child)).toEqual({ released: { stopped: false } });
+    expect(await reachable(info)).toBe(true);
+    // the last live user stops it, though another process started it
+    expect(await restarted.release()).toEqual({ stopped: true });
+    expect(await reachable(info)).toBe(false);
+    expect(postmasterPid(dir)).toBeUndefined();
+  });
 });
+
+/** SIGTERMs a holding child; resolves with what it printed after its first line, once it has exited. */
+function releaseBySigterm(child: ReturnType<typeof spawn>): Promise<unknown> {
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`exited with ${code}: ${out}`))));
+    child.kill('SIGTERM');
+  });
+}
