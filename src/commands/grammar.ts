@@ -1,4 +1,4 @@
-import { TributaryError } from '../errors.js';
+import { suggest, TributaryError } from '../errors.js';
 
 /**
  * The grammar both adapters share: a command's words as Slack sends them (quoted words, smart quotes,
@@ -98,39 +98,4 @@ export function parseWords(words: string[], g: Grammar): ParsedWords {
     args[a.name] = positional[i];
   });
   return { args, flags };
-}
-
-/** Levenshtein distance, small strings only. */
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row[b.length]!;
-}
-
-/** The known name a mistyped one most likely meant: the same but for case, else within a small edit distance. */
-export function suggest(name: string, known: Iterable<string>): string | undefined {
-  const names = [...known];
-  const lower = name.toLowerCase();
-  const same = names.find((k) => k.toLowerCase() === lower);
-  if (same) return same;
-  let best: { name: string; d: number } | undefined;
-  for (const k of names) {
-    const d = distance(lower, k.toLowerCase());
-    if (d <= Math.max(1, Math.floor(k.length / 3)) && (!best || d < best.d)) best = { name: k, d };
-  }
-  return best?.name;
-}
-
-/** An unknown name, refused with the closest known one ("unknown release r2: did you mean R2?"). */
-export function unknownName(kind: string, name: string, known: Iterable<string>): TributaryError {
-  const close = suggest(name, known);
-  return new TributaryError(kind === 'release' ? 'unknown_release' : 'usage', `unknown ${kind} "${name}"${close ? `: did you mean ${close}?` : ''}`, { [kind]: name, ...(close ? { suggestion: close } : {}) });
 }

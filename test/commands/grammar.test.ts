@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseWords, suggest, tokenize, unknownName, type Grammar } from '../../src/commands/grammar.js';
-import { TributaryError } from '../../src/errors.js';
+import { parseWords, tokenize, type Grammar } from '../../src/commands/grammar.js';
+import { suggest, TributaryError, unknownName } from '../../src/errors.js';
 
 const deploy: Grammar = {
   usage: '/release deploy R2 [--at <time>] [--bundle <n>]',
@@ -56,13 +56,15 @@ describe('suggest', () => {
   it('finds the name meant: other case first, then a small edit distance; nothing far off', () => {
     expect(suggest('r2', ['R1', 'R2'])).toBe('R2');
     expect(suggest('R22', ['R1', 'R2'])).toBe('R2');
+    expect(suggest('R3', ['R1', 'R2'])).toBeUndefined();
+    expect(unknownName('unknown_release', 'release', 'R3', ['R1', 'R2']).message).toBe('unknown release "R3": did you mean R1 or R2?');
     expect(suggest('staging', ['ST-1', 'staging', 'master'])).toBe('staging');
     expect(suggest('prodution', ['staging', 'production'])).toBe('production');
     expect(suggest('FEAT-11', ['FEAT-101', 'FEAT-102'])).toBe('FEAT-101');
     expect(suggest('banana', ['R1', 'R2'])).toBeUndefined();
-    const e = unknownName('release', 'r2', ['R1', 'R2']);
+    const e = unknownName('unknown_release', 'release', 'r2', ['R1', 'R2']);
     expect(e.code).toBe('unknown_release');
     expect(e.message).toBe('unknown release "r2": did you mean R2?');
-    expect(unknownName('env', 'qa', ['ST-1']).message).toBe('unknown env "qa"');
+    expect(unknownName('unknown_env', 'env', 'qa', ['ST-1', 'staging']).message).toBe('unknown env "qa": the envs are ST-1, staging');
   });
 });
