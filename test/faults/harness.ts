@@ -242,7 +242,7 @@ export interface FaultCase {
 const baselines = new Map<string, Promise<{ snap: Snapshot; dir: string }>>();
 
 /** An uninterrupted run of the command on a copy of the world, once per world and command. */
-function baseline(c: FaultCase): Promise<{ snap: Snapshot; dir: string }> {
+export function baseline(c: FaultCase): Promise<{ snap: Snapshot; dir: string }> {
   const key = `${c.world().template} ${c.args.join(' ')}`;
   let b = baselines.get(key);
   if (!b) {

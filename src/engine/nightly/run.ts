@@ -4,6 +4,7 @@ import { envByRole } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { runTests } from '../tiers/index.js';
 import { coverageGrowth, type Coverage } from './coverage.js';
@@ -165,7 +166,9 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Prom
     // compared with the previous scheduled night (a manual run never is one): the run's classes and its summary agree
     const env = envByRole(ctx.config, 'master');
     const [previous] = env ? await previousNights(db, env.name, null, 1) : [];
+    await failpoint('nightly.after-claim');
     const report = await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null });
+    await failpoint('nightly.after-tests');
     const summary = await nightlySummary(db, ctx.config, report.runId);
     let coverage: Coverage | undefined;
     try {
