@@ -124,6 +124,8 @@ export interface Snapshot {
   decisions: string[];
   findings: string[];
   states: string[];
+  /** Runs, test runs and nightly slots still `running`: an interrupted attempt's must be closed. */
+  running: string[];
   dataset: string;
   tables: string[];
   audit: string[];
@@ -136,6 +138,7 @@ function normalizeText(s: string, dirs: string[]): string {
   let out = s;
   for (const d of dirs) out = out.replaceAll(d, '<dir>');
   return out
+    .replaceAll(new RegExp(`${os.hostname().replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+`, 'g'), '<host>:<pid>')
     .replace(/#\d+/g, '#N')
     .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, '<time>')
     .replace(/\d{8}T\d{6}Z/g, '<stamp>');
@@ -179,6 +182,10 @@ export async function snapshot(copy: Copy, otherDirs: string[] = []): Promise<Sn
       decisions: (await rows(`select c.entity, c.identity, c.kind, d.params, d.rationale, d.decided_by from decisions d join conflicts c on c.id = d.conflict_id`)).sort(),
       findings: (await rows(`select entity, rule, status from findings`)).sort(),
       states: await rows(`select release, state from release_states order by release`),
+      running: await rows(
+        `select 'runs' as t, kind from runs where status = 'running' union all select 'test_runs', tier from test_runs where status = 'running'
+         union all select 'nightly_runs', kind from nightly_runs where status = 'running' order by 1, 2`,
+      ),
       dataset,
       tables: sums,
       audit: await rows(`select action, subject, details from audit_events order by id`),
@@ -208,6 +215,7 @@ export function expectEqualWorlds(recovered: Snapshot, baseline: Snapshot): void
   expect(recovered.decisions).toEqual(baseline.decisions);
   expect(recovered.findings).toEqual(baseline.findings);
   expect(recovered.states).toEqual(baseline.states);
+  expect(recovered.running).toEqual(baseline.running);
   expect(recovered.dataset).toBe(baseline.dataset);
   expect(recovered.tables).toEqual(baseline.tables);
   const { extra, missing } = extraEvents(baseline.audit, recovered.audit);

@@ -157,6 +157,18 @@ export function postDueOf(ctx: Ctx, at: Date, now = new Date()): Date | null {
   return due.getTime() > now.getTime() ? due : null;
 }
 
+/** The slot remembers its test run as soon as it starts: a slot run again after a crash resumes from it. */
+async function recordTestRun(ctx: Ctx, row: SlotRow, testRunId: number): Promise<void> {
+  await ctx.db.control('nightly_runs').where({ id: row.id }).update({ test_run_id: testRunId });
+}
+
+/** The test run of a slot whose process died after its tests had finished (passed or failed): not run twice. */
+async function finishedTestRun(ctx: Ctx, row: SlotRow): Promise<{ runId: number } | null> {
+  if (!row.test_run_id) return null;
+  const run = await ctx.db.control('test_runs').where({ id: row.test_run_id }).whereIn('status', ['passed', 'failed']).first('id');
+  return run ? { runId: run.id as number } : null;
+}
+
 /** Runs the nightly regression in a claimed slot, recording the outcome (done or failed) in the slot's row. */
 export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Promise<NightlyOutcome> {
   const db = ctx.db.control;
@@ -167,7 +179,7 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Prom
     const env = envByRole(ctx.config, 'master');
     const [previous] = env ? await previousNights(db, env.name, null, 1) : [];
     await failpoint('nightly.after-claim');
-    const report = await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null });
+    const report = (await finishedTestRun(ctx, row)) ?? (await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null, onRun: (id) => recordTestRun(ctx, row, id) }));
     await failpoint('nightly.after-tests');
     const summary = await nightlySummary(db, ctx.config, report.runId);
     let coverage: Coverage | undefined;
@@ -201,7 +213,11 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Prom
 export async function runNightlyNow(ctx: Ctx, actor: Actor): Promise<NightlyOutcome> {
   const now = new Date();
   const r = await withNightlyLock(ctx, async () => {
-    const row = await claimSlot(ctx, 'nightly', { key: `manual:${now.toISOString()}:${me()}`, at: now }, 'manual');
+    // a manual run whose process died after its tests finished is taken up, not run again
+    const interrupted = (await ctx.db.control('nightly_runs').where({ kind: 'nightly', trigger: 'manual', status: 'running' }).whereNotNull('test_run_id').orderBy('id', 'desc').first()) as SlotRow | undefined;
+    const resume = interrupted && (await finishedTestRun(ctx, interrupted)) ? interrupted : undefined;
+    const slot = resume ? { key: resume.slot, at: new Date(resume.scheduled_for) } : { key: `manual:${now.toISOString()}:${me()}`, at: now };
+    const row = await claimSlot(ctx, 'nightly', slot, 'manual');
     if (!row) throw new TributaryError('gate_busy', 'a nightly run was already started at this instant');
     return executeNightly(ctx, row, actor);
   });
