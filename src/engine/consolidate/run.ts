@@ -7,6 +7,7 @@ import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
+import { keepSessionAlive } from '../kernel/sessionLock.js';
 import { collectRelease, startCollector, type Collector } from './collect.js';
 import { workTable, runTables, sourcesSql } from '../kernel/workArea.js';
 import { checkReachable, type Actor, type Ctx } from '../kernel/context.js';
@@ -61,9 +62,14 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
   }
   await checkReachable(ctx, only ? ctx.config.sources.filter((e) => e.name === only!.env) : ctx.config.sources);
 
-  const guard = new pg.Client({ ...ctx.db.controlParams } as pg.ClientConfig);
-  guard.on('error', () => undefined);
+  const guard = new pg.Client({ ...ctx.db.controlParams, keepAlive: true } as pg.ClientConfig);
+  let lockLost = '';
+  const lose = (why: string) => {
+    lockLost ||= why;
+  };
+  guard.on('error', (err) => lose(err.message));
   await guard.connect();
+  let keepAlive: NodeJS.Timeout | undefined;
   try {
     const got = await guard.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [`tributary:consolidate:${release}`]);
     if (!got.rows[0]?.ok) {
@@ -75,6 +81,7 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
         { release },
       );
     }
+    keepAlive = await keepSessionAlive(guard, lose);
     // runs left 'running' by a process that died hold no lock any more
     const abandoned = await ctx.db.control('runs')
       .where({ release, kind: 'consolidate', status: 'running' })
@@ -119,7 +126,9 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       // the run becomes current together with the earlier decisions carried into it and the older runs'
       // work tables gone: a crash before the commit leaves the previous run current with its decisions
       const carried = await ctx.db.control.transaction(async (trx) => {
-        await trx('runs').where({ id: runId }).update({ status: 'succeeded', finished_at: trx.fn.now(), steps: JSON.stringify(steps), counts: JSON.stringify(counts) });
+        // still this run's: a process that lost its lock finds its run closed by the one that took it
+        const mine = lockLost ? 0 : await trx('runs').where({ id: runId, status: 'running' }).update({ status: 'succeeded', finished_at: trx.fn.now(), steps: JSON.stringify(steps), counts: JSON.stringify(counts) });
+        if (!mine) throw new TributaryError('gate_busy', `run #${runId} of ${release} lost its lock${lockLost ? ` (${redact(lockLost)})` : ': another consolidation closed it'}; consolidate ${release} again`, { release });
         await transition(trx, release, 'consolidate', { currentRunId: runId });
         await recordAudit(trx, { actor: opts.actor, action: 'consolidate.finish', release, subject: `run #${runId}`, details: { counts, steps } });
         const inTrx: Ctx = { ...ctx, db: { ...ctx.db, control: trx } };
@@ -139,6 +148,7 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       throw err;
     }
   } finally {
+    clearInterval(keepAlive);
     await guard.end().catch(() => undefined);
   }
 }
