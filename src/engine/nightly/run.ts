@@ -112,7 +112,12 @@ export async function claimSlot(ctx: Ctx, kind: SlotKind, slot: { key: string; a
   if (existing.status !== 'running') return null;
   // we hold the lock: whoever marked it running is gone
   if (existing.attempts >= 2) {
-    await db('nightly_runs').where({ id: existing.id }).update({ status: 'failed', finished_at: db.fn.now(), error: `interrupted twice (last by ${existing.claimed_by})` });
+    const [closed] = (await db('nightly_runs')
+      .where({ id: existing.id, status: 'running', attempts: existing.attempts })
+      .update({ status: 'failed', finished_at: db.fn.now(), error: `interrupted twice (last by ${existing.claimed_by})` })
+      .returning('*')) as SlotRow[];
+    // its dead test run is closed too, as on every other path
+    if (closed) await closeInterrupted(ctx, closed);
     return null;
   }
   logger().warn({ slot: slot.key, kind, was: existing.claimed_by }, 'a slot was left running by a process that stopped: running it again');

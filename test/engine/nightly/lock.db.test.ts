@@ -74,4 +74,20 @@ describe('the nightly lock', () => {
     expect(row.attempts).toBe(2);
     expect(await env.db.control('audit_events').where({ action: 'nightly.failed' })).toHaveLength(0);
   });
+
+  it('a slot interrupted twice is failed, and its dead test run closed with it', async () => {
+    const slot = { key: '2026-12-02T02:00:00[UTC]', at: new Date('2026-12-02T02:00:00Z') };
+    const r = await withNightlyLock(env.ctx, async () => {
+      const row = (await claimSlot(env.ctx, 'nightly', slot, 'schedule')) as SlotRow;
+      const [run] = await env.db.control('test_runs').insert({ release: 'R2', tier: 'nightly', env: 'master', dispatch: 'local', started_by: 'dead', selection: '{}' }).returning('id');
+      // two processes claimed it and died, their test run left running
+      await env.db.control('nightly_runs').where({ id: row.id }).update({ attempts: 2, claimed_by: 'gone:1', test_run_id: run.id });
+      return { again: await claimSlot(env.ctx, 'nightly', slot, 'schedule'), run: run.id as number };
+    });
+    expect(r.busy).toBe(false);
+    if (r.busy) return;
+    expect(r.value.again).toBeNull();
+    expect((await env.db.control('nightly_runs').where({ slot: slot.key }).first()).status).toBe('failed');
+    expect((await env.db.control('test_runs').where({ id: r.value.run }).first()).status).toBe('errored');
+  });
 });
