@@ -56,7 +56,7 @@ describe('the nightly lock', () => {
       const pid = await lockHolder();
       expect(pid).toBeDefined();
       const aborted = new Promise<void>((resolve) => lost.addEventListener('abort', () => resolve()));
-      await env.db.control.raw('select pg_terminate_backend(?)', [pid!]);
+      await env.db.control.raw('select pg_terminate_backend(?, 60000)', [pid!]);
       await aborted;
       // another process (here: the same code, on its own connection) takes the slot over meanwhile
       const other = await withNightlyLock(env.ctx, async () => {
