@@ -73,15 +73,22 @@ describe('the synchronized sequence', () => {
       // after the undo of the code, a restart on the previous version
       expect(calls(app)).toEqual([...ran, ...expectedUndo, ...(ran.includes('deploy v2') ? ['restart'] : [])]);
       expect((await e.db.control('env_locks').where({ env: 'production' }).first()).deployment_id).toBe(d.id);
-      // a second deployment is refused by the lock, naming its holder
+      // a second request is refused at once by the lock, naming its holder and how to release it
       await createBundle(e.ctx, 'R2', { code: 'v3', actor: 'U0RM1' });
       fs.rmSync(path.join(app, 'fail'));
-      const again = await approvedDeployment(e);
-      const refused = await executeDeployment(e.ctx, again.id, { actor: 'U0RM2' });
-      expect(refused.status).toBe('rejected');
-      expect(refused.cause).toMatch(new RegExp(`locked by deployment #${d.id} of R2 \\(held by U0RM1`));
+      await expect(requestDeployment(e.ctx, 'R2', { actor: 'U0RM1' })).rejects.toThrow(
+        new RegExp(`^production is locked by deployment #${d.id} of R2 \\(held by U0RM1 since [^)]+\\): no deployment is requested until a release_manager unlocks it: tributary unlock production`),
+      );
+      expect(await e.db.control('deployments').where({ status: 'awaiting-go' })).toHaveLength(0);
       await unlockEnv(e.ctx, 'production', { actor: 'U0RM2', rationale: 'cause understood' });
       expect(await e.db.control('env_locks')).toHaveLength(0);
+      // locked after its Go (by hand): the lock step refuses it, nothing done
+      const again = await approvedDeployment(e);
+      await e.db.control('env_locks').insert({ env: 'production', holder: 'U0OPS', reason: 'a hand lock' });
+      const refused = await executeDeployment(e.ctx, again.id, { actor: 'U0RM2' });
+      expect(refused.status).toBe('rejected');
+      expect(refused.cause).toMatch(/locked by a hand lock \(held by U0OPS/);
+      await unlockEnv(e.ctx, 'production', { actor: 'U0RM2', rationale: 'done by hand' });
     });
   }
 
