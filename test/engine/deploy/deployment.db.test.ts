@@ -5,7 +5,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createBundle } from '../../../src/engine/deploy/bundle.js';
 import { getBackup } from '../../../src/engine/deploy/dataDeployer.js';
 import { claimDue, decideGo, executeDeployment, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, windowDeadline } from '../../../src/engine/deploy/deployment.js';
+import { rollbackCard } from '../../../src/views/deploy.js';
 import { dumpProduction, fakeDeployer, readyToDeploy } from '../../deploy-setup.js';
+import { cli, output } from '../../process.js';
 import { ROOT, type TestEnv } from '../../helpers.js';
 
 /** The synchronized sequence and its rollback, go/no-go, the env lock, timeouts and secrets. */
@@ -247,6 +249,38 @@ describe('failures inside the built-in data step and in the smoke tests', () => 
     const runs = await e.db.control('test_runs').where({ release: 'R2', tier: 'smoke' }).orderBy('id').select('env', 'status');
     expect(runs).toEqual([{ env: 'production', status: 'failed' }, { env: 'production', status: 'passed' }]);
   }, 60_000);
+});
+
+describe('smoke failing after the rollback too', () => {
+  it('code and data restored and verified, only the smoke on the restored state fails: its own outcome, in the CLI, deploy status, the card and the audit; the env stays locked', async () => {
+    const app = appDir();
+    const suite = path.join(ROOT, 'test/fixtures/deploy-smoke.test.mjs');
+    const e = await ready(app, { smoke: true }, { testing: { command: `SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' } });
+    // the earlier release (v1) fails the smoke test too
+    fs.writeFileSync(path.join(app, 'bad-versions'), 'v2\nv1\n');
+    const before = await dumpProduction(e);
+    const d = await approvedDeployment(e);
+    const out = await executeDeployment(e.ctx, d.id, { actor: 'U0RM2' });
+    expect(out.status).toBe('restored-smoke-failing');
+    expect(out.undo.map((s) => `${s.name}:${s.status}`)).toEqual([
+      'undo maintenance-off:done', 'undo deploy-data:done', 'undo migrate-up:done', 'undo deploy-code:done', 'undo maintenance-on:done', 'undo restart:done', 'smoke after rollback:failed',
+    ]);
+    expect(out.undo.at(-1)!.error).toMatch(/smoke tests on production \(test run #\d+\): 0\/1 passed; .*code v1 answers 500/);
+    expect(await dumpProduction(e)).toBe(before);
+    expect(codeOf(app)).toBe('v1');
+    expect((await e.db.control('env_locks').first()).deployment_id).toBe(d.id);
+    expect(await e.db.control('audit_events').where({ action: 'deploy.rolled-back.smoke-failing', subject: `deployment #${d.id}` })).toHaveLength(1);
+    expect(await e.db.control('audit_events').where({ action: 'deploy.rollback.failed' })).toHaveLength(0);
+
+    const status = await cli(['--config', e.configFile, 'deploy', 'status', String(d.id)]);
+    expect(status.code, output(status)).toBe(0);
+    expect(status.stdout).toContain(`Deployment #${d.id} of R2 to production: restored-smoke-failing (rolled back; smoke after rollback failing: code and data restored and verified`);
+    const card = rollbackCard(out, true);
+    expect(card.text).toBe(`R2 on production: restored-smoke-failing (rolled back; smoke after rollback failing: code and data restored and verified, the smoke tests fail on the restored state too) (deployment #${d.id})`);
+    expect(JSON.stringify(card.blocks)).toContain('*R2 on production was rolled back; smoke after rollback failing (code and data restored and verified; the earlier release fails its smoke tests too)*');
+    expect(JSON.stringify(card.blocks)).not.toContain('NOT fully');
+    expect(JSON.stringify(card.blocks)).toContain('stays locked until a release_manager unlocks it');
+  }, 90_000);
 });
 
 describe('rollback on demand after production changed', () => {
