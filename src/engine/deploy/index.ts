@@ -12,5 +12,5 @@ export type { Bundle } from './bundle.js';
 export { backupData, dataChecksums, deployData, restoreData } from './dataDeployer.js';
 export { claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, standing, unlockEnv, whereItStopped } from './deployment.js';
 export type { GoDecision } from './deployment.js';
-export { IN_FLIGHT_STATES, ROLLBACK_FROM, SMOKE_AFTER_ROLLBACK } from './lifecycle.js';
+export { IN_FLIGHT_STATES, ROLLBACK_FROM } from './lifecycle.js';
 export type { Deployment, DeploymentStatus, StepState } from './lifecycle.js';
