@@ -7,7 +7,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/faults/**/*.faults.test.ts'],
-    globalSetup: ['test/global-setup.ts'],
+    globalSetup: ['test/build-setup.ts', 'test/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
