@@ -231,7 +231,8 @@ export interface Verdict {
   error?: string;
 }
 
-function report(v: Verdict): void {
+/** Records a failpoint's verdict for test/faults/run.ts (every fault test goes through here). */
+export function report(v: Verdict): void {
   const file = process.env.FAULTS_REPORT;
   if (file) fs.appendFileSync(file, `${JSON.stringify(v)}\n`);
 }

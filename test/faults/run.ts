@@ -7,15 +7,22 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { STEPS as STEPS_OF_DEPLOY, UNDO_STEP_KEYS } from '../../src/engine/deploy/deployment.js';
 import type { Verdict } from './harness.js';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 
+/** The steps that must each have a failpoint. */
+const STEPS = ['consolidate', 'decide', 'validate', 'load', 'promote', 'bundle', 'deploy', 'rollback', 'nightly', 'archive', 'restore'];
+
 /**
- * The steps that must each have a failpoint. deploy and rollback (src/engine/deploy/deployment.ts) get
- * theirs with the deployment lifecycle's rebuild (issue 15: deploy.step.<step>, rollback.step.<step>).
+ * The deployment's step runner declares one point per step, from a template (src/engine/deploy/deployment.ts):
+ * `deploy.step.<step>` for each forward step, `rollback.step.<key>` for each undo step.
  */
-const STEPS = ['consolidate', 'decide', 'validate', 'load', 'promote', 'bundle', 'nightly', 'archive', 'restore'];
+const TEMPLATED: Record<string, readonly string[]> = {
+  'deploy.step.': STEPS_OF_DEPLOY,
+  'rollback.step.': UNDO_STEP_KEYS,
+};
 
 function sourceFiles(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((d) => {
@@ -29,7 +36,11 @@ function sourceFiles(dir: string): string[] {
 export function declaredPoints(): Map<string, string> {
   const points = new Map<string, string>();
   for (const file of sourceFiles(path.join(ROOT, 'src'))) {
-    for (const m of fs.readFileSync(file, 'utf8').matchAll(/\bfailpoint\(\s*'([^']+)'/g)) points.set(m[1]!, path.relative(ROOT, file));
+    const text = fs.readFileSync(file, 'utf8');
+    for (const m of text.matchAll(/\bfailpoint\(\s*'([^']+)'/g)) points.set(m[1]!, path.relative(ROOT, file));
+    if (/\bfailpoint\(\s*`/.test(text)) {
+      for (const [prefix, keys] of Object.entries(TEMPLATED)) if (text.includes(prefix.split('.')[0]!)) for (const k of keys) points.set(`${prefix}${k}`, path.relative(ROOT, file));
+    }
   }
   return points;
 }

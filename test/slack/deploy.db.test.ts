@@ -98,6 +98,14 @@ describe('/release deploy and /rollback', () => {
     expect(await dumpProduction(env)).toBe(before);
     expect(path.basename(fs.readlinkSync(path.join(app, 'current')))).toBe('v1');
 
+    // locked after the rollback: a new request is refused at once, in an ephemeral reply naming who holds the lock
+    fake.reset();
+    await send(slashBody(fake, 'deploy R2', 'U0RM1'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toMatch(/production is locked by rollback of deployment #\d+ of R2 \(held by U0RM2 since [^)]+\): no deployment is requested until a release_manager unlocks it: tributary unlock production/);
+    expect(fake.of('response_url')[0]!.response_type).toBe('ephemeral');
+    expect(fake.of('chat.postMessage')).toHaveLength(0);
+
     fake.reset();
     await send(actionBody(fake, 'U0LEAD', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
     await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
@@ -171,6 +179,6 @@ describe('scheduled and approved deployments that did not start', () => {
     } finally {
       await second.stop();
     }
-    expect((await rollbackInterruptedDeployment(env.ctx, d.id, { actor: 'U0RM1', rationale: 'not tonight' })).status).toBe('rejected');
+    expect((await rollbackInterruptedDeployment(env.ctx, d.id, { actor: 'U0RM1', rationale: 'not tonight' })).status).toBe('cancelled');
   });
 });
