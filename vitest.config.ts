@@ -6,7 +6,8 @@ export default defineConfig({
     // the fault suite runs on its own (npm run test:faults), not in npm test
     exclude: ['test/faults/**', 'node_modules/**'],
     globalSetup: ['test/build-setup.ts', 'test/global-setup.ts'],
-    testTimeout: 60_000,
+    // generous: a test that spawns processes may wait long on a loaded machine (npm run test:busy); waits end on events
+    testTimeout: 180_000,
     hookTimeout: 120_000,
     pool: 'forks',
     fileParallelism: true,

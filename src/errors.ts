@@ -66,3 +66,43 @@ export function exitCodeFor(err: unknown): number {
       return EXIT.failure;
   }
 }
+
+/** Levenshtein distance (names are short). */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** The known names a mistyped one most likely meant: the same but for case, else the nearest within a small edit distance. */
+export function closest(name: string, known: Iterable<string>): string[] {
+  const names = [...known];
+  const lower = name.toLowerCase();
+  const same = names.filter((k) => k.toLowerCase() === lower);
+  if (same.length) return same;
+  const near = names.map((k) => ({ k, d: distance(lower, k.toLowerCase()) })).filter((x) => x.d <= Math.max(1, Math.floor(x.k.length / 3)));
+  const best = Math.min(...near.map((x) => x.d));
+  return near.filter((x) => x.d === best).map((x) => x.k);
+}
+
+/** The one known name a mistyped one most likely meant, if there is one. */
+export function suggest(name: string, known: Iterable<string>): string | undefined {
+  const c = closest(name, known);
+  return c.length === 1 ? c[0] : undefined;
+}
+
+/** "unknown release "r2": did you mean R2?" (or the names there are, when none is close). */
+export function unknownName(code: 'unknown_release' | 'unknown_env' | 'usage', kind: string, name: string, known: Iterable<string>): TributaryError {
+  const names = [...known];
+  const close = closest(name, names);
+  const hint = close.length ? `did you mean ${close.join(' or ')}?` : `the ${kind}s are ${names.join(', ') || 'none'}`;
+  return new TributaryError(code, `unknown ${kind} "${name}": ${hint}`, { [kind]: name, ...(close.length === 1 ? { suggestion: close[0] } : {}) });
+}

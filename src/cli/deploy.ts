@@ -106,8 +106,9 @@ export function registerDeployCommands(program: Command, h: CliHelpers): void {
           ? await rollbackInterrupted(ctx, interrupted, h.actor(), o.rationale, stepPrinter(h.json()))
           : await rollbackRelease(ctx, release, { actor: h.actor(), rationale: o.rationale, ...(stepPrinter(h.json()) ? { progress: stepPrinter(h.json())! } : {}) });
         // an approved deployment that never started is cancelled: nothing was done, nothing is locked
-        const cancelled = d.status === 'rejected';
+        const cancelled = d.status === 'cancelled';
         h.out(d, () => `${renderDeployment(d)}${cancelled ? '' : `\n${d.env} stays locked until a release_manager unlocks it: tributary unlock ${d.env}`}`);
+        // restored but failing its smoke tests is not a clean rollback: a script must look
         if (d.status !== 'rolled-back' && !cancelled) process.exitCode = 1;
       });
     });

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
-import { loadConfig } from '../config/load.js';
+import { loadConfig, releaseOrThrow } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
 import { migrationSource } from '../db/migrations.js';
 import { consolidate } from '../engine/consolidate/index.js';
@@ -91,6 +91,12 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   const g = () => program.opts<GlobalOpts>();
+  // a release named on the command line must be in the plan: "did you mean R2?", before any work
+  program.hook('preAction', (_program, action) => {
+    const i = action.registeredArguments.findIndex((a) => a.name() === 'release');
+    const release = i < 0 ? undefined : (action.processedArgs[i] as string | undefined);
+    if (release) releaseOrThrow(loadConfig(g().config ? { file: g().config! } : {}), release);
+  });
 
   program
     .command('status [release]')

@@ -1,5 +1,5 @@
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
+import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, IN_FLIGHT_STATES, interruptedDeployments, requestDeployment, ROLLBACK_FROM, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -98,7 +98,7 @@ function runInBackground(deps: BotDeps, id: number, actor: string, channel: stri
       if (timer) clearTimeout(timer);
       await send(d);
       await refreshGoCard(deps, id).catch(() => undefined);
-      if (d.status === 'rolled-back' || d.status === 'rollback-failed') await postRollback(deps, channel, d);
+      if (d.status === 'rolled-back' || d.status === 'restored-smoke-failing' || d.status === 'rollback-failed') await postRollback(deps, channel, d);
     } catch (err) {
       if (timer) clearTimeout(timer);
       const message = redact(err instanceof Error ? err.message : String(err));
@@ -132,7 +132,7 @@ export async function openRollbackFromCommand(deps: BotDeps, user: string, trigg
   await authorize(ctx, user, await deps.groupsOf(user), 'rollback', release);
   const interrupted = (await interruptedDeployments(ctx)).find((d) => d.release === release);
   // the last one that succeeded, or whose rollback stopped (taken up again where it stopped)
-  const d = interrupted ?? ((await ctx.db.control('deployments').where({ release }).whereIn('status', ['succeeded', 'rollback-failed']).orderBy('id', 'desc').first()) as Deployment | undefined);
+  const d = interrupted ?? ((await ctx.db.control('deployments').where({ release }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined);
   if (!d) throw new TributaryError('gate_state', `${release} has no deployment to roll back (none succeeded, none interrupted)`);
   await openConfirm(deps, triggerId, { id: d.id, release, decision: 'rollback' });
 }
@@ -232,7 +232,7 @@ export function register(app: App, deps: BotDeps): void {
         const d = await getDeployment(ctx.db.control, ref.id);
         await ack();
         const channel = ref.channel ?? d.slack.channel ?? channelOf(deps, '');
-        const interrupted = ['approved', 'running', 'rolling-back'].includes(d.status);
+        const interrupted = IN_FLIGHT_STATES.includes(d.status);
         runInBackground(deps, d.id, user, channel, (progress) =>
           interrupted ? rollbackInterruptedDeployment(ctx, d.id, { actor: user, rationale, progress }) : rollbackRelease(ctx, d.release, { actor: user, rationale, progress }),
         );
@@ -253,7 +253,7 @@ export function register(app: App, deps: BotDeps): void {
 
 async function recordResume(deps: BotDeps, id: number, user: string): Promise<void> {
   const d = await getDeployment(deps.ctx.db.control, id);
-  if (!['running', 'rolling-back', 'approved'].includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}: nothing to resume`);
+  if (!IN_FLIGHT_STATES.includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}: nothing to resume`);
   logger().info({ deployment: id, user }, 'resuming an interrupted deployment');
 }
 

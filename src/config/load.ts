@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { TributaryError } from '../errors.js';
+import { TributaryError, unknownName } from '../errors.js';
 import { registerSecret } from '../log.js';
 import { scheduleProblem } from './cron.js';
 import { configSchema, type FeaturePriority, type RawDataTest, type VersionRuleName } from './schema.js';
@@ -491,15 +491,13 @@ function topoSort(file: string, entities: EntitySpec[]): EntitySpec[] {
 
 export function releaseOrThrow(config: Config, name: string): ReleaseSpec {
   const r = config.releases.get(name);
-  if (!r) {
-    throw new TributaryError('unknown_release', `unknown release "${name}" (the release plan in ${config.file} has: ${[...config.releases.keys()].join(', ')})`, { release: name });
-  }
+  if (!r) throw unknownName('unknown_release', 'release', name, config.releases.keys());
   return r;
 }
 
 export function envOrThrow(config: Config, name: string): EnvSpec {
   const e = config.envs.get(name);
-  if (!e) throw new TributaryError('unknown_env', `unknown env "${name}" (configured: ${[...config.envs.keys()].join(', ')})`, { env: name });
+  if (!e) throw unknownName('unknown_env', 'env', name, config.envs.keys());
   return e;
 }
 

@@ -117,11 +117,20 @@ function versionLabel(v: VersionView): string {
   return v.envs.join(', ');
 }
 
+/**
+ * The version to mark and highlight: only when the suggestion is to keep one version. A suggestion to keep
+ * both, delete or waive highlights that choice instead, so the mark, the primary button and the
+ * suggestion text always agree.
+ */
+function suggestedVersion(c: ConflictRow): number | undefined {
+  return c.detail.suggestion === 'keep' ? (c.detail.suggested ?? undefined) : undefined;
+}
+
 function versionSection(c: ConflictRow, v: VersionView): SectionBlock {
   const differing = new Set(c.detail.differing ?? []);
   const attrs = Object.entries(v.data).filter(([k]) => differing.has(k));
   const same = Object.entries(v.data).filter(([k]) => !differing.has(k) && !['release', 'feature', 'created_by', 'created_at'].includes(k));
-  const suggested = v.no === c.detail.suggested ? ' · _suggested_' : '';
+  const suggested = suggestedVersion(c) === v.no ? ' · _suggested_' : '';
   const lines = [
     `*Version ${v.no} · ${esc(versionLabel(v))}*${suggested}`,
     `${esc(v.feature ?? 'no feature')} · by ${esc(v.created_by ?? '?')} · ${esc(v.created_at ? new Date(v.created_at).toISOString().slice(0, 16).replace('T', ' ') : '?')} · key ${esc(v.pks.join(', '))}${v.children !== undefined ? ` · ${v.children} child row(s)` : ''}`,
@@ -160,18 +169,22 @@ export function conflictCard(c: ConflictRow): Message {
   blocks.push(section(`:bulb: *Suggested:* ${esc(c.detail.reason)}`));
   const ref = { release: c.release, code: c.code, runId: c.run_id };
   const buttons: Button[] = [];
+  const suggestion = c.detail.suggestion;
+  const primary = (choice: boolean): 'primary' | undefined => (choice ? 'primary' : undefined);
   if (c.detail.versions) {
     for (const v of c.detail.versions.slice(0, 20)) {
-      buttons.push(button(`Keep ${clip(versionLabel(v), 60)}`, `${ACTIONS.keepPrefix}${v.no}`, cardValue({ ...ref, version: v.no }), v.no === c.detail.suggested ? 'primary' : undefined));
+      buttons.push(button(`Keep ${clip(versionLabel(v), 60)}`, `${ACTIONS.keepPrefix}${v.no}`, cardValue({ ...ref, version: v.no }), primary(v.no === suggestedVersion(c))));
     }
-    buttons.push(button('Keep both (rename)', ACTIONS.keepBoth, cardValue(ref)));
+    buttons.push(button('Keep both (rename)', ACTIONS.keepBoth, cardValue(ref), primary(suggestion === 'keep-both')));
     // a cross-release conflict (promotion into master) is kept, kept both or deleted, never merged
     if (c.kind !== 'cross-release') buttons.push(button('Merge', ACTIONS.merge, cardValue(ref)));
-    buttons.push(button('Delete both', ACTIONS.delete, cardValue(ref), 'danger'));
+    buttons.push(button('Delete both', ACTIONS.delete, cardValue(ref), suggestion === 'delete' ? 'primary' : 'danger'));
   } else {
-    buttons.push(button('Re-point', ACTIONS.repoint, cardValue(ref), 'primary'));
-    buttons.push(button('Delete', ACTIONS.delete, cardValue(ref), 'danger'));
-    buttons.push(button('Waive', ACTIONS.waive, cardValue(ref)));
+    // the primary button is the suggestion's; with none, re-pointing is what most reference conflicts need
+    const none = suggestion !== 'delete' && suggestion !== 'waive';
+    buttons.push(button('Re-point', ACTIONS.repoint, cardValue(ref), primary(none)));
+    buttons.push(button('Delete', ACTIONS.delete, cardValue(ref), suggestion === 'delete' ? 'primary' : 'danger'));
+    buttons.push(button('Waive', ACTIONS.waive, cardValue(ref), primary(suggestion === 'waive')));
   }
   blocks.push({ type: 'actions', block_id: `card:${c.code}`, elements: buttons } as ActionsBlock);
   return checkMessage({ text: `${c.code} ${c.priority} ${c.kind}: ${c.entity} ${c.key_label}`, blocks });

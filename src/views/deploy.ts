@@ -1,5 +1,5 @@
 import type { KnownBlock, ModalView } from '@slack/types';
-import type { Bundle, Deployment, GoDecision, StepState } from '../engine/deploy/index.js';
+import { standing, type Bundle, type Deployment, type GoDecision, type StepState } from '../engine/deploy/index.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 import { context, plain, section } from './kit.js';
@@ -15,9 +15,18 @@ function stepLine(s: StepState, md: boolean): string {
   return md ? `${ICON[s.status] ?? ''} ${esc(clip(text, 300))}` : `  [${s.status.padEnd(7)}] ${text}`;
 }
 
+/** States whose name alone does not say what happened. */
+const MEANING: Partial<Record<Deployment['status'], string>> = {
+  'restored-smoke-failing': 'rolled back; smoke after rollback failing: code and data restored and verified, the smoke tests fail on the restored state too',
+  'rollback-failed': 'NOT fully rolled back',
+};
+
+/** Code and data part-way: where they stand is said, from the steps done and undone. */
+const PARTIAL: readonly Deployment['status'][] = ['running', 'rolling-back', 'rollback-failed'];
+
 export function renderDeployment(d: Deployment, decisions: GoDecision[] = []): string {
   const lines = [
-    `Deployment #${d.id} of ${d.release} to ${d.env}: ${d.status}`,
+    `Deployment #${d.id} of ${d.release} to ${d.env}: ${d.status}${MEANING[d.status] ? ` (${MEANING[d.status]})` : ''}`,
     `  bundle v${d.bundle_version}, code ${d.code_version}${d.previous_code_version ? ` (was ${d.previous_code_version})` : ''}; requested by ${d.requested_by} at ${new Date(d.requested_at).toISOString()}${d.window_at ? `; window ${new Date(d.window_at).toISOString()}` : ''}`,
   ];
   if (d.status === 'awaiting-go') lines.push(`  waiting for Go until ${new Date(d.expires_at).toISOString()} (unanswered = no-go)`);
@@ -25,6 +34,7 @@ export function renderDeployment(d: Deployment, decisions: GoDecision[] = []): s
   for (const s of d.steps) lines.push(stepLine(s, false));
   if (d.undo.length) lines.push('  rollback (reverse order):', ...d.undo.map((s) => stepLine(s, false)));
   if (d.cause) lines.push(`  cause: ${d.cause}`);
+  if (PARTIAL.includes(d.status) && d.steps.length) lines.push(`  where it stands: ${standing(d)}`);
   return lines.join('\n');
 }
 
@@ -89,29 +99,41 @@ export function confirmModal(ref: DecideRef, summary: string): ModalView {
   });
 }
 
+const STATE_ICON: Partial<Record<Deployment['status'], string>> = {
+  succeeded: ':white_check_mark:',
+  'rolled-back': ':leftwards_arrow_with_hook:',
+  'restored-smoke-failing': ':warning:',
+  'rollback-failed': ':rotating_light:',
+};
+
 /** One message updated in place while the sequence (or the rollback) runs: every step with its timing. */
 export function deployProgressMessage(d: Deployment): Message {
-  const state = d.status === 'succeeded' ? ':white_check_mark:' : d.status === 'rolled-back' ? ':leftwards_arrow_with_hook:' : d.status === 'rollback-failed' ? ':rotating_light:' : ':hourglass_flowing_sand:';
-  const blocks: KnownBlock[] = [section(`${state} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)} · code \`${esc(d.code_version)}\``)];
+  const blocks: KnownBlock[] = [section(`${STATE_ICON[d.status] ?? ':hourglass_flowing_sand:'} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)}${MEANING[d.status] ? ` (${esc(MEANING[d.status]!)})` : ''} · code \`${esc(d.code_version)}\``)];
   if (d.steps.length) blocks.push(section(d.steps.map((s) => stepLine(s, true)).join('\n')));
   if (d.undo.length) blocks.push(section(`*Rollback* (reverse order)\n${d.undo.map((s) => stepLine(s, true)).join('\n')}`));
   if (d.cause) blocks.push(context(`Cause: ${esc(clip(d.cause, 1000))}`));
   return checkMessage({ text: `Deployment #${d.id} of ${d.release}: ${d.status}`, blocks });
 }
 
+const ROLLBACK_OUTCOME: Partial<Record<Deployment['status'], string>> = {
+  'rolled-back': 'was rolled back',
+  'restored-smoke-failing': 'was rolled back; smoke after rollback failing (code and data restored and verified; the earlier release fails its smoke tests too)',
+};
+
 /** After a rollback: what happened and why; the env stays locked until a release_manager unlocks it. */
 export function rollbackCard(d: Deployment, locked: boolean): Message {
   const blocks: KnownBlock[] = [
-    section(`${d.status === 'rolled-back' ? ':leftwards_arrow_with_hook:' : ':rotating_light:'} *${esc(d.release)} on ${esc(d.env)} was ${d.status === 'rolled-back' ? 'rolled back' : 'NOT fully rolled back'}* (deployment #${d.id}): ${esc(clip(d.cause ?? '', 1500))}`),
+    section(`${STATE_ICON[d.status] ?? ':rotating_light:'} *${esc(d.release)} on ${esc(d.env)} ${ROLLBACK_OUTCOME[d.status] ?? 'was NOT fully rolled back'}* (deployment #${d.id}): ${esc(clip(d.cause ?? '', 1500))}`),
     section(d.undo.map((s) => stepLine(s, true)).join('\n') || 'nothing to undo'),
   ];
+  if (d.status === 'rollback-failed') blocks.push(context(`Where it stands: ${esc(clip(standing(d), 500))}`));
   if (locked) {
     blocks.push({ type: 'actions', block_id: `deploy:unlock:${d.id}`, elements: [{ type: 'button', action_id: ACTIONS.deployUnlock, text: plain(`Unlock ${clip(d.env, 40)}`), value: JSON.stringify({ env: d.env, id: d.id }) }] });
     blocks.push(context(`${esc(d.env)} stays locked until a release_manager unlocks it (here, or \`tributary unlock ${esc(d.env)}\`).`));
   } else {
     blocks.push(context(`${esc(d.env)} is unlocked.`));
   }
-  return checkMessage({ text: `${d.release} on ${d.env}: ${d.status} (deployment #${d.id})`, blocks });
+  return checkMessage({ text: `${d.release} on ${d.env}: ${d.status}${MEANING[d.status] ? ` (${MEANING[d.status]})` : ''} (deployment #${d.id})`, blocks });
 }
 
 /** The timeline for the post-mortem thread. */

@@ -44,7 +44,7 @@ it('the CLI running a deployment is killed; a new bot process reports it with Re
 
   fs.writeFileSync(path.join(app, 'hang'), 'migrate-up');
   const go = startCli(['--config', env.configFile, '--as', 'U0RM2', 'deploy', 'go', String(id), '--rationale', 'tier 2 is green']);
-  await vi.waitFor(() => expect(fs.existsSync(path.join(app, 'hanging'))).toBe(true), { timeout: 30_000, interval: 50 });
+  await vi.waitFor(() => expect(fs.existsSync(path.join(app, 'hanging'))).toBe(true), { timeout: 120_000, interval: 50 });
   go.child.kill('SIGKILL');
   expect((await go.done).signal).toBe('SIGKILL');
   const [, pid] = fs.readFileSync(path.join(app, 'hanging'), 'utf8').split(' ');
@@ -73,8 +73,8 @@ it('the CLI running a deployment is killed; a new bot process reports it with Re
   bot.stderr.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((r) => bot.on('exit', (code) => r(code)));
   try {
-    await vi.waitFor(() => expect(out).toContain('listening on /slack/events'), { timeout: 30_000 });
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes(`Deployment #${id} of R2 was interrupted`))).toBe(true), { timeout: 10_000 });
+    await vi.waitFor(() => expect(out).toContain('listening on /slack/events'), { timeout: 120_000 });
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes(`Deployment #${id} of R2 was interrupted`))).toBe(true), { timeout: 120_000 });
     const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('was interrupted'))!;
     expect(card.channel).toBe('C_REL');
     expect(JSON.stringify(card.blocks)).toContain('stopped at migrate-up: code at v2, data as before');
@@ -83,8 +83,8 @@ it('the CLI running a deployment is killed; a new bot process reports it with Re
 
     const res = await signedPost(`http://127.0.0.1:${port}/slack/events`, actionBody(fake, 'U0RM2', ACTIONS.deployResume, resume.value, { channel: 'C_REL', ts: String(card.ts ?? '1') }), SECRET);
     expect(res.status).toBe(200);
-    await vi.waitFor(async () => expect((await getDeployment(env.db.control, id)).status).toBe('succeeded'), { timeout: 30_000, interval: 200 });
-    await vi.waitFor(() => expect(fake.of('chat.update').some((u) => String(u.text) === `Deployment #${id} of R2: succeeded`)).toBe(true), { timeout: 10_000 });
+    await vi.waitFor(async () => expect((await getDeployment(env.db.control, id)).status).toBe('succeeded'), { timeout: 120_000, interval: 200 });
+    await vi.waitFor(() => expect(fake.of('chat.update').some((u) => String(u.text) === `Deployment #${id} of R2: succeeded`)).toBe(true), { timeout: 120_000 });
     const done = await getDeployment(env.db.control, id);
     // the step in flight ran again; the ones done before the crash were not repeated
     expect(done.steps.map((s) => `${s.name}:${s.status}`)).toContain('migrate-up:done');

@@ -45,7 +45,7 @@ async function startBot(): Promise<Bot> {
   child.stderr!.on('data', (d) => (out += d));
   const bot: Bot = { child, out: () => out, exited: new Promise((r) => child.on('exit', (code) => r(code))) };
   bots.push(bot);
-  await vi.waitFor(() => expect(out).toContain('nightly regression scheduled'), { timeout: 30_000, interval: 100 });
+  await vi.waitFor(() => expect(out).toContain('nightly regression scheduled'), { timeout: 120_000, interval: 100 });
   return bot;
 }
 
@@ -75,7 +75,7 @@ describe('the nightly schedule across bot processes', () => {
     writeConfig({ schedule: '*/3 * * * * *', timezone: 'Europe/Berlin', channel: 'C_NIGHT' });
     const [a, b] = await Promise.all([startBot(), startBot()]);
     const db = env.db.control;
-    await vi.waitFor(async () => expect((await db('nightly_runs').where({ kind: 'nightly', status: 'done' })).length).toBeGreaterThanOrEqual(3), { timeout: 40_000, interval: 200 });
+    await vi.waitFor(async () => expect((await db('nightly_runs').where({ kind: 'nightly', status: 'done' })).length).toBeGreaterThanOrEqual(3), { timeout: 120_000, interval: 200 });
     await Promise.all([stop(a), stop(b)]);
 
     const rows = await db('nightly_runs').where({ kind: 'nightly' }).orderBy('id');
@@ -94,7 +94,7 @@ describe('the nightly schedule across bot processes', () => {
     expect(nightlyPosts()).toHaveLength(finished.filter((r) => r.posted_at).length);
     expect(finished.filter((r) => !r.posted_at).length).toBeLessThanOrEqual(1);
     expect(a.out() + b.out()).not.toContain('xoxb-proc-test');
-  }, 90_000);
+  }, 240_000);
 
   it('catches up a missed night once at start, not once per missed night, and not again at the next start', async () => {
     const db = env.db.control;
@@ -107,7 +107,7 @@ describe('the nightly schedule across bot processes', () => {
     await db('nightly_runs').insert({ kind: 'nightly', slot: oldKey, scheduled_for: new Date(`${old.toISOString().slice(0, 10)}T03:00:00Z`), trigger: 'schedule', status: 'done', claimed_by: 'gone:1', finished_at: old, posted_at: old });
 
     const bot = await startBot();
-    await vi.waitFor(async () => expect(await db('nightly_runs').where({ trigger: 'catch-up' }).whereNotNull('posted_at')).toHaveLength(1), { timeout: 30_000, interval: 200 });
+    await vi.waitFor(async () => expect(await db('nightly_runs').where({ trigger: 'catch-up' }).whereNotNull('posted_at')).toHaveLength(1), { timeout: 120_000, interval: 200 });
     await stop(bot);
     const now = new Date();
     const today = `${now.toISOString().slice(0, 10)}T03:00:00[UTC]`;
@@ -123,7 +123,7 @@ describe('the nightly schedule across bot processes', () => {
     await stop(again);
     expect(await db('nightly_runs').where({ kind: 'nightly' })).toHaveLength(2);
     expect(nightlyPosts()).toHaveLength(1);
-  }, 90_000);
+  }, 240_000);
 
   it('a slot left running by a bot killed mid-run (SIGKILL) is run again exactly once by the next bot', async () => {
     const db = env.db.control;
@@ -141,7 +141,7 @@ describe('the nightly schedule across bot processes', () => {
 
     // bot A catches up the newest slot; its test command hangs; A is killed with SIGKILL mid-run
     const a = await startBot();
-    await vi.waitFor(() => expect(fs.existsSync(`${hang}.pid`)).toBe(true), { timeout: 30_000, interval: 100 });
+    await vi.waitFor(() => expect(fs.existsSync(`${hang}.pid`)).toBe(true), { timeout: 120_000, interval: 100 });
     const runnerPid = Number(fs.readFileSync(`${hang}.pid`, 'utf8'));
     const [slot] = await db('nightly_runs').where({ trigger: 'catch-up' });
     expect(slot).toMatchObject({ status: 'running', attempts: 1, claimed_by: expect.stringMatching(new RegExp(`:${a.child.pid}$`)) });
@@ -152,12 +152,12 @@ describe('the nightly schedule across bot processes', () => {
     process.kill(runnerPid, 'SIGKILL'); // the orphaned test command (its own process group)
     fs.rmSync(hang);
     // its lock went with its connection: the row still says running, but nobody runs it
-    await vi.waitFor(async () => expect((await recentNights(env.ctx)).find((n) => n.id === slot.id)).toMatchObject({ status: 'running', interrupted: true }), { timeout: 10_000, interval: 100 });
+    await vi.waitFor(async () => expect((await recentNights(env.ctx)).find((n) => n.id === slot.id)).toMatchObject({ status: 'running', interrupted: true }), { timeout: 120_000, interval: 100 });
     expect((await nightlyRuns()).map((r) => r.status)).toEqual(['running']);
 
     // bot B starts: the slot is run again, once, and posted once
     const b = await startBot();
-    await vi.waitFor(async () => expect((await db('nightly_runs').where({ id: slot.id }).first()).posted_at).not.toBeNull(), { timeout: 30_000, interval: 200 });
+    await vi.waitFor(async () => expect((await db('nightly_runs').where({ id: slot.id }).first()).posted_at).not.toBeNull(), { timeout: 120_000, interval: 200 });
     await stop(b);
     const again = await db('nightly_runs').where({ id: slot.id }).first();
     expect(again).toMatchObject({ status: 'done', attempts: 2, slot: slot.slot, claimed_by: expect.stringMatching(new RegExp(`:${b.child.pid}$`)) });

@@ -37,7 +37,7 @@ it('serves over HTTP, then shuts down gracefully on SIGTERM', async () => {
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  await vi.waitFor(() => expect(out).toContain('listening on /slack/events'), { timeout: 30_000 });
+  await vi.waitFor(() => expect(out).toContain('listening on /slack/events'), { timeout: 120_000 });
   const res = await signedPost(`http://127.0.0.1:${port}/slack/events`, slashBody(fake, 'help'), 'proc-secret');
   expect(res.status).toBe(200);
   expect(res.body).toContain('/release status');
@@ -45,4 +45,4 @@ it('serves over HTTP, then shuts down gracefully on SIGTERM', async () => {
   expect(await exited).toBe(0);
   expect(out).toContain('"msg":"stopped"');
   expect(out).not.toContain('xoxb-proc-test');
-}, 60_000);
+}, 240_000);

@@ -55,9 +55,10 @@ afterAll(async () => {
 
 describe('tributary CLI', () => {
   it('exits 0 for help, 2 for usage and config errors', async () => {
-    const [help, unknownRelease, missingConfig, unknownCommand, unknownEnv, badConfig] = await Promise.all([
+    const [help, unknownRelease, typo, missingConfig, unknownCommand, unknownEnv, badConfig] = await Promise.all([
       cli(['--help']),
       run('status', 'R9'),
+      run('rollback', 'r2', '--rationale', 'typo'),
       cli(['--config', path.join(dir, 'nope.yml'), 'status']),
       run('frobnicate'),
       run('tag', 'R2', '--env', 'ST-7'),
@@ -74,13 +75,16 @@ describe('tributary CLI', () => {
     expect(help.stdout).toContain('decide');
 
     expect(unknownRelease.code, output(unknownRelease)).toBe(2);
-    expect(unknownRelease.stderr).toContain('unknown release "R9"');
+    expect(unknownRelease.stderr).toBe('tributary: unknown release "R9": did you mean R1 or R2?\n');
+    // a typo'd release is refused before anything is done, with the release meant
+    expect(typo.code, output(typo)).toBe(2);
+    expect(typo.stderr).toBe('tributary: unknown release "r2": did you mean R2?\n');
     expect(missingConfig.code, output(missingConfig)).toBe(2);
     expect(missingConfig.stderr).toContain('config file not found');
     expect(unknownCommand.code, output(unknownCommand)).toBe(2);
     expect(unknownCommand.stderr).toContain('frobnicate');
     expect(unknownEnv.code, output(unknownEnv)).toBe(2);
-    expect(unknownEnv.stderr).toContain('unknown env "ST-7"');
+    expect(unknownEnv.stderr).toContain('unknown env "ST-7": did you mean ST-1 or ST-2 or ST-3 or ST-4 or ST-5?');
     expect(badConfig.code, output(badConfig)).toBe(2);
     expect(json(badConfig)).toMatchObject({ error: 'config_invalid', message: expect.stringContaining('releases.R2.features.FEAT-101.priority') });
   });

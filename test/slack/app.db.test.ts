@@ -69,7 +69,7 @@ describe('requests as Slack sends them', () => {
   it('/release status replies ephemerally with the release state', async () => {
     const res = await send(slashBody(fake, 'status R2'));
     expect(res.status).toBe(200);
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     const reply = fake.of('response_url')[0]!;
     expect(reply.response_type).toBe('ephemeral');
     expect(JSON.stringify(reply.blocks)).toContain('*R2*: consolidated');
@@ -77,7 +77,7 @@ describe('requests as Slack sends them', () => {
 
   it('/release conflicts lists the open queue by priority', async () => {
     await send(slashBody(fake, 'conflicts R2 --priority P1', 'U0REV'));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     const text = JSON.stringify(fake.of('response_url')[0]!.blocks);
     expect(text).toContain('C-001');
     expect(text).toContain('C-002');
@@ -88,7 +88,7 @@ describe('requests as Slack sends them', () => {
 describe('roles', () => {
   it('a user without the qa_lead role cannot consolidate: ephemeral refusal naming the role, audited', async () => {
     await send(slashBody(fake, 'consolidate R2', 'U0NOBODY'));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('consolidate needs the qa_lead role');
     expect(fake.of('chat.postMessage')).toHaveLength(0);
     const audit = await env.db.control('audit_events').where({ action: 'auth.refused', actor: 'U0NOBODY' });
@@ -101,7 +101,7 @@ describe('consolidation, cards and decisions', () => {
     const res = await send(slashBody(fake, 'consolidate R2', 'U0LEAD'));
     expect(res.status).toBe(200);
     expect(res.body).toBe('');
-    await vi.waitFor(() => expect(JSON.stringify(fake.of('chat.update').at(-1)?.blocks ?? '')).toContain(':white_check_mark:'), { timeout: 20_000 });
+    await vi.waitFor(() => expect(JSON.stringify(fake.of('chat.update').at(-1)?.blocks ?? '')).toContain(':white_check_mark:'), { timeout: 120_000 });
     expect(fake.of('chat.postMessage')).toHaveLength(1);
     const updates = fake.of('chat.update');
     expect(fake.of('chat.postMessage')[0]!.channel).toBe('C_OPS');
@@ -111,7 +111,7 @@ describe('consolidation, cards and decisions', () => {
 
   it('/release review posts the cards to the review channel, highest priority first, then the queue summary', async () => {
     await send(slashBody(fake, 'review R2', 'U0LEAD'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(4), { timeout: 10_000 });
+    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(4), { timeout: 120_000 });
     const posts = fake.of('chat.postMessage');
     expect(posts.every((p) => p.channel === 'C_REVIEW')).toBe(true);
     expect(posts.map((p) => String(p.text).slice(0, 9))).toEqual(['C-001 P1 ', 'C-002 P1 ', 'C-003 P3 ', 'Review qu']);
@@ -122,7 +122,7 @@ describe('consolidation, cards and decisions', () => {
     // posting again adds no duplicate cards
     fake.reset();
     await send(slashBody(fake, 'review R2', 'U0LEAD'));
-    await vi.waitFor(() => expect(fake.of('chat.update')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('chat.update')).toHaveLength(1), { timeout: 60_000 });
     expect(fake.of('chat.postMessage')).toHaveLength(0);
   });
 
@@ -130,13 +130,13 @@ describe('consolidation, cards and decisions', () => {
     const card = (await env.db.control('slack_messages').where({ kind: 'card', code: 'C-001' }).first()) as { channel: string; ts: string };
     const value = JSON.stringify({ release: 'R2', code: 'C-001', runId: (await listConflicts(env.ctx, 'R2'))[0]!.run_id, version: 1 });
     await send(actionBody(fake, 'U0REV', 'review:keep:1', value, card));
-    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
     const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string; blocks: Blocks };
     expect(JSON.stringify(view.blocks)).toContain('Blast radius');
     const submit = await send(viewSubmissionBody('U0REV', view, { [BLOCKS.rationale]: { value: { type: 'plain_text_input', value: 'Dana administers FEAT-C tests' } } }));
     expect(submit.status).toBe(200);
     expect(submit.body).toBe('');
-    await vi.waitFor(() => expect(fake.of('chat.update').some((u) => u.ts === card.ts)).toBe(true));
+    await vi.waitFor(() => expect(fake.of('chat.update').some((u) => u.ts === card.ts)).toBe(true), { timeout: 60_000 });
     const updated = fake.of('chat.update').find((u) => u.ts === card.ts)!;
     const blocks = updated.blocks as Blocks;
     expect(blocks.some((b) => b.type === 'actions')).toBe(false);
@@ -149,7 +149,7 @@ describe('consolidation, cards and decisions', () => {
     await applyDecision(env.ctx, 'R2', 'C-002', { action: 'waive' }, { actor: 'cli:alice', rationale: 'known test orphan' });
     const card = (await env.db.control('slack_messages').where({ kind: 'card', code: 'C-002' }).first()) as { channel: string; ts: string; run_id: number };
     await send(actionBody(fake, 'U0REV', 'review:waive', JSON.stringify({ release: 'R2', code: 'C-002', runId: card.run_id }), card));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('already decided by cli:alice');
     expect(fake.of('views.open')).toHaveLength(0);
     const refreshed = fake.of('chat.update').find((u) => u.ts === card.ts)!;
@@ -159,7 +159,7 @@ describe('consolidation, cards and decisions', () => {
   it('keep-both checks the new natural keys on submit and shows the error in the modal', async () => {
     const card = (await env.db.control('slack_messages').where({ kind: 'card', code: 'C-003' }).first()) as { channel: string; ts: string; run_id: number };
     await send(actionBody(fake, 'U0GROUPIE', 'review:keep-both', JSON.stringify({ release: 'R2', code: 'C-003', runId: card.run_id }), card));
-    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
     const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string; blocks: Blocks };
     const renameBlock = `${BLOCKS.renamePrefix}2:number`;
     expect(JSON.stringify(view.blocks)).toContain('M-1-st-2');
@@ -232,7 +232,7 @@ describe('App Home', () => {
         { contentType: 'application/json', ...(retry ? { headers: { 'x-slack-retry-num': retry, 'x-slack-retry-reason': 'http_timeout' } } : {}) },
       );
     expect((await event()).status).toBe(200);
-    await vi.waitFor(() => expect(fake.of('views.publish')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('views.publish')).toHaveLength(1), { timeout: 60_000 });
     const home = fake.of('views.publish')[0]!;
     expect(home.user_id).toBe('U0REV');
     expect(JSON.stringify(home.view)).toContain('*R2* · consolidated');
@@ -248,7 +248,7 @@ describe('validate, load and audit from Slack', () => {
       await applyDecision(env.ctx, 'R2', c.code, c.detail.versions ? { action: 'keep', version: 1 } : { action: 'delete', cascade: true }, { actor: 'U0LEAD', rationale: 'cleared for staging' });
     }
     await send(slashBody(fake, 'validate R2', 'U0REV'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('open finding'))).toBe(true), { timeout: 20_000 });
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('open finding'))).toBe(true), { timeout: 120_000 });
     // the dangling transaction waived in Slack earlier is an orphan: validation finds it
     const first = fake.of('chat.postMessage').find((m) => String(m.text).includes('open finding'))!;
     expect(String(first.text)).toBe('R2: 1 open finding(s)');
@@ -259,38 +259,38 @@ describe('validate, load and audit from Slack', () => {
     expect(waive.text.text).toBe(`Waive ${finding.code}…`);
     fake.reset();
     await send(actionBody(fake, 'U0REV', waive.action_id, waive.value, { channel: 'C_OPS', ts: '1700000002.000100' }));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('waive needs the qa_lead role');
     await send(actionBody(fake, 'U0LEAD', waive.action_id, waive.value, { channel: 'C_OPS', ts: '1700000002.000100' }));
-    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
     const modal = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string };
     const waived = await send(viewSubmissionBody('U0LEAD', modal, { [BLOCKS.waiveRationale]: { value: { type: 'plain_text_input', value: 'test data, known orphan' } } }));
     expect(waived.body).toBe('');
     expect((await listFindings(env.ctx, 'R2', { status: 'all' })).find((f) => f.code === finding.code)!.status).toBe('waived');
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).startsWith(`${finding.code} of R2 waived by <@U0LEAD>`))).toBe(true));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).startsWith(`${finding.code} of R2 waived by <@U0LEAD>`))).toBe(true), { timeout: 60_000 });
     const again = await send(viewSubmissionBody('U0LEAD', modal, { [BLOCKS.waiveRationale]: { value: { type: 'plain_text_input', value: 'again' } } }));
     expect(JSON.parse(again.body).errors[BLOCKS.waiveRationale]).toMatch(/already waived by U0LEAD/);
     fake.reset();
     await send(slashBody(fake, 'validate R2', 'U0REV'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('open finding'))).toBe(true), { timeout: 20_000 });
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('open finding'))).toBe(true), { timeout: 120_000 });
     const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('open finding'))!;
     expect(String(card.text)).toBe('R2: 0 open finding(s)');
     expect(JSON.stringify(card.blocks)).toContain('is valid');
 
     fake.reset();
     await send(slashBody(fake, 'load R2', 'U0REV'));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('load needs the qa_lead role');
 
     fake.reset();
     await send(slashBody(fake, 'load R2', 'U0LEAD'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text) === 'R2 loaded into staging')).toBe(true), { timeout: 20_000 });
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text) === 'R2 loaded into staging')).toBe(true), { timeout: 120_000 });
     const loaded = JSON.stringify(fake.of('chat.postMessage').find((m) => String(m.text) === 'R2 loaded into staging')!.blocks);
     expect(loaded).toMatch(/`users` \d+ rows · checksum `\d+`/);
 
     fake.reset();
     await send(slashBody(fake, 'audit R2', 'U0REV'));
-    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(1), { timeout: 20_000 });
+    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(1), { timeout: 120_000 });
     const summary = fake.of('chat.postMessage')[0]!;
     expect(JSON.stringify(summary.blocks)).toContain('Chain head');
     const upload = fake.of('file_upload')[0]!;

@@ -44,7 +44,7 @@ const rationale = (text: string) => ({ [BLOCKS.deployRationale]: { value: { type
 async function clickAndConfirm(user: string, actionId: string, value: string, why: string): Promise<string> {
   fake.reset();
   await send(actionBody(fake, user, actionId, value, { channel: 'C_REL', ts: '1700000001.000100' }));
-  await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+  await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
   const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string };
   expect(view.callback_id).toBe(VIEWS.deployDecide);
   return (await send(viewSubmissionBody(user, view, rationale(why)))).body;
@@ -54,12 +54,12 @@ describe('/release deploy and /rollback', () => {
   it('go/no-go card, quorum without self-approval, the sequence in one message, then /rollback with Unlock and a post-mortem thread', async () => {
     const before = await dumpProduction(env);
     await send(slashBody(fake, 'deploy R2', 'U0LEAD'));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('deploy needs the release_manager role');
 
     fake.reset();
     await send(slashBody(fake, 'deploy R2', 'U0RM1'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1), { timeout: 60_000 });
     const card = fake.of('chat.postMessage')[0]!;
     expect(card.channel).toBe('C_REL');
     const cardText = JSON.stringify(card.blocks);
@@ -70,13 +70,13 @@ describe('/release deploy and /rollback', () => {
 
     // the requester's own Go does not start it
     expect(await clickAndConfirm('U0RM1', ACTIONS.deployGo, go.value, 'I asked, and I say go')).toBe('');
-    await vi.waitFor(() => expect(fake.of('chat.update').length).toBeGreaterThan(0));
+    await vi.waitFor(() => expect(fake.of('chat.update').length).toBeGreaterThan(0), { timeout: 60_000 });
     expect(JSON.stringify(fake.of('chat.update').at(-1)!.blocks)).toContain('*Go* by <@U0RM1>');
     expect((await env.db.control('deployments').first()).status).toBe('awaiting-go');
 
     expect(await clickAndConfirm('U0RM2', ACTIONS.deployGo, go.value, 'reviewed the tier 2 report')).toBe('');
-    await vi.waitFor(async () => expect((await env.db.control('deployments').first()).status).toBe('succeeded'), { timeout: 30_000 });
-    await vi.waitFor(() => expect(fake.of('chat.update').some((u) => String(u.text).endsWith(': succeeded'))).toBe(true));
+    await vi.waitFor(async () => expect((await env.db.control('deployments').first()).status).toBe('succeeded'), { timeout: 120_000 });
+    await vi.waitFor(() => expect(fake.of('chat.update').some((u) => String(u.text).endsWith(': succeeded'))).toBe(true), { timeout: 60_000 });
     const progressTs = fake.of('chat.postMessage').find((m) => String(m.text).startsWith('Deployment #'))!;
     const updates = fake.of('chat.update').filter((u) => u.ts === `${String(progressTs.ts ?? '')}` || String(u.text).startsWith('Deployment #'));
     expect(updates.length).toBeGreaterThan(1);
@@ -84,27 +84,35 @@ describe('/release deploy and /rollback', () => {
 
     fake.reset();
     await send(slashBody(fake, 'R2', 'U0RM2').replace('command=%2Frelease', 'command=%2Frollback'));
-    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
     const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string; blocks: unknown[] };
     expect(JSON.stringify(view.blocks)).toContain('stays locked afterwards');
     const empty = await send(viewSubmissionBody('U0RM2', view, rationale('')));
     expect(JSON.parse(empty.body).errors[BLOCKS.deployRationale]).toMatch(/Say why/);
     expect((await send(viewSubmissionBody('U0RM2', view, rationale('customers report wrong balances')))).body).toBe('');
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('rolled-back'))).toBe(true), { timeout: 30_000 });
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('rolled-back'))).toBe(true), { timeout: 120_000 });
     const rolled = fake.of('chat.postMessage').find((m) => String(m.text).includes('rolled-back'))!;
     const unlock = (rolled.blocks as Blocks).flatMap((b) => b.elements ?? []).find((e) => e.action_id === ACTIONS.deployUnlock)!;
     expect(unlock).toBeDefined();
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => m.thread_ts && String(m.text).includes('Post-mortem timeline'))).toBe(true));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => m.thread_ts && String(m.text).includes('Post-mortem timeline'))).toBe(true), { timeout: 60_000 });
     expect(await dumpProduction(env)).toBe(before);
     expect(path.basename(fs.readlinkSync(path.join(app, 'current')))).toBe('v1');
 
+    // locked after the rollback: a new request is refused at once, in an ephemeral reply naming who holds the lock
+    fake.reset();
+    await send(slashBody(fake, 'deploy R2', 'U0RM1'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(String(fake.of('response_url')[0]!.text)).toMatch(/production is locked by rollback of deployment #\d+ of R2 \(held by U0RM2 since [^)]+\): no deployment is requested until a release_manager unlocks it: tributary unlock production/);
+    expect(fake.of('response_url')[0]!.response_type).toBe('ephemeral');
+    expect(fake.of('chat.postMessage')).toHaveLength(0);
+
     fake.reset();
     await send(actionBody(fake, 'U0LEAD', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('unlock needs the release_manager role');
     fake.reset();
     await send(actionBody(fake, 'U0RM1', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('production unlocked by <@U0RM1>');
     expect(await env.db.control('env_locks')).toHaveLength(0);
   });
@@ -120,7 +128,7 @@ describe('a bot that starts after a crash', () => {
     const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
     await second.start();
     try {
-      await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('was interrupted'))).toBe(true));
+      await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('was interrupted'))).toBe(true), { timeout: 60_000 });
       const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('was interrupted'))!;
       expect(card.channel).toBe('C_REL');
       const text = JSON.stringify(card.blocks);
@@ -139,7 +147,7 @@ describe('scheduled and approved deployments that did not start', () => {
     fake.reset();
     const at = new Date(Date.now() + 3600_000).toISOString();
     await send(slashBody(fake, `deploy R2 --at ${at}`, 'U0RM1'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1), { timeout: 60_000 });
     const d = (await env.db.control('deployments').where({ status: 'awaiting-go' }).first()) as { id: number };
     expect((await decideGo(env.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'tonight' })).deployment.status).toBe('scheduled');
     await env.db.control('deployments').where({ id: d.id }).update({ window_at: new Date(Date.now() - 31 * 60_000) });
@@ -156,7 +164,7 @@ describe('scheduled and approved deployments that did not start', () => {
   it('an approved deployment whose process died before it started is reported at start-up with Resume and Roll back', async () => {
     fake.reset();
     await send(slashBody(fake, 'deploy R2', 'U0RM1'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1), { timeout: 60_000 });
     const d = (await env.db.control('deployments').where({ status: 'awaiting-go' }).first()) as { id: number };
     // Go reached outside this bot (the CLI), whose process then died before running it
     expect((await decideGo(env.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'go ahead' })).ready).toBe(true);
@@ -164,13 +172,13 @@ describe('scheduled and approved deployments that did not start', () => {
     const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
     await second.start();
     try {
-      await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes(`Deployment #${d.id} of R2 was interrupted`))).toBe(true));
+      await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes(`Deployment #${d.id} of R2 was interrupted`))).toBe(true), { timeout: 60_000 });
       const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('was interrupted'))!;
       expect(JSON.stringify(card.blocks)).toMatch(/approved at \S+ but never started \(the process that was to run it died\): nothing was done/);
       expect((card.blocks as Blocks).flatMap((b) => b.elements ?? []).map((e) => e.action_id)).toEqual([ACTIONS.deployResume, ACTIONS.deployRollback]);
     } finally {
       await second.stop();
     }
-    expect((await rollbackInterruptedDeployment(env.ctx, d.id, { actor: 'U0RM1', rationale: 'not tonight' })).status).toBe('rejected');
+    expect((await rollbackInterruptedDeployment(env.ctx, d.id, { actor: 'U0RM1', rationale: 'not tonight' })).status).toBe('cancelled');
   });
 });

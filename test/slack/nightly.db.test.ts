@@ -63,7 +63,7 @@ const uploads = () => fake.of('file_upload').map((f) => String(f.body));
 describe('selective runs', () => {
   it('/release test R2 --smoke --env production runs the smoke tests on production, with the same card', async () => {
     await send(slashBody(fake, 'test R2 --smoke --env production'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((p) => String(p.text).startsWith('R2 smoke:'))).toBe(true), { timeout: 20_000 });
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((p) => String(p.text).startsWith('R2 smoke:'))).toBe(true), { timeout: 120_000 });
     const card = fake.of('chat.postMessage').find((p) => String(p.text).startsWith('R2 smoke:'))!;
     expect(card.channel).toBe('C_RELEASE');
     expect(JSON.stringify(card.blocks)).toContain('smoke on production');
@@ -71,7 +71,7 @@ describe('selective runs', () => {
     expect(run).toMatchObject({ tier: 'smoke', env: 'production', release: 'R2' });
     const names = (await env.db.control('test_results').where({ run_id: run.id }).orderBy('name').pluck('name')) as string[];
     expect(names).toEqual(['health page @smoke', 'service answers @smoke']);
-    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(2), { timeout: 10_000 });
+    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(2), { timeout: 120_000 });
   });
 });
 
@@ -97,7 +97,7 @@ describe('the nightly post and coverage', () => {
 
   it('/release coverage posts the table and the chart', async () => {
     await send(slashBody(fake, 'coverage', 'U0REV', 'C_ASK'));
-    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(1), { timeout: 10_000 });
+    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(1), { timeout: 120_000 });
     const post = fake.of('chat.postMessage')[0]!;
     expect(post.channel).toBe('C_ASK');
     expect(JSON.stringify(post.blocks)).toMatch(/\*R1\*: 2 tests \(2 cumulative\).*\*R2\*: 1 tests \(3 cumulative\)/);
@@ -115,7 +115,7 @@ describe('the nightly post and coverage', () => {
       event: { type: 'app_home_opened', user: 'U0LEAD', channel: 'D1', tab: 'home', event_ts: '1.3' },
     });
     expect((await signedPost(url, body, SECRET, { contentType: 'application/json' })).status).toBe(200);
-    await vi.waitFor(() => expect(fake.of('views.publish')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('views.publish')).toHaveLength(1), { timeout: 60_000 });
     const view = JSON.stringify(fake.of('views.publish')[0]!.view);
     expect(view).toContain('Last nights');
     expect(view).toMatch(/pass rate \*100%\* · 0 new regression/);
@@ -135,13 +135,13 @@ describe('pruning proposals in Slack', () => {
 
     fake.reset();
     await send(actionBody(fake, 'U0LEAD', ACTIONS.prune, prune.value, { channel: 'C_NIGHT', ts: '1700000005.000100' }));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(JSON.stringify(fake.of('response_url')[0])).toContain('only the owner of FEAT-GONE');
     expect(fake.of('chat.update')).toHaveLength(0);
     expect(await inCatalog()).toBe(1);
 
     await send(actionBody(fake, 'U0FAX', ACTIONS.prune, prune.value, { channel: 'C_NIGHT', ts: '1700000005.000100' }));
-    await vi.waitFor(() => expect(fake.of('chat.update')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('chat.update')).toHaveLength(1), { timeout: 60_000 });
     const updated = fake.of('chat.update')[0]!;
     expect(updated.ts).toBe('1700000005.000100');
     expect(JSON.stringify(updated.blocks)).toContain('Pruned* 1 test(s) by <@U0FAX>');

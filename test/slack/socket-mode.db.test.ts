@@ -38,7 +38,7 @@ afterAll(async () => {
 
 it('connects through apps.connections.open and answers a slash command envelope with its ack payload', async () => {
   expect(fake.of('apps.connections.open')).toHaveLength(1);
-  await vi.waitFor(() => expect(socket.ws).toBeDefined());
+  await vi.waitFor(() => expect(socket.ws).toBeDefined(), { timeout: 60_000 });
   socket.ws!.send(
     JSON.stringify({
       envelope_id: 'env-1',
@@ -47,7 +47,7 @@ it('connects through apps.connections.open and answers a slash command envelope 
       payload: { command: '/release', text: 'help', user_id: 'U1', channel_id: 'C1', team_id: 'T1', response_url: fake.responseUrl(), trigger_id: 't' },
     }),
   );
-  await vi.waitFor(() => expect(socket.received.find((m) => m.envelope_id === 'env-1')).toBeDefined());
+  await vi.waitFor(() => expect(socket.received.find((m) => m.envelope_id === 'env-1')).toBeDefined(), { timeout: 60_000 });
   const ack = socket.received.find((m) => m.envelope_id === 'env-1')!;
   expect((ack.payload as { response_type: string }).response_type).toBe('ephemeral');
   expect(JSON.stringify(ack.payload)).toContain('/release consolidate R2');
@@ -62,6 +62,6 @@ it('answers a status request through response_url', async () => {
       payload: { command: '/release', text: 'status R2', user_id: 'U1', channel_id: 'C1', team_id: 'T1', response_url: fake.responseUrl(), trigger_id: 't' },
     }),
   );
-  await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+  await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
   expect(JSON.stringify(fake.of('response_url')[0]!.blocks)).toContain('*R2*: planned');
 });

@@ -49,18 +49,18 @@ type Blocks = { type: string; elements?: { action_id: string; value: string; tex
 describe('/release test and approve', () => {
   it('shows the right usage for a malformed request, and refuses a user without the qa_lead role', async () => {
     await send(slashBody(fake, 'test R2'));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(JSON.stringify(fake.of('response_url')[0])).toContain('choose one of --tier 1, --tier 2');
     fake.reset();
     await send(slashBody(fake, 'test R2 --tier 1', 'U0REV'));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('test needs the qa_lead role');
   });
 
   it('tier 1 reports in one progress message, posts the summary card and uploads the reports', async () => {
     const res = await send(slashBody(fake, 'test R2 --tier 1'));
     expect(res.status).toBe(200);
-    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(2), { timeout: 20_000 });
+    await vi.waitFor(() => expect(fake.of('files.completeUploadExternal')).toHaveLength(2), { timeout: 120_000 });
     const posts = fake.of('chat.postMessage');
     expect(posts.every((p) => p.channel === 'C_RELEASE')).toBe(true);
     expect(posts).toHaveLength(2);
@@ -80,7 +80,7 @@ describe('/release test and approve', () => {
     await env.db.control('release_states').where({ release: 'R2' }).update({ state: 'promoted' });
     fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE, results: { 'R1 statements @FEAT-OLD': 'fail' } }));
     await send(slashBody(fake, 'test R2 --tier 2'));
-    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((p) => String(p.text).startsWith('R2 tier 2:'))).toBe(true), { timeout: 20_000 });
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((p) => String(p.text).startsWith('R2 tier 2:'))).toBe(true), { timeout: 120_000 });
     const card = fake.of('chat.postMessage').find((p) => String(p.text).startsWith('R2 tier 2:'))!;
     expect(String(card.text)).toContain('failed');
     const button = (card.blocks as Blocks).flatMap((b) => b.elements ?? []).find((e) => e.action_id === ACTIONS.approve)!;
@@ -88,11 +88,11 @@ describe('/release test and approve', () => {
 
     fake.reset();
     await send(actionBody(fake, 'U0REV', ACTIONS.approve, button.value, { channel: 'C_RELEASE', ts: '1700000001.000100' }));
-    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('approve needs the qa_lead role');
 
     await send(actionBody(fake, 'U0LEAD', ACTIONS.approve, button.value, { channel: 'C_RELEASE', ts: '1700000001.000100' }));
-    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
     const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string; blocks: unknown[] };
     expect(view.callback_id).toBe(VIEWS.approve);
     expect(JSON.stringify(view.blocks)).toContain('failed its gate');
@@ -102,7 +102,7 @@ describe('/release test and approve', () => {
 
     const ok = await send(viewSubmissionBody('U0LEAD', view, { [BLOCKS.approveRationale]: { value: { type: 'plain_text_input', value: 'R1 test is outdated, fixed in FEAT-OLD backlog' } } }));
     expect(ok.body).toBe('');
-    await vi.waitFor(() => expect(fake.of('chat.update')).toHaveLength(1));
+    await vi.waitFor(() => expect(fake.of('chat.update')).toHaveLength(1), { timeout: 60_000 });
     const updated = fake.of('chat.update')[0]!;
     expect(updated.ts).toBe('1700000001.000100');
     expect(JSON.stringify(updated.blocks)).toContain('Approved with an override');

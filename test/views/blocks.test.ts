@@ -124,3 +124,39 @@ describe('limits', () => {
     for (const sub of listed) expect(text).toMatch(new RegExp(`\\b${sub}\\b`));
   });
 });
+
+describe('the highlighted choice is the suggested one', () => {
+  /** The card's primary button, the versions marked suggested, and the suggestion it states. */
+  function highlighted(c: ConflictRow): { primary: string[]; marked: string[] } {
+    const m = conflictCard(c);
+    const actions = m.blocks.find((b) => b.type === 'actions') as { elements: { text: { text: string }; style?: string }[] };
+    const marked = m.blocks.filter((b) => b.type === 'section' && JSON.stringify(b).includes('_suggested_')).map((b) => /\*Version (\d+)/.exec(JSON.stringify(b))?.[1] ?? '?');
+    return { primary: actions.elements.filter((e) => e.style === 'primary').map((e) => e.text.text), marked };
+  }
+  const versions = (suggestion: ConflictRow['detail']['suggestion'], suggested: number | null) => {
+    const c = conflict(2);
+    c.detail = { ...c.detail, suggestion, suggested } as ConflictRow['detail'];
+    return c;
+  };
+  const reference = (suggestion: ConflictRow['detail']['suggestion']) => {
+    const c = conflict(1);
+    c.kind = 'dangling-reference';
+    c.detail = { reason: 'r', suggestion, column: 'user_id', value: '9', record: { env: 'ST-1', pk: '5', data: { user_id: 9 } } } as unknown as ConflictRow['detail'];
+    return c;
+  };
+
+  it('keep: the suggested version is marked and its Keep button is the primary one', () => {
+    expect(highlighted(versions('keep', 2))).toEqual({ primary: ['Keep ST-2'], marked: ['2'] });
+  });
+  it('keep both: Keep both is the primary button, and no version is marked', () => {
+    expect(highlighted(versions('keep-both', 1))).toEqual({ primary: ['Keep both (rename)'], marked: [] });
+  });
+  it('delete, waive, none on a reference conflict: Delete, Waive, Re-point', () => {
+    expect(highlighted(reference('delete')).primary).toEqual(['Delete']);
+    expect(highlighted(reference('waive')).primary).toEqual(['Waive']);
+    expect(highlighted(reference('none')).primary).toEqual(['Re-point']);
+  });
+  it('no suggestion between versions: nothing is highlighted', () => {
+    expect(highlighted(versions('none', null))).toEqual({ primary: [], marked: [] });
+  });
+});

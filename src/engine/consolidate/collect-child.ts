@@ -3,13 +3,14 @@ import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import PQueue from 'p-queue';
 import { lowerPriority } from '../../db/renice.js';
+import { failpoint } from '../kernel/failpoints.js';
 import { COLUMNS_SQL, rowHashExpr, type TableColumn } from '../kernel/checksum.js';
 import { ROW_HASH, type ChildEnvPlan, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 
 /**
  * The collection's streaming, in a child process of its own (started by collect.ts): the COPY of every
  * source env into the work area runs here, at lower CPU priority, so that a bot collecting a million rows
- * keeps its own event loop for Slack's acks. Input (stdin, one JSON document; it holds database
+ * keeps its own event loop for Slack's acks. Input (stdin, one JSON line, then stdin stays open while the parent wants the work; it holds database
  * passwords, so never argv or the environment): the plan. Output (stdout, one JSON line per env): the
  * rows per entity, or the error.
  */
@@ -47,10 +48,38 @@ async function collectOne(plan: ChildPlan, e: ChildEnvPlan): Promise<Record<stri
   }
 }
 
+/**
+ * The plan: the first line of stdin. The parent keeps stdin open for as long as it wants the work; when it
+ * ends (the parent stopped, or was killed with SIGKILL and its end of the pipe closed), this process exits
+ * at once, and nothing keeps writing into an abandoned run's work area.
+ */
+function readPlan(): Promise<ChildPlan> {
+  return new Promise((resolve, reject) => {
+    let input = '';
+    let plan: ChildPlan | undefined;
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', (chunk: string) => {
+      if (plan) return;
+      input += chunk;
+      const nl = input.indexOf('\n');
+      if (nl < 0) return;
+      try {
+        plan = JSON.parse(input.slice(0, nl)) as ChildPlan;
+        resolve(plan);
+      } catch (err) {
+        reject(err as Error);
+      }
+    });
+    process.stdin.on('end', () => {
+      if (!plan) process.stderr.write('collection child: stdin closed before a plan came\n');
+      process.exit(plan ? 2 : 1);
+    });
+  });
+}
+
 async function main(): Promise<void> {
-  let input = '';
-  for await (const chunk of process.stdin) input += chunk;
-  const plan = JSON.parse(input) as ChildPlan;
+  const plan = await readPlan();
+  await failpoint('consolidate.collect.copy');
   const queue = new PQueue({ concurrency: plan.concurrency });
   const write = (r: ChildEnvResult) => new Promise<void>((resolve) => process.stdout.write(`${JSON.stringify(r)}\n`, () => resolve()));
   await Promise.all(

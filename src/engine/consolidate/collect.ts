@@ -173,7 +173,12 @@ export function startCollector(): Collector {
     // no permission to lower it: it runs at our priority
   }
   let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  child.stderr.on('data', (d: Buffer) => {
+    const text = d.toString();
+    // a failpoint the child waits at is said where the tests read it: this process's stderr
+    for (const line of text.split('\n')) if (/^failpoint \S+: paused/.test(line)) process.stderr.write(`${line}\n`);
+    stderr = (stderr + text).slice(-2000);
+  });
   child.stdin.on('error', () => undefined);
   const exited = new Promise<number | null>((resolve) => {
     child.on('error', (err) => {
@@ -190,6 +195,7 @@ export function startCollector(): Collector {
     exited,
     stderr: () => stderr,
     dispose: () => {
+      child.stdin.end();
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       process.removeListener('exit', killChild);
     },
@@ -245,7 +251,8 @@ async function collectEnvs(
       unreadable += `\nunreadable report from the collection process: ${(err as Error).message}`;
     }
   });
-  child.stdin.end(JSON.stringify(plan));
+  // one line, and stdin kept open: the child exits when it closes (dispose(), or this process dying)
+  child.stdin.write(`${JSON.stringify(plan)}\n`);
   const code = await collector.exited;
   const stderr = collector.stderr() + unreadable;
   for (const e of plan.envs) {

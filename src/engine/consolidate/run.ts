@@ -6,6 +6,8 @@ import { Run } from '../../db/models.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
+import { keepSessionAlive } from '../kernel/sessionLock.js';
 import { collectRelease, startCollector, type Collector } from './collect.js';
 import { workTable, runTables, sourcesSql } from '../kernel/workArea.js';
 import { checkReachable, type Actor, type Ctx } from '../kernel/context.js';
@@ -60,9 +62,14 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
   }
   await checkReachable(ctx, only ? ctx.config.sources.filter((e) => e.name === only!.env) : ctx.config.sources);
 
-  const guard = new pg.Client({ ...ctx.db.controlParams } as pg.ClientConfig);
-  guard.on('error', () => undefined);
+  const guard = new pg.Client({ ...ctx.db.controlParams, keepAlive: true } as pg.ClientConfig);
+  let lockLost = '';
+  const lose = (why: string) => {
+    lockLost ||= why;
+  };
+  guard.on('error', (err) => lose(err.message));
   await guard.connect();
+  let keepAlive: NodeJS.Timeout | undefined;
   try {
     const got = await guard.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [`tributary:consolidate:${release}`]);
     if (!got.rows[0]?.ok) {
@@ -74,22 +81,29 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
         { release },
       );
     }
+    keepAlive = await keepSessionAlive(guard, lose);
     // runs left 'running' by a process that died hold no lock any more
     const abandoned = await ctx.db.control('runs')
       .where({ release, kind: 'consolidate', status: 'running' })
       .update({ status: 'failed', finished_at: ctx.db.control.fn.now(), error: 'abandoned: the process running it stopped' })
       .returning('id');
-    for (const a of abandoned) await dropWorkTables(ctx, (a as { id: number }).id);
+    for (const a of abandoned) {
+      // closed like a failed run: no work tables, nothing of it left in the review queue
+      await dropWorkTables(ctx, (a as { id: number }).id);
+      await ctx.db.control('conflicts').where({ run_id: (a as { id: number }).id }).delete();
+    }
 
     const run = await Run.query(ctx.db.control).insert({ release, kind: 'consolidate', status: 'running', started_by: opts.actor, pid: process.pid, host: os.hostname() });
     const runId = run.id;
     await recordAudit(ctx.db.control, { actor: opts.actor, action: 'consolidate.start', release, subject: `run #${runId}` });
+    await failpoint('consolidate.after-start');
     const steps: Record<string, number> = {};
     try {
       let t = performance.now();
       progress('collect', { envs: ctx.config.sources.length });
       const collected = await collectRelease(ctx, runId, release, locks, (c) => progress('collect', { env: c.env, rows: c.rows }), only, collector);
       steps.collection = Math.round(performance.now() - t);
+      await failpoint('consolidate.after-collect');
       const total = collected.envs.reduce((n, c) => n + c.rows, 0);
       if (total === 0) {
         // rows locked and gone since are drift, not an empty release
@@ -101,18 +115,29 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       const outcome = await detectAndResolve(ctx, runId, release, collected);
       steps.detection = outcome.timings.detection;
       steps.resolution = outcome.timings.resolution;
+      await failpoint('consolidate.after-detect');
       progress('queue', { conflicts: outcome.counts.manual });
       t = performance.now();
       await queueConflicts(ctx, runId, release, outcome.references);
       steps.queue = Math.round(performance.now() - t);
+      await failpoint('consolidate.after-queue');
       const counts = { ...outcome.counts, perEnv: Object.fromEntries(collected.envs.map((c) => [c.env, c.rows])) };
-      await ctx.db.control.transaction(async (trx) => {
-        await trx('runs').where({ id: runId }).update({ status: 'succeeded', finished_at: trx.fn.now(), steps: JSON.stringify(steps), counts: JSON.stringify(counts) });
+      await failpoint('consolidate.before-finish');
+      // the run becomes current together with the earlier decisions carried into it and the older runs'
+      // work tables gone: a crash before the commit leaves the previous run current with its decisions
+      const carried = await ctx.db.control.transaction(async (trx) => {
+        // still this run's: a process that lost its lock finds its run closed by the one that took it
+        const mine = lockLost ? 0 : await trx('runs').where({ id: runId, status: 'running' }).update({ status: 'succeeded', finished_at: trx.fn.now(), steps: JSON.stringify(steps), counts: JSON.stringify(counts) });
+        if (!mine) throw new TributaryError('gate_busy', `run #${runId} of ${release} lost its lock${lockLost ? ` (${redact(lockLost)})` : ': another consolidation closed it'}; consolidate ${release} again`, { release });
         await transition(trx, release, 'consolidate', { currentRunId: runId });
         await recordAudit(trx, { actor: opts.actor, action: 'consolidate.finish', release, subject: `run #${runId}`, details: { counts, steps } });
+        const inTrx: Ctx = { ...ctx, db: { ...ctx.db, control: trx } };
+        const result = previousRunId ? await carryDecisions(inTrx, release, previousRunId, runId) : { carried: 0, reopened: [] };
+        await dropOlderRuns(inTrx, release, runId);
+        await failpoint('consolidate.finish.before-commit');
+        return result;
       });
-      await dropOlderRuns(ctx, release, runId);
-      const carried = previousRunId ? await carryDecisions(ctx, release, previousRunId, runId) : { carried: 0, reopened: [] };
+      await failpoint('consolidate.after-finish');
       return { runId, release, counts: outcome.counts, steps, carried };
     } catch (err) {
       const message = redact(err instanceof Error ? err.message : String(err));
@@ -123,6 +148,7 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       throw err;
     }
   } finally {
+    clearInterval(keepAlive);
     await guard.end().catch(() => undefined);
   }
 }
@@ -223,6 +249,7 @@ async function carryDecisions(ctx: Ctx, release: string, previousRunId: number, 
     try {
       await applyDecision(ctx, release, c.code, p.params, { actor: p.by, rationale: `${p.rationale} (carried over from ${p.code} of run #${previousRunId}: the records are unchanged)` });
       carried += 1;
+      await failpoint('consolidate.carry');
     } catch (err) {
       reopened.push(c.code);
       await recordAudit(ctx.db.control, { actor: 'tributary', action: 'decision.reopened', release, subject: c.code, details: { previous: p.code, previousRun: previousRunId, reason: redact((err as Error).message) } });

@@ -11,6 +11,7 @@ import { type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import { checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { releaseState, type ReleaseState } from '../kernel/lifecycle.js';
@@ -230,6 +231,7 @@ export async function createBundle(ctx: Ctx, release: string, opts: { code: stri
       if (out.rowCount !== t.rows) throw new TributaryError('database', `master env ${master.name}, table ${s.parent}: exported ${out.rowCount} row(s) of ${release}, but the checksum counted ${t.rows}`, { env: master.name, table: s.parent });
       t.bytes = bytes;
       t.sha256 = hash.digest('hex');
+      await failpoint('bundle.table-exported');
     }
     current = '';
     await client.query('commit');
@@ -263,6 +265,7 @@ export async function createBundle(ctx: Ctx, release: string, opts: { code: stri
           tables: tables.map((t) => ({ entity: t.entity, table: t.table, rows: t.rows, checksum: t.checksum })),
         },
       });
+      await failpoint('bundle.before-commit');
       return { ...bundle, created: true };
     });
     if (!made.created) fs.rmSync(tmp, { recursive: true, force: true });

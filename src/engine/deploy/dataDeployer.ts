@@ -421,9 +421,9 @@ export function changedSince(deployed: TableFigures[], now: TableFigures[]): { t
   return null;
 }
 
-/** Why a rollback is refused: a table changed after the deploy; restoring the backup would discard those writes. */
-export function changedMessage(release: string, env: string, shownTable: string, c: { before: TableFigures; now: TableFigures }): string {
-  const what = !c.now.exists ? 'was dropped' : `changed since the deploy (rows ${c.before.rows} → ${c.now.rows}${c.before.rows === c.now.rows ? `, checksum ${c.before.checksum} → ${c.now.checksum}` : ''})`;
+/** Why a rollback is refused: a table changed after the deploy (or after the restore); going on would discard those writes. */
+export function changedMessage(release: string, env: string, shownTable: string, c: { before: TableFigures; now: TableFigures }, since = 'the deploy'): string {
+  const what = !c.now.exists ? `was dropped since ${since}` : `changed since ${since} (rows ${c.before.rows} → ${c.now.rows}${c.before.rows === c.now.rows ? `, checksum ${c.before.checksum} → ${c.now.checksum}` : ''})`;
   return `cannot roll back ${release}: production table ${shownTable} (env ${env}) ${what}; a rollback would discard those writes. Nothing was rolled back; reconcile those rows first (or restore by hand)`;
 }
 
@@ -431,7 +431,7 @@ export function changedMessage(release: string, env: string, shownTable: string,
  * Puts every table of the backup back exactly as it was before the deploy, in one transaction, and
  * verifies each table's count and checksum against the figures taken then; marks the backup restored.
  */
-export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor; progress?: DataProgress; expect?: TableFigures[] }): Promise<RestoreResult> {
+export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor; progress?: DataProgress; expect?: TableFigures[]; since?: string }): Promise<RestoreResult> {
   const backup = asBackup(input);
   const env = envOrThrow(ctx.config, backup.env);
   const started = performance.now();
@@ -448,7 +448,7 @@ export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor;
         throw new TributaryError('database', `restoring backup #${backup.id} into env ${env.name}, table ${current}: its copy ${BACKUP_SCHEMA}.${t.backup} is gone, so the table cannot be restored; nothing was restored`, { env: env.name, table: current });
       }
     }
-    // opts.expect: the tables must still be exactly as the deploy left them (writes held off meanwhile)
+    // opts.expect: the tables must still be exactly as the deploy left them, or as opts.since says (writes held off meanwhile)
     if (opts.expect) {
       const present: BackupTable[] = [];
       for (const t of backup.tables) if (await exists(q, qualified(t.schema ?? undefined, t.table))) present.push(t);
@@ -464,7 +464,7 @@ export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor;
       const changed = changedSince(opts.expect, now);
       if (changed) {
         const t = backup.tables.find((x) => x.table === changed.table);
-        throw new TributaryError('gate_state', changedMessage(backup.release, env.name, shown(t?.schema, changed.table), changed), { env: env.name, table: changed.table });
+        throw new TributaryError('gate_state', changedMessage(backup.release, env.name, shown(t?.schema, changed.table), changed, opts.since), { env: env.name, table: changed.table });
       }
     }
     const kept = backup.tables.filter((t) => t.existed);

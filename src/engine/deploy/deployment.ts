@@ -5,12 +5,16 @@ import { releaseOrThrow, type DeploySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { releaseState } from '../kernel/lifecycle.js';
 import { runTests } from '../tiers/index.js';
 import { getBundle, productionEnv, type Bundle } from './bundle.js';
 import { backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures } from './dataDeployer.js';
 import { codeDeployer, type CodeDeployer } from './codeDeployers.js';
+import { IN_FLIGHT_STATES, insertDeployment, OPEN_STATES, ROLLBACK_FROM, SMOKE_AFTER_ROLLBACK, transitionDeployment, transitionWhere, type Deployment, type DeploymentFields, type StepState } from './lifecycle.js';
+
+export type { Deployment, DeploymentStatus, StepState } from './lifecycle.js';
 
 /**
  * A deployment is a persisted state machine. Requested (`/release deploy R2`), it waits for Go from
@@ -23,45 +27,6 @@ import { codeDeployer, type CodeDeployer } from './codeDeployers.js';
  */
 export const STEPS = ['lock', 'record-version', 'maintenance-on', 'deploy-code', 'migrate-up', 'backup-data', 'deploy-data', 'restart', 'maintenance-off', 'smoke'] as const;
 export type StepName = (typeof STEPS)[number];
-
-export type DeploymentStatus = 'awaiting-go' | 'scheduled' | 'approved' | 'running' | 'succeeded' | 'rolling-back' | 'rolled-back' | 'rollback-failed' | 'rejected' | 'expired';
-
-export interface StepState {
-  name: string;
-  status: 'running' | 'done' | 'skipped' | 'failed';
-  startedAt: string;
-  ms?: number;
-  detail?: string;
-  output?: string;
-  error?: string;
-  /** deploy-data: each touched table's whole count and checksum as the deploy committed it. */
-  figures?: TableFigures[];
-}
-
-export interface Deployment {
-  id: number;
-  release: string;
-  bundle_id: number;
-  bundle_version: number;
-  code_version: string;
-  env: string;
-  status: DeploymentStatus;
-  requested_by: string;
-  requested_at: Date;
-  window_at: Date | null;
-  expires_at: Date;
-  /** When it reached Go (approved, or claimed in its window). */
-  approved_at: Date | null;
-  previous_code_version: string | null;
-  backup_id: number | null;
-  steps: StepState[];
-  undo: StepState[];
-  cause: string | null;
-  slack: { channel?: string; ts?: string; progressTs?: string };
-  executor: string | null;
-  started_at: Date | null;
-  finished_at: Date | null;
-}
 
 export interface GoDecision {
   actor: string;
@@ -108,8 +73,6 @@ function inWindow(spec: DeploySpec, at: Date): boolean {
   });
 }
 
-/** A deployment in one of these holds its env (a partial unique index allows one per env). */
-export const OPEN_STATUSES: readonly DeploymentStatus[] = ['awaiting-go', 'scheduled', 'approved', 'running', 'rolling-back'];
 const OPEN_INDEX = 'deployments_one_open_per_env';
 
 /** A scheduled deployment not started within its window (or 30 minutes after window_at without windows) expires. */
@@ -118,7 +81,7 @@ export const WINDOW_GRACE_MS = 30 * 60_000;
 export const APPROVED_GRACE_MS = 30 * 60_000;
 
 async function busyError(db: Knex, env: string): Promise<TributaryError> {
-  const open = await db('deployments').where({ env }).whereIn('status', OPEN_STATUSES).first('id', 'release', 'status');
+  const open = await db('deployments').where({ env }).whereIn('status', OPEN_STATES).first('id', 'release', 'status');
   return new TributaryError('gate_busy', open ? `${env} already has deployment #${String(open.id)} of ${String(open.release)} (${String(open.status)}): one deployment at a time` : `${env} already has an open deployment: one deployment at a time`, { env });
 }
 
@@ -137,7 +100,7 @@ export async function requestDeployment(ctx: Ctx, release: string, opts: { actor
     throw new TributaryError('usage', `${opts.at.toISOString()} is outside every maintenance window (${spec.windows.map((w) => `${w.days.join(',')} ${w.start}–${w.end} ${w.timezone}`).join('; ')})`);
   }
   await expireStale(ctx);
-  const open = (await db('deployments').where({ env: spec.env }).whereIn('status', OPEN_STATUSES).first()) as Deployment | undefined;
+  const open = (await db('deployments').where({ env: spec.env }).whereIn('status', OPEN_STATES).first()) as Deployment | undefined;
   if (open && open.status === 'approved' && !(await executorAlive(ctx, open.id))) {
     // reached Go, but the process that was to run it died before it started
     const since = open.approved_at ? new Date(open.approved_at).getTime() : 0;
@@ -149,11 +112,12 @@ export async function requestDeployment(ctx: Ctx, release: string, opts: { actor
       );
     }
     const cause = `approved${open.approved_at ? ` at ${new Date(open.approved_at).toISOString()}` : ''} but never started (the process that was to run it died); superseded by a new request from ${opts.actor}: counts as no-go`;
-    const n = await db('deployments').where({ id: open.id, status: 'approved' }).update({ status: 'expired', finished_at: db.fn.now(), cause });
-    if (n > 0) await recordAudit(db, { actor: opts.actor, action: 'deploy.expired', release: open.release, subject: `deployment #${open.id}`, details: { reason: cause } });
+    await transitionDeployment(db, open, 'expire', { cause });
+    await recordAudit(db, { actor: opts.actor, action: 'deploy.expired', release: open.release, subject: `deployment #${open.id}`, details: { reason: cause } });
   } else if (open) {
     throw await busyError(db, spec.env);
   }
+  await refuseIfLocked(ctx, spec.env, release, opts.actor);
   try {
     return await insertRequest(ctx, release, bundle, spec, opts);
   } catch (err) {
@@ -163,24 +127,36 @@ export async function requestDeployment(ctx: Ctx, release: string, opts: { actor
   }
 }
 
+/**
+ * An env left locked (after a rollback, or by hand) takes no deployment until a release_manager
+ * unlocks it: refused now, not at the lock step after the go/no-go.
+ */
+async function refuseIfLocked(ctx: Ctx, env: string, release: string, actor: Actor): Promise<void> {
+  const lock = await envLock(ctx.db.control, env);
+  if (!lock) return;
+  await recordAudit(ctx.db.control, { actor, action: 'gate.deploy.refused', release, details: { env, locked: lock.reason, holder: lock.holder } });
+  throw new TributaryError(
+    'gate_busy',
+    `${env} is locked by ${lock.reason} (held by ${lock.holder} since ${new Date(lock.locked_at).toISOString()}): no deployment is requested until a release_manager unlocks it: tributary unlock ${env} --rationale "…" (or Unlock on the rollback card in Slack)`,
+    { env },
+  );
+}
+
 async function insertRequest(ctx: Ctx, release: string, bundle: Bundle, spec: DeploySpec, opts: { actor: Actor; at?: Date; slack?: { channel?: string } }): Promise<Deployment> {
   return ctx.db.control.transaction(async (trx) => {
-    const [row] = await trx('deployments')
-      .insert({
+    const row = await insertDeployment(trx, {
         release,
         bundle_id: bundle.id,
         bundle_version: bundle.version,
         code_version: bundle.codeVersion,
         env: spec.env,
-        status: 'awaiting-go',
         requested_by: opts.actor,
         window_at: opts.at ?? null,
         expires_at: new Date(Date.now() + spec.promptMs),
         slack: JSON.stringify(opts.slack ?? {}),
-      })
-      .returning('*');
-    await recordAudit(trx, { actor: opts.actor, action: 'deploy.requested', release, subject: `deployment #${String(row.id)}`, details: { env: spec.env, bundle: bundle.version, code: bundle.codeVersion, at: opts.at?.toISOString() ?? null } });
-    return row as Deployment;
+    });
+    await recordAudit(trx, { actor: opts.actor, action: 'deploy.requested', release, subject: `deployment #${row.id}`, details: { env: spec.env, bundle: bundle.version, code: bundle.codeVersion, at: opts.at?.toISOString() ?? null } });
+    return row;
   });
 }
 
@@ -203,18 +179,18 @@ export function windowDeadline(spec: DeploySpec, at: Date): Date {
  */
 export async function expireStale(ctx: Ctx): Promise<number[]> {
   const db = ctx.db.control;
-  const rows = await db('deployments').where({ status: 'awaiting-go' }).where('expires_at', '<=', db.fn.now()).update({ status: 'expired', finished_at: db.fn.now(), cause: 'the go/no-go prompt was not answered in time: no-go' }).returning(['id', 'release']);
-  for (const r of rows) await recordAudit(db, { actor: 'tributary', action: 'deploy.expired', release: r.release, subject: `deployment #${String(r.id)}` });
-  const out = rows.map((r) => r.id as number);
+  const rows = await transitionWhere(db, 'expire', (q) => q.where({ status: 'awaiting-go' }).where('expires_at', '<=', db.fn.now()), { cause: 'the go/no-go prompt was not answered in time: no-go' });
+  for (const r of rows) await recordAudit(db, { actor: 'tributary', action: 'deploy.expired', release: r.release, subject: `deployment #${r.id}` });
+  const out = rows.map((r) => r.id);
   const spec = ctx.config.deploy;
   if (!spec) return out;
-  const due = (await db('deployments').where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now()).select('id', 'release', 'window_at')) as Pick<Deployment, 'id' | 'release' | 'window_at'>[];
+  const due = (await db('deployments').where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now())) as Deployment[];
   for (const d of due) {
     const deadline = windowDeadline(spec, new Date(d.window_at!));
     if (Date.now() <= deadline.getTime()) continue;
     const cause = `its window passed before it could start (scheduled for ${new Date(d.window_at!).toISOString()}, to start by ${deadline.toISOString()}; the bot was not running): no-go; request it again`;
-    const n = await db('deployments').where({ id: d.id, status: 'scheduled' }).update({ status: 'expired', finished_at: db.fn.now(), cause });
-    if (n === 0) continue;
+    // a concurrent claim or expiry moved it first: nothing to do
+    if (!(await transitionDeployment(db, d, 'expire', { cause }).catch(movedMeanwhile))) continue;
     await recordAudit(db, { actor: 'tributary', action: 'deploy.expired', release: d.release, subject: `deployment #${d.id}`, details: { reason: cause } });
     out.push(d.id);
   }
@@ -244,17 +220,17 @@ export async function decideGo(ctx: Ctx, id: number, opts: { actor: Actor; decis
     await trx('deploy_decisions').insert({ deployment_id: id, actor: opts.actor, decision: opts.decision, rationale });
     await recordAudit(trx, { actor: opts.actor, action: `deploy.${opts.decision}`, release: d.release, subject: `deployment #${id}`, details: { rationale } });
     if (opts.decision === 'no-go') {
-      const [row] = await trx('deployments').where({ id }).update({ status: 'rejected', finished_at: trx.fn.now(), cause: `no-go by ${opts.actor}: ${rationale}` }).returning('*');
-      return { deployment: row as Deployment, ready: false, gos: 0, needed: spec.quorum };
+      const row = await transitionDeployment(trx, d, 'no-go', { cause: `no-go by ${opts.actor}: ${rationale}` });
+      return { deployment: row, ready: false, gos: 0, needed: spec.quorum };
     }
     const gos = (await trx('deploy_decisions').where({ deployment_id: id, decision: 'go' }).select('actor')).map((r) => r.actor as string);
     const others = gos.filter((a) => a !== d.requested_by);
     const ready = gos.length >= spec.quorum && others.length >= 1;
     if (!ready) return { deployment: d, ready: false, gos: gos.length, needed: Math.max(spec.quorum, gos.length + (others.length === 0 ? 1 : 0)) };
     const scheduled = d.window_at && d.window_at.getTime() > Date.now();
-    const [row] = await trx('deployments').where({ id }).update({ status: scheduled ? 'scheduled' : 'approved', ...(scheduled ? {} : { approved_at: trx.fn.now() }) }).returning('*');
+    const row = await transitionDeployment(trx, d, scheduled ? 'schedule' : 'go', scheduled ? {} : { approved_at: trx.fn.now() });
     await recordAudit(trx, { actor: opts.actor, action: 'deploy.go.quorum', release: d.release, subject: `deployment #${id}`, details: { gos, scheduled: scheduled ? d.window_at!.toISOString() : null } });
-    return { deployment: row as Deployment, ready: !scheduled, gos: gos.length, needed: spec.quorum };
+    return { deployment: row, ready: !scheduled, gos: gos.length, needed: spec.quorum };
   });
 }
 
@@ -266,14 +242,21 @@ export async function claimDue(ctx: Ctx): Promise<number[]> {
   await expireStale(ctx);
   const spec = deploySpecOf(ctx);
   const db = ctx.db.control;
-  const due = (await db('deployments').where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now()).select('id', 'window_at')) as Pick<Deployment, 'id' | 'window_at'>[];
+  const due = (await db('deployments').where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now())) as Deployment[];
   const out: number[] = [];
   for (const d of due) {
     if (Date.now() > windowDeadline(spec, new Date(d.window_at!)).getTime()) continue;
-    const rows = await db('deployments').where({ id: d.id, status: 'scheduled' }).update({ status: 'approved', approved_at: db.fn.now() }).returning('id');
-    out.push(...rows.map((r) => r.id as number));
+    // claimed once: another watcher that got there first wins
+    const claimed = await transitionDeployment(db, d, 'claim', { approved_at: db.fn.now() }).catch(movedMeanwhile);
+    if (claimed) out.push(claimed.id);
   }
   return out;
+}
+
+/** A conditional transition lost to a concurrent one (the row is no longer in the state it was read in). */
+function movedMeanwhile(err: unknown): null {
+  if (err instanceof TributaryError && err.code === 'gate_state') return null;
+  throw err;
 }
 
 // ---- the env lock ----
@@ -324,12 +307,18 @@ interface Runner {
   progress?: DeployProgress;
 }
 
-async function persist(ctx: Ctx, d: Deployment, fields: Partial<Record<keyof Deployment, unknown>> = {}): Promise<Deployment> {
+/** The steps as they are now, with other columns (never the status: transitions go through lifecycle.ts). */
+async function persist(ctx: Ctx, d: Deployment, fields: DeploymentFields = {}): Promise<Deployment> {
   const [row] = await ctx.db.control('deployments')
     .where({ id: d.id })
     .update({ steps: JSON.stringify(d.steps), undo: JSON.stringify(d.undo), ...fields })
     .returning('*');
   return row as Deployment;
+}
+
+/** A transition of the lifecycle table, with the steps as they are now. */
+function move(ctx: Ctx, d: Deployment, event: Parameters<typeof transitionDeployment>[2], fields: DeploymentFields = {}): Promise<Deployment> {
+  return transitionDeployment(ctx.db.control, d, event, { steps: JSON.stringify(d.steps), undo: JSON.stringify(d.undo), ...fields });
 }
 
 function vars(d: Deployment, spec: DeploySpec, version?: string) {
@@ -354,8 +343,17 @@ async function runOrThrow(r: Runner, d: Deployment, name: Parameters<CodeDeploye
   return out;
 }
 
-/** One forward step. Returns detail text, or throws with the cause. */
-async function forward(r: Runner, d: Deployment, step: StepName): Promise<{ detail: string; output?: string; skipped?: boolean; figures?: TableFigures[]; patch?: Partial<Record<keyof Deployment, unknown>> }> {
+/** What a step did: its detail, the command's output, columns it sets (e.g. the previous code version). */
+interface StepOutcome {
+  detail: string;
+  output?: string;
+  skipped?: boolean;
+  figures?: TableFigures[];
+  patch?: DeploymentFields;
+}
+
+/** One forward step. Returns what it did, or throws with the cause. */
+async function forward(r: Runner, d: Deployment, step: StepName): Promise<StepOutcome> {
   const { ctx, code, spec } = r;
   const cmd = (name: Parameters<CodeDeployer['run']>[0], version?: string) => runOrThrow(r, d, name, version);
   switch (step) {
@@ -418,16 +416,19 @@ async function backupOf(ctx: Ctx, d: Deployment): Promise<Backup> {
   return b;
 }
 
-/** The undo of a forward step, in the rollback (exact reverse order). */
-async function backward(r: Runner, d: Deployment, step: StepName, guard = false): Promise<{ detail: string; output?: string } | null> {
+/**
+ * The undo of a forward step, in the rollback (exact reverse order), then the restart on the previous
+ * code and the smoke tests on the restored state. Null: nothing to undo.
+ */
+async function backward(r: Runner, d: Deployment, key: string, expected: Expected | null): Promise<StepOutcome | null> {
   const { ctx, code } = r;
   const cmd = (name: Parameters<CodeDeployer['run']>[0], version?: string) => runOrThrow(r, d, name, version);
-  switch (step) {
+  switch (key) {
     case 'maintenance-off':
       return code.has('maintenanceOn') ? { detail: 'maintenance on for the rollback', output: (await cmd('maintenanceOn')).output } : null;
     case 'deploy-data': {
-      const figures = guard ? d.steps.find((s) => s.name === 'deploy-data' && s.status === 'done')?.figures : undefined;
-      const res = await restoreData(ctx, await backupOf(ctx, d), { actor: r.actor, ...(figures ? { expect: figures } : {}) });
+      // checked again in the restore's transaction, with the tables locked: no write slips in between
+      const res = await restoreData(ctx, await backupOf(ctx, d), { actor: r.actor, ...(expected ? { expect: expected.figures, since: expected.since } : {}) });
       return { detail: `data restored and verified identical to before the deploy: ${res.tables.map((t) => `${t.table} ${t.rows} rows, checksum ${t.checksum} (before: ${t.before.checksum})`).join(', ')}` };
     }
     case 'migrate-up':
@@ -439,6 +440,13 @@ async function backward(r: Runner, d: Deployment, step: StepName, guard = false)
     }
     case 'maintenance-on':
       return code.has('maintenanceOff') ? { detail: 'maintenance off', output: (await cmd('maintenanceOff')).output } : null;
+    case 'restart':
+      return { detail: 'restarted on the previous version', output: (await cmd('restart')).output };
+    case 'smoke': {
+      const s = await smoke(r, d);
+      if (!s.ok) throw new TributaryError('runner_failed', s.detail);
+      return { detail: s.detail };
+    }
     default:
       return null;
   }
@@ -463,6 +471,43 @@ async function withExecutor<T>(ctx: Ctx, id: number, fn: () => Promise<T>): Prom
   }
 }
 
+type StepKind = 'forward' | 'undo';
+
+/**
+ * One step of the sequence or of its rollback, the same way for both: marked running and persisted (a
+ * process that dies leaves it `running`), its failpoint (`deploy.step.<step>`, `rollback.step.<step>`),
+ * timed, run, its outcome persisted and audited. A failure comes back in the step's state: the caller
+ * decides what follows (roll back, stop, go on).
+ */
+async function runStep(r: Runner, dep: Deployment, kind: StepKind, key: string, work: (d: Deployment) => Promise<StepOutcome | null>): Promise<{ d: Deployment; state: StepState }> {
+  const list = kind === 'forward' ? 'steps' : 'undo';
+  const state: StepState = { name: stepName(kind, key), status: 'running', startedAt: new Date().toISOString() };
+  const put = (d: Deployment): Deployment => ({ ...d, [list]: [...d[list].filter((s) => s.name !== state.name), { ...state }] });
+  let d = await persist(r.ctx, put(dep));
+  r.progress?.(d);
+  const t0 = performance.now();
+  let patch: DeploymentFields = {};
+  try {
+    await failpoint(`${kind === 'forward' ? 'deploy' : 'rollback'}.step.${key}`);
+    const res = (await work(d)) ?? { detail: 'nothing to undo', skipped: true };
+    patch = res.patch ?? {};
+    Object.assign(state, { status: res.skipped ? 'skipped' : 'done', detail: res.detail, ...(res.output ? { output: res.output.slice(-1500) } : {}), ...(res.figures ? { figures: res.figures } : {}) });
+  } catch (err) {
+    Object.assign(state, { status: 'failed', error: redact(err instanceof Error ? err.message : String(err)), ...(err instanceof TributaryError && err.details.output ? { output: String(err.details.output).slice(-1500) } : {}) });
+    logger().error({ deployment: d.id, step: state.name }, `${kind === 'forward' ? 'deployment' : 'rollback'} step failed: ${state.error}`);
+  }
+  state.ms = Math.round(performance.now() - t0);
+  d = await persist(r.ctx, put(d), patch);
+  await recordAudit(r.ctx.db.control, { actor: r.actor, action: `${kind === 'forward' ? 'deploy.step' : 'deploy.rollback.step'}.${state.status}`, release: d.release, subject: `deployment #${d.id}`, details: { step: state.name, ms: state.ms, detail: state.detail ?? null, error: state.error ?? null } });
+  r.progress?.(d);
+  return { d, state };
+}
+
+function stepName(kind: StepKind, key: string): string {
+  if (kind === 'forward') return key;
+  return key === 'smoke' ? SMOKE_AFTER_ROLLBACK : `undo ${key}`;
+}
+
 /**
  * Runs (or resumes) a deployment: forward from the first step not done; on a failure, the rollback.
  * A step found `running` (its process died) is run again: every step is safe to repeat (code deploy of
@@ -471,45 +516,28 @@ async function withExecutor<T>(ctx: Ctx, id: number, fn: () => Promise<T>): Prom
 export async function executeDeployment(ctx: Ctx, id: number, opts: { actor: Actor; progress?: DeployProgress }): Promise<Deployment> {
   return withExecutor(ctx, id, async () => {
     let d = await getDeployment(ctx.db.control, id);
-    if (d.status === 'rolling-back') return rollBack(ctx, d, opts, d.cause ?? 'resumed rollback');
-    if (!['approved', 'running'].includes(d.status)) {
+    // a rollback interrupted by a crash: taken up again, production checked first like any restore
+    if (d.status === 'rolling-back') return rollBack(ctx, d, opts, d.cause ?? 'resumed rollback', {});
+    if (d.status !== 'approved' && d.status !== 'running') {
       throw new TributaryError('gate_state', `deployment #${id} is ${d.status}: ${d.status === 'awaiting-go' ? 'it waits for Go' : d.status === 'scheduled' ? `it starts in its window at ${d.window_at?.toISOString()}` : 'nothing to run'}`);
     }
     const bundle = (await getBundle(ctx, d.release, d.bundle_version))!;
     const r = runnerOf(ctx, bundle, opts.actor, opts.progress);
-    d = await persist(ctx, d, { status: 'running', executor: `${os.hostname()}:${process.pid}`, ...(d.started_at ? {} : { started_at: new Date() }) });
+    d = await move(ctx, d, 'start', { executor: `${os.hostname()}:${process.pid}`, ...(d.started_at ? {} : { started_at: new Date() }) });
     if (d.steps.length === 0) await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.start', release: d.release, subject: `deployment #${id}`, details: { env: d.env, code: d.code_version, bundle: d.bundle_version } });
     opts.progress?.(d);
     for (const step of STEPS) {
       const prev = d.steps.find((s) => s.name === step);
       if (prev && (prev.status === 'done' || prev.status === 'skipped')) continue;
-      const state: StepState = { name: step, status: 'running', startedAt: new Date().toISOString() };
-      d.steps = [...d.steps.filter((s) => s.name !== step), state];
-      d = await persist(ctx, d);
-      opts.progress?.(d);
-      const t0 = performance.now();
-      try {
-        const res = await forward(r, d, step);
-        Object.assign(state, { status: res.skipped ? 'skipped' : 'done', ms: Math.round(performance.now() - t0), detail: res.detail, ...(res.output ? { output: res.output.slice(-1500) } : {}), ...(res.figures ? { figures: res.figures } : {}) });
-        d.steps = [...d.steps.filter((s) => s.name !== step), state];
-        d = await persist(ctx, d, res.patch ?? {});
-        await recordAudit(ctx.db.control, { actor: opts.actor, action: `deploy.step.${state.status}`, release: d.release, subject: `deployment #${id}`, details: { step, ms: state.ms, detail: state.detail } });
-        opts.progress?.(d);
-      } catch (err) {
-        const message = redact(err instanceof Error ? err.message : String(err));
-        Object.assign(state, { status: 'failed', ms: Math.round(performance.now() - t0), error: message, ...(err instanceof TributaryError && err.details.output ? { output: String(err.details.output).slice(-1500) } : {}) });
-        d.steps = [...d.steps.filter((s) => s.name !== step), state];
-        d = await persist(ctx, d);
-        await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.step.failed', release: d.release, subject: `deployment #${id}`, details: { step, error: message } });
-        if (step === 'lock') {
-          // nothing was done: the deployment did not start
-          return persist(ctx, d, { status: 'rejected', cause: message, finished_at: new Date() });
-        }
-        return rollBack(ctx, d, opts, `${step} failed: ${message}`, r);
-      }
+      const ran = await runStep(r, d, 'forward', step, (now) => forward(r, now, step));
+      d = ran.d;
+      if (ran.state.status !== 'failed') continue;
+      // the lock was refused: nothing was done, the deployment did not start
+      if (step === 'lock') return move(ctx, d, 'lock-refused', { cause: ran.state.error });
+      return rollBack(ctx, d, opts, `${step} failed: ${ran.state.error}`, { runner: r });
     }
     await ctx.db.control('env_locks').where({ env: d.env, deployment_id: d.id }).delete();
-    d = await persist(ctx, d, { status: 'succeeded', finished_at: new Date() });
+    d = await move(ctx, d, 'succeed');
     await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.succeeded', release: d.release, subject: `deployment #${id}`, details: { env: d.env, code: d.code_version, ms: d.steps.reduce((a, s) => a + (s.ms ?? 0), 0) } });
     opts.progress?.(d);
     return d;
@@ -519,12 +547,21 @@ export async function executeDeployment(ctx: Ctx, id: number, opts: { actor: Act
 /** Steps whose effects a rollback undoes: done ones, and a failed/interrupted one that may have half-applied. */
 const UNDOABLE: readonly string[] = ['maintenance-on', 'deploy-code', 'migrate-up', 'deploy-data', 'maintenance-off'];
 
+/** Every step a rollback may run, by its key (its failpoint is `rollback.step.<key>`). */
+export const UNDO_STEP_KEYS: readonly string[] = [...UNDOABLE, 'restart', 'smoke'];
+
 function toUndo(d: Deployment): StepName[] {
   return d.steps
     .filter((s) => UNDOABLE.includes(s.name))
     .filter((s) => s.status === 'done' || ((s.status === 'failed' || s.status === 'running') && ['deploy-code', 'migrate-up', 'maintenance-on', 'deploy-data'].includes(s.name)))
     .map((s) => s.name as StepName)
     .sort((a, b) => STEPS.indexOf(b) - STEPS.indexOf(a));
+}
+
+/** The rollback's steps in order: each undo, then a restart on the previous code (if it was changed) and the smoke tests. */
+function undoPlan(d: Deployment, code: CodeDeployer): string[] {
+  const undo = toUndo(d);
+  return [...undo, ...(code.has('restart') && undo.includes('deploy-code') ? ['restart'] : []), 'smoke'];
 }
 
 /**
@@ -540,65 +577,106 @@ function standingAfterFailedRestore(d: Deployment, error: string): string {
   return `the data restore failed (${error}), so the rollback stopped there and did not undo the schema or the code: ${code}${schema}, ${data}${maintenance}. Code and data are still together at ${d.release}'s deployment; fix the cause, then roll back again (tributary rollback ${d.release} --rationale "…") or keep this version`;
 }
 
-async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, runner?: Runner, guard = false): Promise<Deployment> {
-  let d = await persist(ctx, dep, { status: 'rolling-back', cause });
-  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.start', release: d.release, subject: `deployment #${d.id}`, details: { cause } });
-  const r = runner ?? runnerOf(ctx, (await getBundle(ctx, d.release, d.bundle_version))!, opts.actor, opts.progress);
-  opts.progress?.(d);
-  let failed = false;
-  let stopped: string | null = null;
-  for (const step of toUndo(d)) {
-    const name = `undo ${step}`;
-    const prev = d.undo.find((s) => s.name === name);
-    if (prev && (prev.status === 'done' || prev.status === 'skipped')) continue;
-    const state: StepState = { name, status: 'running', startedAt: new Date().toISOString() };
-    d.undo = [...d.undo.filter((s) => s.name !== name), state];
-    d = await persist(ctx, d);
-    opts.progress?.(d);
-    const t0 = performance.now();
-    try {
-      const res = await backward(r, d, step, guard);
-      Object.assign(state, { status: res ? 'done' : 'skipped', ms: Math.round(performance.now() - t0), detail: res?.detail ?? 'nothing to undo', ...(res?.output ? { output: res.output.slice(-1500) } : {}) });
-    } catch (err) {
-      failed = true;
-      Object.assign(state, { status: 'failed', ms: Math.round(performance.now() - t0), error: redact(err instanceof Error ? err.message : String(err)) });
-      logger().error({ deployment: d.id, step }, `rollback step failed: ${state.error}`);
-      // the data may be deployed and was not restored: undoing the schema and the code now would leave
-      // code and data at different versions; stop (a data deploy that failed committed nothing: go on)
-      if (step === 'deploy-data' && d.steps.find((s) => s.name === 'deploy-data')?.status !== 'failed') stopped = standingAfterFailedRestore(d, state.error!);
-    }
-    d.undo = [...d.undo.filter((s) => s.name !== name), state];
-    d = await persist(ctx, d);
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: `deploy.rollback.step.${state.status}`, release: d.release, subject: `deployment #${d.id}`, details: { step: name, detail: state.detail ?? null, error: state.error ?? null } });
-    opts.progress?.(d);
-    if (stopped) break;
+/** What production's touched tables must hold for the rollback to go on, and since when they should. */
+interface Expected {
+  figures: TableFigures[];
+  since: string;
+}
+
+class RollbackRefused extends TributaryError {}
+
+/**
+ * A restore puts the touched tables back to their pre-deploy backup: rows written to them since would be
+ * lost, and once restored, the schema and code undone under rows written since. Before any rollback
+ * goes on (first request, resumed after a crash, automatic after a failed step), production is compared
+ * with the figures it must hold: as the data deploy committed them (not restored yet), as the backup
+ * (restored, or the data deploy never committed), either when a restore was interrupted. Returns the
+ * figures the restore checks again with the tables locked (null: no data to check); throws, naming the
+ * table and what changed, when production differs.
+ */
+async function checkProduction(ctx: Ctx, d: Deployment, code: CodeDeployer): Promise<Expected | null> {
+  const plan = undoPlan(d, code).filter((key) => !d.undo.some((s) => s.name === stepName('undo', key) && (s.status === 'done' || s.status === 'skipped')));
+  const deployed = d.steps.find((s) => s.name === 'deploy-data');
+  const restore = d.undo.find((s) => s.name === 'undo deploy-data');
+  if (!deployed || deployed.status === 'skipped' || plan.length === 0 || !d.backup_id) return null;
+  const backup = await backupOf(ctx, d);
+  const before: Expected = { since: restore?.status === 'done' ? 'the rollback restored it' : 'the backup taken before the deploy', figures: backup.tables.map((t) => ({ table: t.table, exists: t.existed, rows: t.rows, checksum: t.checksum })) };
+  const candidates: Expected[] = [];
+  if (restore?.status === 'done' || deployed.status !== 'done') candidates.push(before);
+  else {
+    if (!deployed.figures) throw new RollbackRefused('gate_state', `cannot roll back ${d.release}: deployment #${d.id} recorded no figures of production after its data deploy, so writes made since cannot be told apart; restore by hand from backup #${String(d.backup_id)} if you are sure`, { release: d.release, env: d.env });
+    candidates.push({ since: 'the deploy', figures: deployed.figures });
+    // the restore's transaction may have committed before its process died
+    if (restore?.status === 'running') candidates.push({ ...before, since: 'the interrupted restore' });
   }
-  if (stopped) {
-    d = await persist(ctx, d, { status: 'rollback-failed', cause: `${cause}; ROLLBACK STOPPED: ${stopped}`, finished_at: new Date() });
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.failed', release: d.release, subject: `deployment #${d.id}`, details: { cause, stopped, env: d.env, locked: true } });
-    opts.progress?.(d);
-    return d;
-  }
-  // the restored state is checked like the deployed one was
-  const finals: StepState[] = [];
-  if (r.code.has('restart') && toUndo(d).includes('deploy-code')) {
-    const t0 = performance.now();
-    const out = await r.code.run('restart', vars(d, r.spec));
-    finals.push({ name: 'undo restart', status: out.ok ? 'done' : 'failed', startedAt: new Date().toISOString(), ms: Math.round(performance.now() - t0), detail: out.ok ? 'restarted on the previous version' : '', ...(out.error ? { error: out.error } : {}) });
-    if (!out.ok) failed = true;
-  }
-  const t0 = performance.now();
+  const now = await dataChecksums(ctx, d.env, candidates[0]!.figures.map((f) => f.table));
+  const match = candidates.find((c) => !changedSince(c.figures, now));
+  if (match) return match;
+  const changed = changedSince(candidates[0]!.figures, now)!;
+  const schema = productionEnv(ctx).schema;
+  throw new RollbackRefused('gate_state', changedMessage(d.release, d.env, schema ? `${schema}.${changed.table}` : changed.table, changed, candidates[0]!.since), { release: d.release, env: d.env, table: changed.table });
+}
+
+/** checkProduction for a rollback asked for: a refusal is audited and thrown, nothing changed. */
+async function refuseIfWrittenSince(ctx: Ctx, d: Deployment, actor: Actor): Promise<Expected | null> {
   try {
-    const s = await smoke(r, d);
-    finals.push({ name: 'smoke after rollback', status: s.ok ? 'done' : 'failed', startedAt: new Date().toISOString(), ms: Math.round(performance.now() - t0), detail: s.detail });
-    if (!s.ok) failed = true;
+    return await checkProduction(ctx, d, codeDeployer(deploySpecOf(ctx)));
   } catch (err) {
-    failed = true;
-    finals.push({ name: 'smoke after rollback', status: 'failed', startedAt: new Date().toISOString(), ms: Math.round(performance.now() - t0), error: redact((err as Error).message) });
+    if (err instanceof RollbackRefused) await recordAudit(ctx.db.control, { actor, action: 'deploy.rollback.refused', release: d.release, subject: `deployment #${d.id}`, details: { reason: err.message, ...err.details } });
+    throw err;
   }
-  d.undo = [...d.undo.filter((s) => !finals.some((f) => f.name === s.name)), ...finals];
-  d = await persist(ctx, d, { status: failed ? 'rollback-failed' : 'rolled-back', finished_at: new Date() });
-  await recordAudit(ctx.db.control, { actor: opts.actor, action: failed ? 'deploy.rollback.failed' : 'deploy.rolled-back', release: d.release, subject: `deployment #${d.id}`, details: { cause, env: d.env, locked: true } });
+}
+
+/**
+ * The rollback: code and data back together, in the exact reverse order of what was done. `checked`:
+ * production was already compared (a rollback asked for refuses before anything changes); without
+ * it, the rollback is under way (resumed, or automatic after a failed step) and a refusal stops it,
+ * as rollback-failed, with code and data left as they are.
+ */
+async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, how: { runner?: Runner; checked?: Expected | null }): Promise<Deployment> {
+  const r = how.runner ?? runnerOf(ctx, (await getBundle(ctx, dep.release, dep.bundle_version))!, opts.actor, opts.progress);
+  let expected: Expected | null;
+  if (how.checked !== undefined) expected = how.checked;
+  else {
+    try {
+      expected = await checkProduction(ctx, dep, r.code);
+    } catch (err) {
+      if (!(err instanceof RollbackRefused)) throw err;
+      return refusedUnderWay(ctx, dep, opts, cause, err);
+    }
+  }
+  let d = await move(ctx, dep, 'roll-back', { cause });
+  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.start', release: d.release, subject: `deployment #${d.id}`, details: { cause } });
+  opts.progress?.(d);
+  for (const key of undoPlan(d, r.code)) {
+    const prev = d.undo.find((s) => s.name === stepName('undo', key));
+    if (prev && (prev.status === 'done' || prev.status === 'skipped')) continue;
+    const ran = await runStep(r, d, 'undo', key, (now) => backward(r, now, key, expected));
+    d = ran.d;
+    // the data may be deployed and was not restored: undoing the schema and the code now would leave
+    // code and data at different versions; stop (a data deploy that failed committed nothing: go on)
+    if (ran.state.status === 'failed' && key === 'deploy-data' && d.steps.find((s) => s.name === 'deploy-data')?.status !== 'failed') {
+      const stopped = standingAfterFailedRestore(d, ran.state.error!);
+      d = await move(ctx, d, 'rollback-failed', { cause: `${cause}; ROLLBACK STOPPED: ${stopped}` });
+      await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.failed', release: d.release, subject: `deployment #${d.id}`, details: { cause, stopped, env: d.env, locked: true } });
+      opts.progress?.(d);
+      return d;
+    }
+  }
+  const failed = d.undo.filter((s) => s.status === 'failed').map((s) => s.name);
+  const outcome = failed.length === 0 ? 'rolled-back' : failed.every((n) => n === SMOKE_AFTER_ROLLBACK) ? 'smoke-failing-after-rollback' : 'rollback-failed';
+  d = await move(ctx, d, outcome);
+  const action = { 'rolled-back': 'deploy.rolled-back', 'smoke-failing-after-rollback': 'deploy.rolled-back.smoke-failing', 'rollback-failed': 'deploy.rollback.failed' }[outcome];
+  await recordAudit(ctx.db.control, { actor: opts.actor, action, release: d.release, subject: `deployment #${d.id}`, details: { cause, env: d.env, locked: true, ...(failed.length ? { failed } : {}) } });
+  opts.progress?.(d);
+  return d;
+}
+
+/** A rollback under way refused (production written since): it stops there, saying where code and data stand. */
+async function refusedUnderWay(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, err: RollbackRefused): Promise<Deployment> {
+  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.refused', release: dep.release, subject: `deployment #${dep.id}`, details: { reason: err.message, ...err.details } });
+  const d = await move(ctx, dep, 'rollback-failed', { cause: `${cause}; ROLLBACK REFUSED: ${err.message}. Nothing more was undone: ${standing(dep)}` });
+  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.failed', release: d.release, subject: `deployment #${d.id}`, details: { cause, refused: err.message, env: d.env } });
   opts.progress?.(d);
   return d;
 }
@@ -608,7 +686,7 @@ async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progres
  * that never started (the process that reached Go, or claimed the window, died before running it).
  */
 export async function interruptedDeployments(ctx: Ctx): Promise<Deployment[]> {
-  const rows = (await ctx.db.control('deployments').whereIn('status', ['approved', 'running', 'rolling-back']).orderBy('id')) as Deployment[];
+  const rows = (await ctx.db.control('deployments').whereIn('status', IN_FLIGHT_STATES).orderBy('id')) as Deployment[];
   const out: Deployment[] = [];
   for (const d of rows) if (!(await executorAlive(ctx, d.id))) out.push(d);
   return out;
@@ -619,12 +697,33 @@ export function whereItStopped(d: Deployment): string {
   if (d.status === 'approved' && d.steps.length === 0) {
     return `approved${d.approved_at ? ` at ${new Date(d.approved_at).toISOString()}` : ''} but never started (the process that was to run it died): nothing was done, code at ${d.previous_code_version ?? 'the previous version'}, data as before; Resume runs it`;
   }
-  const done = new Set(d.steps.filter((s) => s.status === 'done').map((s) => s.name));
+  const done = d.steps.filter((s) => s.status === 'done').map((s) => s.name);
   const running = d.steps.find((s) => s.status === 'running' || s.status === 'failed');
-  const code = done.has('deploy-code') ? `code at ${d.code_version}` : running?.name === 'deploy-code' ? `code possibly half-way to ${d.code_version}` : `code at ${d.previous_code_version ?? 'the previous version'}`;
-  const data = done.has('deploy-data') ? `data of ${d.release} deployed` : running?.name === 'deploy-data' ? `data deployment interrupted (its transaction did not commit unless verified)` : 'data as before';
   const undone = d.undo.filter((s) => s.status === 'done').map((s) => s.name);
-  return `${d.status === 'rolling-back' ? `stopped while rolling back (${undone.length ? `done: ${undone.join(', ')}` : 'nothing undone yet'})` : `stopped at ${running ? running.name : 'the step after ' + [...done].slice(-1)[0]}`}: ${code}, ${data}`;
+  const where = d.status === 'rolling-back' ? `stopped while rolling back (${undone.length ? `done: ${undone.join(', ')}` : 'nothing undone yet'})` : `stopped at ${running ? running.name : `the step after ${done.slice(-1)[0]}`}`;
+  return `${where}: ${standing(d)}`;
+}
+
+/** Where code and data stand, from the forward steps and the undo steps both. */
+export function standing(d: Deployment): string {
+  const ahead = (n: string) => d.steps.find((s) => s.name === n)?.status;
+  const back = (n: string) => d.undo.find((s) => s.name === `undo ${n}`)?.status;
+  const previous = d.previous_code_version ?? 'the previous version';
+  const half = (s: string | undefined) => s === 'running' || s === 'failed';
+  const code =
+    back('deploy-code') === 'done' ? `code back at ${previous}`
+    : half(back('deploy-code')) ? `code possibly half-way back to ${previous} (its undo ${back('deploy-code') === 'failed' ? 'failed' : 'was interrupted'})`
+    : ahead('deploy-code') === 'done' ? `code at ${d.code_version}`
+    : half(ahead('deploy-code')) ? `code possibly half-way to ${d.code_version}`
+    : `code at ${previous}`;
+  const data =
+    back('deploy-data') === 'done' ? 'data restored to before the deploy (verified)'
+    : back('deploy-data') === 'running' ? `data restore interrupted (its transaction committed only if verified): data as deployed or as before the deploy`
+    : ahead('deploy-data') === 'done' ? `data of ${d.release} deployed`
+    : ahead('deploy-data') === 'running' ? 'data deployment interrupted (its transaction did not commit unless verified)'
+    : ahead('deploy-data') === 'failed' ? 'data as before (the data deploy failed and committed nothing)'
+    : 'data as before';
+  return `${code}, ${data}`;
 }
 
 /** `/rollback R2`: the same rollback, on demand, after a deployment that succeeded; says why when it cannot. */
@@ -633,7 +732,7 @@ export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: 
   const spec = deploySpecOf(ctx);
   if (opts.rationale.trim().length < 3) throw new TributaryError('usage', 'a rollback needs a rationale');
   // the last one that succeeded, or whose rollback stopped (it is taken up again where it stopped)
-  const d = (await ctx.db.control('deployments').where({ release, env: spec.env }).whereIn('status', ['succeeded', 'rollback-failed']).orderBy('id', 'desc').first()) as Deployment | undefined;
+  const d = (await ctx.db.control('deployments').where({ release, env: spec.env }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined;
   if (!d) throw new TributaryError('gate_state', `${release} has no successful deployment to ${spec.env} to roll back`);
   const later = await ctx.db.control('deployments').where({ env: spec.env, status: 'succeeded' }).where('id', '>', d.id).first('id', 'release');
   if (later) throw new TributaryError('gate_state', `cannot roll back ${release}: ${String(later.release)} was deployed to ${spec.env} after it (deployment #${String(later.id)}); roll that back first`);
@@ -641,50 +740,28 @@ export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: 
   if (!d.previous_code_version) throw new TributaryError('gate_state', `cannot roll back ${release}'s code: the version before it was not recorded (configure deploy.commands.current)`);
   const lock = await envLock(ctx.db.control, spec.env);
   if (lock && lock.deployment_id !== d.id) throw new TributaryError('gate_busy', `${spec.env} is locked by ${lock.reason} (held by ${lock.holder}); unlock it first: tributary unlock ${spec.env}`);
-  await refuseIfWrittenSince(ctx, d, opts.actor);
+  const checked = await refuseIfWrittenSince(ctx, d, opts.actor);
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release, subject: `deployment #${d.id}`, details: { rationale: opts.rationale } });
   await ctx.db.control('env_locks').insert({ env: spec.env, deployment_id: d.id, holder: opts.actor, reason: `rollback of deployment #${d.id} of ${release}` }).onConflict('env').ignore();
-  // the restore checks again, in its transaction with the tables locked, that nothing changed meanwhile
-  return withExecutor(ctx, d.id, () => rollBack(ctx, d, opts, `rollback requested by ${opts.actor}: ${opts.rationale}`, undefined, true));
+  return withExecutor(ctx, d.id, () => rollBack(ctx, d, opts, `rollback requested by ${opts.actor}: ${opts.rationale}`, { checked }));
 }
 
-/**
- * A rollback restores the touched tables to their pre-deploy backup: writes made to them after the
- * deploy would be lost. Compares production now with the figures recorded when the data deploy
- * committed, and refuses, naming the table, when any changed.
- */
-async function refuseIfWrittenSince(ctx: Ctx, d: Deployment, actor: Actor): Promise<void> {
-  const step = d.steps.find((s) => s.name === 'deploy-data' && s.status === 'done');
-  if (!step || d.undo.some((s) => s.name === 'undo deploy-data' && s.status === 'done')) return;
-  const refuse = async (message: string, details: Record<string, unknown>) => {
-    await recordAudit(ctx.db.control, { actor, action: 'deploy.rollback.refused', release: d.release, subject: `deployment #${d.id}`, details: { reason: message, ...details } });
-    return new TributaryError('gate_state', message, { release: d.release, env: d.env });
-  };
-  if (!step.figures) throw await refuse(`cannot roll back ${d.release}: deployment #${d.id} recorded no figures of production after its data deploy, so writes made since cannot be told apart; restore by hand from backup #${String(d.backup_id)} if you are sure`, {});
-  const now = await dataChecksums(ctx, d.env, step.figures.map((f) => f.table));
-  const changed = changedSince(step.figures, now);
-  if (changed) {
-    const schema = productionEnv(ctx).schema;
-    throw await refuse(changedMessage(d.release, d.env, schema ? `${schema}.${changed.table}` : changed.table, changed), { table: changed.table, before: changed.before, now: changed.now });
-  }
-}
-
-/** An interrupted deployment (its process died) rolled back from where it stopped. */
+/** An interrupted deployment (its process died) rolled back from where it stopped; one that never started is cancelled. */
 export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
   const d = await getDeployment(ctx.db.control, id);
-  if (!['approved', 'running', 'rolling-back'].includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}, not interrupted`);
+  if (!IN_FLIGHT_STATES.includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}, not interrupted`);
   if (d.status === 'approved') {
     // it never started: nothing to undo, it is cancelled
     return withExecutor(ctx, id, async () => {
       const cause = `cancelled before it started by ${opts.actor}: ${opts.rationale} (${whereItStopped(d)})`;
-      const [row] = await ctx.db.control('deployments').where({ id, status: 'approved' }).update({ status: 'rejected', cause, finished_at: new Date() }).returning('*');
-      if (!row) throw new TributaryError('gate_state', `deployment #${id} is no longer approved: see tributary deploy status ${id}`);
+      const row = await transitionDeployment(ctx.db.control, d, 'cancel', { cause });
       await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.cancelled', release: d.release, subject: `deployment #${id}`, details: { rationale: opts.rationale } });
-      opts.progress?.(row as Deployment);
-      return row as Deployment;
+      opts.progress?.(row);
+      return row;
     });
   }
-  if (d.status === 'running') await refuseIfWrittenSince(ctx, d, opts.actor);
+  // a rollback already under way is checked as it resumes (a refusal stops it); a running one before it starts
+  const checked = d.status === 'running' ? await refuseIfWrittenSince(ctx, d, opts.actor) : undefined;
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release: d.release, subject: `deployment #${id}`, details: { rationale: opts.rationale, interrupted: whereItStopped(d) } });
-  return withExecutor(ctx, id, () => rollBack(ctx, d, opts, `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`, undefined, d.status === 'running'));
+  return withExecutor(ctx, id, () => rollBack(ctx, d, opts, `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`, checked === undefined ? {} : { checked }));
 }

@@ -4,6 +4,8 @@
  *
  *   pause   write `failpoint <name>: paused (pid <pid>)` on stderr, then wait for ever (the test kills the
  *           process with SIGKILL once it has read that line: the crash happens exactly there)
+ *   stop    write `failpoint <name>: stopped (pid <pid>)` on stderr, then stop the process (SIGSTOP): the test
+ *           does what it needs meanwhile (e.g. takes a lock away) and lets it go on with SIGCONT
  *   crash   SIGKILL the process itself at once
  *   error   throw an error naming the point (the step's own failure path runs)
  *   corrupt let the code at that point alter the data it carries (`failpointAction(name) === 'corrupt'`):
@@ -12,9 +14,9 @@
  * e.g. `TRIBUTARY_FAILPOINTS=consolidate.after-finish=pause`. Unset, a failpoint is one comparison of a
  * module-level constant: nothing measurable. Names are `<phase>.<where>`; docs/contributing.md lists them.
  */
-export type FailpointAction = 'pause' | 'crash' | 'error' | 'corrupt';
+export type FailpointAction = 'pause' | 'stop' | 'crash' | 'error' | 'corrupt';
 
-const ACTIONS: readonly FailpointAction[] = ['pause', 'crash', 'error', 'corrupt'];
+const ACTIONS: readonly FailpointAction[] = ['pause', 'stop', 'crash', 'error', 'corrupt'];
 
 function parse(text: string | undefined): Map<string, FailpointAction> | null {
   if (!text) return null;
@@ -45,6 +47,12 @@ export async function failpoint(name: string): Promise<void> {
   if (action === 'error') throw new Error(`failpoint ${name}: error injected`);
   if (action === 'crash') {
     process.kill(process.pid, 'SIGKILL');
+    return;
+  }
+  if (action === 'stop') {
+    // stderr on a pipe is written synchronously: the line is out before the process stops
+    process.stderr.write(`failpoint ${name}: stopped (pid ${process.pid})\n`);
+    process.kill(process.pid, 'SIGSTOP');
     return;
   }
   process.stderr.write(`failpoint ${name}: paused (pid ${process.pid})\n`);

@@ -32,6 +32,24 @@ export interface Exec {
   spawnError?: string;
 }
 
+/**
+ * The team's command runs under this guard, in a process group of its own: when Tributary's end of the
+ * guard's stdin closes (Tributary stopped, or was killed with SIGKILL), the watcher (reading it as fd 3:
+ * a background list's own stdin is /dev/null) kills the whole group,
+ * so no shard or deploy command outlives the run that owns it. A command killed by a signal ends the
+ * guard with that signal.
+ */
+const GUARD = `exec 3<&0
+/bin/sh -c "$1" </dev/null 3<&- &
+c=$!
+(while read -r _; do :; done <&3; kill -KILL 0) &
+w=$!
+wait "$c"
+s=$?
+kill "$w" 2>/dev/null
+if [ "$s" -gt 128 ]; then kill -s "$(kill -l "$s")" $$; fi
+exit "$s"`;
+
 export function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Exec> {
   return new Promise((resolve) => {
     let tail = '';
@@ -40,11 +58,13 @@ export function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, time
     };
     let child;
     try {
-      child = spawn('/bin/sh', ['-c', cmd], { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      // stdin stays open (never written): it closes when this process ends
+      child = spawn('/bin/sh', ['-c', GUARD, 'tributary-guard', cmd], { cwd, env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     } catch (err) {
       resolve({ exitCode: null, signal: null, timedOut: false, tail: '', spawnError: (err as Error).message });
       return;
     }
+    child.stdin.on('error', () => undefined);
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
     let timedOut = false;
@@ -68,6 +88,7 @@ export function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, time
       clearTimeout(timer);
       // the group may hold grandchildren still writing: make sure none outlives the shard
       killGroup('SIGKILL');
+      child.stdin.destroy();
       resolve({ exitCode: code, signal, timedOut, tail });
     });
   });

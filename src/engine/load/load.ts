@@ -5,6 +5,7 @@ import { type EntitySpec, envByRole, releaseOrThrow } from '../../config/load.js
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import { byColumnName, checksumOfQuerySql, checksumSql, type TableColumn } from '../kernel/checksum.js';
 import { currentRunId, runTables } from '../kernel/workArea.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
@@ -166,8 +167,11 @@ export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Acto
         );
       }
       tables.push({ entity: e.name, table: e.table, rows: got.rows, checksum: got.checksum });
+      await failpoint('load.table-copied');
     }
     await target.query('commit');
+    // staging committed, the control database not yet: loading again replaces the release's rows
+    await failpoint('load.after-staging-commit');
   } catch (err) {
     await target.query('rollback').catch(() => undefined);
     const message = err instanceof TributaryError ? err.message : `loading ${release} into ${staging.name}${current ? `, table ${current}` : ''} failed: ${redact((err as Error).message)}; nothing was loaded`;

@@ -7,8 +7,9 @@ import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { envByRole, type EnvSpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
-import { redact } from '../../log.js';
+import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import { checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { partitionName } from '../kernel/master.js';
@@ -50,6 +51,8 @@ export interface Manifest {
   /** The release column (the partition key). */
   releaseColumn: string;
   promotedAt: string | null;
+  /** The age given to `tributary archive --older-than`, if any. */
+  olderThan?: string;
   archivedAt: string;
   archivedBy: string;
   compression: 'gzip';
@@ -122,10 +125,41 @@ function fsyncFile(file: string): void {
 
 const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
 
+/** The archives row and audit event of an archive whose master transaction committed. */
+async function recordArchive(ctx: Ctx, manifestFile: string, m: Manifest): Promise<{ rows: number; summary: { table: string; rows: number; checksum: string; bytes: number }[] }> {
+  const rows = m.tables.reduce((n, t) => n + t.rows, 0);
+  const summary = m.tables.map((t) => ({ table: t.partition, rows: t.rows, checksum: t.checksum, bytes: t.bytes }));
+  await ctx.db.control.transaction(async (trx) => {
+    await trx('archives').insert({ release: m.release, env: m.env, manifest: manifestFile, row_count: rows, tables: JSON.stringify(summary), archived_by: m.archivedBy });
+    await recordAudit(trx, { actor: m.archivedBy, action: 'archive.release', release: m.release, subject: manifestFile, details: { env: m.env, promotedAt: m.promotedAt, ...(m.olderThan ? { olderThan: m.olderThan } : {}), rows, tables: summary } });
+  });
+  return { rows, summary };
+}
+
+/**
+ * Archives whose master transaction committed but whose process died before recording them: a complete
+ * manifest in archive.dir that no archives row names, its release gone from master. Recorded now, as
+ * they would have been (an attempt that died before its commit left its release in master: skipped).
+ */
+async function recordInterrupted(ctx: Ctx, parts: { release: string }[]): Promise<void> {
+  const dir = ctx.config.archive.dir;
+  if (!fs.existsSync(dir)) return;
+  const known = new Set(((await ctx.db.control('archives').select('manifest')) as { manifest: string }[]).map((r) => r.manifest));
+  for (const d of fs.readdirSync(dir).sort()) {
+    const file = path.join(dir, d, 'manifest.json');
+    if (known.has(file) || !fs.existsSync(file)) continue;
+    const m = readManifest(file);
+    if (parts.some((p) => p.release === m.release)) continue;
+    logger().warn({ manifest: file }, 'archive: recording an archive whose process stopped after it committed');
+    await recordArchive(ctx, file, m);
+  }
+}
+
 export async function archiveReleases(ctx: Ctx, opts: { olderThan: string; actor: Actor; dryRun?: boolean; now?: Date; progress?: (release: string, table: string) => void }): Promise<ArchiveReport> {
   const age = parseAge(opts.olderThan);
   const cutoff = new Date((opts.now ?? new Date()).getTime() - age);
   const parts = await masterPartitions(ctx);
+  if (!opts.dryRun) await recordInterrupted(ctx, parts);
   const releases = [...new Set(parts.map((p) => p.release))].sort();
   const promoted = new Map<string, Date>();
   for (const r of (await ctx.db.control('promotions').groupBy('release').select('release').max('promoted_at as at')) as { release: string; at: Date }[]) promoted.set(r.release, new Date(r.at));
@@ -186,6 +220,7 @@ export async function archiveRelease(ctx: Ctx, release: string, opts: { actor: A
       if (copied !== Number(s.rows)) throw new TributaryError('database', `archive of ${release}: ${p.partition} exported ${copied} rows but counted ${s.rows}`, { release, table: p.partition });
       fsyncFile(target);
       tables.push({ entity: p.entity, table: p.table, partition: p.name, file, columns: shape, rows: copied, checksum: s.checksum, sha256: await sha256(target), bytes: fs.statSync(target).size });
+      await failpoint('archive.table-exported');
     }
     const manifest: Manifest = {
       format: 'tributary-archive-v1',
@@ -194,6 +229,7 @@ export async function archiveRelease(ctx: Ctx, release: string, opts: { actor: A
       schema: master.schema ?? null,
       releaseColumn: rel,
       promotedAt: opts.promotedAt ? opts.promotedAt.toISOString() : null,
+      ...(opts.olderThan ? { olderThan: opts.olderThan } : {}),
       archivedAt: now.toISOString(),
       archivedBy: opts.actor,
       compression: 'gzip',
@@ -208,12 +244,11 @@ export async function archiveRelease(ctx: Ctx, release: string, opts: { actor: A
       await a.query(`alter table ${qualified(master.schema, p.table)} detach partition ${p.partition}`);
       await a.query(`drop table ${p.partition}`);
     }
+    await failpoint('archive.before-commit');
     await a.query('commit');
     committed = true;
-    const rows = tables.reduce((n, t) => n + t.rows, 0);
-    const summary = tables.map((t) => ({ table: t.partition, rows: t.rows, checksum: t.checksum, bytes: t.bytes }));
-    await ctx.db.control('archives').insert({ release, env: master.name, manifest: manifestFile, row_count: rows, tables: JSON.stringify(summary), archived_by: opts.actor });
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'archive.release', release, subject: manifestFile, details: { env: master.name, promotedAt: manifest.promotedAt, ...(opts.olderThan ? { olderThan: opts.olderThan } : {}), rows, tables: summary } });
+    await failpoint('archive.after-master-commit');
+    const { rows, summary } = await recordArchive(ctx, manifestFile, manifest);
     return { release, promotedAt: manifest.promotedAt, manifest: manifestFile, rows, tables: summary, ms: Math.round(performance.now() - started) };
   } catch (err) {
     if (!committed) {
@@ -270,6 +305,38 @@ export interface RestoreResult {
   ms: number;
 }
 
+/** The archives row marked restored and the audit event, together. */
+async function recordRestore(ctx: Ctx, file: string, release: string, env: string, restored: RestoreResult['tables'], actor: Actor): Promise<number> {
+  const rows = restored.reduce((n, t) => n + t.rows, 0);
+  await ctx.db.control.transaction(async (trx) => {
+    await trx('archives').where({ release, manifest: file }).whereNull('restored_at').update({ restored_at: trx.fn.now(), restored_by: actor });
+    await recordAudit(trx, { actor, action: 'archive.restored', release, subject: file, details: { env, rows, tables: restored } });
+  });
+  return rows;
+}
+
+/**
+ * A restore whose master transaction committed but whose process died before recording it: the
+ * archive is not marked restored, yet every partition of the manifest is attached in master with the
+ * manifest's rows and checksum. Its tables, to record; else null.
+ */
+async function committedRestore(ctx: Ctx, a: pg.Client, file: string, m: Manifest): Promise<RestoreResult['tables'] | null> {
+  const pending = await ctx.db.control('archives').where({ release: m.release, manifest: file }).whereNull('restored_at').first('id');
+  if (!pending) return null;
+  const master = masterOf(ctx);
+  const tables: RestoreResult['tables'] = [];
+  for (const t of m.tables) {
+    const part = partitionName(t.table, m.release);
+    const attached = (await a.query(`select 1 from pg_inherits where inhrelid = to_regclass($1) and inhparent = to_regclass($2)`, [qualified(master.schema, part), qualified(master.schema, t.table)])).rowCount;
+    if (!attached) return null;
+    const byName = (await a.query<TableColumn>(COLUMNS_SQL, [qualified(master.schema, part)])).rows;
+    const s = (await a.query<{ rows: number; checksum: string }>(checksumSql(byName, master.schema, part, 'true'))).rows[0]!;
+    if (Number(s.rows) !== t.rows || s.checksum !== t.checksum) return null;
+    tables.push({ table: part, rows: t.rows, checksum: t.checksum, verified: true });
+  }
+  return tables;
+}
+
 export async function restoreRelease(ctx: Ctx, release: string, opts: { actor: Actor; manifest?: string; progress?: (table: string) => void }): Promise<RestoreResult> {
   const started = performance.now();
   const file = opts.manifest ?? (await findManifest(ctx, release));
@@ -285,6 +352,11 @@ export async function restoreRelease(ctx: Ctx, release: string, opts: { actor: A
   }
   const a = await connect(ctx, master);
   try {
+    const resumed = await committedRestore(ctx, a, file, m);
+    if (resumed) {
+      const rows = await recordRestore(ctx, file, release, master.name, resumed, opts.actor);
+      return { release, manifest: file, env: master.name, tables: resumed, rows, ms: Math.round(performance.now() - started) };
+    }
     await a.query('begin');
     await a.query('select pg_advisory_xact_lock(hashtext($1))', [PROMOTE_LOCK]);
     const restored: RestoreResult['tables'] = [];
@@ -319,11 +391,11 @@ export async function restoreRelease(ctx: Ctx, release: string, opts: { actor: A
       await a.query(`alter table ${parent} attach partition ${partQ} for values in (${literal(release)})`);
       await a.query(`alter table ${partQ} drop constraint tributary_restore_bound`);
       restored.push({ table: part, rows: t.rows, checksum: t.checksum, verified: true });
+      await failpoint('restore.table-copied');
     }
     await a.query('commit');
-    const rows = restored.reduce((n, t) => n + t.rows, 0);
-    await ctx.db.control('archives').where({ release, manifest: file }).whereNull('restored_at').update({ restored_at: ctx.db.control.fn.now(), restored_by: opts.actor });
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'archive.restored', release, subject: file, details: { env: master.name, rows, tables: restored } });
+    await failpoint('restore.after-master-commit');
+    const rows = await recordRestore(ctx, file, release, master.name, restored, opts.actor);
     return { release, manifest: file, env: master.name, tables: restored, rows, ms: Math.round(performance.now() - started) };
   } catch (err) {
     await a.query('rollback').catch(() => undefined);

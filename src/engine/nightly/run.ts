@@ -4,6 +4,8 @@ import { envByRole } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
+import { keepSessionAlive } from '../kernel/sessionLock.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { runTests } from '../tiers/index.js';
 import { coverageGrowth, type Coverage } from './coverage.js';
@@ -63,22 +65,36 @@ export async function newestMasterRelease(ctx: Ctx): Promise<string> {
 /**
  * Runs `fn` holding the nightly lock (on a dedicated connection); `busy` when another process holds it.
  */
-export async function withNightlyLock<T>(ctx: Ctx, fn: () => Promise<T>): Promise<{ busy: true } | { busy: false; value: T }> {
-  const client = new pg.Client({ ...ctx.db.controlParams, connectionTimeoutMillis: 5000 } as pg.ClientConfig);
-  client.on('error', (err) => logger().warn({ err: redact(err.message) }, 'nightly lock connection error'));
+export async function withNightlyLock<T>(ctx: Ctx, fn: (lost: AbortSignal) => Promise<T>): Promise<{ busy: true } | { busy: false; value: T }> {
+  // TCP keep-alives: a NAT or firewall does not drop a connection that carries none of our queries
+  const client = new pg.Client({ ...ctx.db.controlParams, connectionTimeoutMillis: 5000, keepAlive: true } as pg.ClientConfig);
+  const lost = new AbortController();
+  const lose = (why: string) => {
+    if (lost.signal.aborted) return;
+    logger().error({ why: redact(why) }, 'nightly: the lock connection is gone: another process may take the slot; this run records nothing over it');
+    lost.abort(new TributaryError('gate_busy', `lost the nightly lock (${redact(why)})`));
+  };
+  client.on('error', (err) => lose(err.message));
+  client.on('end', () => lose('connection closed'));
   await client.connect();
+  let keepAlive: NodeJS.Timeout | undefined;
   try {
     const got = (await client.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [NIGHTLY_LOCK])).rows[0]!.ok;
     if (!got) return { busy: true };
+    keepAlive = await keepSessionAlive(client, lose);
     try {
-      return { busy: false, value: await fn() };
+      return { busy: false, value: await fn(lost.signal) };
     } finally {
-      await client.query('select pg_advisory_unlock(hashtext($1))', [NIGHTLY_LOCK]).catch(() => undefined);
+      clearInterval(keepAlive);
+      if (!lost.signal.aborted) await client.query('select pg_advisory_unlock(hashtext($1))', [NIGHTLY_LOCK]).catch(() => undefined);
     }
   } finally {
+    clearInterval(keepAlive);
+    client.removeAllListeners('end');
     await client.end().catch(() => undefined);
   }
 }
+
 
 /** Claims a slot for this process; null when another process has (or had) it. Call holding the lock. */
 export async function claimSlot(ctx: Ctx, kind: SlotKind, slot: { key: string; at: Date }, trigger: Trigger): Promise<SlotRow | null> {
@@ -96,7 +112,12 @@ export async function claimSlot(ctx: Ctx, kind: SlotKind, slot: { key: string; a
   if (existing.status !== 'running') return null;
   // we hold the lock: whoever marked it running is gone
   if (existing.attempts >= 2) {
-    await db('nightly_runs').where({ id: existing.id }).update({ status: 'failed', finished_at: db.fn.now(), error: `interrupted twice (last by ${existing.claimed_by})` });
+    const [closed] = (await db('nightly_runs')
+      .where({ id: existing.id, status: 'running', attempts: existing.attempts })
+      .update({ status: 'failed', finished_at: db.fn.now(), error: `interrupted twice (last by ${existing.claimed_by})` })
+      .returning('*')) as SlotRow[];
+    // its dead test run is closed too, as on every other path
+    if (closed) await closeInterrupted(ctx, closed);
     return null;
   }
   logger().warn({ slot: slot.key, kind, was: existing.claimed_by }, 'a slot was left running by a process that stopped: running it again');
@@ -156,16 +177,38 @@ export function postDueOf(ctx: Ctx, at: Date, now = new Date()): Date | null {
   return due.getTime() > now.getTime() ? due : null;
 }
 
+/** The slot remembers its test run as soon as it starts: a slot run again after a crash resumes from it. */
+async function recordTestRun(ctx: Ctx, row: SlotRow, testRunId: number): Promise<void> {
+  await ctx.db.control('nightly_runs').where({ id: row.id }).update({ test_run_id: testRunId });
+}
+
+/** The test run of a slot whose process died after its tests had finished (passed or failed): not run twice. */
+async function finishedTestRun(ctx: Ctx, row: SlotRow): Promise<{ runId: number } | null> {
+  if (!row.test_run_id) return null;
+  const run = await ctx.db.control('test_runs').where({ id: row.test_run_id }).whereIn('status', ['passed', 'failed']).first('id');
+  return run ? { runId: run.id as number } : null;
+}
+
+function lostSlot(row: SlotRow): TributaryError {
+  return new TributaryError('gate_busy', `nightly slot ${row.slot} was taken over by another process (this one lost its lock)`);
+}
+
 /** Runs the nightly regression in a claimed slot, recording the outcome (done or failed) in the slot's row. */
-export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Promise<NightlyOutcome> {
+export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor, lost?: AbortSignal): Promise<NightlyOutcome> {
   const db = ctx.db.control;
+  // every update of the slot is conditioned on this claim: a process that took the slot over (after this
+  // one lost its lock) is never overwritten by it
+  const mine = () => db('nightly_runs').where({ id: row.id, claimed_by: row.claimed_by, attempts: row.attempts });
   try {
     const release = await newestMasterRelease(ctx);
-    await db('nightly_runs').where({ id: row.id }).update({ release });
+    await mine().update({ release });
     // compared with the previous scheduled night (a manual run never is one): the run's classes and its summary agree
     const env = envByRole(ctx.config, 'master');
     const [previous] = env ? await previousNights(db, env.name, null, 1) : [];
-    const report = await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null });
+    await failpoint('nightly.after-claim');
+    const report = (await finishedTestRun(ctx, row)) ?? (await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null, onRun: (id) => recordTestRun(ctx, row, id) }));
+    await failpoint('nightly.after-tests');
+    lost?.throwIfAborted();
     const summary = await nightlySummary(db, ctx.config, report.runId);
     let coverage: Coverage | undefined;
     try {
@@ -174,10 +217,10 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Prom
       logger().warn({ err: redact((err as Error).message) }, 'nightly: coverage growth could not be computed');
     }
     const postDue = row.trigger === 'manual' ? null : postDueOf(ctx, new Date(row.scheduled_for));
-    const [done] = (await db('nightly_runs')
-      .where({ id: row.id })
+    const [done] = (await mine()
       .update({ status: 'done', test_run_id: report.runId, summary: JSON.stringify(summary), finished_at: db.fn.now(), post_due: postDue })
       .returning('*')) as SlotRow[];
+    if (!done) throw lostSlot(row);
     await recordAudit(db, {
       actor,
       action: 'nightly.finish',
@@ -188,7 +231,11 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Prom
     return { row: done!, summary, ...(coverage ? { coverage } : {}) };
   } catch (err) {
     const message = redact(err instanceof Error ? err.message : String(err));
-    const [failed] = (await db('nightly_runs').where({ id: row.id }).update({ status: 'failed', error: message, finished_at: db.fn.now() }).returning('*')) as SlotRow[];
+    const [failed] = (await mine().update({ status: 'failed', error: message, finished_at: db.fn.now() }).returning('*')) as SlotRow[];
+    if (!failed) {
+      logger().error({ slot: row.slot }, 'nightly: the slot was taken over by another process: this run records nothing');
+      return { row: { ...row, status: 'failed', error: message } };
+    }
     await recordAudit(db, { actor, action: 'nightly.failed', subject: `nightly ${row.slot}`, details: { trigger: row.trigger, error: message } });
     return { row: failed! };
   }
@@ -197,10 +244,14 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor): Prom
 /** `tributary nightly --now`: one run at once, refused while another nightly run is in progress. */
 export async function runNightlyNow(ctx: Ctx, actor: Actor): Promise<NightlyOutcome> {
   const now = new Date();
-  const r = await withNightlyLock(ctx, async () => {
-    const row = await claimSlot(ctx, 'nightly', { key: `manual:${now.toISOString()}:${me()}`, at: now }, 'manual');
+  const r = await withNightlyLock(ctx, async (lost) => {
+    // a manual run whose process died after its tests finished is taken up, not run again
+    const interrupted = (await ctx.db.control('nightly_runs').where({ kind: 'nightly', trigger: 'manual', status: 'running' }).whereNotNull('test_run_id').orderBy('id', 'desc').first()) as SlotRow | undefined;
+    const resume = interrupted && (await finishedTestRun(ctx, interrupted)) ? interrupted : undefined;
+    const slot = resume ? { key: resume.slot, at: new Date(resume.scheduled_for) } : { key: `manual:${now.toISOString()}:${me()}`, at: now };
+    const row = await claimSlot(ctx, 'nightly', slot, 'manual');
     if (!row) throw new TributaryError('gate_busy', 'a nightly run was already started at this instant');
-    return executeNightly(ctx, row, actor);
+    return executeNightly(ctx, row, actor, lost);
   });
   if (r.busy) {
     const running = await ctx.db.control('nightly_runs').where({ status: 'running' }).orderBy('id', 'desc').first('slot', 'claimed_by', 'started_at');

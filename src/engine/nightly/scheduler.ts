@@ -124,11 +124,11 @@ export class NightlyScheduler {
       const any = await this.ctx.db.control('nightly_runs').where({ kind }).whereNot({ trigger: 'manual' }).first('id');
       if (!any) return 'none';
     }
-    const r = await withNightlyLock(this.ctx, async () => {
+    const r = await withNightlyLock(this.ctx, async (lost) => {
       const row = await claimSlot(this.ctx, kind, slot, trigger);
       if (!row) return null;
       logger().info({ kind, slot: slot.key, trigger }, `${kind}: running slot`);
-      if (kind === 'nightly') return executeNightly(this.ctx, row, ACTOR);
+      if (kind === 'nightly') return executeNightly(this.ctx, row, ACTOR, lost);
       return this.digest(row);
     });
     if (r.busy) {

@@ -9,6 +9,7 @@ import type { FeaturePriority } from '../../config/schema.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
 import { type ConflictDetail, type ConflictRow, type CrossReleaseInfo, type VersionView, CROSS_RELEASE, openPromoteRunId, PROMOTE_CODE_PREFIX, renameValues, type Decision } from '../review/index.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
@@ -473,8 +474,11 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       tables.push({ entity: w.e.name, table: w.e.table, partition: w.part, rows: got.rows, checksum: got.checksum, skipped: w.skipped.size, autoResolved: w.autoCount });
     }
     current = '';
+    await failpoint('promote.before-commit');
     await m('commit');
     await source.query('commit').catch(() => undefined);
+    // master committed, the control database not yet: promoting again replaces the release's partitions
+    await failpoint('promote.after-master-commit');
   } catch (err) {
     await target.query('rollback').catch(() => undefined);
     await source.query('rollback').catch(() => undefined);

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { EntitySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { getConflict } from './queue.js';
 import type { ConflictRow, BlastRadius, Decision, DecisionOutcome, Dependent, Plan } from './types.js';
@@ -448,6 +449,7 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
       subject: c.code,
       details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast: plan.blast },
     });
+    await failpoint('decide.before-commit');
     return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale };
   });
 }

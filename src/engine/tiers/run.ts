@@ -28,6 +28,8 @@ export interface TestRequest {
   progress?: (p: TestProgress) => void;
   /** The run to compare with, when the caller knows it (a nightly run: the previous scheduled night); default baselineRun. */
   baselineRunId?: number | null;
+  /** Told the test run's id as soon as it exists (a nightly slot records it, to resume after a crash). */
+  onRun?: (runId: number) => Promise<void>;
 }
 
 export interface TestProgress {
@@ -165,6 +167,7 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
     })
     .returning('id');
   const runId = (run as { id: number }).id;
+  await req.onRun?.(runId);
   await db('test_shards').insert(
     plan.shards.map((tests, i) => ({ run_id: runId, idx: i + 1, tests: JSON.stringify(tests.map((t) => ({ id: t.id, name: t.name, features: t.features, smoke: t.smoke }))), expected_ms: Math.round(plan.expectedMs[i] ?? 0) })),
   );

@@ -3,6 +3,7 @@ import { type DataTest, type EntitySpec, releaseOrThrow, TABLE_PLACEHOLDER } fro
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import { byColumnName, rowHashExpr } from '../kernel/checksum.js';
 import { type ConflictRow, describeDecision, planRecordDecision, type BlastRadius, type Decision } from '../review/index.js';
 import { currentRunId, runTables, type RunTables } from '../kernel/workArea.js';
@@ -709,6 +710,7 @@ export async function validateRelease(ctx: Ctx, release: string, opts: { actor: 
     });
   }
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'validate.start', release, subject: `run #${runId}` });
+  await failpoint('validate.after-start');
   try {
     // what needs other connections first (the ST catalogs, master's keys); then one transaction on the control database
     const t = runTables(runId);
@@ -736,7 +738,9 @@ export async function validateRelease(ctx: Ctx, release: string, opts: { actor: 
       };
       // float text as the checksums render it (checksum.ts), for this transaction only
       await trx.raw('set local extra_float_digits = 1');
-      return runValidation(scope, release, opts.actor, started);
+      const report = await runValidation(scope, release, opts.actor, started);
+      await failpoint('validate.before-commit');
+      return report;
     });
   } catch (err) {
     const message = redact(err instanceof Error ? err.message : String(err));

@@ -5,7 +5,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createBundle } from '../../../src/engine/deploy/bundle.js';
 import { getBackup } from '../../../src/engine/deploy/dataDeployer.js';
 import { claimDue, decideGo, executeDeployment, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, windowDeadline } from '../../../src/engine/deploy/deployment.js';
+import { rollbackCard } from '../../../src/views/deploy.js';
 import { dumpProduction, fakeDeployer, readyToDeploy } from '../../deploy-setup.js';
+import { cli, output } from '../../process.js';
 import { ROOT, type TestEnv } from '../../helpers.js';
 
 /** The synchronized sequence and its rollback, go/no-go, the env lock, timeouts and secrets. */
@@ -73,15 +75,22 @@ describe('the synchronized sequence', () => {
       // after the undo of the code, a restart on the previous version
       expect(calls(app)).toEqual([...ran, ...expectedUndo, ...(ran.includes('deploy v2') ? ['restart'] : [])]);
       expect((await e.db.control('env_locks').where({ env: 'production' }).first()).deployment_id).toBe(d.id);
-      // a second deployment is refused by the lock, naming its holder
+      // a second request is refused at once by the lock, naming its holder and how to release it
       await createBundle(e.ctx, 'R2', { code: 'v3', actor: 'U0RM1' });
       fs.rmSync(path.join(app, 'fail'));
-      const again = await approvedDeployment(e);
-      const refused = await executeDeployment(e.ctx, again.id, { actor: 'U0RM2' });
-      expect(refused.status).toBe('rejected');
-      expect(refused.cause).toMatch(new RegExp(`locked by deployment #${d.id} of R2 \\(held by U0RM1`));
+      await expect(requestDeployment(e.ctx, 'R2', { actor: 'U0RM1' })).rejects.toThrow(
+        new RegExp(`^production is locked by deployment #${d.id} of R2 \\(held by U0RM1 since [^)]+\\): no deployment is requested until a release_manager unlocks it: tributary unlock production`),
+      );
+      expect(await e.db.control('deployments').where({ status: 'awaiting-go' })).toHaveLength(0);
       await unlockEnv(e.ctx, 'production', { actor: 'U0RM2', rationale: 'cause understood' });
       expect(await e.db.control('env_locks')).toHaveLength(0);
+      // locked after its Go (by hand): the lock step refuses it, nothing done
+      const again = await approvedDeployment(e);
+      await e.db.control('env_locks').insert({ env: 'production', holder: 'U0OPS', reason: 'a hand lock' });
+      const refused = await executeDeployment(e.ctx, again.id, { actor: 'U0RM2' });
+      expect(refused.status).toBe('rejected');
+      expect(refused.cause).toMatch(/locked by a hand lock \(held by U0OPS/);
+      await unlockEnv(e.ctx, 'production', { actor: 'U0RM2', rationale: 'done by hand' });
     });
   }
 
@@ -242,6 +251,38 @@ describe('failures inside the built-in data step and in the smoke tests', () => 
   }, 60_000);
 });
 
+describe('smoke failing after the rollback too', () => {
+  it('code and data restored and verified, only the smoke on the restored state fails: its own outcome, in the CLI, deploy status, the card and the audit; the env stays locked', async () => {
+    const app = appDir();
+    const suite = path.join(ROOT, 'test/fixtures/deploy-smoke.test.mjs');
+    const e = await ready(app, { smoke: true }, { testing: { command: `SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' } });
+    // the earlier release (v1) fails the smoke test too
+    fs.writeFileSync(path.join(app, 'bad-versions'), 'v2\nv1\n');
+    const before = await dumpProduction(e);
+    const d = await approvedDeployment(e);
+    const out = await executeDeployment(e.ctx, d.id, { actor: 'U0RM2' });
+    expect(out.status).toBe('restored-smoke-failing');
+    expect(out.undo.map((s) => `${s.name}:${s.status}`)).toEqual([
+      'undo maintenance-off:done', 'undo deploy-data:done', 'undo migrate-up:done', 'undo deploy-code:done', 'undo maintenance-on:done', 'undo restart:done', 'smoke after rollback:failed',
+    ]);
+    expect(out.undo.at(-1)!.error).toMatch(/smoke tests on production \(test run #\d+\): 0\/1 passed; .*code v1 answers 500/);
+    expect(await dumpProduction(e)).toBe(before);
+    expect(codeOf(app)).toBe('v1');
+    expect((await e.db.control('env_locks').first()).deployment_id).toBe(d.id);
+    expect(await e.db.control('audit_events').where({ action: 'deploy.rolled-back.smoke-failing', subject: `deployment #${d.id}` })).toHaveLength(1);
+    expect(await e.db.control('audit_events').where({ action: 'deploy.rollback.failed' })).toHaveLength(0);
+
+    const status = await cli(['--config', e.configFile, 'deploy', 'status', String(d.id)]);
+    expect(status.code, output(status)).toBe(0);
+    expect(status.stdout).toContain(`Deployment #${d.id} of R2 to production: restored-smoke-failing (rolled back; smoke after rollback failing: code and data restored and verified`);
+    const card = rollbackCard(out, true);
+    expect(card.text).toBe(`R2 on production: restored-smoke-failing (rolled back; smoke after rollback failing: code and data restored and verified, the smoke tests fail on the restored state too) (deployment #${d.id})`);
+    expect(JSON.stringify(card.blocks)).toContain('*R2 on production was rolled back; smoke after rollback failing (code and data restored and verified; the earlier release fails its smoke tests too)*');
+    expect(JSON.stringify(card.blocks)).not.toContain('NOT fully');
+    expect(JSON.stringify(card.blocks)).toContain('stays locked until a release_manager unlocks it');
+  }, 90_000);
+});
+
 describe('rollback on demand after production changed', () => {
   it('refuses, naming the table and its rows, when production was written after the deploy; rolls back once it is as deployed again', async () => {
     const app = appDir();
@@ -347,7 +388,7 @@ describe('scheduled and approved deployments that did not start', () => {
     await expect(requestDeployment(e.ctx, 'R2', { actor: 'U0RM1' })).rejects.toThrow(new RegExp(`deployment #${d.id} of R2, approved at \\S+ but never started .*tributary deploy run ${d.id}.*tributary rollback R2`));
     // cancelled ("Roll back" on it): nothing to undo
     const cancelled = await rollbackInterruptedDeployment(e.ctx, d.id, { actor: 'U0RM1', rationale: 'not tonight after all' });
-    expect(cancelled.status).toBe('rejected');
+    expect(cancelled.status).toBe('cancelled');
     expect(cancelled.cause).toMatch(/^cancelled before it started by U0RM1: not tonight after all/);
     expect(codeOf(app)).toBe('v1');
 

@@ -67,7 +67,7 @@ function startAgent(args: string[] = []): Agent {
 }
 
 async function ready(a: Agent): Promise<void> {
-  await vi.waitFor(() => expect(a.logs().some((l) => l.msg === 'agent started: waiting for shards'), a.stderr()).toBe(true), { timeout: 30_000, interval: 100 });
+  await vi.waitFor(() => expect(a.logs().some((l) => l.msg === 'agent started: waiting for shards'), a.stderr()).toBe(true), { timeout: 120_000, interval: 100 });
 }
 
 /** Running (a zombie left for a reaper counts as gone). */
@@ -166,12 +166,12 @@ describe('without agents', () => {
     expect(await results(runId)).toEqual([{ test_id: 'lonely @FEAT-C', status: 'errored', shard: 1 }]);
     // agents started later never run it
     expect((await job(runId, 1)).state).toBe('cancelled');
-  }, 60_000);
+  }, 240_000);
 
   it('errors a shard whose job fails on every attempt, with the reason', async () => {
     const { runId, specs } = await newRun([{ tests: [['unlucky @FEAT-C', 10]] }]);
     const d = dispatch(specs);
-    await vi.waitFor(async () => expect(await job(runId, 1)).toBeDefined(), { timeout: 20_000, interval: 100 });
+    await vi.waitFor(async () => expect(await job(runId, 1)).toBeDefined(), { timeout: 120_000, interval: 100 });
     // a worker that fails the job each time it takes it, as a crashing agent would
     const p = env.db.controlParams;
     const boss = new PgBoss({ host: p.host, port: p.port, user: p.user, ...(p.password ? { password: p.password } : {}), database: p.database, schema: 'pgboss', supervise: false, schedule: false, max: 2 });
@@ -185,7 +185,7 @@ describe('without agents', () => {
             expect(j).toBeDefined();
             return j!;
           },
-          { timeout: 20_000, interval: 200 },
+          { timeout: 120_000, interval: 200 },
         );
         expect(taken.data.index).toBe(1);
         await boss.fail(SHARD_QUEUE, taken.id, { message: `disk full on attempt ${attempt}` });
@@ -199,7 +199,7 @@ describe('without agents', () => {
     expect(s!.status).toBe('errored');
     expect(s!.error).toBe('shard 1 failed on every attempt (3): disk full on attempt 3');
     expect(await results(runId)).toEqual([{ test_id: 'unlucky @FEAT-C', status: 'errored', shard: 1 }]);
-  }, 60_000);
+  }, 240_000);
 });
 
 describe('with two agent processes', () => {
@@ -226,7 +226,7 @@ describe('with two agent processes', () => {
       // the agent logs it after recording the shard: the line may still be on its way from the process
       await vi.waitFor(
         () => expect(ag.logs().some((l) => l.msg === 'finished shard' && l.runId === runId && l.shard === s.idx && l.status === 'done' && l.passed === 2)).toBe(true),
-        { timeout: 10_000, interval: 50 },
+        { timeout: 120_000, interval: 50 },
       );
     }
     const j = await job(runId, 1);
@@ -235,7 +235,7 @@ describe('with two agent processes', () => {
     expect(j.data.env).toBe('staging');
     const password = env.db.controlParams.password;
     if (password) expect(JSON.stringify(j.data)).not.toContain(encodeURIComponent(password));
-  }, 90_000);
+  }, 240_000);
 
   it('records a shard whose command does not exist as errored, not passed, and goes on', async () => {
     const { runId, specs } = await newRun([
@@ -257,7 +257,7 @@ describe('with two agent processes', () => {
     expect((await job(runId, 1)).state).toBe('completed');
     expect(a.proc.child.exitCode).toBeNull();
     expect(b.proc.child.exitCode).toBeNull();
-  }, 60_000);
+  }, 240_000);
 
   it('retries on the other agent the shard of an agent killed with SIGKILL mid-shard: nothing lost, nothing counted twice', async () => {
     const { runId, specs } = await newRun([
@@ -266,7 +266,7 @@ describe('with two agent processes', () => {
     ]);
     const d = dispatch(specs);
     const started = path.join(dir, 'runs', String(runId), 'attempt-1', 'shard-1-run', 'junit.xml.started');
-    await vi.waitFor(() => expect(fs.existsSync(started)).toBe(true), { timeout: 30_000, interval: 50 });
+    await vi.waitFor(() => expect(fs.existsSync(started)).toBe(true), { timeout: 120_000, interval: 50 });
     const [s1] = await shardRows(runId);
     expect(s1!.status).toBe('running');
     const victim = [a, b].find((x) => x.pid === pidOf(s1!.agent))!;
@@ -275,8 +275,8 @@ describe('with two agent processes', () => {
     const orphan = Number(fs.readFileSync(started, 'utf8'));
     victim.proc.child.kill('SIGKILL');
     expect((await victim.exited).signal).toBe('SIGKILL');
-    // the dead agent's command runs on, orphaned: its late JUnit XML must not count
-    expect(alive(orphan)).toBe(true);
+    // the dead agent's command ends with it: its process group is killed when the agent's end of the pipe closes
+    await vi.waitFor(() => expect(alive(orphan)).toBe(false), { timeout: 30_000, interval: 50 });
 
     const t0 = Date.now();
     await d.done;
@@ -293,8 +293,7 @@ describe('with two agent processes', () => {
     expect(j.state).toBe('completed');
     expect(j.retry_count).toBe(1);
 
-    // the orphan finishes its JUnit XML in the first attempt's directory: the run's results do not change
-    await vi.waitFor(() => expect(alive(orphan)).toBe(false), { timeout: 15_000, interval: 100 });
+    // the run's results: each test once, from the retry
     const rows = await results(runId);
     expect(rows.map((r) => r.test_id)).toEqual(['long 1 @FEAT-C', 'long 2 @FEAT-C', 'long 3 @FEAT-H1', 'short 1 @FEAT-M']);
     expect(rows.every((r) => r.status === 'passed')).toBe(true);
@@ -317,7 +316,7 @@ describe('with two agent processes', () => {
     ]);
     const d = dispatch(specs);
     const started = path.join(dir, 'runs', String(runId), 'attempt-1', 'shard-1-run', 'junit.xml.started');
-    await vi.waitFor(() => expect(fs.existsSync(started)).toBe(true), { timeout: 30_000, interval: 50 });
+    await vi.waitFor(() => expect(fs.existsSync(started)).toBe(true), { timeout: 120_000, interval: 50 });
     const command = Number(fs.readFileSync(started, 'utf8'));
     c.proc.child.kill('SIGTERM');
     const stopped = await c.exited;

@@ -1,0 +1,78 @@
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { applyDecision } from '../../src/engine/review/decide.js';
+import { consolidate } from '../../src/engine/consolidate/run.js';
+import { tagRelease } from '../../src/engine/gate/tag.js';
+import { insertUsers, testEnv, type TestEnv } from '../helpers.js';
+import { cli, output, startCli } from '../process.js';
+
+/**
+ * A consolidation whose lock session is terminated (pg_terminate_backend) while its process lives: another
+ * consolidation takes the release over, and the first, let go on, finds it lost its lock and records
+ * nothing over the newer run.
+ */
+let env: TestEnv;
+
+beforeAll(async () => {
+  env = await testEnv(2);
+  await insertUsers(env, 'st1', [{ id: 20, email: 'gus@x', role: 'Admin', feature: 'FEAT-C' }]);
+  await insertUsers(env, 'st2', [{ id: 21, email: 'gus@x', role: 'Customer' }]);
+  const by = { actor: 'cli:test' };
+  await tagRelease(env.ctx, 'R2', by);
+  await consolidate(env.ctx, 'R2', by);
+  await applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, { actor: 'U0ALICE', rationale: 'checked' });
+});
+
+afterAll(async () => {
+  await env?.close();
+});
+
+/** The pid of the session holding the consolidation lock of R2. */
+async function lockSession(): Promise<number | undefined> {
+  const res = await env.db.control.raw<{ rows: { pid: number }[] }>(
+    `select pid from pg_locks where locktype = 'advisory' and granted and objsubid = 1
+        and classid::bigint = ((hashtext(?)::bigint >> 32) & 4294967295) and objid::bigint = (hashtext(?)::bigint & 4294967295)`,
+    ['tributary:consolidate:R2', 'tributary:consolidate:R2'],
+  );
+  return res.rows[0]?.pid;
+}
+
+describe('a consolidation that lost its lock', () => {
+  it('is taken over by another, and then records nothing over it', async () => {
+    const first = startCli(['--config', env.configFile, 'consolidate', 'R2'], { env: { TRIBUTARY_FAILPOINTS: 'consolidate.before-finish=stop' } });
+    let stderr = '';
+    await new Promise<void>((resolve, reject) => {
+      first.child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('failpoint consolidate.before-finish: stopped')) resolve();
+      });
+      first.child.on('close', () => reject(new Error(`ended before the failpoint:\n${stderr}`)));
+    });
+    const firstRun = await env.db.control('runs').where({ release: 'R2', kind: 'consolidate', status: 'running' }).first();
+    const pid = await lockSession();
+    expect(pid).toBeDefined();
+    // waits (up to 60 s) until the session has ended and its lock with it
+    const ended = await env.db.control.raw<{ rows: { ok: boolean }[] }>('select pg_terminate_backend(?, 60000) as ok', [pid!]);
+    expect(ended.rows[0]!.ok).toBe(true);
+
+    // its lock gone, another consolidation runs (and closes the first's run as abandoned)
+    const second = await cli(['--config', env.configFile, '--json', 'consolidate', 'R2']);
+    expect(second.code, output(second)).toBe(0);
+    const secondRun = JSON.parse(second.stdout).runId as number;
+
+    // it stopped itself right after printing the line: let it go on once it has
+    await vi.waitFor(() => expect(fs.readFileSync(`/proc/${first.child.pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0]).toBe('T'), { timeout: 60_000, interval: 20 });
+    first.child.kill('SIGCONT');
+    const r = await first.done;
+    expect(r.code, output(r)).not.toBe(0);
+    expect(r.stderr).toContain('lost its lock');
+
+    const state = await env.db.control('release_states').where({ release: 'R2' }).first();
+    expect(state.current_run_id).toBe(secondRun);
+    expect((await env.db.control('runs').where({ id: firstRun.id }).first()).status).toBe('failed');
+    expect(await env.db.control('audit_events').where({ action: 'consolidate.finish', subject: `run #${firstRun.id}` })).toHaveLength(0);
+    // the decision carried into the current run survives
+    const decided = await env.db.control('conflicts').where({ run_id: secondRun, status: 'decided' });
+    expect(decided).toHaveLength(1);
+  });
+});

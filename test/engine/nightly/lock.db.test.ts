@@ -1,0 +1,93 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { paramsFromUrl } from '../../../src/db/connect.js';
+import { claimSlot, executeNightly, nightlyLockHeld, withNightlyLock, NIGHTLY_LOCK, type SlotRow } from '../../../src/engine/nightly/run.js';
+import { testEnv, urlFor, type TestEnv } from '../../helpers.js';
+
+/**
+ * The nightly lock held as long as the work: kept alive through a server's idle_session_timeout, lost
+ * safely when its session is terminated (the holder is told at once), and a slot taken over by another
+ * process is never overwritten by the one that lost it.
+ */
+let env: TestEnv;
+
+beforeAll(async () => {
+  env = await testEnv(1);
+});
+
+afterAll(async () => {
+  await env?.close();
+});
+
+/** The pid of the session holding the nightly lock. */
+async function lockHolder(): Promise<number | undefined> {
+  const res = await env.db.control.raw<{ rows: { pid: number }[] }>(
+    `select pid from pg_locks where locktype = 'advisory' and granted and objsubid = 1
+        and classid::bigint = ((hashtext(?)::bigint >> 32) & 4294967295) and objid::bigint = (hashtext(?)::bigint & 4294967295)`,
+    [NIGHTLY_LOCK, NIGHTLY_LOCK],
+  );
+  return res.rows[0]?.pid;
+}
+
+describe('the nightly lock', () => {
+  it('outlasts an idle_session_timeout shorter than the run (its session is kept busy)', async () => {
+    const admin = new pg.Client(paramsFromUrl(urlFor(env.database)));
+    await admin.connect();
+    try {
+      // new sessions of this database end after 300 ms idle, as a strict server would end them
+      await admin.query(`alter database ${env.database} set idle_session_timeout = '300ms'`);
+      const r = await withNightlyLock(env.ctx, async (lost) => {
+        const holder = await lockHolder();
+        // idle four times longer than the timeout: the phenomenon under test is time itself
+        await new Promise((resolve) => setTimeout(resolve, 1200));
+        return { aborted: lost.aborted, held: await nightlyLockHeld(env.ctx), same: (await lockHolder()) === holder };
+      });
+      expect(r).toEqual({ busy: false, value: { aborted: false, held: true, same: true } });
+    } finally {
+      await admin.query(`alter database ${env.database} reset idle_session_timeout`);
+      await admin.end();
+    }
+  });
+
+  it('tells its holder at once when its session is terminated, and the slot it claimed is not overwritten', async () => {
+    const slot = { key: '2026-12-01T02:00:00[UTC]', at: new Date('2026-12-01T02:00:00Z') };
+    const outcome = await withNightlyLock(env.ctx, async (lost) => {
+      const row = (await claimSlot(env.ctx, 'nightly', slot, 'schedule')) as SlotRow;
+      const pid = await lockHolder();
+      expect(pid).toBeDefined();
+      const aborted = new Promise<void>((resolve) => lost.addEventListener('abort', () => resolve()));
+      await env.db.control.raw('select pg_terminate_backend(?, 60000)', [pid!]);
+      await aborted;
+      // another process (here: the same code, on its own connection) takes the slot over meanwhile
+      const other = await withNightlyLock(env.ctx, async () => {
+        const again = await claimSlot(env.ctx, 'nightly', slot, 'schedule');
+        await env.db.control('nightly_runs').where({ id: again!.id }).update({ status: 'done', finished_at: env.db.control.fn.now() });
+        return again;
+      });
+      expect(other.busy).toBe(false);
+      // the first process goes on: it must not write over the newer claim
+      return executeNightly(env.ctx, row, 'cli:test', lost);
+    });
+    expect(outcome.busy).toBe(false);
+    const row = await env.db.control('nightly_runs').where({ slot: slot.key }).first();
+    expect(row.status).toBe('done');
+    expect(row.attempts).toBe(2);
+    expect(await env.db.control('audit_events').where({ action: 'nightly.failed' })).toHaveLength(0);
+  });
+
+  it('a slot interrupted twice is failed, and its dead test run closed with it', async () => {
+    const slot = { key: '2026-12-02T02:00:00[UTC]', at: new Date('2026-12-02T02:00:00Z') };
+    const r = await withNightlyLock(env.ctx, async () => {
+      const row = (await claimSlot(env.ctx, 'nightly', slot, 'schedule')) as SlotRow;
+      const [run] = await env.db.control('test_runs').insert({ release: 'R2', tier: 'nightly', env: 'master', dispatch: 'local', started_by: 'dead', selection: '{}' }).returning('id');
+      // two processes claimed it and died, their test run left running
+      await env.db.control('nightly_runs').where({ id: row.id }).update({ attempts: 2, claimed_by: 'gone:1', test_run_id: run.id });
+      return { again: await claimSlot(env.ctx, 'nightly', slot, 'schedule'), run: run.id as number };
+    });
+    expect(r.busy).toBe(false);
+    if (r.busy) return;
+    expect(r.value.again).toBeNull();
+    expect((await env.db.control('nightly_runs').where({ slot: slot.key }).first()).status).toBe('failed');
+    expect((await env.db.control('test_runs').where({ id: r.value.run }).first()).status).toBe('errored');
+  });
+});
