@@ -97,6 +97,8 @@ export interface Progress {
   elapsedMs: number;
   state: 'running' | 'done' | 'failed';
   summary?: string;
+  /** On the final message of a step: the newest audit event, a witness kept outside the database. */
+  chainHead?: { seq: number; hash: string } | null;
 }
 
 export function progressMessage(p: Progress): Message {
@@ -105,6 +107,7 @@ export function progressMessage(p: Progress): Message {
   const line = `${icon} *${p.title}*: ${esc(p.step)}${p.detail ? ` (${esc(p.detail)})` : ''} · ${secs}`;
   const blocks: KnownBlock[] = [section(line)];
   if (p.summary) blocks.push(section(`\`\`\`${esc(clip(p.summary, 2900))}\`\`\``));
+  if (p.chainHead) blocks.push(context(`Audit chain head #${p.chainHead.seq} \`${p.chainHead.hash}\` (a witness outside the database: \`tributary audit verify --head <hash>\`)`));
   return checkMessage({ text: `${p.title}: ${p.step} (${secs})`, blocks });
 }
 

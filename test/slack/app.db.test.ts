@@ -107,6 +107,9 @@ describe('consolidation, cards and decisions', () => {
     expect(fake.of('chat.postMessage')[0]!.channel).toBe('C_OPS');
     expect(new Set(updates.map((u) => u.ts)).size).toBe(1);
     expect(JSON.stringify(updates.at(-1)!.blocks)).toContain('records collected');
+    // the final message names the chain head: a witness of the audit trail outside the database
+    const head = (await env.db.control('audit_events').whereNotNull('seq').orderBy('seq', 'desc').first('seq', 'hash')) as { seq: number; hash: string };
+    expect(JSON.stringify(updates.at(-1)!.blocks)).toContain(`Audit chain head #${head.seq} \`${head.hash}\``);
   });
 
   it('/release review posts the cards to the review channel, highest priority first, then the queue summary', async () => {
