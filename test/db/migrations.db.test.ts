@@ -29,7 +29,7 @@ it('migrates up and down, and up again', async () => {
   await knex.migrate.rollback({ migrationSource }, true);
   expect(await tables()).toEqual([]);
   await knex.migrate.latest({ migrationSource });
-  expect(await tables()).toHaveLength(24);
+  expect(await tables()).toHaveLength(25);
 });
 
 it('the audit trail refuses updates and deletes', async () => {
