@@ -63,6 +63,9 @@ const USAGES: Record<string, string> = {
   coverage: '/release coverage',
 };
 
+/** Every `/release` sub-command (test/e2e/role-walk.db.test.ts walks them all). */
+export const RELEASE_SUBCOMMANDS = Object.keys(USAGES);
+
 function needRelease(p: Parsed): string {
   const r = p.args[0];
   if (!r || typeof r !== 'string') throw new TributaryError('usage', `missing release: ${USAGES[p.sub]}`);
