@@ -59,7 +59,7 @@ const CLI_WALK: CliStep[] = [
   { command: 'coverage', argv: ['coverage'], needs: 'read-only' },
   { command: 'archive', argv: ['archive', '--older-than', '2y', '--yes'], needs: 'archive' },
   { command: 'archive', argv: ['archive', '--older-than', '2y', '--dry-run'], needs: 'read-only' },
-  { command: 'restore', argv: ['restore', 'R0'], needs: 'restore' },
+  { command: 'restore', argv: ['restore', 'R2'], needs: 'restore' },
   { command: 'audit', argv: ['audit', 'R2'], needs: 'read-only' },
   { command: 'audit verify', argv: ['audit', 'verify', 'R2'], needs: 'read-only' },
 ];
