@@ -25,7 +25,7 @@ interface DroppedTable {
   rows: number;
 }
 
-export interface RollbackPlan {
+interface RollbackPlan {
   migrations: string[];
   tables: DroppedTable[];
   columns: string[];
@@ -46,7 +46,7 @@ async function shape(db: Knex | Knex.Transaction): Promise<Map<string, Set<strin
 }
 
 /** What rolling back the last batch drops: found by running its down steps in a transaction rolled back. */
-export async function planRollback(db: Knex): Promise<RollbackPlan> {
+async function planRollback(db: Knex): Promise<RollbackPlan> {
   const batch = (await db('knex_migrations').max('batch as b').first()) as { b: number | null } | undefined;
   if (!batch?.b) return { migrations: [], tables: [], columns: [], auditEvents: null };
   const migrations = (await db('knex_migrations').where('batch', batch.b).orderBy('id', 'desc').select('name')).map((r: { name: string }) => r.name);
@@ -74,7 +74,7 @@ export async function planRollback(db: Knex): Promise<RollbackPlan> {
   return { migrations, tables: tables.sort((a, b) => a.table.localeCompare(b.table)), columns, auditEvents: audit ? audit.rows : null };
 }
 
-export function renderRollbackPlan(p: RollbackPlan): string {
+function renderRollbackPlan(p: RollbackPlan): string {
   if (p.migrations.length === 0) return 'Nothing to roll back.';
   const lines = [`Rolling back ${p.migrations.join(', ')} drops:`];
   for (const t of p.tables) lines.push(`  table ${t.table} (${t.rows.toLocaleString('en-US')} rows)${t.table === 'audit_events' ? ': the audit trail' : ''}`);
