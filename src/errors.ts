@@ -24,6 +24,8 @@ export type ErrorCode =
   | 'runner_failed'
   | 'gate_tests'
   | 'gate_conflicts'
+  /** A destructive command run without its --yes/--confirm: it said what it would destroy, and did nothing. */
+  | 'unconfirmed'
   | 'internal';
 
 export class TributaryError extends Error {
@@ -51,6 +53,7 @@ export function exitCodeFor(err: unknown): number {
     case 'unknown_env':
     case 'unknown_conflict':
     case 'decision_invalid':
+    case 'unconfirmed':
       return EXIT.usage;
     case 'gate_not_locked':
     case 'gate_drift':

@@ -21,6 +21,11 @@ export function redact(text: string): string {
   return out;
 }
 
+/** Whether a text carries a registered secret, a URL with a password or a Slack token. */
+export function carriesSecret(text: string): boolean {
+  return redact(text) !== text;
+}
+
 /** Deep copy with every string redacted, for objects that go to the audit trail or --json output. */
 export function redactDeep<T>(value: T): T {
   if (typeof value === 'string') return redact(value) as T;

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { createBundle, listBundles, requireBundle, type Bundle } from '../engine/deploy/index.js';
 import { TributaryError } from '../errors.js';
-import type { CliHelpers } from './load.js';
+import { authorizeCli, type CliHelpers } from './load.js';
 
 /**
  * `tributary bundle R2 --code <version>`: the approved release's immutable bundle (code version, data
@@ -53,6 +53,7 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
           const b = await requireBundle(ctx, release, version);
           return h.out(b, () => renderBundle(b));
         }
+        await authorizeCli(ctx, h.actor(), 'bundle', release);
         const b = await createBundle(ctx, release, { code: o.code, actor: h.actor() });
         h.out(b, () => renderBundle(b));
       });

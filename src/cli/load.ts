@@ -25,12 +25,13 @@ export interface CliHelpers {
 export function registerLoadCommands(program: Command, h: CliHelpers): void {
   program
     .command('load <release>')
-    .description('load the validated release into the staging env (one transaction), verified by counts and checksums')
-    .action(async (release: string) => {
+    .description('load the validated release into the staging env (one transaction), verified by counts and checksums; past tier 1 it needs --confirm (says what it resets)')
+    .option('--confirm', 're-load a release past tier 1 or approved: its tier runs, promotion and approval no longer count')
+    .action(async (release: string, o: { confirm?: boolean }) => {
       await h.withCtx(async (ctx) => {
         const progress = h.json() ? undefined : (step: string, info?: Record<string, unknown>) => process.stderr.write(`… ${step}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
         await authorizeCli(ctx, h.actor(), 'load', release);
-        const r = await loadRelease(ctx, release, { actor: h.actor(), ...(progress ? { progress } : {}) });
+        const r = await loadRelease(ctx, release, { actor: h.actor(), ...(o.confirm ? { confirm: true } : {}), ...(progress ? { progress } : {}) });
         h.out(r, () => renderLoad(r));
       });
     });

@@ -2,7 +2,6 @@ import os from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, releaseOrThrow } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
-import { migrationSource } from '../db/migrations.js';
 import { consolidate } from '../engine/consolidate/index.js';
 import { listConflicts, nextConflict, releaseOfCode, showConflict, applyDecision, planDecision, type Decision } from '../engine/review/index.js';
 import { currentRunId } from '../engine/kernel/workArea.js';
@@ -21,6 +20,7 @@ import { registerPromoteCommands } from './promote.js';
 import { registerNightlyCommands } from './nightly.js';
 import { registerDeployCommands } from './deploy.js';
 import { registerBundleCommands } from './bundle.js';
+import { registerMigrateCommands } from './migrate.js';
 
 /**
  * `tributary`: the CLI twin of every Slack command. Readable output by default, `--json` for pipelines;
@@ -118,6 +118,7 @@ export function buildProgram(): Command {
     .action(async (release: string | undefined, o: { env?: string; install?: string }) => {
       await withCtx(g(), async (ctx) => {
         if (o.install) {
+          await authorizeCli(ctx, actorOf(g()), 'install');
           const r = await installTagging(ctx, o.install, actorOf(g()));
           out(g(), r, () => `Installed tag columns and trigger in ${r.env}: ${r.tables.join(', ')}\nTest code tags its rows with: SET tributary.release = 'R2'; SET tributary.feature = 'FEAT-101';`);
           return;
@@ -166,6 +167,7 @@ export function buildProgram(): Command {
         const [first, second, third] = args;
         if (first === 'next') {
           if (!second) throw new TributaryError('usage', 'tributary conflicts next <release>');
+          await authorizeCli(ctx, actorOf(g()), 'next', second);
           const c = await nextConflict(ctx, second, actorOf(g()));
           if (!c) return out(g(), null, () => `No unassigned open conflicts in ${second}.`);
           const full = await showConflict(ctx, second, c.code);
@@ -241,20 +243,11 @@ export function buildProgram(): Command {
   registerNightlyCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
   registerBundleCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
 
-  program
-    .command('migrate')
-    .description('apply the control database migrations (or --down to roll the last batch back)')
-    .option('--down', 'roll back the last batch')
-    .action(async (o: { down?: boolean }) => {
-      const config = loadConfig(g().config ? { file: g().config! } : {});
-      const db = await openDatabase(config, { migrate: false });
-      try {
-        const [batch, names] = o.down ? await db.control.migrate.rollback({ migrationSource }) : await db.control.migrate.latest({ migrationSource });
-        out(g(), { batch, migrations: names }, () => `${o.down ? 'rolled back' : 'applied'}: ${names.length ? names.join(', ') : 'nothing to do'}`);
-      } finally {
-        await db.close();
-      }
-    });
+  registerMigrateCommands(program, {
+    config: () => loadConfig(g().config ? { file: g().config! } : {}),
+    out: (v, text) => out(g(), v, text),
+    actor: () => actorOf(g()),
+  });
 
   return program;
 }

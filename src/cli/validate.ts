@@ -4,6 +4,7 @@ import type { Decision } from '../engine/review/index.js';
 import { decideFinding, isFindingCode, validateRelease, waiveFinding } from '../engine/validate/index.js';
 import { EXIT, TributaryError } from '../errors.js';
 import { renderFindingDecision, renderValidation, renderWaiver } from '../views/validation.js';
+import { authorizeCli } from './load.js';
 
 /** `tributary validate R2`, `tributary waive F-003 --release R2`, and `tributary decide F-003 …` for findings. */
 export interface ValidateCliHelpers {
@@ -24,6 +25,7 @@ export function registerValidateCommands(program: Command, h: ValidateCliHelpers
     .description('validate the consolidated release (integrity and the data tests); lists its findings, exit 3 while any is open')
     .action(async (release: string) => {
       await h.withCtx(async (ctx) => {
+        await authorizeCli(ctx, h.actor(), 'validate', release);
         const r = await validateRelease(ctx, release, { actor: h.actor() });
         h.out(r, () => renderValidation(r));
         if (r.counts.open > 0) process.exitCode = EXIT.gate;
@@ -52,6 +54,7 @@ export async function decideFindingCommand(ctx: Ctx, code: string, o: Record<str
     throw new TributaryError('usage', `a finding is decided with exactly one of --delete [--cascade] or --repoint <key> (a qa_lead can waive it: tributary waive ${code} --release ${release})`);
   }
   const d: Decision = o.repoint !== undefined ? { action: 'repoint', to: String(o.repoint) } : { action: 'delete', cascade: !!o.cascade };
+  if (!o.dryRun) await authorizeCli(ctx, h.actor(), 'decide', release);
   const r = await decideFinding(ctx, release, code, d, { actor: h.actor(), rationale: String(o.rationale ?? '') }, { dryRun: !!o.dryRun });
   h.out(r, () => renderFindingDecision(r));
 }

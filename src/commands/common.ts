@@ -1,4 +1,5 @@
 import type { RespondFn } from '@slack/bolt';
+import { chainHead } from '../engine/report/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from '../slack/deps.js';
@@ -59,6 +60,12 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
       logger().warn({ err: redact((err as Error).message) }, 'progress update failed'),
     );
   };
+  // the final message names the chain head: each step leaves a witness outside the database
+  const head = () =>
+    chainHead(deps.ctx.db.control).catch((err: unknown) => {
+      logger().warn({ err: redact((err as Error).message) }, 'the chain head could not be read for the final message');
+      return null;
+    });
   return {
     step(step, detail) {
       pending = { step, ...(detail ? { detail } : {}) };
@@ -68,12 +75,12 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
     async done(step, summary) {
       if (timer) clearTimeout(timer);
       pending = undefined;
-      await send(progressMessage({ title, step, elapsedMs: Date.now() - started, state: 'done', ...(summary ? { summary } : {}) }), true);
+      await send(progressMessage({ title, step, elapsedMs: Date.now() - started, state: 'done', ...(summary ? { summary } : {}), chainHead: await head() }), true);
     },
     async fail(message) {
       if (timer) clearTimeout(timer);
       pending = undefined;
-      await send(progressMessage({ title, step: 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: 'failed' }), true);
+      await send(progressMessage({ title, step: 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: 'failed', chainHead: await head() }), true);
     },
   };
 }

@@ -9,6 +9,7 @@ import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollb
 import { textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { replyError } from './common.js';
+import { chainHead } from '../engine/report/index.js';
 
 /**
  * Deployment from Slack: `/release deploy R2 [--at <time>]` posts the go/no-go card; Go / No-go open a
@@ -70,8 +71,8 @@ function runInBackground(deps: BotDeps, id: number, actor: string, channel: stri
     let last = 0;
     let pending: Deployment | undefined;
     let timer: NodeJS.Timeout | undefined;
-    const send = async (d: Deployment) => {
-      const m = deployProgressMessage(d);
+    const send = async (d: Deployment, head?: Awaited<ReturnType<typeof chainHead>>) => {
+      const m = deployProgressMessage(d, head);
       try {
         if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
         else ts = (await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks })).ts;
@@ -96,7 +97,8 @@ function runInBackground(deps: BotDeps, id: number, actor: string, channel: stri
       await send(await getDeployment(deps.ctx.db.control, id));
       const d = await work(progress);
       if (timer) clearTimeout(timer);
-      await send(d);
+      // the final message names the chain head: a witness of the audit trail outside the database
+      await send(d, await chainHead(deps.ctx.db.control));
       await refreshGoCard(deps, id).catch(() => undefined);
       if (d.status === 'rolled-back' || d.status === 'restored-smoke-failing' || d.status === 'rollback-failed') await postRollback(deps, channel, d);
     } catch (err) {

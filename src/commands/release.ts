@@ -11,7 +11,7 @@ import { COMMANDS } from '../slack/ids.js';
 import { auditCard, conflictListMessage, helpMessage, loadCard, statusMessage, textMessage, validationCard } from '../views/blocks.js';
 import { type Message, esc } from '../views/limits.js';
 import { renderAuditSummary } from '../views/audit.js';
-import { loadRelease } from '../engine/load/index.js';
+import { assertReloadConfirmed, loadRelease } from '../engine/load/index.js';
 import { validateRelease } from '../engine/validate/index.js';
 import { renderCarried, renderCounts, renderOffenders, renderTag } from '../views/text.js';
 import { progressMessageIn, replyError } from './common.js';
@@ -53,7 +53,7 @@ const USAGES: Record<string, string> = {
   conflicts: '/release conflicts R2 [--priority P1]',
   review: '/release review R2',
   validate: '/release validate R2',
-  load: '/release load R2',
+  load: '/release load R2 [--confirm]',
   audit: '/release audit R2',
   test: '/release test R2 --tier 1|2 | --feature FEAT-101 | --smoke [--env production]',
   promote: '/release promote R2',
@@ -62,6 +62,9 @@ const USAGES: Record<string, string> = {
   rollback: '/release rollback R2',
   coverage: '/release coverage',
 };
+
+/** Every `/release` sub-command (test/e2e/role-walk.db.test.ts walks them all). */
+export const RELEASE_SUBCOMMANDS = Object.keys(USAGES);
 
 function needRelease(p: Parsed): string {
   const r = p.args[0];
@@ -103,7 +106,7 @@ export function register(app: App, deps: BotDeps): void {
           case 'validate':
             return await runValidate(deps, respond, user, command.channel_id, needRelease(p));
           case 'load':
-            return await runLoad(deps, respond, user, command.channel_id, needRelease(p));
+            return await runLoad(deps, respond, user, command.channel_id, needRelease(p), p.flags.confirm === true);
           case 'audit':
             return await postAudit(deps, respond, user, command.channel_id, needRelease(p));
           case 'test':
@@ -199,12 +202,14 @@ async function runValidate(deps: BotDeps, respond: RespondFn, user: string, chan
   }
 }
 
-async function runLoad(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+async function runLoad(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, confirm: boolean): Promise<void> {
   const { ctx } = deps;
   await authorize(ctx, user, await deps.groupsOf(user), 'load', release);
+  // past tier 1 a re-load resets testing and approval: said (ephemerally) before anything is posted
+  await assertReloadConfirmed(ctx, release, confirm);
   const progress = await progressMessageIn(deps, channel, `Load of ${esc(release)} into staging by <@${user}>`, respond);
   try {
-    const r = await loadRelease(ctx, release, { actor: user, progress: (step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
+    const r = await loadRelease(ctx, release, { actor: user, confirm, progress: (step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
     await progress.done('loaded and verified');
     await postResult(deps, respond, channel, loadCard(r));
   } catch (err) {

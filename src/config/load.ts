@@ -194,10 +194,21 @@ function pathText(parts: ReadonlyArray<PropertyKey>): string {
   return out;
 }
 
+/**
+ * The environment variables the config substitutes (env URLs, passwords, tokens): Tributary's, not the
+ * team's. Team commands never inherit them (src/engine/kernel/shell.ts, commandEnv).
+ */
+const substituted = new Set<string>();
+
+export function configVariables(): ReadonlySet<string> {
+  return substituted;
+}
+
 /** Replaces ${VAR} and ${VAR:-default} in every string, naming the path of a missing variable. */
 function substitute(value: unknown, env: NodeJS.ProcessEnv, file: string, at: (string | number)[]): unknown {
   if (typeof value === 'string') {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_m, name: string, fallback?: string) => {
+      substituted.add(name);
       const v = env[name];
       if (v === undefined || v === '') {
         if (fallback !== undefined) return fallback;

@@ -2,6 +2,7 @@ import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import { Model } from 'objection';
 import { resolveAuditKey, type AuditKey } from '../config/auditKey.js';
+import { controlOwnership } from './owner.js';
 import type { Config, EnvSpec } from '../config/load.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -124,6 +125,27 @@ export interface OpenOptions {
   migrate?: boolean;
 }
 
+/**
+ * Pending migrations are applied on open by the owner of the control tables; a role that is not the
+ * owner (the least-privilege app role) cannot apply them and is told who can.
+ */
+async function migrateIfOwner(control: Knex, params: ConnectionParams): Promise<void> {
+  const own = await controlOwnership(control);
+  if (own.isOwner) {
+    await control.migrate.latest({ migrationSource });
+    return;
+  }
+  const applied = new Set((await control('knex_migrations').select('name')).map((r: { name: string }) => r.name));
+  const pending = (await migrationSource.getMigrations([])).filter((m) => !applied.has(m));
+  if (pending.length === 0) return;
+  await control.destroy();
+  throw new TributaryError(
+    'database',
+    `the control database ${params.host}:${params.port}/${params.database} needs ${pending.length} migration(s) (${pending.join(', ')}), and ${own.user} is not the owner of its tables (${own.owner}): ` +
+      'run `tributary migrate` with the owner role\'s credentials first (docs/operations.md, "Least privilege")',
+  );
+}
+
 export async function openDatabase(config: Config, opts: OpenOptions = {}): Promise<Db> {
   // first: a missing audit key is a start-up error, before any server is started or reached
   const { key: auditKey, ...auditKeySource } = resolveAuditKey(config);
@@ -145,7 +167,7 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     await control.destroy();
     throw new TributaryError('database', `cannot reach the control database ${controlParams.host}:${controlParams.port}/${controlParams.database}: ${redact((err as Error).message)}`);
   }
-  if (opts.migrate !== false) await control.migrate.latest({ migrationSource });
+  if (opts.migrate !== false) await migrateIfOwner(control, controlParams);
 
   const envs = new Map<string, Knex>();
   const envParams = (env: EnvSpec): ConnectionParams => {

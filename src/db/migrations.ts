@@ -11,6 +11,7 @@ import * as promotions from '../../migrations/20261125161000_promotions.js';
 import * as deployBundles from '../../migrations/20261125170000_deploy_bundles.js';
 import * as nightly from '../../migrations/20261125180000_nightly.js';
 import * as prunedTests from '../../migrations/20261125190000_pruned_tests.js';
+import * as auditChainOrigin from '../../migrations/20261205120000_audit_chain_origin.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -29,6 +30,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125170000_deploy_bundles': deployBundles,
   '20261125180000_nightly': nightly,
   '20261125190000_pruned_tests': prunedTests,
+  '20261205120000_audit_chain_origin': auditChainOrigin,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -77,5 +77,6 @@ export function renderVerify(r: ChainReport): string {
     if (r.witness) lines.push(`  witnessed head found at #${r.witness.seq}${r.witness.since ? `; ${r.witness.since} event(s) appended since` : '; nothing appended since'}`);
   }
   if (r.unchained > 0) lines.push(`  ${r.unchained} older event(s) predate the chain and are not covered`);
+  if (!r.newestChecked && !r.broken) lines.push('  not checked: the removal of the newest events (pass --head <hash>, a chain head witnessed earlier, e.g. from a bot message)');
   return lines.join('\n');
 }

@@ -5,7 +5,7 @@ import type { LoadResult } from '../engine/load/index.js';
 import type { ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
-import { button, context, header, plain, section } from './kit.js';
+import { button, chainHeadContext, context, header, plain, section } from './kit.js';
 
 /**
  * Block Kit views: pure functions from domain objects to messages, modals and the App Home tab.
@@ -97,6 +97,8 @@ export interface Progress {
   elapsedMs: number;
   state: 'running' | 'done' | 'failed';
   summary?: string;
+  /** On the final message of a step: the newest audit event, a witness kept outside the database. */
+  chainHead?: { seq: number; hash: string } | null;
 }
 
 export function progressMessage(p: Progress): Message {
@@ -105,6 +107,7 @@ export function progressMessage(p: Progress): Message {
   const line = `${icon} *${p.title}*: ${esc(p.step)}${p.detail ? ` (${esc(p.detail)})` : ''} · ${secs}`;
   const blocks: KnownBlock[] = [section(line)];
   if (p.summary) blocks.push(section(`\`\`\`${esc(clip(p.summary, 2900))}\`\`\``));
+  if (p.chainHead) blocks.push(chainHeadContext(p.chainHead));
   return checkMessage({ text: `${p.title}: ${p.step} (${secs})`, blocks });
 }
 

@@ -2,7 +2,7 @@ import type { KnownBlock, ModalView } from '@slack/types';
 import { standing, type Bundle, type Deployment, type GoDecision, type StepState } from '../engine/deploy/index.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
-import { context, plain, section } from './kit.js';
+import { chainHeadContext, context, plain, section } from './kit.js';
 
 /** Deployments as text (CLI) and Block Kit (go/no-go card, progress, rollback and interrupted cards). */
 const who = (a: string) => (/^[UW][A-Z0-9]+$/.test(a) ? `<@${a}>` : esc(a));
@@ -107,11 +107,12 @@ const STATE_ICON: Partial<Record<Deployment['status'], string>> = {
 };
 
 /** One message updated in place while the sequence (or the rollback) runs: every step with its timing. */
-export function deployProgressMessage(d: Deployment): Message {
+export function deployProgressMessage(d: Deployment, head?: { seq: number; hash: string } | null): Message {
   const blocks: KnownBlock[] = [section(`${STATE_ICON[d.status] ?? ':hourglass_flowing_sand:'} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)}${MEANING[d.status] ? ` (${esc(MEANING[d.status]!)})` : ''} · code \`${esc(d.code_version)}\``)];
   if (d.steps.length) blocks.push(section(d.steps.map((s) => stepLine(s, true)).join('\n')));
   if (d.undo.length) blocks.push(section(`*Rollback* (reverse order)\n${d.undo.map((s) => stepLine(s, true)).join('\n')}`));
   if (d.cause) blocks.push(context(`Cause: ${esc(clip(d.cause, 1000))}`));
+  if (head) blocks.push(chainHeadContext(head));
   return checkMessage({ text: `Deployment #${d.id} of ${d.release}: ${d.status}`, blocks });
 }
 

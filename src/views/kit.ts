@@ -12,3 +12,7 @@ export function button(text: string, actionId: string, value: string, style?: 'p
   return { type: 'button', text: plain(clip(text, LIMITS.buttonText)), action_id: actionId, value, ...(style ? { style } : {}) };
 }
 
+
+/** The audit chain's newest event, on a step's final message: a witness kept outside the database. */
+export const chainHeadContext = (head: { seq: number; hash: string }): KnownBlock =>
+  context(`Audit chain head #${head.seq} \`${head.hash}\` (a witness outside the database: \`tributary audit verify --head <hash>\`)`);

@@ -4,6 +4,7 @@ import { listFindings } from '../../src/engine/validate/validate.js';
 import { listConflicts } from '../../src/engine/review/queue.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
+import { transition } from '../../src/engine/kernel/lifecycle.js';
 import type { Bot } from '../../src/slack/app.js';
 import { BLOCKS } from '../../src/slack/ids.js';
 import { insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
@@ -107,6 +108,9 @@ describe('consolidation, cards and decisions', () => {
     expect(fake.of('chat.postMessage')[0]!.channel).toBe('C_OPS');
     expect(new Set(updates.map((u) => u.ts)).size).toBe(1);
     expect(JSON.stringify(updates.at(-1)!.blocks)).toContain('records collected');
+    // the final message names the chain head: a witness of the audit trail outside the database
+    const head = (await env.db.control('audit_events').whereNotNull('seq').orderBy('seq', 'desc').first('seq', 'hash')) as { seq: number; hash: string };
+    expect(JSON.stringify(updates.at(-1)!.blocks)).toContain(`Audit chain head #${head.seq} \`${head.hash}\``);
   });
 
   it('/release review posts the cards to the review channel, highest priority first, then the queue summary', async () => {
@@ -296,5 +300,19 @@ describe('validate, load and audit from Slack', () => {
     const upload = fake.of('file_upload')[0]!;
     expect(String(upload.body)).toContain('"action": "load.finish"');
     expect(String(upload.body)).not.toContain('xoxb-test-token');
+
+    // past tier 1, a re-load says what it resets and waits for --confirm
+    await transition(env.db.control, 'R2', 'tier1');
+    fake.reset();
+    await send(slashBody(fake, 'load R2', 'U0LEAD'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1));
+    expect(JSON.stringify(fake.of('response_url')[0])).toContain('release R2 is tier1-passed: loading it again sends it back to loaded');
+    expect(JSON.stringify(fake.of('response_url')[0])).toContain('re-load with --confirm');
+    expect(fake.of('chat.postMessage')).toHaveLength(0);
+    expect((await env.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('tier1-passed');
+    fake.reset();
+    await send(slashBody(fake, 'load R2 --confirm', 'U0LEAD'));
+    await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text) === 'R2 loaded into staging')).toBe(true), { timeout: 20_000 });
+    expect((await env.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('loaded');
   });
 });

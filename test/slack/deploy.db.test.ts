@@ -81,6 +81,8 @@ describe('/release deploy and /rollback', () => {
     const updates = fake.of('chat.update').filter((u) => u.ts === `${String(progressTs.ts ?? '')}` || String(u.text).startsWith('Deployment #'));
     expect(updates.length).toBeGreaterThan(1);
     expect(JSON.stringify(updates.at(-1)!.blocks)).toMatch(/deploy-code \(\d+\.\d s\): code v2 deployed/);
+    // the final message names the audit chain head (a witness outside the database)
+    expect(JSON.stringify(updates.at(-1)!.blocks)).toMatch(/Audit chain head #\d+ `[0-9a-f]{64}`/);
 
     fake.reset();
     await send(slashBody(fake, 'R2', 'U0RM2').replace('command=%2Frelease', 'command=%2Frollback'));

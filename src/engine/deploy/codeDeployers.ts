@@ -31,7 +31,10 @@ export interface CodeDeployer {
   run(name: DeployCommandName, vars: Vars): Promise<StepRun>;
 }
 
-function commandDeployer(spec: DeploySpec): CodeDeployer {
+/** The libpq variables (PGHOST, PGPASSWORD, …) of the env a command targets. */
+export type Credentials = (env: string) => Record<string, string>;
+
+function commandDeployer(spec: DeploySpec, credentials: Credentials): CodeDeployer {
   const commands = spec.commands!;
   return {
     kind: 'commands',
@@ -44,7 +47,7 @@ function commandDeployer(spec: DeploySpec): CodeDeployer {
       if (vars.migration !== undefined) values.migration = vars.migration;
       const line = fillCommand(c.run, values);
       const started = performance.now();
-      const exec = await execShell(line, spec.cwd, commandEnv({ TRIBUTARY_RELEASE: vars.release, TRIBUTARY_ENV: vars.env, ...(vars.version ? { TRIBUTARY_VERSION: vars.version } : {}) }), c.timeoutMs);
+      const exec = await execShell(line, spec.cwd, commandEnv({ ...credentials(vars.env), TRIBUTARY_RELEASE: vars.release, TRIBUTARY_ENV: vars.env, ...(vars.version ? { TRIBUTARY_VERSION: vars.version } : {}) }), c.timeoutMs);
       const ms = Math.round(performance.now() - started);
       const output = redact(exec.tail).trim();
       const what = redact(line);
@@ -112,8 +115,9 @@ function webhookDeployer(spec: DeploySpec): CodeDeployer {
   };
 }
 
-export function codeDeployer(spec: DeploySpec): CodeDeployer {
-  if (spec.commands) return commandDeployer(spec);
+/** Commands get the credentials of the env they target (`credentials`), and no other. */
+export function codeDeployer(spec: DeploySpec, credentials: Credentials = () => ({})): CodeDeployer {
+  if (spec.commands) return commandDeployer(spec, credentials);
   if (spec.webhook) return webhookDeployer(spec);
   throw new TributaryError('config_invalid', 'deploy: give the code deployer (commands or webhook)');
 }

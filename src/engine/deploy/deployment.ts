@@ -13,6 +13,7 @@ import { getBundle, productionEnv, type Bundle } from './bundle.js';
 import { backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures } from './dataDeployer.js';
 import { codeDeployer, type CodeDeployer } from './codeDeployers.js';
 import { IN_FLIGHT_STATES, insertDeployment, OPEN_STATES, ROLLBACK_FROM, SMOKE_AFTER_ROLLBACK, transitionDeployment, transitionWhere, type Deployment, type DeploymentFields, type StepState } from './lifecycle.js';
+import { envCredentials } from '../kernel/shell.js';
 
 export type { Deployment, DeploymentStatus, StepState } from './lifecycle.js';
 
@@ -454,7 +455,7 @@ async function backward(r: Runner, d: Deployment, key: string, expected: Expecte
 
 function runnerOf(ctx: Ctx, bundle: Bundle, actor: Actor, progress?: DeployProgress): Runner {
   const spec = deploySpecOf(ctx);
-  return { ctx, spec, code: codeDeployer(spec), bundle, actor, ...(progress ? { progress } : {}) };
+  return { ctx, spec, code: codeDeployer(spec, (env) => envCredentials(ctx, env)), bundle, actor, ...(progress ? { progress } : {}) };
 }
 
 /** Holds the deployment's executor lock on a dedicated connection for as long as it runs. */

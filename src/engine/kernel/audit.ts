@@ -83,6 +83,31 @@ export async function recordAudit(db: Knex | Knex.Transaction, event: AuditEvent
   return db.transaction((trx) => append(trx, key, event));
 }
 
+/** The connections (by their config, shared with their transactions) whose key matched the chain head. */
+const keyChecked = new WeakSet<object>();
+
+/**
+ * Before its first append, a process proves its key signed the chain head: a process started with
+ * another TRIBUTARY_AUDIT_KEY would otherwise append events that break the chain for good. Runs under
+ * the append lock, so the head cannot move meanwhile; the refusal rolls the transaction back.
+ */
+async function checkKeyAgainstHead(trx: Knex.Transaction, key: string): Promise<void> {
+  const res = await trx.raw<{ rows: (Omit<ChainedFields, 'prevHash'> & { prev_hash: string | null; hash: string })[] }>(
+    `select seq::int as seq, to_char(at at time zone 'UTC', ${AT_FORMAT}) as at, actor, action, release, subject, details, prev_hash, hash
+       from audit_events where seq is not null order by seq desc limit 1`,
+  );
+  const head = res.rows[0];
+  if (head && eventHash(key, { ...head, prevHash: head.prev_hash }) !== head.hash) {
+    throw new TributaryError(
+      'config_invalid',
+      `TRIBUTARY_AUDIT_KEY does not match the audit chain: its newest event (#${head.seq}) was not signed with this key, so nothing was written. ` +
+        'Every process that writes this control database (bot, CLI, agents) needs the same key; if the key is right, the newest event was altered: run tributary audit verify',
+      { variable: 'TRIBUTARY_AUDIT_KEY', seq: head.seq },
+    );
+  }
+  keyChecked.add(trx.client.config as object);
+}
+
 async function append(trx: Knex.Transaction, key: string, event: AuditEvent): Promise<AppendedEvent> {
   // the hash covers the details exactly as jsonb gives them back (undefined dropped, dates as strings)
   const details = JSON.parse(JSON.stringify(redactDeep(event.details ?? {}))) as Record<string, unknown>;
@@ -97,6 +122,7 @@ async function append(trx: Knex.Transaction, key: string, event: AuditEvent): Pr
        left join lateral (select seq, hash from audit_events where seq is not null order by seq desc limit 1) as h on true`,
   );
   const h = head.rows[0]!;
+  if (!keyChecked.has(trx.client.config as object)) await checkKeyAgainstHead(trx, key);
   const fields: ChainedFields = { seq: (h.seq ?? 0) + 1, at: h.at, actor, action: event.action, release, subject, details, prevHash: h.hash };
   const hash = eventHash(key, fields);
   // the id comes from its sequence here, under the lock: ids grow along the chain

@@ -4,7 +4,8 @@ import type { Ctx } from './context.js';
 
 /**
  * Roles from config, by Slack user ID or user group ID. Deciding needs reviewer (or qa_lead); tag,
- * consolidate and review need qa_lead, and so does waiving a validation finding. A role whose list is
+ * consolidate and review need qa_lead, and so does waiving a validation finding. Every state-changing
+ * command checks its role here, in the CLI as in Slack (test/e2e/role-walk.db.test.ts walks them all). A role whose list is
  * empty is open to everyone (the bot warns at start-up). A refusal names the role needed and is audited.
  */
 export type Role = 'reviewer' | 'qa_lead' | 'release_manager';
@@ -24,6 +25,14 @@ export const NEEDS: Record<string, Role[]> = {
   go: ['release_manager'],
   rollback: ['release_manager'],
   unlock: ['release_manager'],
+  bundle: ['release_manager'],
+  archive: ['qa_lead'],
+  restore: ['qa_lead'],
+  nightly: ['qa_lead'],
+  /** `tag --install`: alters an ST env's schema. */
+  install: ['qa_lead'],
+  /** `conflicts next`: assigns a conflict to the caller, as the Next button does. */
+  next: ['reviewer', 'qa_lead'],
 };
 
 export function openRoles(ctx: Ctx): Role[] {

@@ -1,4 +1,8 @@
 import { spawn } from 'node:child_process';
+import { configVariables, type EnvSpec } from '../../config/load.js';
+import type { ConnectionParams } from '../../db/connect.js';
+import { carriesSecret } from '../../log.js';
+import type { Ctx } from './context.js';
 
 /** The team's shell commands (test runners, deployers): filled, run in their own process group, timed out. */
 
@@ -6,17 +10,61 @@ const TAIL_BYTES = 4000;
 
 /**
  * Tributary's own secrets never reach the team's commands (tests, deployers): the audit key would let a
- * test forge the audit chain, the control database URL and Slack tokens are not theirs to use.
+ * test forge the audit chain, the control database URL and Slack tokens are not theirs to use. Nor do
+ * the variables the config substitutes (other environments' URLs and passwords), any variable whose value
+ * carries a secret Tributary knows, or libpq variables inherited from Tributary's own environment: a team
+ * command gets the credentials of the environment it targets, and only those (pgEnv).
  */
-const WITHHELD = /^(TRIBUTARY_AUDIT_KEY|DATABASE_URL|SLACK_[A-Z_]*(TOKEN|SECRET)[A-Z_]*)$/;
+const WITHHELD = /^(TRIBUTARY_AUDIT_KEY|DATABASE_URL|SLACK_[A-Z_]*(TOKEN|SECRET)[A-Z_]*|PG[A-Z_]+)$/;
+
+/** The basics a command needs to run at all (a short password could otherwise match inside PATH). */
+const BASICS = new Set(['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'TZ', 'TMPDIR', 'PWD']);
+
+function withheld(name: string, value: string | undefined): boolean {
+  if (BASICS.has(name)) return false;
+  return WITHHELD.test(name) || configVariables().has(name) || (value !== undefined && carriesSecret(value));
+}
+
+/**
+ * The target environment's credentials as libpq's standard variables (read by psql, pg_dump, node-pg,
+ * psycopg, …), so no password needs to appear in a command line (`ps` shows those to every user).
+ */
+export function pgEnv(p: ConnectionParams, schema?: string): Record<string, string> {
+  return {
+    PGHOST: p.host,
+    PGPORT: String(p.port),
+    PGUSER: p.user,
+    PGDATABASE: p.database,
+    ...(p.password ? { PGPASSWORD: p.password } : {}),
+    ...(schema ? { PGOPTIONS: `-c search_path=${schema}` } : {}),
+    ...(p.ssl ? { PGSSLMODE: p.ssl.rejectUnauthorized ? 'verify-full' : 'require' } : {}),
+  };
+}
 
 export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
+/**
+ * An env's connection as a team command may have it: never with the control server's password, even
+ * when the env lives on that server (give such an env a URL of its own, with its own role).
+ */
+export function teamConnection(ctx: Ctx, env: EnvSpec): ConnectionParams {
+  const p = ctx.db.envParams(env);
+  if (!p.password || p.password !== ctx.db.controlParams.password) return p;
+  const { password: _control, ...rest } = p;
+  return rest;
+}
+
+/** The libpq variables of a config env by name (none for a name that is not one). */
+export function envCredentials(ctx: Ctx, envName: string): Record<string, string> {
+  const env = ctx.config.envs.get(envName);
+  return env ? pgEnv(teamConnection(ctx, env), env.schema) : {};
+}
+
 export function commandEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!WITHHELD.test(k)) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (!withheld(k, v)) env[k] = v;
   return { ...env, ...extra };
 }
 

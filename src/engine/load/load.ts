@@ -9,7 +9,7 @@ import { failpoint } from '../kernel/failpoints.js';
 import { byColumnName, checksumOfQuerySql, checksumSql, type TableColumn } from '../kernel/checksum.js';
 import { currentRunId, runTables } from '../kernel/workArea.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
-import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { nextState, releaseState, transition, type ReleaseState } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 
 /**
@@ -86,7 +86,29 @@ async function expectedChecksum(ctx: Ctx, runId: number, e: EntitySpec, shape: T
   });
 }
 
-export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Actor; progress?: (step: string, info?: Record<string, unknown>) => void }): Promise<LoadResult> {
+/** Past tier 1: a re-load throws away what testing established since the last load. */
+const RESETS_ON_RELOAD: readonly ReleaseState[] = ['tier1-passed', 'promoted', 'tier2-passed', 'approved'];
+
+/** What re-loading a release past tier 1 resets, said before it is done (a re-load needs `confirm`). */
+async function reloadResets(ctx: Ctx, release: string, state: ReleaseState): Promise<string> {
+  const approval = (await ctx.db.control('approvals').where({ release }).orderBy('id', 'desc').first('approved_by', 'approved_at')) as { approved_by: string; approved_at: Date } | undefined;
+  const runs = (await ctx.db.control('test_runs').where({ release, status: 'passed' }).groupBy('tier').select('tier', ctx.db.control.raw('count(*)::int as n'))) as { tier: string; n: number }[];
+  const parts = [
+    ...(state === 'approved' && approval ? [`the approval by ${approval.approved_by} (${new Date(approval.approved_at).toISOString()})`] : []),
+    ...runs.map((r) => `${r.n} passed tier ${r.tier} run(s)`),
+    ...(['promoted', 'tier2-passed', 'approved'].includes(state) ? ['the promotion to master'] : []),
+  ];
+  return `release ${release} is ${state}: loading it again sends it back to loaded, and ${parts.length ? parts.join(', ') : 'its tier 1 result'} no longer count${parts.length === 1 ? 's' : ''} (tier 1, promotion, tier 2 and approval are needed again)`;
+}
+
+/** Refuses (unconfirmed) to re-load a release past tier 1 without `confirm`, saying what it would reset. */
+export async function assertReloadConfirmed(ctx: Ctx, release: string, confirm: boolean, known?: ReleaseState): Promise<void> {
+  const state = known ?? (await releaseState(ctx.db.control, release)).state;
+  if (!RESETS_ON_RELOAD.includes(state) || confirm) return;
+  throw new TributaryError('unconfirmed', `${await reloadResets(ctx, release, state)}. Nothing was done: re-load with --confirm.`, { release, state });
+}
+
+export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Actor; confirm?: boolean; progress?: (step: string, info?: Record<string, unknown>) => void }): Promise<LoadResult> {
   releaseOrThrow(ctx.config, release);
   const started = performance.now();
   const { state } = await releaseState(ctx.db.control, release);
@@ -96,6 +118,7 @@ export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Acto
     await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.load.refused', release, details: { state } });
     throw err;
   }
+  await assertReloadConfirmed(ctx, release, !!opts.confirm, state);
   const staging = envByRole(ctx.config, 'staging');
   if (!staging) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: staging, so there is nowhere to load ${release}`);
   const runId = await currentRunId(ctx, release);

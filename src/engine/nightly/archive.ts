@@ -13,7 +13,7 @@ import { failpoint } from '../kernel/failpoints.js';
 import { checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { partitionName } from '../kernel/master.js';
-import { masterPartitions } from './coverage.js';
+import { masterPartitions, type MasterPartition } from './coverage.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 
 /**
@@ -155,6 +155,17 @@ async function recordInterrupted(ctx: Ctx, parts: { release: string }[]): Promis
   }
 }
 
+/** A dry run's entry: the partitions that would be archived and dropped, with their row counts. */
+async function planArchive(ctx: Ctx, release: string, promotedAt: Date, parts: MasterPartition[]): Promise<ArchiveResult> {
+  const k = ctx.db.env(masterOf(ctx));
+  const tables: ArchiveResult['tables'] = [];
+  for (const p of parts.filter((x) => x.release === release)) {
+    const res = await k.raw<{ rows: { n: string }[] }>(`select count(*) as n from ${p.partition}`);
+    tables.push({ table: p.partition, rows: Number(res.rows[0]!.n), checksum: '', bytes: 0 });
+  }
+  return { release, promotedAt: promotedAt.toISOString(), manifest: '', rows: tables.reduce((n, t) => n + t.rows, 0), tables, ms: 0 };
+}
+
 export async function archiveReleases(ctx: Ctx, opts: { olderThan: string; actor: Actor; dryRun?: boolean; now?: Date; progress?: (release: string, table: string) => void }): Promise<ArchiveReport> {
   const age = parseAge(opts.olderThan);
   const cutoff = new Date((opts.now ?? new Date()).getTime() - age);
@@ -175,7 +186,7 @@ export async function archiveReleases(ctx: Ctx, opts: { olderThan: string; actor
       continue;
     }
     if (opts.dryRun) {
-      report.archived.push({ release, promotedAt: at.toISOString(), manifest: '', rows: 0, tables: parts.filter((p) => p.release === release).map((p) => ({ table: p.partition, rows: 0, checksum: '', bytes: 0 })), ms: 0 });
+      report.archived.push(await planArchive(ctx, release, at, parts));
       continue;
     }
     report.archived.push(await archiveRelease(ctx, release, { actor: opts.actor, promotedAt: at, olderThan: opts.olderThan, ...(opts.progress ? { progress: opts.progress } : {}) }));

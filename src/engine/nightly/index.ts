@@ -7,6 +7,7 @@
  * `archives`.
  */
 export { archiveReleases, restoreRelease } from './archive.js';
+export type { ArchiveReport } from './archive.js';
 export { coverageGrowth } from './coverage.js';
 export type { Coverage } from './coverage.js';
 export { decideProposal, setProposalMessage } from './prune.js';

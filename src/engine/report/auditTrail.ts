@@ -178,8 +178,10 @@ export interface ChainReport {
   /** Of those, the events of the release asked about. */
   releaseEvents: number | null;
   release: string | null;
-  /** Events written before the chain existed (the audit_chain migration): not covered. */
+  /** Events written before the chain existed (recorded by the audit_chain_origin migration): not covered. */
   unchained: number;
+  /** False without a witnessed head: the removal of the newest events cannot be seen then. */
+  newestChecked: boolean;
   head: ChainHead | null;
   witness: { hash: string; found: boolean; seq: number | null; since: number | null } | null;
   broken: ChainBreak | null;
@@ -200,6 +202,37 @@ interface WalkRow {
 
 const short = (h: string | null) => (h ? h.slice(0, 16) : '∅');
 
+interface StrayCheck {
+  /** Unchained events that are among those recorded as predating the chain (audit_chain_origin). */
+  predating: number;
+  flagged: ChainBreak | null;
+}
+
+/**
+ * Events without a place in the chain (no seq, no hash): only those the install had before the chain
+ * existed are expected, as recorded once by the audit_chain_origin migration (their count and id range).
+ * Any other, whatever its id, was written around the audit trail or had its link removed.
+ */
+async function strayEvent(db: Knex): Promise<StrayCheck> {
+  const res = await db.raw<{ rows: { n: number; outside: number; first_outside: string | null; recorded: number | null; last: string | null }[] }>(
+    `select count(e.id)::int as n,
+            count(e.id) filter (where o.unchained_min_id is null or e.id not between o.unchained_min_id and o.unchained_max_id)::int as outside,
+            min(e.id) filter (where o.unchained_min_id is null or e.id not between o.unchained_min_id and o.unchained_max_id) as first_outside,
+            max(o.unchained_events) as recorded, max(e.id) as last
+       from (select 1) as one
+       left join audit_chain_origin o on true
+       left join audit_events e on e.seq is null`,
+  );
+  const r = res.rows[0]!;
+  const recorded = r.recorded ?? 0;
+  const why = `it has no place in the chain (no seq and hash) and is not one of the ${recorded} event(s) recorded as predating the chain: it was written around the audit trail, or its link was removed`;
+  if (r.outside > 0) return { predating: r.n - r.outside, flagged: { kind: 'unchained', seq: null, id: Number(r.first_outside), message: `event id ${r.first_outside}: ${why}` } };
+  if (r.n > recorded) {
+    return { predating: recorded, flagged: { kind: 'unchained', seq: null, id: Number(r.last), message: `${r.n} events have no place in the chain where ${recorded} predate it (the newest is id ${r.last}): ${why}` } };
+  }
+  return { predating: r.n, flagged: null };
+}
+
 /**
  * Walks the whole chain in seq order, in pages, and reports the first broken link: an event missing
  * (removed), out of order (reordered), not linked to the one before, or not matching its own hash
@@ -218,6 +251,7 @@ export async function verifyChain(db: Knex, opts: { release?: string; head?: str
     releaseEvents: opts.release ? 0 : null,
     release: opts.release ?? null,
     unchained: 0,
+    newestChecked: !!witnessHash,
     head: null,
     witness: witnessHash ? { hash: witnessHash, found: false, seq: null, since: null } : null,
     broken: null,
@@ -275,15 +309,9 @@ export async function verifyChain(db: Knex, opts: { release?: string; head?: str
     if (res.rows.length < pageSize) break;
   }
 
-  // events without a place in the chain: only those written before it existed are expected
-  const firstChained = (await db('audit_events').whereNotNull('seq').orderBy('seq').first('id')) as { id: number } | undefined;
-  const stray = (await db('audit_events')
-    .whereNull('seq')
-    .first(db.raw('count(*)::int as n'), db.raw('min(id) filter (where id > ?) as after', [firstChained?.id ?? Number.MAX_SAFE_INTEGER]))) as { n: number; after: number | null };
-  report.unchained = stray.n;
-  if (stray.after !== null) {
-    return fail({ kind: 'unchained', seq: null, id: Number(stray.after), message: `event id ${stray.after} has no place in the chain (no seq and hash): it was written around the audit trail, or its link was removed` });
-  }
+  const stray = await strayEvent(db);
+  report.unchained = stray.predating;
+  if (stray.flagged) return fail(stray.flagged);
 
   if (report.witness) {
     if (!report.witness.found) {

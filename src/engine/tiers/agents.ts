@@ -8,8 +8,9 @@ import { logger, redact } from '../../log.js';
 import type { Ctx } from '../kernel/context.js';
 import { loadMapping } from './junit.js';
 import { recordShardOutcome } from './results.js';
-import { databaseUrl, runShard } from './runner.js';
+import { databaseUrl, runShard, withoutPassword } from './runner.js';
 import type { ShardOutcome, ShardSpec } from './types.js';
+import { teamConnection } from '../kernel/shell.js';
 
 /**
  * Distributed shards: `testing.dispatch: pgboss`. The run's process queues one pg-boss job per shard in
@@ -87,18 +88,6 @@ async function startBoss(ctx: Ctx, boss: PgBoss): Promise<void> {
   });
 }
 
-/** The env's password stays out of the queue: agents take it from their own config. */
-function withoutPassword(url: string): string {
-  try {
-    const u = new URL(url);
-    if (!u.password) return url;
-    u.password = '';
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -132,6 +121,7 @@ export async function dispatchToAgents(ctx: Ctx, runId: number, specs: ShardSpec
   try {
     await startBoss(ctx, boss);
     for (const spec of specs) {
+      // the env's password stays out of the queue: agents take it from their own config
       const id = await boss.send(SHARD_QUEUE, { ...spec, databaseUrl: withoutPassword(spec.databaseUrl) }, {
         retryLimit: JOB_RETRY_LIMIT,
         retryDelay: RETRY_DELAY_SECONDS,
@@ -309,7 +299,7 @@ export async function runAgent(ctx: Ctx, opts: AgentOptions = {}): Promise<Agent
   /** The env's URL from this agent's config (which holds the password); the job's URL has none. */
   const urlFor = (spec: ShardSpec): string => {
     const env = ctx.config.envs.get(spec.env);
-    return env ? databaseUrl(ctx.db.envParams(env), env.schema) : spec.databaseUrl;
+    return env ? databaseUrl(teamConnection(ctx, env), env.schema) : spec.databaseUrl;
   };
 
   const handle = async (job: PgBoss.JobWithMetadata<ShardSpec>): Promise<void> => {

@@ -12,6 +12,7 @@ import { loadMapping, writeJUnit, type FeatureMapping } from './junit.js';
 import { applyGate, baselineRun, classifyRun, loadedFingerprint, recordShardOutcome, runTotals, type GateResult, type ResultClass, type RunTotals } from './results.js';
 import { databaseUrl, runShard } from './runner.js';
 import type { CatalogTest, ShardOutcome, ShardSpec, TestCaseResult } from './types.js';
+import { teamConnection } from '../kernel/shell.js';
 
 /**
  * The tiers: tier 1 runs the release's feature tests plus smoke against staging; tier 2 runs every
@@ -182,7 +183,7 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
     command: testing.command,
     cwd: testing.cwd,
     env: env.name,
-    databaseUrl: databaseUrl(ctx.db.envParams(env), env.schema),
+    databaseUrl: databaseUrl(teamConnection(ctx, env), env.schema),
     timeoutMs: testing.timeoutMs,
     workDir,
     retries: testing.retries,

@@ -1,12 +1,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { ConnectionParams } from '../../db/connect.js';
+import { paramsFromUrl, type ConnectionParams } from '../../db/connect.js';
 import { TributaryError } from '../../errors.js';
 import { redact, registerSecret } from '../../log.js';
 import { parseJUnit, type FeatureMapping } from './junit.js';
 import type { ShardOutcome, ShardSpec, TestCaseResult } from './types.js';
-import { commandEnv, execShell, fillCommand, type Exec } from '../kernel/shell.js';
+import { commandEnv, execShell, fillCommand, pgEnv, type Exec } from '../kernel/shell.js';
 
 /**
  * The command runner: runs the team's own test command for one shard in a child process (its own
@@ -24,7 +24,11 @@ export function namePattern(names: string[]): string {
   return names.length === 0 ? '.*' : `^(?:${[...new Set(names)].map(escapeRegex).join('|')})$`;
 }
 
-/** A PostgreSQL URL for the team's tests; the env's schema (if any) becomes the search_path. */
+/**
+ * A PostgreSQL URL of the target env, with its password (kept inside Tributary: the shard spec); the
+ * env's schema (if any) becomes the search_path. The team's command gets it without the password
+ * ({databaseUrl}, TRIBUTARY_DATABASE_URL) and the password as PGPASSWORD (targetEnv).
+ */
 export function databaseUrl(p: ConnectionParams, schema?: string): string {
   const auth = `${encodeURIComponent(p.user)}${p.password ? `:${encodeURIComponent(p.password)}` : ''}@`;
   if (p.password) registerSecret(p.password);
@@ -33,6 +37,24 @@ export function databaseUrl(p: ConnectionParams, schema?: string): string {
   if (p.ssl) params.push(`sslmode=${p.ssl.rejectUnauthorized ? 'verify-full' : 'require'}`);
   const q = params.join('&');
   return `postgres://${auth}${p.host}:${p.port}/${encodeURIComponent(p.database)}${q ? `?${q}` : ''}`;
+}
+
+/** The URL without its password: what a command line may show. */
+export function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = '';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+/** What the team's test command gets of its target env: the URL without password, and libpq's variables. */
+function targetEnv(url: string): { url: string; vars: Record<string, string> } {
+  const schema = /-c search_path=([^&\s]+)/.exec(decodeURIComponent(new URL(url).searchParams.get('options') ?? ''))?.[1];
+  return { url: withoutPassword(url), vars: pgEnv(paramsFromUrl(url), schema) };
 }
 
 export interface RunShardOptions {
@@ -49,8 +71,9 @@ async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], t
   fs.rmSync(junit, { force: true });
   const testsFile = path.join(dir, 'tests.txt');
   fs.writeFileSync(testsFile, tests.map((t) => t.name).join('\n') + (tests.length ? '\n' : ''));
+  const target = targetEnv(spec.databaseUrl);
   const values = {
-    databaseUrl: spec.databaseUrl,
+    databaseUrl: target.url,
     env: spec.env,
     tests: testsFile,
     pattern: namePattern(tests.map((t) => t.name)),
@@ -63,7 +86,8 @@ async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], t
     cmd,
     spec.cwd,
     commandEnv({
-      TRIBUTARY_DATABASE_URL: spec.databaseUrl,
+      ...target.vars,
+      TRIBUTARY_DATABASE_URL: target.url,
       TRIBUTARY_ENV: spec.env,
       TRIBUTARY_TESTS_FILE: testsFile,
       TRIBUTARY_SHARD: String(spec.index),

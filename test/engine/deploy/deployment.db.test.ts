@@ -8,7 +8,7 @@ import { claimDue, decideGo, executeDeployment, getDeployment, interruptedDeploy
 import { rollbackCard } from '../../../src/views/deploy.js';
 import { dumpProduction, fakeDeployer, readyToDeploy } from '../../deploy-setup.js';
 import { cli, output } from '../../process.js';
-import { ROOT, type TestEnv } from '../../helpers.js';
+import { ROOT, urlFor, type TestEnv } from '../../helpers.js';
 
 /** The synchronized sequence and its rollback, go/no-go, the env lock, timeouts and secrets. */
 let env: TestEnv | undefined;
@@ -231,7 +231,11 @@ describe('failures inside the built-in data step and in the smoke tests', () => 
   it('real smoke tests against production: a failing one rolls back, and the smoke after rollback passes on the restored state', async () => {
     const app = appDir();
     const suite = path.join(ROOT, 'test/fixtures/deploy-smoke.test.mjs');
-    const e = await ready(app, { smoke: true }, { testing: { command: `SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' } });
+    // production lives on the control server here, whose password Tributary never hands to a team
+    // command: the team brings its own, as teams do (a pgpass file; the embedded server needs one)
+    const pgpass = path.join(app, 'pgpass');
+    fs.writeFileSync(pgpass, `*:*:*:*:${decodeURIComponent(new URL(urlFor('postgres')).password)}\n`, { mode: 0o600 });
+    const e = await ready(app, { smoke: true }, { testing: { command: `PGPASSFILE=${pgpass} SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' } });
     // code v2 is broken: the smoke test fails on it, and passes on v1
     fs.writeFileSync(path.join(app, 'bad-versions'), 'v2\n');
     const before = await dumpProduction(e);
@@ -255,7 +259,11 @@ describe('smoke failing after the rollback too', () => {
   it('code and data restored and verified, only the smoke on the restored state fails: its own outcome, in the CLI, deploy status, the card and the audit; the env stays locked', async () => {
     const app = appDir();
     const suite = path.join(ROOT, 'test/fixtures/deploy-smoke.test.mjs');
-    const e = await ready(app, { smoke: true }, { testing: { command: `SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' } });
+    // production lives on the control server here, whose password Tributary never hands to a team
+    // command: the team brings its own, as teams do (a pgpass file; the embedded server needs one)
+    const pgpass = path.join(app, 'pgpass');
+    fs.writeFileSync(pgpass, `*:*:*:*:${decodeURIComponent(new URL(urlFor('postgres')).password)}\n`, { mode: 0o600 });
+    const e = await ready(app, { smoke: true }, { testing: { command: `PGPASSFILE=${pgpass} SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' } });
     // the earlier release (v1) fails the smoke test too
     fs.writeFileSync(path.join(app, 'bad-versions'), 'v2\nv1\n');
     const before = await dumpProduction(e);

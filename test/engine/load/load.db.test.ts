@@ -68,6 +68,30 @@ describe('load', () => {
     expect((await e.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('loaded');
   });
 
+  it('re-loading past tier 1 or approved says what it resets and needs confirm; a plain load from approved changes nothing', async () => {
+    const e = await ready();
+    await validated(e);
+    await loadRelease(e.ctx, 'R2', by);
+    // the release went through testing (runs as the tier runner records them) and was approved
+    await e.db.control('test_runs').insert({ release: 'R2', tier: '1', env: 'staging', status: 'passed', started_by: 'U0LEAD' });
+    const [t2] = await e.db.control('test_runs').insert({ release: 'R2', tier: '2', env: 'master', status: 'passed', started_by: 'U0LEAD' }).returning('id');
+    for (const step of ['tier1', 'promote', 'tier2', 'approve'] as const) await transition(e.db.control, 'R2', step);
+    await e.db.control('approvals').insert({ release: 'R2', test_run_id: (t2 as { id: number }).id, approved_by: 'U0LEAD', rationale: 'ok' });
+    const loadsBefore = (await e.db.control('loads').where({ release: 'R2' })).length;
+
+    const err = (await loadRelease(e.ctx, 'R2', by).catch((x: Error) => x)) as Error & { code?: string };
+    expect(err.code).toBe('unconfirmed');
+    expect(err.message).toMatch(/release R2 is approved: loading it again sends it back to loaded, and the approval by U0LEAD \(.+\), 1 passed tier 1 run\(s\), 1 passed tier 2 run\(s\), the promotion to master no longer count/);
+    expect(err.message).toContain('Nothing was done: re-load with --confirm');
+    expect((await e.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('approved');
+    expect((await e.db.control('loads').where({ release: 'R2' })).length).toBe(loadsBefore);
+
+    await loadRelease(e.ctx, 'R2', { ...by, confirm: true });
+    expect((await e.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('loaded');
+    // from loaded, a re-load resets nothing and needs no confirmation
+    await loadRelease(e.ctx, 'R2', by);
+  });
+
   it('leaves nothing half loaded when a table fails, names it, and a retry succeeds', async () => {
     const e = await ready();
     await validated(e);

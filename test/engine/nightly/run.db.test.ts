@@ -231,7 +231,15 @@ describe('archive and restore', () => {
     expect(before.users.rows).toBe(300);
 
     const dry = await archiveReleases(env.ctx, { olderThan: '2y', actor, dryRun: true });
-    expect(dry.archived.map((a) => a.release)).toEqual(['R0']);
+    expect(dry.archived.map((a) => [a.release, a.rows, a.tables.map((t) => t.rows)])).toEqual([['R0', 450, [300, 150]]]);
+    expect((await env.sql(`select to_regclass('master.users__r0') as t`)).rows[0].t).not.toBeNull();
+    // the CLI says what it would archive and drop, and does nothing without --yes
+    const unconfirmed = await cli(['-c', env.configFile, 'archive', '--older-than', '2y']);
+    expect(unconfirmed.code, output(unconfirmed)).toBe(2);
+    expect(unconfirmed.stderr).toContain('R0 (promoted');
+    expect(unconfirmed.stderr).toContain('would be archived, then dropped from master (450 rows)');
+    expect(unconfirmed.stderr).toMatch(/master\.users__r0: 300 rows/);
+    expect(unconfirmed.stderr).toContain('Nothing was done: add --yes');
     expect((await env.sql(`select to_regclass('master.users__r0') as t`)).rows[0].t).not.toBeNull();
 
     const r = await archiveReleases(env.ctx, { olderThan: '2y', actor });
