@@ -25,3 +25,6 @@ export interface ChildEnvResult {
 /** The placeholder in sourceSql where the row hash expression (it needs the table's columns) goes. */
 export const ROW_HASH = '/*ROW_HASH*/';
 
+
+/** The placeholder in sourceSql where the row's cells as canonical texts (kernel/copy.ts) go. */
+export const ROW_CELLS = '/*ROW_CELLS*/';

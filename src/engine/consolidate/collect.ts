@@ -7,7 +7,7 @@ import type { EnvSpec, EntitySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { envError, type Ctx } from '../kernel/context.js';
 import { redact } from '../../log.js';
-import { ROW_HASH, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
+import { ROW_CELLS, ROW_HASH, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 import { ident, KEY_TEXT, literal, qualified } from '../kernel/sql.js';
 import type { LockRow } from '../gate/index.js';
 import { workTable, recordsPartition } from '../kernel/workArea.js';
@@ -72,7 +72,7 @@ function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string
   const t = ctx.config.tags;
   return `select ${literal(entity.name)}, ${literal(env.name)}, ${env.precedence}, t.${ident(entity.primaryKey)}::text,
       ${identityExpr(entity)}, ${altKeysExpr(entity)}, t.${ident(t.feature)}, t.${ident(t.createdBy)}, t.${ident(t.createdAt)}::timestamptz,
-      t.${ident(entity.timestamp)}::timestamptz, to_jsonb(t), ${rowHash}
+      t.${ident(entity.timestamp)}::timestamptz, ${ROW_CELLS}, ${rowHash}
     from ${qualified(env.schema, entity.table)} t where t.${ident(t.release)} = ${literal(release)}`;
 }
 

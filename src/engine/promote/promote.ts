@@ -10,7 +10,7 @@ import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
+import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { type ConflictDetail, type ConflictRow, type CrossReleaseInfo, type VersionView, CROSS_RELEASE, openPromoteRunId, PROMOTE_CODE_PREFIX, renameValues, type Decision } from '../review/index.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { childEntities, displayValue, excludedColumns, identityKeys } from '../kernel/entities.js';
@@ -205,13 +205,11 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       throw envError(ctx, staging, err);
     }
     // both ends of the COPY read and write text in the same formats; staging is read in one snapshot
-    await source.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'");
     await source.query('begin isolation level repeatable read read only');
-    await source.query('set local extra_float_digits = 1');
+    await source.query(textSettingsSql());
     env = master;
-    await m("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set time zone 'UTC'");
     await m('begin');
-    await m('set local extra_float_digits = 1');
+    await m(textSettingsSql());
     await m('select pg_advisory_xact_lock(hashtext($1))', [PROMOTE_LOCK]);
     if (master.schema) await m(`create schema if not exists ${ident(master.schema)}`);
 

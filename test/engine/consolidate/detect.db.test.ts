@@ -146,10 +146,10 @@ describe('phase 1: identities and the key map', () => {
     const nick = byEmail(users, 'nick@x')[0]!;
     expect(nick.rule).toBe('re-key');
     expect(nick.pk).toBe('2001'); // above the largest key of the entity in every env
-    expect(nick.data.id).toBe(2001);
+    expect(nick.data.id).toBe('2001');
     const accounts = (await finalRows(env!, 'accounts')) as Row[];
-    expect(accounts.find((a) => a.data.number === 'AC-NICK')!.data.user_id).toBe(2001);
-    expect(accounts.find((a) => a.data.number === 'AC-MIA')!.data.user_id).toBe(1500);
+    expect(accounts.find((a) => a.data.number === 'AC-NICK')!.data.user_id).toBe('2001');
+    expect(accounts.find((a) => a.data.number === 'AC-MIA')!.data.user_id).toBe('1500');
   });
 
   it('entities detected at once: the counts add up every entity’s re-keys and identities', async () => {
@@ -174,8 +174,8 @@ describe('phase 1: identities and the key map', () => {
     });
     const accounts = (await finalRows(env!, 'accounts')) as Row[];
     // ST-2's user 20 is judy, whose survivor is ST-1's 10; ST-1's user 20 is "other" and stays 20
-    expect(accounts.find((a) => a.data.number === 'AC-J2')!.data.user_id).toBe(10);
-    expect(accounts.find((a) => a.data.number === 'AC-O1')!.data.user_id).toBe(20);
+    expect(accounts.find((a) => a.data.number === 'AC-J2')!.data.user_id).toBe('10');
+    expect(accounts.find((a) => a.data.number === 'AC-O1')!.data.user_id).toBe('20');
     const km = await env!.db.control.raw(`select env, old_pk, new_pk from work."r1_key_map" where entity = 'users' order by env, old_pk`);
     expect(km.rows).toContainEqual({ env: 'ST-2', old_pk: '20', new_pk: '10' });
   });
@@ -198,7 +198,7 @@ describe('phase 1: identities and the key map', () => {
     const tx = (await finalRows(env!, 'transactions')) as Row[];
     expect(tx).toHaveLength(1);
     expect(tx[0]!.rule).toBe('env-precedence');
-    expect(tx[0]!.data.amount).toBe(5);
+    expect(tx[0]!.data.amount).toBe('5.00');
   });
 
   it('inconsistent-identity: email matches one record, username another → review P1', async () => {
@@ -230,6 +230,6 @@ describe('phase 3: references', () => {
     });
     expect(queue.map((c) => [c.kind, c.key_label])).toEqual([['mismatched-parent', 'id=5']]);
     const tx = (await finalRows(env!, 'transactions')) as Row[];
-    expect(tx.find((t) => t.pk === '5')!.data.account_id).toBe(1);
+    expect(tx.find((t) => t.pk === '5')!.data.account_id).toBe('1');
   });
 });
