@@ -221,6 +221,29 @@ describe('phase 3: references', () => {
     expect(queue[0]!.detail.reason).toContain('account_id = 999');
   });
 
+  it('a reference to a parent in another env reads through it: two versions referencing the same parent compare equal (newest-wins, not env-precedence)', async () => {
+    const { result, queue } = await run(2, async (e) => {
+      // user 5 lives only in ST-1; ST-2's newer copy of account AC-X references it across envs
+      await insertUsers(e, 'st1', [{ id: 5, email: 'pia@x' }]);
+      await insertAccounts(e, 'st1', [{ id: 1, number: 'AC-X', user_id: 5, created_at: '2024-01-10T08:00:00Z' }]);
+      await insertAccounts(e, 'st2', [{ id: 1, number: 'AC-X', user_id: 5, created_at: '2024-01-11T08:00:00Z' }]);
+    });
+    expect(queue).toEqual([]);
+    expect(result.counts.byRule).toEqual({ 'newest-wins': 1 });
+    const accounts = (await finalRows(env!, 'accounts')) as Row[];
+    expect(accounts.map((a) => [a.pk, a.rule, a.data.user_id, a.sources.map((x) => x.env).join(',')])).toEqual([['1', 'newest-wins', '5', 'ST-1,ST-2']]);
+  });
+
+  it('a reference across envs to a key two different parents hold elsewhere is ambiguous: dangling-reference', async () => {
+    const { queue } = await run(3, async (e) => {
+      await insertUsers(e, 'st1', [{ id: 5, email: 'pia@x' }]);
+      await insertUsers(e, 'st2', [{ id: 5, email: 'quinn@x' }]);
+      await insertAccounts(e, 'st3', [{ id: 1, number: 'AC-Y', user_id: 5 }]);
+    });
+    expect(queue.map((c) => [c.kind, c.priority, c.key_label])).toEqual([['dangling-reference', 'P1', 'number=AC-Y']]);
+    expect(queue[0]!.detail.reason).toContain('user_id = 5 points at no users record in ST-3, and 2 different users records hold that key in other envs');
+  });
+
   it('mismatched-parent: a child relying on a parent column that lost → P1', async () => {
     const { queue } = await run(2, async (e) => {
       await insertAccounts(e, 'st1', [{ id: 1, number: 'AC-FX', user_id: null, currency: 'USD' }]);
