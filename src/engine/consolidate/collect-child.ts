@@ -6,7 +6,7 @@ import { lowerPriority } from '../../db/renice.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { COLUMNS_SQL, rowHashExpr, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { cellsObjectSql } from '../kernel/copy.js';
-import { ROW_CELLS, ROW_HASH, type ChildEnvPlan, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
+import { ROW_CELLS, ROW_HASH, shapeChange, type ChildEnvPlan, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 
 /**
  * The collection's streaming, in a child process of its own (started by collect.ts): the COPY of every
@@ -32,6 +32,8 @@ async function collectOne(plan: ChildPlan, e: ChildEnvPlan): Promise<Record<stri
     await source.query(textSettingsSql());
     for (const x of e.entities) {
       const cols = await source.query<TableColumn>(COLUMNS_SQL, [x.table]);
+      const change = shapeChange(x.lockedColumns ?? cols.rows, cols.rows);
+      if (change) throw new Error(`table ${x.table}: ${change}; re-lock it: tributary tag ${plan.release} --env ${e.env}`);
       // each row's hash travels with it, computed exactly as the lock's checksum was, and its cells as the
       // texts that hash was taken from
       const sql = x.sourceSql.replace(ROW_HASH, rowHashExpr(cols.rows)).replace(ROW_CELLS, cellsObjectSql('t', cols.rows));

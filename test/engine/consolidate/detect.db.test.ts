@@ -211,6 +211,35 @@ describe('phase 1: identities and the key map', () => {
   });
 });
 
+describe('keys and tables since the lock', () => {
+  it('the empty string is no natural key: two records whose email is "" are two identities', async () => {
+    const { result, users, queue } = await run(2, async (e) => {
+      await insertUsers(e, 'st1', [{ id: 1, email: '', username: 'ana' }]);
+      await insertUsers(e, 'st2', [{ id: 2, email: '', username: 'ben' }]);
+    });
+    expect(queue).toEqual([]);
+    expect(result.counts.conflicts).toBe(0);
+    expect((users as Row[]).map((u) => [u.pk, u.data.email, u.data.username])).toEqual([
+      ['1', '', 'ana'],
+      ['2', '', 'ben'],
+    ]);
+  });
+
+  it('an ST table reshaped or dropped after the lock is refused, naming env, table and what changed', async () => {
+    env = await testEnv(2);
+    await insertUsers(env, 'st1', [{ id: 1, email: 'a@x' }]);
+    await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
+    await env.sql('alter table st2.users add column nickname text');
+    await env.sql('alter table st2.users alter column city type varchar(40)');
+    await expect(consolidate(env.ctx, 'R2', { actor: 'cli:test' })).rejects.toThrow(
+      'env ST-2: table "st2"."users": reshaped since the lock: column nickname added, column city changed from text to character varying(40); re-lock it: tributary tag R2 --env ST-2',
+    );
+    await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
+    await env.sql('drop table st1.transactions');
+    await expect(consolidate(env.ctx, 'R2', { actor: 'cli:test' })).rejects.toThrow('env ST-1: table "st1"."transactions": dropped since the lock; re-lock it: tributary tag R2 --env ST-1');
+  });
+});
+
 describe('phase 3: references', () => {
   it('dangling-reference: a child whose parent is nowhere → P1; one whose parent is in master resolves', async () => {
     const { queue } = await run(2, async (e) => {
