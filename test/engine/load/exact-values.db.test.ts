@@ -1,0 +1,87 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { consolidate } from '../../../src/engine/consolidate/run.js';
+import { tagRelease } from '../../../src/engine/gate/tag.js';
+import { loadRelease } from '../../../src/engine/load/load.js';
+import { validateRelease } from '../../../src/engine/validate/validate.js';
+import { finalRows, insertUsers, testEnv, type TestEnv } from '../../helpers.js';
+
+/**
+ * Every value arrives exactly as it left: odd values collected from an ST env, consolidated, validated
+ * and loaded into staging are compared cell by cell with their source (each cell's ::text under fixed
+ * settings), by queries of this test's own, not the carrier's or the checksums' code.
+ */
+let env: TestEnv | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+const by = { actor: 'cli:test' };
+
+/** The odd columns added to users in every env (the staging table is created like ST-1's). */
+const ODD = `add column prefs json, add column doc jsonb, add column score float8, add column ratio real, add column amount numeric,
+  add column tags int[], add column blob bytea, add column span interval, add column cash money, add column at timestamp,
+  add column born date, add column alarm timetz, add column "odd ""name"" col" text`;
+
+const ODD_ROWS = `insert into st1.users (id, email, username, release, feature, created_by, created_at, prefs, doc, score, ratio, amount, tags, blob, span, cash, at, born, alarm, "odd ""name"" col")
+  values
+  (1, 'nul@x', 'nul', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', 'null', 'null', '-0', 'NaN', 'NaN', '{{1,NULL},{3,4}}', '\\x00ff00', '1 year -2 days 03:04:05.5', '12.34',
+   'infinity', '-infinity', '10:00:00+05:30', ''),
+  (2, 'dup@x', 'dup', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', '{"a": 1,  "a": 2,"b" :[ ]}', '{"b": 1, "a": [true, null]}', 'Infinity', '-Infinity', '1.50000000000000000000001',
+   '{}', '\\x', '-00:00:00.000001', '-0.01', '2024-02-29 23:59:59.999999', '0001-01-01', '00:00:00-12', e'quote '' backslash \\\\ tab \\t newline \\n \\\\N emoji 🐟'),
+  (3, 'esc@x', 'esc', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', '{"z": "\\u0000"}', null, '1e-310', '3.4e38', '1.0', null, null, null, null, null, null, null, '\\N')`;
+
+/** Cells compared and cells different between two tables with the same columns, joined on id. */
+async function compareCells(e: TestEnv, source: string, target: string, where: string): Promise<{ compared: number; different: number; rows: number }> {
+  const cols = (await e.sql(`select attname from pg_attribute where attrelid = $1::regclass and attnum > 0 and not attisdropped`, [source])).rows.map((r) => r.attname as string);
+  const q = (c: string) => `"${c.replace(/"/g, '""')}"`;
+  const cells = cols.map((c) => `(s.${q(c)}::text is distinct from t.${q(c)}::text)::int`).join(' + ');
+  const res = await e.sql(`begin; set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'; set local intervalstyle = 'postgres'; set local extra_float_digits = 3; set local lc_monetary = 'C';
+    select count(*)::int as rows, (count(*) * ${cols.length})::int as compared, coalesce(sum(${cells}), 0)::int as different
+      from ${source} s full join ${target} t on t.id = s.id where ${where}; commit`);
+  const row = (res as unknown as { rows: { rows: number; compared: number; different: number }[] }[])[6]!.rows[0]!;
+  return row;
+}
+
+describe('exact values', () => {
+  it('json null, duplicate keys, -0, NaN, ±infinity, arrays, bytea, intervals, money, escapes: every cell arrives ::text-equal in staging', async () => {
+    const e = await testEnv(2);
+    env = e;
+    for (const s of ['st1', 'st2', 'master']) await e.sql(`alter table ${s}.users ${ODD}`);
+    await e.sql(ODD_ROWS);
+    await insertUsers(e, 'st2', [{ id: 7, email: 'plain@x' }]);
+    await tagRelease(e.ctx, 'R2', by);
+    await consolidate(e.ctx, 'R2', by);
+    const report = await validateRelease(e.ctx, 'R2', by);
+    expect(report.counts.open).toBe(0);
+    // the work area keeps each cell's text: JSON null is the text 'null', SQL NULL is null
+    const users = (await finalRows(e, 'users')) as { pk: string; data: Record<string, unknown> }[];
+    expect(users.find((u) => u.pk === '1')!.data.prefs).toBe('null');
+    expect(users.find((u) => u.pk === '3')!.data.doc).toBeNull();
+    const loaded = await loadRelease(e.ctx, 'R2', by);
+    expect(loaded.tables.find((t) => t.table === 'users')!.rows).toBe(4);
+    const cmp = await compareCells(e, 'st1.users', 'staging.users', `s.id is not null or t.id in (1, 2, 3)`);
+    const columns = (await e.sql(`select count(*)::int as n from pg_attribute where attrelid = 'st1.users'::regclass and attnum > 0 and not attisdropped`)).rows[0].n as number;
+    console.log(`exact values, staging: cells compared ${cmp.compared}, cells different ${cmp.different}`);
+    expect(cmp).toEqual({ rows: 3, compared: 3 * columns, different: 0 });
+    const nulls = await e.sql(`select id, prefs is null as sql_null, prefs::text as prefs from staging.users where id in (1, 3) order by id`);
+    expect(nulls.rows).toEqual([
+      { id: 1, sql_null: false, prefs: 'null' },
+      { id: 3, sql_null: false, prefs: '{"z": "\\u0000"}' },
+    ]);
+  });
+
+  it('JSON null is not SQL NULL: two versions differing only there are not duplicates; complementary-merge fills the SQL NULL with the JSON null', async () => {
+    const e = await testEnv(2);
+    env = e;
+    for (const s of ['st1', 'st2', 'master']) await e.sql(`alter table ${s}.users add column prefs json`);
+    await insertUsers(e, 'st1', [{ id: 1, email: 'jn@x' }]);
+    await insertUsers(e, 'st2', [{ id: 2, email: 'jn@x' }]);
+    await e.sql(`update st2.users set prefs = 'null'`);
+    await tagRelease(e.ctx, 'R2', by);
+    const result = await consolidate(e.ctx, 'R2', by);
+    expect(result.counts.byRule).toEqual({ 'complementary-merge': 1 });
+    const users = (await finalRows(e, 'users')) as { pk: string; data: Record<string, unknown> }[];
+    expect(users.map((u) => [u.pk, u.data.prefs])).toEqual([['1', 'null']]);
+  });
+});
