@@ -1,14 +1,13 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
-import { pipeline } from 'node:stream/promises';
 import type { Knex } from 'knex';
 import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { type Config, type EntitySpec, type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import type { FeaturePriority } from '../../config/schema.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { copyRows } from '../kernel/copy.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { type ConflictDetail, type ConflictRow, type CrossReleaseInfo, type VersionView, CROSS_RELEASE, openPromoteRunId, PROMOTE_CODE_PREFIX, renameValues, type Decision } from '../review/index.js';
@@ -236,10 +235,12 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       opts.progress?.('copy', { table: e.table });
       await m(`create table ${partQ} (like ${parent} including defaults including constraints)`);
       const list = columns.map((c) => ident(c.name)).join(', ');
-      await pipeline(
-        source.query(copyTo(`copy (select ${list} from ${qualified(staging.schema, e.table)} where ${ident(rel)} = ${literal(release)}) to stdout`)),
-        target.query(copyFrom(`copy ${partQ} (${list}) from stdin`)),
-      );
+      await copyRows(source, target, {
+        failpoint: 'promote.copy',
+        select: `select ${list} from ${qualified(staging.schema, e.table)} where ${ident(rel)} = ${literal(release)}`,
+        table: partQ,
+        columns: columns.map((c) => c.name),
+      });
       works.push({ e, parent, part, partQ, staging: qualified(staging.schema, e.table), columns, skipped: new Set(), patches: new Map(), pkOrig: new Map(), autoResolved: [], autoCount: 0, decisions: [] });
     }
 
