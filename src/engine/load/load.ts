@@ -5,6 +5,7 @@ import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { byColumnName, rowHashOfTexts, type TableColumn } from '../kernel/checksum.js';
+import { ensureUserTypes, userTypesOf, type UserType } from '../kernel/types.js';
 import { cellsSelectSql, copyRows, requireChecksum, targetChecksum } from '../kernel/copy.js';
 import { currentRunId, runTables } from '../kernel/workArea.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
@@ -36,6 +37,8 @@ export interface LoadResult {
 interface TableShape {
   columns: (TableColumn & { notNull: boolean; num: number })[];
   primaryKey: string[];
+  /** The enums, domains and composites its columns use (created in staging where missing). */
+  types: UserType[];
 }
 
 const SHAPE_SQL = `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as "notNull", a.attnum as num
@@ -53,7 +56,7 @@ async function sourceShape(ctx: Ctx, e: EntitySpec): Promise<TableShape> {
       const cols = await client.query(SHAPE_SQL, [qualified(env.schema, e.table)]);
       if (cols.rows.length === 0) continue;
       const pk = await client.query<{ name: string }>(PK_SQL, [qualified(env.schema, e.table)]);
-      return { columns: cols.rows, primaryKey: pk.rows.map((r) => r.name) };
+      return { columns: cols.rows, primaryKey: pk.rows.map((r) => r.name), types: await userTypesOf(client, qualified(env.schema, e.table)) };
     } catch (err) {
       throw envError(ctx, env, err);
     } finally {
@@ -157,6 +160,7 @@ export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Acto
     if (staging.schema) await target.query(`create schema if not exists ${ident(staging.schema)}`);
     for (const e of ctx.config.entities) {
       current = qualified(staging.schema, e.table);
+      await ensureUserTypes(target, shapes.get(e.name)!.types, current);
       await target.query(createTableSql(current, shapes.get(e.name)!));
     }
     // children first out, parents first in

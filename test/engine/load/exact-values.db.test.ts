@@ -3,7 +3,8 @@ import { consolidate } from '../../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../../src/engine/gate/tag.js';
 import { loadRelease } from '../../../src/engine/load/load.js';
 import { validateRelease } from '../../../src/engine/validate/validate.js';
-import { finalRows, insertUsers, testEnv, type TestEnv } from '../../helpers.js';
+import pg from 'pg';
+import { createDatabase, dropDatabase, finalRows, insertUsers, testEnv, urlFor, type TestEnv } from '../../helpers.js';
 
 /**
  * Every value arrives exactly as it left: odd values collected from an ST env, consolidated, validated
@@ -11,10 +12,25 @@ import { finalRows, insertUsers, testEnv, type TestEnv } from '../../helpers.js'
  * settings), by queries of this test's own, not the carrier's or the checksums' code.
  */
 let env: TestEnv | undefined;
+let other: string | undefined;
 afterEach(async () => {
   await env?.close();
   env = undefined;
+  if (other) await dropDatabase(other);
+  other = undefined;
 });
+
+const SETTINGS = `set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'; set local intervalstyle = 'postgres'; set local extra_float_digits = 3; set local lc_monetary = 'C'`;
+
+/** Each row's cells as text (id → texts in the given column order), read under fixed settings. */
+async function cellTexts(c: pg.Client, table: string, columns: string[], where: string): Promise<Map<number, (string | null)[]>> {
+  const q = (x: string) => `"${x.replace(/"/g, '""')}"`;
+  await c.query('begin');
+  await c.query(SETTINGS);
+  const res = await c.query(`select id, array[${columns.map((x) => `${q(x)}::text`).join(', ')}] as cells from ${table} where ${where}`);
+  await c.query('commit');
+  return new Map(res.rows.map((r) => [r.id as number, r.cells as (string | null)[]]));
+}
 
 const by = { actor: 'cli:test' };
 
@@ -84,4 +100,63 @@ describe('exact values', () => {
     const users = (await finalRows(e, 'users')) as { pk: string; data: Record<string, unknown> }[];
     expect(users.map((u) => [u.pk, u.data.prefs])).toEqual([['1', 'null']]);
   });
+
+  it('staging in another database gets the enum, domain and composite types the ST table uses, and their values as they were', async () => {
+    other = await createDatabase();
+    const e = await testEnv(2, {
+      environments: {
+        'ST-1': { role: 'source', precedence: 1, schema: 'st1' },
+        'ST-2': { role: 'source', precedence: 2, schema: 'st2' },
+        master: { role: 'master', schema: 'master' },
+        staging: { role: 'staging', url: urlFor(other), schema: 'staging' },
+      },
+    });
+    env = e;
+    await e.sql(`create type public.mood as enum ('sad', 'ok', 'happy'); create domain public.pos as int check (value > 0); create type public.pair as (a int, b text)`);
+    for (const s of ['st1', 'st2', 'master']) await e.sql(`alter table ${s}.users add column mood mood, add column n pos, add column p pair, add column moods mood[]`);
+    await insertUsers(e, 'st1', [{ id: 1, email: 'ty@x' }, { id: 2, email: 'tz@x' }]);
+    await e.sql(`update st1.users set mood = 'happy', n = 3, p = row(1, 'a "b", c'), moods = '{sad,ok}' where id = 1`);
+    await tagRelease(e.ctx, 'R2', by);
+    await consolidate(e.ctx, 'R2', by);
+    expect((await validateRelease(e.ctx, 'R2', by)).counts.open).toBe(0);
+    await loadRelease(e.ctx, 'R2', by);
+    const stagingDb = new pg.Client({ connectionString: urlFor(other) });
+    await stagingDb.connect();
+    try {
+      const types = await stagingDb.query(`select typname, typtype from pg_type where typname in ('mood', 'pos', 'pair') order by typname`);
+      expect(types.rows).toEqual([
+        { typname: 'mood', typtype: 'e' },
+        { typname: 'pair', typtype: 'c' },
+        { typname: 'pos', typtype: 'd' },
+      ]);
+      const columns = (await e.sql(`select attname from pg_attribute where attrelid = 'st1.users'::regclass and attnum > 0 and not attisdropped order by attnum`)).rows.map((r) => r.attname as string);
+      const source = await cellTexts(await sourceClient(e), 'st1.users', columns, 'true');
+      const target = await cellTexts(stagingDb, 'staging.users', columns, 'true');
+      let compared = 0;
+      let different = 0;
+      for (const [id, cells] of source) {
+        const got = target.get(id);
+        cells.forEach((cell, i) => {
+          compared += 1;
+          if (!got || got[i] !== cell) different += 1;
+        });
+      }
+      console.log(`user-defined types, staging: cells compared ${compared}, cells different ${different}`);
+      expect([compared, different, target.size]).toEqual([2 * columns.length, 0, 2]);
+    } finally {
+      await stagingDb.end();
+    }
+  });
 });
+
+/** A client on the test database (the ST envs' schemas), closed with the env. */
+async function sourceClient(e: TestEnv): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: urlFor(e.database) });
+  await c.connect();
+  const close = e.close;
+  e.close = async () => {
+    await c.end();
+    await close();
+  };
+  return c;
+}
