@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { consolidate } from '../../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../../src/engine/gate/tag.js';
 import { loadRelease } from '../../../src/engine/load/load.js';
+import { transition } from '../../../src/engine/kernel/lifecycle.js';
+import { promoteRelease } from '../../../src/engine/promote/promote.js';
 import { validateRelease } from '../../../src/engine/validate/validate.js';
 import pg from 'pg';
 import { createDatabase, dropDatabase, finalRows, insertUsers, testEnv, urlFor, type TestEnv } from '../../helpers.js';
@@ -37,15 +39,19 @@ const by = { actor: 'cli:test' };
 /** The odd columns added to users in every env (the staging table is created like ST-1's). */
 const ODD = `add column prefs json, add column doc jsonb, add column score float8, add column ratio real, add column amount numeric,
   add column tags int[], add column blob bytea, add column span interval, add column cash money, add column at timestamp,
-  add column born date, add column alarm timetz, add column "odd ""name"" col" text`;
+  add column born date, add column alarm timetz, add column "odd ""name"" col" text, add column zoned timestamptz, add column u uuid, add column ip inet,
+  add column net cidr, add column mac macaddr, add column bits bit varying, add column words tsvector, add column x xml, add column span2 int4range`;
 
-const ODD_ROWS = `insert into st1.users (id, email, username, release, feature, created_by, created_at, prefs, doc, score, ratio, amount, tags, blob, span, cash, at, born, alarm, "odd ""name"" col")
+const ODD_ROWS = `insert into st1.users (id, email, username, release, feature, created_by, created_at, prefs, doc, score, ratio, amount, tags, blob, span, cash, at, born, alarm, "odd ""name"" col", zoned, u, ip, net, mac, bits, words, x, span2)
   values
   (1, 'nul@x', 'nul', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', 'null', 'null', '-0', 'NaN', 'NaN', '{{1,NULL},{3,4}}', '\\x00ff00', '1 year -2 days 03:04:05.5', '12.34',
-   'infinity', '-infinity', '10:00:00+05:30', ''),
+   'infinity', '-infinity', '10:00:00+05:30', '', '2024-03-10 02:30:00-08', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '::ffff:1.2.3.4/64', '10.1.0.0/16',
+   '08:00:2b:01:02:03', '0010110', 'a fat cat sat', '<a b="1">x &amp; y</a>', '[1,5)'),
   (2, 'dup@x', 'dup', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', '{"a": 1,  "a": 2,"b" :[ ]}', '{"b": 1, "a": [true, null]}', 'Infinity', '-Infinity', '1.50000000000000000000001',
-   '{}', '\\x', '-00:00:00.000001', '-0.01', '2024-02-29 23:59:59.999999', '0001-01-01', '00:00:00-12', e'quote '' backslash \\\\ tab \\t newline \\n \\\\N emoji 🐟'),
-  (3, 'esc@x', 'esc', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', '{"z": "\\u0000"}', null, '1e-310', '3.4e38', '1.0', null, null, null, null, null, null, null, '\\N')`;
+   '{}', '\\x', '-00:00:00.000001', '-0.01', '2024-02-29 23:59:59.999999', '0001-01-01', '00:00:00-12', e'quote '' backslash \\\\ tab \\t newline \\n \\\\N emoji 🐟',
+   '-infinity', null, '0.0.0.0', '::/0', null, '', '', '<!-- c -->', 'empty'),
+  (3, 'esc@x', 'esc', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', '{"z": "\\u0000"}', null, '1e-310', '3.4e38', '1.0', null, null, null, null, null, null, null, '\\N',
+   '2024-06-01 12:00:00+09:30', null, null, null, null, null, null, null, '(,)')`;
 
 /** Cells compared and cells different between two tables with the same columns, joined on id. */
 async function compareCells(e: TestEnv, source: string, target: string, where: string): Promise<{ compared: number; different: number; rows: number }> {
@@ -60,7 +66,7 @@ async function compareCells(e: TestEnv, source: string, target: string, where: s
 }
 
 describe('exact values', () => {
-  it('json null, duplicate keys, -0, NaN, ±infinity, arrays, bytea, intervals, money, escapes: every cell arrives ::text-equal in staging', async () => {
+  it('json null, duplicate keys, -0, NaN, ±infinity, arrays, bytea, intervals, money, escapes: every cell arrives ::text-equal in staging and master', async () => {
     const e = await testEnv(2);
     env = e;
     for (const s of ['st1', 'st2', 'master']) await e.sql(`alter table ${s}.users ${ODD}`);
@@ -80,6 +86,12 @@ describe('exact values', () => {
     const columns = (await e.sql(`select count(*)::int as n from pg_attribute where attrelid = 'st1.users'::regclass and attnum > 0 and not attisdropped`)).rows[0].n as number;
     console.log(`exact values, staging: cells compared ${cmp.compared}, cells different ${cmp.different}`);
     expect(cmp).toEqual({ rows: 3, compared: 3 * columns, different: 0 });
+    // promoted into master: the same cells again
+    await transition(e.db.control, 'R2', 'tier1');
+    await promoteRelease(e.ctx, 'R2', by);
+    const master = await compareCells(e, 'st1.users', 'master.users', `s.id is not null or t.id in (1, 2, 3)`);
+    console.log(`exact values, master: cells compared ${master.compared}, cells different ${master.different}`);
+    expect(master).toEqual({ rows: 3, compared: 3 * columns, different: 0 });
     const nulls = await e.sql(`select id, prefs is null as sql_null, prefs::text as prefs from staging.users where id in (1, 3) order by id`);
     expect(nulls.rows).toEqual([
       { id: 1, sql_null: false, prefs: 'null' },
