@@ -403,8 +403,10 @@ async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntityS
        )
        select c.identity, c.rep_env as env, c.v from c
         where not exists (select 1 from ${t.keyMap} km where km.entity = ? and km.env = c.rep_env and km.old_pk = c.v)
-          and not exists (select 1 from ${t.result} p where p.entity = ? and p.pk = c.v and p.status <> 'deleted')`,
-      [e.name, ref.entity, ref.entity, ref.entity],
+          and not exists (select 1 from ${t.result} p where p.entity = ? and p.pk = c.v and p.status <> 'deleted')
+          -- a parent other envs hold: read through it (workArea.ts), or ambiguous (ambiguousParents)
+          and not exists (select 1 from ${t.records} x where x.entity = ? and x.pk = c.v)`,
+      [e.name, ref.entity, ref.entity, ref.entity, ref.entity],
     );
     for (const m of await ambiguousParents(k, t, e.name, ref.entity, col)) {
       problems.push({

@@ -263,6 +263,18 @@ describe('phase 3: references', () => {
     expect(accounts.map((a) => [a.pk, a.rule, a.data.user_id, a.sources.map((x) => x.env).join(',')])).toEqual([['1', 'newest-wins', '5', 'ST-1,ST-2']]);
   });
 
+  it('a reference to a parent in another env whose key moved there follows it to the survivor', async () => {
+    const { queue } = await run(3, async (e) => {
+      // pia is ST-1's user 7 and ST-3's user 5: the survivor keeps 7; ST-2's account references 5 across envs
+      await insertUsers(e, 'st1', [{ id: 7, email: 'pia@x' }]);
+      await insertUsers(e, 'st3', [{ id: 5, email: 'pia@x' }]);
+      await insertAccounts(e, 'st2', [{ id: 1, number: 'AC-Z', user_id: 5 }]);
+    });
+    expect(queue).toEqual([]);
+    const accounts = (await finalRows(env!, 'accounts')) as Row[];
+    expect(accounts.map((a) => [a.pk, a.data.user_id])).toEqual([['1', '7']]);
+  });
+
   it('a reference across envs to a key two different parents hold elsewhere is ambiguous: dangling-reference', async () => {
     const { queue } = await run(3, async (e) => {
       await insertUsers(e, 'st1', [{ id: 5, email: 'pia@x' }]);
