@@ -127,7 +127,9 @@ async function materializeCrossEnvRefs(k: Knex | Knex.Transaction, t: RunTables,
     `with cand as materialized (
        select r.ctid as tid, r.rep_env, ${raw}->>${col} as v from ${t.result} r
         where r.entity = ? and r.data is not null and ${raw}->>${literal(`!${ref.column}`)} is null
-          and ${raw}->>${col} in (select km.old_pk from ${t.keyMap} km where km.entity = ?)
+          -- inside coalesce, the IN stays a hashed subplan: as a join, the fresh tables' missing statistics
+          -- made it a nested loop over the key map per child (seconds)
+          and coalesce(${raw}->>${col} in (select km.old_pk from ${t.keyMap} km where km.entity = ?), false)
           and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = r.rep_env and p.pk = ${raw}->>${col})
      ), target as (
        select c.tid, s.pk from cand c
