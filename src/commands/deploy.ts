@@ -54,7 +54,9 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, user: 
   const at = typeof flags.at === 'string' ? new Date(flags.at) : undefined;
   if (at && Number.isNaN(at.getTime())) throw new TributaryError('usage', `--at takes an ISO time, e.g. 2026-11-26T22:00:00Z (got "${String(flags.at)}"): /release deploy ${release} --at <time>`);
   const target = channelOf(deps, channel);
-  const d = await requestDeployment(ctx, release, { actor: user, ...(at ? { at } : {}), slack: { channel: target } });
+  const bundleVersion = typeof flags.bundle === 'string' ? Number(flags.bundle) : undefined;
+  if (bundleVersion !== undefined && !(Number.isInteger(bundleVersion) && bundleVersion > 0)) throw new TributaryError('usage', `--bundle takes a bundle version number (got "${String(flags.bundle)}"): /release deploy ${release} --bundle <n>`);
+  const d = await requestDeployment(ctx, release, { actor: user, ...(at ? { at } : {}), ...(bundleVersion ? { bundleVersion } : {}), slack: { channel: target } });
   const card = await goCard(deps, d);
   try {
     const res = await deps.client.chat.postMessage({ channel: target, text: card.text, blocks: card.blocks });

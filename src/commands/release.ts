@@ -4,11 +4,12 @@ import { listConflicts } from '../engine/review/index.js';
 import { authorize } from '../engine/kernel/roles.js';
 import { resultCounts, auditSummary, releaseEvents } from '../engine/report/index.js';
 import { tagRelease, type TagResult } from '../engine/gate/index.js';
-import { TributaryError } from '../errors.js';
+import { suggest, TributaryError, unknownName } from '../errors.js';
+import { parseWords, tokenize, type Grammar } from './grammar.js';
 import { redact } from '../log.js';
 import type { BotDeps } from '../slack/deps.js';
 import { COMMANDS } from '../slack/ids.js';
-import { auditCard, conflictListMessage, helpMessage, loadCard, statusMessage, textMessage, validationCard } from '../views/blocks.js';
+import { auditCard, conflictListMessage, errorMessage, helpMessage, loadCard, statusMessage, textMessage, validationCard } from '../views/blocks.js';
 import { type Message, esc } from '../views/limits.js';
 import { renderAuditSummary } from '../views/audit.js';
 import { assertReloadConfirmed, loadRelease } from '../engine/load/index.js';
@@ -29,56 +30,72 @@ interface Parsed {
   flags: Record<string, string | true>;
 }
 
-export function parseCommand(text: string): Parsed {
-  const tokens = text.trim().split(/\s+/).filter(Boolean);
-  const args: string[] = [];
-  const flags: Record<string, string | true> = {};
-  for (let i = 1; i < tokens.length; i++) {
-    const t = tokens[i]!;
-    if (t.startsWith('--')) {
-      const next = tokens[i + 1];
-      if (next && !next.startsWith('--')) {
-        flags[t.slice(2)] = next;
-        i++;
-      } else flags[t.slice(2)] = true;
-    } else args.push(t);
-  }
-  return { sub: (tokens[0] ?? 'help').toLowerCase(), args, flags };
-}
+const RELEASE = { name: 'release', required: true };
+const VALUE = { value: true };
+const SWITCH = { value: false };
 
-const USAGES: Record<string, string> = {
-  status: '/release status [R2]',
-  tag: '/release tag R2 [--env ST-3]',
-  consolidate: '/release consolidate R2 [--env ST-3]',
-  conflicts: '/release conflicts R2 [--priority P1]',
-  review: '/release review R2',
-  validate: '/release validate R2',
-  load: '/release load R2 [--confirm]',
-  audit: '/release audit R2',
-  test: '/release test R2 --tier 1|2 | --feature FEAT-101 | --smoke [--env production]',
-  promote: '/release promote R2',
-  approve: '/release approve R2',
-  deploy: '/release deploy R2 [--at 2026-11-26T22:00:00Z]',
-  rollback: '/release rollback R2',
-  coverage: '/release coverage',
+/** Each `/release` sub-command's grammar: what it takes, and nothing else (an unknown flag is refused, never ignored). */
+const GRAMMARS: Record<string, Grammar> = {
+  status: { usage: '/release status [R2]', args: [{ name: 'release', required: false }], flags: {} },
+  tag: { usage: '/release tag R2 [--env ST-3]', args: [RELEASE], flags: { env: VALUE } },
+  consolidate: { usage: '/release consolidate R2 [--env ST-3]', args: [RELEASE], flags: { env: VALUE } },
+  conflicts: { usage: '/release conflicts R2 [--priority P1]', args: [RELEASE], flags: { priority: VALUE } },
+  review: { usage: '/release review R2', args: [RELEASE], flags: {} },
+  validate: { usage: '/release validate R2', args: [RELEASE], flags: {} },
+  load: { usage: '/release load R2 [--confirm]', args: [RELEASE], flags: { confirm: SWITCH } },
+  audit: { usage: '/release audit R2', args: [RELEASE], flags: {} },
+  test: { usage: '/release test R2 --tier 1|2 | --feature FEAT-101 | --smoke [--env production]', args: [RELEASE], flags: { tier: VALUE, feature: VALUE, smoke: SWITCH, env: VALUE } },
+  promote: { usage: '/release promote R2', args: [RELEASE], flags: {} },
+  approve: { usage: '/release approve R2', args: [RELEASE], flags: {} },
+  deploy: { usage: '/release deploy R2 [--at 2026-11-26T22:00:00Z] [--bundle N]', args: [RELEASE], flags: { at: VALUE, bundle: VALUE } },
+  rollback: { usage: '/release rollback R2', args: [RELEASE], flags: {} },
+  coverage: { usage: '/release coverage', args: [], flags: {} },
 };
 
 /** Every `/release` sub-command (test/e2e/role-walk.db.test.ts walks them all). */
-export const RELEASE_SUBCOMMANDS = Object.keys(USAGES);
+export const RELEASE_SUBCOMMANDS = Object.keys(GRAMMARS);
+
+/**
+ * A `/release` command's text as Slack sends it, parsed by its sub-command's grammar; a release it names
+ * must be in the plan. Refused (TributaryError 'usage' or 'unknown_release') with what was not understood.
+ */
+export function parseCommand(text: string, releases: Iterable<string>): Parsed {
+  const words = tokenize(text);
+  const sub = (words[0] ?? 'help').toLowerCase();
+  const grammar = GRAMMARS[sub];
+  if (!grammar) {
+    const close = suggest(sub, [...Object.keys(GRAMMARS), 'help']);
+    throw new TributaryError('usage', `Unknown command "${sub}"${close ? ` (did you mean ${close}?)` : ''}.`);
+  }
+  const { args, flags } = parseWords(words.slice(1), grammar);
+  const release = args.release;
+  const plan = [...releases];
+  if (release !== undefined && !plan.includes(release)) throw unknownName('unknown_release', 'release', release, plan);
+  return { sub, args: release === undefined ? [] : [release], flags };
+}
 
 function needRelease(p: Parsed): string {
   const r = p.args[0];
-  if (!r || typeof r !== 'string') throw new TributaryError('usage', `missing release: ${USAGES[p.sub]}`);
+  if (!r) throw new TributaryError('usage', `missing release: ${GRAMMARS[p.sub]!.usage}`);
   return r;
 }
 
 export function register(app: App, deps: BotDeps): void {
   const { ctx } = deps;
   app.command(COMMANDS.release, async ({ command, ack, respond }) => {
-    const p = parseCommand(command.text ?? '');
     const user = command.user_id;
-    if (p.sub === 'help' || !(p.sub in USAGES)) {
-      await ack({ response_type: 'ephemeral', ...helpMessage(p.sub === 'help' ? undefined : `Unknown command "${p.sub}".`) });
+    const text = (command.text ?? '').trim();
+    if (text === '' || /^help\b/i.test(text)) {
+      await ack({ response_type: 'ephemeral', ...helpMessage() });
+      return;
+    }
+    let p: Parsed;
+    try {
+      p = parseCommand(text, ctx.config.releases.keys());
+    } catch (err) {
+      // refused before anything is done: only the person who typed it sees why
+      if (!(err instanceof TributaryError)) throw err;
+      await ack({ response_type: 'ephemeral', ...(err.code === 'usage' ? helpMessage(err.message) : errorMessage(err.message)) });
       return;
     }
     await ack();

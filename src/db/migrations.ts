@@ -12,6 +12,7 @@ import * as deployBundles from '../../migrations/20261125170000_deploy_bundles.j
 import * as nightly from '../../migrations/20261125180000_nightly.js';
 import * as prunedTests from '../../migrations/20261125190000_pruned_tests.js';
 import * as auditChainOrigin from '../../migrations/20261205120000_audit_chain_origin.js';
+import * as lockColumns from '../../migrations/20261205130000_lock_columns.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -31,6 +32,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125180000_nightly': nightly,
   '20261125190000_pruned_tests': prunedTests,
   '20261205120000_audit_chain_origin': auditChainOrigin,
+  '20261205130000_lock_columns': lockColumns,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -30,7 +30,9 @@ afterAll(async () => {
 /** The pid of the session holding the consolidation lock of R2. */
 async function lockSession(): Promise<number | undefined> {
   const res = await env.db.control.raw<{ rows: { pid: number }[] }>(
+    // advisory locks are per database: other test files consolidate an R2 of their own on the same server
     `select pid from pg_locks where locktype = 'advisory' and granted and objsubid = 1
+        and database = (select oid from pg_database where datname = current_database())
         and classid::bigint = ((hashtext(?)::bigint >> 32) & 4294967295) and objid::bigint = (hashtext(?)::bigint & 4294967295)`,
     ['tributary:consolidate:R2', 'tributary:consolidate:R2'],
   );

@@ -67,6 +67,24 @@ describe('requests as Slack sends them', () => {
     expect(JSON.stringify(unknown.blocks)).toContain('/release status [R2]');
   });
 
+  it('refuses what it does not understand, ephemerally and before doing anything: an unknown flag, an extra word, a typo in the release', async () => {
+    fake.reset();
+    const events = await env.db.control('audit_events').count<{ count: number }[]>({ count: '*' });
+    const flag = JSON.parse((await send(slashBody(fake, 'deploy R2 --bundel 1', 'U0LEAD'))).body);
+    expect(flag.response_type).toBe('ephemeral');
+    expect(flag.text).toContain('unknown flag --bundel (did you mean --bundle?). Usage: /release deploy R2 [--at 2026-11-26T22:00:00Z] [--bundle N]');
+    const extra = JSON.parse((await send(slashBody(fake, 'validate R2 now', 'U0LEAD'))).body);
+    expect(extra.text).toContain('unexpected "now". Usage: /release validate R2');
+    const typo = JSON.parse((await send(slashBody(fake, 'consolidate r2', 'U0LEAD'))).body);
+    expect(typo.response_type).toBe('ephemeral');
+    expect(typo.text).toContain('unknown release "r2": did you mean R2?');
+    const sub = JSON.parse((await send(slashBody(fake, 'stauts R2'))).body);
+    expect(sub.text).toContain('Unknown command "stauts" (did you mean status?)');
+    // nothing was posted, updated or started for any of them
+    expect(fake.calls.filter((c) => c.method !== 'auth.test')).toEqual([]);
+    expect(await env.db.control('audit_events').count<{ count: number }[]>({ count: '*' })).toEqual(events);
+  });
+
   it('/release status replies ephemerally with the release state', async () => {
     const res = await send(slashBody(fake, 'status R2'));
     expect(res.status).toBe(200);

@@ -4,8 +4,9 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import PQueue from 'p-queue';
 import { lowerPriority } from '../../db/renice.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { COLUMNS_SQL, rowHashExpr, type TableColumn } from '../kernel/checksum.js';
-import { ROW_HASH, type ChildEnvPlan, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
+import { COLUMNS_SQL, rowHashExpr, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
+import { cellsObjectSql } from '../kernel/copy.js';
+import { ROW_CELLS, ROW_HASH, shapeChange, type ChildEnvPlan, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 
 /**
  * The collection's streaming, in a child process of its own (started by collect.ts): the COPY of every
@@ -27,15 +28,16 @@ async function collectOne(plan: ChildPlan, e: ChildEnvPlan): Promise<Record<stri
     // the server processes doing the work yield to the bot too, when the server runs on this machine
     await Promise.all([lowerPriority(source, e.source.host), lowerPriority(target, plan.target.host)]);
     await source.query('begin isolation level repeatable read read only');
-    // timestamps in to_jsonb follow the session time zone: fix it for this transaction only
-    await source.query("set local timezone = 'UTC'");
-    // and the timestamps' text unambiguous (the work area reads them back with the control database's settings)
-    await source.query("set local datestyle = 'ISO, YMD'");
-    await source.query('set local extra_float_digits = 1');
+    // every cell is collected as its canonical text, under the settings every copy uses (kernel/copy.ts)
+    await source.query(textSettingsSql());
     for (const x of e.entities) {
       const cols = await source.query<TableColumn>(COLUMNS_SQL, [x.table]);
-      // each row's hash travels with it, computed exactly as the lock's checksum was
-      const out = source.query(copyTo(`copy (${x.sourceSql.replace(ROW_HASH, rowHashExpr(cols.rows))}) to stdout`));
+      const change = shapeChange(x.lockedColumns ?? cols.rows, cols.rows);
+      if (change) throw new Error(`table ${x.table}: ${change}; re-lock it: tributary tag ${plan.release} --env ${e.env}`);
+      // each row's hash travels with it, computed exactly as the lock's checksum was, and its cells as the
+      // texts that hash was taken from
+      const sql = x.sourceSql.replace(ROW_HASH, rowHashExpr(cols.rows)).replace(ROW_CELLS, cellsObjectSql('t', cols.rows));
+      const out = source.query(copyTo(`copy (${sql}) to stdout`));
       const into = target.query(copyFrom(plan.copyIn));
       await pipeline(out, into);
       perEntity[x.entity] = into.rowCount;

@@ -7,7 +7,7 @@ import type { EnvSpec, EntitySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { envError, type Ctx } from '../kernel/context.js';
 import { redact } from '../../log.js';
-import { ROW_HASH, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
+import { ROW_CELLS, ROW_HASH, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 import { ident, KEY_TEXT, literal, qualified } from '../kernel/sql.js';
 import type { LockRow } from '../gate/index.js';
 import { workTable, recordsPartition } from '../kernel/workArea.js';
@@ -47,12 +47,18 @@ export async function createRecordsTable(ctx: Ctx, runId: number): Promise<void>
   }
 }
 
+/** Every column of a natural key holds a value: neither null nor the empty string. */
+function present(columns: string[]): string {
+  return columns.map((c) => `nullif(t.${ident(c)}::text, '') is not null`).join(' and ');
+}
+
 function identityExpr(entity: EntitySpec): string {
   const pk = `'p:' || t.${ident(entity.primaryKey)}::text`;
   const nk = entity.naturalKeys[0];
   if (!nk) return pk;
-  // concat_ws skips nulls, so require every column of the key
-  const allPresent = nk.map((c) => `t.${ident(c)} is not null`).join(' and ');
+  // concat_ws skips nulls, so require every column of the key; the empty string is no key either (two
+  // records whose key is '' are two identities, like two whose key is null)
+  const allPresent = present(nk);
   return `case when ${allPresent} then 'n:' || concat_ws(chr(31), ${nk.map((c) => `t.${ident(c)}::text`).join(', ')}) else ${pk} end`;
 }
 
@@ -64,7 +70,7 @@ function altKeysExpr(entity: EntitySpec): string {
   const rest = entity.naturalKeys.slice(1);
   if (rest.length === 0) return 'null::text[]';
   const one = (nk: string[]) =>
-    `case when ${nk.map((c) => `t.${ident(c)} is not null`).join(' and ')} then concat_ws(chr(31), ${nk.map((c) => `t.${ident(c)}::text`).join(', ')}) end`;
+    `case when ${present(nk)} then concat_ws(chr(31), ${nk.map((c) => `t.${ident(c)}::text`).join(', ')}) end`;
   return `array[${rest.map(one).join(', ')}]::text[]`;
 }
 
@@ -72,7 +78,7 @@ function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string
   const t = ctx.config.tags;
   return `select ${literal(entity.name)}, ${literal(env.name)}, ${env.precedence}, t.${ident(entity.primaryKey)}::text,
       ${identityExpr(entity)}, ${altKeysExpr(entity)}, t.${ident(t.feature)}, t.${ident(t.createdBy)}, t.${ident(t.createdAt)}::timestamptz,
-      t.${ident(entity.timestamp)}::timestamptz, to_jsonb(t), ${rowHash}
+      t.${ident(entity.timestamp)}::timestamptz, ${ROW_CELLS}, ${rowHash}
     from ${qualified(env.schema, entity.table)} t where t.${ident(t.release)} = ${literal(release)}`;
 }
 
@@ -217,6 +223,7 @@ async function collectEnvs(
   collector: Collector,
 ): Promise<void> {
   const plan: ChildPlan = {
+    release,
     target: ctx.db.controlParams,
     copyIn: `copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh) from stdin`,
     concurrency: ctx.config.collect.concurrency,
@@ -231,7 +238,12 @@ async function collectEnvs(
     plan.envs.push({
       env: env.name,
       source: ctx.db.envParams(env),
-      entities: ctx.config.entities.map((entity) => ({ entity: entity.name, table: qualified(env.schema, entity.table), sourceSql: sourceQuery(ctx, env, entity, release, ROW_HASH) })),
+      entities: ctx.config.entities.map((entity) => ({
+        entity: entity.name,
+        table: qualified(env.schema, entity.table),
+        sourceSql: sourceQuery(ctx, env, entity, release, ROW_HASH),
+        lockedColumns: locks.get(`${env.name}/${entity.name}`)!.columns,
+      })),
     });
   }
   if (plan.envs.length === 0) return;

@@ -172,8 +172,14 @@ async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, rel
   const joins: string[] = [];
   e.references.forEach((ref, i) => {
     const alias = `p${i}`;
-    joins.push(`left join ${t.records} ${alias} on ${alias}.entity = ${literal(ref.entity)} and ${alias}.env = r.env and ${alias}.pk = r.data->>${literal(ref.column)}`);
-    payload = `case when ${alias}.identity is null then ${payload} else jsonb_set(${payload}, ${literal(`{${ref.column}}`)}, to_jsonb('@' || ${alias}.identity)) end`;
+    const value = `r.data->>${literal(ref.column)}`;
+    joins.push(`left join ${t.records} ${alias} on ${alias}.entity = ${literal(ref.entity)} and ${alias}.env = r.env and ${alias}.pk = ${value}`);
+    // a parent in another env (none in the child's own): the one identity holding that key there; none
+    // or several (ambiguous: phase 3 makes it a dangling reference) leave the key as it is
+    joins.push(`left join lateral (select min(x.identity) as identity from ${t.records} x
+        where ${alias}.identity is null and x.entity = ${literal(ref.entity)} and x.pk = ${value} having count(distinct x.identity) = 1) ${alias}x on true`);
+    const parent = `coalesce(${alias}.identity, ${alias}x.identity)`;
+    payload = `case when ${parent} is null then ${payload} else jsonb_set(${payload}, ${literal(`{${ref.column}}`)}, to_jsonb('@' || ${parent})) end`;
   });
   await k.raw(
     `insert into ${t.cmp} (entity, env, env_rank, pk, identity, payload, ts, feature, fpri, created_by, created_at)
@@ -397,9 +403,23 @@ async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntityS
        )
        select c.identity, c.rep_env as env, c.v from c
         where not exists (select 1 from ${t.keyMap} km where km.entity = ? and km.env = c.rep_env and km.old_pk = c.v)
-          and not exists (select 1 from ${t.result} p where p.entity = ? and p.pk = c.v and p.status <> 'deleted')`,
-      [e.name, ref.entity, ref.entity, ref.entity],
+          and not exists (select 1 from ${t.result} p where p.entity = ? and p.pk = c.v and p.status <> 'deleted')
+          -- a parent other envs hold: read through it (workArea.ts), or ambiguous (ambiguousParents)
+          and not exists (select 1 from ${t.records} x where x.entity = ? and x.pk = c.v)`,
+      [e.name, ref.entity, ref.entity, ref.entity, ref.entity],
     );
+    for (const m of await ambiguousParents(k, t, e.name, ref.entity, col)) {
+      problems.push({
+        entity: e.name,
+        identity: m.identity,
+        kind: 'dangling-reference',
+        column: ref.column,
+        parentEntity: ref.entity,
+        value: m.v,
+        env: m.env,
+        detail: `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, and ${m.n} different ${ref.entity} records hold that key in other envs: which one is meant is ambiguous`,
+      });
+    }
     let missing = candidates.rows;
     if (missing.length > 0) {
       const inMaster = await masterKeys(ctx, ref.entity, [...new Set(missing.map((m) => m.v))]);
@@ -446,6 +466,25 @@ async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntityS
     }
   }
   return problems;
+}
+
+/**
+ * References whose parent is not in the child's own env, while other envs hold that key as two or more
+ * different identities: the consolidated survivors cannot tell which one the child meant.
+ */
+async function ambiguousParents(k: Knex, t: RunTables, entity: string, parent: string, col: string): Promise<{ identity: string; env: string; v: string; n: number }[]> {
+  const res = await k.raw<{ rows: { identity: string; env: string; v: string; n: number }[] }>(
+    `with c as materialized (
+       select c.identity, c.rep_env, ${rawRefs('c')}->>${col} as v from ${t.result} c
+        where c.entity = ? and c.status = 'final' and ${rawRefs('c')}->>${col} is not null
+          and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = c.rep_env and p.pk = ${rawRefs('c')}->>${col})
+     )
+     select c.identity, c.rep_env as env, c.v, o.n from c
+       cross join lateral (select count(distinct x.identity)::int as n from ${t.records} x where x.entity = ? and x.pk = c.v) o
+      where o.n > 1`,
+    [entity, parent, parent],
+  );
+  return res.rows;
 }
 
 /** The records with reference problems wait for review. */

@@ -12,7 +12,7 @@ import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
+import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { releaseState, type ReleaseState } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
@@ -188,9 +188,8 @@ export async function createBundle(ctx: Ctx, release: string, opts: { code: stri
       throw envError(ctx, master, err);
     }
     // one snapshot for the checksums and the export; text in fixed formats (UTC, ISO dates)
-    await client.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set time zone 'UTC'");
     await client.query('begin isolation level repeatable read read only');
-    await client.query('set local extra_float_digits = 1');
+    await client.query(textSettingsSql());
     const shapes: { columns: BundleColumn[]; where: string; parent: string }[] = [];
     for (const e of ctx.config.entities) {
       const parent = qualified(master.schema, e.table);

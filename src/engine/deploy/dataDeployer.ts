@@ -10,7 +10,7 @@ import { type EnvSpec, envOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
-import { checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
+import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 import { productionEnv, type Bundle, type BundleTable } from './bundle.js';
@@ -209,7 +209,7 @@ export async function dataChecksums(ctx: Ctx, env: EnvSpec | string, tables: str
   let current = '';
   try {
     await q('begin isolation level repeatable read read only');
-    await q('set local extra_float_digits = 1');
+    await q(textSettingsSql());
     const out: TableFigures[] = [];
     for (const t of tables) {
       current = shown(spec.schema, t);
@@ -249,7 +249,7 @@ export async function backupData(ctx: Ctx, bundle: Bundle, opts: { deploymentId?
     const snapshot = (await copier.q<{ s: string }>('select pg_export_snapshot() as s')).rows[0]!.s;
     await summer.q('begin isolation level repeatable read read only');
     await summer.q(`set transaction snapshot ${literal(snapshot)}`);
-    await summer.q('set local extra_float_digits = 1');
+    await summer.q(textSettingsSql());
     for (const t of bundle.tables) {
       const table = qualified(env.schema, t.table);
       current = shown(env.schema, t.table);
@@ -335,7 +335,7 @@ export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: 
   const after: TableFigures[] = [];
   try {
     await q('begin');
-    await q('set local extra_float_digits = 1');
+    await q(textSettingsSql());
     // one data deploy or restore at a time on this database (the env lock of the deployment aside)
     await q('select pg_advisory_xact_lock(hashtext($1))', [DATA_LOCK]);
     if (env.schema) await q(`create schema if not exists ${ident(env.schema)}`);
@@ -440,7 +440,7 @@ export async function restoreData(ctx: Ctx, input: Backup, opts: { actor: Actor;
   const out: RestoredTable[] = [];
   try {
     await q('begin');
-    await q('set local extra_float_digits = 1');
+    await q(textSettingsSql());
     await q('select pg_advisory_xact_lock(hashtext($1))', [DATA_LOCK]);
     for (const t of backup.tables) {
       current = shown(t.schema, t.table);

@@ -1,7 +1,7 @@
 import { type EnvSpec, type EntitySpec, envOrThrow, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
-import { tableChecksum, tableExists } from '../kernel/checksum.js';
+import { tableChecksum, tableColumns, tableExists, type TableColumn } from '../kernel/checksum.js';
 import { checkReachable, onEnv, type Actor, type Ctx } from '../kernel/context.js';
 import { transition } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
@@ -25,6 +25,8 @@ export interface LockEntry {
   table: string;
   rows: number;
   checksum: string;
+  /** The table's columns when it was locked (name order). */
+  columns: TableColumn[];
 }
 
 export interface TagResult {
@@ -94,7 +96,8 @@ export async function tagRelease(ctx: Ctx, release: string, opts: { env?: string
         offenders.push(...found.rows);
         if (found.count === 0) {
           const sum = await tableChecksum(ctx.db.env(env), env.schema, entity.table, { sql: `${ident(ctx.config.tags.release)} = ?`, bindings: [release] });
-          locks.push({ env: env.name, entity: entity.name, table: entity.table, rows: sum.rows, checksum: sum.checksum });
+          const columns = await tableColumns(ctx.db.env(env), env.schema, entity.table);
+          locks.push({ env: env.name, entity: entity.name, table: entity.table, rows: sum.rows, checksum: sum.checksum, columns });
         }
       });
     }
@@ -106,7 +109,7 @@ export async function tagRelease(ctx: Ctx, release: string, opts: { env?: string
   }
   await ctx.db.control.transaction(async (trx) => {
     await trx('locks').where({ release }).whereIn('env', result.envs).delete();
-    await trx('locks').insert(locks.map((l) => ({ release, env: l.env, entity: l.entity, table_name: l.table, row_count: l.rows, checksum: l.checksum, locked_by: opts.actor })));
+    await trx('locks').insert(locks.map((l) => ({ release, env: l.env, entity: l.entity, table_name: l.table, row_count: l.rows, checksum: l.checksum, columns: JSON.stringify(l.columns), locked_by: opts.actor })));
     await transition(trx, release, 'lock');
     await recordAudit(trx, {
       actor: opts.actor,
@@ -124,6 +127,8 @@ export interface LockRow {
   table_name: string;
   row_count: number;
   checksum: string;
+  /** The table's columns when it was locked (null: locked before they were recorded). */
+  columns: TableColumn[] | null;
   locked_at: Date;
   locked_by: string;
 }

@@ -2,11 +2,23 @@ import type { Knex } from 'knex';
 import { ident, qualified } from './sql.js';
 
 /**
- * Order-independent table checksums, identical on every PostgreSQL from 15 up: each column is rendered
- * as canonical text with explicit formats (timestamps in UTC by the query itself, numerics normalised),
+ * Order-independent table checksums, identical on every PostgreSQL from 15 up: each cell is rendered as
+ * its canonical text (what COPY writes: the type's own output) under the explicit settings of TEXT_SETTINGS,
  * the row text is hashed, and the row hashes are summed. Columns are taken in name order so that two
- * tables with the same columns in another order agree.
+ * tables with the same columns in another order agree. The same text is what rows travel as (copy.ts), so
+ * a checksum tells apart every two values a carrier could confuse (JSON null and SQL NULL, a json's
+ * whitespace, 1.0 and 1.00, -0 and 0).
  */
+
+/**
+ * The settings every copy and checksum reads and writes text under, never a session's defaults: timestamps
+ * in UTC and ISO, intervals and floats in one form (extra_float_digits 3: the shortest exact text), money
+ * in one locale. `local`: for the current transaction only.
+ */
+export function textSettingsSql(scope: 'local' | 'session' = 'local'): string {
+  const set = scope === 'local' ? 'set local' : 'set';
+  return [`${set} timezone = 'UTC'`, `${set} datestyle = 'ISO, YMD'`, `${set} intervalstyle = 'postgres'`, `${set} extra_float_digits = 3`, `${set} lc_monetary = 'C'`].join('; ');
+}
 export interface TableColumn {
   name: string;
   type: string;
@@ -44,15 +56,9 @@ export async function tableExists(knex: Knex, schema: string | undefined, table:
   return res.rows[0]?.oid != null;
 }
 
-export function canonicalExpr(column: string, type: string): string {
-  const c = ident(column);
-  if (type.startsWith('timestamp') && type.includes('with time zone')) return `to_char(${c} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-  if (type.startsWith('timestamp')) return `to_char(${c}, 'YYYY-MM-DD"T"HH24:MI:SS.US')`;
-  if (type === 'date') return `to_char(${c}, 'YYYY-MM-DD')`;
-  if (type.startsWith('numeric')) return `trim_scale(${c})::text`;
-  if (type === 'boolean') return `case when ${c} then 't' else 'f' end`;
-  if (type === 'json') return `${c}::jsonb::text`;
-  return `${c}::text`;
+/** A cell's canonical text (under TEXT_SETTINGS): its type's own output, as COPY writes it. */
+export function canonicalExpr(column: string): string {
+  return `${ident(column)}::text`;
 }
 
 /**
@@ -62,7 +68,15 @@ export function canonicalExpr(column: string, type: string): string {
  * 128-bit integers, not numeric arithmetic per row): the total never overflows.
  */
 export function rowHashExpr(columns: TableColumn[]): string {
-  const parts = columns.map((col) => `coalesce(${canonicalExpr(col.name, col.type)}, '\\N')`);
+  return rowHashOfTexts(columns.map((col) => canonicalExpr(col.name)));
+}
+
+/**
+ * The same hash over the cells' texts given directly (in column-name order), e.g. the texts a row was
+ * collected as: equal to rowHashExpr over a table whose cells render as those texts.
+ */
+export function rowHashOfTexts(texts: string[]): string {
+  const parts = texts.map((t) => `coalesce(${t}, '\\N')`);
   // the sign bit masked off: checksums stay non-negative numbers
   return `(hashtextextended(concat_ws(chr(31), ${parts.join(', ')}), 0) & 9223372036854775807)`;
 }
@@ -76,8 +90,7 @@ export async function tableChecksum(
 ): Promise<TableChecksum> {
   const columns = await tableColumns(knex, schema, table);
   return knex.transaction(async (trx) => {
-    // float text output depends on this setting: fix it for this transaction only
-    await trx.raw('set local extra_float_digits = 1');
+    await trx.raw(textSettingsSql());
     const res = await trx.raw<{ rows: { rows: number; checksum: string }[] }>(
       checksumSql(columns, schema, table, where.sql),
       where.bindings as Knex.RawBinding[],

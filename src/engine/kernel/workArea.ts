@@ -111,7 +111,39 @@ export async function materializeRefs(
         where c.entity = ? and c.ctid = target.tid`,
       [ref.entity, e.name, ...extra, e.name],
     );
+    if (!only) await materializeCrossEnvRefs(k, t, e, ref);
   }
+}
+
+/**
+ * References to a parent only other envs hold (none in the child's own env), whose key moved there: they
+ * follow the one identity holding that key to its survivor's key. Only keys the key map moved are looked
+ * at (a semi-join on the small key map), so the children are read once more, not looked up one by one.
+ */
+async function materializeCrossEnvRefs(k: Knex | Knex.Transaction, t: RunTables, e: EntitySpec, ref: EntitySpec['references'][number]): Promise<void> {
+  const col = literal(ref.column);
+  const raw = rawRefs('r');
+  await k.raw(
+    `with cand as materialized (
+       select r.ctid as tid, r.rep_env, ${raw}->>${col} as v from ${t.result} r
+        where r.entity = ? and r.data is not null and ${raw}->>${literal(`!${ref.column}`)} is null
+          -- inside coalesce, the IN stays a hashed subplan: as a join, the fresh tables' missing statistics
+          -- made it a nested loop over the key map per child (seconds)
+          and coalesce(${raw}->>${col} in (select km.old_pk from ${t.keyMap} km where km.entity = ?), false)
+          and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = r.rep_env and p.pk = ${raw}->>${col})
+     ), target as (
+       select c.tid, s.pk from cand c
+         cross join lateral (select min(x.identity) as identity from ${t.records} x where x.entity = ? and x.pk = c.v having count(distinct x.identity) = 1) o
+         join ${t.result} s on s.entity = ? and s.identity = o.identity and s.status = 'final'
+        where s.pk is distinct from c.v
+     )
+     update ${t.result} c
+        set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)}, work.key_value(c.data->${col}, target.pk)),
+            raw_refs = coalesce(c.raw_refs, ${refsObject(e, 'c.data')})
+       from target
+      where c.entity = ? and c.ctid = target.tid`,
+    [e.name, ref.entity, ref.entity, ref.entity, ref.entity, e.name],
+  );
 }
 
 /** The release's current consolidation run, whose work area holds its result. */

@@ -1,12 +1,12 @@
-import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { type EntitySpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { byColumnName, checksumOfQuerySql, checksumSql, type TableColumn } from '../kernel/checksum.js';
+import { byColumnName, rowHashOfTexts, type TableColumn } from '../kernel/checksum.js';
+import { ensureUserTypes, userTypesOf, type UserType } from '../kernel/types.js';
+import { cellsSelectSql, copyRows, requireChecksum, targetChecksum } from '../kernel/copy.js';
 import { currentRunId, runTables } from '../kernel/workArea.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { nextState, releaseState, transition, type ReleaseState } from '../kernel/lifecycle.js';
@@ -37,6 +37,8 @@ export interface LoadResult {
 interface TableShape {
   columns: (TableColumn & { notNull: boolean; num: number })[];
   primaryKey: string[];
+  /** The enums, domains and composites its columns use (created in staging where missing). */
+  types: UserType[];
 }
 
 const SHAPE_SQL = `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as "notNull", a.attnum as num
@@ -54,7 +56,7 @@ async function sourceShape(ctx: Ctx, e: EntitySpec): Promise<TableShape> {
       const cols = await client.query(SHAPE_SQL, [qualified(env.schema, e.table)]);
       if (cols.rows.length === 0) continue;
       const pk = await client.query<{ name: string }>(PK_SQL, [qualified(env.schema, e.table)]);
-      return { columns: cols.rows, primaryKey: pk.rows.map((r) => r.name) };
+      return { columns: cols.rows, primaryKey: pk.rows.map((r) => r.name), types: await userTypesOf(client, qualified(env.schema, e.table)) };
     } catch (err) {
       throw envError(ctx, env, err);
     } finally {
@@ -70,20 +72,24 @@ function createTableSql(table: string, shape: TableShape, temp = false): string 
   return `create ${temp ? 'temp ' : ''}table ${temp ? '' : 'if not exists '}${table} (${cols.join(', ')})${temp ? ' on commit drop' : ''}`;
 }
 
-/** The checksum of the release's final rows of one entity, computed in the control database. */
+/**
+ * The count and checksum the release's final rows of one entity must have in staging: their cells' texts,
+ * as collected from the sources (or typed in a decision), hashed in the control database. Never computed
+ * from the copy being checked.
+ */
 async function expectedChecksum(ctx: Ctx, runId: number, e: EntitySpec, shape: TableShape): Promise<{ rows: number; checksum: string }> {
   const t = runTables(runId);
-  return ctx.db.control.transaction(async (trx) => {
-    const typeName = `tributary_expect_${e.name}`;
-    await trx.raw(createTableSql(ident(typeName), shape, true));
-    await trx.raw('set local extra_float_digits = 1');
-    const sorted = [...shape.columns].sort(byColumnName);
-    const res = await trx.raw<{ rows: { rows: number; checksum: string }[] }>(
-      checksumOfQuerySql(sorted, `select x.* from ${t.result} r cross join lateral jsonb_populate_record(null::${ident(typeName)}, r.data) x where r.entity = ? and r.status = 'final'`),
-      [e.name],
-    );
-    return res.rows[0]!;
-  });
+  const res = await ctx.db.control.raw<{ rows: { rows: number; checksum: string }[] }>(
+    `select count(*)::int as rows, coalesce(sum(${rowHashOfTexts(finalCells(shape))}), 0)::text as checksum
+       from ${t.result} r where r.entity = ? and r.status = 'final'`,
+    [e.name],
+  );
+  return res.rows[0]!;
+}
+
+/** A final row's cells in column-name order (the checksum's order). */
+function finalCells(shape: TableShape): string[] {
+  return [...shape.columns].sort(byColumnName).map((c) => `r.data->>${literal(c.name)}`);
 }
 
 /** Past tier 1: a re-load throws away what testing established since the last load. */
@@ -149,14 +155,12 @@ export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Acto
       throw envError(ctx, staging, err);
     }
     await source.connect();
-    // both ends of the COPY read and write text in the same formats (dedicated connections, closed after)
-    await source.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set extra_float_digits = 1");
-    await target.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'");
+    await source.query('begin isolation level repeatable read read only');
     await target.query('begin');
-    await target.query('set local extra_float_digits = 1');
     if (staging.schema) await target.query(`create schema if not exists ${ident(staging.schema)}`);
     for (const e of ctx.config.entities) {
       current = qualified(staging.schema, e.table);
+      await ensureUserTypes(target, shapes.get(e.name)!.types, current);
       await target.query(createTableSql(current, shapes.get(e.name)!));
     }
     // children first out, parents first in
@@ -167,32 +171,23 @@ export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Acto
     for (const e of ctx.config.entities) {
       current = qualified(staging.schema, e.table);
       opts.progress?.('load', { table: e.table });
-      // the rows leave the control database already in the table's columns (jsonb_populate_record over a
-      // temp table of the ST table's shape), so staging does a plain COPY
+      // the rows leave the control database as their cells' texts (kernel/copy.ts): staging's COPY reads each
+      // with its column's type
       const shape = shapes.get(e.name)!;
-      const rowType = ident(`tributary_load_${e.name}`);
-      await source.query(`drop table if exists pg_temp.${rowType}`);
-      await source.query(createTableSql(rowType, shape, true).replace(' on commit drop', ''));
-      const columns = shape.columns.map((c) => ident(c.name)).join(', ');
-      await pipeline(
-        source.query(copyTo(`copy (select x.* from ${t.result} r cross join lateral jsonb_populate_record(null::pg_temp.${rowType}, r.data) x where r.entity = ${literal(e.name)} and r.status = 'final') to stdout`)),
-        target.query(copyFrom(`copy ${current} (${columns}) from stdin`)),
-      );
-      const cols = await target.query<TableColumn>(`select a.attname as name, format_type(a.atttypid, a.atttypmod) as type from pg_attribute a
-          where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped order by a.attname`, [current]);
-      const got = (await target.query<{ rows: number; checksum: string }>(checksumSql(cols.rows, staging.schema, e.table, `${ident(ctx.config.tags.release)} = ${literal(release)}`))).rows[0]!;
-      const want = await expected.get(e.name)!;
-      if (got.rows !== want.rows || got.checksum !== want.checksum) {
-        throw new TributaryError(
-          'database',
-          `staging table ${current}: after loading, ${got.rows} row(s) with checksum ${got.checksum}, but the consolidated ${e.name} has ${want.rows} with checksum ${want.checksum}; nothing was loaded`,
-          { table: current },
-        );
-      }
+      await copyRows(source, target, {
+        failpoint: 'load.copy',
+        select: `select ${cellsSelectSql('r.data', shape.columns)} from ${t.result} r where r.entity = ${literal(e.name)} and r.status = 'final'`,
+        table: current,
+        columns: shape.columns.map((c) => c.name),
+      });
+      const byName = [...shape.columns].sort(byColumnName);
+      const got = await targetChecksum(target, staging.schema, e.table, byName, `${ident(ctx.config.tags.release)} = ${literal(release)}`);
+      requireChecksum(`staging table ${current} (${e.name})`, got, await expected.get(e.name)!, { table: current });
       tables.push({ entity: e.name, table: e.table, rows: got.rows, checksum: got.checksum });
       await failpoint('load.table-copied');
     }
     await target.query('commit');
+    await source.query('commit');
     // staging committed, the control database not yet: loading again replaces the release's rows
     await failpoint('load.after-staging-commit');
   } catch (err) {

@@ -10,7 +10,7 @@ import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
+import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { partitionName } from '../kernel/master.js';
 import { masterPartitions, type MasterPartition } from './coverage.js';
@@ -104,7 +104,7 @@ async function connect(ctx: Ctx, env: EnvSpec): Promise<pg.Client> {
     throw envError(ctx, env, err);
   }
   // the same text formats on both sides of every COPY; float output fixed for the checksums
-  await c.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set time zone 'UTC'; set extra_float_digits = 1");
+  await c.query(textSettingsSql('session'));
   return c;
 }
 

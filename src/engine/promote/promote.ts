@@ -1,16 +1,15 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
-import { pipeline } from 'node:stream/promises';
 import type { Knex } from 'knex';
 import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { type Config, type EntitySpec, type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import type { FeaturePriority } from '../../config/schema.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { copyRows } from '../kernel/copy.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn } from '../kernel/checksum.js';
+import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { type ConflictDetail, type ConflictRow, type CrossReleaseInfo, type VersionView, CROSS_RELEASE, openPromoteRunId, PROMOTE_CODE_PREFIX, renameValues, type Decision } from '../review/index.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { childEntities, displayValue, excludedColumns, identityKeys } from '../kernel/entities.js';
@@ -205,13 +204,11 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       throw envError(ctx, staging, err);
     }
     // both ends of the COPY read and write text in the same formats; staging is read in one snapshot
-    await source.query("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'");
     await source.query('begin isolation level repeatable read read only');
-    await source.query('set local extra_float_digits = 1');
+    await source.query(textSettingsSql());
     env = master;
-    await m("set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set time zone 'UTC'");
     await m('begin');
-    await m('set local extra_float_digits = 1');
+    await m(textSettingsSql());
     await m('select pg_advisory_xact_lock(hashtext($1))', [PROMOTE_LOCK]);
     if (master.schema) await m(`create schema if not exists ${ident(master.schema)}`);
 
@@ -238,10 +235,12 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       opts.progress?.('copy', { table: e.table });
       await m(`create table ${partQ} (like ${parent} including defaults including constraints)`);
       const list = columns.map((c) => ident(c.name)).join(', ');
-      await pipeline(
-        source.query(copyTo(`copy (select ${list} from ${qualified(staging.schema, e.table)} where ${ident(rel)} = ${literal(release)}) to stdout`)),
-        target.query(copyFrom(`copy ${partQ} (${list}) from stdin`)),
-      );
+      await copyRows(source, target, {
+        failpoint: 'promote.copy',
+        select: `select ${list} from ${qualified(staging.schema, e.table)} where ${ident(rel)} = ${literal(release)}`,
+        table: partQ,
+        columns: columns.map((c) => c.name),
+      });
       works.push({ e, parent, part, partQ, staging: qualified(staging.schema, e.table), columns, skipped: new Set(), patches: new Map(), pkOrig: new Map(), autoResolved: [], autoCount: 0, decisions: [] });
     }
 

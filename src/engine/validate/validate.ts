@@ -4,7 +4,7 @@ import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { byColumnName, rowHashExpr } from '../kernel/checksum.js';
+import { byColumnName, rowHashOfTexts, textSettingsSql } from '../kernel/checksum.js';
 import { type ConflictRow, describeDecision, planRecordDecision, type BlastRadius, type Decision } from '../review/index.js';
 import { currentRunId, runTables, type RunTables } from '../kernel/workArea.js';
 import { onEnv, type Actor, type Ctx } from '../kernel/context.js';
@@ -200,9 +200,7 @@ async function savepoint<T>(s: Scope, fn: (sp: Scope) => Promise<T>): Promise<T>
   return s.k.transaction((sp) => fn({ ...s, k: sp }));
 }
 
-/** Temporary objects of the validation's transaction: each entity's row type, and its final rows typed. */
-const tempType = (entity: string) => `pg_temp.${ident(`tributary_type__${entity}`)}`;
-/** `{{ users }}`: the final rows of users with the ST table's columns. */
+/** Temporary objects of the validation's transaction: each entity's final rows typed. `{{ users }}`: the final rows of users with the ST table's columns. */
 const tempRows = (entity: string) => `pg_temp.${ident(`tributary_rows__${entity}`)}`;
 /** The same with the record's identity and key first (for expressions). */
 const tempKeyed = (entity: string) => `pg_temp.${ident(`tributary_keyed__${entity}`)}`;
@@ -221,9 +219,7 @@ async function createTempObjects(s: Scope): Promise<void> {
   await s.k.raw(`create temp table ${s.found} (fingerprint text primary key, ord int, entity text not null, identity text not null, key text,
       rule text not null, kind text not null, col text, value text, message text not null, detail jsonb not null default '{}')`);
   for (const e of s.ctx.config.entities) {
-    const cols = s.shapes.get(e.name)!.columns.map((c) => `${ident(c.name)} ${c.exposed}`);
-    await s.k.raw(`create temp table ${tempType(e.name)} (${cols.join(', ')})`);
-    const typed = `from ${s.t.result} r cross join lateral jsonb_populate_record(null::${tempType(e.name)}, r.data) x where r.entity = ${literal(e.name)} and r.status = 'final'`;
+    const typed = `from ${s.t.result} r cross join lateral ${typedCells(s.shapes.get(e.name)!)} x where r.entity = ${literal(e.name)} and r.status = 'final'`;
     await s.k.raw(`create temp view ${tempRows(e.name)} as select x.* ${typed}`);
     await s.k.raw(`create temp view ${tempKeyed(e.name)} as select r.identity as "__identity", r.pk as "__pk", x.* ${typed}`);
   }
@@ -232,9 +228,16 @@ async function createTempObjects(s: Scope): Promise<void> {
 async function dropTempObjects(s: Scope): Promise<void> {
   for (const e of s.ctx.config.entities) {
     await s.k.raw(`drop view if exists ${tempKeyed(e.name)}, ${tempRows(e.name)}`);
-    await s.k.raw(`drop table if exists ${tempType(e.name)}`);
   }
   await s.k.raw(`drop table if exists ${s.found}`);
+}
+
+/**
+ * A final row `r`'s cells read as the ST table's (exposed) column types: each cell's text given to its
+ * type's input, as staging's COPY will (a json keeps its text; JSON null is not SQL NULL).
+ */
+function typedCells(shape: TableShape): string {
+  return `(select ${shape.columns.map((c) => `(r.data->>${literal(c.name)})::${c.exposed} as ${ident(c.name)}`).join(', ')})`;
 }
 
 /** Replaces `{{ users }}` and `{{ this }}` by the consolidated tables. */
@@ -326,9 +329,9 @@ async function checkColumns(s: Scope, e: EntitySpec): Promise<number> {
   const required = shape.columns.filter((c) => c.notNull).map((c) => c.name);
   const enums = shape.columns.filter((c) => c.enumLabels);
   const enumBad = (c: ColumnShape) => `(r.data->>${literal(c.name)} is not null and not (r.data->>${literal(c.name)} = any(${textArray(c.enumLabels!)})))`;
-  // the typed pass also sums the rows' hashes, computed as loading verifies them (checksum.ts), when every
-  // column is typed as in the ST table: loading then needs no second pass over the consolidated rows
-  const exact = shape.columns.every((c) => c.exposed === c.type);
+  // the typed pass also sums the rows' hashes over their cells read in their types (every cell is read, so a
+  // value that does not fit fails the pass), as loading verifies them (checksum.ts): loading then needs no
+  // second pass over the consolidated rows
   const sorted = [...shape.columns].sort(byColumnName);
   const flags = `(jsonb_strip_nulls(r.data - ${names}) <> '{}'::jsonb) as "__unknown",
             (${required.length > 0 ? required.map((c) => `r.data->>${literal(c)} is null`).join(' or ') : 'false'}) as "__required",
@@ -338,9 +341,9 @@ async function checkColumns(s: Scope, e: EntitySpec): Promise<number> {
             count(*) filter (where q."__unknown")::int as unknown,
             count(*) filter (where q."__required")::int as required,
             count(*) filter (where q."__enums")::int as enums,
-            ${typed && exact ? `coalesce(sum(${rowHashExpr(sorted.map((c) => ({ name: c.name, type: c.type })))}), 0)::text` : 'null::text'} as checksum
+            ${typed ? `coalesce(sum(${rowHashOfTexts(sorted.map((c) => `q.${ident(c.name)}::text`))}), 0)::text` : 'null::text'} as checksum
        from (select ${flags}${typed ? ', x.*' : ''}
-               from ${s.t.result} r ${typed ? `cross join lateral jsonb_populate_record(null::${tempType(e.name)}, r.data) x` : ''}
+               from ${s.t.result} r ${typed ? `cross join lateral ${typedCells(shape)} x` : ''}
               where r.entity = ${literal(e.name)} and r.status = 'final') q`;
   type Pass = { n: number; unknown: number; required: number; enums: number; checksum: string | null };
   let found: Pass;
@@ -736,8 +739,7 @@ export async function validateRelease(ctx: Ctx, release: string, opts: { actor: 
         validInput: (version.rows[0]?.v ?? 0) >= 160000 ? 'pg_input_is_valid' : 'work.input_is_valid',
         checksums: new Map(),
       };
-      // float text as the checksums render it (checksum.ts), for this transaction only
-      await trx.raw('set local extra_float_digits = 1');
+      await trx.raw(textSettingsSql());
       const report = await runValidation(scope, release, opts.actor, started);
       await failpoint('validate.before-commit');
       return report;

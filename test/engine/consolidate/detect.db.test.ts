@@ -146,10 +146,10 @@ describe('phase 1: identities and the key map', () => {
     const nick = byEmail(users, 'nick@x')[0]!;
     expect(nick.rule).toBe('re-key');
     expect(nick.pk).toBe('2001'); // above the largest key of the entity in every env
-    expect(nick.data.id).toBe(2001);
+    expect(nick.data.id).toBe('2001');
     const accounts = (await finalRows(env!, 'accounts')) as Row[];
-    expect(accounts.find((a) => a.data.number === 'AC-NICK')!.data.user_id).toBe(2001);
-    expect(accounts.find((a) => a.data.number === 'AC-MIA')!.data.user_id).toBe(1500);
+    expect(accounts.find((a) => a.data.number === 'AC-NICK')!.data.user_id).toBe('2001');
+    expect(accounts.find((a) => a.data.number === 'AC-MIA')!.data.user_id).toBe('1500');
   });
 
   it('entities detected at once: the counts add up every entity’s re-keys and identities', async () => {
@@ -174,8 +174,8 @@ describe('phase 1: identities and the key map', () => {
     });
     const accounts = (await finalRows(env!, 'accounts')) as Row[];
     // ST-2's user 20 is judy, whose survivor is ST-1's 10; ST-1's user 20 is "other" and stays 20
-    expect(accounts.find((a) => a.data.number === 'AC-J2')!.data.user_id).toBe(10);
-    expect(accounts.find((a) => a.data.number === 'AC-O1')!.data.user_id).toBe(20);
+    expect(accounts.find((a) => a.data.number === 'AC-J2')!.data.user_id).toBe('10');
+    expect(accounts.find((a) => a.data.number === 'AC-O1')!.data.user_id).toBe('20');
     const km = await env!.db.control.raw(`select env, old_pk, new_pk from work."r1_key_map" where entity = 'users' order by env, old_pk`);
     expect(km.rows).toContainEqual({ env: 'ST-2', old_pk: '20', new_pk: '10' });
   });
@@ -198,7 +198,7 @@ describe('phase 1: identities and the key map', () => {
     const tx = (await finalRows(env!, 'transactions')) as Row[];
     expect(tx).toHaveLength(1);
     expect(tx[0]!.rule).toBe('env-precedence');
-    expect(tx[0]!.data.amount).toBe(5);
+    expect(tx[0]!.data.amount).toBe('5.00');
   });
 
   it('inconsistent-identity: email matches one record, username another → review P1', async () => {
@@ -208,6 +208,35 @@ describe('phase 1: identities and the key map', () => {
     });
     expect(queue.map((c) => [c.kind, c.priority])).toEqual([['inconsistent-identity', 'P1']]);
     expect(queue[0]!.detail.versions).toHaveLength(2);
+  });
+});
+
+describe('keys and tables since the lock', () => {
+  it('the empty string is no natural key: two records whose email is "" are two identities', async () => {
+    const { result, users, queue } = await run(2, async (e) => {
+      await insertUsers(e, 'st1', [{ id: 1, email: '', username: 'ana' }]);
+      await insertUsers(e, 'st2', [{ id: 2, email: '', username: 'ben' }]);
+    });
+    expect(queue).toEqual([]);
+    expect(result.counts.conflicts).toBe(0);
+    expect((users as Row[]).map((u) => [u.pk, u.data.email, u.data.username])).toEqual([
+      ['1', '', 'ana'],
+      ['2', '', 'ben'],
+    ]);
+  });
+
+  it('an ST table reshaped or dropped after the lock is refused, naming env, table and what changed', async () => {
+    env = await testEnv(2);
+    await insertUsers(env, 'st1', [{ id: 1, email: 'a@x' }]);
+    await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
+    await env.sql('alter table st2.users add column nickname text');
+    await env.sql('alter table st2.users alter column city type varchar(40)');
+    await expect(consolidate(env.ctx, 'R2', { actor: 'cli:test' })).rejects.toThrow(
+      'env ST-2: table "st2"."users": reshaped since the lock: column nickname added, column city changed from text to character varying(40); re-lock it: tributary tag R2 --env ST-2',
+    );
+    await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
+    await env.sql('drop table st1.transactions');
+    await expect(consolidate(env.ctx, 'R2', { actor: 'cli:test' })).rejects.toThrow('env ST-1: table "st1"."transactions": dropped since the lock; re-lock it: tributary tag R2 --env ST-1');
   });
 });
 
@@ -221,6 +250,41 @@ describe('phase 3: references', () => {
     expect(queue[0]!.detail.reason).toContain('account_id = 999');
   });
 
+  it('a reference to a parent in another env reads through it: two versions referencing the same parent compare equal (newest-wins, not env-precedence)', async () => {
+    const { result, queue } = await run(2, async (e) => {
+      // user 5 lives only in ST-1; ST-2's newer copy of account AC-X references it across envs
+      await insertUsers(e, 'st1', [{ id: 5, email: 'pia@x' }]);
+      await insertAccounts(e, 'st1', [{ id: 1, number: 'AC-X', user_id: 5, created_at: '2024-01-10T08:00:00Z' }]);
+      await insertAccounts(e, 'st2', [{ id: 1, number: 'AC-X', user_id: 5, created_at: '2024-01-11T08:00:00Z' }]);
+    });
+    expect(queue).toEqual([]);
+    expect(result.counts.byRule).toEqual({ 'newest-wins': 1 });
+    const accounts = (await finalRows(env!, 'accounts')) as Row[];
+    expect(accounts.map((a) => [a.pk, a.rule, a.data.user_id, a.sources.map((x) => x.env).join(',')])).toEqual([['1', 'newest-wins', '5', 'ST-1,ST-2']]);
+  });
+
+  it('a reference to a parent in another env whose key moved there follows it to the survivor', async () => {
+    const { queue } = await run(3, async (e) => {
+      // pia is ST-1's user 7 and ST-3's user 5: the survivor keeps 7; ST-2's account references 5 across envs
+      await insertUsers(e, 'st1', [{ id: 7, email: 'pia@x' }]);
+      await insertUsers(e, 'st3', [{ id: 5, email: 'pia@x' }]);
+      await insertAccounts(e, 'st2', [{ id: 1, number: 'AC-Z', user_id: 5 }]);
+    });
+    expect(queue).toEqual([]);
+    const accounts = (await finalRows(env!, 'accounts')) as Row[];
+    expect(accounts.map((a) => [a.pk, a.data.user_id])).toEqual([['1', '7']]);
+  });
+
+  it('a reference across envs to a key two different parents hold elsewhere is ambiguous: dangling-reference', async () => {
+    const { queue } = await run(3, async (e) => {
+      await insertUsers(e, 'st1', [{ id: 5, email: 'pia@x' }]);
+      await insertUsers(e, 'st2', [{ id: 5, email: 'quinn@x' }]);
+      await insertAccounts(e, 'st3', [{ id: 1, number: 'AC-Y', user_id: 5 }]);
+    });
+    expect(queue.map((c) => [c.kind, c.priority, c.key_label])).toEqual([['dangling-reference', 'P1', 'number=AC-Y']]);
+    expect(queue[0]!.detail.reason).toContain('user_id = 5 points at no users record in ST-3, and 2 different users records hold that key in other envs');
+  });
+
   it('mismatched-parent: a child relying on a parent column that lost → P1', async () => {
     const { queue } = await run(2, async (e) => {
       await insertAccounts(e, 'st1', [{ id: 1, number: 'AC-FX', user_id: null, currency: 'USD' }]);
@@ -230,6 +294,6 @@ describe('phase 3: references', () => {
     });
     expect(queue.map((c) => [c.kind, c.key_label])).toEqual([['mismatched-parent', 'id=5']]);
     const tx = (await finalRows(env!, 'transactions')) as Row[];
-    expect(tx.find((t) => t.pk === '5')!.data.account_id).toBe(1);
+    expect(tx.find((t) => t.pk === '5')!.data.account_id).toBe('1');
   });
 });

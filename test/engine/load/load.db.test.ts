@@ -6,6 +6,7 @@ import { transition } from '../../../src/engine/kernel/lifecycle.js';
 import { why } from '../../../src/engine/report/lineage.js';
 import { loadRelease } from '../../../src/engine/load/load.js';
 import { tagRelease } from '../../../src/engine/gate/tag.js';
+import { cli, output } from '../../process.js';
 import { insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../../helpers.js';
 
 /** Loading into staging: one transaction, verified by counts and checksums, idempotent; and lineage. */
@@ -113,8 +114,23 @@ describe('load', () => {
       release text, feature text, created_by text, created_at timestamptz)`);
     await e.sql(`create function staging.shout() returns trigger language plpgsql as $$ begin new.name := upper(new.name); return new; end $$`);
     await e.sql('create trigger shout before insert on staging.users for each row execute function staging.shout()');
-    await expect(loadRelease(e.ctx, 'R2', by)).rejects.toThrow(/staging table "staging"\."users": after loading, 3 row\(s\) with checksum \d+, but the consolidated users has 3 with checksum \d+/);
+    await expect(loadRelease(e.ctx, 'R2', by)).rejects.toThrow(/staging table "staging"\."users" \(users\): after the copy, 3 row\(s\) with checksum \d+, but the source's values give 3 with checksum \d+; nothing was written/);
     expect(await stagingCount(e, 'users')).toBe(0);
+  });
+
+  it('refuses a cell corrupted in flight (the real CLI, failpoint load.copy=corrupt): names the table, never says verified, loads nothing', async () => {
+    const e = await ready();
+    await validated(e);
+    const r = await cli(['--config', e.configFile, 'load', 'R2'], { env: { TRIBUTARY_FAILPOINTS: 'load.copy=corrupt' } });
+    expect(r.code, output(r)).not.toBe(0);
+    expect(r.stderr).toMatch(/staging table "staging"\."users" \(users\): after the copy, 3 row\(s\) with checksum \d+, but the source's values give 3 with checksum \d+; nothing was written/);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/verified/i);
+    expect((await e.sql(`select to_regclass('staging.users') as t`)).rows[0].t).toBeNull();
+    expect((await e.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('validated');
+    // the same load without the fault goes through
+    const ok = await cli(['--config', e.configFile, 'load', 'R2']);
+    expect(ok.code, output(ok)).toBe(0);
+    expect(await stagingCount(e, 'users')).toBe(3);
   });
 
   it('names an unreachable staging env', async () => {

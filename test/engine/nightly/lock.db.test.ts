@@ -22,7 +22,9 @@ afterAll(async () => {
 /** The pid of the session holding the nightly lock. */
 async function lockHolder(): Promise<number | undefined> {
   const res = await env.db.control.raw<{ rows: { pid: number }[] }>(
+    // advisory locks are per database: other test files hold a nightly lock of their own on the same server
     `select pid from pg_locks where locktype = 'advisory' and granted and objsubid = 1
+        and database = (select oid from pg_database where datname = current_database())
         and classid::bigint = ((hashtext(?)::bigint >> 32) & 4294967295) and objid::bigint = (hashtext(?)::bigint & 4294967295)`,
     [NIGHTLY_LOCK, NIGHTLY_LOCK],
   );

@@ -78,6 +78,15 @@ describe('promote', () => {
     expect(err.message).toMatch(/release R2 is loaded: cannot promote it; pass tier 1/);
   });
 
+  it('refuses a cell corrupted in flight (the real CLI, failpoint promote.copy=corrupt): names the table, master unchanged', async () => {
+    const e = await ready();
+    const r = await cli(['--config', e.configFile, 'promote', 'R2'], { env: { TRIBUTARY_FAILPOINTS: 'promote.copy=corrupt' } });
+    expect(r.code, output(r)).not.toBe(0);
+    expect(r.stderr).toMatch(/master env master, table "master"\."users__r2": after promoting, 5 row\(s\) with checksum \d+, but R2's rows to promote from staging are 5 with checksum \d+; nothing was promoted/);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/verified/i);
+    expect((await e.sql(`select count(*)::int as n from master.users`)).rows[0].n).toBe(0);
+  });
+
   it('creates one LIST partition per release, verified by counts and checksums; promoting again replaces the partition', async () => {
     const e = await ready();
     await r1Users(e, [{ id: 100, email: 'old@x' }]);

@@ -77,7 +77,7 @@ describe('decisions', () => {
     expect([dana.pk, dana.status, dana.rule, dana.data.role]).toEqual(['2', 'final', 'decision', 'Customer']);
     expect(dana.reason).toContain('checked with the feature owner');
     const accounts = (await finalRows(env, 'accounts')) as Row[];
-    expect(accounts.filter((a) => String(a.data.number).startsWith('AC-D')).map((a) => a.data.user_id)).toEqual([2, 2, 2]);
+    expect(accounts.filter((a) => String(a.data.number).startsWith('AC-D')).map((a) => a.data.user_id)).toEqual(['2', '2', '2']);
     const audit = await env.db.control('audit_events').where({ action: 'decision', subject: 'C-001' });
     expect(audit).toHaveLength(1);
     expect(audit[0].actor).toBe('U_ALICE');
@@ -97,11 +97,11 @@ describe('decisions', () => {
     await applyDecision(env.ctx, 'R2', code, { action: 'keep-both' }, by);
     const accounts = ((await finalRows(env, 'accounts')) as Row[]).filter((a) => String(a.data.number).startsWith('M-1'));
     expect(accounts.map((a) => [a.pk, a.data.number, a.data.balance, a.data.user_id])).toEqual([
-      ['50', 'M-1', 1500, 60],
-      ['51', 'M-1-st-2', 2750, 60],
+      ['50', 'M-1', '1500.00', '60'],
+      ['51', 'M-1-st-2', '2750.00', '60'],
     ]);
     const tx = ((await finalRows(env, 'transactions')) as Row[]).find((t) => t.pk === '51')!;
-    expect(tx.data.account_id).toBe(51);
+    expect(tx.data.account_id).toBe('51');
   });
 
   it('keep both refuses a new natural key that is already taken, naming it', async () => {
@@ -130,7 +130,7 @@ describe('decisions', () => {
     await expect(applyDecision(env.ctx, 'R2', 'C-002', { action: 'repoint', to: '777' }, by)).rejects.toThrow(/accounts 777 is neither/);
     await applyDecision(env.ctx, 'R2', 'C-002', { action: 'repoint', to: '11' }, by);
     const tx = ((await finalRows(env, 'transactions')) as Row[]).find((t) => t.pk === '40')!;
-    expect([tx.status, tx.data.account_id]).toEqual(['final', 11]);
+    expect([tx.status, tx.data.account_id]).toEqual(['final', '11']);
   });
 
   it('needs a rationale, fits the conflict kind, and applies once only', async () => {
