@@ -35,8 +35,8 @@ const FILE = 'archive.faults.test.ts';
 
 describe('archive and restore killed with SIGKILL, then run again', () => {
   for (const point of ['archive.table-exported', 'archive.before-commit', 'archive.after-master-commit']) {
-    it(`tributary archive --older-than 1d at ${point}`, async () => {
-      await faultCase(point, FILE, { world: () => promoted, args: ['archive', '--older-than', '1d'] });
+    it(`tributary archive --older-than 1d --yes at ${point}`, async () => {
+      await faultCase(point, FILE, { world: () => promoted, args: ['archive', '--older-than', '1d', '--yes'] });
     });
   }
 
