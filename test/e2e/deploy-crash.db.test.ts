@@ -9,6 +9,15 @@ import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
 import type { TestEnv } from '../helpers.js';
 import { cli, output, startCli } from '../process.js';
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Crash safety with real processes: the deployer (the CLI running `deploy run`) is killed with SIGKILL
  * after each step (while the next one runs), and a new process resumes it or rolls it back; code and
@@ -61,7 +70,8 @@ describe('a deployer killed with SIGKILL mid-deployment', () => {
       const killed = await run.done;
       expect(killed.signal).toBe('SIGKILL');
       const [, pid] = fs.readFileSync(path.join(app, 'hanging'), 'utf8').split(' ');
-      process.kill(Number(pid), 'SIGKILL');
+      // the team's hanging command ends with the process that ran it (its guard kills its group)
+      await vi.waitFor(() => expect(processAlive(Number(pid))).toBe(false), { timeout: 60_000, interval: 50 });
       fs.rmSync(path.join(app, 'hang'));
 
       const stopped = (await interruptedDeployments(env.ctx)).find((x) => x.id === d.id)!;
@@ -179,7 +189,8 @@ describe('a deployer killed with SIGKILL in the middle of a rollback', () => {
       run.child.kill('SIGKILL');
       expect((await run.done).signal).toBe('SIGKILL');
       const [, pid] = fs.readFileSync(path.join(app, 'hanging'), 'utf8').split(' ');
-      process.kill(Number(pid), 'SIGKILL');
+      // the team's hanging command ends with the process that ran it (its guard kills its group)
+      await vi.waitFor(() => expect(processAlive(Number(pid))).toBe(false), { timeout: 60_000, interval: 50 });
       fs.rmSync(path.join(app, 'hang'));
       fs.rmSync(path.join(app, 'fail'));
 
