@@ -38,6 +38,7 @@ async function main(): Promise<void> {
   const stopAtReview = process.argv.includes('--review');
   const config = loadConfig();
   const db = await openDatabase(config);
+  writeTeamPgpass(config.file, db.controlParams);
   const actor = `cli:${os.userInfo().username}`;
   try {
     const where = config.database.url ? 'the PostgreSQL server in DATABASE_URL' : `the embedded PostgreSQL (data in ${config.database.dataDir})`;
@@ -219,3 +220,16 @@ main().then(
     process.exit(1);
   },
 );
+
+/**
+ * The demo team's own credentials for its test commands (testing.command sets PGPASSFILE to it): Tributary
+ * never hands a team command the control server's password, and the demo's envs live on that server.
+ * A real team brings its own role and pgpass file, or gives each env a URL of its own.
+ */
+function writeTeamPgpass(configFile: string, p: { host: string; port: number; user: string; password?: string }): void {
+  const file = path.join(path.dirname(path.resolve(configFile)), '.tributary', 'demo.pgpass');
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+  fs.writeFileSync(file, p.password ? `${escape(p.host)}:${p.port}:*:${escape(p.user)}:${escape(p.password)}\n` : '', { mode: 0o600 });
+  fs.chmodSync(file, 0o600);
+}
