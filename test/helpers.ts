@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -198,3 +199,17 @@ export async function finalRows(env: TestEnv, entity: string): Promise<Record<st
 }
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+
+/**
+ * The pid of the session holding a session advisory lock taken as pg_advisory_lock(hashtext(key)), in this
+ * database: advisory locks are per database, and other test files take the same keys in theirs.
+ */
+export async function advisoryLockHolder(db: Knex, key: string): Promise<number | undefined> {
+  const res = await db.raw<{ rows: { pid: number }[] }>(
+    `select pid from pg_locks where locktype = 'advisory' and granted and objsubid = 1
+        and database = (select oid from pg_database where datname = current_database())
+        and classid::bigint = ((hashtext(?)::bigint >> 32) & 4294967295) and objid::bigint = (hashtext(?)::bigint & 4294967295)`,
+    [key, key],
+  );
+  return res.rows[0]?.pid;
+}

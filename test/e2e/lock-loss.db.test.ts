@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
-import { insertUsers, testEnv, type TestEnv } from '../helpers.js';
+import { insertUsers, testEnv, type TestEnv, advisoryLockHolder } from '../helpers.js';
 import { cli, output, startCli } from '../process.js';
 
 /**
@@ -27,17 +27,8 @@ afterAll(async () => {
   await env?.close();
 });
 
-/** The pid of the session holding the consolidation lock of R2. */
-async function lockSession(): Promise<number | undefined> {
-  const res = await env.db.control.raw<{ rows: { pid: number }[] }>(
-    // advisory locks are per database: other test files consolidate an R2 of their own on the same server
-    `select pid from pg_locks where locktype = 'advisory' and granted and objsubid = 1
-        and database = (select oid from pg_database where datname = current_database())
-        and classid::bigint = ((hashtext(?)::bigint >> 32) & 4294967295) and objid::bigint = (hashtext(?)::bigint & 4294967295)`,
-    ['tributary:consolidate:R2', 'tributary:consolidate:R2'],
-  );
-  return res.rows[0]?.pid;
-}
+/** The pid of the session holding the lock. */
+const lockSession = () => advisoryLockHolder(env.db.control, 'tributary:consolidate:R2');
 
 describe('a consolidation that lost its lock', () => {
   it('is taken over by another, and then records nothing over it', async () => {

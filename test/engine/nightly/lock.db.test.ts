@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { paramsFromUrl } from '../../../src/db/connect.js';
 import { claimSlot, executeNightly, nightlyLockHeld, withNightlyLock, NIGHTLY_LOCK, type SlotRow } from '../../../src/engine/nightly/run.js';
-import { testEnv, urlFor, type TestEnv } from '../../helpers.js';
+import { testEnv, urlFor, type TestEnv, advisoryLockHolder } from '../../helpers.js';
 
 /**
  * The nightly lock held as long as the work: kept alive through a server's idle_session_timeout, lost
@@ -19,17 +19,8 @@ afterAll(async () => {
   await env?.close();
 });
 
-/** The pid of the session holding the nightly lock. */
-async function lockHolder(): Promise<number | undefined> {
-  const res = await env.db.control.raw<{ rows: { pid: number }[] }>(
-    // advisory locks are per database: other test files hold a nightly lock of their own on the same server
-    `select pid from pg_locks where locktype = 'advisory' and granted and objsubid = 1
-        and database = (select oid from pg_database where datname = current_database())
-        and classid::bigint = ((hashtext(?)::bigint >> 32) & 4294967295) and objid::bigint = (hashtext(?)::bigint & 4294967295)`,
-    [NIGHTLY_LOCK, NIGHTLY_LOCK],
-  );
-  return res.rows[0]?.pid;
-}
+/** The pid of the session holding the lock. */
+const lockHolder = () => advisoryLockHolder(env.db.control, NIGHTLY_LOCK);
 
 describe('the nightly lock', () => {
   it('outlasts an idle_session_timeout shorter than the run (its session is kept busy)', async () => {
