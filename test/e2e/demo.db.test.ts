@@ -1,0 +1,46 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { ROOT } from '../helpers.js';
+
+/**
+ * `npm run demo` as a newcomer runs it: the compiled demo on its own embedded PostgreSQL (password
+ * authentication, as on a fresh clone), in a directory of its own holding the demo's config and files.
+ * It must take R2 through every step to the end.
+ */
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-demo-'));
+fs.chmodSync(dir, 0o755);
+
+afterAll(async () => {
+  // the demo stops its server when it ends; a failed run may have left it: stop it through its postmaster
+  const pidFile = path.join(dir, '.tributary/pg/pgdata/postmaster.pid');
+  if (fs.existsSync(pidFile)) {
+    try {
+      process.kill(Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]), 'SIGINT');
+    } catch {
+      // already gone
+    }
+    for (let i = 0; i < 300 && fs.existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 100));
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+it('npm run demo goes from tag & lock to the rolled-back deployment and the audit summary, on the embedded server', async () => {
+  fs.copyFileSync(path.join(ROOT, 'tributary.yml'), path.join(dir, 'tributary.yml'));
+  fs.symlinkSync(path.join(ROOT, 'demo'), path.join(dir, 'demo'));
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of ['DATABASE_URL', 'TRIBUTARY_CONFIG', 'TRIBUTARY_AUDIT_KEY', 'TRIBUTARY_FAILPOINTS']) delete env[k];
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/src/demo/run.js')], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  expect(code, out).toBe(0);
+  expect(out).toMatch(/conflicts detected\s+14/);
+  expect(out).toMatch(/auto-resolved\s+8 \(57\.1%\)/);
+  expect(out).toContain('R2 tier 1 on staging');
+  expect(out).toContain('Identical; the app runs r2-1.0.0 again.');
+  expect(out).toContain('Try: npx tributary why users 1500 --release R2');
+}, 300_000);
