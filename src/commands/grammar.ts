@@ -18,7 +18,7 @@ function decodeSlack(text: string): string {
 
 const QUOTES: Record<string, string> = { '"': '"', "'": "'", '\u201c': '\u201d', '\u201d': '\u201d', '\u2018': '\u2019', '\u2019': '\u2019' };
 
-/** Splits into words; "two words", 'two words' and “smart quotes” make one word. */
+/** Splits into words; "two words", 'two words' and “smart quotes” make one word; don't stays one word. */
 export function tokenize(raw: string): string[] {
   const text = decodeSlack(raw);
   const words: string[] = [];
@@ -28,7 +28,8 @@ export function tokenize(raw: string): string[] {
     if (i >= text.length) break;
     let word = '';
     while (i < text.length && !/\s/.test(text[i]!)) {
-      const close = QUOTES[text[i]!];
+      // an apostrophe inside a word is one (don't, the team’s), not a quote
+      const close = word !== '' && (text[i] === "'" || text[i] === '\u2019') ? undefined : QUOTES[text[i]!];
       if (close) {
         const end = text.indexOf(close, i + 1);
         const alt = close === '\u201d' ? text.indexOf('"', i + 1) : -1;

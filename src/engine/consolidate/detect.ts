@@ -408,17 +408,18 @@ async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntityS
           and not exists (select 1 from ${t.records} x where x.entity = ? and x.pk = c.v)`,
       [e.name, ref.entity, ref.entity, ref.entity, ref.entity],
     );
+    const dangling = (m: { identity: string; v: string; env: string }, detail: string): ReferenceProblem => ({
+      entity: e.name,
+      identity: m.identity,
+      kind: 'dangling-reference',
+      column: ref.column,
+      parentEntity: ref.entity,
+      value: m.v,
+      env: m.env,
+      detail,
+    });
     for (const m of await ambiguousParents(k, t, e.name, ref.entity, col)) {
-      problems.push({
-        entity: e.name,
-        identity: m.identity,
-        kind: 'dangling-reference',
-        column: ref.column,
-        parentEntity: ref.entity,
-        value: m.v,
-        env: m.env,
-        detail: `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, and ${m.n} different ${ref.entity} records hold that key in other envs: which one is meant is ambiguous`,
-      });
+      problems.push(dangling(m, `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, and ${m.n} different ${ref.entity} records hold that key in other envs: which one is meant is ambiguous`));
     }
     let missing = candidates.rows;
     if (missing.length > 0) {
@@ -426,16 +427,7 @@ async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntityS
       missing = missing.filter((m) => !inMaster.has(m.v));
     }
     for (const m of missing) {
-      problems.push({
-        entity: e.name,
-        identity: m.identity,
-        kind: 'dangling-reference',
-        column: ref.column,
-        parentEntity: ref.entity,
-        value: m.v,
-        env: m.env,
-        detail: `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, in the consolidated ${ref.entity} or in master`,
-      });
+      problems.push(dangling(m, `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, in the consolidated ${ref.entity} or in master`));
     }
     if (ref.columns.length > 0) {
       const differs = ref.columns.map((c) => `p.data->${literal(c)} is distinct from ps.data->${literal(c)}`).join(' or ');
