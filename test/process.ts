@@ -51,3 +51,13 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/** Whether a process is still alive (signal 0 checks without sending anything). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

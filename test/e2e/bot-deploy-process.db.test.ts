@@ -7,7 +7,7 @@ import { getDeployment } from '../../src/engine/deploy/deployment.js';
 import { ACTIONS } from '../../src/slack/ids.js';
 import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
 import { ROOT, TEST_AUDIT_KEY, type TestEnv } from '../helpers.js';
-import { cli, freePort, output, startCli } from '../process.js';
+import { cli, freePort, output, processAlive, startCli } from '../process.js';
 import { actionBody, FakeSlack, signedPost } from '../slack/fake-slack.js';
 
 /**
@@ -48,7 +48,8 @@ it('the CLI running a deployment is killed; a new bot process reports it with Re
   go.child.kill('SIGKILL');
   expect((await go.done).signal).toBe('SIGKILL');
   const [, pid] = fs.readFileSync(path.join(app, 'hanging'), 'utf8').split(' ');
-  process.kill(Number(pid), 'SIGKILL');
+  // the team's hanging command ends with the process that ran it (its guard kills its group)
+  await vi.waitFor(() => expect(processAlive(Number(pid))).toBe(false), { timeout: 60_000, interval: 50 });
   fs.rmSync(path.join(app, 'hang'));
   expect((await getDeployment(env.db.control, id)).status).toBe('running');
   // killed after deploying the code, before the data: code and data differ, and the card must say so

@@ -7,16 +7,7 @@ import { createBundle } from '../../src/engine/deploy/bundle.js';
 import { decideGo, getDeployment, interruptedDeployments, requestDeployment, unlockEnv, whereItStopped } from '../../src/engine/deploy/deployment.js';
 import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
 import type { TestEnv } from '../helpers.js';
-import { cli, output, startCli } from '../process.js';
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { cli, output, processAlive, startCli } from '../process.js';
 
 /**
  * Crash safety with real processes: the deployer (the CLI running `deploy run`) is killed with SIGKILL
