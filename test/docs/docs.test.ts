@@ -85,6 +85,40 @@ describe('docs/configuration.md', () => {
   });
 });
 
+/** Config keys the hand-written docs name in backticks (`testing.dispatch`, `deploy.commands`), by file. */
+function keysNamedIn(file: string): string[] {
+  const tops = Object.keys(configSchema.shape);
+  const text = fs.readFileSync(path.join(ROOT, file), 'utf8');
+  const keys = [...text.matchAll(/`([a-z][A-Za-z]*(?:\.[A-Za-z0-9_<>[\]-]+)+)/g)].map((m) => m[1]!);
+  return [...new Set(keys.filter((k) => tops.includes(k.split('.')[0]!)))];
+}
+
+/** A key the docs name is a schema leaf, or an object above some (`deploy.commands`); `<env>`, `R2` fill placeholders. */
+function inSchema(key: string, leaves: string[]): boolean {
+  const want = key.replace(/\[\]/g, '').split('.');
+  return leaves.some((leaf) => {
+    const have = leaf.replace(/\[\]/g, '').split('.');
+    return want.length <= have.length && want.every((w, i) => have[i] === w || /^<.*>$/.test(have[i]!));
+  });
+}
+
+describe('the hand-written docs', () => {
+  it('name only config keys the schema has', () => {
+    const leaves = [...schemaLeaves().keys()];
+    const unknown: string[] = [];
+    const named: string[] = [];
+    for (const file of ['README.md', 'docs/operations.md', 'docs/architecture.md', 'docs/commands-guide.md', 'docs/slack.md', 'docs/policy.md']) {
+      for (const key of keysNamedIn(file)) {
+        named.push(key);
+        if (!inSchema(key, leaves)) unknown.push(`${file}: ${key}`);
+      }
+    }
+    expect(unknown).toEqual([]);
+    // the check sees the keys at all
+    expect(named).toEqual(expect.arrayContaining(['testing.dispatch', 'deploy.bundleDir', 'archive.dir']));
+  });
+});
+
 describe('README', () => {
   it('is short, and its first screen says what Tributary is, how to run it and where connecting Slack is', () => {
     const lines = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8').split('\n');
