@@ -19,7 +19,7 @@ export interface AuditKey {
 }
 
 export const AUDIT_KEY_MIN_LENGTH = 16;
-const SEE = 'see README "Configuration reference"';
+const SEE = 'see docs/operations.md, "The audit trail and its key"';
 
 export function auditKeyFile(config: Config): string {
   return path.join(config.database.dataDir, 'audit.key');

@@ -238,7 +238,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (!fs.existsSync(file)) {
     throw new TributaryError(
       'config_missing',
-      `${file}: config file not found (pass --config, set TRIBUTARY_CONFIG, or run from a folder with tributary.yml; see README "Configuration")`,
+      `${file}: config file not found (pass --config, set TRIBUTARY_CONFIG, or run from a folder with tributary.yml; see docs/configuration.md)`,
       { file },
     );
   }

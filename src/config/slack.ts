@@ -3,7 +3,7 @@ import { registerSecret } from '../log.js';
 
 /**
  * The Slack settings, from the environment only (tokens are secrets): Socket Mode when SLACK_APP_TOKEN
- * is set, the HTTP receiver on PORT otherwise. Every error names the variable and points to the README.
+ * is set, the HTTP receiver on PORT otherwise. Every error names the variable and points to docs/slack.md.
  */
 export interface SlackSettings {
   mode: 'socket' | 'http';
@@ -15,7 +15,7 @@ export interface SlackSettings {
   apiUrl?: string;
 }
 
-const SEE = 'see README "Connect to Slack"';
+const SEE = 'see docs/slack.md, "Connect a workspace"';
 
 function bad(variable: string, reason: string): TributaryError {
   return new TributaryError('config_invalid', `${variable} ${reason} (${SEE})`, { variable });

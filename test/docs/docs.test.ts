@@ -167,4 +167,27 @@ describe('links', () => {
     }
     expect(broken).toEqual([]);
   });
+  it('every docs/ page (and "section") the code points users to exists', () => {
+    const sources = (dir: string): string[] =>
+      fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sources(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
+    const broken: string[] = [];
+    let pointers = 0;
+    for (const file of sources(path.join(ROOT, 'src'))) {
+      const text = fs.readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/docs\/([a-z-]+\.md)(?:, "([^"]+)")?/g)) {
+        pointers += 1;
+        const where = `${path.relative(ROOT, file)}: docs/${m[1]}${m[2] ? `, "${m[2]}"` : ''}`;
+        const doc = path.join(ROOT, 'docs', m[1]!);
+        if (!fs.existsSync(doc)) {
+          broken.push(`${where} (no such file)`);
+          continue;
+        }
+        const headings = [...fs.readFileSync(doc, 'utf8').matchAll(/^#+ (.+)$/gm)].map((h) => h[1]!.trim());
+        if (m[2] && !headings.some((h) => h.startsWith(m[2]!))) broken.push(`${where} (no such section)`);
+      }
+      if (/README[ ,]+"/.test(text)) broken.push(`${path.relative(ROOT, file)}: points to a README section (the README is short: point to docs/)`);
+    }
+    expect(broken).toEqual([]);
+    expect(pointers).toBeGreaterThan(5);
+  });
 });

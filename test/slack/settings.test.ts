@@ -10,8 +10,8 @@ it('chooses Socket Mode with an app token, HTTP otherwise', () => {
   expect([http.mode, http.port, http.apiUrl]).toEqual(['http', 4000, 'http://127.0.0.1:9/api/']);
 });
 
-it('names the missing or malformed variable and points to the README', () => {
-  expect(() => loadSlackSettings({})).toThrow(/SLACK_BOT_TOKEN is not set.*README "Connect to Slack"/);
+it('names the missing or malformed variable and points to docs/slack.md', () => {
+  expect(() => loadSlackSettings({})).toThrow(/SLACK_BOT_TOKEN is not set.*docs\/slack\.md, "Connect a workspace"/);
   expect(() => loadSlackSettings({ SLACK_BOT_TOKEN: 'xoxp-user' })).toThrow(/SLACK_BOT_TOKEN is malformed/);
   expect(() => loadSlackSettings({ SLACK_BOT_TOKEN: 'xoxb-1', SLACK_APP_TOKEN: 'bad' })).toThrow(/SLACK_APP_TOKEN is malformed/);
   expect(() => loadSlackSettings({ SLACK_BOT_TOKEN: 'xoxb-1' })).toThrow(/SLACK_SIGNING_SECRET is not set/);

@@ -40,7 +40,7 @@ export type DeployProgress = (d: Deployment) => void;
 
 export function deploySpecOf(ctx: Ctx): DeploySpec {
   const d = ctx.config.deploy;
-  if (!d) throw new TributaryError('config_invalid', `${ctx.config.file}: deploy: not configured; add deploy.commands (deploy, rollback, …) or deploy.webhook; see the README, "Deployment"`);
+  if (!d) throw new TributaryError('config_invalid', `${ctx.config.file}: deploy: not configured; add deploy.commands (deploy, rollback, …) or deploy.webhook; see docs/configuration.md, "Deployment"`);
   return d;
 }
 

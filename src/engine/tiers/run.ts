@@ -74,7 +74,7 @@ export interface TestRunReport {
 export function testingOf(ctx: Ctx): TestingSpec {
   const t = ctx.config.testing;
   if (!t) {
-    throw new TributaryError('config_invalid', `${ctx.config.file}: testing: not configured; add testing.command (the team's test command writing JUnit XML to {junit}); see the README, "Two-tier testing"`);
+    throw new TributaryError('config_invalid', `${ctx.config.file}: testing: not configured; add testing.command (the team's test command writing JUnit XML to {junit}); see docs/configuration.md, "Testing"`);
   }
   return t;
 }

@@ -267,7 +267,7 @@ describe('audit trail', () => {
     );
     expect(err).toBeInstanceOf(TributaryError);
     expect((err as TributaryError).code).toBe('config_invalid');
-    expect((err as TributaryError).message).toMatch(/^TRIBUTARY_AUDIT_KEY is not set: .*README/);
+    expect((err as TributaryError).message).toMatch(/^TRIBUTARY_AUDIT_KEY is not set: .*docs\/operations\.md, "The audit trail and its key"/);
     const short = loadConfig({ file: env.configFile, env: { TRIBUTARY_AUDIT_KEY: 'short' } });
     expect(() => resolveAuditKey(short)).toThrow(/TRIBUTARY_AUDIT_KEY is too short/);
 
