@@ -14,6 +14,7 @@ import { register as registerFindings } from '../commands/findings.js';
 import { DeployWatcher, register as registerDeploy } from '../commands/deploy.js';
 import { nightlyHooks, register as registerNightly } from '../commands/nightly.js';
 import { NightlyScheduler } from '../engine/nightly/index.js';
+import { closeAbandonedTestRuns } from '../engine/tiers/index.js';
 import { CardService } from './cards.js';
 import type { BotDeps } from './deps.js';
 
@@ -146,6 +147,8 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
     async start() {
       const open = openRoles(ctx);
       if (open.length > 0) logger().warn({ roles: open }, `roles ${open.join(', ')} have no members in the config: everyone has them`);
+      // test runs a killed bot or CLI left running are closed (their shards died with their process)
+      await closeAbandonedTestRuns(ctx, 'abandoned: the process running it stopped (found at bot start-up)');
       await scheduler?.start();
       await deployWatcher?.start();
       if (settings.mode === 'socket') {

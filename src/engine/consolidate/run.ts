@@ -1,5 +1,4 @@
 import os from 'node:os';
-import pg from 'pg';
 import { envOrThrow, releaseOrThrow } from '../../config/load.js';
 import { tableExists } from '../kernel/checksum.js';
 import { Run } from '../../db/models.js';
@@ -7,7 +6,7 @@ import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { keepSessionAlive } from '../kernel/sessionLock.js';
+import { holdSessionLock } from '../kernel/sessionLock.js';
 import { collectRelease, startCollector, type Collector } from './collect.js';
 import { workTable, runTables, sourcesSql } from '../kernel/workArea.js';
 import { checkReachable, type Actor, type Ctx } from '../kernel/context.js';
@@ -62,26 +61,20 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
   }
   await checkReachable(ctx, only ? ctx.config.sources.filter((e) => e.name === only!.env) : ctx.config.sources);
 
-  const guard = new pg.Client({ ...ctx.db.controlParams, keepAlive: true } as pg.ClientConfig);
-  let lockLost = '';
-  const lose = (why: string) => {
-    lockLost ||= why;
-  };
-  guard.on('error', (err) => lose(err.message));
-  await guard.connect();
-  let keepAlive: NodeJS.Timeout | undefined;
+  const lock = await holdSessionLock(ctx.db.controlParams, `tributary:consolidate:${release}`, `the consolidation of ${release}`);
+  if (!lock) {
+    const running = await ctx.db.control('runs').where({ release, kind: 'consolidate', status: 'running' }).orderBy('id', 'desc').first();
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.consolidate.refused', release, details: { reason: 'busy', runningRun: running?.id } });
+    throw new TributaryError(
+      'gate_busy',
+      `a consolidation of ${release} is already running${running ? ` (run #${running.id}, started by ${running.started_by} at ${new Date(running.started_at).toISOString()})` : ''}; wait for it to finish`,
+      { release },
+    );
+  }
+  // a lost lock stops the collection at once (its child process killed); each step checks it on return
+  const stopCollection = () => collector.dispose();
+  lock.lost.addEventListener('abort', stopCollection);
   try {
-    const got = await guard.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [`tributary:consolidate:${release}`]);
-    if (!got.rows[0]?.ok) {
-      const running = await ctx.db.control('runs').where({ release, kind: 'consolidate', status: 'running' }).orderBy('id', 'desc').first();
-      await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.consolidate.refused', release, details: { reason: 'busy', runningRun: running?.id } });
-      throw new TributaryError(
-        'gate_busy',
-        `a consolidation of ${release} is already running${running ? ` (run #${running.id}, started by ${running.started_by} at ${new Date(running.started_at).toISOString()})` : ''}; wait for it to finish`,
-        { release },
-      );
-    }
-    keepAlive = await keepSessionAlive(guard, lose);
     // runs left 'running' by a process that died hold no lock any more
     const abandoned = await ctx.db.control('runs')
       .where({ release, kind: 'consolidate', status: 'running' })
@@ -104,6 +97,7 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       const collected = await collectRelease(ctx, runId, release, locks, (c) => progress('collect', { env: c.env, rows: c.rows }), only, collector);
       steps.collection = Math.round(performance.now() - t);
       await failpoint('consolidate.after-collect');
+      lock.lost.throwIfAborted();
       const total = collected.envs.reduce((n, c) => n + c.rows, 0);
       if (total === 0) {
         // rows locked and gone since are drift, not an empty release
@@ -116,6 +110,7 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       steps.detection = outcome.timings.detection;
       steps.resolution = outcome.timings.resolution;
       await failpoint('consolidate.after-detect');
+      lock.lost.throwIfAborted();
       progress('queue', { conflicts: outcome.counts.manual });
       t = performance.now();
       await queueConflicts(ctx, runId, release, outcome.references);
@@ -127,8 +122,9 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       // work tables gone: a crash before the commit leaves the previous run current with its decisions
       const carried = await ctx.db.control.transaction(async (trx) => {
         // still this run's: a process that lost its lock finds its run closed by the one that took it
-        const mine = lockLost ? 0 : await trx('runs').where({ id: runId, status: 'running' }).update({ status: 'succeeded', finished_at: trx.fn.now(), steps: JSON.stringify(steps), counts: JSON.stringify(counts) });
-        if (!mine) throw new TributaryError('gate_busy', `run #${runId} of ${release} lost its lock${lockLost ? ` (${redact(lockLost)})` : ': another consolidation closed it'}; consolidate ${release} again`, { release });
+        lock.lost.throwIfAborted();
+        const mine = await trx('runs').where({ id: runId, status: 'running' }).update({ status: 'succeeded', finished_at: trx.fn.now(), steps: JSON.stringify(steps), counts: JSON.stringify(counts) });
+        if (!mine) throw new TributaryError('gate_busy', `run #${runId} of ${release} lost its lock: another consolidation closed it; consolidate ${release} again`, { release });
         await transition(trx, release, 'consolidate', { currentRunId: runId });
         await recordAudit(trx, { actor: opts.actor, action: 'consolidate.finish', release, subject: `run #${runId}`, details: { counts, steps } });
         const inTrx: Ctx = { ...ctx, db: { ...ctx.db, control: trx } };
@@ -148,8 +144,8 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       throw err;
     }
   } finally {
-    clearInterval(keepAlive);
-    await guard.end().catch(() => undefined);
+    lock.lost.removeEventListener('abort', stopCollection);
+    await lock.release();
   }
 }
 

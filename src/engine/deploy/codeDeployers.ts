@@ -28,7 +28,8 @@ export interface Vars {
 export interface CodeDeployer {
   kind: 'commands' | 'webhook';
   has(name: DeployCommandName): boolean;
-  run(name: DeployCommandName, vars: Vars): Promise<StepRun>;
+  /** `signal`: the deployment was abandoned (its process lost its lock): the command is killed. */
+  run(name: DeployCommandName, vars: Vars, signal?: AbortSignal): Promise<StepRun>;
 }
 
 /** The libpq variables (PGHOST, PGPASSWORD, …) of the env a command targets. */
@@ -39,7 +40,7 @@ function commandDeployer(spec: DeploySpec, credentials: Credentials): CodeDeploy
   return {
     kind: 'commands',
     has: (name) => commands[name] !== undefined,
-    async run(name, vars) {
+    async run(name, vars, signal) {
       const c = commands[name];
       if (!c) return { ok: true, what: `${name}: not configured`, output: '', ms: 0 };
       const values: Record<string, string> = { release: vars.release, env: vars.env };
@@ -47,7 +48,7 @@ function commandDeployer(spec: DeploySpec, credentials: Credentials): CodeDeploy
       if (vars.migration !== undefined) values.migration = vars.migration;
       const line = fillCommand(c.run, values);
       const started = performance.now();
-      const exec = await execShell(line, spec.cwd, commandEnv({ ...credentials(vars.env), TRIBUTARY_RELEASE: vars.release, TRIBUTARY_ENV: vars.env, ...(vars.version ? { TRIBUTARY_VERSION: vars.version } : {}) }), c.timeoutMs);
+      const exec = await execShell(line, spec.cwd, commandEnv({ ...credentials(vars.env), TRIBUTARY_RELEASE: vars.release, TRIBUTARY_ENV: vars.env, ...(vars.version ? { TRIBUTARY_VERSION: vars.version } : {}) }), c.timeoutMs, signal);
       const ms = Math.round(performance.now() - started);
       const output = redact(exec.tail).trim();
       const what = redact(line);

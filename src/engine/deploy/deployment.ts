@@ -1,5 +1,4 @@
 import os from 'node:os';
-import pg from 'pg';
 import type { Knex } from 'knex';
 import { releaseOrThrow, type DeploySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
@@ -14,6 +13,7 @@ import { backupData, changedMessage, changedSince, dataChecksums, deployData, ge
 import { codeDeployer, type CodeDeployer } from './codeDeployers.js';
 import { IN_FLIGHT_STATES, insertDeployment, OPEN_STATES, ROLLBACK_FROM, SMOKE_AFTER_ROLLBACK, transitionDeployment, transitionWhere, type Deployment, type DeploymentFields, type StepState } from './lifecycle.js';
 import { envCredentials } from '../kernel/shell.js';
+import { holdSessionLock, sessionLockHeld } from '../kernel/sessionLock.js';
 
 export type { Deployment, DeploymentStatus, StepState } from './lifecycle.js';
 
@@ -285,22 +285,24 @@ export async function unlockEnv(ctx: Ctx, env: string, opts: { actor: Actor; rat
 
 const EXECUTOR_LOCK = (id: number) => `tributary:deployment:${id}`;
 
+/** The process running a deployment, as its row records it. */
+const executorName = () => `${os.hostname()}:${process.pid}`;
+
 /** Whether a live process holds the deployment's executor lock (a dead process's session lock is gone). */
-export async function executorAlive(ctx: Ctx, id: number): Promise<boolean> {
-  const c = new pg.Client(ctx.db.controlParams as pg.ClientConfig);
-  c.on('error', () => undefined);
-  await c.connect();
-  try {
-    const got = await c.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [EXECUTOR_LOCK(id)]);
-    if (got.rows[0]!.ok) await c.query('select pg_advisory_unlock(hashtext($1))', [EXECUTOR_LOCK(id)]);
-    return !got.rows[0]!.ok;
-  } finally {
-    await c.end().catch(() => undefined);
-  }
+export function executorAlive(ctx: Ctx, id: number): Promise<boolean> {
+  return sessionLockHeld(ctx.db.controlParams, EXECUTOR_LOCK(id));
 }
+
+/**
+ * The executor locks this process holds, by deployment: every write of a deployment's row checks its
+ * lock first, so a process that lost it (its session ended) records nothing over the one that took over.
+ */
+const held = new Map<number, AbortSignal>();
 
 interface Runner {
   ctx: Ctx;
+  /** Aborted when this process lost the deployment's executor lock: the step's command is killed, nothing more is recorded. */
+  lost: AbortSignal;
   spec: DeploySpec;
   code: CodeDeployer;
   bundle: Bundle;
@@ -310,8 +312,9 @@ interface Runner {
 
 /** The steps as they are now, with other columns (never the status: transitions go through lifecycle.ts). */
 async function persist(ctx: Ctx, d: Deployment, fields: DeploymentFields = {}): Promise<Deployment> {
+  held.get(d.id)?.throwIfAborted();
   const [row] = await ctx.db.control('deployments')
-    .where({ id: d.id })
+    .where({ id: d.id, executor: d.executor })
     .update({ steps: JSON.stringify(d.steps), undo: JSON.stringify(d.undo), ...fields })
     .returning('*');
   return row as Deployment;
@@ -319,6 +322,7 @@ async function persist(ctx: Ctx, d: Deployment, fields: DeploymentFields = {}): 
 
 /** A transition of the lifecycle table, with the steps as they are now. */
 function move(ctx: Ctx, d: Deployment, event: Parameters<typeof transitionDeployment>[2], fields: DeploymentFields = {}): Promise<Deployment> {
+  held.get(d.id)?.throwIfAborted();
   return transitionDeployment(ctx.db.control, d, event, { steps: JSON.stringify(d.steps), undo: JSON.stringify(d.undo), ...fields });
 }
 
@@ -328,7 +332,7 @@ function vars(d: Deployment, spec: DeploySpec, version?: string) {
 
 async function smoke(r: Runner, d: Deployment): Promise<{ ok: boolean; detail: string }> {
   if (!r.spec.smoke || !r.ctx.config.testing) return { ok: true, detail: 'skipped: no smoke tests configured' };
-  const t = await runTests(r.ctx, d.release, { tier: 'smoke', env: d.env, actor: r.actor });
+  const t = await runTests(r.ctx, d.release, { tier: 'smoke', env: d.env, actor: r.actor, signal: r.lost });
   const detail = `smoke tests on ${d.env} (test run #${t.runId}): ${t.totals.passed}/${t.totals.total - t.totals.skipped} passed`;
   if (t.totals.failed + t.totals.errored > 0 || t.totals.total - t.totals.skipped === 0) {
     const first = t.failures[0];
@@ -339,7 +343,8 @@ async function smoke(r: Runner, d: Deployment): Promise<{ ok: boolean; detail: s
 
 /** Runs one deployer command; a failure throws with the command's output attached. */
 async function runOrThrow(r: Runner, d: Deployment, name: Parameters<CodeDeployer['run']>[0], version?: string) {
-  const out = await r.code.run(name, vars(d, r.spec, version));
+  const out = await r.code.run(name, vars(d, r.spec, version), r.lost);
+  r.lost.throwIfAborted();
   if (!out.ok) throw new TributaryError('runner_failed', out.error ?? `${name} failed`, { output: out.output });
   return out;
 }
@@ -453,22 +458,25 @@ async function backward(r: Runner, d: Deployment, key: string, expected: Expecte
   }
 }
 
-function runnerOf(ctx: Ctx, bundle: Bundle, actor: Actor, progress?: DeployProgress): Runner {
+function runnerOf(ctx: Ctx, bundle: Bundle, actor: Actor, lost: AbortSignal, progress?: DeployProgress): Runner {
   const spec = deploySpecOf(ctx);
-  return { ctx, spec, code: codeDeployer(spec, (env) => envCredentials(ctx, env)), bundle, actor, ...(progress ? { progress } : {}) };
+  return { ctx, lost, spec, code: codeDeployer(spec, (env) => envCredentials(ctx, env)), bundle, actor, ...(progress ? { progress } : {}) };
 }
 
-/** Holds the deployment's executor lock on a dedicated connection for as long as it runs. */
-async function withExecutor<T>(ctx: Ctx, id: number, fn: () => Promise<T>): Promise<T> {
-  const c = new pg.Client(ctx.db.controlParams as pg.ClientConfig);
-  c.on('error', () => undefined);
-  await c.connect();
+/**
+ * Holds the deployment's executor lock on a dedicated connection (kept alive) for as long as it runs. A
+ * lost lock (its session ended) stops the run at once: the running command is killed and nothing more
+ * is recorded, as if the process had died; whoever takes the lock resumes it from what was persisted.
+ */
+async function withExecutor<T>(ctx: Ctx, id: number, fn: (lost: AbortSignal) => Promise<T>): Promise<T> {
+  const lock = await holdSessionLock(ctx.db.controlParams, EXECUTOR_LOCK(id), `deployment #${id}`);
+  if (!lock) throw new TributaryError('gate_busy', `deployment #${id} is being run by another process`);
+  held.set(id, lock.lost);
   try {
-    const got = await c.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [EXECUTOR_LOCK(id)]);
-    if (!got.rows[0]!.ok) throw new TributaryError('gate_busy', `deployment #${id} is being run by another process`);
-    return await fn();
+    return await fn(lock.lost);
   } finally {
-    await c.end().catch(() => undefined);
+    held.delete(id);
+    await lock.release();
   }
 }
 
@@ -494,6 +502,8 @@ async function runStep(r: Runner, dep: Deployment, kind: StepKind, key: string, 
     patch = res.patch ?? {};
     Object.assign(state, { status: res.skipped ? 'skipped' : 'done', detail: res.detail, ...(res.output ? { output: res.output.slice(-1500) } : {}), ...(res.figures ? { figures: res.figures } : {}) });
   } catch (err) {
+    // a lost lock stops here: the step stays `running`, as if this process had died
+    r.lost.throwIfAborted();
     Object.assign(state, { status: 'failed', error: redact(err instanceof Error ? err.message : String(err)), ...(err instanceof TributaryError && err.details.output ? { output: String(err.details.output).slice(-1500) } : {}) });
     logger().error({ deployment: d.id, step: state.name }, `${kind === 'forward' ? 'deployment' : 'rollback'} step failed: ${state.error}`);
   }
@@ -515,16 +525,16 @@ function stepName(kind: StepKind, key: string): string {
  * one version, data in one transaction, a backup taken afresh).
  */
 export async function executeDeployment(ctx: Ctx, id: number, opts: { actor: Actor; progress?: DeployProgress }): Promise<Deployment> {
-  return withExecutor(ctx, id, async () => {
+  return withExecutor(ctx, id, async (lost) => {
     let d = await getDeployment(ctx.db.control, id);
     // a rollback interrupted by a crash: taken up again, production checked first like any restore
-    if (d.status === 'rolling-back') return rollBack(ctx, d, opts, d.cause ?? 'resumed rollback', {});
+    if (d.status === 'rolling-back') return rollBack(ctx, d, opts, d.cause ?? 'resumed rollback', { lost });
     if (d.status !== 'approved' && d.status !== 'running') {
       throw new TributaryError('gate_state', `deployment #${id} is ${d.status}: ${d.status === 'awaiting-go' ? 'it waits for Go' : d.status === 'scheduled' ? `it starts in its window at ${d.window_at?.toISOString()}` : 'nothing to run'}`);
     }
     const bundle = (await getBundle(ctx, d.release, d.bundle_version))!;
-    const r = runnerOf(ctx, bundle, opts.actor, opts.progress);
-    d = await move(ctx, d, 'start', { executor: `${os.hostname()}:${process.pid}`, ...(d.started_at ? {} : { started_at: new Date() }) });
+    const r = runnerOf(ctx, bundle, opts.actor, lost, opts.progress);
+    d = await move(ctx, d, 'start', { executor: executorName(), ...(d.started_at ? {} : { started_at: new Date() }) });
     if (d.steps.length === 0) await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.start', release: d.release, subject: `deployment #${id}`, details: { env: d.env, code: d.code_version, bundle: d.bundle_version } });
     opts.progress?.(d);
     for (const step of STEPS) {
@@ -535,7 +545,7 @@ export async function executeDeployment(ctx: Ctx, id: number, opts: { actor: Act
       if (ran.state.status !== 'failed') continue;
       // the lock was refused: nothing was done, the deployment did not start
       if (step === 'lock') return move(ctx, d, 'lock-refused', { cause: ran.state.error });
-      return rollBack(ctx, d, opts, `${step} failed: ${ran.state.error}`, { runner: r });
+      return rollBack(ctx, d, opts, `${step} failed: ${ran.state.error}`, { lost, runner: r });
     }
     await ctx.db.control('env_locks').where({ env: d.env, deployment_id: d.id }).delete();
     d = await move(ctx, d, 'succeed');
@@ -634,8 +644,8 @@ async function refuseIfWrittenSince(ctx: Ctx, d: Deployment, actor: Actor): Prom
  * it, the rollback is under way (resumed, or automatic after a failed step) and a refusal stops it,
  * as rollback-failed, with code and data left as they are.
  */
-async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, how: { runner?: Runner; checked?: Expected | null }): Promise<Deployment> {
-  const r = how.runner ?? runnerOf(ctx, (await getBundle(ctx, dep.release, dep.bundle_version))!, opts.actor, opts.progress);
+async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, how: { lost: AbortSignal; runner?: Runner; checked?: Expected | null }): Promise<Deployment> {
+  const r = how.runner ?? runnerOf(ctx, (await getBundle(ctx, dep.release, dep.bundle_version))!, opts.actor, how.lost, opts.progress);
   let expected: Expected | null;
   if (how.checked !== undefined) expected = how.checked;
   else {
@@ -646,7 +656,7 @@ async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progres
       return refusedUnderWay(ctx, dep, opts, cause, err);
     }
   }
-  let d = await move(ctx, dep, 'roll-back', { cause });
+  let d = await move(ctx, dep, 'roll-back', { cause, executor: executorName() });
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.start', release: d.release, subject: `deployment #${d.id}`, details: { cause } });
   opts.progress?.(d);
   for (const key of undoPlan(d, r.code)) {
@@ -744,7 +754,7 @@ export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: 
   const checked = await refuseIfWrittenSince(ctx, d, opts.actor);
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release, subject: `deployment #${d.id}`, details: { rationale: opts.rationale } });
   await ctx.db.control('env_locks').insert({ env: spec.env, deployment_id: d.id, holder: opts.actor, reason: `rollback of deployment #${d.id} of ${release}` }).onConflict('env').ignore();
-  return withExecutor(ctx, d.id, () => rollBack(ctx, d, opts, `rollback requested by ${opts.actor}: ${opts.rationale}`, { checked }));
+  return withExecutor(ctx, d.id, (lost) => rollBack(ctx, d, opts, `rollback requested by ${opts.actor}: ${opts.rationale}`, { lost, checked }));
 }
 
 /** An interrupted deployment (its process died) rolled back from where it stopped; one that never started is cancelled. */
@@ -764,5 +774,5 @@ export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: 
   // a rollback already under way is checked as it resumes (a refusal stops it); a running one before it starts
   const checked = d.status === 'running' ? await refuseIfWrittenSince(ctx, d, opts.actor) : undefined;
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release: d.release, subject: `deployment #${id}`, details: { rationale: opts.rationale, interrupted: whereItStopped(d) } });
-  return withExecutor(ctx, id, () => rollBack(ctx, d, opts, `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`, checked === undefined ? {} : { checked }));
+  return withExecutor(ctx, id, (lost) => rollBack(ctx, d, opts, `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`, checked === undefined ? { lost } : { lost, checked }));
 }

@@ -98,7 +98,8 @@ kill "$w" 2>/dev/null
 if [ "$s" -gt 128 ]; then kill -s "$(kill -l "$s")" $$; fi
 exit "$s"`;
 
-export function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Exec> {
+/** Runs the team's command under the guard; `signal` (the run that owns it was abandoned) kills its whole group. */
+export function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal?: AbortSignal): Promise<Exec> {
   return new Promise((resolve) => {
     let tail = '';
     const keep = (chunk: Buffer) => {
@@ -128,16 +129,21 @@ export function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, time
       killGroup('SIGTERM');
       setTimeout(() => killGroup('SIGKILL'), 2000).unref();
     }, timeoutMs);
+    const abandon = () => killGroup('SIGKILL');
+    if (signal?.aborted) abandon();
+    signal?.addEventListener('abort', abandon);
     child.on('error', (err) => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abandon);
       resolve({ exitCode: null, signal: null, timedOut, tail, spawnError: err.message });
     });
-    child.on('close', (code, signal) => {
+    child.on('close', (code, sig) => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abandon);
       // the group may hold grandchildren still writing: make sure none outlives the shard
       killGroup('SIGKILL');
       child.stdin.destroy();
-      resolve({ exitCode: code, signal, timedOut, tail });
+      resolve({ exitCode: code, signal: sig, timedOut, tail });
     });
   });
 }

@@ -1,13 +1,12 @@
 import os from 'node:os';
-import pg from 'pg';
 import { envByRole } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { keepSessionAlive } from '../kernel/sessionLock.js';
+import { holdSessionLock } from '../kernel/sessionLock.js';
 import type { Actor, Ctx } from '../kernel/context.js';
-import { runTests } from '../tiers/index.js';
+import { closeAbandonedTestRuns, runTests } from '../tiers/index.js';
 import { coverageGrowth, type Coverage } from './coverage.js';
 import { nextWallTime } from '../kernel/schedule.js';
 import { nightlySummary, previousNights, type NightlySummary } from './summary.js';
@@ -66,32 +65,12 @@ export async function newestMasterRelease(ctx: Ctx): Promise<string> {
  * Runs `fn` holding the nightly lock (on a dedicated connection); `busy` when another process holds it.
  */
 export async function withNightlyLock<T>(ctx: Ctx, fn: (lost: AbortSignal) => Promise<T>): Promise<{ busy: true } | { busy: false; value: T }> {
-  // TCP keep-alives: a NAT or firewall does not drop a connection that carries none of our queries
-  const client = new pg.Client({ ...ctx.db.controlParams, connectionTimeoutMillis: 5000, keepAlive: true } as pg.ClientConfig);
-  const lost = new AbortController();
-  const lose = (why: string) => {
-    if (lost.signal.aborted) return;
-    logger().error({ why: redact(why) }, 'nightly: the lock connection is gone: another process may take the slot; this run records nothing over it');
-    lost.abort(new TributaryError('gate_busy', `lost the nightly lock (${redact(why)})`));
-  };
-  client.on('error', (err) => lose(err.message));
-  client.on('end', () => lose('connection closed'));
-  await client.connect();
-  let keepAlive: NodeJS.Timeout | undefined;
+  const lock = await holdSessionLock(ctx.db.controlParams, NIGHTLY_LOCK, 'the nightly run');
+  if (!lock) return { busy: true };
   try {
-    const got = (await client.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [NIGHTLY_LOCK])).rows[0]!.ok;
-    if (!got) return { busy: true };
-    keepAlive = await keepSessionAlive(client, lose);
-    try {
-      return { busy: false, value: await fn(lost.signal) };
-    } finally {
-      clearInterval(keepAlive);
-      if (!lost.signal.aborted) await client.query('select pg_advisory_unlock(hashtext($1))', [NIGHTLY_LOCK]).catch(() => undefined);
-    }
+    return { busy: false, value: await fn(lock.lost) };
   } finally {
-    clearInterval(keepAlive);
-    client.removeAllListeners('end');
-    await client.end().catch(() => undefined);
+    await lock.release();
   }
 }
 
@@ -141,10 +120,13 @@ async function closeInterrupted(ctx: Ctx, claimed: SlotRow): Promise<void> {
     .whereNot({ id: claimed.id })
     .update({ status: 'failed', finished_at: db.fn.now(), error: `interrupted: the process running it stopped; superseded by ${claimed.slot}` });
   if (claimed.kind !== 'nightly') return;
-  await db('test_runs')
-    .where({ tier: 'nightly', status: 'running' })
-    .update({ status: 'errored', finished_at: db.fn.now(), error: `interrupted: the process running it stopped (found by ${me()} running nightly ${claimed.slot})` });
+  // a process that lost the nightly lock but lives stops its test run (its shards killed): waited for,
+  // so no two nightly runs ever test master at once
+  await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found by ${me()} running nightly ${claimed.slot})`, { tier: 'nightly', waitMs: OWNER_STOP_MS });
 }
+
+/** How long a process that lost the nightly lock is given to stop its test run before a new run is refused. */
+const OWNER_STOP_MS = 30_000;
 
 /** The slot's row, if a process ever claimed it. */
 export async function slotRow(ctx: Ctx, kind: SlotKind, key: string): Promise<Pick<SlotRow, 'id' | 'status'> | undefined> {
@@ -179,7 +161,7 @@ export function postDueOf(ctx: Ctx, at: Date, now = new Date()): Date | null {
 
 /** The slot remembers its test run as soon as it starts: a slot run again after a crash resumes from it. */
 async function recordTestRun(ctx: Ctx, row: SlotRow, testRunId: number): Promise<void> {
-  await ctx.db.control('nightly_runs').where({ id: row.id }).update({ test_run_id: testRunId });
+  await ctx.db.control('nightly_runs').where({ id: row.id, claimed_by: row.claimed_by, attempts: row.attempts }).update({ test_run_id: testRunId });
 }
 
 /** The test run of a slot whose process died after its tests had finished (passed or failed): not run twice. */
@@ -206,7 +188,7 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor, lost?
     const env = envByRole(ctx.config, 'master');
     const [previous] = env ? await previousNights(db, env.name, null, 1) : [];
     await failpoint('nightly.after-claim');
-    const report = (await finishedTestRun(ctx, row)) ?? (await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null, onRun: (id) => recordTestRun(ctx, row, id) }));
+    const report = (await finishedTestRun(ctx, row)) ?? (await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null, onRun: (id) => recordTestRun(ctx, row, id), ...(lost ? { signal: lost } : {}) }));
     await failpoint('nightly.after-tests');
     lost?.throwIfAborted();
     const summary = await nightlySummary(db, ctx.config, report.runId);

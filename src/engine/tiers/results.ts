@@ -38,9 +38,12 @@ export interface GateResult {
   reasons: string[];
 }
 
-/** Records one shard's outcome exactly once; returns false when the shard was already recorded. */
+/** Records one shard's outcome exactly once; returns false when the shard was already recorded, or its run closed. */
 export async function recordShardOutcome(db: Knex, runId: number, o: ShardOutcome): Promise<boolean> {
   const recorded = await db.transaction(async (trx) => {
+    // a run closed as abandoned (its process gone, or it lost its lock) takes no more results
+    const run = await trx('test_runs').where({ id: runId }).forShare().first('status');
+    if (run?.status !== 'running') return false;
     const shard = await trx('test_shards').where({ run_id: runId, idx: o.index }).forUpdate().first();
     if (!shard || shard.status === 'done' || shard.status === 'errored') return false;
     const planned = (shard.tests as { id: string; name: string; features?: string[]; smoke?: boolean }[]) ?? [];

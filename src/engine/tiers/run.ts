@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import PQueue from 'p-queue';
 import { envByRole, envOrThrow, releaseOrThrow, type EnvSpec, type TestingSpec } from '../../config/load.js';
@@ -13,6 +14,9 @@ import { applyGate, baselineRun, classifyRun, loadedFingerprint, recordShardOutc
 import { databaseUrl, runShard } from './runner.js';
 import type { CatalogTest, ShardOutcome, ShardSpec, TestCaseResult } from './types.js';
 import { teamConnection } from '../kernel/shell.js';
+import { holdSessionLock, sessionLockHeld, waitSessionLockFree } from '../kernel/sessionLock.js';
+import { logger } from '../../log.js';
+import type { Knex } from 'knex';
 
 /**
  * The tiers: tier 1 runs the release's feature tests plus smoke against staging; tier 2 runs every
@@ -31,6 +35,8 @@ export interface TestRequest {
   baselineRunId?: number | null;
   /** Told the test run's id as soon as it exists (a nightly slot records it, to resume after a crash). */
   onRun?: (runId: number) => Promise<void>;
+  /** The work this run belongs to was abandoned (its process lost its lock): the shards are killed, nothing more is recorded. */
+  signal?: AbortSignal;
 }
 
 export interface TestProgress {
@@ -112,6 +118,43 @@ function asCatalog(c: TestCaseResult): CatalogTest {
   return { id: c.id, name: c.name, classname: c.classname, features: c.features, smoke: c.smoke, durationMs: c.durationMs };
 }
 
+/** The session advisory lock the process running a test run holds for as long as it runs. */
+export const TEST_RUN_LOCK = (id: number) => `tributary:test-run:${id}`;
+
+const me = () => `${os.hostname()}:${process.pid}`;
+
+/** Closes a test run still running as errored, with its unfinished shards; false when it was closed already. */
+async function closeTestRun(db: Knex, id: number, error: string): Promise<boolean> {
+  return db.transaction(async (trx) => {
+    const n = await trx('test_runs').where({ id, status: 'running' }).update({ status: 'errored', finished_at: trx.fn.now(), error });
+    if (!n) return false;
+    await trx('test_shards').where({ run_id: id }).whereIn('status', ['pending', 'running']).update({ status: 'errored', finished_at: trx.fn.now(), error });
+    return true;
+  });
+}
+
+/**
+ * Test runs left `running` whose process is gone (no live session holds their lock: killed, or it lost
+ * the lock and stopped) are closed as errored, with their unfinished shards; `only`: those of one tier.
+ * With `waitMs`, a run whose process still lives is waited for (it stops when the work it belongs to was
+ * abandoned) and refused when it still runs then. Returns the runs closed.
+ */
+export async function closeAbandonedTestRuns(ctx: Ctx, why: string, opts: { tier?: Tier; waitMs?: number } = {}): Promise<number[]> {
+  const db = ctx.db.control;
+  const running = (await db('test_runs').where({ status: 'running', ...(opts.tier ? { tier: opts.tier } : {}) }).orderBy('id').pluck('id')) as number[];
+  const closed: number[] = [];
+  for (const id of running) {
+    const free = opts.waitMs ? await waitSessionLockFree(ctx.db.controlParams, TEST_RUN_LOCK(id), opts.waitMs) : !(await sessionLockHeld(ctx.db.controlParams, TEST_RUN_LOCK(id)));
+    if (!free) {
+      if (opts.waitMs) throw new TributaryError('gate_busy', `test run #${id} is still being run by a live process (waited ${Math.round(opts.waitMs / 1000)} s for it to stop)`);
+      continue;
+    }
+    if (await closeTestRun(db, id, why)) closed.push(id);
+  }
+  if (closed.length) logger().warn({ runs: closed }, 'test runs left running by a process that stopped were closed as errored');
+  return closed;
+}
+
 export async function runTests(ctx: Ctx, release: string, req: TestRequest): Promise<TestRunReport> {
   releaseOrThrow(ctx.config, release);
   const testing = testingOf(ctx);
@@ -156,8 +199,42 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
     : balanceShards(sel.tests, testing.shards);
   progress({ step: 'select', shards: plan.shards.length, shardsDone: 0, passed: 0, failed: 0, note: discovery ? plan.note : `${sel.description}; ${plan.note}` });
 
-  const [run] = await db('test_runs')
+  // runs left running by a process that died are closed before this one starts
+  await closeAbandonedTestRuns(ctx, `abandoned: the process running it stopped (found by ${me()} starting a tier ${req.tier} run)`);
+  // the run's id, and its lock taken before its row exists: a running row whose lock is free was abandoned
+  const runId = Number((await db.raw<{ rows: { id: string }[] }>(`select nextval(pg_get_serial_sequence('test_runs', 'id')) as id`)).rows[0]!.id);
+  const lock = await holdSessionLock(ctx.db.controlParams, TEST_RUN_LOCK(runId), `test run #${runId}`);
+  if (!lock) throw new TributaryError('internal', `test run #${runId}: its lock is held by another session`);
+  try {
+    return await recordedRun(ctx, release, req, { runId, lost: req.signal ? AbortSignal.any([lock.lost, req.signal]) : lock.lost, env, dataFingerprint, mapping, features, discovery, sel, plan, progress, elapsed });
+  } finally {
+    await lock.release();
+  }
+}
+
+interface RunSetup {
+  runId: number;
+  /** Aborted when the run is abandoned: its lock lost, or the work it belongs to. */
+  lost: AbortSignal;
+  env: EnvSpec;
+  dataFingerprint: string | null;
+  mapping: FeatureMapping | undefined;
+  features: Set<string>;
+  discovery: boolean;
+  sel: ReturnType<typeof selectTests>;
+  plan: ReturnType<typeof balanceShards>;
+  progress: (p: Omit<TestProgress, 'elapsedMs'>) => void;
+  elapsed: () => number;
+}
+
+/** The run itself, holding its lock: recorded, its shards run, classified, gated; every write of it conditioned on its still running. */
+async function recordedRun(ctx: Ctx, release: string, req: TestRequest, setup: RunSetup): Promise<TestRunReport> {
+  const { runId, lost, env, dataFingerprint, mapping, features, discovery, sel, plan, progress, elapsed } = setup;
+  const testing = testingOf(ctx);
+  const db = ctx.db.control;
+  await db('test_runs')
     .insert({
+      id: runId,
       release,
       tier: req.tier,
       env: env.name,
@@ -165,9 +242,7 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
       dispatch: testing.dispatch,
       started_by: req.actor,
       selection: JSON.stringify({ description: sel.description, tests: sel.tests.length, deprecated: sel.deprecated.length, features: sel.features, note: plan.note, discovery, ...(req.feature ? { feature: req.feature } : {}) }),
-    })
-    .returning('id');
-  const runId = (run as { id: number }).id;
+    });
   await req.onRun?.(runId);
   await db('test_shards').insert(
     plan.shards.map((tests, i) => ({ run_id: runId, idx: i + 1, tests: JSON.stringify(tests.map((t) => ({ id: t.id, name: t.name, features: t.features, smoke: t.smoke }))), expected_ms: Math.round(plan.expectedMs[i] ?? 0) })),
@@ -228,15 +303,21 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
       await Promise.all(
         specs.map((spec) =>
           queue.add(async () => {
+            lost.throwIfAborted();
             await db('test_shards').where({ run_id: runId, idx: spec.index }).update({ status: 'running', started_at: db.fn.now(), attempts: db.raw('attempts + 1') });
-            await onOutcome(await run1(spec, { knownFeatures: features, ...(mapping ? { mapping } : {}) }));
+            const outcome = await run1(spec, { knownFeatures: features, signal: lost, ...(mapping ? { mapping } : {}) });
+            // an abandoned run's shard was killed: its outcome is not the tests'
+            lost.throwIfAborted();
+            await onOutcome(outcome);
           }),
         ),
       );
     }
+    lost.throwIfAborted();
   } catch (err) {
-    await db('test_runs').where({ id: runId }).update({ status: 'errored', finished_at: db.fn.now(), error: (err as Error).message });
-    await recordAudit(db, { actor: req.actor, action: 'test.failed', release, subject: `test run #${runId}`, details: { error: (err as Error).message } });
+    const error = (err as Error).message;
+    // closed here unless whoever found it abandoned closed it already
+    if (await closeTestRun(db, runId, error)) await recordAudit(db, { actor: req.actor, action: 'test.failed', release, subject: `test run #${runId}`, details: { error } });
     throw err;
   }
 
@@ -247,11 +328,14 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
   const gate = applyGate(totals, testing.passRate);
   const status = gate.passed ? 'passed' : 'failed';
 
+  lost.throwIfAborted();
   const { failures, newRegressions, flaky } = await failureViews(ctx, runId);
   await writeReports(ctx, runId, release, req.tier, env.name, totals, gate, failures, newRegressions, flaky);
   const ms = elapsed();
   await db.transaction(async (trx) => {
-    await trx('test_runs').where({ id: runId }).update({ status, finished_at: trx.fn.now(), totals: JSON.stringify(totals), gate: JSON.stringify(gate), baseline_run_id: baselineId });
+    lost.throwIfAborted();
+    const mine = await trx('test_runs').where({ id: runId, status: 'running' }).update({ status, finished_at: trx.fn.now(), totals: JSON.stringify(totals), gate: JSON.stringify(gate), baseline_run_id: baselineId });
+    if (!mine) throw new TributaryError('gate_busy', `test run #${runId} was closed as abandoned while it ran (its process lost its lock): nothing of it is recorded as passed or failed; run the tests again`, { release });
     if (gate.passed && req.tier === '1') await transition(trx, release, 'tier1');
     if (gate.passed && req.tier === '2') await transition(trx, release, 'tier2');
     await recordAudit(trx, {

@@ -62,6 +62,8 @@ export interface RunShardOptions {
   mapping?: FeatureMapping;
   /** Name of the agent running the shard (host:pid by default). */
   agent?: string;
+  /** The run was abandoned: the command's process group is killed. */
+  signal?: AbortSignal;
 }
 
 async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], tag: string, opts: RunShardOptions): Promise<{ cases: TestCaseResult[]; exec: Exec; error?: string; junit: string }> {
@@ -95,6 +97,7 @@ async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], t
       TRIBUTARY_JUNIT: junit,
     }),
     spec.timeoutMs,
+    opts.signal,
   );
   exec.tail = redact(exec.tail);
   const lastLine = exec.tail.trim().split('\n').slice(-1)[0] ?? '';
@@ -153,6 +156,7 @@ export async function runShard(spec: ShardSpec, opts: RunShardOptions = {}): Pro
   for (let r = 1; r <= spec.retries; r++) {
     const failing = [...cases.values()].filter((c) => c.status === 'failed' || c.status === 'errored').map((c) => ({ id: c.id, name: c.name }));
     if (failing.length === 0) break;
+    if (opts.signal?.aborted) break;
     const again = await attempt(spec, failing, `retry${r}`, opts);
     if (again.error) break;
     for (const c of selected(spec, failing, again.cases)) {
