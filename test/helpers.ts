@@ -213,3 +213,30 @@ export async function advisoryLockHolder(db: Knex, key: string): Promise<number 
   );
   return res.rows[0]?.pid;
 }
+
+/**
+ * A strict server: new sessions of `database` end after `ms` idle (ALTER DATABASE … SET
+ * idle_session_timeout, as an operator would set it). `elapsed()` resolves once the server has ended an
+ * idle session opened after it (the timeout has passed, measured by the server itself: no sleep).
+ * `reset()` takes the setting away.
+ */
+export async function strictIdleTimeout(database: string, ms: number): Promise<{ elapsed(): Promise<void>; reset(): Promise<void> }> {
+  const admin = new pg.Client(paramsFromUrl(urlFor(database)));
+  await admin.connect();
+  await admin.query(`alter database ${database} set idle_session_timeout = '${ms}ms'`);
+  return {
+    async elapsed() {
+      const sentinel = new pg.Client(paramsFromUrl(urlFor(database)));
+      const ended = new Promise<void>((resolve) => {
+        sentinel.on('error', () => resolve());
+        sentinel.on('end', () => resolve());
+      });
+      await sentinel.connect();
+      await ended;
+    },
+    async reset() {
+      await admin.query(`alter database ${database} reset idle_session_timeout`);
+      await admin.end();
+    },
+  };
+}

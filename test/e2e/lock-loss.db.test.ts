@@ -1,15 +1,18 @@
 import fs from 'node:fs';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
-import { insertUsers, testEnv, type TestEnv, advisoryLockHolder } from '../helpers.js';
+import { paramsFromUrl } from '../../src/db/connect.js';
+import { insertUsers, testEnv, type TestEnv, advisoryLockHolder, strictIdleTimeout, urlFor } from '../helpers.js';
 import { cli, output, startCli } from '../process.js';
 
 /**
- * A consolidation whose lock session is terminated (pg_terminate_backend) while its process lives: another
- * consolidation takes the release over, and the first, let go on, finds it lost its lock and records
- * nothing over the newer run.
+ * The consolidation lock, held by a real CLI process for as long as the run: kept alive through a server's
+ * idle_session_timeout shorter than the run, and, when its session is terminated (pg_terminate_backend)
+ * while its process lives, another consolidation takes the release over, and the first, let go on, finds
+ * it lost its lock and records nothing over the newer run.
  */
 let env: TestEnv;
 
@@ -67,5 +70,40 @@ describe('a consolidation that lost its lock', () => {
     // the decision carried into the current run survives
     const decided = await env.db.control('conflicts').where({ run_id: secondRun, status: 'decided' });
     expect(decided).toHaveLength(1);
+  });
+
+  it('outlasts an idle_session_timeout shorter than the run: the same session holds it to the end', async () => {
+    // the collection waits on a source table the test holds: the run is under way, its lock session idle
+    const blocker = new pg.Client(paramsFromUrl(urlFor(env.database)));
+    await blocker.connect();
+    const strict = await strictIdleTimeout(env.database, 300);
+    try {
+      await blocker.query('begin');
+      await blocker.query('lock table st1.users in access exclusive mode');
+      const run = startCli(['--config', env.configFile, '--json', 'consolidate', 'R2']);
+      let session: number | undefined;
+      await vi.waitFor(
+        async () => {
+          session = await lockSession();
+          expect(session).toBeDefined();
+          const waiting = await blocker.query(`select count(*)::int as n from pg_locks where relation = 'st1.users'::regclass and not granted`);
+          expect(waiting.rows[0].n).toBeGreaterThan(0);
+        },
+        { timeout: 60_000, interval: 50 },
+      );
+      // the server ends idle sessions meanwhile (twice over): the lock's is kept busy
+      await strict.elapsed();
+      await strict.elapsed();
+      expect(await lockSession()).toBe(session);
+      await blocker.query('commit');
+      const r = await run.done;
+      expect(r.code, output(r)).toBe(0);
+      const runId = JSON.parse(r.stdout).runId as number;
+      expect((await env.db.control('release_states').where({ release: 'R2' }).first()).current_run_id).toBe(runId);
+    } finally {
+      await blocker.query('rollback').catch(() => undefined);
+      await blocker.end();
+      await strict.reset();
+    }
   });
 });

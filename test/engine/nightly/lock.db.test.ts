@@ -1,8 +1,6 @@
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { paramsFromUrl } from '../../../src/db/connect.js';
 import { claimSlot, executeNightly, nightlyLockHeld, withNightlyLock, NIGHTLY_LOCK, type SlotRow } from '../../../src/engine/nightly/run.js';
-import { testEnv, urlFor, type TestEnv, advisoryLockHolder } from '../../helpers.js';
+import { testEnv, type TestEnv, advisoryLockHolder, strictIdleTimeout } from '../../helpers.js';
 
 /**
  * The nightly lock held as long as the work: kept alive through a server's idle_session_timeout, lost
@@ -24,21 +22,19 @@ const lockHolder = () => advisoryLockHolder(env.db.control, NIGHTLY_LOCK);
 
 describe('the nightly lock', () => {
   it('outlasts an idle_session_timeout shorter than the run (its session is kept busy)', async () => {
-    const admin = new pg.Client(paramsFromUrl(urlFor(env.database)));
-    await admin.connect();
+    // new sessions of this database end after 300 ms idle, as a strict server would end them
+    const strict = await strictIdleTimeout(env.database, 300);
     try {
-      // new sessions of this database end after 300 ms idle, as a strict server would end them
-      await admin.query(`alter database ${env.database} set idle_session_timeout = '300ms'`);
       const r = await withNightlyLock(env.ctx, async (lost) => {
         const holder = await lockHolder();
-        // idle four times longer than the timeout: the phenomenon under test is time itself
-        await new Promise((resolve) => setTimeout(resolve, 1200));
+        // the server ends idle sessions meanwhile (twice over): the lock's is kept busy
+        await strict.elapsed();
+        await strict.elapsed();
         return { aborted: lost.aborted, held: await nightlyLockHeld(env.ctx), same: (await lockHolder()) === holder };
       });
       expect(r).toEqual({ busy: false, value: { aborted: false, held: true, same: true } });
     } finally {
-      await admin.query(`alter database ${env.database} reset idle_session_timeout`);
-      await admin.end();
+      await strict.reset();
     }
   });
 
