@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import os from 'node:os';
 import { App, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 import PQueue from 'p-queue';
 import type { SlackSettings } from '../config/slack.js';
@@ -148,7 +149,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
       const open = openRoles(ctx);
       if (open.length > 0) logger().warn({ roles: open }, `roles ${open.join(', ')} have no members in the config: everyone has them`);
       // test runs a killed bot or CLI left running are closed (their shards died with their process)
-      await closeAbandonedTestRuns(ctx, 'abandoned: the process running it stopped (found at bot start-up)');
+      await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found at the start of bot ${os.hostname()}:${process.pid})`);
       await scheduler?.start();
       await deployWatcher?.start();
       if (settings.mode === 'socket') {

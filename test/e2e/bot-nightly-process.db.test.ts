@@ -5,7 +5,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { recentNights } from '../../src/engine/nightly/run.js';
 import { configDoc, ROOT, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
-import { freePort } from '../process.js';
+import { freePort, processAlive } from '../process.js';
 import { FakeSlack } from '../slack/fake-slack.js';
 
 /**
@@ -118,8 +118,8 @@ describe('the nightly schedule across bot processes', () => {
     expect(await db('nightly_runs').where({ kind: 'nightly' })).toHaveLength(2);
     expect(nightlyPosts()).toHaveLength(1);
 
+    // (a clean stop waits for its start's catch-up and post sweep to finish)
     const again = await startBot();
-    await new Promise((r) => setTimeout(r, 1500));
     await stop(again);
     expect(await db('nightly_runs').where({ kind: 'nightly' })).toHaveLength(2);
     expect(nightlyPosts()).toHaveLength(1);
@@ -149,7 +149,8 @@ describe('the nightly schedule across bot processes', () => {
     expect((await recentNights(env.ctx)).find((n) => n.id === slot.id)).toMatchObject({ status: 'running', interrupted: false });
     a.child.kill('SIGKILL');
     await a.exited;
-    process.kill(runnerPid, 'SIGKILL'); // the orphaned test command (its own process group)
+    // its test command (a process group of its own) ends with the bot that ran it
+    await vi.waitFor(() => expect(processAlive(runnerPid)).toBe(false), { timeout: 60_000, interval: 50 });
     fs.rmSync(hang);
     // its lock went with its connection: the row still says running, but nobody runs it
     await vi.waitFor(async () => expect((await recentNights(env.ctx)).find((n) => n.id === slot.id)).toMatchObject({ status: 'running', interrupted: true }), { timeout: 120_000, interval: 100 });
@@ -171,8 +172,8 @@ describe('the nightly schedule across bot processes', () => {
     expect(nightlyPosts()).toHaveLength(1);
 
     // bot C: nothing to run again, nothing posted again
+    // (a clean stop waits for its start's catch-up to finish)
     const c = await startBot();
-    await new Promise((r) => setTimeout(r, 1500));
     await stop(c);
     expect(await db('nightly_runs').where({ id: slot.id }).first()).toMatchObject({ status: 'done', attempts: 2 });
     expect(await nightlyRuns()).toHaveLength(2);

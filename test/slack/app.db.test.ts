@@ -240,16 +240,16 @@ describe('the double decision', () => {
 
 describe('App Home', () => {
   it('publishes each release state and the viewer’s assignments; an Events API retry is not handled twice', async () => {
-    const event = (retry?: string) =>
+    const event = (retry?: string, user = 'U0REV') =>
       send(
         JSON.stringify({
           token: 'x',
           team_id: 'T1',
           api_app_id: 'A1',
           type: 'event_callback',
-          event_id: 'Ev1',
+          event_id: user === 'U0REV' ? 'Ev1' : 'Ev2',
           event_time: Math.floor(Date.now() / 1000),
-          event: { type: 'app_home_opened', user: 'U0REV', channel: 'D1', tab: 'home', event_ts: '1.2' },
+          event: { type: 'app_home_opened', user, channel: 'D1', tab: 'home', event_ts: '1.2' },
         }),
         { contentType: 'application/json', ...(retry ? { headers: { 'x-slack-retry-num': retry, 'x-slack-retry-reason': 'http_timeout' } } : {}) },
       );
@@ -259,8 +259,10 @@ describe('App Home', () => {
     expect(home.user_id).toBe('U0REV');
     expect(JSON.stringify(home.view)).toContain('*R2* · consolidated');
     expect((await event('1')).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(fake.of('views.publish')).toHaveLength(1);
+    // another viewer's event, sent after the retry, is published: the retry, handled before it, was not
+    expect((await event(undefined, 'U0OTHER')).status).toBe(200);
+    await vi.waitFor(() => expect(fake.of('views.publish').map((p) => p.user_id)).toContain('U0OTHER'), { timeout: 60_000 });
+    expect(fake.of('views.publish').map((p) => p.user_id)).toEqual(['U0REV', 'U0OTHER']);
   });
 });
 

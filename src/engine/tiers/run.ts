@@ -200,7 +200,7 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
   progress({ step: 'select', shards: plan.shards.length, shardsDone: 0, passed: 0, failed: 0, note: discovery ? plan.note : `${sel.description}; ${plan.note}` });
 
   // runs left running by a process that died are closed before this one starts
-  await closeAbandonedTestRuns(ctx, `abandoned: the process running it stopped (found by ${me()} starting a tier ${req.tier} run)`);
+  await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found by ${me()} starting a ${req.tier} run)`);
   // the run's id, and its lock taken before its row exists: a running row whose lock is free was abandoned
   const runId = Number((await db.raw<{ rows: { id: string }[] }>(`select nextval(pg_get_serial_sequence('test_runs', 'id')) as id`)).rows[0]!.id);
   const lock = await holdSessionLock(ctx.db.controlParams, TEST_RUN_LOCK(runId), `test run #${runId}`);

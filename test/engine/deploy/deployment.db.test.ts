@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createBundle } from '../../../src/engine/deploy/bundle.js';
 import { getBackup } from '../../../src/engine/deploy/dataDeployer.js';
 import { claimDue, decideGo, executeDeployment, getDeployment, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, windowDeadline } from '../../../src/engine/deploy/deployment.js';
@@ -129,7 +129,9 @@ describe('go / no-go', () => {
     const self = await decideGo(e.ctx, d.id, { actor: 'U0RM1', decision: 'go', rationale: 'mine' });
     expect(self.ready).toBe(false);
     await expect(decideGo(e.ctx, d.id, { actor: 'U0RM1', decision: 'go', rationale: 'again' })).rejects.toThrow(/already said go/);
-    await new Promise((r) => setTimeout(r, 800));
+    // the prompt's expiry passes, by the database's clock (the one expiry is judged by)
+    const { expires_at: expiresAt } = await getDeployment(e.db.control, d.id);
+    await vi.waitFor(async () => expect((await e.db.control.raw<{ rows: { past: boolean }[] }>('select now() > ?::timestamptz as past', [expiresAt])).rows[0]!.past).toBe(true), { timeout: 60_000, interval: 50 });
     await expect(decideGo(e.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'late' })).rejects.toThrow(/expired .* counts as no-go/);
     expect((await getDeployment(e.db.control, d.id)).status).toBe('expired');
     await expect(executeDeployment(e.ctx, d.id, { actor: 'U0RM2' })).rejects.toThrow(/is expired/);
