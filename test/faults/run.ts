@@ -13,7 +13,7 @@ import type { Verdict } from './harness.js';
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 
 /** The steps that must each have a failpoint. */
-const STEPS = ['consolidate', 'decide', 'validate', 'load', 'promote', 'bundle', 'deploy', 'rollback', 'nightly', 'archive', 'restore'];
+const STEPS = ['consolidate', 'decide', 'validate', 'load', 'test', 'promote', 'bundle', 'deploy', 'rollback', 'nightly', 'archive', 'restore'];
 
 /**
  * The deployment's step runner declares one point per step, from a template (src/engine/deploy/deployment.ts):

@@ -5,6 +5,7 @@ import PQueue from 'p-queue';
 import { envByRole, envOrThrow, releaseOrThrow, type EnvSpec, type TestingSpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
+import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
 import { promotedFingerprint, promoteRelease } from '../promote/index.js';
@@ -248,6 +249,7 @@ async function recordedRun(ctx: Ctx, release: string, req: TestRequest, setup: R
     plan.shards.map((tests, i) => ({ run_id: runId, idx: i + 1, tests: JSON.stringify(tests.map((t) => ({ id: t.id, name: t.name, features: t.features, smoke: t.smoke }))), expected_ms: Math.round(plan.expectedMs[i] ?? 0) })),
   );
   await recordAudit(db, { actor: req.actor, action: 'test.start', release, subject: `test run #${runId}`, details: { tier: req.tier, env: env.name, tests: sel.tests.length, shards: plan.shards.length, ...(req.feature ? { feature: req.feature } : {}) } });
+  await failpoint('test.after-start');
 
   const workDir = path.join(testing.reportDir, 'runs', String(runId));
   const specs: ShardSpec[] = plan.shards.map((tests, i) => ({
@@ -321,6 +323,7 @@ async function recordedRun(ctx: Ctx, release: string, req: TestRequest, setup: R
     throw err;
   }
 
+  await failpoint('test.after-shards');
   progress({ step: 'classify', runId, shards: specs.length, shardsDone: done, passed, failed });
   const baselineId = req.baselineRunId !== undefined ? req.baselineRunId : await baselineRun(db, { id: runId, release, tier: req.tier, env: env.name });
   await classifyRun(db, runId, baselineId);
