@@ -7,7 +7,8 @@ import { cli, output, processAlive, startCli } from '../process.js';
 /**
  * A test run belongs to the process running it (`tributary test`, a real CLI), which holds the run's lock:
  * killed with SIGKILL, its shards die with it and the next run closes the dead one (errored, with its
- * shards); its lock lost while it lives, it kills its shards at once and records no result.
+ * shards); its lock, or the nightly lock it runs under, lost while it lives, it kills its shards at once
+ * and records no result.
  */
 let env: TestEnv;
 let hang: string;
@@ -74,5 +75,33 @@ describe('a test run whose process is gone', () => {
     expect((await env.db.control('test_shards').where({ run_id: id })).map((s) => s.status)).toEqual(['errored']);
     expect(await env.db.control('test_results').where({ run_id: id })).toHaveLength(0);
     fs.rmSync(hang);
+  });
+
+  it('its nightly lock lost while the CLI lives: the nightly stops its tests at once, records nothing as run, and the next nightly runs', async () => {
+    fs.rmSync(`${hang}.pid`, { force: true });
+    fs.writeFileSync(hang, '');
+    const run = startCli(['--config', env.configFile, 'nightly', '--now']);
+    await vi.waitFor(() => expect(fs.existsSync(`${hang}.pid`)).toBe(true), { timeout: 60_000, interval: 50 });
+    const shard = Number(fs.readFileSync(`${hang}.pid`, 'utf8'));
+    const slot = await env.db.control('nightly_runs').where({ status: 'running' }).first();
+    expect(slot.test_run_id).not.toBeNull();
+    const session = await advisoryLockHolder(env.db.control, 'tributary:nightly');
+    expect(session).toBeDefined();
+    const ended = await env.db.control.raw<{ rows: { ok: boolean }[] }>('select pg_terminate_backend(?, 60000) as ok', [session!]);
+    expect(ended.rows[0]!.ok).toBe(true);
+    // the hang file is still there: only the lost lock ends the shard, long before the tests would
+    await vi.waitFor(() => expect(processAlive(shard)).toBe(false), { timeout: 60_000, interval: 50 });
+    const r = await run.done;
+    expect(r.code, output(r)).not.toBe(0);
+    expect(r.stderr).toContain('the nightly run lost its lock');
+    expect((await env.db.control('test_runs').where({ id: slot.test_run_id }).first()).status).toBe('errored');
+    expect(await env.db.control('test_results').where({ run_id: slot.test_run_id })).toHaveLength(0);
+    expect((await env.db.control('nightly_runs').where({ id: slot.id }).first()).status).toBe('failed');
+    expect(await env.db.control('audit_events').where({ action: 'nightly.finish' })).toHaveLength(0);
+
+    fs.rmSync(hang);
+    const next = await cli(['--config', env.configFile, 'nightly', '--now']);
+    expect(next.code, output(next)).toBe(0);
+    expect(await env.db.control('audit_events').where({ action: 'nightly.finish' })).toHaveLength(1);
   });
 });
