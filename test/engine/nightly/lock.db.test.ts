@@ -1,4 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { holdSessionLock } from '../../../src/engine/kernel/sessionLock.js';
+import { TEST_RUN_LOCK } from '../../../src/engine/tiers/run.js';
 import { claimSlot, executeNightly, nightlyLockHeld, withNightlyLock, NIGHTLY_LOCK, type SlotRow } from '../../../src/engine/nightly/run.js';
 import { testEnv, type TestEnv, advisoryLockHolder, strictIdleTimeout } from '../../helpers.js';
 
@@ -78,5 +80,21 @@ describe('the nightly lock', () => {
     expect(r.value.again).toBeNull();
     expect((await env.db.control('nightly_runs').where({ slot: slot.key }).first()).status).toBe('failed');
     expect((await env.db.control('test_runs').where({ id: r.value.run }).first()).status).toBe('errored');
+  });
+
+  it('a new claim waits for the previous nightly’s test run to stop (its process lost the lock but lives), then closes it', async () => {
+    const slot = { key: '2026-12-03T02:00:00[UTC]', at: new Date('2026-12-03T02:00:00Z') };
+    const [run] = await env.db.control('test_runs').insert({ release: 'R2', tier: 'nightly', env: 'master', dispatch: 'local', started_by: 'older', selection: '{}' }).returning('id');
+    // the older process still runs its test run: it holds the run's lock
+    const older = (await holdSessionLock(env.ctx.db.controlParams, TEST_RUN_LOCK(run.id), 'the older test run'))!;
+    const claim = withNightlyLock(env.ctx, () => claimSlot(env.ctx, 'nightly', slot, 'schedule'));
+    await vi.waitFor(async () => expect((await env.sql(`select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted and database = (select oid from pg_database where datname = current_database())`)).rows[0].n).toBe(1), { timeout: 60_000, interval: 20 });
+    expect((await env.db.control('test_runs').where({ id: run.id }).first()).status).toBe('running');
+    // it stops (its shards killed): only then does the new run start
+    await older.release();
+    const claimed = await claim;
+    expect(claimed.busy).toBe(false);
+    expect(claimed.busy ? null : claimed.value?.slot).toBe(slot.key);
+    expect((await env.db.control('test_runs').where({ id: run.id }).first()).status).toBe('errored');
   });
 });
