@@ -1,5 +1,4 @@
 import type { Server } from 'node:http';
-import os from 'node:os';
 import { App, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 import PQueue from 'p-queue';
 import type { SlackSettings } from '../config/slack.js';
@@ -16,6 +15,7 @@ import { DeployWatcher, register as registerDeploy } from '../commands/deploy.js
 import { nightlyHooks, register as registerNightly } from '../commands/nightly.js';
 import { NightlyScheduler } from '../engine/nightly/index.js';
 import { closeAbandonedTestRuns } from '../engine/tiers/index.js';
+import { processName } from '../engine/kernel/sessionLock.js';
 import { CardService } from './cards.js';
 import type { BotDeps } from './deps.js';
 
@@ -149,7 +149,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
       const open = openRoles(ctx);
       if (open.length > 0) logger().warn({ roles: open }, `roles ${open.join(', ')} have no members in the config: everyone has them`);
       // test runs a killed bot or CLI left running are closed (their shards died with their process)
-      await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found at the start of bot ${os.hostname()}:${process.pid})`);
+      await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found at the start of bot ${processName()})`);
       await scheduler?.start();
       await deployWatcher?.start();
       if (settings.mode === 'socket') {

@@ -1,4 +1,3 @@
-import os from 'node:os';
 import type { Knex } from 'knex';
 import { releaseOrThrow, type DeploySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
@@ -13,7 +12,7 @@ import { backupData, changedMessage, changedSince, dataChecksums, deployData, ge
 import { codeDeployer, type CodeDeployer } from './codeDeployers.js';
 import { IN_FLIGHT_STATES, insertDeployment, OPEN_STATES, ROLLBACK_FROM, SMOKE_AFTER_ROLLBACK, transitionDeployment, transitionWhere, type Deployment, type DeploymentFields, type StepState } from './lifecycle.js';
 import { envCredentials } from '../kernel/shell.js';
-import { holdSessionLock, sessionLockHeld } from '../kernel/sessionLock.js';
+import { holdSessionLock, processName as executorName, sessionLockHeld } from '../kernel/sessionLock.js';
 
 export type { Deployment, DeploymentStatus, StepState } from './lifecycle.js';
 
@@ -284,9 +283,6 @@ export async function unlockEnv(ctx: Ctx, env: string, opts: { actor: Actor; rat
 // ---- execution ----
 
 const EXECUTOR_LOCK = (id: number) => `tributary:deployment:${id}`;
-
-/** The process running a deployment, as its row records it. */
-const executorName = () => `${os.hostname()}:${process.pid}`;
 
 /** Whether a live process holds the deployment's executor lock (a dead process's session lock is gone). */
 export function executorAlive(ctx: Ctx, id: number): Promise<boolean> {

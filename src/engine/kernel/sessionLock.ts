@@ -1,3 +1,4 @@
+import os from 'node:os';
 import pg from 'pg';
 import type { ConnectionParams } from '../../db/connect.js';
 import { TributaryError } from '../../errors.js';
@@ -16,6 +17,9 @@ export async function keepSessionAlive(client: pg.Client, lose: (why: string) =>
   timer.unref();
   return timer;
 }
+
+/** This process, as the rows it claims name it (host:pid). */
+export const processName = (): string => `${os.hostname()}:${process.pid}`;
 
 /** A session advisory lock held on a connection of its own, for as long as the work it guards. */
 export interface HeldLock {

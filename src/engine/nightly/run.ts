@@ -1,10 +1,9 @@
-import os from 'node:os';
 import { envByRole } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
-import { holdSessionLock } from '../kernel/sessionLock.js';
+import { holdSessionLock, processName } from '../kernel/sessionLock.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { closeAbandonedTestRuns, runTests } from '../tiers/index.js';
 import { coverageGrowth, type Coverage } from './coverage.js';
@@ -50,7 +49,7 @@ export interface NightlyOutcome {
   coverage?: Coverage;
 }
 
-export const me = () => `${os.hostname()}:${process.pid}`;
+export const me = processName;
 
 /** The release whose plan splits new features from regression in a nightly run: the newest one in master. */
 export async function newestMasterRelease(ctx: Ctx): Promise<string> {

@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import PQueue from 'p-queue';
 import { envByRole, envOrThrow, releaseOrThrow, type EnvSpec, type TestingSpec } from '../../config/load.js';
@@ -15,7 +14,7 @@ import { applyGate, baselineRun, classifyRun, loadedFingerprint, recordShardOutc
 import { databaseUrl, runShard } from './runner.js';
 import type { CatalogTest, ShardOutcome, ShardSpec, TestCaseResult } from './types.js';
 import { teamConnection } from '../kernel/shell.js';
-import { holdSessionLock, sessionLockHeld, waitSessionLockFree } from '../kernel/sessionLock.js';
+import { holdSessionLock, processName, sessionLockHeld, waitSessionLockFree } from '../kernel/sessionLock.js';
 import { logger } from '../../log.js';
 import type { Knex } from 'knex';
 
@@ -122,8 +121,6 @@ function asCatalog(c: TestCaseResult): CatalogTest {
 /** The session advisory lock the process running a test run holds for as long as it runs. */
 export const TEST_RUN_LOCK = (id: number) => `tributary:test-run:${id}`;
 
-const me = () => `${os.hostname()}:${process.pid}`;
-
 /** Closes a test run still running as errored, with its unfinished shards; false when it was closed already. */
 async function closeTestRun(db: Knex, id: number, error: string): Promise<boolean> {
   return db.transaction(async (trx) => {
@@ -201,7 +198,7 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
   progress({ step: 'select', shards: plan.shards.length, shardsDone: 0, passed: 0, failed: 0, note: discovery ? plan.note : `${sel.description}; ${plan.note}` });
 
   // runs left running by a process that died are closed before this one starts
-  await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found by ${me()} starting a ${req.tier} run)`);
+  await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found by ${processName()} starting a ${req.tier} run)`);
   // the run's id, and its lock taken before its row exists: a running row whose lock is free was abandoned
   const runId = Number((await db.raw<{ rows: { id: string }[] }>(`select nextval(pg_get_serial_sequence('test_runs', 'id')) as id`)).rows[0]!.id);
   const lock = await holdSessionLock(ctx.db.controlParams, TEST_RUN_LOCK(runId), `test run #${runId}`);
