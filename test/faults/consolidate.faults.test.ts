@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { output } from '../process.js';
 import { alive, copyWorld, dropWorlds, faultCase, killAt, type World } from './harness.js';
 import { seedStage } from './worlds.js';
@@ -37,8 +37,7 @@ describe('tributary consolidate R2 killed with SIGKILL, then run again', () => {
       ...again,
       afterKill: async (killed) => {
         // the pause was the child's: its stdin closed with the CLI, and it exits on its own
-        await waitForExit(killed.pausedPid);
-        expect(alive(killed.pausedPid)).toBe(false);
+        await vi.waitFor(() => expect(alive(killed.pausedPid)).toBe(false), { timeout: 30_000, interval: 50 });
       },
     });
   });
@@ -53,9 +52,3 @@ describe('tributary consolidate R2 killed with SIGKILL, then run again', () => {
     expect(decidedCodes.length).toBeGreaterThan(1);
   });
 });
-
-/** Waits until a process has exited (it is not ours: no 'exit' event to wait on). */
-async function waitForExit(pid: number): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-}
