@@ -1,11 +1,11 @@
 import type { Knex } from 'knex';
-import { type EntitySpec, envByRole, releaseOrThrow } from '../../config/load.js';
-import { tableExists } from '../kernel/checksum.js';
+import { type EntitySpec, releaseOrThrow } from '../../config/load.js';
 import type { Collected, KeyStats } from './collect.js';
 import { materializeRefs, rawRefs, recordsPartition, refsObject, runTables, workTable, type RunTables } from '../kernel/workArea.js';
-import { onEnv, type Ctx } from '../kernel/context.js';
-import { ident, KEY_TEXT, literal, qualified, textArray } from '../kernel/sql.js';
+import type { Ctx } from '../kernel/context.js';
+import { ident, KEY_TEXT, literal, textArray } from '../kernel/sql.js';
 import { masterKeys } from '../kernel/master.js';
+import { INTEGER_KEY, keyFloor, masterMaxKey, suffixedKeySql } from '../kernel/freshKeys.js';
 import { PRIORITY_RANK, RULE_PREDICATES, SURVIVOR_ORDER, SIMPLE_RULES } from './rules.js';
 
 /**
@@ -72,20 +72,6 @@ function planValues(ctx: Ctx, release: string, alias = 'plan'): string {
   return `(values ${rows.join(', ')}) as ${alias}(feature, rank, priority)`;
 }
 
-/** Largest numeric key of the entity in master's earlier releases, so fresh keys never collide with them. */
-async function masterMaxKey(ctx: Ctx, e: EntitySpec): Promise<string | null> {
-  const master = envByRole(ctx.config, 'master');
-  if (!master) return null;
-  return onEnv(ctx, master, async () => {
-    const k = ctx.db.env(master);
-    if (!(await tableExists(k, master.schema, e.table))) return null;
-    const res = await k.raw<{ rows: { m: string | null }[] }>(
-      `select max(${ident(e.primaryKey)}::numeric)::text as m from ${qualified(master.schema, e.table)} where ${ident(e.primaryKey)}::text ~ '^-{0,1}[0-9]+$'`,
-    );
-    return res.rows[0]?.m ?? null;
-  });
-}
-
 /** Phase 1b: natural keys beyond the first that point at two identities merge them into one inconsistent group. */
 async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<void> {
   for (const [i] of e.naturalKeys.slice(1).entries()) {
@@ -140,12 +126,12 @@ async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<
 /** Phase 1c: a primary key shared by different identities: lower-precedence ones get fresh keys. */
 async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeyStats | undefined): Promise<number> {
   if (e.naturalKeys.length === 0) return 0;
-  const isNumeric = keys?.numeric ?? false;
-  const masterMax = isNumeric ? await masterMaxKey(ctx, e) : null;
-  const base = `greatest(${keys?.max ?? 0}::numeric, ${masterMax ?? 0}::numeric)`;
-  const fresh = isNumeric
-    ? `(${base} + row_number() over (order by m.env_rank, m.pk::numeric))::text`
-    : `m.pk || '-' || lower(m.env)`;
+  // fresh keys (kernel/freshKeys.ts): integer keys above every env's and master's, in (env precedence, old key) order
+  const floor = keys?.max == null ? 0n : keyFloor(keys.max, await masterMaxKey(ctx, e));
+  const integer = `m.pk ~ ${INTEGER_KEY}`;
+  const fresh = `case when ${integer}
+      then (${floor}::numeric + row_number() over (partition by ${integer} order by m.env_rank, case when ${integer} then m.pk::numeric end, m.pk))::text
+      else ${suffixedKeySql('m.pk', 'm.env')} end`;
   await k.raw(
     `insert into ${t.rekey} (entity, env, env_rank, pk, new_pk, owner_env)
      with shared as (

@@ -16,6 +16,7 @@ import { childEntities, displayValue, excludedColumns, identityKeys } from '../k
 import { partitionName } from '../kernel/master.js';
 import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
+import { freshKeys, keyFloor, maxIntegerKeySql } from '../kernel/freshKeys.js';
 
 /**
  * Promote: a release's rows in staging into the cumulative master, one LIST partition per release.
@@ -104,7 +105,7 @@ interface Work {
   autoResolved: AutoResolvedItem[];
   autoCount: number;
   decisions: AppliedDecision[];
-  nextPk?: bigint;
+  freshKey?: (pk: string, owner: string) => string;
 }
 
 interface Pair {
@@ -671,19 +672,14 @@ async function deleteMaster(m: Query, w: Work, rel: string, p: Pair, replaced: P
   if ((res.rowCount ?? 0) > 0) replaced.push({ entity: w.e.name, release: p.mrel, pk: p.mpk });
 }
 
-/** A primary key for the release's row that no row of any release has (keep both on a shared key). */
+/** A primary key for the release's row that no row of any release has (keep both on a shared key): kernel/freshKeys.ts. */
 async function freshPk(m: Query, w: Work, spk: string, release: string): Promise<string> {
-  const pk = ident(w.e.primaryKey);
-  if (!/^-?\d+$/.test(spk)) return `${spk}-${release.toLowerCase()}`;
-  if (w.nextPk === undefined) {
-    const res = await m(
-      `select greatest((select max(${pk}::numeric) from ${w.parent} where ${pk}::text ~ '^-{0,1}[0-9]+$'),
-                       (select max(${pk}::numeric) from ${w.partQ} where ${pk}::text ~ '^-{0,1}[0-9]+$'))::text as m`,
-    );
-    w.nextPk = BigInt((res.rows[0].m as string | null) ?? '0');
+  const pk = `${ident(w.e.primaryKey)}::text`;
+  if (!w.freshKey) {
+    const res = await m(`select greatest(${maxIntegerKeySql(pk, w.parent)}, ${maxIntegerKeySql(pk, w.partQ)})::text as m`);
+    w.freshKey = freshKeys(keyFloor(res.rows[0].m as string | null));
   }
-  w.nextPk += 1n;
-  return w.nextPk.toString();
+  return w.freshKey(spk, release);
 }
 
 /** The first renamed value some other row already has, described; else null. */

@@ -11,6 +11,7 @@ import { masterKeys } from '../kernel/master.js';
 import { materializeRefs, rawRefs, refsObject, runTables, type RunTables } from '../kernel/workArea.js';
 import { isValidated, releaseState, transition } from '../kernel/lifecycle.js';
 import { literal } from '../kernel/sql.js';
+import { freshKeys, keyFloor, masterMaxKey, maxIntegerKeySql } from '../kernel/freshKeys.js';
 
 /**
  * Human decisions on complex conflicts. Each needs a rationale and the decider's identity, shows its
@@ -180,19 +181,15 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
       const nkCols = [...new Set(e.naturalKeys.flat())];
       const usedPks = new Set<string>();
       const maxPk = await k.raw<{ rows: { m: string | null }[] }>(
-        `select greatest((select max(pk::numeric) from ${t.result} where entity = ? and pk ~ '^-{0,1}[0-9]+$'),
-                         (select max(pk::numeric) from ${t.records} where entity = ? and pk ~ '^-{0,1}[0-9]+$'))::text as m`,
-        [c.entity, c.entity],
+        `select greatest(${maxIntegerKeySql('pk', t.result, 'entity = :entity')}, ${maxIntegerKeySql('pk', t.records, 'entity = :entity')})::text as m`,
+        { entity: c.entity },
       );
-      let nextPk = BigInt(maxPk.rows[0]?.m ?? '0');
+      const freshKey = freshKeys(keyFloor(maxPk.rows[0]?.m, await masterMaxKey(ctx, e)));
       const plan: { no: number; pk: string; values: Record<string, string> }[] = [];
       for (const v of versions) {
         const rep = repOf(v.no);
         let pk = rep.effPk;
-        if (usedPks.has(pk)) {
-          nextPk += 1n;
-          pk = /^-?\d+$/.test(pk) ? nextPk.toString() : `${pk}-${rep.env.toLowerCase()}`;
-        }
+        if (usedPks.has(pk)) pk = freshKey(pk, rep.env);
         usedPks.add(pk);
         const values: Record<string, string> = {};
         if (v.no !== 1) {

@@ -104,6 +104,15 @@ describe('decisions', () => {
     expect(tx.data.account_id).toBe('51');
   });
 
+  it('keep both gives its fresh key above master\'s keys too, so the key cannot collide when the release is promoted', async () => {
+    // R1, promoted earlier, holds account 900 in master: 51 (above every env's keys) is free now, but
+    // a key at or below master's largest could be one an earlier release already uses
+    await env.sql(`insert into master.accounts (id, number, user_id, currency, release) values (900, 'AC-R1', null, 'USD', 'R1')`);
+    const code = await codeOf('equal-priority');
+    const plan = await planDecision(env.ctx, 'R2', code, { action: 'keep-both' });
+    expect(plan.blast.renamed).toEqual([{ version: 2, values: { number: 'M-1-st-2' }, pk: '901' }]);
+  });
+
   it('keep both refuses a new natural key that is already taken, naming it', async () => {
     const code = await codeOf('equal-priority');
     await expect(applyDecision(env.ctx, 'R2', code, { action: 'keep-both', rename: { 2: { number: 'AC-D1' } } }, by)).rejects.toThrow(/number=AC-D1 is already taken/);
