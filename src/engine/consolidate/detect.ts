@@ -5,8 +5,10 @@ import { materializeRefs, rawRefs, recordsPartition, refsObject, runTables, work
 import type { Ctx } from '../kernel/context.js';
 import { ident, KEY_TEXT, literal, textArray } from '../kernel/sql.js';
 import { masterKeys } from '../kernel/master.js';
+import { nonPayloadColumns } from '../kernel/entities.js';
 import { INTEGER_KEY, keyFloor, masterMaxKey, suffixedKeySql } from '../kernel/freshKeys.js';
-import { PRIORITY_RANK, RULE_PREDICATES, SURVIVOR_ORDER, SIMPLE_RULES } from './rules.js';
+import { RULE_PREDICATES, SURVIVOR_ORDER, SIMPLE_RULES } from './rules.js';
+import { conflictPrioritySql, isCriticalSql, PRIORITY_RANK } from '../kernel/priority.js';
 
 /**
  * Detection and resolution, set-based in SQL over the work area, following DESIGN.md's three phases:
@@ -58,11 +60,6 @@ async function createTables(ctx: Ctx, k: Knex, t: RunTables, runId: number): Pro
 /** The partition of the result holding the config's i-th entity (from 0). */
 function resultPartition(runId: number, i: number): string {
   return workTable(runId, `result_${i + 1}`);
-}
-
-function excludedColumns(ctx: Ctx, e: EntitySpec): string[] {
-  const t = ctx.config.tags;
-  return [...new Set([e.primaryKey, t.release, t.feature, t.createdBy, t.createdAt, e.timestamp, ...e.ignore])];
 }
 
 /** The feature plan as a VALUES list: feature → priority rank (1 = critical). */
@@ -154,7 +151,7 @@ async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeySt
 
 /** Phase 2a: records of identities with two or more records, payloads with references translated to parent identities. */
 async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release: string): Promise<void> {
-  let payload = `(r.data - ${textArray(excludedColumns(ctx, e))})`;
+  let payload = `(r.data - ${textArray(nonPayloadColumns(ctx.config, e))})`;
   const joins: string[] = [];
   e.references.forEach((ref, i) => {
     const alias = `p${i}`;
@@ -218,14 +215,14 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
              from attrs group by identity),
      vs as (select identity, count(*)::int as nv, sum(n)::int as nrec, count(distinct payload)::int as npayload,
                    count(distinct feature)::int as nfeat, count(distinct fpri)::int as npri, min(fpri) as top,
-                   bool_or(fpri = 1) as critical
+                   bool_or(${isCriticalSql('fpri')}) as critical
               from ${t.versions} where entity = :entity group by identity),
      s as (select vs.*, coalesce(a.differing, '{}') as differing, coalesce(a.complementary, true) as complementary,
                   coalesce(a.core_differs, false) as core_differs,
                   (select count(*) from ${t.versions} v where v.entity = :entity and v.identity = vs.identity and v.fpri = vs.top)::int as ntop
              from vs left join a using (identity))
      select :entity, s.identity, s.nv, s.nrec, r.rule,
-            case r.rule when 'core-conflict' then case when s.critical then 'P1' else 'P2' end
+            case r.rule when 'core-conflict' then ${conflictPrioritySql('s.critical')}
                         when 'inconsistent-identity' then 'P1'
                         when 'equal-priority' then 'P3' when 'unmatched' then 'P3' end,
             s.differing
@@ -306,7 +303,7 @@ async function buildSingletons(k: Knex, t: RunTables, e: EntitySpec): Promise<nu
 /** Phase 2c, second part: the result rows of multi-record identities (final, or pending review) and the entity's key map. */
 async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<number> {
   const pk = literal(`{${e.primaryKey}}`);
-  const excluded = textArray(excludedColumns(ctx, e));
+  const excluded = textArray(nonPayloadColumns(ctx.config, e));
   // the survivor (merged for complementary-merge), or the suggestion while pending
   const res = await k.raw<{ rowCount: number }>(
     `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, status, rep_env, rep_pk, feature)
