@@ -5,6 +5,7 @@ import { releaseOrThrow, type DeploySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { requireRationale } from '../kernel/rationale.js';
 import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { releaseState } from '../kernel/lifecycle.js';
@@ -208,8 +209,7 @@ export interface GoResult {
 
 export async function decideGo(ctx: Ctx, id: number, opts: { actor: Actor; decision: 'go' | 'no-go'; rationale: string }): Promise<GoResult> {
   const spec = deploySpecOf(ctx);
-  const rationale = opts.rationale.trim();
-  if (rationale.length < 3) throw new TributaryError('usage', 'a go/no-go decision needs a rationale');
+  const rationale = requireRationale(opts.rationale, 'a go/no-go decision', 'why go, or why not?', 'usage');
   await expireStale(ctx);
   return ctx.db.control.transaction(async (trx) => {
     const d = (await trx('deployments').where({ id }).forUpdate().first()) as Deployment | undefined;
@@ -731,7 +731,7 @@ export function standing(d: Deployment): string {
 export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
   releaseOrThrow(ctx.config, release);
   const spec = deploySpecOf(ctx);
-  if (opts.rationale.trim().length < 3) throw new TributaryError('usage', 'a rollback needs a rationale');
+  requireRationale(opts.rationale, 'a rollback', `why roll ${release} back?`, 'usage');
   // the last one that succeeded, or whose rollback stopped (it is taken up again where it stopped)
   const d = (await ctx.db.control('deployments').where({ release, env: spec.env }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined;
   if (!d) throw new TributaryError('gate_state', `${release} has no successful deployment to ${spec.env} to roll back`);
@@ -749,6 +749,7 @@ export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: 
 
 /** An interrupted deployment (its process died) rolled back from where it stopped; one that never started is cancelled. */
 export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
+  requireRationale(opts.rationale, 'a rollback', `why roll deployment #${id} back?`, 'usage');
   const d = await getDeployment(ctx.db.control, id);
   if (!IN_FLIGHT_STATES.includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}, not interrupted`);
   if (d.status === 'approved') {

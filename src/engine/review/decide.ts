@@ -11,6 +11,7 @@ import { masterKeys } from '../kernel/master.js';
 import { materializeRefs, rawRefs, refsObject, runTables, type RunTables } from '../kernel/workArea.js';
 import { isValidated, releaseState, transition } from '../kernel/lifecycle.js';
 import { literal } from '../kernel/sql.js';
+import { requireRationale } from '../kernel/rationale.js';
 import { freshKeys, keyFloor, masterMaxKey, maxIntegerKeySql } from '../kernel/freshKeys.js';
 
 /**
@@ -405,8 +406,7 @@ export async function planDecision(ctx: Ctx, release: string, code: string, d: D
 }
 
 export async function applyDecision(ctx: Ctx, release: string, code: string, d: Decision, by: { actor: Actor; rationale: string }): Promise<DecisionOutcome> {
-  const rationale = by.rationale?.trim();
-  if (!rationale) throw new TributaryError('decision_invalid', `a decision needs a rationale (why ${describeDecision({ detail: {} } as ConflictRow, d)}?)`, { field: 'rationale' });
+  const rationale = requireRationale(by.rationale, 'a decision', `why ${describeDecision({ detail: {} } as ConflictRow, d)}?`);
   return withConflict(ctx, release, code, async (trx, c) => {
     if (c.status === 'decided') {
       const prev = await trx('decisions').where({ conflict_id: c.id }).first();

@@ -4,6 +4,7 @@ import PQueue from 'p-queue';
 import { envByRole, envOrThrow, releaseOrThrow, type EnvSpec, type TestingSpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
+import { requireRationale } from '../kernel/rationale.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
 import { promotedFingerprint, promoteRelease } from '../promote/index.js';
@@ -381,8 +382,7 @@ export interface ApprovalResult {
 /** A qa_lead's approval of the latest tier 2 run: ready for production; past a failed gate only with override. */
 export async function approveRelease(ctx: Ctx, release: string, opts: { actor: Actor; rationale: string; override?: boolean; runId?: number }): Promise<ApprovalResult> {
   releaseOrThrow(ctx.config, release);
-  const rationale = opts.rationale.trim();
-  if (!rationale) throw new TributaryError('usage', 'an approval needs a rationale (--rationale "…")');
+  const rationale = requireRationale(opts.rationale, 'an approval', 'why may the release go to production?', 'usage');
   const run = await latestRun(ctx, release, '2');
   if (!run) {
     await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.approve.refused', release, details: { reason: 'no tier 2 run' } });

@@ -3,6 +3,7 @@ import { type DataTest, type EntitySpec, releaseOrThrow, TABLE_PLACEHOLDER } fro
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { requireRationale } from '../kernel/rationale.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { byColumnName, rowHashOfTexts, textSettingsSql } from '../kernel/checksum.js';
 import { type ConflictRow, describeDecision, planRecordDecision, type BlastRadius, type Decision } from '../review/index.js';
@@ -881,8 +882,7 @@ function refuseUnlessOpen(f: FindingRow): void {
 export async function waiveFinding(ctx: Ctx, release: string, code: string, by: { actor: Actor; rationale: string; user?: string; groups?: string[] }): Promise<FindingRow> {
   releaseOrThrow(ctx.config, release);
   await authorize(ctx, by.user ?? by.actor, by.groups ?? [], 'waive', release);
-  const rationale = by.rationale?.trim();
-  if (!rationale) throw new TributaryError('decision_invalid', `a waiver needs a rationale (why may ${code} stay as it is?)`, { field: 'rationale' });
+  const rationale = requireRationale(by.rationale, 'a waiver', `why may ${code} stay as it is?`);
   return ctx.db.control.transaction(async (trx) => {
     const f = await lockedFinding(ctx, trx, release, code);
     refuseUnlessOpen(f);
@@ -928,8 +928,7 @@ export async function decideFinding(
   by: { actor: Actor; rationale: string },
   opts: { dryRun?: boolean } = {},
 ): Promise<FindingDecisionOutcome> {
-  const rationale = by.rationale?.trim();
-  if (!opts.dryRun && !rationale) throw new TributaryError('decision_invalid', `a decision needs a rationale (why ${d.action} the record of ${code}?)`, { field: 'rationale' });
+  const rationale = opts.dryRun ? by.rationale?.trim() : requireRationale(by.rationale, 'a decision', `why ${d.action} the record of ${code}?`);
   try {
     return await ctx.db.control.transaction(async (trx) => {
       const f = await lockedFinding(ctx, trx, release, code);

@@ -143,10 +143,13 @@ describe('decisions', () => {
   });
 
   it('needs a rationale, fits the conflict kind, and applies once only', async () => {
-    await expect(applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, { actor: 'U_A', rationale: '  ' })).rejects.toThrow(/rationale/);
+    // at least three characters other than white space, on every engine path (the CLI's too)
+    for (const rationale of ['  ', 'ok', ' a b ']) {
+      await expect(applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, { actor: 'U_A', rationale })).rejects.toThrow(/a decision needs a rationale of at least 3 characters/);
+    }
     await expect(applyDecision(env.ctx, 'R2', 'C-001', { action: 'waive' }, by)).rejects.toThrow(/decide it with keep, keep-both, merge, delete-both/);
     await applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, by);
-    const second = applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 3 }, { actor: 'U_BOB', rationale: 'no' });
+    const second = applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 3 }, { actor: 'U_BOB', rationale: 'no, the third' });
     await expect(second).rejects.toBeInstanceOf(TributaryError);
     await expect(second).rejects.toThrow(/already decided by U_ALICE/);
     expect(await env.db.control('decisions')).toHaveLength(1);
