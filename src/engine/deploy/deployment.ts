@@ -8,7 +8,7 @@ import { recordAudit } from '../kernel/audit.js';
 import { requireRationale } from '../kernel/rationale.js';
 import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
-import { releaseState } from '../kernel/lifecycle.js';
+import { passGate } from '../kernel/lifecycle.js';
 import { runTests } from '../tiers/index.js';
 import { getBundle, productionEnv, type Bundle } from './bundle.js';
 import { backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures } from './dataDeployer.js';
@@ -91,11 +91,9 @@ export async function requestDeployment(ctx: Ctx, release: string, opts: { actor
   releaseOrThrow(ctx.config, release);
   const spec = deploySpecOf(ctx);
   const db = ctx.db.control;
-  const { state } = await releaseState(db, release);
-  if (state !== 'approved') {
-    await recordAudit(db, { actor: opts.actor, action: 'gate.deploy.refused', release, details: { state } });
-    throw new TributaryError('gate_state', `release ${release} is ${state}: only an approved release is deployed; approve it after tier 2 first (tributary approve ${release})`, { release });
-  }
+  await passGate(db, release, 'deploy', opts.actor, (state) => {
+    if (state !== 'approved') throw new TributaryError('gate_state', `release ${release} is ${state}: only an approved release is deployed; approve it after tier 2 first (tributary approve ${release})`, { release });
+  });
   const bundle = await getBundle(ctx, release, opts.bundleVersion);
   if (!bundle) throw new TributaryError('gate_state', `${release} has no release bundle: tributary bundle ${release} --code <version> first`, { release });
   if (opts.at && !inWindow(spec, opts.at)) {

@@ -13,7 +13,7 @@ import { type ConflictDetail, type ConflictRow, type CrossReleaseInfo, type Vers
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { childEntities, displayValue, nonPayloadColumns, identityKeys } from '../kernel/entities.js';
 import { partitionName } from '../kernel/master.js';
-import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { passGate, transition } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 import { freshKeys, keyFloor, maxIntegerKeySql } from '../kernel/freshKeys.js';
 import { conflictPriority, featurePriority, type ConflictPriority } from '../kernel/priority.js';
@@ -150,13 +150,7 @@ class Refused {
 export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress }): Promise<PromoteResult> {
   releaseOrThrow(ctx.config, release);
   const started = performance.now();
-  const { state } = await releaseState(ctx.db.control, release);
-  try {
-    nextState(release, state, 'promote');
-  } catch (err) {
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.promote.refused', release, details: { state } });
-    throw err;
-  }
+  await passGate(ctx.db.control, release, 'promote', opts.actor);
   const staging = envByRole(ctx.config, 'staging');
   const master = envByRole(ctx.config, 'master');
   if (!staging) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: staging, so there is nothing to promote ${release} from`);

@@ -6,7 +6,7 @@ import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
 import { requireRationale } from '../kernel/rationale.js';
 import type { Actor, Ctx } from '../kernel/context.js';
-import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { nextState, passGate, releaseState, transition } from '../kernel/lifecycle.js';
 import { promotedFingerprint, promoteRelease } from '../promote/index.js';
 import { catalogTests, balanceShards, learnTests, selectTests, type Tier } from './catalog.js';
 import { loadMapping, writeJUnit, type FeatureMapping } from './junit.js';
@@ -125,12 +125,7 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
 
   let dataFingerprint: string | null = null;
   if (req.tier === '1') {
-    try {
-      nextState(release, state, 'tier1');
-    } catch (err) {
-      await recordAudit(db, { actor: req.actor, action: 'gate.tier1.refused', release, details: { state } });
-      throw err;
-    }
+    await passGate(db, release, 'tier1', req.actor);
     dataFingerprint = (await loadedFingerprint(db, release)).fingerprint;
   } else if (req.tier === '2') {
     await tier2Gate(ctx, release, req.actor);

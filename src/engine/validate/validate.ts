@@ -10,7 +10,7 @@ import { type ConflictRow, describeDecision, planRecordDecision, type BlastRadiu
 import { currentRunId, runTables, type RunTables } from '../kernel/workArea.js';
 import { onEnv, type Actor, type Ctx } from '../kernel/context.js';
 import { masterKeys } from '../kernel/master.js';
-import { isValidated, nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { isValidated, passGate, releaseState, transition } from '../kernel/lifecycle.js';
 import { authorize } from '../kernel/roles.js';
 import { ident, literal, qualified, textArray } from '../kernel/sql.js';
 
@@ -697,13 +697,7 @@ async function openConflicts(ctx: Ctx, runId: number): Promise<number> {
 export async function validateRelease(ctx: Ctx, release: string, opts: { actor: Actor }): Promise<ValidationReport> {
   releaseOrThrow(ctx.config, release);
   const started = performance.now();
-  const { state } = await releaseState(ctx.db.control, release);
-  try {
-    nextState(release, state, 'validate');
-  } catch (err) {
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.validate.refused', release, details: { state } });
-    throw err;
-  }
+  await passGate(ctx.db.control, release, 'validate', opts.actor);
   const runId = await currentRunId(ctx, release);
   const open = await openConflicts(ctx, runId);
   if (open > 0) {
