@@ -11,6 +11,8 @@ import { masterKeys } from '../kernel/master.js';
 import { materializeRefs, rawRefs, refsObject, runTables, type RunTables } from '../kernel/workArea.js';
 import { isValidated, releaseState, transition } from '../kernel/lifecycle.js';
 import { literal } from '../kernel/sql.js';
+import { describeDecision } from './describe.js';
+import { childEntities, renderTemplate } from '../kernel/entities.js';
 import { requireRationale } from '../kernel/rationale.js';
 import { freshKeys, keyFloor, masterMaxKey, maxIntegerKeySql } from '../kernel/freshKeys.js';
 
@@ -34,10 +36,6 @@ function entityOf(ctx: Ctx, name: string): EntitySpec {
   return ctx.config.entities.find((e) => e.name === name)!;
 }
 
-function childrenOf(ctx: Ctx, entity: string): { e: EntitySpec; column: string }[] {
-  return ctx.config.entities.flatMap((e) => e.references.filter((r) => r.entity === entity).map((r) => ({ e, column: r.column })));
-}
-
 async function recordsOf(k: Knex.Transaction, t: RunTables, entity: string, identity: string): Promise<RecordRef[]> {
   const res = await k.raw<{ rows: RecordRef[] }>(
     `select c.env, c.pk, c.version_no as version, coalesce(rk.new_pk, c.pk) as "effPk"
@@ -51,7 +49,7 @@ async function recordsOf(k: Knex.Transaction, t: RunTables, entity: string, iden
 /** Child result rows whose reference resolves to one of the given parent records (through their env). */
 async function directChildren(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[], finalPk?: string): Promise<Dependent[]> {
   const out: Dependent[] = [];
-  for (const { e, column } of childrenOf(ctx, entity)) {
+  for (const { e, column } of childEntities(ctx.config, entity)) {
     const col = literal(column);
     const res = await k.raw<{ rows: { pk: string; identity: string }[] }>(
       `select c.pk, c.identity from ${t.result} c
@@ -89,10 +87,6 @@ async function allDependents(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity
 async function childCountFor(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[]): Promise<number> {
   if (recs.length === 0) return 0;
   return (await directChildren(ctx, k, t, entity, recs)).length;
-}
-
-function renderTemplate(template: string, value: string, env: string, feature: string | null, n: number): string {
-  return template.replace(/\{value\}/g, value).replace(/\{env\}/g, env.toLowerCase()).replace(/\{feature\}/g, (feature ?? '').toLowerCase()).replace(/\{n\}/g, String(n));
 }
 
 function validate(ctx: Ctx, c: ConflictRow, d: Decision): void {
@@ -266,7 +260,7 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
       // the kept rows' own references follow their env's key map, like every consolidated row's
       const kept = await k.raw<{ rows: { identity: string }[] }>(`select identity from ${t.result} where entity = ? and (identity = ? or identity like ?)`, [c.entity, c.identity, `${c.identity}#%`]);
       await materializeRefs(k, t, e, { identities: kept.rows.map((r) => r.identity) });
-      for (const child of childrenOf(ctx, c.entity)) {
+      for (const child of childEntities(ctx.config, c.entity)) {
         await materializeRefs(k, t, child.e, { parent: c.entity, envs: recs.map((r) => r.env), pks: recs.map((r) => r.pk) });
       }
     },
@@ -348,27 +342,6 @@ export async function planRecordDecision(ctx: Ctx, k: Knex.Transaction, c: Confl
     }
     default:
       throw new TributaryError('decision_invalid', `unsupported action ${d.action}`);
-  }
-}
-
-export function describeDecision(c: ConflictRow, d: Decision): string {
-  switch (d.action) {
-    case 'keep': {
-      const v = c.detail.versions?.find((x) => x.no === d.version);
-      return `keep version ${d.version}${v ? ` (${v.envs.join(', ')})` : ''}`;
-    }
-    case 'keep-both':
-      return 'keep both, renamed';
-    case 'merge':
-      return `merge (${Object.entries(d.picks).map(([a, v]) => `${a} from version ${v}`).join(', ')})`;
-    case 'delete-both':
-      return d.cascade ? 'delete both, with dependents' : 'delete both';
-    case 'repoint':
-      return `re-point ${c.detail.column} to ${d.to}`;
-    case 'delete':
-      return d.cascade ? 'delete, with dependents' : 'delete';
-    case 'waive':
-      return 'waive';
   }
 }
 
