@@ -6,6 +6,7 @@ import type { ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 import { button, chainHeadContext, context, header, plain, section } from './kit.js';
+import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
 /**
  * Block Kit views: pure functions from domain objects to messages, modals and the App Home tab.
@@ -316,7 +317,7 @@ export function decisionModal({ conflict: c, meta, blast }: ModalArgs): ModalVie
     type: 'input',
     block_id: BLOCKS.rationale,
     label: plain('Rationale'),
-    element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000, placeholder: plain('Why is this the right resolution?') },
+    element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: RATIONALE_MIN, max_length: 1000, placeholder: plain('Why is this the right resolution?') },
   });
   return checkView({
     type: 'modal',
@@ -418,7 +419,7 @@ export function waiveModal(ref: { release: string; code: string; runId: number; 
         type: 'input',
         block_id: BLOCKS.waiveRationale,
         label: plain('Rationale'),
-        element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000, placeholder: plain('Why may this stay as it is?') },
+        element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: RATIONALE_MIN, max_length: 1000, placeholder: plain('Why may this stay as it is?') },
       },
     ],
   });
