@@ -4,6 +4,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from '../slack/deps.js';
 import { errorMessage, progressMessage } from '../views/blocks.js';
+import { throttled } from './throttle.js';
 
 /** Tells the user what went wrong, ephemerally; an unexpected error also goes to the log. Never silence. */
 export async function replyError(respond: RespondFn, err: unknown, where: string): Promise<void> {
@@ -37,9 +38,6 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
   } catch (err) {
     logger().info({ err: redact((err as Error).message), channel }, 'cannot post the progress message; replying ephemerally instead');
   }
-  let last = 0;
-  let pending: { step: string; detail?: string } | undefined;
-  let timer: NodeJS.Timeout | undefined;
   // updates go out one after the other: the final one can never be overtaken by a late progress update
   let chain: Promise<unknown> = Promise.resolve();
   const send = (m: ReturnType<typeof progressMessage>, final: boolean): Promise<void> => {
@@ -50,16 +48,11 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
     chain = next.catch(() => undefined);
     return next;
   };
-  const flush = () => {
-    timer = undefined;
-    if (!pending) return;
-    const p = pending;
-    pending = undefined;
-    last = Date.now();
+  const updates = throttled<{ step: string; detail?: string }>(deps.progressIntervalMs, (p) => {
     void send(progressMessage({ title, step: p.step, ...(p.detail ? { detail: p.detail } : {}), elapsedMs: Date.now() - started, state: 'running' }), false).catch((err) =>
       logger().warn({ err: redact((err as Error).message) }, 'progress update failed'),
     );
-  };
+  });
   // the final message names the chain head: each step leaves a witness outside the database
   const head = () =>
     chainHead(deps.ctx.db.control).catch((err: unknown) => {
@@ -68,18 +61,14 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
     });
   return {
     step(step, detail) {
-      pending = { step, ...(detail ? { detail } : {}) };
-      if (timer) return;
-      timer = setTimeout(flush, Math.max(0, deps.progressIntervalMs - (Date.now() - last)));
+      updates.push({ step, ...(detail ? { detail } : {}) });
     },
     async done(step, summary) {
-      if (timer) clearTimeout(timer);
-      pending = undefined;
+      updates.stop();
       await send(progressMessage({ title, step, elapsedMs: Date.now() - started, state: 'done', ...(summary ? { summary } : {}), chainHead: await head() }), true);
     },
     async fail(message) {
-      if (timer) clearTimeout(timer);
-      pending = undefined;
+      updates.stop();
       await send(progressMessage({ title, step: 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: 'failed', chainHead: await head() }), true);
     },
   };

@@ -9,6 +9,7 @@ import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollb
 import { textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { replyError } from './common.js';
+import { throttled } from './throttle.js';
 import { chainHead } from '../engine/report/index.js';
 
 /**
@@ -70,9 +71,6 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, user: 
 function runInBackground(deps: BotDeps, id: number, actor: string, channel: string, work: (progress: (d: Deployment) => void) => Promise<Deployment>): void {
   deps.longRunning(async () => {
     let ts: string | undefined;
-    let last = 0;
-    let pending: Deployment | undefined;
-    let timer: NodeJS.Timeout | undefined;
     const send = async (d: Deployment, head?: Awaited<ReturnType<typeof chainHead>>) => {
       const m = deployProgressMessage(d, head);
       try {
@@ -82,29 +80,17 @@ function runInBackground(deps: BotDeps, id: number, actor: string, channel: stri
         logger().warn({ err: redact((err as Error).message), deployment: id }, 'deployment progress update failed');
       }
     };
-    const flush = () => {
-      timer = undefined;
-      if (!pending) return;
-      const d = pending;
-      pending = undefined;
-      last = Date.now();
-      void send(d);
-    };
-    const progress = (d: Deployment) => {
-      pending = d;
-      if (timer) return;
-      timer = setTimeout(flush, Math.max(0, deps.progressIntervalMs - (Date.now() - last)));
-    };
+    const updates = throttled<Deployment>(deps.progressIntervalMs, (d) => void send(d));
     try {
       await send(await getDeployment(deps.ctx.db.control, id));
-      const d = await work(progress);
-      if (timer) clearTimeout(timer);
+      const d = await work(updates.push);
+      updates.stop();
       // the final message names the chain head: a witness of the audit trail outside the database
       await send(d, await chainHead(deps.ctx.db.control));
       await refreshGoCard(deps, id).catch(() => undefined);
       if (d.status === 'rolled-back' || d.status === 'restored-smoke-failing' || d.status === 'rollback-failed') await postRollback(deps, channel, d);
     } catch (err) {
-      if (timer) clearTimeout(timer);
+      updates.stop();
       const message = redact(err instanceof Error ? err.message : String(err));
       logger().warn({ deployment: id, actor }, `deployment could not run: ${message}`);
       await deps.client.chat.postMessage({ channel, text: `Deployment #${id} could not run: ${message}` }).catch(() => undefined);

@@ -1,11 +1,12 @@
 import type { ActionsBlock, Button, HomeView, KnownBlock, ModalView, SectionBlock } from '@slack/types';
-import type { QueueSummary, ConflictRow, VersionView, BlastRadius, Decision } from '../engine/review/index.js';
+import { describeDecision, type QueueSummary, type ConflictRow, type VersionView, type BlastRadius, type Decision } from '../engine/review/index.js';
 import type { ReleaseStatus } from '../engine/report/index.js';
 import type { LoadResult } from '../engine/load/index.js';
 import type { ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 import { button, chainHeadContext, context, header, plain, section } from './kit.js';
+import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
 /**
  * Block Kit views: pure functions from domain objects to messages, modals and the App Home tab.
@@ -193,33 +194,12 @@ export function conflictCard(c: ConflictRow): Message {
   return checkMessage({ text: `${c.code} ${c.priority} ${c.kind}: ${c.entity} ${c.key_label}`, blocks });
 }
 
-export function describeAction(c: ConflictRow, d: Decision): string {
-  switch (d.action) {
-    case 'keep': {
-      const v = c.detail.versions?.find((x) => x.no === d.version);
-      return `kept version ${d.version}${v ? ` (${v.envs.join(', ')})` : ''}`;
-    }
-    case 'keep-both':
-      return 'kept both, renamed';
-    case 'merge':
-      return `merged (${Object.entries(d.picks).map(([a, v]) => `${a} from v${v}`).join(', ')})`;
-    case 'delete-both':
-      return d.cascade ? 'deleted both, with dependents' : 'deleted both';
-    case 'repoint':
-      return `re-pointed ${c.detail.column ?? ''} to ${d.to}`;
-    case 'delete':
-      return d.cascade ? 'deleted, with dependents' : 'deleted';
-    case 'waive':
-      return 'waived';
-  }
-}
-
 /** A decided card: who, what, when, rationale; the buttons are gone. */
 export function decidedCard(c: ConflictRow, d: { decision: Decision; by: string; at: Date | string; rationale: string; blast?: BlastRadius }): Message {
   const blocks = [...cardHead(c), ...cardBody(c)];
   const blast = d.blast ? ` · ${d.blast.rewritten} re-pointed, ${d.blast.removed} removed, ${d.blast.renamed.length} renamed` : '';
-  blocks.push(section(`:white_check_mark: *Decided* by ${who(d.by)} ${when(d.at)}: ${esc(describeAction(c, d.decision))}${blast}\n>${esc(clip(d.rationale, 1500))}`));
-  return checkMessage({ text: `${c.code} decided by ${d.by}: ${describeAction(c, d.decision)}`, blocks });
+  blocks.push(section(`:white_check_mark: *Decided* by ${who(d.by)} ${when(d.at)}: ${esc(describeDecision(c, d.decision, 'done'))}${blast}\n>${esc(clip(d.rationale, 1500))}`));
+  return checkMessage({ text: `${c.code} decided by ${d.by}: ${describeDecision(c, d.decision, 'done')}`, blocks });
 }
 
 export function queueSummaryMessage(q: QueueSummary): Message {
@@ -337,7 +317,7 @@ export function decisionModal({ conflict: c, meta, blast }: ModalArgs): ModalVie
     type: 'input',
     block_id: BLOCKS.rationale,
     label: plain('Rationale'),
-    element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000, placeholder: plain('Why is this the right resolution?') },
+    element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: RATIONALE_MIN, max_length: 1000, placeholder: plain('Why is this the right resolution?') },
   });
   return checkView({
     type: 'modal',
@@ -439,7 +419,7 @@ export function waiveModal(ref: { release: string; code: string; runId: number; 
         type: 'input',
         block_id: BLOCKS.waiveRationale,
         label: plain('Rationale'),
-        element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000, placeholder: plain('Why may this stay as it is?') },
+        element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: RATIONALE_MIN, max_length: 1000, placeholder: plain('Why may this stay as it is?') },
       },
     ],
   });

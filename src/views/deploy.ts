@@ -3,6 +3,7 @@ import { standing, type Bundle, type Deployment, type GoDecision, type StepState
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 import { chainHeadContext, context, plain, section } from './kit.js';
+import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
 /** Deployments as text (CLI) and Block Kit (go/no-go card, progress, rollback and interrupted cards). */
 const who = (a: string) => (/^[UW][A-Z0-9]+$/.test(a) ? `<@${a}>` : esc(a));
@@ -94,7 +95,7 @@ export function confirmModal(ref: DecideRef, summary: string): ModalView {
     private_metadata: JSON.stringify(ref),
     blocks: [
       section(summary),
-      { type: 'input', block_id: BLOCKS.deployRationale, label: plain('Rationale'), element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000 } },
+      { type: 'input', block_id: BLOCKS.deployRationale, label: plain('Rationale'), element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: RATIONALE_MIN, max_length: 1000 } },
     ],
   });
 }

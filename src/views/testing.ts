@@ -3,6 +3,7 @@ import type { KnownBlock, ModalView } from '@slack/types';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 import { context, md, plain, section } from './kit.js';
+import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
 /** Test runs as a QA lead reads them: totals with %, new features vs regression, per feature, failures. */
 export function tierLabel(tier: string, feature?: string): string {
@@ -128,7 +129,7 @@ export function approveModal(ref: ApproveRef, gate: { passed: boolean; reasons: 
       type: 'input',
       block_id: BLOCKS.approveRationale,
       label: plain(gate.passed ? 'Rationale' : 'Override rationale'),
-      element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: 3, max_length: 1000 },
+      element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: RATIONALE_MIN, max_length: 1000 },
     },
   ];
   return checkView({

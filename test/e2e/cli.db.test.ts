@@ -237,9 +237,9 @@ describe('tributary CLI', () => {
   it('applies a decision once, with a rationale, and refuses bad ones with exit 2 or 3', async () => {
     const [noRationale, noVersion, unknown, twoActions] = await Promise.all([
       run('decide', 'C-005', '--keep', '1'),
-      run('decide', 'C-005', '--keep', '9', '--rationale', 'x'),
-      run('decide', 'C-099', '--keep', '1', '--rationale', 'x'),
-      run('decide', 'C-005', '--keep', '1', '--waive', '--rationale', 'x'),
+      run('decide', 'C-005', '--keep', '9', '--rationale', 'checked'),
+      run('decide', 'C-099', '--keep', '1', '--rationale', 'checked'),
+      run('decide', 'C-005', '--keep', '1', '--waive', '--rationale', 'checked'),
     ]);
     for (const r of [noRationale, noVersion, unknown, twoActions]) expect(r.code, output(r)).toBe(2);
     expect(noRationale.stderr).toContain('rationale');

@@ -11,6 +11,7 @@ import { ROW_CELLS, ROW_HASH, type ChildEnvResult, type ChildPlan } from './coll
 import { ident, KEY_TEXT, literal, qualified } from '../kernel/sql.js';
 import type { LockRow } from '../gate/index.js';
 import { workTable, recordsPartition } from '../kernel/workArea.js';
+import { INTEGER_KEY } from '../kernel/freshKeys.js';
 
 /**
  * Collect: a release's rows from every ST env, in parallel (bounded by p-queue), streamed with COPY from
@@ -87,20 +88,19 @@ function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string
  * must equal the lock's. All envs were read in their own snapshot, so what was checked is what was collected.
  */
 async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, only?: { env: string }): Promise<Map<string, KeyStats>> {
-  // the same pass finds each entity's key kind (all integers?) and largest integer key, for re-keying
+  // the same pass finds each entity's largest integer key, for re-keying
   const res = await ctx.db.control.transaction(async (trx) => {
     // one process: it runs beside the detection's first steps, which need the cores more
     await trx.raw('set local max_parallel_workers_per_gather = 0');
-    return trx.raw<{ rows: { env: string; entity: string; rows: number; checksum: string; numeric: boolean | null; max: string | null }[] }>(
+    return trx.raw<{ rows: { env: string; entity: string; rows: number; checksum: string; max: string | null }[] }>(
       `select env, entity, count(*)::int as rows, coalesce(sum(rh), 0)::text as checksum,
-              bool_and(pk ~ '^-{0,1}[0-9]+$') as numeric, max(pk::numeric) filter (where pk ~ '^-{0,1}[0-9]+$')::text as max
+              max(pk::numeric) filter (where pk ~ ${INTEGER_KEY})::text as max
          from ${workTable(runId, 'records')} group by env, entity`,
     );
   });
   const keys = new Map<string, KeyStats>();
   for (const r of res.rows) {
-    const k = keys.get(r.entity) ?? { numeric: true, max: null };
-    k.numeric &&= r.numeric ?? true;
+    const k = keys.get(r.entity) ?? { max: null };
     if (r.max !== null && (k.max === null || BigInt(r.max) > BigInt(k.max))) k.max = r.max;
     keys.set(r.entity, k);
   }
@@ -134,9 +134,8 @@ export interface CollectedEnv {
   perEntity: Record<string, number>;
 }
 
-/** An entity's collected primary keys: all integers?, and the largest (fresh keys for re-keying start above it). */
+/** An entity's collected primary keys: the largest integer one (fresh keys for re-keying start above it). */
 export interface KeyStats {
-  numeric: boolean;
   max: string | null;
 }
 

@@ -1,12 +1,14 @@
 import type { Knex } from 'knex';
-import { type EntitySpec, envByRole, releaseOrThrow } from '../../config/load.js';
-import { tableExists } from '../kernel/checksum.js';
+import { type EntitySpec, releaseOrThrow } from '../../config/load.js';
 import type { Collected, KeyStats } from './collect.js';
 import { materializeRefs, rawRefs, recordsPartition, refsObject, runTables, workTable, type RunTables } from '../kernel/workArea.js';
-import { onEnv, type Ctx } from '../kernel/context.js';
-import { ident, KEY_TEXT, literal, qualified, textArray } from '../kernel/sql.js';
+import type { Ctx } from '../kernel/context.js';
+import { ident, KEY_TEXT, literal, textArray } from '../kernel/sql.js';
 import { masterKeys } from '../kernel/master.js';
-import { PRIORITY_RANK, RULE_PREDICATES, SURVIVOR_ORDER, SIMPLE_RULES } from './rules.js';
+import { nonPayloadColumns } from '../kernel/entities.js';
+import { INTEGER_KEY, keyFloor, masterMaxKey, suffixedKeySql } from '../kernel/freshKeys.js';
+import { RULE_PREDICATES, SURVIVOR_ORDER, SIMPLE_RULES } from './rules.js';
+import { conflictPrioritySql, isCriticalSql, PRIORITY_RANK } from '../kernel/priority.js';
 
 /**
  * Detection and resolution, set-based in SQL over the work area, following DESIGN.md's three phases:
@@ -60,30 +62,11 @@ function resultPartition(runId: number, i: number): string {
   return workTable(runId, `result_${i + 1}`);
 }
 
-function excludedColumns(ctx: Ctx, e: EntitySpec): string[] {
-  const t = ctx.config.tags;
-  return [...new Set([e.primaryKey, t.release, t.feature, t.createdBy, t.createdAt, e.timestamp, ...e.ignore])];
-}
-
 /** The feature plan as a VALUES list: feature → priority rank (1 = critical). */
 function planValues(ctx: Ctx, release: string, alias = 'plan'): string {
   const plan = releaseOrThrow(ctx.config, release);
   const rows = [...plan.features.values()].map((f) => `(${literal(f.id)}, ${PRIORITY_RANK[f.priority]}, ${literal(f.priority)})`);
   return `(values ${rows.join(', ')}) as ${alias}(feature, rank, priority)`;
-}
-
-/** Largest numeric key of the entity in master's earlier releases, so fresh keys never collide with them. */
-async function masterMaxKey(ctx: Ctx, e: EntitySpec): Promise<string | null> {
-  const master = envByRole(ctx.config, 'master');
-  if (!master) return null;
-  return onEnv(ctx, master, async () => {
-    const k = ctx.db.env(master);
-    if (!(await tableExists(k, master.schema, e.table))) return null;
-    const res = await k.raw<{ rows: { m: string | null }[] }>(
-      `select max(${ident(e.primaryKey)}::numeric)::text as m from ${qualified(master.schema, e.table)} where ${ident(e.primaryKey)}::text ~ '^-{0,1}[0-9]+$'`,
-    );
-    return res.rows[0]?.m ?? null;
-  });
 }
 
 /** Phase 1b: natural keys beyond the first that point at two identities merge them into one inconsistent group. */
@@ -140,12 +123,12 @@ async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<
 /** Phase 1c: a primary key shared by different identities: lower-precedence ones get fresh keys. */
 async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeyStats | undefined): Promise<number> {
   if (e.naturalKeys.length === 0) return 0;
-  const isNumeric = keys?.numeric ?? false;
-  const masterMax = isNumeric ? await masterMaxKey(ctx, e) : null;
-  const base = `greatest(${keys?.max ?? 0}::numeric, ${masterMax ?? 0}::numeric)`;
-  const fresh = isNumeric
-    ? `(${base} + row_number() over (order by m.env_rank, m.pk::numeric))::text`
-    : `m.pk || '-' || lower(m.env)`;
+  // fresh keys (kernel/freshKeys.ts): integer keys above every env's and master's, in (env precedence, old key) order
+  const floor = keys?.max == null ? 0n : keyFloor(keys.max, await masterMaxKey(ctx, e));
+  const integer = `m.pk ~ ${INTEGER_KEY}`;
+  const fresh = `case when ${integer}
+      then (${floor}::numeric + row_number() over (partition by ${integer} order by m.env_rank, case when ${integer} then m.pk::numeric end, m.pk))::text
+      else ${suffixedKeySql('m.pk', 'm.env')} end`;
   await k.raw(
     `insert into ${t.rekey} (entity, env, env_rank, pk, new_pk, owner_env)
      with shared as (
@@ -168,7 +151,7 @@ async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeySt
 
 /** Phase 2a: records of identities with two or more records, payloads with references translated to parent identities. */
 async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release: string): Promise<void> {
-  let payload = `(r.data - ${textArray(excludedColumns(ctx, e))})`;
+  let payload = `(r.data - ${textArray(nonPayloadColumns(ctx.config, e))})`;
   const joins: string[] = [];
   e.references.forEach((ref, i) => {
     const alias = `p${i}`;
@@ -232,14 +215,14 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
              from attrs group by identity),
      vs as (select identity, count(*)::int as nv, sum(n)::int as nrec, count(distinct payload)::int as npayload,
                    count(distinct feature)::int as nfeat, count(distinct fpri)::int as npri, min(fpri) as top,
-                   bool_or(fpri = 1) as critical
+                   bool_or(${isCriticalSql('fpri')}) as critical
               from ${t.versions} where entity = :entity group by identity),
      s as (select vs.*, coalesce(a.differing, '{}') as differing, coalesce(a.complementary, true) as complementary,
                   coalesce(a.core_differs, false) as core_differs,
                   (select count(*) from ${t.versions} v where v.entity = :entity and v.identity = vs.identity and v.fpri = vs.top)::int as ntop
              from vs left join a using (identity))
      select :entity, s.identity, s.nv, s.nrec, r.rule,
-            case r.rule when 'core-conflict' then case when s.critical then 'P1' else 'P2' end
+            case r.rule when 'core-conflict' then ${conflictPrioritySql('s.critical')}
                         when 'inconsistent-identity' then 'P1'
                         when 'equal-priority' then 'P3' when 'unmatched' then 'P3' end,
             s.differing
@@ -320,7 +303,7 @@ async function buildSingletons(k: Knex, t: RunTables, e: EntitySpec): Promise<nu
 /** Phase 2c, second part: the result rows of multi-record identities (final, or pending review) and the entity's key map. */
 async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<number> {
   const pk = literal(`{${e.primaryKey}}`);
-  const excluded = textArray(excludedColumns(ctx, e));
+  const excluded = textArray(nonPayloadColumns(ctx.config, e));
   // the survivor (merged for complementary-merge), or the suggestion while pending
   const res = await k.raw<{ rowCount: number }>(
     `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, status, rep_env, rep_pk, feature)

@@ -5,9 +5,6 @@ import type { VersionRuleName } from '../../config/schema.js';
  * how its survivor is chosen. The SQL that applies them is in detect.ts (classify).
  */
 
-/** Feature priorities, most important first. */
-export const PRIORITY_RANK: Record<string, number> = { critical: 1, high: 2, medium: 3, low: 4 };
-
 /** A rule's situation, as a predicate over the identity summary `s` (see classify()). */
 export const RULE_PREDICATES: Record<VersionRuleName, string> = {
   'exact-duplicate': 's.nv = 1',

@@ -14,7 +14,7 @@ import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
-import { releaseState, type ReleaseState } from '../kernel/lifecycle.js';
+import { passGate, type ReleaseState } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 
 /**
@@ -164,11 +164,9 @@ export async function createBundle(ctx: Ctx, release: string, opts: { code: stri
   const code = opts.code.trim();
   if (!code || code.length > 300 || /[\r\n]/.test(code)) throw new TributaryError('usage', `the code version must be one line of 1–300 characters, e.g. a git tag or sha or an image digest (got ${JSON.stringify(opts.code)})`);
   if (/^\.+$/.test(release)) throw new TributaryError('usage', `release "${release}" cannot name a bundle directory`);
-  const { state } = await releaseState(ctx.db.control, release);
-  if (!BUNDLE_STATES.includes(state)) {
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.bundle.refused', release, details: { state } });
-    throw new TributaryError('gate_state', `release ${release} is ${state}: cannot bundle it for production; approve it first: tributary approve ${release}`, { release, state });
-  }
+  await passGate(ctx.db.control, release, 'bundle', opts.actor, (state) => {
+    if (!BUNDLE_STATES.includes(state)) throw new TributaryError('gate_state', `release ${release} is ${state}: cannot bundle it for production; approve it first: tributary approve ${release}`, { release, state });
+  });
   const master = envByRole(ctx.config, 'master');
   if (!master) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: master, so there is no data of ${release} to bundle`);
   const migration = ctx.config.deploy?.migration ?? null;

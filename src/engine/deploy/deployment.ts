@@ -3,9 +3,10 @@ import { releaseOrThrow, type DeploySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { requireRationale } from '../kernel/rationale.js';
 import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
-import { releaseState } from '../kernel/lifecycle.js';
+import { passGate } from '../kernel/lifecycle.js';
 import { runTests } from '../tiers/index.js';
 import { getBundle, productionEnv, type Bundle } from './bundle.js';
 import { backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures } from './dataDeployer.js';
@@ -89,11 +90,9 @@ export async function requestDeployment(ctx: Ctx, release: string, opts: { actor
   releaseOrThrow(ctx.config, release);
   const spec = deploySpecOf(ctx);
   const db = ctx.db.control;
-  const { state } = await releaseState(db, release);
-  if (state !== 'approved') {
-    await recordAudit(db, { actor: opts.actor, action: 'gate.deploy.refused', release, details: { state } });
-    throw new TributaryError('gate_state', `release ${release} is ${state}: only an approved release is deployed; approve it after tier 2 first (tributary approve ${release})`, { release });
-  }
+  await passGate(db, release, 'deploy', opts.actor, (state) => {
+    if (state !== 'approved') throw new TributaryError('gate_state', `release ${release} is ${state}: only an approved release is deployed; approve it after tier 2 first (tributary approve ${release})`, { release });
+  });
   const bundle = await getBundle(ctx, release, opts.bundleVersion);
   if (!bundle) throw new TributaryError('gate_state', `${release} has no release bundle: tributary bundle ${release} --code <version> first`, { release });
   if (opts.at && !inWindow(spec, opts.at)) {
@@ -207,8 +206,7 @@ export interface GoResult {
 
 export async function decideGo(ctx: Ctx, id: number, opts: { actor: Actor; decision: 'go' | 'no-go'; rationale: string }): Promise<GoResult> {
   const spec = deploySpecOf(ctx);
-  const rationale = opts.rationale.trim();
-  if (rationale.length < 3) throw new TributaryError('usage', 'a go/no-go decision needs a rationale');
+  const rationale = requireRationale(opts.rationale, 'a go/no-go decision', 'why go, or why not?', 'usage');
   await expireStale(ctx);
   return ctx.db.control.transaction(async (trx) => {
     const d = (await trx('deployments').where({ id }).forUpdate().first()) as Deployment | undefined;
@@ -737,7 +735,7 @@ export function standing(d: Deployment): string {
 export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
   releaseOrThrow(ctx.config, release);
   const spec = deploySpecOf(ctx);
-  if (opts.rationale.trim().length < 3) throw new TributaryError('usage', 'a rollback needs a rationale');
+  requireRationale(opts.rationale, 'a rollback', `why roll ${release} back?`, 'usage');
   // the last one that succeeded, or whose rollback stopped (it is taken up again where it stopped)
   const d = (await ctx.db.control('deployments').where({ release, env: spec.env }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined;
   if (!d) throw new TributaryError('gate_state', `${release} has no successful deployment to ${spec.env} to roll back`);
@@ -755,6 +753,7 @@ export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: 
 
 /** An interrupted deployment (its process died) rolled back from where it stopped; one that never started is cancelled. */
 export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
+  requireRationale(opts.rationale, 'a rollback', `why roll deployment #${id} back?`, 'usage');
   const d = await getDeployment(ctx.db.control, id);
   if (!IN_FLIGHT_STATES.includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}, not interrupted`);
   if (d.status === 'approved') {

@@ -7,9 +7,12 @@ export function renderTemplate(template: string, value: string, env: string, fea
   return template.replace(/\{value\}/g, value).replace(/\{env\}/g, env.toLowerCase()).replace(/\{feature\}/g, (feature ?? '').toLowerCase()).replace(/\{n\}/g, String(n));
 }
 
-/** Columns left out when two rows are compared: the tag columns and the entity's ignored ones. */
-export function excludedColumns(config: Config, e: EntitySpec): string[] {
-  return [...new Set([config.tags.release, config.tags.feature, config.tags.createdBy, config.tags.createdAt, ...e.ignore])];
+/**
+ * The columns that are not the payload the rules compare (at consolidation and at promotion): the primary key,
+ * the tag columns, the entity's `ignore` columns, and its timestamp column, which only newest-wins compares.
+ */
+export function nonPayloadColumns(config: Config, e: EntitySpec): string[] {
+  return [...new Set([e.primaryKey, config.tags.release, config.tags.feature, config.tags.createdBy, config.tags.createdAt, e.timestamp, ...e.ignore])];
 }
 
 /** The keys that identify a record across releases: each natural key, then the primary key. */

@@ -1,5 +1,7 @@
 import type { Knex } from 'knex';
 import { TributaryError } from '../../errors.js';
+import { recordAudit } from './audit.js';
+import type { Actor } from './context.js';
 
 /**
  * The release lifecycle as data. Later stages (validated, loaded, tiers, deploy) extend this table;
@@ -48,6 +50,25 @@ export function nextState(release: string, current: ReleaseState, event: Release
 export async function releaseState(db: Knex | Knex.Transaction, release: string): Promise<{ state: ReleaseState; currentRunId: number | null }> {
   const row = await db('release_states').where({ release }).first();
   return row ? { state: row.state as ReleaseState, currentRunId: row.current_run_id } : { state: 'planned', currentRunId: null };
+}
+
+/**
+ * A release's gate before a step: its state, when `check` lets the step run from it (check throws the refusal,
+ * which says what must happen first); else the refusal is audited as `gate.<step>.refused` with the state,
+ * and thrown. Without `check`, the step is the lifecycle event of that name.
+ */
+export async function passGate(db: Knex, release: string, step: ReleaseEvent, actor: Actor): Promise<ReleaseState>;
+export async function passGate(db: Knex, release: string, step: string, actor: Actor, check: (state: ReleaseState) => void): Promise<ReleaseState>;
+export async function passGate(db: Knex, release: string, step: string, actor: Actor, check?: (state: ReleaseState) => void): Promise<ReleaseState> {
+  const { state } = await releaseState(db, release);
+  try {
+    if (check) check(state);
+    else nextState(release, state, step as ReleaseEvent);
+  } catch (err) {
+    await recordAudit(db, { actor, action: `gate.${step}.refused`, release, details: { state } });
+    throw err;
+  }
+  return state;
 }
 
 export async function transition(

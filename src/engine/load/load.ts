@@ -9,7 +9,7 @@ import { ensureUserTypes, userTypesOf, type UserType } from '../kernel/types.js'
 import { cellsSelectSql, copyRows, requireChecksum, targetChecksum } from '../kernel/copy.js';
 import { currentRunId, runTables } from '../kernel/workArea.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
-import { nextState, releaseState, transition, type ReleaseState } from '../kernel/lifecycle.js';
+import { passGate, releaseState, transition, type ReleaseState } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 
 /**
@@ -117,13 +117,7 @@ export async function assertReloadConfirmed(ctx: Ctx, release: string, confirm: 
 export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Actor; confirm?: boolean; progress?: (step: string, info?: Record<string, unknown>) => void }): Promise<LoadResult> {
   releaseOrThrow(ctx.config, release);
   const started = performance.now();
-  const { state } = await releaseState(ctx.db.control, release);
-  try {
-    nextState(release, state, 'load');
-  } catch (err) {
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.load.refused', release, details: { state } });
-    throw err;
-  }
+  const state = await passGate(ctx.db.control, release, 'load', opts.actor);
   await assertReloadConfirmed(ctx, release, !!opts.confirm, state);
   const staging = envByRole(ctx.config, 'staging');
   if (!staging) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: staging, so there is nowhere to load ${release}`);

@@ -3,7 +3,6 @@ import os from 'node:os';
 import type { Knex } from 'knex';
 import pg from 'pg';
 import { type Config, type EntitySpec, type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
-import type { FeaturePriority } from '../../config/schema.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
@@ -12,10 +11,12 @@ import { failpoint } from '../kernel/failpoints.js';
 import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { type ConflictDetail, type ConflictRow, type CrossReleaseInfo, type VersionView, CROSS_RELEASE, openPromoteRunId, PROMOTE_CODE_PREFIX, renameValues, type Decision } from '../review/index.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
-import { childEntities, displayValue, excludedColumns, identityKeys } from '../kernel/entities.js';
+import { childEntities, displayValue, nonPayloadColumns, identityKeys } from '../kernel/entities.js';
 import { partitionName } from '../kernel/master.js';
-import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { passGate, transition } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
+import { freshKeys, keyFloor, maxIntegerKeySql } from '../kernel/freshKeys.js';
+import { conflictPriority, featurePriority, type ConflictPriority } from '../kernel/priority.js';
 
 /**
  * Promote: a release's rows in staging into the cumulative master, one LIST partition per release.
@@ -104,7 +105,7 @@ interface Work {
   autoResolved: AutoResolvedItem[];
   autoCount: number;
   decisions: AppliedDecision[];
-  nextPk?: bigint;
+  freshKey?: (pk: string, owner: string) => string;
 }
 
 interface Pair {
@@ -125,13 +126,11 @@ interface Blocking {
   entity: string;
   identity: string;
   keyLabel: string;
-  priority: 'P1' | 'P2' | 'P3';
+  priority: ConflictPriority;
   detail: ConflictDetail;
   /** An open conflict of the same rows (kept, its detail refreshed); else a new one is created. */
   existing?: Known;
 }
-
-const PRIORITY: Record<FeaturePriority, 'P1' | 'P2' | 'P3'> = { critical: 'P1', high: 'P1', medium: 'P2', low: 'P3' };
 
 const SHAPE_SQL = `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as "notNull"
     from pg_attribute a where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped order by a.attnum`;
@@ -149,24 +148,14 @@ class Refused {
 }
 
 export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress }): Promise<PromoteResult> {
-  const spec = releaseOrThrow(ctx.config, release);
+  releaseOrThrow(ctx.config, release);
   const started = performance.now();
-  const { state } = await releaseState(ctx.db.control, release);
-  try {
-    nextState(release, state, 'promote');
-  } catch (err) {
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.promote.refused', release, details: { state } });
-    throw err;
-  }
+  await passGate(ctx.db.control, release, 'promote', opts.actor);
   const staging = envByRole(ctx.config, 'staging');
   const master = envByRole(ctx.config, 'master');
   if (!staging) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: staging, so there is nothing to promote ${release} from`);
   if (!master) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: master, so there is nowhere to promote ${release} to`);
   const rel = ctx.config.tags.release;
-  const priorityOf = (feature: unknown): 'P1' | 'P2' | 'P3' => {
-    const f = typeof feature === 'string' ? spec.features.get(feature) : undefined;
-    return f ? PRIORITY[f.priority] : 'P2';
-  };
 
   // what reviewers decided so far, latest conflict per pair of rows
   const known = (await ctx.db.control('conflicts as c')
@@ -253,7 +242,7 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       const { e } = w;
       current = w.partQ;
       opts.progress?.('detect', { entity: e.name });
-      const excl = excludedColumns(ctx.config, e);
+      const excl = nonPayloadColumns(ctx.config, e);
       const pk = ident(e.primaryKey);
       const pairs = new Map<string, Pair>();
       for (const key of identityKeys(e)) {
@@ -325,13 +314,15 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
           versions: [version(1, 'master', p.mpk, p.mrel, o, children.master), version(2, 'staging', p.spk, release, s, children.release)],
           crossRelease: info,
         };
-        return { entity: e.name, identity: `${p.spk}|${p.mrel}|${p.mpk}`, keyLabel: label, priority: priorityOf(s[ctx.config.tags.feature]), detail, ...(existing ? { existing } : {}) };
+        return { entity: e.name, identity: `${p.spk}|${p.mrel}|${p.mpk}`, keyLabel: label, priority: pairPriority(ctx.config, release, p, s, o), detail, ...(existing ? { existing } : {}) };
       };
 
       for (const [spk, list] of bySpk) {
         const same = list.find((p) => p.shash === p.mhash);
         if (same) {
+          // an identical payload (the key, tags and timestamp aside): master's row stays, the release's children follow it
           w.skipped.add(spk);
+          if (same.mpk !== spk) mapping.set(spk, same.mpk);
           w.autoCount += 1;
           if (w.autoResolved.length < SAMPLE) {
             const row = (await m(`select to_jsonb(n) as data from ${w.partQ} n where ${pk}::text = $1`, [spk])).rows[0].data as Record<string, unknown>;
@@ -651,6 +642,11 @@ async function replacePartition(m: Query, parent: string, master: EnvSpec, part:
   }
 }
 
+/** A cross-release conflict's priority: P1 when the release's row or master's is of a critical feature, each in its own release's plan. */
+function pairPriority(config: Config, release: string, p: Pair, s: Record<string, unknown>, o: Record<string, unknown>): ConflictPriority {
+  return conflictPriority([featurePriority(config, release, s[config.tags.feature]), featurePriority(config, p.mrel, o[config.tags.feature])]);
+}
+
 /** Rows referencing `pk` of entity `e`: in the release's new partitions, or in master's other releases. */
 async function countReferencing(m: Query, config: Config, works: Map<string, Work>, e: EntitySpec, pk: string, where: 'release' | 'master'): Promise<number> {
   let n = 0;
@@ -671,19 +667,14 @@ async function deleteMaster(m: Query, w: Work, rel: string, p: Pair, replaced: P
   if ((res.rowCount ?? 0) > 0) replaced.push({ entity: w.e.name, release: p.mrel, pk: p.mpk });
 }
 
-/** A primary key for the release's row that no row of any release has (keep both on a shared key). */
+/** A primary key for the release's row that no row of any release has (keep both on a shared key): kernel/freshKeys.ts. */
 async function freshPk(m: Query, w: Work, spk: string, release: string): Promise<string> {
-  const pk = ident(w.e.primaryKey);
-  if (!/^-?\d+$/.test(spk)) return `${spk}-${release.toLowerCase()}`;
-  if (w.nextPk === undefined) {
-    const res = await m(
-      `select greatest((select max(${pk}::numeric) from ${w.parent} where ${pk}::text ~ '^-{0,1}[0-9]+$'),
-                       (select max(${pk}::numeric) from ${w.partQ} where ${pk}::text ~ '^-{0,1}[0-9]+$'))::text as m`,
-    );
-    w.nextPk = BigInt((res.rows[0].m as string | null) ?? '0');
+  const pk = `${ident(w.e.primaryKey)}::text`;
+  if (!w.freshKey) {
+    const res = await m(`select greatest(${maxIntegerKeySql(pk, w.parent)}, ${maxIntegerKeySql(pk, w.partQ)})::text as m`);
+    w.freshKey = freshKeys(keyFloor(res.rows[0].m as string | null));
   }
-  w.nextPk += 1n;
-  return w.nextPk.toString();
+  return w.freshKey(spk, release);
 }
 
 /** The first renamed value some other row already has, described; else null. */

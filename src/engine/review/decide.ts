@@ -11,6 +11,10 @@ import { masterKeys } from '../kernel/master.js';
 import { materializeRefs, rawRefs, refsObject, runTables, type RunTables } from '../kernel/workArea.js';
 import { isValidated, releaseState, transition } from '../kernel/lifecycle.js';
 import { literal } from '../kernel/sql.js';
+import { describeDecision } from './describe.js';
+import { childEntities, renderTemplate } from '../kernel/entities.js';
+import { requireRationale } from '../kernel/rationale.js';
+import { freshKeys, keyFloor, masterMaxKey, maxIntegerKeySql } from '../kernel/freshKeys.js';
 
 /**
  * Human decisions on complex conflicts. Each needs a rationale and the decider's identity, shows its
@@ -32,10 +36,6 @@ function entityOf(ctx: Ctx, name: string): EntitySpec {
   return ctx.config.entities.find((e) => e.name === name)!;
 }
 
-function childrenOf(ctx: Ctx, entity: string): { e: EntitySpec; column: string }[] {
-  return ctx.config.entities.flatMap((e) => e.references.filter((r) => r.entity === entity).map((r) => ({ e, column: r.column })));
-}
-
 async function recordsOf(k: Knex.Transaction, t: RunTables, entity: string, identity: string): Promise<RecordRef[]> {
   const res = await k.raw<{ rows: RecordRef[] }>(
     `select c.env, c.pk, c.version_no as version, coalesce(rk.new_pk, c.pk) as "effPk"
@@ -49,7 +49,7 @@ async function recordsOf(k: Knex.Transaction, t: RunTables, entity: string, iden
 /** Child result rows whose reference resolves to one of the given parent records (through their env). */
 async function directChildren(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[], finalPk?: string): Promise<Dependent[]> {
   const out: Dependent[] = [];
-  for (const { e, column } of childrenOf(ctx, entity)) {
+  for (const { e, column } of childEntities(ctx.config, entity)) {
     const col = literal(column);
     const res = await k.raw<{ rows: { pk: string; identity: string }[] }>(
       `select c.pk, c.identity from ${t.result} c
@@ -87,10 +87,6 @@ async function allDependents(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity
 async function childCountFor(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[]): Promise<number> {
   if (recs.length === 0) return 0;
   return (await directChildren(ctx, k, t, entity, recs)).length;
-}
-
-function renderTemplate(template: string, value: string, env: string, feature: string | null, n: number): string {
-  return template.replace(/\{value\}/g, value).replace(/\{env\}/g, env.toLowerCase()).replace(/\{feature\}/g, (feature ?? '').toLowerCase()).replace(/\{n\}/g, String(n));
 }
 
 function validate(ctx: Ctx, c: ConflictRow, d: Decision): void {
@@ -180,19 +176,15 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
       const nkCols = [...new Set(e.naturalKeys.flat())];
       const usedPks = new Set<string>();
       const maxPk = await k.raw<{ rows: { m: string | null }[] }>(
-        `select greatest((select max(pk::numeric) from ${t.result} where entity = ? and pk ~ '^-{0,1}[0-9]+$'),
-                         (select max(pk::numeric) from ${t.records} where entity = ? and pk ~ '^-{0,1}[0-9]+$'))::text as m`,
-        [c.entity, c.entity],
+        `select greatest(${maxIntegerKeySql('pk', t.result, 'entity = :entity')}, ${maxIntegerKeySql('pk', t.records, 'entity = :entity')})::text as m`,
+        { entity: c.entity },
       );
-      let nextPk = BigInt(maxPk.rows[0]?.m ?? '0');
+      const freshKey = freshKeys(keyFloor(maxPk.rows[0]?.m, await masterMaxKey(ctx, e)));
       const plan: { no: number; pk: string; values: Record<string, string> }[] = [];
       for (const v of versions) {
         const rep = repOf(v.no);
         let pk = rep.effPk;
-        if (usedPks.has(pk)) {
-          nextPk += 1n;
-          pk = /^-?\d+$/.test(pk) ? nextPk.toString() : `${pk}-${rep.env.toLowerCase()}`;
-        }
+        if (usedPks.has(pk)) pk = freshKey(pk, rep.env);
         usedPks.add(pk);
         const values: Record<string, string> = {};
         if (v.no !== 1) {
@@ -268,7 +260,7 @@ async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow
       // the kept rows' own references follow their env's key map, like every consolidated row's
       const kept = await k.raw<{ rows: { identity: string }[] }>(`select identity from ${t.result} where entity = ? and (identity = ? or identity like ?)`, [c.entity, c.identity, `${c.identity}#%`]);
       await materializeRefs(k, t, e, { identities: kept.rows.map((r) => r.identity) });
-      for (const child of childrenOf(ctx, c.entity)) {
+      for (const child of childEntities(ctx.config, c.entity)) {
         await materializeRefs(k, t, child.e, { parent: c.entity, envs: recs.map((r) => r.env), pks: recs.map((r) => r.pk) });
       }
     },
@@ -353,27 +345,6 @@ export async function planRecordDecision(ctx: Ctx, k: Knex.Transaction, c: Confl
   }
 }
 
-export function describeDecision(c: ConflictRow, d: Decision): string {
-  switch (d.action) {
-    case 'keep': {
-      const v = c.detail.versions?.find((x) => x.no === d.version);
-      return `keep version ${d.version}${v ? ` (${v.envs.join(', ')})` : ''}`;
-    }
-    case 'keep-both':
-      return 'keep both, renamed';
-    case 'merge':
-      return `merge (${Object.entries(d.picks).map(([a, v]) => `${a} from version ${v}`).join(', ')})`;
-    case 'delete-both':
-      return d.cascade ? 'delete both, with dependents' : 'delete both';
-    case 'repoint':
-      return `re-point ${c.detail.column} to ${d.to}`;
-    case 'delete':
-      return d.cascade ? 'delete, with dependents' : 'delete';
-    case 'waive':
-      return 'waive';
-  }
-}
-
 /** Cross-release conflicts (promote) are planned against master and staging, never the consolidation's work tables. */
 function planFor(ctx: Ctx, trx: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
   if (c.kind === CROSS_RELEASE) return planCrossRelease(ctx, c, d);
@@ -408,8 +379,7 @@ export async function planDecision(ctx: Ctx, release: string, code: string, d: D
 }
 
 export async function applyDecision(ctx: Ctx, release: string, code: string, d: Decision, by: { actor: Actor; rationale: string }): Promise<DecisionOutcome> {
-  const rationale = by.rationale?.trim();
-  if (!rationale) throw new TributaryError('decision_invalid', `a decision needs a rationale (why ${describeDecision({ detail: {} } as ConflictRow, d)}?)`, { field: 'rationale' });
+  const rationale = requireRationale(by.rationale, 'a decision', `why ${describeDecision({ detail: {} } as ConflictRow, d)}?`);
   return withConflict(ctx, release, code, async (trx, c) => {
     if (c.status === 'decided') {
       const prev = await trx('decisions').where({ conflict_id: c.id }).first();

@@ -6,7 +6,8 @@
  * `decisions`.
  */
 export { CROSS_RELEASE, PROMOTE_CODE_PREFIX, openPromoteRunId, renameValues } from './crossRelease.js';
-export { applyDecision, decisionOf, describeDecision, planDecision, planRecordDecision } from './decide.js';
+export { applyDecision, decisionOf, planDecision, planRecordDecision } from './decide.js';
+export { describeDecision } from './describe.js';
 export type { RecordedDecision } from './decide.js';
 export { getConflict, listConflicts, nextConflict, queueSummary, releaseOfCode, showConflict } from './queue.js';
 export type { QueueSummary } from './queue.js';

@@ -5,6 +5,7 @@ import type { Actor, Ctx } from '../kernel/context.js';
 import { runTables, currentRunId } from '../kernel/workArea.js';
 import { CROSS_RELEASE, openPromoteRunId } from './crossRelease.js';
 import { literal } from '../kernel/sql.js';
+import { childEntities } from '../kernel/entities.js';
 import type { ConflictRow } from './types.js';
 
 /** The review queue: listing, showing with live child counts, and handing out the next conflict. */
@@ -68,13 +69,13 @@ export async function releaseOfCode(ctx: Ctx, code: string): Promise<string> {
 export async function childCounts(ctx: Ctx, runId: number, entity: string, records: { env: string; pk: string; key: string }[]): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
   const t = runTables(runId);
-  const children = ctx.config.entities.flatMap((e) => e.references.filter((r) => r.entity === entity).map((r) => ({ e, r })));
+  const children = childEntities(ctx.config, entity);
   if (records.length === 0 || children.length === 0) return counts;
-  for (const { e, r } of children) {
+  for (const { e, column } of children) {
     const res = await ctx.db.control.raw<{ rows: { key: string; n: number }[] }>(
       `select x.key, count(c.*)::int as n
          from unnest(?::text[], ?::text[], ?::text[]) as x(env, pk, key)
-         join ${t.records} c on c.entity = ? and c.env = x.env and c.data->>${literal(r.column)} = x.pk
+         join ${t.records} c on c.entity = ? and c.env = x.env and c.data->>${literal(column)} = x.pk
         group by x.key`,
       [records.map((x) => x.env), records.map((x) => x.pk), records.map((x) => x.key), e.name],
     );

@@ -1,4 +1,4 @@
-
+import type { ConflictPriority } from '../kernel/priority.js';
 
 /** The review queue's shapes: conflicts as stored, decisions and their blast radius. */
 
@@ -57,7 +57,7 @@ export interface ConflictRow {
   identity: string;
   key_label: string;
   kind: string;
-  priority: 'P1' | 'P2' | 'P3';
+  priority: ConflictPriority;
   status: 'open' | 'decided';
   detail: ConflictDetail;
   assigned_to: string | null;

@@ -5,8 +5,9 @@ import { envByRole, envOrThrow, releaseOrThrow, type EnvSpec, type TestingSpec }
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
+import { requireRationale } from '../kernel/rationale.js';
 import type { Actor, Ctx } from '../kernel/context.js';
-import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { nextState, passGate, releaseState, transition } from '../kernel/lifecycle.js';
 import { promotedFingerprint, promoteRelease } from '../promote/index.js';
 import { catalogTests, balanceShards, learnTests, selectTests, type Tier } from './catalog.js';
 import { loadMapping, writeJUnit, type FeatureMapping } from './junit.js';
@@ -165,12 +166,7 @@ export async function runTests(ctx: Ctx, release: string, req: TestRequest): Pro
 
   let dataFingerprint: string | null = null;
   if (req.tier === '1') {
-    try {
-      nextState(release, state, 'tier1');
-    } catch (err) {
-      await recordAudit(db, { actor: req.actor, action: 'gate.tier1.refused', release, details: { state } });
-      throw err;
-    }
+    await passGate(db, release, 'tier1', req.actor);
     dataFingerprint = (await loadedFingerprint(db, release)).fingerprint;
   } else if (req.tier === '2') {
     await tier2Gate(ctx, release, req.actor);
@@ -465,8 +461,7 @@ export interface ApprovalResult {
 /** A qa_lead's approval of the latest tier 2 run: ready for production; past a failed gate only with override. */
 export async function approveRelease(ctx: Ctx, release: string, opts: { actor: Actor; rationale: string; override?: boolean; runId?: number }): Promise<ApprovalResult> {
   releaseOrThrow(ctx.config, release);
-  const rationale = opts.rationale.trim();
-  if (!rationale) throw new TributaryError('usage', 'an approval needs a rationale (--rationale "…")');
+  const rationale = requireRationale(opts.rationale, 'an approval', 'why may the release go to production?', 'usage');
   const run = await latestRun(ctx, release, '2');
   if (!run) {
     await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.approve.refused', release, details: { reason: 'no tier 2 run' } });

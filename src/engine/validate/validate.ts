@@ -3,13 +3,14 @@ import { type DataTest, type EntitySpec, releaseOrThrow, TABLE_PLACEHOLDER } fro
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
+import { requireRationale } from '../kernel/rationale.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { byColumnName, rowHashOfTexts, textSettingsSql } from '../kernel/checksum.js';
 import { type ConflictRow, describeDecision, planRecordDecision, type BlastRadius, type Decision } from '../review/index.js';
 import { currentRunId, runTables, type RunTables } from '../kernel/workArea.js';
 import { onEnv, type Actor, type Ctx } from '../kernel/context.js';
 import { masterKeys } from '../kernel/master.js';
-import { isValidated, nextState, releaseState, transition } from '../kernel/lifecycle.js';
+import { isValidated, passGate, releaseState, transition } from '../kernel/lifecycle.js';
 import { authorize } from '../kernel/roles.js';
 import { ident, literal, qualified, textArray } from '../kernel/sql.js';
 
@@ -696,13 +697,7 @@ async function openConflicts(ctx: Ctx, runId: number): Promise<number> {
 export async function validateRelease(ctx: Ctx, release: string, opts: { actor: Actor }): Promise<ValidationReport> {
   releaseOrThrow(ctx.config, release);
   const started = performance.now();
-  const { state } = await releaseState(ctx.db.control, release);
-  try {
-    nextState(release, state, 'validate');
-  } catch (err) {
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.validate.refused', release, details: { state } });
-    throw err;
-  }
+  await passGate(ctx.db.control, release, 'validate', opts.actor);
   const runId = await currentRunId(ctx, release);
   const open = await openConflicts(ctx, runId);
   if (open > 0) {
@@ -881,8 +876,7 @@ function refuseUnlessOpen(f: FindingRow): void {
 export async function waiveFinding(ctx: Ctx, release: string, code: string, by: { actor: Actor; rationale: string; user?: string; groups?: string[] }): Promise<FindingRow> {
   releaseOrThrow(ctx.config, release);
   await authorize(ctx, by.user ?? by.actor, by.groups ?? [], 'waive', release);
-  const rationale = by.rationale?.trim();
-  if (!rationale) throw new TributaryError('decision_invalid', `a waiver needs a rationale (why may ${code} stay as it is?)`, { field: 'rationale' });
+  const rationale = requireRationale(by.rationale, 'a waiver', `why may ${code} stay as it is?`);
   return ctx.db.control.transaction(async (trx) => {
     const f = await lockedFinding(ctx, trx, release, code);
     refuseUnlessOpen(f);
@@ -928,8 +922,7 @@ export async function decideFinding(
   by: { actor: Actor; rationale: string },
   opts: { dryRun?: boolean } = {},
 ): Promise<FindingDecisionOutcome> {
-  const rationale = by.rationale?.trim();
-  if (!opts.dryRun && !rationale) throw new TributaryError('decision_invalid', `a decision needs a rationale (why ${d.action} the record of ${code}?)`, { field: 'rationale' });
+  const rationale = opts.dryRun ? by.rationale?.trim() : requireRationale(by.rationale, 'a decision', `why ${d.action} the record of ${code}?`);
   try {
     return await ctx.db.control.transaction(async (trx) => {
       const f = await lockedFinding(ctx, trx, release, code);

@@ -152,6 +152,16 @@ describe('phase 1: identities and the key map', () => {
     expect(accounts.find((a) => a.data.number === 'AC-MIA')!.data.user_id).toBe('1500');
   });
 
+  it('re-key: the fresh key is above master\'s keys too (an earlier release\'s), in (env precedence, old key) order', async () => {
+    const { users } = await run(3, async (e) => {
+      await insertUsers(e, 'st1', [{ id: 8, email: 'mia@x' }, { id: 9, email: 'ola@x' }]);
+      await insertUsers(e, 'st2', [{ id: 9, email: 'pia@x' }]);
+      await insertUsers(e, 'st3', [{ id: 8, email: 'nick@x' }, { id: 9, email: 'quinn@x' }]);
+      await e.sql(`insert into master.users (id, email, release) values (3000, 'r1@x', 'R1')`);
+    });
+    expect(['pia@x', 'nick@x', 'quinn@x'].map((m) => byEmail(users, m)[0]!.pk)).toEqual(['3001', '3002', '3003']);
+  });
+
   it('entities detected at once: the counts add up every entity’s re-keys and identities', async () => {
     const { result } = await run(3, async (e) => {
       await insertUsers(e, 'st1', [{ id: 1500, email: 'mia@x' }, { id: 1501, email: 'ola@x' }]);

@@ -397,6 +397,7 @@ describe('scheduled and approved deployments that did not start', () => {
     expect(whereItStopped(found)).toMatch(/^approved at \S+ but never started \(the process that was to run it died\): nothing was done/);
     await expect(requestDeployment(e.ctx, 'R2', { actor: 'U0RM1' })).rejects.toThrow(new RegExp(`deployment #${d.id} of R2, approved at \\S+ but never started .*tributary deploy run ${d.id}.*tributary rollback R2`));
     // cancelled ("Roll back" on it): nothing to undo
+    await expect(rollbackInterruptedDeployment(e.ctx, d.id, { actor: 'U0RM1', rationale: ' n o ' })).rejects.toThrow(/a rollback needs a rationale of at least 3 characters/);
     const cancelled = await rollbackInterruptedDeployment(e.ctx, d.id, { actor: 'U0RM1', rationale: 'not tonight after all' });
     expect(cancelled.status).toBe('cancelled');
     expect(cancelled.cause).toMatch(/^cancelled before it started by U0RM1: not tonight after all/);

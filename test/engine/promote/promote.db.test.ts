@@ -32,7 +32,7 @@ async function ready(): Promise<TestEnv> {
   await insertUsers(e, 'st1', [
     { id: 1, email: 'dana@x', role: 'Manager', feature: 'FEAT-C' },
     { id: 2, email: 'eve@x' },
-    { id: 3, email: 'fay@x' },
+    { id: 3, email: 'fay@x', feature: 'FEAT-H1' },
     { id: 1500, email: 'new@x', feature: 'FEAT-L' },
     { id: 20, email: 'gus@x', role: 'Admin', feature: 'FEAT-C' },
   ]);
@@ -162,6 +162,17 @@ describe('promote', () => {
     expect(await listConflicts(e.ctx, 'R2')).toEqual([]);
   });
 
+  it('an earlier release\'s row identical but for its primary key is the same record: not promoted again, the release\'s children follow its key', async () => {
+    const e = await ready();
+    // the payload the rules compare leaves the primary key out, at promotion as at consolidation
+    await r1Users(e, [{ id: 77, email: 'new@x' }]);
+    const r = await promoteRelease(e.ctx, 'R2', by);
+    expect(r.autoResolved.items).toEqual([{ entity: 'users', key: 'email=new@x', pk: '1500', release: 'R1', rule: 'exact-duplicate' }]);
+    expect(await rows(e, `select id, release from master.users where email = 'new@x'`)).toEqual([{ id: 77, release: 'R1' }]);
+    expect(await rows(e, `select user_id, release from master.accounts where number = 'AC-NEW'`)).toEqual([{ user_id: 77, release: 'R2' }]);
+    expect(await listConflicts(e.ctx, 'R2')).toEqual([]);
+  });
+
   it('queues a differing row as a cross-release conflict and refuses; keep 2 then replaces master\'s earlier row', async () => {
     const e = await ready();
     await r1Users(e, [{ id: 1, email: 'dana@x', role: 'Customer' }]);
@@ -238,11 +249,12 @@ describe('promote', () => {
     expect(err.code).toBe('gate_conflicts');
     const queue = await listConflicts(e.ctx, 'R2');
     const code = (label: string) => queue.find((c) => c.key_label === label)!.code;
-    // codes in detection order (users by key: 1, 1500, 3), the queue by priority of R2's feature
+    // codes in detection order (users by key: 1, 1500, 3), the queue by priority: P1 only where a critical
+    // feature is involved (dana's FEAT-C), else P2 whatever the features (fay's high FEAT-H1, new@x's low FEAT-L)
     expect(queue.map((c) => [c.code, c.priority, c.key_label, c.detail.differing])).toEqual([
-      ['C-X001', 'P1', 'email=dana@x', ['id', 'role']],
-      ['C-X003', 'P2', 'email=fay@x', ['id', 'role']],
-      ['C-X002', 'P3', 'id=1500', ['email', 'username']],
+      ['C-X001', 'P1', 'email=dana@x', ['role']],
+      ['C-X002', 'P2', 'id=1500', ['email', 'username']],
+      ['C-X003', 'P2', 'email=fay@x', ['role']],
     ]);
 
     // delete both would orphan R2's account of dana: refused, with the dependents named

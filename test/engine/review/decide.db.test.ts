@@ -104,6 +104,15 @@ describe('decisions', () => {
     expect(tx.data.account_id).toBe('51');
   });
 
+  it('keep both gives its fresh key above master\'s keys too, so the key cannot collide when the release is promoted', async () => {
+    // R1, promoted earlier, holds account 900 in master: 51 (above every env's keys) is free now, but
+    // a key at or below master's largest could be one an earlier release already uses
+    await env.sql(`insert into master.accounts (id, number, user_id, currency, release) values (900, 'AC-R1', null, 'USD', 'R1')`);
+    const code = await codeOf('equal-priority');
+    const plan = await planDecision(env.ctx, 'R2', code, { action: 'keep-both' });
+    expect(plan.blast.renamed).toEqual([{ version: 2, values: { number: 'M-1-st-2' }, pk: '901' }]);
+  });
+
   it('keep both refuses a new natural key that is already taken, naming it', async () => {
     const code = await codeOf('equal-priority');
     await expect(applyDecision(env.ctx, 'R2', code, { action: 'keep-both', rename: { 2: { number: 'AC-D1' } } }, by)).rejects.toThrow(/number=AC-D1 is already taken/);
@@ -134,10 +143,13 @@ describe('decisions', () => {
   });
 
   it('needs a rationale, fits the conflict kind, and applies once only', async () => {
-    await expect(applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, { actor: 'U_A', rationale: '  ' })).rejects.toThrow(/rationale/);
+    // at least three characters other than white space, on every engine path (the CLI's too)
+    for (const rationale of ['  ', 'ok', ' a b ']) {
+      await expect(applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, { actor: 'U_A', rationale })).rejects.toThrow(/a decision needs a rationale of at least 3 characters/);
+    }
     await expect(applyDecision(env.ctx, 'R2', 'C-001', { action: 'waive' }, by)).rejects.toThrow(/decide it with keep, keep-both, merge, delete-both/);
     await applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 1 }, by);
-    const second = applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 3 }, { actor: 'U_BOB', rationale: 'no' });
+    const second = applyDecision(env.ctx, 'R2', 'C-001', { action: 'keep', version: 3 }, { actor: 'U_BOB', rationale: 'no, the third' });
     await expect(second).rejects.toBeInstanceOf(TributaryError);
     await expect(second).rejects.toThrow(/already decided by U_ALICE/);
     expect(await env.db.control('decisions')).toHaveLength(1);

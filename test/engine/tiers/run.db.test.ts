@@ -254,12 +254,13 @@ describe('tiers', () => {
   it('approval: refused before tier 2 and past a failed gate without an override; once per run; audited', async () => {
     const { e } = await setup();
     await loaded(e);
-    await expect(approveRelease(e.ctx, 'R2', { ...by, rationale: 'ok' })).rejects.toThrow(/no tier 2 run/);
+    await expect(approveRelease(e.ctx, 'R2', { ...by, rationale: 'ok' })).rejects.toThrow(/an approval needs a rationale of at least 3 characters/);
+    await expect(approveRelease(e.ctx, 'R2', { ...by, rationale: 'looks good' })).rejects.toThrow(/no tier 2 run/);
     // a failed tier 2 run on master
     await transition(e.db.control, 'R2', 'tier1');
     await e.db.control('release_states').where({ release: 'R2' }).update({ state: 'promoted' });
     const [run] = await e.db.control('test_runs').insert({ release: 'R2', tier: '2', env: 'master', status: 'failed', started_by: 'cli:qa', gate: JSON.stringify({ passed: false, threshold: 99, reasons: ['1 new regression(s)'] }) }).returning('id');
-    await expect(approveRelease(e.ctx, 'R2', { ...by, rationale: 'ok' })).rejects.toThrow(/needs an explicit override/);
+    await expect(approveRelease(e.ctx, 'R2', { ...by, rationale: 'looks good' })).rejects.toThrow(/needs an explicit override/);
     const ok = await approveRelease(e.ctx, 'R2', { actor: 'cli:lead', rationale: 'known data change, test to be fixed', override: true });
     expect(ok).toMatchObject({ override: true, runId: run.id });
     expect((await releaseState(e.db.control, 'R2')).state).toBe('approved');

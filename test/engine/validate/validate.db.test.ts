@@ -271,7 +271,7 @@ describe('integrity', () => {
     expect(done.finding.resolution).toContain('delete, with dependents — test data of a removed feature');
     // re-point the other account to a live user; only reference findings can be re-pointed
     const acc11 = byKey('accounts', '11').code;
-    await expect(decideFinding(env.ctx, 'R2', acc11, { action: 'repoint', to: '777' }, { actor: 'U_REV', rationale: 'x' })).rejects.toThrow(/users 777 is neither/);
+    await expect(decideFinding(env.ctx, 'R2', acc11, { action: 'repoint', to: '777' }, { actor: 'U_REV', rationale: 'the new parent' })).rejects.toThrow(/users 777 is neither/);
     await decideFinding(env.ctx, 'R2', acc11, { action: 'repoint', to: '3' }, { actor: 'U_REV', rationale: 'Cleo owns it' });
     const audit = await env.db.control('audit_events').where({ action: 'finding.decision', release: 'R2' }).orderBy('id');
     expect(audit.map((a) => [a.actor, a.subject])).toEqual([
@@ -365,15 +365,15 @@ describe('waivers', () => {
     expect(refusedAudit[0]).toMatchObject({ release: 'R2', subject: 'waive' });
     expect((await listFindings(env.ctx, 'R2'))[0]!.status).toBe('open');
 
-    await expect(waiveFinding(env.ctx, 'R2', 'F-001', { actor: 'U0LEAD', rationale: ' ' })).rejects.toThrow(/a waiver needs a rationale/);
-    await expect(waiveFinding(env.ctx, 'R2', 'F-009', { actor: 'U0LEAD', rationale: 'x' })).rejects.toThrow(/no finding F-009/);
+    for (const rationale of [' ', 'ok']) await expect(waiveFinding(env.ctx, 'R2', 'F-001', { actor: 'U0LEAD', rationale })).rejects.toThrow(/a waiver needs a rationale of at least 3/);
+    await expect(waiveFinding(env.ctx, 'R2', 'F-009', { actor: 'U0LEAD', rationale: 'accepted as is' })).rejects.toThrow(/no finding F-009/);
     const waived = await waiveFinding(env.ctx, 'R2', 'f-1', { actor: 'U0LEAD', rationale: 'the audit feature adds this role in R3' });
     expect([waived.status, waived.waived_by, waived.rationale]).toEqual(['waived', 'U0LEAD', 'the audit feature adds this role in R3']);
     await expect(waiveFinding(env.ctx, 'R2', 'F-001', { actor: 'U0LEAD', rationale: 'again' })).rejects.toThrow(/already waived by U0LEAD/);
     const audit = await env.db.control('audit_events').where({ action: 'finding.waived' });
     expect(audit.map((a) => [a.actor, a.subject, a.details.rationale])).toEqual([['U0LEAD', 'F-001', 'the audit feature adds this role in R3']]);
     // a waived finding is not a decision on a record
-    await expect(decideFinding(env.ctx, 'R2', 'F-001', { action: 'delete' }, { actor: 'U0LEAD', rationale: 'x' })).rejects.toThrow(/already waived/);
+    await expect(decideFinding(env.ctx, 'R2', 'F-001', { action: 'delete' }, { actor: 'U0LEAD', rationale: 'accepted as is' })).rejects.toThrow(/already waived/);
 
     const again = await validateRelease(env.ctx, 'R2', { actor: ACTOR });
     expect(again.counts).toMatchObject({ open: 0, waived: 1 });
@@ -417,7 +417,7 @@ describe('CLI', () => {
     const deleted = await run('decide', 'F-002', '--release', 'R2', '--delete', '--rationale', 'a stray test user');
     expect(deleted.code, output(deleted)).toBe(0);
     expect(deleted.stdout).toContain('F-002 closed by');
-    const keep = await run('decide', 'F-002', '--release', 'R2', '--keep', '1', '--rationale', 'x');
+    const keep = await run('decide', 'F-002', '--release', 'R2', '--keep', '1', '--rationale', 'the first is right');
     expect(keep.code, output(keep)).toBe(2);
 
     const clean = await run('validate', 'R2');
