@@ -60,7 +60,8 @@ function resultPartition(runId: number, i: number): string {
   return workTable(runId, `result_${i + 1}`);
 }
 
-function excludedColumns(ctx: Ctx, e: EntitySpec): string[] {
+/** The columns a version's payload leaves out: keys, tags, the timestamp and the ignored ones. */
+export function excludedColumns(ctx: Ctx, e: EntitySpec): string[] {
   const t = ctx.config.tags;
   return [...new Set([e.primaryKey, t.release, t.feature, t.createdBy, t.createdAt, e.timestamp, ...e.ignore])];
 }
