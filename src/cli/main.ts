@@ -171,7 +171,7 @@ export function buildProgram(): Command {
 
   const conflicts = program
     .command('conflicts')
-    .description('the review queue: conflicts <release> | conflicts next <release> | conflicts show <release> <code>')
+    .description('the review queue: conflicts <release> | conflicts next <release> | conflicts show <release> <code> (C-… or A-…); --status auto-resolved lists what the rules decided')
     .argument('<args...>')
     .addOption(new Option('--status <status>', 'open, decided or all; auto-resolved: what the rules decided (A-001…)').choices(['open', 'decided', 'all', 'auto-resolved']).default('open'))
     .option('--priority <p>', 'P1, P2 or P3')
@@ -206,7 +206,7 @@ export function buildProgram(): Command {
 
   program
     .command('decide <code>')
-    .description('decide a conflict (shows the blast radius; --dry-run to see it without applying)')
+    .description('decide a conflict, or overrule an automatic resolution (A-…: re-opened and decided like a conflict); shows the blast radius, --dry-run to see it without applying')
     .option('--release <release>', 'the release (needed when the code exists in several)')
     .option('--keep <version>', 'keep one version (its number, as shown)')
     .option('--keep-both', 'keep every version, renamed (new natural keys; new primary keys where they collide)')
@@ -237,7 +237,7 @@ export function buildProgram(): Command {
 
   program
     .command('result <release>')
-    .description('the consolidated dataset with provenance per record (JSON lines; streamed)')
+    .description('the consolidated dataset with provenance per record: its sources, and the version(s) and env(s) it came from (JSON lines; streamed)')
     .option('--entity <entity>', 'one entity only')
     .option('--all', 'include records awaiting review and deleted ones')
     .action(async (release: string, o: { entity?: string; all?: boolean }) => {

@@ -7,6 +7,7 @@ import { releaseEvents, resultRecords, type ResultRecord } from '../../../src/en
 import { currentRunId } from '../../../src/engine/kernel/workArea.js';
 import { tagRelease } from '../../../src/engine/gate/tag.js';
 import { TributaryError } from '../../../src/errors.js';
+import { autoResolvedAnswer } from '../../../src/commands/autoResolved.js';
 import { finalRows, insertAccounts, insertUsers, testEnv, type TestEnv } from '../../helpers.js';
 
 /**
@@ -68,6 +69,15 @@ describe('automatic resolutions on record', () => {
     await expect(all({ entity: 'widgets' })).rejects.toThrow(/unknown entity "widgets"/);
     const counts = await autoResolutionCounts(env.ctx, 'R2');
     expect(counts.byRule).toEqual({ 'newest-wins': 1, 'env-precedence': 1, 'complementary-merge': 1, 're-key': 1 });
+
+    // Slack's answer gives the same list: counts per rule and the first few, the whole list as a file
+    const slack = await autoResolvedAnswer(env.ctx, 'R2', {}, 2);
+    expect(slack.message.text).toBe('4 automatic resolutions in R2');
+    expect(JSON.stringify(slack.message.blocks)).toContain('*A-002* env-precedence');
+    expect(JSON.stringify(slack.message.blocks)).not.toContain('*A-003*');
+    expect(slack.file.filename).toBe('R2-auto-resolutions.tsv');
+    expect(slack.file.content.trim().split('\n').slice(1).map((l) => l.split('\t')[0])).toEqual(list.map((a) => a.code));
+    expect((await autoResolvedAnswer(env.ctx, 'R2', { rule: 're-key' })).file.filename).toBe('R2-auto-resolutions-re-key.tsv');
   });
 
   it('shows what was kept (env and version), merged (attribute ← env) and re-keyed (old → new key, the children that followed)', async () => {
