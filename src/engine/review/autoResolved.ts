@@ -212,7 +212,11 @@ export async function reopenAutoResolution(ctx: Ctx, trx: Knex.Transaction, rele
   };
   const [inserted] = await trx('conflicts')
     .insert({ release, run_id: runId, code: row.code, entity: row.entity, identity: row.identity, key_label: row.key_label, kind: row.rule, priority: 'P3', status: 'open', detail: JSON.stringify(detail) })
+    .onConflict(['run_id', 'code'])
+    .ignore()
     .returning('*');
+  // another reviewer re-opened it first (and has committed): theirs, as it is now (decided, most likely)
+  if (!inserted) return (await trx('conflicts').where({ run_id: runId, code: row.code }).forUpdate().first()) as ConflictRow;
   await trx.raw(`update ${t.result} set status = 'pending', conflict = ? where entity = ? and identity = ?`, [row.code, row.entity, row.identity]);
   return inserted as ConflictRow;
 }

@@ -142,6 +142,17 @@ describe('automatic resolutions on record', () => {
     expect((err as TributaryError).message).toMatch(/A-004 is a re-key/);
   });
 
+  it('two reviewers overruling the same resolution at once: one decides it, the other is told it is decided', async () => {
+    const both = await Promise.allSettled([
+      applyDecision(env.ctx, 'R2', 'A-002', { action: 'keep', version: 2 }, { actor: 'U_ALICE', rationale: 'Bergen is right' }),
+      applyDecision(env.ctx, 'R2', 'A-002', { action: 'keep', version: 2 }, { actor: 'U_BOB', rationale: 'Bergen, surely' }),
+    ]);
+    expect(both.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const refused = both.find((r): r is PromiseRejectedResult => r.status === 'rejected')!;
+    expect(refused.reason).toMatchObject({ code: 'already_decided' });
+    expect(await env.db.control('conflicts').where({ code: 'A-002' })).toHaveLength(1);
+  });
+
   it('a re-consolidation keeps the overrule while the records are unchanged, and re-opens it (audited) when they changed', async () => {
     await applyDecision(env.ctx, 'R2', 'A-001', { action: 'keep', version: 1 }, by);
     const again = await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
