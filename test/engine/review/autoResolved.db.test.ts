@@ -175,3 +175,17 @@ describe('automatic resolutions on record', () => {
     expect(ev.map((e) => [e.subject, e.details.reason])).toEqual([['A-001', 'the records changed since the overrule']]);
   });
 });
+
+describe('an overrule whose identity no rule resolves any more', () => {
+  it('lapses, audited; the identity is a conflict for review', async () => {
+    await applyDecision(env.ctx, 'R2', 'A-002', { action: 'keep', version: 2 }, by);
+    // kim's role now differs (a core attribute): core-conflict, for review, not a rule's any more
+    await env.sql(`update st2.users set role = 'Administrator' where id = 6`);
+    await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
+    await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
+    expect((await all()).map((a) => a.keyLabel)).not.toContain('email=kim@x');
+    expect((await listConflicts(env.ctx, 'R2')).map((c) => [c.kind, c.key_label, c.status])).toEqual([['core-conflict', 'email=kim@x', 'open']]);
+    const ev = (await releaseEvents(env.db.control, 'R2')).filter((e) => e.action === 'decision.reopened');
+    expect(ev.map((e) => [e.subject, e.details.reason])).toEqual([['A-002', 'the overrule of A-002 lapsed: no rule resolves users email=kim@x any more (its records changed)']]);
+  });
+});
