@@ -14,6 +14,7 @@ import { openDatabase, type Db } from '../src/db/connect.js';
 import { consolidate } from '../src/engine/consolidate/index.js';
 import type { Ctx } from '../src/engine/kernel/context.js';
 import { tagRelease } from '../src/engine/gate/index.js';
+import { listAutoResolutions } from '../src/engine/review/index.js';
 import { configDoc, generate, onAdmin, plan, RELEASE, startServer, withDatabase, type Server } from './dataset.js';
 import { logger, redact } from '../src/log.js';
 
@@ -30,7 +31,9 @@ import { logger, redact } from '../src/log.js';
  *
  * - baseline: COPY the same rows out of every source into one table (entity, env, pk, row as jsonb),
  *   envs in parallel with the engine's collect concurrency: the least any consolidation must do;
- * - engine: tagRelease (not timed in the ratio) then consolidate (collect + detect + resolve + queue).
+ * - engine: tagRelease (not timed in the ratio) then consolidate (collect + detect + resolve + queue +
+ *   the record of the automatic resolutions);
+ * - listing: every automatic resolution, streamed as the CLI lists them, with the RSS growth it causes.
  *
  * `--trace MS` prints each engine statement on the control database that takes MS ms or longer.
  *
@@ -42,7 +45,7 @@ import { logger, redact } from '../src/log.js';
 const ACTOR = 'cli:bench';
 const DEFAULT = { rows: 1_000_000, envs: 8 };
 const QUICK = { rows: 20_000, envs: 4 };
-const TARGET = { ratio: 3, rssMb: 1024, stallMs: 100 };
+const TARGET = { ratio: 3, rssMb: 1024, stallMs: 100, listRssMb: 200 };
 
 interface Options {
   rows: number;
@@ -174,6 +177,33 @@ function watch(): Watch {
   return w;
 }
 
+/**
+ * Lists every automatic resolution as `tributary conflicts R2 --status auto-resolved --json` does
+ * (streamed, each serialised and dropped), sampling RSS: its growth over the listing must stay flat
+ * whatever the count.
+ */
+async function listAll(ctx: Ctx): Promise<{ ms: number; count: number; jsonMb: number; rssGrowthMb: number }> {
+  global.gc?.();
+  const before = process.memoryUsage().rss;
+  let peak = before;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
+  const t = performance.now();
+  let count = 0;
+  let bytes = 0;
+  try {
+    for await (const a of listAutoResolutions(ctx, RELEASE)) {
+      bytes += JSON.stringify(a).length;
+      count += 1;
+      if (count % 500 === 0) peak = Math.max(peak, process.memoryUsage().rss);
+    }
+  } finally {
+    clearInterval(timer);
+  }
+  const ms = performance.now() - t;
+  peak = Math.max(peak, process.memoryUsage().rss);
+  return { ms, count, jsonMb: bytes / 2 ** 20, rssGrowthMb: (peak - before) / 2 ** 20 };
+}
+
 const num = (n: number) => Math.round(n).toLocaleString('en-US');
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const verdict = (ok: boolean) => (ok ? 'PASS' : 'MISS');
@@ -243,6 +273,7 @@ async function run(opts: Options, created: Created): Promise<void> {
   const result = await consolidate(ctx, RELEASE, { actor: ACTOR, progress: (step) => (w.step = step) });
   const engineMs = performance.now() - t;
   const figures = w.stop();
+  const listing = await listAll(ctx);
   if (result.counts.collected !== opts.rows) throw new Error(`the engine collected ${result.counts.collected} rows, expected ${opts.rows}`);
   const locked = tag.locks.reduce((a, l) => a + l.rows, 0);
 
@@ -252,8 +283,10 @@ async function run(opts: Options, created: Created): Promise<void> {
   row(`engine    tag & lock (not in the ratio)`, tagMs, `${num(locked)} rows locked`);
   row(`engine    consolidate`, engineMs, rate(engineMs));
   const s = result.steps;
-  console.log(`            collection ${secs(s.collection ?? 0)}, detection ${secs(s.detection ?? 0)}, resolution ${secs(s.resolution ?? 0)}, queue ${secs(s.queue ?? 0)}`);
+  console.log(`            collection ${secs(s.collection ?? 0)}, detection ${secs(s.detection ?? 0)}, resolution ${secs(s.resolution ?? 0)}, queue ${secs(s.queue ?? 0)}, record of the automatic resolutions ${secs(s.record ?? 0)}`);
+  row(`list      every automatic resolution (streamed)`, listing.ms, `${num(listing.count)} listed (${listing.jsonMb.toFixed(1)} MB of JSON), ${num((listing.count * 1000) / Math.max(1, listing.ms))}/s`);
   const c = result.counts;
+  if (listing.count !== c.autoResolved) throw new Error(`listed ${listing.count} automatic resolutions, the run counted ${c.autoResolved}`);
   const byRule = Object.entries(c.byRule).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${num(v)}`).join(', ');
   console.log(`result:   ${num(c.identities)} identities, ${num(c.conflicts)} conflicts (${num(c.autoResolved)} auto-resolved, ${num(c.manual)} for review: P1 ${num(c.byPriority.P1 ?? 0)}, P2 ${num(c.byPriority.P2 ?? 0)}, P3 ${num(c.byPriority.P3 ?? 0)})`);
   console.log(`          ${byRule}\n`);
@@ -266,6 +299,7 @@ async function run(opts: Options, created: Created): Promise<void> {
     ['engine / baseline (consolidate time)', ratio.toFixed(2), `≤ ${TARGET.ratio}`, judged ? ratio <= TARGET.ratio : undefined],
     ['peak RSS', `${num(figures.peakRssMb)} MB`, `< ${num(TARGET.rssMb)} MB`, figures.peakRssMb < TARGET.rssMb],
     ['longest event-loop stall', `${figures.stallMs.toFixed(1)} ms`, `≤ ${TARGET.stallMs} ms`, figures.stallMs <= TARGET.stallMs],
+    ['RSS growth listing auto-resolutions', `${num(listing.rssGrowthMb)} MB`, `< ${num(TARGET.listRssMb)} MB`, listing.rssGrowthMb < TARGET.listRssMb],
   ];
   console.log(`${'figure'.padEnd(40)}${'value'.padStart(12)}  ${'target'.padEnd(12)}`);
   for (const [name, value, target, ok] of lines) {

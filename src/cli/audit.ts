@@ -2,6 +2,7 @@ import { Option, type Command } from 'commander';
 import { releaseOrThrow } from '../config/load.js';
 import { auditSummary, releaseEvents, verifyChain } from '../engine/report/index.js';
 import type { Ctx } from '../engine/kernel/context.js';
+import { listAutoResolutions, type AutoResolution } from '../engine/review/index.js';
 import { EXIT, TributaryError } from '../errors.js';
 import { redactDeep } from '../log.js';
 import { renderAuditMarkdown, renderAuditSummary, renderVerify } from '../views/audit.js';
@@ -19,12 +20,14 @@ export function registerAuditCommands(program: Command, h: AuditCliHelpers): voi
     .command('audit')
     .description('the audit summary of a release, with the chain head as a witness (audit verify: check the hash chain)')
     .argument('<release>')
-    .addOption(new Option('--format <format>', 'text, markdown (a table) or json (the summary and every event of the release)').choices(['text', 'markdown', 'json']).default('text'))
+    .addOption(new Option('--format <format>', 'text, markdown (a table) or json (the summary, every event of the release and every automatic resolution)').choices(['text', 'markdown', 'json']).default('text'))
     .action(async (release: string, o: { format: 'text' | 'markdown' | 'json' }) => {
       await h.withCtx(async (ctx) => {
         const summary = await auditSummary(ctx, release);
         if (o.format === 'json' || h.json()) {
-          const value = { summary, events: await releaseEvents(ctx.db.control, release) };
+          const autoResolutions: AutoResolution[] = [];
+          if (summary.runId) for await (const a of listAutoResolutions(ctx, release)) autoResolutions.push(a);
+          const value = { summary, events: await releaseEvents(ctx.db.control, release), autoResolutions };
           return h.out(value, () => JSON.stringify(redactDeep(value), null, 2));
         }
         h.out(summary, () => (o.format === 'markdown' ? renderAuditMarkdown(summary) : renderAuditSummary(summary)));

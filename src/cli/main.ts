@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, releaseOrThrow } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
 import { consolidate } from '../engine/consolidate/index.js';
-import { listConflicts, nextConflict, releaseOfCode, showConflict, applyDecision, planDecision, type Decision } from '../engine/review/index.js';
+import { listConflicts, nextConflict, releaseOfCode, showConflict, applyDecision, planDecision, type Decision, autoResolutionCounts, isAutoCode, listAutoResolutions, showAutoResolution, type AutoFilter } from '../engine/review/index.js';
 import { currentRunId } from '../engine/kernel/workArea.js';
 import type { Ctx } from '../engine/kernel/context.js';
 import { releaseStatus, resultCounts, resultRecords } from '../engine/report/index.js';
@@ -11,6 +11,7 @@ import { installTagging, tagRelease, type TagResult } from '../engine/gate/index
 import { EXIT, exitCodeFor, TributaryError } from '../errors.js';
 import { logger, redact, redactDeep } from '../log.js';
 import { renderCarried, renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
+import { renderAutoHeader, renderAutoLine, renderAutoResolution } from '../views/autoResolutions.js';
 import { authorizeCli, registerLoadCommands } from './load.js';
 import { registerAgentCommand } from './agent.js';
 import { registerTestCommands } from './test.js';
@@ -80,6 +81,18 @@ function parseDecision(o: Record<string, unknown>): Decision {
   if (o.delete) return { action: o.both === false ? 'delete' : 'delete-both', cascade: !!o.cascade };
   if (o.repoint !== undefined) return { action: 'repoint', to: String(o.repoint) };
   return { action: 'waive' };
+}
+
+/** `conflicts <release> --status auto-resolved`: streamed, a line (or a JSON array element) per resolution as it is read. */
+async function writeAutoResolutions(ctx: Ctx, release: string, filter: AutoFilter, json: boolean): Promise<void> {
+  const write = (text: string) => (process.stdout.write(redact(text)) ? undefined : new Promise<void>((resolve) => process.stdout.once('drain', () => resolve())));
+  if (!json) await write(`${renderAutoHeader(release, await autoResolutionCounts(ctx, release, filter))}\n`);
+  let n = 0;
+  for await (const a of listAutoResolutions(ctx, release, filter)) {
+    await write(json ? `${n === 0 ? '[\n' : ',\n'}${JSON.stringify(redactDeep(a))}` : `${renderAutoLine(a)}\n`);
+    n += 1;
+  }
+  if (json) await write(n === 0 ? '[]\n' : '\n]\n');
 }
 
 export function buildProgram(): Command {
@@ -158,11 +171,13 @@ export function buildProgram(): Command {
 
   const conflicts = program
     .command('conflicts')
-    .description('the review queue: conflicts <release> | conflicts next <release> | conflicts show <release> <code>')
+    .description('the review queue: conflicts <release> | conflicts next <release> | conflicts show <release> <code> (C-… or A-…); --status auto-resolved lists what the rules decided')
     .argument('<args...>')
-    .addOption(new Option('--status <status>', 'open, decided or all').choices(['open', 'decided', 'all']).default('open'))
+    .addOption(new Option('--status <status>', 'open, decided or all; auto-resolved: what the rules decided (A-001…)').choices(['open', 'decided', 'all', 'auto-resolved']).default('open'))
     .option('--priority <p>', 'P1, P2 or P3')
-    .action(async (args: string[], o: { status: 'open' | 'decided' | 'all'; priority?: string }) => {
+    .option('--rule <rule>', 'with --status auto-resolved: one rule only (newest-wins, re-key, …)')
+    .option('--entity <entity>', 'with --status auto-resolved: one entity only')
+    .action(async (args: string[], o: { status: 'open' | 'decided' | 'all' | 'auto-resolved'; priority?: string; rule?: string; entity?: string }) => {
       await withCtx(g(), async (ctx) => {
         const [first, second, third] = args;
         if (first === 'next') {
@@ -175,9 +190,14 @@ export function buildProgram(): Command {
         }
         if (first === 'show') {
           if (!second || !third) throw new TributaryError('usage', 'tributary conflicts show <release> <code>');
+          if (isAutoCode(third)) {
+            const a = await showAutoResolution(ctx, second, third);
+            return out(g(), a, () => renderAutoResolution(a));
+          }
           const c = await showConflict(ctx, second, third);
           return out(g(), c, () => renderConflict(c));
         }
+        if (o.status === 'auto-resolved') return writeAutoResolutions(ctx, first!, { ...(o.rule ? { rule: o.rule } : {}), ...(o.entity ? { entity: o.entity } : {}) }, !!g().json);
         const rows = await listConflicts(ctx, first!, { status: o.status, ...(o.priority ? { priority: o.priority } : {}) });
         out(g(), rows, () => renderQueue(first!, rows));
       });
@@ -186,7 +206,7 @@ export function buildProgram(): Command {
 
   program
     .command('decide <code>')
-    .description('decide a conflict (shows the blast radius; --dry-run to see it without applying)')
+    .description('decide a conflict, or overrule an automatic resolution (A-…: re-opened and decided like a conflict); shows the blast radius, --dry-run to see it without applying')
     .option('--release <release>', 'the release (needed when the code exists in several)')
     .option('--keep <version>', 'keep one version (its number, as shown)')
     .option('--keep-both', 'keep every version, renamed (new natural keys; new primary keys where they collide)')
@@ -202,8 +222,9 @@ export function buildProgram(): Command {
       await withCtx(g(), async (ctx) => {
         if (isFindingCode(code)) return decideFindingCommand(ctx, code, o, { out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
         const release = (o.release as string | undefined) ?? (await releaseOfCode(ctx, code));
-        const conflict = await showConflict(ctx, release, code);
-        const d = parseDecision({ ...o, both: conflict.detail.versions ? true : false });
+        // an automatic resolution (A-…) is about versions: decide re-opens it
+        const versions = isAutoCode(code) || !!(await showConflict(ctx, release, code)).detail.versions;
+        const d = parseDecision({ ...o, both: versions });
         if (o.dryRun) {
           const plan = await planDecision(ctx, release, code, d);
           return out(g(), plan, () => renderDecision(plan));
@@ -216,7 +237,7 @@ export function buildProgram(): Command {
 
   program
     .command('result <release>')
-    .description('the consolidated dataset with provenance per record (JSON lines; streamed)')
+    .description('the consolidated dataset with provenance per record: its sources, and the version(s) and env(s) it came from (JSON lines; streamed)')
     .option('--entity <entity>', 'one entity only')
     .option('--all', 'include records awaiting review and deleted ones')
     .action(async (release: string, o: { entity?: string; all?: boolean }) => {

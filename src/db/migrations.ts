@@ -13,6 +13,7 @@ import * as nightly from '../../migrations/20261125180000_nightly.js';
 import * as prunedTests from '../../migrations/20261125190000_pruned_tests.js';
 import * as auditChainOrigin from '../../migrations/20261205120000_audit_chain_origin.js';
 import * as lockColumns from '../../migrations/20261205130000_lock_columns.js';
+import * as autoResolutions from '../../migrations/20261206120000_auto_resolutions.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -33,6 +34,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125190000_pruned_tests': prunedTests,
   '20261205120000_audit_chain_origin': auditChainOrigin,
   '20261205130000_lock_columns': lockColumns,
+  '20261206120000_auto_resolutions': autoResolutions,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

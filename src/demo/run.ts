@@ -5,11 +5,12 @@ import path from 'node:path';
 import { loadConfig } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
 import { consolidate } from '../engine/consolidate/index.js';
-import { listConflicts, applyDecision, describeDecision, type Decision } from '../engine/review/index.js';
+import { listConflicts, applyDecision, describeDecision, planDecision, type Decision, autoResolutionCounts, listAutoResolutions, showAutoResolution, type AutoResolution } from '../engine/review/index.js';
 import { auditSummary, resultCounts } from '../engine/report/index.js';
 import { loadRelease } from '../engine/load/index.js';
 import { validateRelease, waiveFinding } from '../engine/validate/index.js';
 import { renderAuditSummary } from '../views/audit.js';
+import { renderAutoHeader, renderAutoLine, renderAutoResolution } from '../views/autoResolutions.js';
 import { renderValidation } from '../views/validation.js';
 import { tagRelease } from '../engine/gate/index.js';
 import { redact } from '../log.js';
@@ -80,6 +81,7 @@ async function main(): Promise<void> {
       const out = await applyDecision(ctx, 'R2', c.code, d, { actor: 'cli:demo-reviewer', rationale: 'demo: the suggested resolution' });
       console.log(`  ${c.code} ${describeDecision(c, d)}: ${out.blast.rewritten} re-pointed, ${out.blast.removed} removed, ${out.blast.renamed.length} renamed`);
     }
+    await autoResolutions(ctx);
 
     let report = await validateRelease(ctx, 'R2', { actor });
     console.log(`\n${renderValidation(report)}`);
@@ -104,6 +106,27 @@ async function main(): Promise<void> {
   } finally {
     await db.close();
   }
+}
+
+/**
+ * What the rules decided, on record like the reviewers' decisions (`tributary conflicts R2 --status
+ * auto-resolved`), and one of them overruled by a reviewer: Ivan's newest-wins goes back to ST-1's
+ * version (the blast radius first, then the decision, audited like any other).
+ */
+async function autoResolutions(ctx: Ctx): Promise<void> {
+  console.log(`\n${renderAutoHeader('R2', await autoResolutionCounts(ctx, 'R2'))}`);
+  const all: AutoResolution[] = [];
+  for await (const a of listAutoResolutions(ctx, 'R2')) all.push(a);
+  for (const a of all) console.log(renderAutoLine(a));
+  const ivan = all.find((a) => a.rule === 'newest-wins' && a.keyLabel.includes('ivan'));
+  if (!ivan) return;
+  if (ivan.overrule?.status !== 'decided') {
+    const older = ivan.detail.versions.find((v) => v.no !== ivan.detail.kept.version)!;
+    const plan = await planDecision(ctx, 'R2', ivan.code, { action: 'keep', version: older.no });
+    console.log(`\nThe demo reviewer overrules ${ivan.code} (tributary decide ${ivan.code} --keep ${older.no}): blast radius ${plan.blast.rewritten} child row(s) re-pointed, ${plan.blast.removed} removed`);
+    await applyDecision(ctx, 'R2', ivan.code, { action: 'keep', version: older.no }, { actor: 'cli:demo-reviewer', rationale: "demo: ST-1's Ivan is the reference profile" });
+  } else console.log(`\n${ivan.code} was overruled in an earlier demo run; the overrule was kept, its records being unchanged:`);
+  console.log(renderAutoResolution(await showAutoResolution(ctx, 'R2', ivan.code)));
 }
 
 /**

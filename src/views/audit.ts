@@ -29,6 +29,10 @@ function rows(s: AuditSummary): [string, string][] {
       ['total records collected', String(c.collected)],
       ['conflicts detected', String(c.conflicts)],
       ['auto-resolved', `${c.autoResolved} (${c.autoResolvedPct}%)`],
+      ...Object.entries(c.autoByRule ?? {})
+        .sort((a, b) => b[1] - a[1])
+        .map(([rule, n]): [string, string] => [`  by ${rule}`, String(n)]),
+      ...(c.overruled ? [['  overruled by a reviewer', String(c.overruled)] as [string, string]] : []),
       ['manual review', `${c.manual} (${c.manualPct}%)`],
       ['final dataset', `${c.final} records${c.pending ? ` (+${c.pending} awaiting review)` : ''}`],
       ['merged', String(c.merged)],

@@ -260,6 +260,46 @@ describe('tributary CLI', () => {
     expect((json(decided) as unknown as { code: string }[]).map((c) => c.code)).toEqual(['C-005']);
   });
 
+  it('lists the automatic resolutions (streamed, filtered), shows one side by side, overrules it, and has them in the audit and the result', async () => {
+    const [list, text, newest, accounts, badRule] = await Promise.all([
+      run('--json', 'conflicts', 'R2', '--status', 'auto-resolved'),
+      run('conflicts', 'R2', '--status', 'auto-resolved'),
+      run('--json', 'conflicts', 'R2', '--status', 'auto-resolved', '--rule', 'newest-wins'),
+      run('--json', 'conflicts', 'R2', '--status', 'auto-resolved', '--entity', 'accounts'),
+      run('conflicts', 'R2', '--status', 'auto-resolved', '--rule', 'oldest-wins'),
+    ]);
+    for (const r of [list, text, newest, accounts]) expect(r.code, output(r)).toBe(0);
+    const all = json(list) as { code: string; rule: string; entity: string; keyLabel: string }[];
+    expect(all.map((a) => a.code)).toEqual(['A-001', 'A-002', 'A-003', 'A-004', 'A-005', 'A-006', 'A-007', 'A-008']);
+    expect(text.stdout.split('\n')[0]).toMatch(/^Automatic resolutions of R2 \(run #\d+\): 8 — /);
+    for (const a of all) expect(text.stdout).toContain(`${a.code}  ${a.rule}`);
+    const ivan = (json(newest) as typeof all).find((a) => a.keyLabel === 'email=ivan@corp.example')!;
+    expect((json(newest) as typeof all).every((a) => a.rule === 'newest-wins')).toBe(true);
+    expect((json(accounts) as typeof all).every((a) => a.entity === 'accounts')).toBe(true);
+    expect(badRule.code, output(badRule)).toBe(2);
+    expect(badRule.stderr).toContain('unknown rule "oldest-wins"');
+
+    const show = await run('conflicts', 'show', 'R2', ivan.code);
+    expect(show.code, output(show)).toBe(0);
+    expect(show.stdout).toContain(`${ivan.code}  newest-wins  users email=ivan@corp.example`);
+    expect(show.stdout).toMatch(/v1 ST-1 key 1902 +│ v2 ST-4 key 4902 \(kept\)/);
+
+    const over = await cli(['--config', configFile, '--as', 'alice', '--json', 'decide', ivan.code, '--keep', '1', '--rationale', "ST-1's Ivan is the reference"]);
+    expect(over.code, output(over)).toBe(0);
+    expect(json(over)).toMatchObject({ applied: true, decidedBy: 'cli:alice', conflict: { code: ivan.code, kind: 'newest-wins', status: 'decided' } });
+    const shown = json(await run('--json', 'conflicts', 'show', 'R2', ivan.code));
+    expect(shown.overrule).toMatchObject({ status: 'decided', decidedBy: 'cli:alice', decision: { action: 'keep', version: 1 } });
+
+    const [audit, result] = await Promise.all([run('audit', 'R2', '--format', 'json'), run('result', 'R2', '--entity', 'users')]);
+    expect(audit.code, output(audit)).toBe(0);
+    const exported = json(audit);
+    expect(exported.autoResolutions).toHaveLength(8);
+    expect(exported.summary.counts.autoByRule).toMatchObject({ 'newest-wins': expect.any(Number) });
+    expect(exported.events.filter((e: { action: string }) => e.action === 'consolidate.auto-resolutions')).toHaveLength(1);
+    const rows = result.stdout.trim().split('\n').map((l) => JSON.parse(l) as { pk: string; data: { email: string }; from: unknown });
+    expect(rows.find((r) => r.data.email === 'ivan@corp.example')).toMatchObject({ pk: '1902', from: { versions: [1], envs: ['ST-1'], resolution: ivan.code } });
+  });
+
   it('never prints a secret, while naming the env that failed', async () => {
     const env = { ST9_DATABASE_URL: `postgres://postgres:${SECRET}@127.0.0.1:1/x` };
     const withSecret = (...args: string[]) => cli(['--config', secretConfigFile, ...args], { env });

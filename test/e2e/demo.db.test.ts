@@ -40,6 +40,11 @@ it('npm run demo goes from tag & lock to the rolled-back deployment and the audi
   expect(code, out).toBe(0);
   expect(out).toMatch(/conflicts detected\s+14/);
   expect(out).toMatch(/auto-resolved\s+8 \(57\.1%\)/);
+  // what the rules decided is listed with its rules, and one of them is overruled by a reviewer
+  expect(out).toMatch(/Automatic resolutions of R2 \(run #\d+\): 8 — /);
+  expect(out).toMatch(/A-\d{3} {2}newest-wins +users email=ivan@corp\.example/);
+  expect(out).toMatch(/overruled by cli:demo-reviewer: keep version 1 — demo: ST-1's Ivan is the reference profile/);
+  expect(out).toMatch(/by newest-wins\s+\d+/);
   expect(out).toContain('R2 tier 1 on staging');
   expect(out).toContain('Identical; the app runs r2-1.0.0 again.');
   expect(out).toContain('Try: npx tributary why users 1500 --release R2');

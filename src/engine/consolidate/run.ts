@@ -8,13 +8,14 @@ import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { holdSessionLock } from '../kernel/sessionLock.js';
 import { collectRelease, startCollector, type Collector } from './collect.js';
-import { workTable, runTables, sourcesSql } from '../kernel/workArea.js';
+import { keyLabelSql, workTable, runTables, sourcesSql } from '../kernel/workArea.js';
 import { checkReachable, type Actor, type Ctx } from '../kernel/context.js';
 import { detectAndResolve, type DetectCounts, type ReferenceProblem } from './detect.js';
 import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
 import { literal } from '../kernel/sql.js';
 import { requireLocked } from '../gate/index.js';
-import { type ConflictRow, applyDecision, type Decision } from '../review/index.js';
+import { type ConflictRow, applyDecision, autoResolutionDigest, type Decision, isAutoCode, reopenAutoResolution } from '../review/index.js';
+import { recordAutoResolutions } from './autoResolutions.js';
 
 export interface ConsolidateResult {
   runId: number;
@@ -84,6 +85,7 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       // closed like a failed run: no work tables, nothing of it left in the review queue
       await dropWorkTables(ctx, (a as { id: number }).id);
       await ctx.db.control('conflicts').where({ run_id: (a as { id: number }).id }).delete();
+      await ctx.db.control('auto_resolutions').where({ run_id: (a as { id: number }).id }).delete();
     }
 
     const run = await Run.query(ctx.db.control).insert({ release, kind: 'consolidate', status: 'running', started_by: opts.actor, pid: process.pid, host: os.hostname() });
@@ -115,6 +117,9 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       t = performance.now();
       await queueConflicts(ctx, runId, release, outcome.references);
       steps.queue = Math.round(performance.now() - t);
+      t = performance.now();
+      await recordAutoResolutions(ctx, runId, release, outcome.counts.autoResolved);
+      steps.record = Math.round(performance.now() - t);
       await failpoint('consolidate.after-queue');
       const counts = { ...outcome.counts, perEnv: Object.fromEntries(collected.envs.map((c) => [c.env, c.rows])) };
       await failpoint('consolidate.before-finish');
@@ -127,6 +132,8 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
         if (!mine) throw new TributaryError('gate_busy', `run #${runId} of ${release} lost its lock: another consolidation closed it; consolidate ${release} again`, { release });
         await transition(trx, release, 'consolidate', { currentRunId: runId });
         await recordAudit(trx, { actor: opts.actor, action: 'consolidate.finish', release, subject: `run #${runId}`, details: { counts, steps } });
+        // one event vouches for every automatic resolution of the run (audit verify recomputes the digest)
+        await recordAudit(trx, { actor: opts.actor, action: 'consolidate.auto-resolutions', release, subject: `run #${runId}`, details: { ...(await autoResolutionDigest(trx, runId)) } });
         const inTrx: Ctx = { ...ctx, db: { ...ctx.db, control: trx } };
         const result = previousRunId ? await carryDecisions(inTrx, release, previousRunId, runId) : { carried: 0, reopened: [] };
         await dropOlderRuns(inTrx, release, runId);
@@ -139,6 +146,7 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       const message = redact(err instanceof Error ? err.message : String(err));
       await dropWorkTables(ctx, runId).catch((e) => logger().warn({ err: String(e) }, 'could not drop work tables'));
       await ctx.db.control('conflicts').where({ run_id: runId }).delete();
+      await ctx.db.control('auto_resolutions').where({ run_id: runId }).delete();
       await ctx.db.control('runs').where({ id: runId }).update({ status: 'failed', finished_at: ctx.db.control.fn.now(), error: message });
       await recordAudit(ctx.db.control, { actor: opts.actor, action: 'consolidate.failed', release, subject: `run #${runId}`, details: { error: message } });
       throw err;
@@ -168,9 +176,6 @@ async function queueConflicts(ctx: Ctx, runId: number, release: string, refs: Re
   const k = ctx.db.control;
   const t = runTables(runId);
   const entityOrder = ctx.config.entities.map((e, i) => `(${literal(e.name)}, ${i})`).join(', ');
-  const labels = ctx.config.entities
-    .map((e) => `when ${literal(e.name)} then ${literal((e.naturalKeys[0] ?? [e.primaryKey]).join('+'))}`)
-    .join(' ');
   const refsTable = workTable(runId, 'refs');
   await k.raw(
     `create unlogged table ${refsTable} as
@@ -201,8 +206,7 @@ async function queueConflicts(ctx: Ctx, runId: number, release: string, refs: Re
      -- lpad truncates: past 999 conflicts every code of the run gets the width of the largest, so they stay unique and sort in queue order
      select ?, ?, 'C-' || lpad((row_number() over (order by q.priority, eo.ord, q.identity))::text, greatest(3, length((count(*) over ())::text)), '0'),
             q.entity, q.identity,
-            case when q.identity like 'p:%' then ${literal('')} || (select e.primary_key from (values ${ctx.config.entities.map((e) => `(${literal(e.name)}, ${literal(e.primaryKey)})`).join(', ')}) as e(name, primary_key) where e.name = q.entity) || '=' || substr(q.identity, 3)
-                 else (case q.entity ${labels} end) || '=' || replace(substr(q.identity, 3), chr(31), '+') end,
+            case q.entity ${ctx.config.entities.map((e) => `when ${literal(e.name)} then ${keyLabelSql(e, 'q.identity')}`).join(' ')} end,
             q.kind, q.priority, q.detail
        from q join (values ${entityOrder}) as eo(entity, ord) on eo.entity = q.entity`,
     [release, runId],
@@ -230,7 +234,9 @@ async function carryDecisions(ctx: Ctx, release: string, previousRunId: number, 
     .where('c.run_id', previousRunId)
     .select('c.*', 'd.params', 'd.rationale', 'd.decided_by as by')) as (ConflictRow & { params: Decision; rationale: string; by: string })[];
   if (decided.length === 0) return { carried: 0, reopened: [] };
-  const byKey = new Map(decided.map((p) => [`${p.entity}\u0000${p.identity}\u0000${p.kind}`, p]));
+  // overrules of automatic resolutions (A-…) are carried to the new run's resolution of the same identity
+  const overrules = await carryOverrules(ctx, release, previousRunId, runId, decided.filter((p) => isAutoCode(p.code)));
+  const byKey = new Map(decided.filter((p) => !isAutoCode(p.code)).map((p) => [`${p.entity}\u0000${p.identity}\u0000${p.kind}`, p]));
   const open = (await ctx.db.control('conflicts').where({ run_id: runId, status: 'open' }).orderBy('code')) as ConflictRow[];
   let carried = 0;
   const reopened: string[] = [];
@@ -249,6 +255,43 @@ async function carryDecisions(ctx: Ctx, release: string, previousRunId: number, 
     } catch (err) {
       reopened.push(c.code);
       await recordAudit(ctx.db.control, { actor: 'tributary', action: 'decision.reopened', release, subject: c.code, details: { previous: p.code, previousRun: previousRunId, reason: redact((err as Error).message) } });
+    }
+  }
+  return { carried: carried + overrules.carried, reopened: [...overrules.reopened, ...reopened] };
+}
+
+/**
+ * An overruled automatic resolution stays overruled while its records are unchanged: the new run's
+ * resolution of the same identity is re-opened under its own code and decided again (same decider and
+ * rationale, noted as carried over). When the records changed it is re-opened and left for review; when
+ * no rule resolves the identity any more (it is a conflict for review, or no conflict at all), the
+ * overrule lapses. Each is audited.
+ */
+async function carryOverrules(ctx: Ctx, release: string, previousRunId: number, runId: number, decided: (ConflictRow & { params: Decision; rationale: string; by: string })[]): Promise<{ carried: number; reopened: string[] }> {
+  let carried = 0;
+  const reopened: string[] = [];
+  const reopen = async (code: string, previous: string, reason: string) => {
+    await recordAudit(ctx.db.control, { actor: 'tributary', action: 'decision.reopened', release, subject: code, details: { previous, previousRun: previousRunId, reason } });
+  };
+  for (const p of decided) {
+    const now = (await ctx.db.control('auto_resolutions').where({ run_id: runId, entity: p.entity, identity: p.identity }).first()) as { code: string; rule: string; detail: ConflictRow['detail'] } | undefined;
+    if (!now) {
+      await reopen(p.code, p.code, `the overrule of ${p.code} lapsed: no rule resolves ${p.entity} ${p.key_label} any more (its records changed)`);
+      continue;
+    }
+    if (now.rule !== p.kind || signature(p) !== signature({ detail: now.detail } as ConflictRow)) {
+      await ctx.db.control.transaction((trx) => reopenAutoResolution(ctx, trx, release, now.code));
+      reopened.push(now.code);
+      await reopen(now.code, p.code, 'the records changed since the overrule');
+      continue;
+    }
+    try {
+      await applyDecision(ctx, release, now.code, p.params, { actor: p.by, rationale: `${p.rationale} (carried over from ${p.code} of run #${previousRunId}: the records are unchanged)` });
+      carried += 1;
+    } catch (err) {
+      await ctx.db.control.transaction((trx) => reopenAutoResolution(ctx, trx, release, now.code));
+      reopened.push(now.code);
+      await reopen(now.code, p.code, redact((err as Error).message));
     }
   }
   return { carried, reopened };

@@ -64,6 +64,16 @@ export function sourcesSql(t: RunTables, alias: string): string {
             from ${t.records} x where x.entity = ${alias}.entity and x.env = ${alias}.rep_env and x.pk = ${alias}.rep_pk))`;
 }
 
+/**
+ * How people name an identity of entity `e` (the `identity` SQL expression): its first natural key's
+ * columns and values (`email=ann@x`, several joined by +), or for an identity by primary key, `id=7`.
+ */
+export function keyLabelSql(e: EntitySpec, identity: string): string {
+  const natural = (e.naturalKeys[0] ?? [e.primaryKey]).join('+');
+  return `case when ${identity} like 'p:%' then ${literal(`${e.primaryKey}=`)} || substr(${identity}, 3)
+               else ${literal(`${natural}=`)} || replace(substr(${identity}, 3), chr(31), '+') end`;
+}
+
 /** A record's references as jsonb ({column: key}, nulls left out). */
 export function refsObject(e: EntitySpec, dataExpr: string): string {
   if (e.references.length === 0) return `'{}'::jsonb`;

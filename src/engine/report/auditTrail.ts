@@ -6,6 +6,7 @@ import { AT_FORMAT, eventHash } from '../kernel/audit.js';
 import type { Ctx } from '../kernel/context.js';
 import { releaseState, type ReleaseState } from '../kernel/lifecycle.js';
 import { resultCounts } from './status.js';
+import { autoResolutionCounts, autoResolutionDigest } from '../review/index.js';
 
 /**
  * Reading the audit trail: the summary QA leads report for a release (counts, the time of each step,
@@ -46,6 +47,9 @@ export interface AuditSummary {
     renamed: number;
     rekeyed: number;
     deleted: number;
+    /** The automatic resolutions per rule (re-key included), and how many of them were overruled. */
+    autoByRule: Record<string, number>;
+    overruled: number;
   } | null;
   steps: Record<StepName, StepTime>;
   /** Audit events of this release. */
@@ -109,6 +113,7 @@ export async function auditSummary(ctx: Ctx, release: string): Promise<AuditSumm
   if (!currentRunId) return { release, state, runId: null, counts: null, steps, events: Number(events), head };
 
   const c = await resultCounts(ctx, currentRunId);
+  const auto = await autoResolutionCounts(ctx, release);
   const run = await db('runs').where({ id: currentRunId }).first('steps');
   const recorded = (run?.steps ?? {}) as Record<string, number>;
   for (const name of ['collection', 'detection', 'resolution'] as const) {
@@ -154,6 +159,8 @@ export async function auditSummary(ctx: Ctx, release: string): Promise<AuditSumm
       renamed: c.renamed,
       rekeyed: c.rekeyed,
       deleted: c.deleted,
+      autoByRule: auto.byRule,
+      overruled: auto.overruled,
     },
     steps,
     events: Number(events),
@@ -201,6 +208,27 @@ interface WalkRow {
 }
 
 const short = (h: string | null) => (h ? h.slice(0, 16) : '∅');
+
+/**
+ * The chain vouches for the current consolidation's automatic resolutions through the digest its
+ * `consolidate.auto-resolutions` event carries: a recorded resolution changed, added or removed since
+ * no longer matches it.
+ */
+async function autoResolutionsAltered(db: Knex, release: string): Promise<ChainBreak | null> {
+  const { currentRunId } = await releaseState(db, release);
+  if (!currentRunId) return null;
+  const event = await db('audit_events').where({ release, action: 'consolidate.auto-resolutions', subject: `run #${currentRunId}` }).orderBy('id', 'desc').first('id', 'seq', 'details');
+  if (!event) return null;
+  const recorded = event.details as { digest: string; count: number };
+  const now = await autoResolutionDigest(db, currentRunId);
+  if (now.digest === recorded.digest) return null;
+  return {
+    kind: 'altered',
+    seq: event.seq as number,
+    id: event.id as number,
+    message: `the automatic resolutions of ${release}'s run #${currentRunId} were altered: they no longer match the digest event #${event.seq} vouches for (${now.count} recorded now, ${recorded.count} then)`,
+  };
+}
 
 interface StrayCheck {
   /** Unchained events that are among those recorded as predating the chain (audit_chain_origin). */
@@ -307,6 +335,11 @@ export async function verifyChain(db: Knex, opts: { release?: string; head?: str
       prev = { seq: r.seq, id: r.id, hash: r.hash };
     }
     if (res.rows.length < pageSize) break;
+  }
+
+  if (opts.release) {
+    const altered = await autoResolutionsAltered(db, opts.release);
+    if (altered) return fail(altered);
   }
 
   const stray = await strayEvent(db);

@@ -9,4 +9,4 @@ export type { AuditSummary, ChainReport, StepName, StepTime } from './auditTrail
 export { why } from './lineage.js';
 export type { Lineage } from './lineage.js';
 export { releaseStatus, resultCounts, resultRecords } from './status.js';
-export type { ReleaseStatus, ResultCounts } from './status.js';
+export type { ReleaseStatus, ResultCounts, ResultRecord } from './status.js';

@@ -97,8 +97,30 @@ export interface ResultRecord {
   rule: string | null;
   reason: string | null;
   conflict: string | null;
-  sources: { env: string; pk: string; feature: string | null; created_by: string | null }[];
+  sources: { env: string; pk: string; feature: string | null; created_by: string | null; version?: number }[];
+  /**
+   * Where the row's values came from: the version(s) and env(s) kept (a merge's too), and the automatic
+   * resolution (A-…) that chose them. A single record's row has no versions: its one env.
+   */
+  from: { versions: number[]; envs: string[]; resolution?: string; merged?: Record<string, string> };
   data: Record<string, unknown>;
+}
+
+interface ResultRow extends Omit<ResultRecord, 'from'> {
+  identity: string;
+  rep_env: string;
+  rep_pk: string;
+  resolution: string | null;
+  merged: Record<string, string> | null;
+}
+
+/** The version(s) and env(s) a result row was made of: its representative's version, and a merge's other versions. */
+function provenance(r: ResultRow): ResultRecord['from'] {
+  const rep = r.sources.find((s) => s.env === r.rep_env && s.pk === r.rep_pk);
+  const extra = r.merged ? r.sources.filter((s) => Object.values(r.merged!).includes(s.env)) : [];
+  const versions = [...new Set([rep?.version, ...extra.map((s) => s.version)].filter((v): v is number => typeof v === 'number'))].sort((a, b) => a - b);
+  const envs = versions.length ? [...new Set(r.sources.filter((s) => versions.includes(s.version!)).map((s) => s.env))] : [r.rep_env];
+  return { versions, envs, ...(r.resolution ? { resolution: r.resolution } : {}), ...(r.merged ? { merged: r.merged } : {}) };
 }
 
 /** The consolidated dataset with provenance, streamed in pages (never whole tables in memory). */
@@ -106,12 +128,18 @@ export async function* resultRecords(ctx: Ctx, runId: number, entity: string, pa
   const t = runTables(runId);
   let after = '';
   for (;;) {
-    const res = await ctx.db.control.raw<{ rows: (ResultRecord & { identity: string })[] }>(
-      `select r.entity, r.identity, r.pk, r.status, r.rule, r.reason, r.conflict, ${sourcesSql(t, 'r')} as sources, r.data from ${t.result} r
+    const res = await ctx.db.control.raw<{ rows: ResultRow[] }>(
+      `select r.entity, r.identity, r.pk, r.status, r.rule, r.reason, r.conflict, ${sourcesSql(t, 'r')} as sources, r.rep_env, r.rep_pk,
+              a.code as resolution, a.detail->'merged' as merged, r.data
+         from ${t.result} r
+         left join auto_resolutions a on a.run_id = ? and a.entity = r.entity and a.identity = r.identity
         where r.entity = ? and r.identity > ? order by r.identity limit ?`,
-      [entity, after, pageSize],
+      [runId, entity, after, pageSize],
     );
-    for (const r of res.rows) yield r;
+    for (const row of res.rows) {
+      const { identity: _i, rep_env: _e, rep_pk: _p, resolution: _r, merged: _m, ...rest } = row;
+      yield { ...rest, from: provenance(row) };
+    }
     if (res.rows.length < pageSize) return;
     after = res.rows[res.rows.length - 1]!.identity;
   }

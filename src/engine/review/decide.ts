@@ -5,6 +5,7 @@ import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { getConflict } from './queue.js';
+import { isAutoCode, reopenAutoResolution } from './autoResolved.js';
 import type { ConflictRow, BlastRadius, Decision, DecisionOutcome, Dependent, Plan } from './types.js';
 import { CROSS_RELEASE, planCrossRelease, validateCrossRelease } from './crossRelease.js';
 import { masterKeys } from '../kernel/master.js';
@@ -353,7 +354,11 @@ function planFor(ctx: Ctx, trx: Knex.Transaction, c: ConflictRow, d: Decision, s
 
 async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>): Promise<T> {
   return ctx.db.control.transaction(async (trx) => {
-    const c = await getConflict(ctx, release, code, trx, true);
+    // an automatic resolution (A-…) not re-opened yet becomes a conflict of the same code, in this transaction
+    const c = await getConflict(ctx, release, code, trx, true).catch((err: unknown) => {
+      if (isAutoCode(code) && err instanceof TributaryError && err.code === 'unknown_conflict') return reopenAutoResolution(ctx, trx, release, code);
+      throw err;
+    });
     return fn(trx, c);
   });
 }
@@ -417,7 +422,7 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
       action: 'decision',
       release,
       subject: c.code,
-      details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast: plan.blast },
+      details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast: plan.blast, ...(c.detail.overrules ? { overrules: c.detail.overrules } : {}) },
     });
     await failpoint('decide.before-commit');
     return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale };

@@ -9,6 +9,8 @@ export { CROSS_RELEASE, PROMOTE_CODE_PREFIX, openPromoteRunId, renameValues } fr
 export { applyDecision, decisionOf, planDecision, planRecordDecision } from './decide.js';
 export { describeDecision } from './describe.js';
 export type { RecordedDecision } from './decide.js';
+export { autoResolutionCounts, autoResolutionDigest, isAutoCode, listAutoResolutions, reopenAutoResolution, showAutoResolution } from './autoResolved.js';
+export type { AutoCounts, AutoDigest, AutoFilter, AutoResolution, AutoResolutionDetail, Overrule } from './autoResolved.js';
 export { getConflict, listConflicts, nextConflict, queueSummary, releaseOfCode, showConflict } from './queue.js';
 export type { QueueSummary } from './queue.js';
 export type { BlastRadius, ConflictDetail, ConflictRow, CrossReleaseInfo, Decision, DecisionOutcome, VersionView } from './types.js';

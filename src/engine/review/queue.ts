@@ -6,6 +6,7 @@ import { runTables, currentRunId } from '../kernel/workArea.js';
 import { CROSS_RELEASE, openPromoteRunId } from './crossRelease.js';
 import { literal } from '../kernel/sql.js';
 import { childEntities } from '../kernel/entities.js';
+import { isAutoCode } from './autoResolved.js';
 import type { ConflictRow } from './types.js';
 
 /** The review queue: listing, showing with live child counts, and handing out the next conflict. */
@@ -60,6 +61,9 @@ export async function releaseOfCode(ctx: Ctx, code: string): Promise<string> {
         .orWhereIn('c.run_id', k('runs').where({ kind: 'promote', status: 'open' }).select('id')),
     )
     .select('c.release');
+  if (rows.length === 0 && isAutoCode(code)) {
+    rows.push(...(await k('auto_resolutions as a').where('a.code', code.toUpperCase()).whereIn('a.run_id', k('release_states').whereNotNull('current_run_id').select('current_run_id')).select('a.release')));
+  }
   if (rows.length === 0) throw new TributaryError('unknown_conflict', `no conflict ${code} in any release's current consolidation or open promotion`, { code });
   if (rows.length > 1) throw new TributaryError('usage', `${code} exists in several releases (${rows.map((r) => r.release).join(', ')}): pass --release`);
   return rows[0].release as string;

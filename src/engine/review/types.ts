@@ -46,6 +46,8 @@ export interface ConflictDetail {
   env?: string;
   record?: { data: Record<string, unknown>; env: string; pk: string; sources: unknown[] };
   crossRelease?: CrossReleaseInfo;
+  /** A re-opened automatic resolution (same code): the rule, its reason and what it had kept. */
+  overrules?: { code: string; rule: string; reason: string; kept: { version?: number; env: string; pk: string; key: string } };
 }
 
 export interface ConflictRow {

@@ -62,15 +62,15 @@ afterEach(async () => {
 describe('audit trail', () => {
   it('a tag, consolidate and decide flow leaves one intact chain; the summary counts and times each step', async () => {
     const chain = await rows(env);
-    expect(chain.map((r) => r.action)).toEqual(['gate.lock', 'consolidate.start', 'consolidate.finish', 'decision']);
+    expect(chain.map((r) => r.action)).toEqual(['gate.lock', 'consolidate.start', 'consolidate.finish', 'consolidate.auto-resolutions', 'decision']);
     chain.forEach((r, i) => {
       expect(r.seq).toBe(i + 1);
       expect(r.prev_hash).toBe(i === 0 ? null : chain[i - 1]!.hash);
       expect(r.hash).toMatch(/^[0-9a-f]{64}$/);
     });
     const report = await verifyChain(env.db.control, { release: 'R2' });
-    expect(report).toMatchObject({ intact: true, events: 4, releaseEvents: 4, unchained: 0, broken: null });
-    expect(report.head).toMatchObject({ seq: 4, hash: chain[3]!.hash });
+    expect(report).toMatchObject({ intact: true, events: 5, releaseEvents: 5, unchained: 0, broken: null });
+    expect(report.head).toMatchObject({ seq: 5, hash: chain[4]!.hash });
 
     const runId = await currentRunId(env.ctx, 'R2');
     const counts = await resultCounts(env.ctx, runId);
@@ -81,7 +81,7 @@ describe('audit trail', () => {
     expect(s.steps.review).toMatchObject({ status: 'in progress', note: '1 of 2 decided' });
     expect(s.steps.validation).toEqual({ status: 'not run yet', ms: null });
     expect(s.steps.loading).toEqual({ status: 'not run yet', ms: null });
-    expect(s.head!.hash).toBe(chain[3]!.hash);
+    expect(s.head!.hash).toBe(chain[4]!.hash);
 
     // later steps record their time as audit events; the review ends with the last decision
     await applyDecision(env.ctx, 'R2', 'C-002', { action: 'waive' }, by);
@@ -91,7 +91,7 @@ describe('audit trail', () => {
     expect(after.steps.review).toMatchObject({ status: 'done', note: '2 of 2 decided' });
     expect(after.steps.validation).toEqual({ status: 'done', ms: 1234 });
     expect(after.steps.loading).toEqual({ status: 'done', ms: 61_000 });
-    expect(after.head!.seq).toBe(7);
+    expect(after.head!.seq).toBe(8);
 
     const text = renderAuditSummary(after);
     for (const label of ['total records collected', 'conflicts detected', 'auto-resolved', 'manual review', 'final dataset', 'merged', 'renamed', 'deleted']) expect(text).toContain(label);
@@ -104,9 +104,9 @@ describe('audit trail', () => {
     expect(md).toContain('| metric | value |');
     expect(md).toContain('| time: loading | not run yet |');
     expect((await releaseEvents(env.db.control, 'R2')).map((e) => e.action)).toEqual([
-      'gate.lock', 'consolidate.start', 'consolidate.finish', 'decision', 'decision', 'validate.finish', 'load.finish',
+      'gate.lock', 'consolidate.start', 'consolidate.finish', 'consolidate.auto-resolutions', 'decision', 'decision', 'validate.finish', 'load.finish',
     ]);
-    expect(await verifyChain(env.db.control, { release: 'R2' })).toMatchObject({ intact: true, events: 7 });
+    expect(await verifyChain(env.db.control, { release: 'R2' })).toMatchObject({ intact: true, events: 8 });
   });
 
   it('an event rolled back with its transaction leaves no trace in the chain', async () => {
@@ -117,8 +117,8 @@ describe('audit trail', () => {
       }),
     ).rejects.toThrow('rolled back');
     const appended = await recordAudit(env.db.control, { actor: 'cli:test', action: 'after', release: 'R2' });
-    expect(appended.seq).toBe(5);
-    expect(await verifyChain(env.db.control)).toMatchObject({ intact: true, events: 5 });
+    expect(appended.seq).toBe(6);
+    expect(await verifyChain(env.db.control)).toMatchObject({ intact: true, events: 6 });
   });
 
   it('detects an updated row, even one re-hashed without the key', async () => {
@@ -172,12 +172,28 @@ describe('audit trail', () => {
     expect((await verifyChain(env.db.control)).broken).toMatchObject({ kind: 'altered', seq: 2 });
   });
 
+  it('the chain vouches for the automatic resolutions: one changed, added or removed since is caught through the digest its event carries', async () => {
+    const event = (await rows(env)).find((r) => r.action === 'consolidate.auto-resolutions')!;
+    const runId = await currentRunId(env.ctx, 'R2');
+    const [auto] = await env.db.control('auto_resolutions').where({ run_id: runId }).orderBy('code').select('code', 'detail');
+    expect(auto!.code).toBe('A-001');
+    await env.db.control('auto_resolutions').where({ run_id: runId, code: 'A-001' }).update({ detail: JSON.stringify({ ...auto!.detail, kept: { env: 'ST-2', pk: '6', key: '6', version: 1 } }) });
+    const report = await verifyChain(env.db.control, { release: 'R2' });
+    expect(report.intact).toBe(false);
+    expect(report.broken).toMatchObject({ kind: 'altered', seq: event.seq, id: event.id });
+    expect(report.broken!.message).toMatch(/automatic resolutions of R2's run #\d+ were altered/);
+    await env.db.control('auto_resolutions').where({ run_id: runId, code: 'A-001' }).update({ detail: JSON.stringify(auto!.detail) });
+    expect((await verifyChain(env.db.control, { release: 'R2' })).intact).toBe(true);
+    await env.db.control('auto_resolutions').where({ run_id: runId, code: 'A-001' }).delete();
+    expect((await verifyChain(env.db.control, { release: 'R2' })).broken!.message).toContain('0 recorded now, 1 then');
+  });
+
   it('the newest rows deleted are caught against the witnessed head', async () => {
     const witnessed = (await auditSummary(env.ctx, 'R2')).head!;
     const older = (await rows(env))[1]!;
     await recordAudit(env.db.control, { actor: 'cli:test', action: 'note', release: 'R2' });
     // a head witnessed earlier is still in the grown chain
-    expect(await verifyChain(env.db.control, { head: older.hash })).toMatchObject({ intact: true, witness: { found: true, seq: 2, since: 3 } });
+    expect(await verifyChain(env.db.control, { head: older.hash })).toMatchObject({ intact: true, witness: { found: true, seq: 2, since: 4 } });
 
     await tamper(env, `delete from audit_events where seq >= ${witnessed.seq}`);
     // what is left is a consistent chain: only the witness shows that its end was cut off
@@ -250,12 +266,15 @@ describe('audit trail', () => {
     }
     const [text, md, json, verify] = runs;
     expect(text!.stdout).toContain('total records collected');
-    expect(text!.stdout).toMatch(new RegExp(`chain head \\(witness\\) +#5 ${head}`));
+    expect(text!.stdout).toMatch(new RegExp(`chain head \\(witness\\) +#6 ${head}`));
     expect(md!.stdout).toContain('| manual review | 2 (');
     const exported = JSON.parse(json!.stdout);
     expect(exported.summary.head.hash).toBe(head);
-    expect(exported.events).toHaveLength(5);
-    expect(exported.events[4]).toMatchObject({ action: 'note', seq: 5, hash: head });
+    expect(exported.events).toHaveLength(6);
+    expect(exported.events[5]).toMatchObject({ action: 'note', seq: 6, hash: head });
+    expect(exported.events[3].action).toBe('consolidate.auto-resolutions');
+    expect(exported.autoResolutions).toHaveLength(exported.events[3].details.count);
+    expect(exported.autoResolutions.length).toBeGreaterThan(0);
     expect(JSON.parse(verify!.stdout)).toMatchObject({ intact: true, witness: { found: true, since: 0 } });
   });
 
