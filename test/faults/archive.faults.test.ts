@@ -34,13 +34,13 @@ afterAll(async () => {
 const FILE = 'archive.faults.test.ts';
 
 describe('archive and restore killed with SIGKILL, then run again', () => {
-  for (const point of ['archive.table-exported', 'archive.before-commit', 'archive.after-master-commit']) {
+  for (const point of ['archive.copy', 'archive.table-exported', 'archive.before-commit', 'archive.after-master-commit']) {
     it(`tributary archive --older-than 1d --yes at ${point}`, async () => {
       await faultCase(point, FILE, { world: () => promoted, args: ['archive', '--older-than', '1d', '--yes'] });
     });
   }
 
-  for (const point of ['restore.table-copied', 'restore.after-master-commit']) {
+  for (const point of ['restore.copy', 'restore.table-copied', 'restore.after-master-commit']) {
     it(`tributary restore R2 at ${point}`, async () => {
       await faultCase(point, FILE, { world: () => archived, args: ['restore', 'R2'] });
     });

@@ -123,9 +123,9 @@ describe('a rollback killed with SIGKILL at each undo step, then a write to prod
   });
 });
 
-describe('a deployment killed with SIGKILL at each forward step, then resumed', () => {
-  STEPS.forEach((step) => {
-    it(`at ${step}: \`deploy run\` takes it up and it ends as an uninterrupted one does (code, data, status)`, () => verdict(`deploy.step.${step}`, async (paused) => {
+describe('a deployment killed with SIGKILL at each forward step (and in the data copy), then resumed', () => {
+  [...STEPS.map((step) => `deploy.step.${step}`), 'deploy.copy'].forEach((point) => {
+    it(`at ${point}: \`deploy run\` takes it up and it ends as an uninterrupted one does (code, data, status)`, () => verdict(point, async (paused) => {
       // the reference: the same release deployed without interruption
       await deployed();
       const reference = await dumpProduction(env);
@@ -133,7 +133,7 @@ describe('a deployment killed with SIGKILL at each forward step, then resumed', 
       await createBundle(env.ctx, 'R2', { code: `v${version}`, actor: 'U0RM1' });
       const d = await requestDeployment(env.ctx, 'R2', { actor: 'U0RM1' });
       await decideGo(env.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'go ahead' });
-      await killedAt(`deploy.step.${step}`, ['--as', 'rm2', 'deploy', 'run', String(d.id)]);
+      await killedAt(point, ['--as', 'rm2', 'deploy', 'run', String(d.id)]);
       paused();
       const r = await cli([...config(), '--as', 'rm2', 'deploy', 'run', String(d.id)]);
       expect(r.code, output(r)).toBe(0);

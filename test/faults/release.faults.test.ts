@@ -20,13 +20,13 @@ afterAll(async () => {
 const FILE = 'release.faults.test.ts';
 
 describe('promote and bundle killed with SIGKILL, then run again', () => {
-  for (const point of ['promote.before-commit', 'promote.after-master-commit']) {
+  for (const point of ['promote.copy', 'promote.before-commit', 'promote.after-master-commit']) {
     it(`tributary promote R2 at ${point}`, async () => {
       await faultCase(point, FILE, { world: () => tier1, args: ['promote', 'R2'] });
     });
   }
 
-  for (const point of ['bundle.table-exported', 'bundle.before-commit']) {
+  for (const point of ['bundle.copy', 'bundle.table-exported', 'bundle.before-commit']) {
     it(`tributary bundle R2 --code v2 at ${point}`, async () => {
       await faultCase(point, FILE, { world: () => approved, args: ['bundle', 'R2', '--code', 'v2'] });
     });

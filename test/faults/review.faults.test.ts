@@ -31,7 +31,7 @@ describe('decide, validate and load killed with SIGKILL, then run again', () => 
     });
   }
 
-  for (const point of ['load.table-copied', 'load.after-staging-commit']) {
+  for (const point of ['load.copy', 'load.table-copied', 'load.after-staging-commit']) {
     it(`tributary load R2 at ${point}`, async () => {
       await faultCase(point, FILE, { world: () => validated, args: ['load', 'R2'] });
     });

@@ -1,7 +1,8 @@
 /**
  * `npm run test:faults`: runs the fault suite (vitest.faults.config.ts), then prints each failpoint with
- * its verdict and fails unless every failpoint declared in src/ (a `failpoint('…')` call) was reached by
- * a test that killed a process there and recovered, and every step of the chain has a point.
+ * its verdict and fails unless every failpoint declared in src/ (a `failpoint('…')` call, or a verified copy's
+ * `failpoint: '…'`) was reached by a test that killed a process there and recovered, and every step of the
+ * chain has a point.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -32,12 +33,15 @@ function sourceFiles(dir: string): string[] {
   });
 }
 
-/** Every failpoint the code declares: `failpoint('name')` calls in src/. */
+/**
+ * Every failpoint the code declares: `failpoint('name')` calls in src/, and the verified copies' points
+ * (`failpoint: 'name'`, src/engine/kernel/copy.ts).
+ */
 export function declaredPoints(): Map<string, string> {
   const points = new Map<string, string>();
   for (const file of sourceFiles(path.join(ROOT, 'src'))) {
     const text = fs.readFileSync(file, 'utf8');
-    for (const m of text.matchAll(/\bfailpoint\(\s*'([^']+)'/g)) points.set(m[1]!, path.relative(ROOT, file));
+    for (const m of text.matchAll(/\bfailpoint(?:\(|:)\s*'([^']+)'/g)) points.set(m[1]!, path.relative(ROOT, file));
     if (/\bfailpoint\(\s*`/.test(text)) {
       for (const [prefix, keys] of Object.entries(TEMPLATED)) if (text.includes(prefix.split('.')[0]!)) for (const k of keys) points.set(`${prefix}${k}`, path.relative(ROOT, file));
     }

@@ -1,18 +1,15 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
 import type { Knex } from 'knex';
 import pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import { type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
+import { copyToFile } from '../kernel/copy.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { passGate, type ReleaseState } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
@@ -213,21 +210,17 @@ export async function createBundle(ctx: Ctx, release: string, opts: { code: stri
       const s = shapes[i]!;
       current = s.parent;
       t.file = `${String(i + 1).padStart(2, '0')}-${t.table}.copy.gz`;
-      const hash = crypto.createHash('sha256');
-      let bytes = 0;
-      const tap = new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          hash.update(chunk);
-          bytes += chunk.length;
-          done(null, chunk);
-        },
-      });
       const list = s.columns.map((c) => ident(c.name)).join(', ');
-      const out = client.query(copyTo(`copy (select ${list} from ${s.parent} where ${s.where}) to stdout`));
-      await pipeline(out, zlib.createGzip({ level: 1 }), tap, fs.createWriteStream(path.join(tmp, t.file)));
-      if (out.rowCount !== t.rows) throw new TributaryError('database', `master env ${master.name}, table ${s.parent}: exported ${out.rowCount} row(s) of ${release}, but the checksum counted ${t.rows}`, { env: master.name, table: s.parent });
-      t.bytes = bytes;
-      t.sha256 = hash.digest('hex');
+      const written = await copyToFile(client, {
+        failpoint: 'bundle.copy',
+        select: `select ${list} from ${s.parent} where ${s.where}`,
+        file: path.join(tmp, t.file),
+        what: `bundling ${release}: master env ${master.name}, table ${s.parent}`,
+        expectedRows: t.rows,
+        details: { env: master.name, table: s.parent },
+      });
+      t.bytes = written.bytes;
+      t.sha256 = written.sha256;
       await failpoint('bundle.table-exported');
     }
     current = '';

@@ -1,16 +1,12 @@
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
 import pg from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
 import { type EnvSpec, envOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
+import { copyFromFile } from '../kernel/copy.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 import { productionEnv, type Bundle, type BundleTable } from './bundle.js';
@@ -360,16 +356,8 @@ export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: 
       current = shown(env.schema, t.table);
       opts.progress?.('load', { table: t.table });
       const file = path.join(bundle.dir, t.file);
-      const hash = crypto.createHash('sha256');
-      const tap = new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          hash.update(chunk);
-          done(null, chunk);
-        },
-      });
-      const list = t.columns.map((c) => ident(c.name)).join(', ');
-      await pipeline(fs.createReadStream(file), tap, zlib.createGunzip(), client.query(copyFrom(`copy ${qualified(env.schema, t.table)} (${list}) from stdin`)));
-      if (hash.digest('hex') !== t.sha256) {
+      const read = await copyFromFile(client, { failpoint: 'deploy.copy', file, table: qualified(env.schema, t.table), columns: t.columns.map((c) => c.name) });
+      if (read.sha256 !== t.sha256) {
         throw new TributaryError('database', `deploying ${release} into env ${env.name}, table ${current}: bundle file ${file} changed since bundle v${bundle.version} was made (sha256 differs); production is unchanged`, { env: env.name, table: current });
       }
     }

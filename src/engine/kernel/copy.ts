@@ -1,10 +1,13 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { TributaryError } from '../../errors.js';
 import { checksumSql, textSettingsSql, type TableChecksum, type TableColumn } from './checksum.js';
-import { failpointAction } from './failpoints.js';
+import { failpoint, failpointAction } from './failpoints.js';
 import { ident, literal } from './sql.js';
 
 /**
@@ -14,6 +17,11 @@ import { ident, literal } from './sql.js';
  * left (JSON null stays JSON null, a json keeps its whitespace and duplicate keys, -0 stays -0). After the
  * copy, the target's count and checksum must equal the expected figures, computed by the caller from what
  * the source holds (never from the stream being checked).
+ *
+ * Each copy has its failpoint (`<phase>.copy`, reached just before the rows stream): `pause` and the other
+ * actions stop there; `corrupt` alters one cell in flight. Copies into a file (bundle, archive) read the
+ * file back before anyone relies on it; copies out of a file (deploy, restore) are verified by the count and
+ * checksum the file's manifest recorded from its source.
  */
 
 /**
@@ -49,11 +57,106 @@ export interface VerifiedCopy {
 export async function copyRows(source: pg.Client, target: pg.Client, c: VerifiedCopy): Promise<number> {
   await source.query(textSettingsSql());
   await target.query(textSettingsSql());
+  await failpoint(c.failpoint);
   const out = source.query(copyTo(`copy (${c.select}) to stdout`));
   const into = target.query(copyFrom(`copy ${c.table} (${c.columns.map(ident).join(', ')}) from stdin`));
   if (failpointAction(c.failpoint) === 'corrupt') await pipeline(out, corruptOneCell(), into);
   else await pipeline(out, into);
   return into.rowCount;
+}
+
+export interface FileWritten {
+  /** Rows written (the source's count of what it sent). */
+  rows: number;
+  /** Size and sha256 of the compressed file. */
+  bytes: number;
+  sha256: string;
+}
+
+/**
+ * Copies the rows of `select` on `source` into `file`, gzip-compressed COPY text, under the copy's settings
+ * (`source` must be inside a transaction). The file is then read back: its text must be, byte for byte,
+ * what the source sent, and hold `expectedRows` rows (the source's own count, taken by the caller with the
+ * checksum the manifest records, possibly still being computed); else the copy is refused, naming `what`
+ * (the table), and the file is removed.
+ */
+export async function copyToFile(source: pg.Client, c: { failpoint: string; select: string; file: string; what: string; expectedRows: number | Promise<number>; details?: Record<string, unknown> }): Promise<FileWritten> {
+  await source.query(textSettingsSql());
+  await failpoint(c.failpoint);
+  const sent = crypto.createHash('sha256');
+  const out = source.query(copyTo(`copy (${c.select}) to stdout`));
+  const stages: NodeJS.ReadWriteStream[] = [tap((b) => sent.update(b))];
+  if (failpointAction(c.failpoint) === 'corrupt') stages.push(corruptOneCell());
+  await pipeline([out, ...stages, zlib.createGzip({ level: 1 }), fs.createWriteStream(c.file)]);
+  fsyncFile(c.file);
+  // read back: what the file holds, not what was handed to it
+  const file = crypto.createHash('sha256');
+  const text = crypto.createHash('sha256');
+  let bytes = 0;
+  let lines = 0;
+  await pipeline(
+    fs.createReadStream(c.file),
+    tap((b) => {
+      file.update(b);
+      bytes += b.length;
+    }),
+    zlib.createGunzip(),
+    tap((b) => {
+      text.update(b);
+      for (let i = b.indexOf(10); i >= 0; i = b.indexOf(10, i + 1)) lines++;
+    }),
+    drain(),
+  );
+  const rows = Number(out.rowCount);
+  const expected = await c.expectedRows;
+  if (text.digest('hex') !== sent.digest('hex') || lines !== rows || rows !== expected) {
+    fs.rmSync(c.file, { force: true });
+    throw new TributaryError(
+      'database',
+      `${c.what}: the file written does not hold the rows as the source sent them (${lines} line(s) read back; the source sent ${rows} row(s) and counted ${expected}${lines === rows ? ', and their text differs' : ''}); nothing was written`,
+      c.details ?? {},
+    );
+  }
+  return { rows, bytes, sha256: file.digest('hex') };
+}
+
+/**
+ * Copies a gzip-compressed COPY text file into `table` (`columns` in the file's order) under the copy's
+ * settings (`target` must be inside a transaction). Returns the rows written and the sha256 of the
+ * compressed file as read; the caller verifies count and checksum against the file's manifest.
+ */
+export async function copyFromFile(target: pg.Client, c: { failpoint: string; file: string; table: string; columns: readonly string[] }): Promise<{ rows: number; sha256: string }> {
+  await target.query(textSettingsSql());
+  await failpoint(c.failpoint);
+  const hash = crypto.createHash('sha256');
+  const into = target.query(copyFrom(`copy ${c.table} (${c.columns.map(ident).join(', ')}) from stdin`));
+  const stages: NodeJS.ReadWriteStream[] = [tap((b) => hash.update(b)), zlib.createGunzip()];
+  if (failpointAction(c.failpoint) === 'corrupt') stages.push(corruptOneCell());
+  await pipeline([fs.createReadStream(c.file), ...stages, into]);
+  return { rows: into.rowCount, sha256: hash.digest('hex') };
+}
+
+function tap(see: (chunk: Buffer) => void): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+      see(chunk);
+      cb(null, chunk);
+    },
+  });
+}
+
+/** A sink that discards what it reads. */
+function drain(): NodeJS.WritableStream {
+  return new Transform({ transform: (_c, _e, cb) => cb() }).resume();
+}
+
+function fsyncFile(file: string): void {
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** The count and checksum of the target's rows matching `where`, under the copy's settings. */
@@ -73,8 +176,9 @@ export function requireChecksum(what: string, got: TableChecksum, want: TableChe
 }
 
 /**
- * A test-only fault: changes one digit of the first row in flight (the row stays valid input, so only
- * verification can catch it).
+ * A test-only fault: changes, in the first row in flight, the last digit that follows another digit, one down
+ * (9 → 8, 0 → 1), so the row stays valid input (a key, usually first, and a release name such as R0 are left
+ * alone; a time zone offset +00 becomes +01, 12.50 becomes 12.51): only verification can catch it.
  */
 function corruptOneCell(): Transform {
   let done = false;
@@ -82,10 +186,11 @@ function corruptOneCell(): Transform {
     transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
       if (!done) {
         const end = chunk.indexOf(10);
-        for (let i = 0; i < (end < 0 ? chunk.length : end); i++) {
+        for (let i = (end < 0 ? chunk.length : end) - 1; i >= 1; i--) {
           const b = chunk[i]!;
-          if (b >= 48 && b <= 57) {
-            chunk[i] = b === 57 ? 48 : b + 1;
+          const before = chunk[i - 1]!;
+          if (b >= 48 && b <= 57 && before >= 48 && before <= 57) {
+            chunk[i] = b === 48 ? 49 : b - 1;
             done = true;
             break;
           }

@@ -2,15 +2,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
 import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { envByRole, type EnvSpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
+import { copyFromFile, copyToFile } from '../kernel/copy.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { partitionName } from '../kernel/master.js';
 import { masterPartitions, type MasterPartition } from './coverage.js';
@@ -220,17 +219,19 @@ export async function archiveRelease(ctx: Ctx, release: string, opts: { actor: A
       const file = `${p.table}.copy.gz`;
       const target = path.join(dir, file);
       const list = shape.map((c) => ident(c.name)).join(', ');
-      const out = a.query(copyTo(`copy (select ${list} from ${p.partition}) to stdout`));
-      const [, sum] = await Promise.all([
-        pipeline(out, zlib.createGzip({ level: 1 }), fs.createWriteStream(target)),
-        // the checksum on a second connection, meanwhile: the SHARE lock keeps the rows as they are
-        b.query<{ rows: number; checksum: string }>(checksumSql(byName, p.schema, p.name, 'true')),
-      ]);
-      const copied = Number(out.rowCount);
-      const s = sum.rows[0]!;
-      if (copied !== Number(s.rows)) throw new TributaryError('database', `archive of ${release}: ${p.partition} exported ${copied} rows but counted ${s.rows}`, { release, table: p.partition });
-      fsyncFile(target);
-      tables.push({ entity: p.entity, table: p.table, partition: p.name, file, columns: shape, rows: copied, checksum: s.checksum, sha256: await sha256(target), bytes: fs.statSync(target).size });
+      // the checksum on a second connection, meanwhile: the SHARE lock keeps the rows as they are
+      const sum = b.query<{ rows: number; checksum: string }>(checksumSql(byName, p.schema, p.name, 'true')).then((r) => r.rows[0]!);
+      sum.catch(() => undefined);
+      const written = await copyToFile(a, {
+        failpoint: 'archive.copy',
+        select: `select ${list} from ${p.partition}`,
+        file: target,
+        what: `archive of ${release}: master env ${master.name}, table ${p.partition}`,
+        expectedRows: sum.then((x) => Number(x.rows)),
+        details: { release, table: p.partition },
+      });
+      const s = await sum;
+      tables.push({ entity: p.entity, table: p.table, partition: p.name, file, columns: shape, rows: written.rows, checksum: s.checksum, sha256: written.sha256, bytes: written.bytes });
       await failpoint('archive.table-exported');
     }
     const manifest: Manifest = {
@@ -392,8 +393,7 @@ export async function restoreRelease(ctx: Ctx, release: string, opts: { actor: A
       await a.query(`create table ${partQ} (like ${parent} including defaults including constraints)`);
       // the partition bound as a constraint: rows are checked on the way in, and attaching needs no scan
       await a.query(`alter table ${partQ} add constraint tributary_restore_bound check (${ident(m.releaseColumn)} is not null and ${ident(m.releaseColumn)} = ${literal(release)})`);
-      const input = a.query(copyFrom(`copy ${partQ} (${t.columns.map((c) => ident(c.name)).join(', ')}) from stdin`));
-      await pipeline(fs.createReadStream(path.join(dir, t.file)), zlib.createGunzip(), input);
+      await copyFromFile(a, { failpoint: 'restore.copy', file: path.join(dir, t.file), table: partQ, columns: t.columns.map((c) => c.name) });
       const byName = (await a.query<TableColumn>(COLUMNS_SQL, [partQ])).rows;
       const s = (await a.query<{ rows: number; checksum: string }>(checksumSql(byName, master.schema, part, 'true'))).rows[0]!;
       if (Number(s.rows) !== t.rows || s.checksum !== t.checksum) {

@@ -1,12 +1,14 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBundle, getBundle, listBundles, requireBundle } from '../../../src/engine/deploy/bundle.js';
 import { backupData, BACKUP_SCHEMA, dataChecksums, deployData, dropBackup, getBackup, restoreData } from '../../../src/engine/deploy/dataDeployer.js';
+import { decideGo, requestDeployment } from '../../../src/engine/deploy/deployment.js';
 import { exitCodeFor, TributaryError } from '../../../src/errors.js';
 import type { TestEnv } from '../../helpers.js';
-import { approvedRelease, seedProduction } from '../../deploy-setup.js';
+import { approvedRelease, dumpProduction, readyToDeploy, seedProduction } from '../../deploy-setup.js';
 import { cli, output } from '../../process.js';
 
 /**
@@ -104,6 +106,20 @@ describe('release bundle', () => {
     expect(one.code, output(one)).toBe(0);
     expect(one.stdout).toContain('Bundle R2 v1\n  code version:  git:abc123');
   });
+
+  it('refuses a cell corrupted on its way into the file (the real CLI, failpoint bundle.copy=corrupt): names the table, never says verified, makes no bundle', async () => {
+    const e = await approved();
+    const r = await cli(['--config', e.configFile, 'bundle', 'R2', '--code', 'v1'], { env: { TRIBUTARY_FAILPOINTS: 'bundle.copy=corrupt' } });
+    expect(r.code, output(r)).not.toBe(0);
+    expect(r.stderr).toMatch(/bundling R2: master env master, table "master"\."users": the file written does not hold the rows as the source sent them \(4 line\(s\) read back; the source sent 4 row\(s\) and counted 4, and their text differs\); nothing was written/);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/verified/i);
+    expect(await e.db.control('bundles')).toEqual([]);
+    expect(fs.readdirSync(path.join(e.dir, '.tributary/bundles/R2'))).toEqual([]);
+    // the same bundle without the fault is made
+    const ok = await cli(['--config', e.configFile, 'bundle', 'R2', '--code', 'v1']);
+    expect(ok.code, output(ok)).toBe(0);
+    expect((await e.db.control('bundles')).map((b) => b.version)).toEqual([1]);
+  });
 });
 
 describe('data deployer', () => {
@@ -183,6 +199,22 @@ describe('data deployer', () => {
     await dropBackup(e.ctx, second, by);
     expect((await e.sql(`select count(*)::int as n from pg_tables where schemaname = $1`, [BACKUP_SCHEMA])).rows[0].n).toBe(2);
     await expect(restoreData(e.ctx, second, by)).rejects.toThrow(`restoring backup #${second.id} into env production, table prod.users: its copy ${BACKUP_SCHEMA}.users_${second.id} is gone, so the table cannot be restored; nothing was restored`);
+  });
+
+  it('refuses a cell corrupted on its way from the file into production (the real CLI, failpoint deploy.copy=corrupt): names the table, never says verified, production unchanged', async () => {
+    const app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-corrupt-app-'));
+    const e = (env = await readyToDeploy(app));
+    const before = await dumpProduction(e);
+    const d = await requestDeployment(e.ctx, 'R2', { actor: 'U0RM1' });
+    await decideGo(e.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'go ahead' });
+    const r = await cli(['--config', e.configFile, '--as', 'rm2', 'deploy', 'run', String(d.id)], { env: { TRIBUTARY_FAILPOINTS: 'deploy.copy=corrupt' } });
+    expect(r.code, output(r)).not.toBe(0);
+    expect(`${r.stdout}${r.stderr}`).toMatch(/deploying R2 into env production, table prod\.users: after loading, 4 row\(s\) of R2 with checksum \d+, but bundle v1 has 4 with checksum \d+; production is unchanged/);
+    // the only thing verified is the rollback's restore of the backup
+    expect(`${r.stdout}${r.stderr}`.split('\n').filter((l) => /verified/i.test(l))).toEqual([expect.stringMatching(/^\s*\[done\s*\] undo deploy-data \([\d.]+ s\): data restored and verified identical to before the deploy: /)]);
+    expect(await dumpProduction(e)).toBe(before);
+    const failed = await e.db.control('audit_events').where({ release: 'R2', action: 'deploy.data.failed' });
+    expect(failed.map((a) => a.details.table)).toEqual(['prod.users']);
   });
 
   it('a failure mid-deploy leaves production unchanged and names env and table', async () => {

@@ -300,6 +300,32 @@ describe('archive and restore', () => {
     fs.writeFileSync(manifest, original);
     expect((await restoreRelease(env.ctx, 'R0', { actor })).rows).toBe(450);
   });
+
+  it('refuses a cell corrupted in flight (the real CLI, failpoints archive.copy / restore.copy=corrupt): names the table, never says verified, master as it was', async () => {
+    const master = env.config.envs.get('master')!;
+    const before = await tableChecksum(env.db.env(master), 'master', 'users__r0');
+    const archives = await env.db.control('archives').count<{ count: string }[]>('* as count');
+    const cold = () => (fs.existsSync(path.join(env.dir, 'cold')) ? fs.readdirSync(path.join(env.dir, 'cold')).sort() : []);
+    const dirs = cold();
+    const a = await cli(['-c', env.configFile, 'archive', '--older-than', '2y', '--yes'], { env: { TRIBUTARY_FAILPOINTS: 'archive.copy=corrupt' } });
+    expect(a.code, output(a)).not.toBe(0);
+    expect(a.stderr).toMatch(/archive of R0: master env master, table master\.users__r0: the file written does not hold the rows as the source sent them \(300 line\(s\) read back; the source sent 300 row\(s\) and counted 300, and their text differs\); nothing was written/);
+    expect(`${a.stdout}${a.stderr}`).not.toMatch(/verified/i);
+    expect(await tableChecksum(env.db.env(master), 'master', 'users__r0')).toEqual(before);
+    expect(cold()).toEqual(dirs);
+    expect(await env.db.control('archives').count<{ count: string }[]>('* as count')).toEqual(archives);
+
+    const ok = await cli(['-c', env.configFile, 'archive', '--older-than', '2y', '--yes']);
+    expect(ok.code, output(ok)).toBe(0);
+    const r = await cli(['-c', env.configFile, 'restore', 'R0'], { env: { TRIBUTARY_FAILPOINTS: 'restore.copy=corrupt' } });
+    expect(r.code, output(r)).not.toBe(0);
+    expect(r.stderr).toMatch(/restore of R0: "master"\."users__r0" has 300 rows, checksum \d+, but the manifest .* says 300 rows, checksum \d+: nothing restored/);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/verified/i);
+    expect((await env.sql(`select to_regclass('master.users__r0') as t`)).rows[0].t).toBeNull();
+    const back = await cli(['-c', env.configFile, 'restore', 'R0']);
+    expect(back.code, output(back)).toBe(0);
+    expect(await tableChecksum(env.db.env(master), 'master', 'users__r0')).toEqual(before);
+  });
 });
 
 describe('pruning tests of deprecated features', () => {
