@@ -13,6 +13,7 @@ import { copyToFile } from '../kernel/copy.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { passGate, type ReleaseState } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
+import { userTypesOf, type UserType } from '../kernel/types.js';
 
 /**
  * The release bundle: one immutable (release, version) that names a code version (given by the team's
@@ -44,6 +45,8 @@ export interface BundleTable {
   columns: BundleColumn[];
   /** The primary key a production table created from the bundle gets. */
   primaryKey: string[];
+  /** The enum, domain and composite types the columns use, created in production if it lacks them. */
+  types?: UserType[];
 }
 
 export interface Bundle {
@@ -195,7 +198,8 @@ export async function createBundle(ctx: Ctx, release: string, opts: { code: stri
       const where = `${ident(rel)} = ${literal(release)}`;
       const sorted = (await client.query<TableColumn>(COLUMNS_SQL, [parent])).rows;
       const sum = (await client.query<{ rows: number; checksum: string }>(checksumSql(sorted, master.schema, e.table, where))).rows[0]!;
-      tables.push({ entity: e.name, table: e.table, rows: sum.rows, checksum: sum.checksum, file: '', bytes: 0, sha256: '', columns, primaryKey: [e.primaryKey] });
+      const types = await userTypesOf(client, parent);
+      tables.push({ entity: e.name, table: e.table, rows: sum.rows, checksum: sum.checksum, file: '', bytes: 0, sha256: '', columns, primaryKey: [e.primaryKey], ...(types.length > 0 ? { types } : {}) });
       shapes.push({ columns, where, parent });
     }
     current = '';

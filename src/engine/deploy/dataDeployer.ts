@@ -9,6 +9,7 @@ import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../
 import { copyFromFile } from '../kernel/copy.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
+import { ensureUserTypes } from '../kernel/types.js';
 import { productionEnv, type Bundle, type BundleTable } from './bundle.js';
 
 /**
@@ -340,6 +341,7 @@ export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: 
       current = shown(env.schema, t.table);
       const table = qualified(env.schema, t.table);
       if (!(await exists(q, table))) {
+        await ensureUserTypes(client, t.types ?? [], table);
         await q(createTableSql(table, t));
         created.add(t.table);
       }

@@ -7,6 +7,7 @@ import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { copyRows } from '../kernel/copy.js';
+import { ensureUserTypes, userTypesOf } from '../kernel/types.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
 import { type ConflictDetail, type ConflictRow, type CrossReleaseInfo, type VersionView, CROSS_RELEASE, openPromoteRunId, PROMOTE_CODE_PREFIX, renameValues, type Decision } from '../review/index.js';
@@ -215,6 +216,8 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       env = master;
       const parent = qualified(master.schema, e.table);
       current = parent;
+      // the enum, domain and composite types staging's table uses, created in master if it lacks them
+      await ensureUserTypes(target, await userTypesOf(source, qualified(staging.schema, e.table)), parent);
       await ensureParent(m, ctx.config.file, master, e, columns, rel);
       await ensureIndexes(m, master, e, columns);
       const part = partitionName(e.table, release);
@@ -249,7 +252,7 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
         const on = key.columns.map((c) => `m.${ident(c)} = n.${ident(c)}`).join(' and ');
         const res = await m(
           `select n.${pk}::text as spk, m.${pk}::text as mpk, m.${ident(rel)}::text as mrel,
-                  md5((to_jsonb(n) - $1::text[])::text) as shash, md5((to_jsonb(m) - $1::text[])::text) as mhash
+                  md5((to_jsonb(n.*) - $1::text[])::text) as shash, md5((to_jsonb(m.*) - $1::text[])::text) as mhash
              from ${w.partQ} n join ${w.parent} m on ${on} and m.${ident(rel)} <> $2`,
           [excl, release],
         );
@@ -271,10 +274,10 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       const sdata = new Map<string, Record<string, unknown>>();
       const mdata = new Map<string, Record<string, unknown>>();
       if (differing.length > 0) {
-        const s = await m(`select ${pk}::text as pk, to_jsonb(n) as data from ${w.partQ} n where ${pk}::text = any($1::text[])`, [[...new Set(differing.map((p) => p.spk))]]);
+        const s = await m(`select ${pk}::text as pk, to_jsonb(n.*) as data from ${w.partQ} n where ${pk}::text = any($1::text[])`, [[...new Set(differing.map((p) => p.spk))]]);
         for (const r of s.rows) sdata.set(r.pk, r.data);
         const t = await m(
-          `select m.${pk}::text as pk, m.${ident(rel)}::text as rel, to_jsonb(m) as data
+          `select m.${pk}::text as pk, m.${ident(rel)}::text as rel, to_jsonb(m.*) as data
              from ${w.parent} m join unnest($1::text[], $2::text[]) as u(pk, rel) on m.${pk}::text = u.pk and m.${ident(rel)}::text = u.rel`,
           [differing.map((p) => p.mpk), differing.map((p) => p.mrel)],
         );
@@ -325,7 +328,7 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
           if (same.mpk !== spk) mapping.set(spk, same.mpk);
           w.autoCount += 1;
           if (w.autoResolved.length < SAMPLE) {
-            const row = (await m(`select to_jsonb(n) as data from ${w.partQ} n where ${pk}::text = $1`, [spk])).rows[0].data as Record<string, unknown>;
+            const row = (await m(`select to_jsonb(n.*) as data from ${w.partQ} n where ${pk}::text = $1`, [spk])).rows[0].data as Record<string, unknown>;
             w.autoResolved.push({ entity: e.name, key: keyLabel(same, row), pk: spk, release: same.mrel, rule: 'exact-duplicate' });
           }
           continue;
@@ -411,7 +414,7 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       // rows a delete-both decision keeps out although master's row is gone (while the row is unchanged)
       const standing = [...standingDelete.values()].filter((k) => k.entity === e.name && !bySpk.has(k.detail.crossRelease!.stagingPk));
       if (standing.length > 0) {
-        const res = await m(`select ${pk}::text as pk, md5((to_jsonb(n) - $1::text[])::text) as h from ${w.partQ} n where ${pk}::text = any($2::text[])`, [excl, standing.map((k) => k.detail.crossRelease!.stagingPk)]);
+        const res = await m(`select ${pk}::text as pk, md5((to_jsonb(n.*) - $1::text[])::text) as h from ${w.partQ} n where ${pk}::text = any($2::text[])`, [excl, standing.map((k) => k.detail.crossRelease!.stagingPk)]);
         for (const r of res.rows as { pk: string; h: string }[]) {
           const k = standing.find((x) => x.detail.crossRelease!.stagingPk === r.pk)!;
           if (k.detail.crossRelease!.stagingHash !== r.h) continue;

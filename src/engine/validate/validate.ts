@@ -666,7 +666,7 @@ async function runTest(s: Scope, e: EntitySpec, test: DataTest): Promise<void> {
             message: `format('returned by test %s%s', ${literal(rule)}, ': ' || ${value})`,
             detail,
           },
-          `(select to_jsonb(q)->>${pkName} as key, to_jsonb(q) - ${pkName} as rest from (${query}) as q) q
+          `(select to_jsonb(q.*)->>${pkName} as key, to_jsonb(q.*) - ${pkName} as rest from (${query}) as q) q
              left join ${s.t.result} r on r.entity = ${literal(e.name)} and r.status = 'final' and r.pk = q.key`,
         );
       });

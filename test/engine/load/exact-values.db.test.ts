@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { consolidate } from '../../../src/engine/consolidate/run.js';
+import { createBundle } from '../../../src/engine/deploy/bundle.js';
+import { backupData, deployData } from '../../../src/engine/deploy/dataDeployer.js';
+import { archiveRelease, restoreRelease } from '../../../src/engine/nightly/archive.js';
 import { tagRelease } from '../../../src/engine/gate/tag.js';
 import { loadRelease } from '../../../src/engine/load/load.js';
 import { transition } from '../../../src/engine/kernel/lifecycle.js';
@@ -15,11 +18,14 @@ import { createDatabase, dropDatabase, finalRows, insertUsers, testEnv, urlFor, 
  */
 let env: TestEnv | undefined;
 let other: string | undefined;
+let others: string[] = [];
 afterEach(async () => {
   await env?.close();
   env = undefined;
   if (other) await dropDatabase(other);
   other = undefined;
+  for (const d of others) await dropDatabase(d);
+  others = [];
 });
 
 const SETTINGS = `set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'; set local intervalstyle = 'postgres'; set local extra_float_digits = 3; set local lc_monetary = 'C'`;
@@ -158,6 +164,72 @@ describe('exact values', () => {
     } finally {
       await stagingDb.end();
     }
+  });
+
+  it('master and production in other databases get the types too: every cell equal to its source after promote, bundle, deploy, archive and restore', async () => {
+    const [stagingDb, masterDb, prodDb] = (others = [await createDatabase(), await createDatabase(), await createDatabase()]);
+    const e = await testEnv(2, {
+      environments: {
+        'ST-1': { role: 'source', precedence: 1, schema: 'st1' },
+        'ST-2': { role: 'source', precedence: 2, schema: 'st2' },
+        master: { role: 'master', url: urlFor(masterDb!), schema: 'master' },
+        staging: { role: 'staging', url: urlFor(stagingDb!), schema: 'staging' },
+        production: { role: 'production', url: urlFor(prodDb!), schema: 'prod' },
+      },
+      archive: { dir: 'cold' },
+    });
+    env = e;
+    await e.sql(`create type public.mood as enum ('sad', 'ok', 'happy'); create domain public.pos as int check (value > 0); create type public.pair as (a int, b text)`);
+    for (const s of ['st1', 'st2']) await e.sql(`alter table ${s}.users add column mood mood, add column n pos, add column p pair, add column moods mood[], add column doc json`);
+    await insertUsers(e, 'st1', [{ id: 1, email: 'ty@x' }, { id: 2, email: 'tz@x' }]);
+    await e.sql(`update st1.users set mood = 'happy', n = 3, p = row(1, 'a "b", c'), moods = '{sad,ok}', doc = '{"a": 1,  "a": null}' where id = 1`);
+    await tagRelease(e.ctx, 'R2', by);
+    await consolidate(e.ctx, 'R2', by);
+    expect((await validateRelease(e.ctx, 'R2', by)).counts.open).toBe(0);
+    await loadRelease(e.ctx, 'R2', by);
+    await transition(e.db.control, 'R2', 'tier1');
+    await promoteRelease(e.ctx, 'R2', by);
+    await transition(e.db.control, 'R2', 'approve');
+
+    const columns = (await e.sql(`select attname from pg_attribute where attrelid = 'st1.users'::regclass and attnum > 0 and not attisdropped order by attnum`)).rows.map((r) => r.attname as string);
+    const source = await cellTexts(await sourceClient(e), 'st1.users', columns, 'true');
+    /** Every cell of `table` in database `db` against its source cell; prints and checks the figures. */
+    const stop = async (name: string, db: string, table: string) => {
+      const c = new pg.Client({ connectionString: urlFor(db) });
+      await c.connect();
+      try {
+        const types = await c.query(`select typname, typtype from pg_type where typname in ('mood', 'pos', 'pair') order by typname`);
+        expect(types.rows, name).toEqual([
+          { typname: 'mood', typtype: 'e' },
+          { typname: 'pair', typtype: 'c' },
+          { typname: 'pos', typtype: 'd' },
+        ]);
+        const target = await cellTexts(c, table, columns, `release = 'R2'`);
+        let compared = 0;
+        let different = 0;
+        for (const [id, cells] of source) {
+          const got = target.get(id);
+          cells.forEach((cell, i) => {
+            compared += 1;
+            if (!got || got[i] !== cell) different += 1;
+          });
+        }
+        console.log(`user-defined types, ${name}: cells compared ${compared}, cells different ${different}`);
+        expect([compared, different, target.size], name).toEqual([2 * columns.length, 0, 2]);
+      } finally {
+        await c.end();
+      }
+    };
+    await stop('staging', stagingDb!, 'staging.users');
+    await stop('master', masterDb!, 'master.users');
+    const bundle = await createBundle(e.ctx, 'R2', { code: 'v1', ...by });
+    expect(bundle.tables.find((t) => t.table === 'users')!.types!.map((t) => t.name)).toEqual(['public.mood', 'public.pos', 'public.pair']);
+    const backup = await backupData(e.ctx, bundle, by);
+    await deployData(e.ctx, bundle, backup, by);
+    await stop('production', prodDb!, 'prod.users');
+    await archiveRelease(e.ctx, 'R2', by);
+    await restoreRelease(e.ctx, 'R2', by);
+    await stop('master, archived and restored', masterDb!, 'master.users');
   });
 });
 
