@@ -3,9 +3,9 @@ import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import PQueue from 'p-queue';
 import { lowerPriority } from '../../db/renice.js';
-import { failpoint } from '../kernel/failpoints.js';
+import { failpoint, failpointAction } from '../kernel/failpoints.js';
 import { COLUMNS_SQL, rowHashExpr, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
-import { cellsObjectSql } from '../kernel/copy.js';
+import { cellsObjectSql, corruptOneCell } from '../kernel/copy.js';
 import { ROW_CELLS, ROW_HASH, shapeChange, type ChildEnvPlan, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 
 /**
@@ -39,7 +39,9 @@ async function collectOne(plan: ChildPlan, e: ChildEnvPlan): Promise<Record<stri
       const sql = x.sourceSql.replace(ROW_HASH, rowHashExpr(cols.rows)).replace(ROW_CELLS, cellsObjectSql('t', cols.rows));
       const out = source.query(copyTo(`copy (${sql}) to stdout`));
       const into = target.query(copyFrom(plan.copyIn));
-      await pipeline(out, into);
+      // a test-only fault (consolidate.collect.copy=corrupt): one cell altered in flight, its row's hash left as the source took it
+      if (failpointAction('consolidate.collect.copy') === 'corrupt') await pipeline(out, corruptOneCell(1), into);
+      else await pipeline(out, into);
       perEntity[x.entity] = into.rowCount;
     }
     await source.query('commit');

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { EnvSpec, EntitySpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { envError, type Ctx } from '../kernel/context.js';
+import { byColumnName, rowHashOfTexts } from '../kernel/checksum.js';
 import { redact } from '../../log.js';
 import { ROW_CELLS, ROW_HASH, type ChildEnvResult, type ChildPlan } from './collect-plan.js';
 import { ident, KEY_TEXT, literal, qualified } from '../kernel/sql.js';
@@ -86,18 +87,40 @@ function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string
 /**
  * The gate, on the collected rows themselves: per env and table, the count and the sum of row hashes
  * must equal the lock's. All envs were read in their own snapshot, so what was checked is what was collected.
+ * The same pass anchors the cells: each record's cells, as the work area holds them, must hash to the
+ * hash its source took of its own texts (records of tables locked before their columns were recorded
+ * aside), so every cell a later phase expects in staging is a source's own text.
  */
 async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, only?: { env: string }): Promise<Map<string, KeyStats>> {
+  const anchored = ctx.config.sources.flatMap((env) =>
+    ctx.config.entities.flatMap((entity) => {
+      const cols = locks.get(`${env.name}/${entity.name}`)?.columns;
+      if (!cols || cols.length === 0) return [];
+      const texts = [...cols].sort(byColumnName).map((c) => `data->>${literal(c.name)}`);
+      return [`when env = ${literal(env.name)} and entity = ${literal(entity.name)} then ${rowHashOfTexts(texts)}`];
+    }),
+  );
+  const unanchored = anchored.length > 0 ? `count(*) filter (where rh is distinct from case ${anchored.join(' ')} else rh end)::int` : '0';
   // the same pass finds each entity's largest integer key, for re-keying
   const res = await ctx.db.control.transaction(async (trx) => {
     // one process: it runs beside the detection's first steps, which need the cores more
     await trx.raw('set local max_parallel_workers_per_gather = 0');
-    return trx.raw<{ rows: { env: string; entity: string; rows: number; checksum: string; max: string | null }[] }>(
+    return trx.raw<{ rows: { env: string; entity: string; rows: number; checksum: string; max: string | null; unanchored: number }[] }>(
       `select env, entity, count(*)::int as rows, coalesce(sum(rh), 0)::text as checksum,
-              max(pk::numeric) filter (where pk ~ ${INTEGER_KEY})::text as max
+              max(pk::numeric) filter (where pk ~ ${INTEGER_KEY})::text as max,
+              ${unanchored} as unanchored
          from ${workTable(runId, 'records')} group by env, entity`,
     );
   });
+  const altered = res.rows.filter((r) => r.unanchored > 0);
+  if (altered.length > 0) {
+    const table = (r: { entity: string }) => ctx.config.entities.find((e) => e.name === r.entity)?.table ?? r.entity;
+    throw new TributaryError(
+      'database',
+      altered.map((r) => `collecting ${release} from ${r.env}, table ${table(r)}: ${r.unanchored} row(s) arrived with cells other than the texts the source hashed; nothing was consolidated: run it again`).join('\n'),
+      { env: altered[0]!.env, table: table(altered[0]!) },
+    );
+  }
   const keys = new Map<string, KeyStats>();
   for (const r of res.rows) {
     const k = keys.get(r.entity) ?? { max: null };

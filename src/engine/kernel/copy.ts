@@ -178,15 +178,18 @@ export function requireChecksum(what: string, got: TableChecksum, want: TableChe
 /**
  * A test-only fault: changes, in the first row in flight, the last digit that follows another digit, one down
  * (9 → 8, 0 → 1), so the row stays valid input (a key, usually first, and a release name such as R0 are left
- * alone; a time zone offset +00 becomes +01, 12.50 becomes 12.51): only verification can catch it.
+ * alone; a time zone offset +00 becomes +01, 12.50 becomes 12.51): only verification can catch it. The
+ * row's last `skipLastFields` fields are left alone (e.g. a hash that travels with the row).
  */
-function corruptOneCell(): Transform {
+export function corruptOneCell(skipLastFields = 0): Transform {
   let done = false;
   return new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
       if (!done) {
-        const end = chunk.indexOf(10);
-        for (let i = (end < 0 ? chunk.length : end) - 1; i >= 1; i--) {
+        let end = chunk.indexOf(10);
+        if (end < 0) end = chunk.length;
+        for (let k = 0; k < skipLastFields; k++) end = Math.max(0, chunk.lastIndexOf(9, end - 1));
+        for (let i = end - 1; i >= 1; i--) {
           const b = chunk[i]!;
           const before = chunk[i - 1]!;
           if (b >= 48 && b <= 57 && before >= 48 && before <= 57) {

@@ -9,6 +9,7 @@ import { transition } from '../../../src/engine/kernel/lifecycle.js';
 import { promoteRelease } from '../../../src/engine/promote/promote.js';
 import { validateRelease } from '../../../src/engine/validate/validate.js';
 import pg from 'pg';
+import { cli, output } from '../../process.js';
 import { createDatabase, dropDatabase, finalRows, insertUsers, testEnv, urlFor, type TestEnv } from '../../helpers.js';
 
 /**
@@ -103,6 +104,19 @@ describe('exact values', () => {
       { id: 1, sql_null: false, prefs: 'null' },
       { id: 3, sql_null: false, prefs: '{"z": "\\u0000"}' },
     ]);
+  });
+
+  it('the work area holds the sources\' own texts: a cell altered on its way in (the real CLI, consolidate.collect.copy=corrupt) is refused at collection, naming env and table', async () => {
+    const e = await testEnv(2);
+    env = e;
+    await insertUsers(e, 'st1', [{ id: 1, email: 'a@x' }]);
+    await tagRelease(e.ctx, 'R2', by);
+    const r = await cli(['--config', e.configFile, 'consolidate', 'R2'], { env: { TRIBUTARY_FAILPOINTS: 'consolidate.collect.copy=corrupt' } });
+    expect(r.code, output(r)).not.toBe(0);
+    expect(r.stderr).toMatch(/collecting R2 from ST-1, table users: 1 row\(s\) arrived with cells other than the texts the source hashed; nothing was consolidated/);
+    expect((await e.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('locked');
+    const ok = await cli(['--config', e.configFile, 'consolidate', 'R2']);
+    expect(ok.code, output(ok)).toBe(0);
   });
 
   it('JSON null is not SQL NULL: two versions differing only there are not duplicates; complementary-merge fills the SQL NULL with the JSON null', async () => {
