@@ -1,8 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { consolidate } from '../../../src/engine/consolidate/run.js';
-import { createBundle } from '../../../src/engine/deploy/bundle.js';
-import { backupData, deployData } from '../../../src/engine/deploy/dataDeployer.js';
-import { archiveRelease, restoreRelease } from '../../../src/engine/nightly/archive.js';
 import { tagRelease } from '../../../src/engine/gate/tag.js';
 import { loadRelease } from '../../../src/engine/load/load.js';
 import { transition } from '../../../src/engine/kernel/lifecycle.js';
@@ -10,6 +7,7 @@ import { promoteRelease } from '../../../src/engine/promote/promote.js';
 import { validateRelease } from '../../../src/engine/validate/validate.js';
 import pg from 'pg';
 import { cli, output } from '../../process.js';
+import { cellTexts, ODD, ODD_ROWS } from '../../odd-values.js';
 import { createDatabase, dropDatabase, finalRows, insertUsers, testEnv, urlFor, type TestEnv } from '../../helpers.js';
 
 /**
@@ -19,46 +17,14 @@ import { createDatabase, dropDatabase, finalRows, insertUsers, testEnv, urlFor, 
  */
 let env: TestEnv | undefined;
 let other: string | undefined;
-let others: string[] = [];
 afterEach(async () => {
   await env?.close();
   env = undefined;
   if (other) await dropDatabase(other);
   other = undefined;
-  for (const d of others) await dropDatabase(d);
-  others = [];
 });
 
-const SETTINGS = `set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'; set local intervalstyle = 'postgres'; set local extra_float_digits = 3; set local lc_monetary = 'C'`;
-
-/** Each row's cells as text (id → texts in the given column order), read under fixed settings. */
-async function cellTexts(c: pg.Client, table: string, columns: string[], where: string): Promise<Map<number, (string | null)[]>> {
-  const q = (x: string) => `"${x.replace(/"/g, '""')}"`;
-  await c.query('begin');
-  await c.query(SETTINGS);
-  const res = await c.query(`select id, array[${columns.map((x) => `${q(x)}::text`).join(', ')}] as cells from ${table} where ${where}`);
-  await c.query('commit');
-  return new Map(res.rows.map((r) => [r.id as number, r.cells as (string | null)[]]));
-}
-
 const by = { actor: 'cli:test' };
-
-/** The odd columns added to users in every env (the staging table is created like ST-1's). */
-const ODD = `add column prefs json, add column doc jsonb, add column score float8, add column ratio real, add column amount numeric,
-  add column tags int[], add column blob bytea, add column span interval, add column cash money, add column at timestamp,
-  add column born date, add column alarm timetz, add column "odd ""name"" col" text, add column zoned timestamptz, add column u uuid, add column ip inet,
-  add column net cidr, add column mac macaddr, add column bits bit varying, add column words tsvector, add column x xml, add column span2 int4range`;
-
-const ODD_ROWS = `insert into st1.users (id, email, username, release, feature, created_by, created_at, prefs, doc, score, ratio, amount, tags, blob, span, cash, at, born, alarm, "odd ""name"" col", zoned, u, ip, net, mac, bits, words, x, span2)
-  values
-  (1, 'nul@x', 'nul', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', 'null', 'null', '-0', 'NaN', 'NaN', '{{1,NULL},{3,4}}', '\\x00ff00', '1 year -2 days 03:04:05.5', '12.34',
-   'infinity', '-infinity', '10:00:00+05:30', '', '2024-03-10 02:30:00-08', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '::ffff:1.2.3.4/64', '10.1.0.0/16',
-   '08:00:2b:01:02:03', '0010110', 'a fat cat sat', '<a b="1">x &amp; y</a>', '[1,5)'),
-  (2, 'dup@x', 'dup', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', '{"a": 1,  "a": 2,"b" :[ ]}', '{"b": 1, "a": [true, null]}', 'Infinity', '-Infinity', '1.50000000000000000000001',
-   '{}', '\\x', '-00:00:00.000001', '-0.01', '2024-02-29 23:59:59.999999', '0001-01-01', '00:00:00-12', e'quote '' backslash \\\\ tab \\t newline \\n \\\\N emoji 🐟',
-   '-infinity', null, '0.0.0.0', '::/0', null, '', '', '<!-- c -->', 'empty'),
-  (3, 'esc@x', 'esc', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', '{"z": "\\u0000"}', null, '1e-310', '3.4e38', '1.0', null, null, null, null, null, null, null, '\\N',
-   '2024-06-01 12:00:00+09:30', null, null, null, null, null, null, null, '(,)')`;
 
 /** Cells compared and cells different between two tables with the same columns, joined on id. */
 async function compareCells(e: TestEnv, source: string, target: string, where: string): Promise<{ compared: number; different: number; rows: number }> {
@@ -180,71 +146,6 @@ describe('exact values', () => {
     }
   });
 
-  it('master and production in other databases get the types too: every cell equal to its source after promote, bundle, deploy, archive and restore', async () => {
-    const [stagingDb, masterDb, prodDb] = (others = [await createDatabase(), await createDatabase(), await createDatabase()]);
-    const e = await testEnv(2, {
-      environments: {
-        'ST-1': { role: 'source', precedence: 1, schema: 'st1' },
-        'ST-2': { role: 'source', precedence: 2, schema: 'st2' },
-        master: { role: 'master', url: urlFor(masterDb!), schema: 'master' },
-        staging: { role: 'staging', url: urlFor(stagingDb!), schema: 'staging' },
-        production: { role: 'production', url: urlFor(prodDb!), schema: 'prod' },
-      },
-      archive: { dir: 'cold' },
-    });
-    env = e;
-    await e.sql(`create type public.mood as enum ('sad', 'ok', 'happy'); create domain public.pos as int check (value > 0); create type public.pair as (a int, b text)`);
-    for (const s of ['st1', 'st2']) await e.sql(`alter table ${s}.users add column mood mood, add column n pos, add column p pair, add column moods mood[], add column doc json`);
-    await insertUsers(e, 'st1', [{ id: 1, email: 'ty@x' }, { id: 2, email: 'tz@x' }]);
-    await e.sql(`update st1.users set mood = 'happy', n = 3, p = row(1, 'a "b", c'), moods = '{sad,ok}', doc = '{"a": 1,  "a": null}' where id = 1`);
-    await tagRelease(e.ctx, 'R2', by);
-    await consolidate(e.ctx, 'R2', by);
-    expect((await validateRelease(e.ctx, 'R2', by)).counts.open).toBe(0);
-    await loadRelease(e.ctx, 'R2', by);
-    await transition(e.db.control, 'R2', 'tier1');
-    await promoteRelease(e.ctx, 'R2', by);
-    await transition(e.db.control, 'R2', 'approve');
-
-    const columns = (await e.sql(`select attname from pg_attribute where attrelid = 'st1.users'::regclass and attnum > 0 and not attisdropped order by attnum`)).rows.map((r) => r.attname as string);
-    const source = await cellTexts(await sourceClient(e), 'st1.users', columns, 'true');
-    /** Every cell of `table` in database `db` against its source cell; prints and checks the figures. */
-    const stop = async (name: string, db: string, table: string) => {
-      const c = new pg.Client({ connectionString: urlFor(db) });
-      await c.connect();
-      try {
-        const types = await c.query(`select typname, typtype from pg_type where typname in ('mood', 'pos', 'pair') order by typname`);
-        expect(types.rows, name).toEqual([
-          { typname: 'mood', typtype: 'e' },
-          { typname: 'pair', typtype: 'c' },
-          { typname: 'pos', typtype: 'd' },
-        ]);
-        const target = await cellTexts(c, table, columns, `release = 'R2'`);
-        let compared = 0;
-        let different = 0;
-        for (const [id, cells] of source) {
-          const got = target.get(id);
-          cells.forEach((cell, i) => {
-            compared += 1;
-            if (!got || got[i] !== cell) different += 1;
-          });
-        }
-        console.log(`user-defined types, ${name}: cells compared ${compared}, cells different ${different}`);
-        expect([compared, different, target.size], name).toEqual([2 * columns.length, 0, 2]);
-      } finally {
-        await c.end();
-      }
-    };
-    await stop('staging', stagingDb!, 'staging.users');
-    await stop('master', masterDb!, 'master.users');
-    const bundle = await createBundle(e.ctx, 'R2', { code: 'v1', ...by });
-    expect(bundle.tables.find((t) => t.table === 'users')!.types!.map((t) => t.name)).toEqual(['public.mood', 'public.pos', 'public.pair']);
-    const backup = await backupData(e.ctx, bundle, by);
-    await deployData(e.ctx, bundle, backup, by);
-    await stop('production', prodDb!, 'prod.users');
-    await archiveRelease(e.ctx, 'R2', by);
-    await restoreRelease(e.ctx, 'R2', by);
-    await stop('master, archived and restored', masterDb!, 'master.users');
-  });
 });
 
 /** A client on the test database (the ST envs' schemas), closed with the env. */
