@@ -9,12 +9,7 @@ export const SETTINGS = `set local timezone = 'UTC'; set local datestyle = 'ISO,
 
 /** Each row's cells as text (id → texts in the given column order), read under fixed settings. */
 export async function cellTexts(c: pg.Client, table: string, columns: string[], where: string): Promise<Map<number, (string | null)[]>> {
-  const q = (x: string) => `"${x.replace(/"/g, '""')}"`;
-  await c.query('begin');
-  await c.query(SETTINGS);
-  const res = await c.query(`select id, array[${columns.map((x) => `${q(x)}::text`).join(', ')}] as cells from ${table} where ${where}`);
-  await c.query('commit');
-  return new Map(res.rows.map((r) => [r.id as number, r.cells as (string | null)[]]));
+  return new Map([...(await cellTextsBy(c, table, columns, where, 'id'))].map(([k, v]) => [Number(k), v]));
 }
 
 /** The odd columns added to users in every env (the staging table is created like ST-1's). */
@@ -34,3 +29,13 @@ export const ODD_ROWS = `insert into st1.users (id, email, username, release, fe
    '-infinity', null, '0.0.0.0', '::/0', null, '', '', '<!-- c -->', 'empty'),
   (3, 'esc@x', 'esc', 'R2', 'FEAT-M', 'qa', '2024-01-10T09:00:00Z', '{"z": "\\u0000"}', null, '1e-310', '3.4e38', '1.0', null, null, null, null, null, null, null, '\\N',
    '2024-06-01 12:00:00+09:30', null, null, null, null, null, null, null, '(,)')`;
+
+/** Each row's cells as text keyed by the text of column `key`, read under fixed settings. */
+export async function cellTextsBy(c: pg.Client, table: string, columns: string[], where: string, key: string): Promise<Map<string, (string | null)[]>> {
+  const q = (x: string) => `"${x.replace(/"/g, '""')}"`;
+  await c.query('begin');
+  await c.query(SETTINGS);
+  const res = await c.query(`select ${q(key)}::text as k, array[${columns.map((x) => `${q(x)}::text`).join(', ')}] as cells from ${table} where ${where}`);
+  await c.query('commit');
+  return new Map(res.rows.map((r) => [r.k as string, r.cells as (string | null)[]]));
+}
