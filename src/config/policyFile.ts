@@ -27,7 +27,7 @@ export function addScopedRule(file: string, rule: ScopedRule, comment: string): 
   node.commentBefore = ` ${comment}`;
   (seq as YAMLSeq).items.push(node);
   const tmp = `${file}.tributary-${process.pid}.tmp`;
-  fs.writeFileSync(tmp, doc.toString(), { mode: fs.statSync(file).mode });
+  fs.writeFileSync(tmp, doc.toString({ lineWidth: 0 }), { mode: fs.statSync(file).mode });
   try {
     // the new file must load as a whole (its ${VAR}s resolved as they are now) before it replaces the old one
     const checked = loadConfig({ file: tmp });

@@ -28,7 +28,7 @@ export function renderPatterns(release: string, patterns: Pattern[]): string {
   const total = patterns.reduce((n, p) => n + p.count, 0);
   const lines = [`${release}: ${total} open conflict(s) in ${patterns.length} pattern(s) — one decision each (tributary decide --pattern P-<n> …)`];
   for (const p of patterns) {
-    lines.push(`  ${p.id.padEnd(5)} ${String(p.count).padStart(5)} × ${p.priority} ${p.entity} ${p.kind}: ${attrs(p)} differ between ${p.envs.join(', ') || '—'}`);
+    lines.push(`  ${p.id.padEnd(5)} ${String(p.count).padStart(5)} × ${p.priority} ${p.entity} ${p.kind}: attributes differ (${attrs(p)}) between ${p.envs.join(', ') || '—'}`);
     lines.push(`        e.g. ${p.sample.code} ${p.sample.key}: ${p.sample.reason}`);
   }
   return lines.join('\n');
@@ -60,7 +60,7 @@ export function renderProposals(proposals: Proposal[]): string {
   if (proposals.length === 0) return 'No rule to propose: no signature has three agreeing decisions without a contradicting one.';
   const lines = ['Rules learnt from reviewers (tributary policy accept <name>, qa_lead):'];
   for (const p of proposals) {
-    lines.push(`  ${p.name}: ${p.entity} ${p.kind} where ${p.attributes.join(', ')} differ between ${p.envs.join(', ')} → ${keepText(p)}`);
+    lines.push(`  ${p.name}: ${p.entity} ${p.kind} where attributes differ (${p.attributes.join(', ')}) between ${p.envs.join(', ')} → ${keepText(p)}`);
     lines.push(`    agrees with ${p.decisions.length} decision(s): ${p.decisions.map((d) => `${d.release} ${d.code}`).join(', ')}`);
   }
   return lines.join('\n');
@@ -72,7 +72,7 @@ export function patternListMessage(release: string, patterns: Pattern[]): Messag
   const blocks: KnownBlock[] = [section(`*${esc(release)}: ${total} open conflict(s) in ${patterns.length} pattern(s)*: one decision each`)];
   const shown = patterns.slice(0, 20);
   for (const p of shown) {
-    blocks.push(section(`*${p.id}* · ${p.count} × ${p.priority} \`${esc(p.entity)}\` ${esc(p.kind)}: ${esc(attrs(p))} differ between ${esc(p.envs.join(', '))}\n_e.g. ${p.sample.code} ${esc(clip(p.sample.key, 200))}_`));
+    blocks.push(section(`*${p.id}* · ${p.count} × ${p.priority} \`${esc(p.entity)}\` ${esc(p.kind)}: attributes differ (${esc(attrs(p))}) between ${esc(p.envs.join(', '))}\n_e.g. ${p.sample.code} ${esc(clip(p.sample.key, 200))}_`));
   }
   if (patterns.length > shown.length) blocks.push(context(`… ${patterns.length - shown.length} more: tributary conflicts ${esc(release)} --patterns`));
   return checkMessage({ text: `${release}: ${total} open conflicts in ${patterns.length} patterns`, blocks });
@@ -96,7 +96,7 @@ export function patternChoices(p: Pattern): { label: string; actionId: string; c
 /** A pattern card: the signature, the count, a sample, and one button per choice (each opens the modal with the combined blast radius). */
 export function patternCard(release: string, p: Pattern): Message {
   const blocks: KnownBlock[] = [
-    section(`*${p.id}* · *${p.count}* open ${esc(p.kind)} conflict(s) of \`${esc(p.entity)}\` (${p.priority}): ${esc(attrs(p))} differ between ${esc(p.envs.join(', '))}`),
+    section(`*${p.id}* · *${p.count}* open ${esc(p.kind)} conflict(s) of \`${esc(p.entity)}\` (${p.priority}): attributes differ (${esc(attrs(p))}) between ${esc(p.envs.join(', '))}`),
     section(`_Sample ${p.sample.code} ${esc(clip(p.sample.key, 200))}:_ ${esc(clip(p.sample.reason, 1500))}`),
   ];
   const buttons: Button[] = patternChoices(p).map((c) => {
@@ -127,7 +127,7 @@ export function proposalCard(p: Proposal): Message {
   return checkMessage({
     text: `Proposed rule ${p.name}`,
     blocks: [
-      section(`:bulb: *Proposed rule \`${esc(p.name)}\`*: \`${esc(p.entity)}\` ${esc(p.kind)} where ${esc(p.attributes.join(', '))} differ between ${esc(p.envs.join(', '))} → ${esc(keepText(p))}`),
+      section(`:bulb: *Proposed rule \`${esc(p.name)}\`*: \`${esc(p.entity)}\` ${esc(p.kind)} where attributes differ (${esc(p.attributes.join(', '))}) between ${esc(p.envs.join(', '))} → ${esc(keepText(p))}`),
       context(`Agrees with ${p.decisions.length} decision(s): ${esc(clip(p.decisions.map((d) => `${d.release} ${d.code}`).join(', '), 1000))}`),
       { type: 'actions', block_id: `proposal:${p.name}`, elements: [button('Accept into the policy', PATTERN_ACTIONS.accept, JSON.stringify({ name: p.name }), 'primary')] } as ActionsBlock,
     ],

@@ -40,16 +40,16 @@ describe('pattern views', () => {
     const text = renderPatterns('R2', many.slice(0, 2));
     expect(text.split('\n')).toEqual([
       'R2: 197 open conflict(s) in 2 pattern(s) — one decision each (tributary decide --pattern P-<n> …)',
-      '  P-1      99 × P2 users core-conflict: role differ between ST-1, ST-2',
+      '  P-1      99 × P2 users core-conflict: attributes differ (role) between ST-1, ST-2',
       '        e.g. C-001 email=u1@x: core attributes differ (role): needs review',
-      '  P-2      98 × P2 users core-conflict: role differ between ST-1, ST-2',
+      '  P-2      98 × P2 users core-conflict: attributes differ (role) between ST-1, ST-2',
       '        e.g. C-002 email=u2@x: core attributes differ (role): needs review',
     ]);
   });
 
   it('a proposal names the rule, what it does and the decisions it agrees with, with the accept button', () => {
     const p: Proposal = { name: 'keep-st-1-users-role', entity: 'users', kind: 'core-conflict', attributes: ['role'], envs: ['ST-1', 'ST-2'], choice: { keepEnv: 'ST-1' }, signature: 's', decisions: ['C-001', 'C-002', 'C-003'].map((code, i) => ({ release: 'R2', code, decision: `D-${i + 1}`, by: 'U1' })) };
-    expect(renderProposals([p])).toContain("keep-st-1-users-role: users core-conflict where role differ between ST-1, ST-2 → keep ST-1's version\n    agrees with 3 decision(s): R2 C-001, R2 C-002, R2 C-003");
+    expect(renderProposals([p])).toContain("keep-st-1-users-role: users core-conflict where attributes differ (role) between ST-1, ST-2 → keep ST-1's version\n    agrees with 3 decision(s): R2 C-001, R2 C-002, R2 C-003");
     const card = proposalCard(p);
     expect(JSON.stringify(card.blocks)).toContain(PATTERN_ACTIONS.accept);
   });

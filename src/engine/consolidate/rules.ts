@@ -48,12 +48,12 @@ export function scopedSurvivorOrder(r: ScopedRule): string {
   return `${SURVIVOR_ORDER[c.keepByRule]!}, v.version_no`;
 }
 
-/** What a scoped rule keeps, in words (its reasons say it). */
-export function scopedChoiceText(r: ScopedRule): string {
+/** What a scoped rule kept, in words, as SQL (w.rep_env: the kept version's env). */
+function scopedKeptSql(r: ScopedRule): string {
   const c = r.choice;
-  if ('keepEnv' in c) return `keep ${c.keepEnv}'s version`;
-  if ('keepFeature' in c) return `keep ${c.keepFeature}'s version`;
-  return `keep the version ${c.keepByRule} keeps`;
+  if ('keepEnv' in c) return `format('kept %s''s version', w.rep_env)`;
+  if ('keepFeature' in c) return `format('kept %s''s version (%s''s)', ${literal(c.keepFeature)}, w.rep_env)`;
+  return `format('kept the version %s keeps (%s''s)', ${literal(c.keepByRule)}, w.rep_env)`;
 }
 
 /** Re-labels the entity's identities that a scoped rule matches (in idsum `s`): the statement classify() runs per rule. */
@@ -68,8 +68,8 @@ export function scopedMatchSql(r: ScopedRule, idsum: string, versions: string): 
        and ${envs} @> ${envList} and ${envs} <@ ${envList} ${featureOk}`;
 }
 
-/** The reason a scoped rule gives, as SQL over classify()'s reason query (s: idsum, w: the survivor version, o: the others). */
+/** The reason a scoped rule gives, as SQL over classify()'s reason query (s: idsum, w: the survivor version). */
 export function scopedReasonSql(r: ScopedRule): string {
-  return `format('%s (scoped rule): %s differ between %s — %s, kept %s''s version', ${literal(r.name)}, array_to_string(s.differing, ', '),
-    ${literal(r.envs.join(', '))}, ${literal(scopedChoiceText(r))}, w.rep_env)`;
+  return `format('%s (scoped rule): attributes differ (%s) between %s — %s', ${literal(r.name)}, array_to_string(s.differing, ', '),
+    ${literal(r.envs.join(', '))}, ${scopedKeptSql(r)})`;
 }

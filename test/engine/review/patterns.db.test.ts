@@ -195,6 +195,6 @@ describe('rules learnt from reviewers', () => {
     const users = (await finalRows(env, 'users')) as { data: Record<string, unknown>; rule: string; reason: string }[];
     const ruled = users.filter((u) => u.rule === p!.name);
     expect(ruled.map((u) => u.data.role)).toEqual(Array(4).fill('Administrator'));
-    for (const u of ruled) expect(u.reason.startsWith(`${p!.name} (scoped rule): role differ between ST-1, ST-2`)).toBe(true);
+    for (const u of ruled) expect(u.reason.startsWith(`${p!.name} (scoped rule): attributes differ (role) between ST-1, ST-2 — kept ST-1's version`)).toBe(true);
   });
 });
