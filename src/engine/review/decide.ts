@@ -353,15 +353,16 @@ function planFor(ctx: Ctx, trx: Knex.Transaction, c: ConflictRow, d: Decision, s
   return c.detail.versions ? planVersionDecision(ctx, trx, c, d, summary) : planRecordDecision(ctx, trx, c, d, summary);
 }
 
-async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>): Promise<T> {
-  return ctx.db.control.transaction(async (trx) => {
-    // an automatic resolution (A-…) not re-opened yet becomes a conflict of the same code, in this transaction
-    const c = await getConflict(ctx, release, code, trx, true).catch((err: unknown) => {
-      if (isAutoCode(code) && err instanceof TributaryError && err.code === 'unknown_conflict') return reopenAutoResolution(ctx, trx, release, code);
-      throw err;
-    });
-    return fn(trx, c);
+/** The conflict, locked: an automatic resolution (A-…) not re-opened yet becomes a conflict of the same code, in this transaction. */
+function lockedConflict(ctx: Ctx, trx: Knex.Transaction, release: string, code: string): Promise<ConflictRow> {
+  return getConflict(ctx, release, code, trx, true).catch((err: unknown) => {
+    if (isAutoCode(code) && err instanceof TributaryError && err.code === 'unknown_conflict') return reopenAutoResolution(ctx, trx, release, code);
+    throw err;
   });
+}
+
+async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>): Promise<T> {
+  return ctx.db.control.transaction(async (trx) => fn(trx, await lockedConflict(ctx, trx, release, code)));
 }
 
 /** Carries a plan out of a transaction that must not commit. */
@@ -398,7 +399,7 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
 /** applyDecision inside the caller's transaction (a pattern decision takes all of its decisions in one). */
 export async function applyDecisionIn(ctx: Ctx, trx: Knex.Transaction, release: string, code: string, d: Decision, by: DecidedBy): Promise<DecisionOutcome> {
   const rationale = requireRationale(by.rationale, 'a decision', `why ${describeDecision({ detail: {} } as ConflictRow, d)}?`);
-  const c = await getConflict(ctx, release, code, trx, true);
+  const c = await lockedConflict(ctx, trx, release, code);
   if (c.status === 'decided') {
     const prev = await trx('decisions').where({ conflict_id: c.id }).first();
     throw new TributaryError('already_decided', `${c.code} was already decided by ${c.decided_by} at ${c.decided_at?.toISOString()}: ${prev ? describeDecision(c, prev.params as Decision) : ''}`, {
