@@ -22,6 +22,7 @@ import { registerNightlyCommands } from './nightly.js';
 import { registerDeployCommands } from './deploy.js';
 import { registerBundleCommands } from './bundle.js';
 import { registerMigrateCommands } from './migrate.js';
+import { decidePatternCommand, listPatternsCommand, registerPatternCommands } from './patterns.js';
 
 /**
  * `tributary`: the CLI twin of every Slack command. Readable output by default, `--json` for pipelines;
@@ -177,7 +178,8 @@ export function buildProgram(): Command {
     .option('--priority <p>', 'P1, P2 or P3')
     .option('--rule <rule>', 'with --status auto-resolved: one rule only (newest-wins, re-key, …)')
     .option('--entity <entity>', 'with --status auto-resolved: one entity only')
-    .action(async (args: string[], o: { status: 'open' | 'decided' | 'all' | 'auto-resolved'; priority?: string; rule?: string; entity?: string }) => {
+    .option('--patterns', 'the open conflicts grouped by signature (entity, kind, attributes, envs), largest first')
+    .action(async (args: string[], o: { status: 'open' | 'decided' | 'all' | 'auto-resolved'; priority?: string; rule?: string; entity?: string; patterns?: boolean }) => {
       await withCtx(g(), async (ctx) => {
         const [first, second, third] = args;
         if (first === 'next') {
@@ -198,6 +200,7 @@ export function buildProgram(): Command {
           return out(g(), c, () => renderConflict(c));
         }
         if (o.status === 'auto-resolved') return writeAutoResolutions(ctx, first!, { ...(o.rule ? { rule: o.rule } : {}), ...(o.entity ? { entity: o.entity } : {}) }, !!g().json);
+        if (o.patterns) return listPatternsCommand(ctx, first!, { out: (v, text) => out(g(), v, text) });
         const rows = await listConflicts(ctx, first!, { status: o.status, ...(o.priority ? { priority: o.priority } : {}) });
         out(g(), rows, () => renderQueue(first!, rows));
       });
@@ -205,8 +208,12 @@ export function buildProgram(): Command {
   void conflicts;
 
   program
-    .command('decide <code>')
-    .description('decide a conflict, or overrule an automatic resolution (A-…: re-opened and decided like a conflict); shows the blast radius, --dry-run to see it without applying')
+    .command('decide [code]')
+    .description('decide a conflict, overrule an automatic resolution (A-…: re-opened and decided like a conflict), or with --pattern every open conflict of a pattern; shows the blast radius, --dry-run to see it without applying')
+    .option('--pattern <P-n>', 'decide every open conflict of this pattern (tributary conflicts <release> --patterns)')
+    .option('--keep-env <env>', 'with --pattern: keep the version from this env')
+    .option('--keep-feature <feature>', "with --pattern: keep this feature's version")
+    .option('--keep-by-rule <rule>', 'with --pattern: keep the version this rule keeps (newest-wins, env-precedence, feature-priority)')
     .option('--release <release>', 'the release (needed when the code exists in several)')
     .option('--keep <version>', 'keep one version (its number, as shown)')
     .option('--keep-both', 'keep every version, renamed (new natural keys; new primary keys where they collide)')
@@ -218,8 +225,10 @@ export function buildProgram(): Command {
     .option('--waive', 'reference conflict: accept it as is')
     .option('--rationale <text>', 'why (required)')
     .option('--dry-run', 'show the blast radius only')
-    .action(async (code: string, o: Record<string, unknown>) => {
+    .action(async (code: string | undefined, o: Record<string, unknown>) => {
       await withCtx(g(), async (ctx) => {
+        if (o.pattern) return decidePatternCommand(ctx, o, { out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
+        if (!code) throw new TributaryError('usage', 'tributary decide <code> …, or tributary decide --pattern P-<n> …');
         if (isFindingCode(code)) return decideFindingCommand(ctx, code, o, { out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
         const release = (o.release as string | undefined) ?? (await releaseOfCode(ctx, code));
         // an automatic resolution (A-…) is about versions: decide re-opens it
@@ -263,6 +272,8 @@ export function buildProgram(): Command {
   registerPromoteCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
   registerNightlyCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
   registerBundleCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
+
+  registerPatternCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
 
   registerMigrateCommands(program, {
     config: () => loadConfig(g().config ? { file: g().config! } : {}),

@@ -5,7 +5,7 @@ import type { z } from 'zod';
 import { TributaryError, unknownName } from '../errors.js';
 import { registerSecret } from '../log.js';
 import { scheduleProblem } from './cron.js';
-import { configSchema, type FeaturePriority, type RawDataTest, type VersionRuleName } from './schema.js';
+import { configSchema, RULE_NAMES, type FeaturePriority, type KeepByRule, type RawConfig, type RawDataTest, type VersionRuleName } from './schema.js';
 
 export interface FeatureSpec {
   id: string;
@@ -68,6 +68,21 @@ export interface EntitySpec {
   tests: DataTest[];
 }
 
+/** How a scoped rule (or a pattern decision) keeps one version of every conflict it decides. */
+export type KeepChoice = { keepEnv: string } | { keepFeature: string } | { keepByRule: KeepByRule };
+
+/** A scoped rule of the policy (policy.scoped): decides every conflict of one signature. */
+export interface ScopedRule {
+  name: string;
+  entity: string;
+  kind: string;
+  /** Sorted. */
+  attributes: string[];
+  /** Sorted. */
+  envs: string[];
+  choice: KeepChoice;
+}
+
 export interface TagColumns {
   release: string;
   feature: string;
@@ -85,7 +100,7 @@ export interface Config {
   tags: TagColumns;
   /** Entities, parents before children. */
   entities: EntitySpec[];
-  policy: { rules: VersionRuleName[]; renameTemplate: string };
+  policy: { rules: VersionRuleName[]; renameTemplate: string; scoped: ScopedRule[] };
   collect: { concurrency: number };
   roles: { reviewer: string[]; qa_lead: string[]; release_manager: string[] };
   slack: { reviewChannel?: string; releaseChannel?: string };
@@ -341,6 +356,7 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
     policy: {
       rules: c.policy.rules.flatMap((r) => (typeof r === 'string' ? [r] : r.enabled ? [r.rule] : [])),
       renameTemplate: c.policy.renameTemplate,
+      scoped: scopedRules(file, c.policy.scoped, envs, entities),
     },
     collect: c.collect,
     roles: c.roles,
@@ -352,6 +368,24 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
     logLevel: logLevelOf(env),
     ...(auditKey ? { auditKey } : {}),
   };
+}
+
+function scopedRules(file: string, raw: RawConfig['policy']['scoped'], envs: Map<string, EnvSpec>, entities: EntitySpec[]): ScopedRule[] {
+  const names = new Set<string>();
+  return raw.map((r, i) => {
+    const at = `policy.scoped[${i}]`;
+    if (names.has(r.name)) throw configError(file, `${at}.name`, `a second scoped rule named "${r.name}": rule names are unique`);
+    if ((RULE_NAMES as readonly string[]).includes(r.name) || ['re-key', 'decision', 'inconsistent-identity', 'unmatched', 'dangling-reference', 'mismatched-parent'].includes(r.name)) {
+      throw configError(file, `${at}.name`, `"${r.name}" is a policy rule's name: give the scoped rule a name of its own`);
+    }
+    names.add(r.name);
+    if (!entities.some((e) => e.name === r.entity)) throw configError(file, `${at}.entity`, `unknown entity "${r.entity}" (declared: ${entities.map((e) => e.name).join(', ')})`);
+    r.envs.forEach((env, j) => {
+      if (envs.get(env)?.role !== 'source') throw configError(file, `${at}.envs[${j}]`, `"${env}" is not a source (ST) env (sources: ${[...envs.values()].filter((e) => e.role === 'source').map((e) => e.name).join(', ')})`);
+    });
+    const choice: KeepChoice = r.keepEnv !== undefined ? { keepEnv: r.keepEnv } : r.keepFeature !== undefined ? { keepFeature: r.keepFeature } : { keepByRule: r.keepByRule! };
+    return { name: r.name, entity: r.entity, kind: r.kind, attributes: [...r.attributes].sort(), envs: [...r.envs].sort(), choice };
+  });
 }
 
 function dataTests(file: string, entity: string, raw: RawDataTest[], declared: Record<string, unknown>): DataTest[] {

@@ -137,12 +137,39 @@ const ruleEntry = z.union(
   },
 );
 
+/** The policy rules a scoped rule or a pattern decision may keep a version by (their survivor order). */
+export const KEEP_BY_RULES = ['newest-wins', 'env-precedence', 'feature-priority'] as const;
+export type KeepByRule = (typeof KEEP_BY_RULES)[number];
+
+/**
+ * A scoped rule: decides the conflicts of one signature (entity, kind, the attributes that differ, the
+ * envs involved) by keeping one version, chosen by env, by feature or by a policy rule's order. Learnt
+ * from reviewers' decisions (tributary policy accept), or written by hand.
+ */
+const scopedRuleSchema = z
+  .strictObject({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'a rule name uses lower-case letters, digits and -').max(80),
+    entity: identifier,
+    kind: z.enum(['core-conflict', 'equal-priority', 'inconsistent-identity', 'unmatched']),
+    attributes: z.array(identifier).min(1),
+    envs: z.array(z.string().min(1)).min(2),
+    keepEnv: z.string().min(1).optional(),
+    keepFeature: z.string().min(1).optional(),
+    keepByRule: z.enum(KEEP_BY_RULES).optional(),
+  })
+  .superRefine((r, issue) => {
+    const given = (['keepEnv', 'keepFeature', 'keepByRule'] as const).filter((k) => r[k] !== undefined);
+    if (given.length !== 1) issue.addIssue({ code: 'custom', message: `a scoped rule keeps one version: give exactly one of keepEnv, keepFeature, keepByRule${given.length ? ` (found ${given.join(' and ')})` : ''}` });
+    if (r.keepEnv !== undefined && !r.envs.includes(r.keepEnv)) issue.addIssue({ code: 'custom', path: ['keepEnv'], message: `${r.keepEnv} is not one of the rule's envs (${[...r.envs].sort().join(', ')})` });
+  });
+
 const policySchema = z
   .strictObject({
     rules: z.array(ruleEntry).default(DEFAULT_RULES),
     renameTemplate: z.string().min(1).default('{value}-{env}'),
+    scoped: z.array(scopedRuleSchema).default([]),
   })
-  .default({ rules: DEFAULT_RULES, renameTemplate: '{value}-{env}' });
+  .default({ rules: DEFAULT_RULES, renameTemplate: '{value}-{env}', scoped: [] });
 
 /**
  * The team's own test suite, run by the command runner. Placeholders in `command` (shell-quoted when

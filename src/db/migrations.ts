@@ -14,6 +14,7 @@ import * as prunedTests from '../../migrations/20261125190000_pruned_tests.js';
 import * as auditChainOrigin from '../../migrations/20261205120000_audit_chain_origin.js';
 import * as lockColumns from '../../migrations/20261205130000_lock_columns.js';
 import * as autoResolutions from '../../migrations/20261206120000_auto_resolutions.js';
+import * as patternDecisions from '../../migrations/20261206130000_pattern_decisions.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -35,6 +36,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261205120000_audit_chain_origin': auditChainOrigin,
   '20261205130000_lock_columns': lockColumns,
   '20261206120000_auto_resolutions': autoResolutions,
+  '20261206130000_pattern_decisions': patternDecisions,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -5,8 +5,10 @@ import path from 'node:path';
 import { loadConfig } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
 import { consolidate } from '../engine/consolidate/index.js';
-import { listConflicts, applyDecision, describeDecision, planDecision, type Decision, autoResolutionCounts, listAutoResolutions, showAutoResolution, type AutoResolution } from '../engine/review/index.js';
-import { auditSummary, resultCounts } from '../engine/report/index.js';
+import { listConflicts, applyDecision, describeDecision, planDecision, type Decision, autoResolutionCounts, listAutoResolutions, showAutoResolution, type AutoResolution, acceptProposal, decidePattern, listPatterns, listProposals, undoDecision } from '../engine/review/index.js';
+import { renderPatternOutcome, renderPatterns, renderProposals, renderUndo } from '../views/patterns.js';
+import { parseDocument } from 'yaml';
+import { auditSummary, resultCounts, resultRecords } from '../engine/report/index.js';
 import { loadRelease } from '../engine/load/index.js';
 import { validateRelease, waiveFinding } from '../engine/validate/index.js';
 import { renderAuditSummary } from '../views/audit.js';
@@ -15,7 +17,7 @@ import { renderValidation } from '../views/validation.js';
 import { tagRelease } from '../engine/gate/index.js';
 import { redact } from '../log.js';
 import { renderCounts, renderLoad, renderQueue, renderTag } from '../views/text.js';
-import { seedDemo } from './seed.js';
+import { SCALE_FEATURE, SCALE_RELEASE, seedDemo, seedScaleDemo } from './seed.js';
 import type { Ctx } from '../engine/kernel/context.js';
 import { approveRelease, runTests, type TestProgress } from '../engine/tiers/index.js';
 import { renderProgress, renderTestRun, totalsLine } from '../views/testing.js';
@@ -101,6 +103,7 @@ async function main(): Promise<void> {
     if (config.testing) await twoTiers(ctx, actor);
     if (config.testing) await nightly(ctx);
     if (config.deploy && config.testing) await deployments(ctx);
+    await reviewAtScale(ctx, actor);
     console.log(renderAuditSummary(await auditSummary(ctx, 'R2')));
     console.log('\nTry: npx tributary why users 1500 --release R2 · npx tributary audit verify R2 · npx tributary status R2');
   } finally {
@@ -255,4 +258,60 @@ function writeTeamPgpass(configFile: string, p: { host: string; port: number; us
   const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
   fs.writeFileSync(file, p.password ? `${escape(p.host)}:${p.port}:*:${escape(p.user)}:${escape(p.password)}\n` : '', { mode: 0o600 });
   fs.chmodSync(file, 0o600);
+}
+
+/**
+ * Review at scale, on release R3 (six alike conflicts, in the demo's copy of the config:
+ * .tributary/scale-demo.yml, so the checkout's tributary.yml stays as it is): the pattern decided at
+ * once, undone, decided again; the rule the decisions propose accepted into the copy, and applied by the
+ * next consolidation.
+ */
+async function reviewAtScale(base: Ctx, actor: string): Promise<void> {
+  const file = path.join(path.dirname(base.config.file), '.tributary', 'scale-demo.yml');
+  const doc = parseDocument(fs.readFileSync(base.config.file, 'utf8'));
+  const { id, ...feature } = SCALE_FEATURE;
+  doc.setIn(['releases', SCALE_RELEASE], doc.createNode({ features: { [id]: feature } }));
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, doc.toString({ lineWidth: 0 }));
+  // the copy's paths would resolve from .tributary/: the demo's own (database, files) stay the checkout's
+  const ctx: Ctx = { ...base, config: { ...loadConfig({ file }), database: base.config.database } };
+  const seeded = await seedScaleDemo(ctx.config, ctx.db);
+  console.log(`Review at scale: release ${SCALE_RELEASE} (in ${path.relative(process.cwd(), file)}, a copy of tributary.yml) with ${seeded} records, six people whose role differs between ST-1 and ST-2.`);
+  await tagRelease(ctx, SCALE_RELEASE, { actor });
+  const first = await consolidate(ctx, SCALE_RELEASE, { actor });
+  const patterns = await listPatterns(ctx, SCALE_RELEASE);
+  console.log(renderPatterns(SCALE_RELEASE, patterns));
+  const reviewer = 'cli:demo-reviewer';
+  if (patterns.length > 0) {
+    const p = patterns[0]!;
+    const rationale = "demo: ST-1's roles are the ones the loyalty tests expect";
+    const decided = await decidePattern(ctx, SCALE_RELEASE, p.id, { keepEnv: 'ST-1' }, { actor: reviewer, rationale });
+    console.log(`\nOne decision for the whole pattern (npx tributary decide --pattern ${p.id} --keep-env ST-1):\n${renderPatternOutcome(decided)}`);
+    const undone = await undoDecision(ctx, decided.code!, { actor: reviewer, rationale: 'demo: taken back to show undo' });
+    console.log(`\nUndone (npx tributary undo ${decided.code}):\n${renderUndo(undone)}`);
+    const again = await decidePattern(ctx, SCALE_RELEASE, p.id, { keepEnv: 'ST-1' }, { actor: reviewer, rationale });
+    console.log(`\nDecided again: ${again.code}, ${again.decisions.length} decisions.`);
+  } else {
+    console.log(`(${first.carried.carried} decisions of an earlier demo run were carried over: nothing to decide)`);
+  }
+  const proposals = await listProposals(ctx);
+  console.log(`\n${renderProposals(proposals)}`);
+  const proposal = proposals.find((x) => x.entity === 'users' && x.envs.join() === 'ST-1,ST-2');
+  if (proposal) {
+    const accepted = await acceptProposal(ctx, proposal.name, { actor: 'cli:demo-qa-lead' });
+    console.log(`Accepted by cli:demo-qa-lead into ${path.relative(process.cwd(), accepted.file)} (npx tributary policy accept ${proposal.name}):`);
+    const text = fs.readFileSync(accepted.file, 'utf8');
+    const rule = text.slice(text.indexOf('  scoped:'));
+    console.log(rule.slice(0, rule.indexOf('\n\n')).split('\n').map((l) => `  ${l}`).join('\n'));
+  }
+  const next = await consolidate(ctx, SCALE_RELEASE, { actor });
+  const ruled = Object.entries(next.counts.byRule).filter(([rule]) => ctx.config.policy.scoped.some((r) => r.name === rule));
+  console.log(`\nThe next consolidation of ${SCALE_RELEASE}: ${next.counts.manual} conflict(s) for review; ${ruled.map(([r, n]) => `${r} decided ${n}`).join(', ') || 'no scoped rule applied'}.`);
+  for await (const r of resultRecords(ctx, next.runId, 'users')) {
+    if (ctx.config.policy.scoped.some((x) => x.name === r.rule)) {
+      console.log(`  e.g. users ${r.pk}: ${r.reason}`);
+      break;
+    }
+  }
+  console.log('');
 }

@@ -193,3 +193,24 @@ async function seedMaster(k: Knex, env: EnvSpec): Promise<void> {
   await insertRows(k, env.schema!, 'users', users);
   await insertRows(k, env.schema!, 'accounts', accounts);
 }
+
+/**
+ * Release R3 of the "review at scale" step: six people whose role differs between ST-1 and ST-2 (one
+ * signature, so one pattern), for one feature of R3 (added to the demo's copy of the config).
+ */
+export const SCALE_RELEASE = 'R3';
+export const SCALE_FEATURE = { id: 'FEAT-301', priority: 'medium', owner: 'ivan', description: 'Loyalty tiers' } as const;
+
+export async function seedScaleDemo(config: Config, db: Db): Promise<number> {
+  const [st1, st2] = config.sources;
+  let n = 0;
+  for (let i = 1; i <= 6; i++) {
+    const email = `loyal${i}@corp.example`;
+    // only the role differs: the rest of each person is the same in both envs
+    const base = { release: SCALE_RELEASE, phone: `+351 21 90000${i}`, city: 'Lisbon' };
+    await insertRows(db.env(st1!), st1!.schema!, 'users', [{ ...user(9000 + i, email, `loyal${i}`, `Loyal ${i}`, SCALE_FEATURE.id, 1), ...base, role: 'Customer' }]);
+    await insertRows(db.env(st2!), st2!.schema!, 'users', [{ ...user(9100 + i, email, `loyal${i}`, `Loyal ${i}`, SCALE_FEATURE.id, 2), ...base, role: 'Manager' }]);
+    n += 2;
+  }
+  return n;
+}

@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import { App, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 import PQueue from 'p-queue';
 import type { SlackSettings } from '../config/slack.js';
+import { watchPolicy } from '../config/policyFile.js';
 import type { Ctx } from '../engine/kernel/context.js';
 import { openRoles } from '../engine/kernel/roles.js';
 import { releaseStatus, type ReleaseStatus } from '../engine/report/index.js';
@@ -142,6 +143,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
     logger().error({ err: redact(err.message) }, 'unhandled Slack listener error');
   });
 
+  let unwatchPolicy: (() => void) | undefined;
   return {
     app,
     deps,
@@ -152,6 +154,8 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
       await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found at the start of bot ${processName()})`);
       await scheduler?.start();
       await deployWatcher?.start();
+      // a rule accepted into the config file (tributary policy accept) reaches the running bot
+      unwatchPolicy = watchPolicy(ctx.config);
       if (settings.mode === 'socket') {
         await app.start();
         logger().info('Tributary bot connected (Socket Mode)');
@@ -166,6 +170,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
     async stop() {
       await scheduler?.stop();
       deployWatcher?.stop();
+      unwatchPolicy?.();
       await app.stop();
       const deadline = Date.now() + 25_000;
       while (inflight.size > 0 && Date.now() < deadline) await Promise.race([Promise.allSettled([...inflight]), new Promise((r) => setTimeout(r, 1000))]);

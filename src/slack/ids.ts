@@ -34,6 +34,19 @@ export const ACTIONS = {
 
 export const KEEP_ACTION = /^review:keep:\d+$/;
 
+/**
+ * The pattern card's buttons (views/patterns.ts): each opens the pattern decision's modal with its
+ * choice; `pattern:keep-env:<env>` one per env. Registered with the command table's Slack wiring.
+ */
+export const PATTERN_ACTIONS = {
+  keepEnvPrefix: 'pattern:keep-env:',
+  keepByRule: 'pattern:keep-by-rule',
+  keepBoth: 'pattern:keep-both',
+  delete: 'pattern:delete',
+  waive: 'pattern:waive',
+  accept: 'policy:accept',
+} as const;
+
 export const VIEWS = {
   decide: 'review:decide',
   approve: 'tests:approve',

@@ -227,7 +227,7 @@ describe('config validation', () => {
     expect(c.sources.map((e) => e.name)).toEqual(['ST-1', 'ST-2', 'ST-3']);
     expect(c.envs.get('staging')).toEqual({ name: 'staging', role: 'staging', precedence: 0, schema: 'staging' });
     expect(c.envs.get('ST-2')).toEqual({ name: 'ST-2', role: 'source', precedence: 2, url: 'postgres://qa@st2.example/st2', tls: { rejectUnauthorized: false } });
-    expect(c.policy).toEqual({ rules: DEFAULT_RULES, renameTemplate: '{value}-{env}' });
+    expect(c.policy).toEqual({ rules: DEFAULT_RULES, renameTemplate: '{value}-{env}', scoped: [] });
     expect(c.policy.rules).toEqual(['exact-duplicate', 'newest-wins', 'complementary-merge', 'core-conflict', 'feature-priority', 'env-precedence', 'equal-priority']);
     expect(c.tags).toEqual({ release: 'release', feature: 'feature', createdBy: 'created_by', createdAt: 'created_at' });
     expect(c.collect).toEqual({ concurrency: 4 });
@@ -248,11 +248,35 @@ describe('config validation', () => {
     ]);
   });
 
+  it('reads scoped rules (sorted attributes and envs, one way to keep) and names the field of a bad one', () => {
+    const doc = baseDoc();
+    const rule = { name: 'keep-st-1-users-role', entity: 'users', kind: 'core-conflict', attributes: ['role', 'email'], envs: ['ST-2', 'ST-1'], keepEnv: 'ST-1' };
+    doc.policy = { scoped: [rule] };
+    expect(loadConfig({ file: write(doc) }).policy.scoped).toEqual([
+      { name: 'keep-st-1-users-role', entity: 'users', kind: 'core-conflict', attributes: ['email', 'role'], envs: ['ST-1', 'ST-2'], choice: { keepEnv: 'ST-1' } },
+    ]);
+    const cases: [Record<string, unknown>, string][] = [
+      [{ ...rule, keepFeature: 'FEAT-1' }, 'policy.scoped[0]: a scoped rule keeps one version: give exactly one of keepEnv, keepFeature, keepByRule (found keepEnv and keepFeature)'],
+      [{ ...rule, keepEnv: 'ST-3' }, 'policy.scoped[0].keepEnv: ST-3 is not one of the rule\'s envs (ST-1, ST-2)'],
+      [{ ...rule, entity: 'orders' }, 'policy.scoped[0].entity: unknown entity "orders"'],
+      [{ ...rule, envs: ['ST-1', 'staging'], keepEnv: 'ST-1' }, 'policy.scoped[0].envs[1]: "staging" is not a source (ST) env'],
+      [{ ...rule, name: 'newest-wins' }, 'policy.scoped[0].name: "newest-wins" is a policy rule\'s name'],
+    ];
+    for (const [bad, message] of cases) {
+      const d = baseDoc();
+      d.policy = { scoped: [bad] };
+      expect(loadError(write(d)).message).toContain(message);
+    }
+    const twice = baseDoc();
+    twice.policy = { scoped: [rule, rule] };
+    expect(loadError(write(twice)).message).toContain('policy.scoped[1].name: a second scoped rule named "keep-st-1-users-role"');
+  });
+
   it('applies configured policy rules, dropping disabled ones, and DATABASE_URL over the file', () => {
     const doc = baseDoc();
     doc.policy = { rules: ['exact-duplicate', { rule: 'newest-wins', enabled: false }, { rule: 'env-precedence' }], renameTemplate: '{value}+{n}' };
     const c = loadConfig({ file: write(doc), env: { DATABASE_URL: 'postgres://ops@prod.example/tributary', LOG_LEVEL: 'debug' } });
-    expect(c.policy).toEqual({ rules: ['exact-duplicate', 'env-precedence'], renameTemplate: '{value}+{n}' });
+    expect(c.policy).toEqual({ rules: ['exact-duplicate', 'env-precedence'], renameTemplate: '{value}+{n}', scoped: [] });
     expect(c.database.url).toBe('postgres://ops@prod.example/tributary');
     expect(c.logLevel).toBe('debug');
 

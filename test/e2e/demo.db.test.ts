@@ -8,7 +8,7 @@ import { ROOT } from '../helpers.js';
 /**
  * `npm run demo` as a newcomer runs it: the compiled demo on its own embedded PostgreSQL (password
  * authentication, as on a fresh clone), in a directory of its own holding the demo's config and files.
- * It must take R2 through every step to the end.
+ * It must take R2 through every step to the end, then review R3 at scale.
  */
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-demo-'));
 fs.chmodSync(dir, 0o755);
@@ -48,4 +48,10 @@ it('npm run demo goes from tag & lock to the rolled-back deployment and the audi
   expect(out).toContain('R2 tier 1 on staging');
   expect(out).toContain('Identical; the app runs r2-1.0.0 again.');
   expect(out).toContain('Try: npx tributary why users 1500 --release R2');
+  // review at scale (release R3): a pattern decided at once, undone, and the rule it teaches accepted and applied
+  expect(out).toMatch(/PD-\d+ \(P-1, users\/core-conflict\/role\/ST-1\+ST-2\) decided by cli:demo-reviewer: keep ST-1's version for 6 conflict\(s\)/);
+  expect(out).toMatch(/PD-\d+ undone \(R3\): C-001, C-002, C-003, C-004, C-005, C-006 open again/);
+  expect(out).toContain('Accepted by cli:demo-qa-lead into .tributary/scale-demo.yml (npx tributary policy accept keep-st-1-users-role)');
+  expect(out).toContain('The next consolidation of R3: 0 conflict(s) for review; keep-st-1-users-role decided 6.');
+  expect(out).toMatch(/e\.g\. users 900\d: keep-st-1-users-role \(scoped rule\)/);
 }, 300_000);

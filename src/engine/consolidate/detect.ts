@@ -7,7 +7,7 @@ import { ident, KEY_TEXT, literal, textArray } from '../kernel/sql.js';
 import { masterKeys } from '../kernel/master.js';
 import { nonPayloadColumns } from '../kernel/entities.js';
 import { INTEGER_KEY, keyFloor, masterMaxKey, suffixedKeySql } from '../kernel/freshKeys.js';
-import { RULE_PREDICATES, SURVIVOR_ORDER, SIMPLE_RULES } from './rules.js';
+import { RULE_PREDICATES, SURVIVOR_ORDER, SIMPLE_RULES, scopedMatchSql, scopedReasonSql, scopedSurvivorOrder } from './rules.js';
 import { conflictPrioritySql, isCriticalSql, PRIORITY_RANK } from '../kernel/priority.js';
 
 /**
@@ -198,7 +198,8 @@ async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, rel
 async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release: string): Promise<void> {
   const rules = ctx.config.policy.rules;
   const ruleCase = rules.map((r) => `when ${RULE_PREDICATES[r]} then ${literal(r)}`).join(' ');
-  const survivorCase = Object.entries(SURVIVOR_ORDER)
+  const scoped = ctx.config.policy.scoped.filter((r) => r.entity === e.name);
+  const survivorCase = [...Object.entries(SURVIVOR_ORDER), ...scoped.map((r) => [r.name, scopedSurvivorOrder(r)] as const)]
     .map(([rule, order]) => `when ${literal(rule)} then row_number() over (partition by v.identity order by ${order})`)
     .join(' ');
   await k.raw(
@@ -231,6 +232,7 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
        ) r`,
     { entity: e.name, core: e.core },
   );
+  for (const r of scoped) await k.raw(scopedMatchSql(r, t.idsum, t.versions));
   await k.raw(
     `update ${t.idsum} i set survivor = w.version_no
        from (select v.identity, v.version_no, case s.rule ${survivorCase} end as place
@@ -244,6 +246,7 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
        from (
          select s.identity,
                 case s.rule
+                  ${scoped.map((r) => `when ${literal(r.name)} then ${scopedReasonSql(r)}`).join('\n                  ')}
                   when 'exact-duplicate' then format('identical in %s — kept %s''s record (highest precedence)', array_to_string(w.envs, ', '), w.rep_env)
                   when 'newest-wins' then format('%s newer: %s vs %s — newest wins', w.rep_env,
                         to_char(w.ts at time zone 'UTC', 'YYYY-MM-DD HH24:MI'), to_char(o.ts at time zone 'UTC', 'YYYY-MM-DD HH24:MI'))
@@ -637,7 +640,7 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   if (rekeyGroups > 0) byRule['re-key'] = rekeyGroups;
   for (const r of stats.rows) {
     byRule[r.rule] = (byRule[r.rule] ?? 0) + r.n;
-    if (SIMPLE_RULES.has(r.rule)) auto += r.n;
+    if (SIMPLE_RULES.has(r.rule) || ctx.config.policy.scoped.some((x) => x.name === r.rule)) auto += r.n;
     else {
       manual += r.n;
       byPriority[r.priority ?? 'P3'] = (byPriority[r.priority ?? 'P3'] ?? 0) + r.n;

@@ -1,4 +1,6 @@
+import type { ScopedRule } from '../../config/load.js';
 import type { VersionRuleName } from '../../config/schema.js';
+import { literal } from '../kernel/sql.js';
 
 /**
  * The conflict policy's rules as data: each rule's situation as a predicate over an identity's summary, and
@@ -31,3 +33,43 @@ export const SURVIVOR_ORDER: Record<string, string> = {
 };
 
 export const SIMPLE_RULES = new Set<string>(['exact-duplicate', 'newest-wins', 'complementary-merge', 'feature-priority', 'env-precedence']);
+
+/**
+ * Scoped rules (policy.scoped): each decides the conflicts of one signature (entity, kind, the attributes
+ * that differ, the envs involved) by keeping one version. They run after the policy's rules, on the
+ * identities those left for review; the first scoped rule that matches decides, and its name is the
+ * result's rule and starts its reason.
+ */
+export function scopedSurvivorOrder(r: ScopedRule): string {
+  const c = r.choice;
+  // the first version that holds the env (or feature), as a pattern decision picks it (review/patterns.ts)
+  if ('keepEnv' in c) return `(${literal(c.keepEnv)} = any(v.envs)) desc, v.version_no`;
+  if ('keepFeature' in c) return `(${literal(c.keepFeature)} = any(v.features)) desc, v.version_no`;
+  return `${SURVIVOR_ORDER[c.keepByRule]!}, v.version_no`;
+}
+
+/** What a scoped rule kept, in words, as SQL (w.rep_env: the kept version's env). */
+function scopedKeptSql(r: ScopedRule): string {
+  const c = r.choice;
+  if ('keepEnv' in c) return `format('kept %s''s version', w.rep_env)`;
+  if ('keepFeature' in c) return `format('kept %s''s version (%s''s)', ${literal(c.keepFeature)}, w.rep_env)`;
+  return `format('kept the version %s keeps (%s''s)', ${literal(c.keepByRule)}, w.rep_env)`;
+}
+
+/** Re-labels the entity's identities that a scoped rule matches (in idsum `s`): the statement classify() runs per rule. */
+export function scopedMatchSql(r: ScopedRule, idsum: string, versions: string): string {
+  const featureOk = 'keepFeature' in r.choice ? `and exists (select 1 from ${versions} v where v.entity = s.entity and v.identity = s.identity and ${literal(r.choice.keepFeature)} = any(v.features))` : '';
+  const envs = `array(select distinct env from ${versions} v, unnest(v.envs) env where v.entity = s.entity and v.identity = s.identity)`;
+  const attrs = `${literal(`{${r.attributes.join(',')}}`)}::text[]`;
+  const envList = `${literal(`{${r.envs.map((e) => `"${e}"`).join(',')}}`)}::text[]`;
+  return `update ${idsum} s set rule = ${literal(r.name)}, priority = null
+     where s.entity = ${literal(r.entity)} and s.rule = ${literal(r.kind)}
+       and s.differing @> ${attrs} and s.differing <@ ${attrs}
+       and ${envs} @> ${envList} and ${envs} <@ ${envList} ${featureOk}`;
+}
+
+/** The reason a scoped rule gives, as SQL over classify()'s reason query (s: idsum, w: the survivor version). */
+export function scopedReasonSql(r: ScopedRule): string {
+  return `format('%s (scoped rule): attributes differ (%s) between %s — %s', ${literal(r.name)}, array_to_string(s.differing, ', '),
+    ${literal(r.envs.join(', '))}, ${scopedKeptSql(r)})`;
+}

@@ -33,6 +33,8 @@ export const NEEDS: Record<string, Role[]> = {
   install: ['qa_lead'],
   /** `conflicts next`: assigns a conflict to the caller, as the Next button does. */
   next: ['reviewer', 'qa_lead'],
+  /** `policy accept`: writes a learnt rule into the config file. */
+  policy: ['qa_lead'],
 };
 
 export function openRoles(ctx: Ctx): Role[] {

@@ -16,6 +16,7 @@ import { describeDecision } from './describe.js';
 import { childEntities, renderTemplate } from '../kernel/entities.js';
 import { requireRationale } from '../kernel/rationale.js';
 import { freshKeys, keyFloor, masterMaxKey, maxIntegerKeySql } from '../kernel/freshKeys.js';
+import { startUndoLog, stopUndoLog } from './undoLog.js';
 
 /**
  * Human decisions on complex conflicts. Each needs a rationale and the decider's identity, shows its
@@ -352,15 +353,16 @@ function planFor(ctx: Ctx, trx: Knex.Transaction, c: ConflictRow, d: Decision, s
   return c.detail.versions ? planVersionDecision(ctx, trx, c, d, summary) : planRecordDecision(ctx, trx, c, d, summary);
 }
 
-async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>): Promise<T> {
-  return ctx.db.control.transaction(async (trx) => {
-    // an automatic resolution (A-…) not re-opened yet becomes a conflict of the same code, in this transaction
-    const c = await getConflict(ctx, release, code, trx, true).catch((err: unknown) => {
-      if (isAutoCode(code) && err instanceof TributaryError && err.code === 'unknown_conflict') return reopenAutoResolution(ctx, trx, release, code);
-      throw err;
-    });
-    return fn(trx, c);
+/** The conflict, locked: an automatic resolution (A-…) not re-opened yet becomes a conflict of the same code, in this transaction. */
+function lockedConflict(ctx: Ctx, trx: Knex.Transaction, release: string, code: string): Promise<ConflictRow> {
+  return getConflict(ctx, release, code, trx, true).catch((err: unknown) => {
+    if (isAutoCode(code) && err instanceof TributaryError && err.code === 'unknown_conflict') return reopenAutoResolution(ctx, trx, release, code);
+    throw err;
   });
+}
+
+async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>): Promise<T> {
+  return ctx.db.control.transaction(async (trx) => fn(trx, await lockedConflict(ctx, trx, release, code)));
 }
 
 /** Carries a plan out of a transaction that must not commit. */
@@ -383,50 +385,65 @@ export async function planDecision(ctx: Ctx, release: string, code: string, d: D
   throw new TributaryError('internal', 'planDecision: no plan');
 }
 
-export async function applyDecision(ctx: Ctx, release: string, code: string, d: Decision, by: { actor: Actor; rationale: string }): Promise<DecisionOutcome> {
+/** Who takes a decision, and why; `pattern` when it is one of a pattern decision's (review/patterns.ts). */
+export interface DecidedBy {
+  actor: Actor;
+  rationale: string;
+  pattern?: { id: number; code: string };
+}
+
+export async function applyDecision(ctx: Ctx, release: string, code: string, d: Decision, by: DecidedBy): Promise<DecisionOutcome> {
+  return ctx.db.control.transaction((trx) => applyDecisionIn(ctx, trx, release, code, d, by));
+}
+
+/** applyDecision inside the caller's transaction (a pattern decision takes all of its decisions in one). */
+export async function applyDecisionIn(ctx: Ctx, trx: Knex.Transaction, release: string, code: string, d: Decision, by: DecidedBy): Promise<DecisionOutcome> {
   const rationale = requireRationale(by.rationale, 'a decision', `why ${describeDecision({ detail: {} } as ConflictRow, d)}?`);
-  return withConflict(ctx, release, code, async (trx, c) => {
-    if (c.status === 'decided') {
-      const prev = await trx('decisions').where({ conflict_id: c.id }).first();
-      throw new TributaryError('already_decided', `${c.code} was already decided by ${c.decided_by} at ${c.decided_at?.toISOString()}: ${prev ? describeDecision(c, prev.params as Decision) : ''}`, {
-        code: c.code,
-        decidedBy: c.decided_by,
-      });
-    }
-    validate(ctx, c, d);
-    // the release's state row, locked before the data changes: a validation running now finishes first,
-    // and this decision then sees it validated and sends it back to validation
-    await trx('release_states').where({ release }).forUpdate().first();
-    const summary = `${by.actor}: ${describeDecision(c, d)} — ${rationale}`;
-    const plan = await planFor(ctx, trx, c, d, summary);
-    await plan.apply();
-    const now = new Date();
-    await trx('decisions').insert({
-      conflict_id: c.id,
-      release,
-      run_id: c.run_id,
-      action: d.action,
-      params: JSON.stringify(d),
-      blast: JSON.stringify(plan.blast),
-      rationale,
-      decided_by: by.actor,
-      decided_at: now,
+  const c = await lockedConflict(ctx, trx, release, code);
+  if (c.status === 'decided') {
+    const prev = await trx('decisions').where({ conflict_id: c.id }).first();
+    throw new TributaryError('already_decided', `${c.code} was already decided by ${c.decided_by} at ${c.decided_at?.toISOString()}: ${prev ? describeDecision(c, prev.params as Decision) : ''}`, {
+      code: c.code,
+      decidedBy: c.decided_by,
     });
-    await trx('conflicts').where({ id: c.id }).update({ status: 'decided', decided_by: by.actor, decided_at: now });
-    // the dataset changed: a validated (or loaded) release must be validated again. A cross-release
-    // decision changes nothing yet: tributary promote applies it to master
-    const { state } = await releaseState(trx, release);
-    if (c.kind !== CROSS_RELEASE && isValidated(state)) await transition(trx, release, 'invalidate');
-    await recordAudit(trx, {
-      actor: by.actor,
-      action: 'decision',
-      release,
-      subject: c.code,
-      details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast: plan.blast, ...(c.detail.overrules ? { overrules: c.detail.overrules } : {}) },
-    });
-    await failpoint('decide.before-commit');
-    return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale };
+  }
+  validate(ctx, c, d);
+  // the release's state row, locked before the data changes: a validation running now finishes first,
+  // and this decision then sees it validated and sends it back to validation
+  await trx('release_states').where({ release }).forUpdate().first();
+  const summary = `${by.actor}: ${describeDecision(c, d)} — ${rationale}${by.pattern ? ` (pattern decision ${by.pattern.code})` : ''}`;
+  const plan = await planFor(ctx, trx, c, d, summary);
+  // the rows it changes are logged with their image before, so the decision can be undone (undo.ts)
+  if (c.kind !== CROSS_RELEASE) await startUndoLog(trx, c.run_id, c.id);
+  await plan.apply();
+  if (c.kind !== CROSS_RELEASE) await stopUndoLog(trx);
+  const now = new Date();
+  await trx('decisions').insert({
+    conflict_id: c.id,
+    release,
+    run_id: c.run_id,
+    action: d.action,
+    params: JSON.stringify(d),
+    blast: JSON.stringify(plan.blast),
+    rationale,
+    decided_by: by.actor,
+    decided_at: now,
+    ...(by.pattern ? { pattern_decision_id: by.pattern.id } : {}),
   });
+  await trx('conflicts').where({ id: c.id }).update({ status: 'decided', decided_by: by.actor, decided_at: now });
+  // the dataset changed: a validated (or loaded) release must be validated again. A cross-release
+  // decision changes nothing yet: tributary promote applies it to master
+  const { state } = await releaseState(trx, release);
+  if (c.kind !== CROSS_RELEASE && isValidated(state)) await transition(trx, release, 'invalidate');
+  await recordAudit(trx, {
+    actor: by.actor,
+    action: 'decision',
+    release,
+    subject: c.code,
+    details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast: plan.blast, ...(c.detail.overrules ? { overrules: c.detail.overrules } : {}), ...(by.pattern ? { patternDecision: by.pattern.code } : {}) },
+  });
+  await failpoint('decide.before-commit');
+  return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale };
 }
 
 export interface RecordedDecision {
