@@ -10,11 +10,11 @@ import noImportCycle from './lint/no-import-cycle.js';
 export const PHASES = ['gate', 'consolidate', 'review', 'validate', 'load', 'tiers', 'promote', 'deploy', 'nightly', 'report'];
 
 /** The layers, lowest first: a module imports its own layer and the ones below it, never one above. */
-const BASE = ['./src/config', './src/db', './src/errors.ts', './src/log.ts'];
+const BASE = ['./src/config', './src/db', './src/errors.ts', './src/log.ts', './src/lazy.ts'];
 const ABOVE_ENGINE = ['./src/views', './src/commands', './src/slack', './src/cli', './src/demo', './src/start.ts'];
 const ADAPTERS = ['./src/slack', './src/cli', './src/demo', './src/start.ts'];
 
-const OUTSIDE_ENGINE = ['./src/cli', './src/commands', './src/slack', './src/views', './src/config', './src/db', './src/demo', './src/start.ts', './src/errors.ts', './src/log.ts', './bench'];
+const OUTSIDE_ENGINE = ['./src/cli', './src/commands', './src/slack', './src/views', './src/config', './src/db', './src/demo', './src/start.ts', './src/errors.ts', './src/log.ts', './src/lazy.ts', './bench'];
 const phaseZones = PHASES.map((p) => ({
   target: [...PHASES.filter((q) => q !== p).map((q) => `./src/engine/${q}`), './src/engine/kernel', ...OUTSIDE_ENGINE],
   from: `./src/engine/${p}`,

@@ -1,4 +1,5 @@
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { lazy } from './lazy.js';
 
 /**
  * Secrets are registered when the config substitutes them (database passwords, tokens) and masked
@@ -39,12 +40,22 @@ export function redactDeep<T>(value: T): T {
 }
 
 let root: Logger | undefined;
+let rootLevel = 'info';
+const loadPino = lazy<typeof import('pino')>('pino');
 
+/** The log level (config.logLevel): set on the logger, or kept for it until something is logged. */
+export function setLogLevel(level: string): void {
+  if (root) root.level = level;
+  else rootLevel = level;
+}
+
+/** The process's logger (pino, on stderr), created on first use: a command that logs nothing never loads pino. */
 export function logger(): Logger {
   if (!root) {
+    const { pino } = loadPino();
     root = pino(
       {
-        level: 'info',
+        level: rootLevel,
         redact: { paths: ['password', '*.password', 'url', '*.url', 'connectionString', '*.connectionString', 'token', '*.token'], censor: '***' },
         hooks: {
           logMethod(args, method) {

@@ -2,7 +2,7 @@ import { loadConfig } from './config/load.js';
 import { loadSlackSettings } from './config/slack.js';
 import { openDatabase } from './db/connect.js';
 import { exitCodeFor } from './errors.js';
-import { logger, redact } from './log.js';
+import { logger, redact, setLogLevel } from './log.js';
 import { createBot } from './slack/app.js';
 
 /**
@@ -12,7 +12,7 @@ import { createBot } from './slack/app.js';
 async function main(): Promise<void> {
   const settings = loadSlackSettings();
   const config = loadConfig();
-  logger().level = config.logLevel;
+  setLogLevel(config.logLevel);
   const db = await openDatabase(config);
   const bot = createBot({ config, db }, settings);
   await bot.start();

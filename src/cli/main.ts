@@ -9,7 +9,7 @@ import type { Ctx } from '../engine/kernel/context.js';
 import { releaseStatus, resultCounts, resultRecords } from '../engine/report/index.js';
 import { installTagging, tagRelease, type TagResult } from '../engine/gate/index.js';
 import { EXIT, exitCodeFor, TributaryError } from '../errors.js';
-import { logger, redact, redactDeep } from '../log.js';
+import { logger, redact, redactDeep, setLogLevel } from '../log.js';
 import { renderCarried, renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
 import { renderAutoHeader, renderAutoLine, renderAutoResolution } from '../views/autoResolutions.js';
 import { authorizeCli, registerLoadCommands } from './load.js';
@@ -44,7 +44,7 @@ function actorOf(opts: GlobalOpts): string {
 
 async function withCtx<T>(opts: GlobalOpts, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
   const config = loadConfig(opts.config ? { file: opts.config } : {});
-  logger().level = config.logLevel;
+  setLogLevel(config.logLevel);
   const db = await openDatabase(config);
   try {
     return await fn({ config, db });

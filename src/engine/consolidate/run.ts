@@ -1,7 +1,6 @@
 import os from 'node:os';
 import { envOrThrow, releaseOrThrow } from '../../config/load.js';
 import { tableExists } from '../kernel/checksum.js';
-import { Run } from '../../db/models.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
@@ -88,6 +87,8 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       await ctx.db.control('auto_resolutions').where({ run_id: (a as { id: number }).id }).delete();
     }
 
+    // the model (objection) loads here, not with the CLI: src/lazy.ts
+    const { Run } = await import('../../db/models.js');
     const run = await Run.query(ctx.db.control).insert({ release, kind: 'consolidate', status: 'running', started_by: opts.actor, pid: process.pid, host: os.hostname() });
     const runId = run.id;
     await recordAudit(ctx.db.control, { actor: opts.actor, action: 'consolidate.start', release, subject: `run #${runId}` });

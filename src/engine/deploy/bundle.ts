@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Knex } from 'knex';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgClient } from '../../db/pg.js';
 import { type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
@@ -174,7 +175,7 @@ export async function createBundle(ctx: Ctx, release: string, opts: { code: stri
   const root = bundleRoot(ctx);
   const relDir = path.join(root, release);
 
-  const client = new pg.Client(ctx.db.envParams(master) as pg.ClientConfig);
+  const client = pgClient(ctx.db.envParams(master) as pg.ClientConfig);
   client.on('error', () => undefined);
   let current = '';
   let tmp: string | undefined;

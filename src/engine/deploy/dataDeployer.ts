@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgClient } from '../../db/pg.js';
 import { type EnvSpec, envOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
@@ -155,7 +156,7 @@ const SESSION = "set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; set
 type Query = <R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params?: unknown[]) => Promise<pg.QueryResult<R>>;
 
 async function open(ctx: Ctx, env: EnvSpec): Promise<{ client: pg.Client; q: Query }> {
-  const client = new pg.Client(ctx.db.envParams(env) as pg.ClientConfig);
+  const client = pgClient(ctx.db.envParams(env) as pg.ClientConfig);
   client.on('error', () => undefined);
   try {
     await client.connect();

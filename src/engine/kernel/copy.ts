@@ -4,7 +4,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import type pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { copyStreams } from '../../db/pg.js';
 import { TributaryError } from '../../errors.js';
 import { checksumSql, textSettingsSql, type TableChecksum, type TableColumn } from './checksum.js';
 import { failpoint, failpointAction } from './failpoints.js';
@@ -58,8 +58,8 @@ export async function copyRows(source: pg.Client, target: pg.Client, c: Verified
   await source.query(textSettingsSql());
   await target.query(textSettingsSql());
   await failpoint(c.failpoint);
-  const out = source.query(copyTo(`copy (${c.select}) to stdout`));
-  const into = target.query(copyFrom(`copy ${c.table} (${c.columns.map(ident).join(', ')}) from stdin`));
+  const out = source.query(copyStreams().to(`copy (${c.select}) to stdout`));
+  const into = target.query(copyStreams().from(`copy ${c.table} (${c.columns.map(ident).join(', ')}) from stdin`));
   if (failpointAction(c.failpoint) === 'corrupt') await pipeline(out, corruptOneCell(), into);
   else await pipeline(out, into);
   return into.rowCount;
@@ -84,7 +84,7 @@ export async function copyToFile(source: pg.Client, c: { failpoint: string; sele
   await source.query(textSettingsSql());
   await failpoint(c.failpoint);
   const sent = crypto.createHash('sha256');
-  const out = source.query(copyTo(`copy (${c.select}) to stdout`));
+  const out = source.query(copyStreams().to(`copy (${c.select}) to stdout`));
   const stages: NodeJS.ReadWriteStream[] = [tap((b) => sent.update(b))];
   if (failpointAction(c.failpoint) === 'corrupt') stages.push(corruptOneCell());
   await pipeline([out, ...stages, zlib.createGzip({ level: 1 }), fs.createWriteStream(c.file)]);
@@ -129,7 +129,7 @@ export async function copyFromFile(target: pg.Client, c: { failpoint: string; fi
   await target.query(textSettingsSql());
   await failpoint(c.failpoint);
   const hash = crypto.createHash('sha256');
-  const into = target.query(copyFrom(`copy ${c.table} (${c.columns.map(ident).join(', ')}) from stdin`));
+  const into = target.query(copyStreams().from(`copy ${c.table} (${c.columns.map(ident).join(', ')}) from stdin`));
   const stages: NodeJS.ReadWriteStream[] = [tap((b) => hash.update(b)), zlib.createGunzip()];
   if (failpointAction(c.failpoint) === 'corrupt') stages.push(corruptOneCell());
   await pipeline([fs.createReadStream(c.file), ...stages, into]);

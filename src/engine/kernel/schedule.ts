@@ -1,5 +1,4 @@
-import { parse as parseCron } from 'node-cron';
-import { scheduleProblem } from '../../config/cron.js';
+import { nodeCron, scheduleProblem } from '../../config/cron.js';
 
 /**
  * The slots of a cron schedule in a time zone: pure functions, no clock and no database.
@@ -50,7 +49,7 @@ interface Wall {
 export function makeSchedule(expression: string, timezone: string): Schedule {
   const problem = scheduleProblem(expression, timezone);
   if (problem) throw new Error(problem);
-  const f = parseCron(expression);
+  const f = nodeCron().parse(expression);
   const nums = (xs: (number | string)[]) => [...new Set(xs.map(Number))].sort((a, b) => a - b);
   return {
     expression,

@@ -1,6 +1,7 @@
 import os from 'node:os';
-import pg from 'pg';
+import type pg from 'pg';
 import type { ConnectionParams } from '../../db/connect.js';
+import { pgClient } from '../../db/pg.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 
@@ -36,7 +37,7 @@ export interface HeldLock {
  * the holder stops, and records nothing over whoever takes the lock next.
  */
 export async function holdSessionLock(params: ConnectionParams, key: string, what: string): Promise<HeldLock | null> {
-  const client = new pg.Client({ ...params, connectionTimeoutMillis: 10_000, keepAlive: true } as pg.ClientConfig);
+  const client = pgClient({ ...params, connectionTimeoutMillis: 10_000, keepAlive: true } as pg.ClientConfig);
   const lost = new AbortController();
   const lose = (why: string) => {
     if (lost.signal.aborted) return;
@@ -73,7 +74,7 @@ export async function holdSessionLock(params: ConnectionParams, key: string, wha
 
 /** Whether a live session holds the advisory lock `key` (a dead process's session lock is gone). */
 export async function sessionLockHeld(params: ConnectionParams, key: string): Promise<boolean> {
-  const c = new pg.Client(params as pg.ClientConfig);
+  const c = pgClient(params as pg.ClientConfig);
   c.on('error', () => undefined);
   await c.connect();
   try {
@@ -90,7 +91,7 @@ export async function sessionLockHeld(params: ConnectionParams, key: string): Pr
  * when it is still held then (its holder lives on).
  */
 export async function waitSessionLockFree(params: ConnectionParams, key: string, ms: number): Promise<boolean> {
-  const c = new pg.Client(params as pg.ClientConfig);
+  const c = pgClient(params as pg.ClientConfig);
   c.on('error', () => undefined);
   await c.connect();
   try {

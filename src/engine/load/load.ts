@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { pgClient } from '../../db/pg.js';
 import { type EntitySpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
@@ -49,7 +50,7 @@ const PK_SQL = `select a.attname as name from pg_index i join pg_attribute a on 
 /** The ST table's shape, from the highest-precedence source env that has it. */
 async function sourceShape(ctx: Ctx, e: EntitySpec): Promise<TableShape> {
   for (const env of ctx.config.sources) {
-    const client = new pg.Client(ctx.db.envParams(env) as pg.ClientConfig);
+    const client = pgClient(ctx.db.envParams(env) as pg.ClientConfig);
     client.on('error', () => undefined);
     try {
       await client.connect();
@@ -136,8 +137,8 @@ export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Acto
     expected.set(e.name, p);
   }
 
-  const target = new pg.Client(ctx.db.envParams(staging) as pg.ClientConfig);
-  const source = new pg.Client(ctx.db.controlParams as pg.ClientConfig);
+  const target = pgClient(ctx.db.envParams(staging) as pg.ClientConfig);
+  const source = pgClient(ctx.db.controlParams as pg.ClientConfig);
   target.on('error', () => undefined);
   source.on('error', () => undefined);
   const tables: LoadedTable[] = [];

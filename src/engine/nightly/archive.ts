@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgClient } from '../../db/pg.js';
 import { envByRole, type EnvSpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
@@ -95,7 +96,7 @@ function masterOf(ctx: Ctx): EnvSpec {
 }
 
 async function connect(ctx: Ctx, env: EnvSpec): Promise<pg.Client> {
-  const c = new pg.Client(ctx.db.envParams(env) as pg.ClientConfig);
+  const c = pgClient(ctx.db.envParams(env) as pg.ClientConfig);
   c.on('error', () => undefined);
   try {
     await c.connect();

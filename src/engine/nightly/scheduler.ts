@@ -1,4 +1,5 @@
-import { createTask, type ScheduledTask } from 'node-cron';
+import type { ScheduledTask } from 'node-cron';
+import { nodeCron } from '../../config/cron.js';
 import { logger, redact } from '../../log.js';
 import type { Ctx } from '../kernel/context.js';
 import { proposePruning, type PruneProposal } from './prune.js';
@@ -50,7 +51,7 @@ export class NightlyScheduler {
     const cronLogger = { info: (m: string) => log.debug(m), warn: (m: string) => log.warn(m), error: (m: string | Error) => log.error(String(m)), debug: (m: string | Error) => log.debug(String(m)) };
     for (const kind of ['nightly', 'prune-digest'] as const) {
       const s = this.schedules[kind];
-      const task = createTask(s.expression, () => this.track(this.tick(kind, 'schedule')), { name: `tributary:${kind}`, timezone: s.timezone, noOverlap: true, logger: cronLogger });
+      const task = nodeCron().createTask(s.expression, () => this.track(this.tick(kind, 'schedule')), { name: `tributary:${kind}`, timezone: s.timezone, noOverlap: true, logger: cronLogger });
       await task.start();
       this.tasks.push(task);
       this.armGap(kind);

@@ -1,7 +1,8 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
 import type { Knex } from 'knex';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgClient } from '../../db/pg.js';
 import { type Config, type EntitySpec, type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
@@ -171,8 +172,8 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
     if (k.status === 'decided' && k.params?.action === 'delete-both') standingDelete.set(`${k.entity}\u0000${k.detail.crossRelease!.stagingPk}`, k);
   }
 
-  const target = new pg.Client(ctx.db.envParams(master) as pg.ClientConfig);
-  const source = new pg.Client(ctx.db.envParams(staging) as pg.ClientConfig);
+  const target = pgClient(ctx.db.envParams(master) as pg.ClientConfig);
+  const source = pgClient(ctx.db.envParams(staging) as pg.ClientConfig);
   target.on('error', () => undefined);
   source.on('error', () => undefined);
   const works: Work[] = [];

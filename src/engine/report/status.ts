@@ -1,5 +1,5 @@
 import { releaseOrThrow } from '../../config/load.js';
-import { Decision, Run } from '../../db/models.js';
+import type { Decision, Run } from '../../db/models.js';
 import type { Ctx } from '../kernel/context.js';
 import { queueSummary, type QueueSummary } from '../review/index.js';
 import { runTables, sourcesSql } from '../kernel/workArea.js';
@@ -33,8 +33,18 @@ export interface ReleaseStatus {
   queue?: QueueSummary;
 }
 
+/**
+ * The status report reads runs and decisions through knex, not their objection models: the models would
+ * load objection with every `tributary status` (src/lazy.ts).
+ */
+type RunRow = Pick<Run, 'id' | 'status' | 'started_by' | 'started_at' | 'finished_at' | 'steps' | 'counts' | 'error'>;
+
+function runRow(ctx: Ctx, id: number): Promise<RunRow | undefined> {
+  return ctx.db.control('runs').where({ id }).first();
+}
+
 export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCounts> {
-  const run = (await Run.query(ctx.db.control).findById(runId))!;
+  const run = (await runRow(ctx, runId))!;
   const detected = run.counts as unknown as { collected: number; conflicts: number; autoResolved: number; manual: number; byRule: Record<string, number>; byPriority: Record<string, number> };
   const t = runTables(runId);
   const res = await ctx.db.control.raw<{ rows: { final: number; pending: number; deleted: number; merged: number; rekeyed: number }[] }>(
@@ -45,7 +55,7 @@ export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCount
             count(*) filter (where rule = 're-key')::int as rekeyed
        from ${t.result}`,
   );
-  const dec = await Decision.query(ctx.db.control).where({ run_id: runId }).select('action', 'blast');
+  const dec: Pick<Decision, 'action' | 'blast'>[] = await ctx.db.control('decisions').where({ run_id: runId }).select('action', 'blast');
   const r = res.rows[0]!;
   let merged = r.merged;
   let renamed = 0;
@@ -78,10 +88,10 @@ export async function releaseStatus(ctx: Ctx, release: string): Promise<ReleaseS
     features: [...plan.features.values()].map((f) => ({ id: f.id, priority: f.priority, owner: f.owner })),
     locks: await locksOf(ctx, release),
   };
-  const latest = await Run.query(ctx.db.control).where({ release, kind: 'consolidate' }).orderBy('id', 'desc').first();
+  const latest: RunRow | undefined = await ctx.db.control('runs').where({ release, kind: 'consolidate' }).orderBy('id', 'desc').first();
   if (latest?.status === 'failed') status.lastFailure = { id: latest.id, error: latest.error ?? '', finishedAt: latest.finished_at };
   if (currentRunId) {
-    const run = (await Run.query(ctx.db.control).findById(currentRunId))!;
+    const run = (await runRow(ctx, currentRunId))!;
     status.run = { id: run.id, status: run.status, startedAt: run.started_at, finishedAt: run.finished_at, startedBy: run.started_by, steps: run.steps };
     status.counts = await resultCounts(ctx, currentRunId);
     status.queue = await queueSummary(ctx, release);

@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import PgBoss from 'pg-boss';
+import type PgBoss from 'pg-boss';
 import type { ConnectionParams } from '../../db/connect.js';
 import { TributaryError } from '../../errors.js';
+import { lazy } from '../../lazy.js';
 import { logger, redact } from '../../log.js';
 import type { Ctx } from '../kernel/context.js';
 import { loadMapping } from './junit.js';
@@ -58,8 +59,10 @@ export function shardJobKey(runId: number, index: number): string {
   return `run-${runId}-shard-${index}`;
 }
 
+const loadPgBoss = lazy<typeof PgBoss>('pg-boss');
+
 function newBoss(p: ConnectionParams, opts: Partial<PgBoss.ConstructorOptions>): PgBoss {
-  const boss = new PgBoss({
+  const boss = new (loadPgBoss())({
     host: p.host,
     port: p.port,
     user: p.user,

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
-import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { parseDocument } from 'yaml';
+import type { XMLParser } from 'fast-xml-parser';
 import { TributaryError } from '../../errors.js';
+import { lazy, yamlLib } from '../../lazy.js';
 import type { TestCaseResult, TestStatus } from './types.js';
 
 /**
@@ -47,7 +47,10 @@ const ANSI = /\u001B\[[0-9;?]*[ -/]*[@-~]/g;
 
 type XmlNode = Record<string, unknown>;
 
-const parser = new XMLParser({
+const fastXml = lazy<typeof import('fast-xml-parser')>('fast-xml-parser');
+let parser: XMLParser | undefined;
+
+const xmlParser = (): XMLParser => (parser ??= new (fastXml().XMLParser)({
   preserveOrder: true,
   ignoreAttributes: false,
   attributeNamePrefix: '',
@@ -58,7 +61,7 @@ const parser = new XMLParser({
   // numeric character references (&#10; in pytest's messages) are only decoded with it
   htmlEntities: true,
   trimValues: true,
-});
+}));
 
 function invalid(file: string, what: string, line?: number, details: Record<string, unknown> = {}): TributaryError {
   return new TributaryError('junit_invalid', `${file}${line ? `:${line}` : ''}: ${what}`, { file, ...(line ? { line } : {}), ...details });
@@ -301,11 +304,11 @@ function readCase(node: XmlNode, ctx: SuiteContext, st: ParseState): void {
 export function parseJUnit(xml: string, file: string, opts: ParseJUnitOptions = {}): TestCaseResult[] {
   const text = xml.charCodeAt(0) === 0xfeff ? xml.slice(1) : xml;
   if (!text.trim()) throw invalid(file, 'the file is empty: no JUnit XML');
-  const v = XMLValidator.validate(text);
+  const v = fastXml().XMLValidator.validate(text);
   if (v !== true) throw invalid(file, v.err.msg, v.err.line || 1, { column: v.err.col, reason: v.err.code });
   let doc: XmlNode[];
   try {
-    doc = parser.parse(text) as XmlNode[];
+    doc = xmlParser().parse(text) as XmlNode[];
   } catch (err) {
     throw invalid(file, (err as Error).message);
   }
@@ -347,7 +350,7 @@ export function loadMapping(file: string): FeatureMapping {
     if (e.code === 'ENOENT') throw new TributaryError('config_missing', `${file}: the feature mapping file does not exist`, { file });
     throw mappingError(file, '', `cannot read the feature mapping file: ${e.message}`);
   }
-  const doc = parseDocument(source);
+  const doc = yamlLib().parseDocument(source);
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const line = e.linePos?.[0]?.line;

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import PQueue from 'p-queue';
 import { envByRole, envOrThrow, releaseOrThrow, type EnvSpec, type TestingSpec } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
@@ -293,6 +292,7 @@ async function recordedRun(ctx: Ctx, release: string, req: TestRequest, setup: R
         progress({ step: 'shards', runId, shards: specs.length, shardsDone: done, passed, failed });
       });
     } else {
+      const { default: PQueue } = await import('p-queue');
       const queue = new PQueue({ concurrency: testing.agents });
       const run1 = runShard;
       await Promise.all(
