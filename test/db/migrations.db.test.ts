@@ -1,8 +1,13 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Knex } from 'knex';
-import { makeKnex, paramsFromUrl } from '../../src/db/connect.js';
+import { stringify } from 'yaml';
+import { loadConfig } from '../../src/config/load.js';
+import { makeKnex, openDatabase, paramsFromUrl } from '../../src/db/connect.js';
 import { migrationSource } from '../../src/db/migrations.js';
-import { createDatabase, dropDatabase, urlFor } from '../helpers.js';
+import { configDoc, createDatabase, dropDatabase, TEST_AUDIT_KEY, urlFor } from '../helpers.js';
 
 let database: string;
 let knex: Knex;
@@ -37,4 +42,30 @@ it('the audit trail refuses updates and deletes', async () => {
   await expect(knex('audit_events').update({ actor: 'someone else' })).rejects.toThrow(/append-only/);
   await expect(knex('audit_events').delete()).rejects.toThrow(/append-only/);
   expect(await knex('audit_events').count('* as n').first()).toEqual({ n: 1 });
+});
+
+it('opening the database applies what is pending, writes nothing when all is applied, and refuses a migration it does not know', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-migrations-'));
+  try {
+    const file = path.join(dir, 'tributary.yml');
+    fs.writeFileSync(file, stringify(configDoc(database, 1)));
+    const open = async () => (await openDatabase(loadConfig({ file, env: { TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY } }))).close();
+    const names = await migrationSource.getMigrations([]);
+    const last = names[names.length - 1]!;
+    await knex.migrate.latest({ migrationSource });
+    await knex.migrate.down({ migrationSource });
+    expect((await knex('knex_migrations').pluck('name')).includes(last)).toBe(false);
+    await open();
+    expect(await knex('knex_migrations').pluck('name')).toContain(last);
+    // all applied: not even knex's migration lock is taken (its row keeps the version an update would replace)
+    const lockRow = async () => (await knex.raw(`select xmin::text as v from knex_migrations_lock`)).rows[0].v as string;
+    const before = await lockRow();
+    await open();
+    expect(await lockRow()).toBe(before);
+    await knex('knex_migrations').insert({ name: '29991231000000_from_a_newer_version', batch: 99, migration_time: new Date() });
+    await expect(open()).rejects.toThrow(/29991231000000_from_a_newer_version/);
+    await knex('knex_migrations').where({ name: '29991231000000_from_a_newer_version' }).delete();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
