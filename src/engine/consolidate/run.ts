@@ -46,6 +46,9 @@ export async function consolidate(ctx: Ctx, release: string, opts: { actor: Acto
 
 async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; progress?: Progress; env?: string }, collector: Collector): Promise<ConsolidateResult> {
   const progress = opts.progress ?? (() => undefined);
+  // the model (objection) loads with a consolidation, not with every CLI command (src/lazy.ts); before
+  // the lock: loading holds the event loop, and the lock session's keep-alive with it
+  const { Run } = await import('../../db/models.js');
   // the lock gate first: a release never locked is refused as not locked, naming what to lock
   const locks = await requireLocked(ctx, release, ctx.config.sources);
   const { state, currentRunId: previousRunId } = await releaseState(ctx.db.control, release);
@@ -87,8 +90,6 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
       await ctx.db.control('auto_resolutions').where({ run_id: (a as { id: number }).id }).delete();
     }
 
-    // the model (objection) loads here, not with the CLI: src/lazy.ts
-    const { Run } = await import('../../db/models.js');
     const run = await Run.query(ctx.db.control).insert({ release, kind: 'consolidate', status: 'running', started_by: opts.actor, pid: process.pid, host: os.hostname() });
     const runId = run.id;
     await recordAudit(ctx.db.control, { actor: opts.actor, action: 'consolidate.start', release, subject: `run #${runId}` });
