@@ -1,6 +1,7 @@
 import fs from 'node:fs';
-import { isMap, isSeq, parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
+import type { YAMLMap, YAMLSeq } from 'yaml';
 import { TributaryError } from '../errors.js';
+import { yamlLib } from '../lazy.js';
 import { logger, redact } from '../log.js';
 import { loadConfig, type Config, type ScopedRule } from './load.js';
 
@@ -11,6 +12,7 @@ import { loadConfig, type Config, type ScopedRule } from './load.js';
  */
 export function addScopedRule(file: string, rule: ScopedRule, comment: string): void {
   const text = fs.readFileSync(file, 'utf8');
+  const { isMap, isSeq, parseDocument } = yamlLib();
   const doc = parseDocument(text);
   if (doc.errors.length > 0) throw new TributaryError('config_invalid', `${file}: ${doc.errors[0]!.message}`, { file });
   if (!doc.hasIn(['policy'])) doc.set('policy', doc.createNode({}));
