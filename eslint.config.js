@@ -7,7 +7,7 @@ import noImportCycle from './lint/no-import-cycle.js';
  * The engine's phases (src/engine/<phase>): another module imports a phase only through its entry module
  * (index.ts). src/engine/kernel holds what every phase uses and imports no phase.
  */
-export const PHASES = ['gate', 'consolidate', 'review', 'validate', 'load', 'tiers', 'promote', 'deploy', 'nightly', 'report'];
+export const PHASES = ['gate', 'consolidate', 'review', 'validate', 'load', 'transfer', 'tiers', 'promote', 'deploy', 'nightly', 'report'];
 
 /** The layers, lowest first: a module imports its own layer and the ones below it, never one above. */
 const BASE = ['./src/config', './src/db', './src/errors.ts', './src/log.ts', './src/lazy.ts'];

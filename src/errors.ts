@@ -26,6 +26,8 @@ export type ErrorCode =
   | 'gate_conflicts'
   /** A destructive command run without its --yes/--confirm: it said what it would destroy, and did nothing. */
   | 'unconfirmed'
+  /** A transfer package refused (signature, a file's hash, release, run): nothing was loaded. */
+  | 'package_refused'
   | 'internal';
 
 export class TributaryError extends Error {
@@ -64,6 +66,7 @@ export function exitCodeFor(err: unknown): number {
     case 'forbidden':
     case 'gate_tests':
     case 'gate_conflicts':
+    case 'package_refused':
       return EXIT.gate;
     default:
       return EXIT.failure;

@@ -5,7 +5,8 @@ import type { Ctx } from '../engine/kernel/context.js';
 import { listAutoResolutions, type AutoResolution } from '../engine/review/index.js';
 import { EXIT, TributaryError } from '../errors.js';
 import { redactDeep } from '../log.js';
-import { renderAuditMarkdown, renderAuditSummary, renderVerify } from '../views/audit.js';
+import { verifyTravelledChains } from '../engine/transfer/index.js';
+import { renderAuditMarkdown, renderAuditSummary, renderTravelled, renderVerify } from '../views/audit.js';
 
 /** `tributary audit R2 [--format text|markdown|json]` and `tributary audit verify R2 [--head <hash>]`. */
 export interface AuditCliHelpers {
@@ -36,7 +37,7 @@ export function registerAuditCommands(program: Command, h: AuditCliHelpers): voi
 
   audit
     .command('verify [release]')
-    .description("walk the audit hash chain and report the first broken link (exit 3); the release's events are counted")
+    .description("walk the audit hash chain and report the first broken link (exit 3); the release's events are counted; on premises, also the chains that travelled in transfer packages")
     .option('--head <hash>', 'a chain head printed earlier (a witness kept outside the database): it must still be in the chain')
     .action(async (release: string | undefined, o: { head?: string }) => {
       if (o.head !== undefined && !/^[0-9a-f]{64}$/i.test(o.head.trim())) {
@@ -45,8 +46,10 @@ export function registerAuditCommands(program: Command, h: AuditCliHelpers): voi
       await h.withCtx(async (ctx) => {
         if (release) releaseOrThrow(ctx.config, release);
         const report = await verifyChain(ctx.db.control, { ...(release ? { release } : {}), ...(o.head ? { head: o.head } : {}) });
-        h.out(report, () => renderVerify(report));
-        if (!report.intact) process.exitCode = EXIT.gate;
+        // on premises, also the chains that travelled in imported transfer packages
+        const travelled = await verifyTravelledChains(ctx, release);
+        h.out(travelled.length ? { ...report, travelled } : report, () => [renderVerify(report), renderTravelled(travelled)].filter(Boolean).join('\n'));
+        if (!report.intact || travelled.some((c) => !c.intact)) process.exitCode = EXIT.gate;
       });
     });
 }

@@ -95,7 +95,7 @@ export interface Config {
   database: { url?: string; dataDir: string; name: string; port?: number };
   releases: Map<string, ReleaseSpec>;
   envs: Map<string, EnvSpec>;
-  /** Source envs, highest precedence first. */
+  /** Source envs, highest precedence first: none on an on-premises side, which imports transfer packages. */
   sources: EnvSpec[];
   tags: TagColumns;
   /** Entities, parents before children. */
@@ -115,6 +115,11 @@ export interface Config {
   logLevel: string;
   /** TRIBUTARY_AUDIT_KEY: the audit chain's HMAC key (a secret; see resolveAuditKey in ./auditKey.ts). */
   auditKey?: string;
+  /**
+   * Transfer packages: trusted public keys (PEM texts, or absolute files), the signing key file (absolute),
+   * and TRIBUTARY_SIGNING_KEY (a secret: the Ed25519 private key's PEM) when set.
+   */
+  transfer: { publicKeys: string[]; signingKeyFile?: string; signingKey?: string };
 }
 
 export interface TestingSpec {
@@ -309,7 +314,8 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
     });
   }
   const sources = [...envs.values()].filter((e) => e.role === 'source').sort((a, b) => a.precedence - b.precedence);
-  if (sources.length === 0) throw configError(file, 'environments', 'declare at least one env with role: source');
+  // none: an on-premises side, which imports the release from a transfer package (tributary load --from)
+  if (sources.length === 0 && !envs.size) throw configError(file, 'environments', 'declare at least one env');
 
   const tags: TagColumns = c.dataset.tags;
   const declared = c.dataset.entities;
@@ -344,6 +350,9 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
   const dataDir = path.resolve(path.dirname(file), c.database.dataDir);
   const auditKey = env.TRIBUTARY_AUDIT_KEY?.trim();
   if (auditKey) registerSecret(auditKey);
+  const signingKey = env.TRIBUTARY_SIGNING_KEY?.trim().replaceAll('\\n', '\n');
+  if (signingKey) registerSecret(signingKey);
+  const besideConfig = (p: string) => path.resolve(path.dirname(path.resolve(file)), p);
 
   return {
     file,
@@ -367,6 +376,11 @@ function normalise(file: string, c: z.infer<typeof configSchema>, env: NodeJS.Pr
     archive: { dir: path.resolve(path.dirname(path.resolve(file)), c.archive.dir) },
     logLevel: logLevelOf(env),
     ...(auditKey ? { auditKey } : {}),
+    transfer: {
+      publicKeys: c.transfer.publicKeys.map((k) => (k.startsWith('-----BEGIN') ? k : besideConfig(k))),
+      ...(c.transfer.signingKeyFile ? { signingKeyFile: besideConfig(c.transfer.signingKeyFile) } : {}),
+      ...(signingKey ? { signingKey } : {}),
+    },
   };
 }
 

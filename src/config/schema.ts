@@ -314,6 +314,17 @@ export const configSchema = z.strictObject({
   testing: testingSchema.optional(),
   deploy: deploySchema.optional(),
   nightly: nightlySchema.optional(),
+  /**
+   * Signed transfer packages between a cloud side and an on-premises side (src/engine/transfer): the public
+   * keys this side trusts (PEM text, or a file relative to the config file), and the private key file
+   * `tributary export` signs with when TRIBUTARY_SIGNING_KEY is not set.
+   */
+  transfer: z
+    .strictObject({
+      publicKeys: z.array(z.string().trim().min(1)).default([]),
+      signingKeyFile: z.string().min(1).optional(),
+    })
+    .default({ publicKeys: [] }),
   /** Cold storage of archived release partitions, relative to the config file. */
   archive: z.strictObject({ dir: z.string().min(1).default('.tributary/archive') }).default({ dir: '.tributary/archive' }),
 });

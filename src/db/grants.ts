@@ -31,6 +31,8 @@ grant select, insert, update, delete on all tables in schema public to ${app};
 grant usage, select on all sequences in schema public to ${app};
 -- the audit trail: append and read only
 revoke update, delete, truncate on audit_events from ${app};
+-- imported transfer packages and the audit events that travelled in them: append and read only
+revoke update, delete, truncate on transfer_packages, imported_audit_events from ${app};
 revoke insert, update, delete, truncate on audit_chain_origin, knex_migrations, knex_migrations_lock from ${app};
 -- consolidation's work tables
 grant usage, create on schema work to ${app};

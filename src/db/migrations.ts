@@ -15,6 +15,7 @@ import * as auditChainOrigin from '../../migrations/20261205120000_audit_chain_o
 import * as lockColumns from '../../migrations/20261205130000_lock_columns.js';
 import * as autoResolutions from '../../migrations/20261206120000_auto_resolutions.js';
 import * as patternDecisions from '../../migrations/20261206130000_pattern_decisions.js';
+import * as transfer from '../../migrations/20261206140000_transfer.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -37,6 +38,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261205130000_lock_columns': lockColumns,
   '20261206120000_auto_resolutions': autoResolutions,
   '20261206130000_pattern_decisions': patternDecisions,
+  '20261206140000_transfer': transfer,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -1,4 +1,5 @@
 import type { AuditSummary, ChainReport, StepName, StepTime } from '../engine/report/index.js';
+import type { TravelledChain } from '../engine/transfer/index.js';
 
 /** The audit summary and the chain verification, as plain text (CLI) and Markdown (export): pure functions. */
 const STEPS: StepName[] = ['collection', 'detection', 'resolution', 'review', 'validation', 'loading'];
@@ -67,6 +68,17 @@ export function renderAuditMarkdown(s: AuditSummary): string {
   lines.push('', `Chain head (witness): \`${headText(s)}\``);
   if (s.head) lines.push('', `Verify later with \`tributary audit verify ${s.release} --head ${s.head.hash}\`.`);
   return lines.join('\n');
+}
+
+/** The travelled chains of imported transfer packages (on premises), after the local chain's report. */
+export function renderTravelled(chains: TravelledChain[]): string {
+  return chains
+    .map((c) =>
+      c.intact
+        ? `Travelled chain intact: ${c.events} event(s) of ${c.release} from package ${c.digest.slice(0, 16)}… (cloud run #${c.sourceRunId}), vouched for by key ${c.keyId}'s signature${c.head ? `; signed head #${c.head.seq} ${c.head.hash}` : ''}`
+        : `Travelled chain BROKEN: ${c.broken}`,
+    )
+    .join('\n');
 }
 
 export function renderVerify(r: ChainReport): string {

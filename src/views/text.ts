@@ -2,6 +2,7 @@ import type { ConflictRow, DecisionOutcome } from '../engine/review/index.js';
 import type { ResultCounts, ReleaseStatus, Lineage } from '../engine/report/index.js';
 import type { TagResult } from '../engine/gate/index.js';
 import type { LoadResult } from '../engine/load/index.js';
+import type { ExportResult, ImportResult } from '../engine/transfer/index.js';
 
 /** Plain-text renderings for the CLI: pure functions of domain objects. */
 const pct = (n: number, of: number) => (of === 0 ? '0%' : `${((100 * n) / of).toFixed(1)}%`);
@@ -111,6 +112,21 @@ export function renderLineage(release: string, rows: Lineage[]): string {
 export function renderLoad(r: LoadResult): string {
   const lines = [`Loaded ${r.release} into ${r.env} (run #${r.runId}) in ${(r.ms / 1000).toFixed(2)}s, verified on both sides:`];
   for (const t of r.tables) lines.push(`  ${t.table.padEnd(16)} ${String(t.rows).padStart(8)} rows  checksum ${t.checksum}`);
+  return lines.join('\n');
+}
+
+export function renderExport(r: ExportResult): string {
+  const lines = [`Exported ${r.release} (run #${r.runId}) to ${r.dir} in ${(r.ms / 1000).toFixed(2)}s, signed by key ${r.keyId}:`];
+  for (const t of r.tables) lines.push(`  ${t.table.padEnd(16)} ${String(t.rows).padStart(8)} rows  checksum ${t.checksum}  ${t.bytes} bytes`);
+  lines.push(`  ${r.events} audit event(s); package digest (SHA-256 of manifest.json) ${r.digest}`);
+  lines.push('Move the folder with any file transfer you trust; on premises: tributary load <release> --from <dir>');
+  return lines.join('\n');
+}
+
+export function renderImport(r: ImportResult): string {
+  const lines = [`Imported ${r.release} (cloud run #${r.sourceRunId}, here run #${r.runId}) into ${r.env} in ${(r.ms / 1000).toFixed(2)}s, verified against the signed manifest (key ${r.keyId}):`];
+  for (const t of r.tables) lines.push(`  ${t.table.padEnd(16)} ${String(t.rows).padStart(8)} rows  checksum ${t.checksum}`);
+  lines.push(`  ${r.events} travelled audit event(s); package digest ${r.digest}`);
   return lines.join('\n');
 }
 

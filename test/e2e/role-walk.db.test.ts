@@ -49,6 +49,8 @@ const CLI_WALK: CliStep[] = [
   { command: 'validate', argv: ['validate', 'R2'], needs: 'validate' },
   { command: 'waive', argv: ['waive', 'F-001', '--release', 'R2', '--rationale', 'walk'], needs: 'waive' },
   { command: 'load', argv: ['load', 'R2', '--confirm'], needs: 'load' },
+  { command: 'load', argv: ['load', 'R2', '--from', '/nonexistent/R2-package'], needs: 'load' },
+  { command: 'export', argv: ['export', 'R2', '--out', '/nonexistent/R2-package'], needs: 'export' },
   { command: 'test', argv: ['test', 'R2', '--tier', '1'], needs: 'test' },
   { command: 'approve', argv: ['approve', 'R2', '--rationale', 'walk'], needs: 'approve' },
   { command: 'promote', argv: ['promote', 'R2'], needs: 'promote' },
@@ -79,6 +81,8 @@ const DATABASE_BOUNDARY = ['migrate', 'grants'];
 const WORKERS = ['agent'];
 /** Commands that only group sub-commands (each walked above). */
 const GROUPS = ['policy'];
+/** The operator's key pair for transfer packages: files on the operator's machine, no database, no role. */
+const OPERATOR_FILES = ['keys', 'keys generate'];
 
 let env: TestEnv;
 let fake: FakeSlack;
@@ -126,7 +130,7 @@ afterAll(async () => {
 
 describe('the CLI, as an identity without a role', () => {
   it('lists every command of the program', () => {
-    const walked = new Set([...CLI_WALK.map((s) => s.command), ...DATABASE_BOUNDARY, ...WORKERS, ...GROUPS]);
+    const walked = new Set([...CLI_WALK.map((s) => s.command), ...DATABASE_BOUNDARY, ...WORKERS, ...GROUPS, ...OPERATOR_FILES]);
     const missing = commandPaths(buildProgram()).filter((c) => !walked.has(c));
     expect(missing, 'commands the role walk does not cover').toEqual([]);
   });

@@ -8,7 +8,7 @@ import { failpoint } from '../kernel/failpoints.js';
 import { holdSessionLock } from '../kernel/sessionLock.js';
 import { collectRelease, startCollector, type Collector } from './collect.js';
 import { keyLabelSql, workTable, runTables, sourcesSql } from '../kernel/workArea.js';
-import { checkReachable, type Actor, type Ctx } from '../kernel/context.js';
+import { checkReachable, requireSources, type Actor, type Ctx } from '../kernel/context.js';
 import { detectAndResolve, type DetectCounts, type ReferenceProblem } from './detect.js';
 import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
 import { literal } from '../kernel/sql.js';
@@ -50,7 +50,7 @@ async function consolidateWith(ctx: Ctx, release: string, opts: { actor: Actor; 
   // the lock: loading holds the event loop, and the lock session's keep-alive with it
   const { Run } = await import('../../db/models.js');
   // the lock gate first: a release never locked is refused as not locked, naming what to lock
-  const locks = await requireLocked(ctx, release, ctx.config.sources);
+  const locks = await requireLocked(ctx, release, requireSources(ctx, release, 'consolidate'));
   const { state, currentRunId: previousRunId } = await releaseState(ctx.db.control, release);
   nextState(release, state, 'consolidate');
   let only: { env: string; previousRunId: number } | undefined;

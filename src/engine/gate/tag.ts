@@ -2,7 +2,7 @@ import { type EnvSpec, type EntitySpec, envOrThrow, releaseOrThrow } from '../..
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
 import { tableChecksum, tableColumns, tableExists, type TableColumn } from '../kernel/checksum.js';
-import { checkReachable, onEnv, type Actor, type Ctx } from '../kernel/context.js';
+import { checkReachable, onEnv, requireSources, type Actor, type Ctx } from '../kernel/context.js';
 import { transition } from '../kernel/lifecycle.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 
@@ -79,6 +79,7 @@ async function findOffenders(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release
  */
 export async function tagRelease(ctx: Ctx, release: string, opts: { env?: string; actor: Actor }): Promise<TagResult> {
   const plan = releaseOrThrow(ctx.config, release);
+  requireSources(ctx, release, 'tag');
   const envs = sourcesFor(ctx, opts.env);
   await checkReachable(ctx, envs);
   const features = [...plan.features.keys()];

@@ -33,6 +33,19 @@ export function envError(ctx: Ctx, env: EnvSpec, err: unknown): Error {
   return new TributaryError('database', `env ${env.name}: ${msg}`, { env: env.name });
 }
 
+/**
+ * The source envs, or a refusal on an on-premises side (a config without sources): tag and consolidate run
+ * on the cloud side; this side imports the release from a signed transfer package.
+ */
+export function requireSources(ctx: Ctx, release: string, step: string): EnvSpec[] {
+  if (ctx.config.sources.length > 0) return ctx.config.sources;
+  throw new TributaryError(
+    'config_invalid',
+    `${ctx.config.file}: environments: no env has role: source, so there is nothing to ${step} here; on an on-premises side, import ${release} from its signed transfer package: tributary load ${release} --from <dir>`,
+    { release },
+  );
+}
+
 export async function onEnv<T>(ctx: Ctx, env: EnvSpec, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();

@@ -10,7 +10,7 @@ import type { Actor } from './context.js';
 export const RELEASE_STATES = ['planned', 'locked', 'consolidated', 'validated', 'loaded', 'tier1-passed', 'promoted', 'tier2-passed', 'approved'] as const;
 export type ReleaseState = (typeof RELEASE_STATES)[number];
 
-export type ReleaseEvent = 'lock' | 'consolidate' | 'validate' | 'invalidate' | 'load' | 'tier1' | 'promote' | 'tier2' | 'approve';
+export type ReleaseEvent = 'lock' | 'consolidate' | 'validate' | 'invalidate' | 'import' | 'load' | 'tier1' | 'promote' | 'tier2' | 'approve';
 
 /** States from which the data may be loaded again (a re-load sends the release back through testing). */
 const AFTER_LOAD: readonly ReleaseState[] = ['loaded', 'tier1-passed', 'promoted', 'tier2-passed', 'approved'];
@@ -23,6 +23,11 @@ const TRANSITIONS: Record<ReleaseEvent, { from: readonly ReleaseState[]; to: Rel
   validate: { from: AFTER_CONSOLIDATE, to: 'validated', first: 'consolidate it first: tributary consolidate <release>' },
   /** A decision or a new finding after validation: validate again. */
   invalidate: { from: AFTER_CONSOLIDATE, to: 'consolidated', first: 'consolidate it first: tributary consolidate <release>' },
+  /**
+   * On premises: a signed transfer package of a release validated on the cloud side arrived ("validated
+   * (imported)"; its run is of kind import); the load that follows continues the usual lifecycle.
+   */
+  import: { from: ['planned', 'validated', ...AFTER_LOAD], to: 'validated', first: 'the release is being consolidated on this side: import it on a side without sources' },
   load: { from: ['validated', ...AFTER_LOAD], to: 'loaded', first: 'validate it first (loading is refused while findings are open): tributary validate <release>' },
   /** Tier 1 passed on the loaded data. */
   tier1: { from: AFTER_LOAD, to: 'tier1-passed', first: 'load it into staging first: tributary load <release>' },

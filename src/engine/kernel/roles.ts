@@ -18,6 +18,8 @@ export const NEEDS: Record<string, Role[]> = {
   waive: ['qa_lead'],
   validate: ['qa_lead', 'reviewer'],
   load: ['qa_lead'],
+  /** `tributary export`: a validated release as a signed transfer package (cloud side). */
+  export: ['qa_lead'],
   test: ['qa_lead'],
   promote: ['qa_lead'],
   approve: ['qa_lead'],

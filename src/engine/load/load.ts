@@ -35,7 +35,7 @@ export interface LoadResult {
   ms: number;
 }
 
-interface TableShape {
+export interface TableShape {
   columns: (TableColumn & { notNull: boolean; num: number })[];
   primaryKey: string[];
   /** The enums, domains and composites its columns use (created in staging where missing). */
@@ -48,7 +48,7 @@ const PK_SQL = `select a.attname as name from pg_index i join pg_attribute a on 
     where i.indrelid = to_regclass($1) and i.indisprimary order by array_position(i.indkey::int2[], a.attnum)`;
 
 /** The ST table's shape, from the highest-precedence source env that has it. */
-async function sourceShape(ctx: Ctx, e: EntitySpec): Promise<TableShape> {
+export async function sourceShape(ctx: Ctx, e: EntitySpec): Promise<TableShape> {
   for (const env of ctx.config.sources) {
     const client = pgClient(ctx.db.envParams(env) as pg.ClientConfig);
     client.on('error', () => undefined);
@@ -67,7 +67,7 @@ async function sourceShape(ctx: Ctx, e: EntitySpec): Promise<TableShape> {
   throw new TributaryError('config_invalid', `entity ${e.name}: table ${e.table} exists in no source env`);
 }
 
-function createTableSql(table: string, shape: TableShape, temp = false): string {
+export function createTableSql(table: string, shape: TableShape, temp = false): string {
   const cols = shape.columns.map((c) => `${ident(c.name)} ${c.type}${c.notNull && !temp ? ' not null' : ''}`);
   if (shape.primaryKey.length > 0 && !temp) cols.push(`primary key (${shape.primaryKey.map(ident).join(', ')})`);
   return `create ${temp ? 'temp ' : ''}table ${temp ? '' : 'if not exists '}${table} (${cols.join(', ')})${temp ? ' on commit drop' : ''}`;
@@ -86,6 +86,22 @@ async function expectedChecksum(ctx: Ctx, runId: number, e: EntitySpec, shape: T
     [e.name],
   );
   return res.rows[0]!;
+}
+
+/**
+ * The control side's figures per entity: those validation computed over the same final rows (any change to
+ * them since sends the release back to validation), else computed while the rows travel (another connection).
+ */
+export async function expectedFigures(ctx: Ctx, runId: number, shapes: Map<string, TableShape>): Promise<Map<string, Promise<{ rows: number; checksum: string }>>> {
+  const run = await ctx.db.control('runs').where({ id: runId }).first('counts');
+  const validated = (run?.counts as { validated?: Record<string, { rows: number; checksum: string }> } | undefined)?.validated ?? {};
+  const expected = new Map<string, Promise<{ rows: number; checksum: string }>>();
+  for (const e of ctx.config.entities) {
+    const p = validated[e.name] ? Promise.resolve(validated[e.name]!) : expectedChecksum(ctx, runId, e, shapes.get(e.name)!);
+    p.catch(() => undefined);
+    expected.set(e.name, p);
+  }
+  return expected;
 }
 
 /** A final row's cells in column-name order (the checksum's order). */
@@ -126,16 +142,7 @@ export async function loadRelease(ctx: Ctx, release: string, opts: { actor: Acto
   const t = runTables(runId);
   const shapes = new Map<string, TableShape>();
   for (const e of ctx.config.entities) shapes.set(e.name, await sourceShape(ctx, e));
-  // the control side's checksums: those validation computed over the same final rows (any change to them
-  // since sends the release back to validation), else computed while the rows travel (another connection)
-  const run = await ctx.db.control('runs').where({ id: runId }).first('counts');
-  const validated = (run?.counts as { validated?: Record<string, { rows: number; checksum: string }> } | undefined)?.validated ?? {};
-  const expected = new Map<string, Promise<{ rows: number; checksum: string }>>();
-  for (const e of ctx.config.entities) {
-    const p = validated[e.name] ? Promise.resolve(validated[e.name]!) : expectedChecksum(ctx, runId, e, shapes.get(e.name)!);
-    p.catch(() => undefined);
-    expected.set(e.name, p);
-  }
+  const expected = await expectedFigures(ctx, runId, shapes);
 
   const target = pgClient(ctx.db.envParams(staging) as pg.ClientConfig);
   const source = pgClient(ctx.db.controlParams as pg.ClientConfig);

@@ -1,0 +1,139 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
+import pg from 'pg';
+import { releaseOrThrow } from '../../config/load.js';
+import { TributaryError } from '../../errors.js';
+import { recordAudit } from '../kernel/audit.js';
+import type { Actor, Ctx } from '../kernel/context.js';
+import { cellsSelectSql, copyOut } from '../kernel/copy.js';
+import { isValidated, releaseState } from '../kernel/lifecycle.js';
+import { HashTap, signingKey, writeSignedManifest, type PackageFile } from '../kernel/package.js';
+import { ident, literal } from '../kernel/sql.js';
+import { currentRunId, runTables } from '../kernel/workArea.js';
+import { expectedFigures, sourceShape, type TableShape } from '../load/index.js';
+import { chainHead, releaseEvents } from '../report/index.js';
+import { LINEAGE_COLUMNS, TRANSFER_FORMAT, type LineageFile, type TransferManifest, type TransferTable, type TravelledEvent } from './manifest.js';
+
+/**
+ * `tributary export R2 --out <dir>` (cloud side): the validated release as a signed transfer package. The
+ * rows leave the control database as their cells' texts (the verified copy's carrier), each table into a
+ * gzip file hashed as it is written; the manifest's counts and checksums are the release's own (those
+ * validation computed, kernel/checksum.ts), never computed from the files. The package is written into a
+ * temporary folder beside `out` and renamed into place when complete: nothing half written.
+ */
+export interface ExportResult {
+  release: string;
+  runId: number;
+  dir: string;
+  digest: string;
+  keyId: string;
+  tables: { entity: string; table: string; rows: number; checksum: string; bytes: number }[];
+  events: number;
+  ms: number;
+}
+
+/** gzip level 1: the package is written at about the speed of COPY itself. */
+const GZIP = { level: 1 };
+
+async function writeGz(stream: NodeJS.ReadableStream, file: string): Promise<PackageFile> {
+  const tap = new HashTap();
+  await pipeline(stream, zlib.createGzip(GZIP), tap, fs.createWriteStream(file, { flags: 'wx' }));
+  return tap.digest();
+}
+
+export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Actor; out: string; keyFile?: string }): Promise<ExportResult> {
+  releaseOrThrow(ctx.config, release);
+  const started = performance.now();
+  const key = signingKey({ ...(ctx.config.transfer.signingKey ? { pem: ctx.config.transfer.signingKey } : {}), ...((opts.keyFile ?? ctx.config.transfer.signingKeyFile) ? { file: opts.keyFile ?? ctx.config.transfer.signingKeyFile! } : {}) });
+  const { state } = await releaseState(ctx.db.control, release);
+  if (!isValidated(state)) {
+    throw new TributaryError('gate_state', `release ${release} is ${state}: only a validated release is exported; validate it first: tributary validate ${release}`, { release, state });
+  }
+  const out = path.resolve(opts.out);
+  if (fs.existsSync(out) && fs.readdirSync(out).length > 0) throw new TributaryError('usage', `${out} exists and is not empty: export into a new folder`, { dir: out });
+  const runId = await currentRunId(ctx, release);
+  const t = runTables(runId);
+  const shapes = new Map<string, TableShape>();
+  for (const e of ctx.config.entities) shapes.set(e.name, await sourceShape(ctx, e));
+  const expected = await expectedFigures(ctx, runId, shapes);
+  const run = await ctx.db.control('runs').where({ id: runId }).first();
+
+  const tmp = `${out}.partial-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(path.join(tmp, 'data'), { recursive: true });
+  fs.mkdirSync(path.join(tmp, 'lineage'), { recursive: true });
+  const source = new pg.Client(ctx.db.controlParams as pg.ClientConfig);
+  source.on('error', () => undefined);
+  const files: Record<string, PackageFile> = {};
+  const tables: TransferTable[] = [];
+  try {
+    await source.connect();
+    await source.query('begin isolation level repeatable read read only');
+    for (const e of ctx.config.entities) {
+      const shape = shapes.get(e.name)!;
+      const file = `data/${e.name}.copy.gz`;
+      const stream = await copyOut(source, `select ${cellsSelectSql('r.data', shape.columns)} from ${t.result} r where r.entity = ${literal(e.name)} and r.status = 'final'`);
+      files[file] = await writeGz(stream, path.join(tmp, file));
+      const want = await expected.get(e.name)!;
+      if (stream.rowCount !== want.rows) {
+        throw new TributaryError('database', `exporting ${e.name}: ${stream.rowCount} row(s) written, but the release holds ${want.rows}; nothing was exported`, { entity: e.name });
+      }
+      tables.push({ entity: e.name, table: e.table, file, rows: want.rows, checksum: want.checksum, columns: shape.columns, primaryKey: shape.primaryKey, types: shape.types });
+    }
+    const lineage = async (name: keyof typeof LINEAGE_COLUMNS, from: string): Promise<LineageFile> => {
+      const columns = LINEAGE_COLUMNS[name].map(([c]) => c);
+      const file = `lineage/${name}.copy.gz`;
+      const stream = await copyOut(source, `select ${columns.map(ident).join(', ')} from ${from}`);
+      files[file] = await writeGz(stream, path.join(tmp, file));
+      return { file, rows: stream.rowCount, columns };
+    };
+    const records = await lineage('records', t.records);
+    const result = await lineage('result', t.result);
+    const keyMap = await lineage('keyMap', t.keyMap);
+    const conflicts = (await source.query('select * from conflicts where run_id = $1 order by id', [runId])).rows as Record<string, unknown>[];
+    const decisions = (await source.query('select * from decisions where run_id = $1 order by id', [runId])).rows as Record<string, unknown>[];
+    await source.query('commit');
+
+    const events = (await releaseEvents(ctx.db.control, release)) as TravelledEvent[];
+    const head = await chainHead(ctx.db.control);
+    const manifest: TransferManifest = {
+      format: TRANSFER_FORMAT,
+      release,
+      createdAt: new Date().toISOString(),
+      createdBy: opts.actor,
+      run: {
+        id: runId,
+        startedBy: run.started_by,
+        startedAt: new Date(run.started_at).toISOString(),
+        finishedAt: run.finished_at ? new Date(run.finished_at).toISOString() : null,
+        steps: run.steps,
+        counts: run.counts,
+      },
+      releaseTag: ctx.config.tags.release,
+      tables,
+      lineage: { records, result, keyMap, conflicts: JSON.parse(JSON.stringify(conflicts)), decisions: JSON.parse(JSON.stringify(decisions)) },
+      audit: { events: events.map((ev) => ({ ...ev, id: Number(ev.id), seq: ev.seq == null ? null : Number(ev.seq) })), head: head ? { ...head, seq: Number(head.seq), id: Number(head.id) } : null },
+      files,
+    };
+    const signed = writeSignedManifest(tmp, manifest, key);
+    fs.renameSync(tmp, out);
+    const ms = Math.round(performance.now() - started);
+    const summary = tables.map((x) => ({ entity: x.entity, table: x.table, rows: x.rows, checksum: x.checksum, bytes: files[x.file]!.bytes }));
+    await recordAudit(ctx.db.control, {
+      actor: opts.actor,
+      action: 'transfer.export',
+      release,
+      subject: out,
+      details: { runId, digest: signed.digest, keyId: signed.keyId, tables: summary, events: events.length, ms },
+    });
+    return { release, runId, dir: out, digest: signed.digest, keyId: signed.keyId, tables: summary, events: events.length, ms };
+  } catch (err) {
+    await source.query('rollback').catch(() => undefined);
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  } finally {
+    await source.end().catch(() => undefined);
+  }
+}

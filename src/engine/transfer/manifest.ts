@@ -1,0 +1,72 @@
+import type { SignedManifest } from '../kernel/package.js';
+import type { UserType } from '../kernel/types.js';
+
+/** The transfer package's manifest (manifest.json), signed by the cloud side's key. */
+export const TRANSFER_FORMAT = 'tributary-transfer-v1';
+
+export interface TransferTable {
+  entity: string;
+  table: string;
+  /** The gzip file of its rows as COPY text, columns in `columns` order. */
+  file: string;
+  /** Count and checksum of the rows (kernel/checksum.ts), from the cloud's control database. */
+  rows: number;
+  checksum: string;
+  columns: { name: string; type: string; notNull: boolean; num: number }[];
+  primaryKey: string[];
+  /** The enums, domains and composites its columns use, with their definitions. */
+  types: UserType[];
+}
+
+export interface LineageFile {
+  file: string;
+  rows: number;
+  columns: string[];
+}
+
+/** A travelled audit event, exactly as the cloud's chain holds it (at: ISO UTC with microseconds). */
+export interface TravelledEvent {
+  id: number;
+  seq: number | null;
+  at: string;
+  actor: string;
+  action: string;
+  release: string | null;
+  subject: string | null;
+  details: Record<string, unknown>;
+  prev_hash: string | null;
+  hash: string | null;
+}
+
+export interface TransferManifest extends SignedManifest {
+  release: string;
+  createdAt: string;
+  createdBy: string;
+  /** The cloud's consolidation run: a package is accepted only for a later run than staging holds. */
+  run: { id: number; startedBy: string; startedAt: string; finishedAt: string | null; steps: Record<string, unknown>; counts: Record<string, unknown> };
+  /** The release tag column of the tables. */
+  releaseTag: string;
+  tables: TransferTable[];
+  /** What `why` needs on premises: the work area's records, result and key map, and the conflicts and decisions. */
+  lineage: {
+    records: LineageFile;
+    result: LineageFile;
+    keyMap: LineageFile;
+    conflicts: Record<string, unknown>[];
+    decisions: Record<string, unknown>[];
+  };
+  /** The release's audit events and the chain head at export (its hash witnesses every event before it). */
+  audit: { events: TravelledEvent[]; head: { seq: number; id: number; hash: string; at: string } | null };
+}
+
+/**
+ * The lineage tables as they travel and as the on-premises work area holds them (what `why`, `audit` and
+ * `result` read): the records without their cells (staging holds the rows), the result's provenance, the
+ * key map. The result's `rule` and `reason` are the automatic resolutions.
+ */
+const K = 'text collate "C"';
+export const LINEAGE_COLUMNS: Record<'records' | 'result' | 'keyMap', [string, string][]> = {
+  records: [['entity', K], ['env', K], ['env_rank', 'int'], ['pk', K], ['identity', K], ['feature', K], ['created_by', 'text'], ['created_at', 'text']],
+  result: [['entity', K], ['identity', K], ['pk', K], ['sources', 'jsonb'], ['rule', 'text'], ['reason', 'text'], ['conflict', 'text'], ['status', 'text'], ['rep_env', K], ['rep_pk', K], ['feature', K]],
+  keyMap: [['entity', K], ['env', K], ['old_pk', K], ['new_pk', K]],
+};
