@@ -239,6 +239,16 @@ describe('bad packages: each refused, naming the file and what failed; nothing l
   });
 });
 
+describe('a cell corrupted in flight (the real CLI, failpoint import.copy=corrupt)', () => {
+  it('is refused naming the table and the file, never says verified, loads nothing', async () => {
+    const r = await cli(['--config', onprem.configFile, 'load', 'R2', '--from', pkgDir], { env: { TRIBUTARY_AUDIT_KEY: 'on-premises-audit-key-1234', TRIBUTARY_FAILPOINTS: 'import.copy=corrupt' } });
+    expect(r.code, output(r)).toBe(1);
+    expect(r.stderr).toMatch(/staging table "staging"\."users" \(users\), from .*R2-package\/data\/users\.copy\.gz: after the copy, 3 row\(s\) with checksum \d+, but the source's values give 3 with checksum \d+; nothing was written/);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/verified/i);
+    await nothingLoaded();
+  });
+});
+
 describe('import on premises (the cloud control database dropped, a config without sources)', () => {
   it('verifies and loads R2 into staging (the real CLI), cell by cell as the cloud held it; the release is loaded', async () => {
     const r = await cli(['--config', onprem.configFile, 'load', 'R2', '--from', pkgDir], { env: { TRIBUTARY_AUDIT_KEY: 'on-premises-audit-key-1234' } });
