@@ -1,9 +1,13 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse, stringify } from 'yaml';
 import { loadConfig } from '../config/load.js';
-import { openDatabase } from '../db/connect.js';
+import { ensureDatabase, openDatabase } from '../db/connect.js';
+import { exportRelease, generateKeyPair } from '../engine/transfer/index.js';
 import { consolidate } from '../engine/consolidate/index.js';
 import { listConflicts, applyDecision, describeDecision, planDecision, type Decision, autoResolutionCounts, listAutoResolutions, showAutoResolution, type AutoResolution, acceptProposal, decidePattern, listPatterns, listProposals, undoDecision } from '../engine/review/index.js';
 import { renderPatternOutcome, renderPatterns, renderProposals, renderUndo } from '../views/patterns.js';
@@ -16,7 +20,7 @@ import { renderAutoHeader, renderAutoLine, renderAutoResolution } from '../views
 import { renderValidation } from '../views/validation.js';
 import { tagRelease } from '../engine/gate/index.js';
 import { redact } from '../log.js';
-import { renderCounts, renderLoad, renderQueue, renderTag } from '../views/text.js';
+import { renderCounts, renderExport, renderLoad, renderQueue, renderTag } from '../views/text.js';
 import { SCALE_FEATURE, SCALE_RELEASE, seedDemo, seedScaleDemo } from './seed.js';
 import type { Ctx } from '../engine/kernel/context.js';
 import { approveRelease, runTests, type TestProgress } from '../engine/tiers/index.js';
@@ -32,7 +36,8 @@ import { renderDeployment } from '../views/deploy.js';
 
 /**
  * `npm run demo`: builds the demo team on the embedded PostgreSQL, then runs release R2 through tag &
- * lock, consolidation, review (the suggested resolutions), validation, load into staging, and prints the
+ * lock, consolidation, review (the suggested resolutions), validation, load into staging, the hybrid estate
+ * (export as a signed package, import on a second control database), and prints the
  * then tests it in two tiers (tier 1 on staging, promotion into master, tier 2 with a planted regression
  * stopped by the gate, approval), and prints the audit summary. `npm run demo -- --review` stops at the
  * review queue, to decide it yourself.
@@ -100,6 +105,7 @@ async function main(): Promise<void> {
 
     const loaded = await loadRelease(ctx, 'R2', { actor });
     console.log(`\n${renderLoad(loaded)}\n`);
+    await hybridEstate(ctx, actor);
     if (config.testing) await twoTiers(ctx, actor);
     if (config.testing) await nightly(ctx);
     if (config.deploy && config.testing) await deployments(ctx);
@@ -130,6 +136,57 @@ async function autoResolutions(ctx: Ctx): Promise<void> {
     await applyDecision(ctx, 'R2', ivan.code, { action: 'keep', version: older.no }, { actor: 'cli:demo-reviewer', rationale: "demo: ST-1's Ivan is the reference profile" });
   } else console.log(`\n${ivan.code} was overruled in an earlier demo run; the overrule was kept, its records being unchanged:`);
   console.log(renderAutoResolution(await showAutoResolution(ctx, 'R2', ivan.code)));
+}
+
+/**
+ * The hybrid estate, two-sided on the embedded server: this control database plays the cloud side (it
+ * exports R2 as a signed transfer package); a second control database, `tributary_onprem`, with a config of
+ * its own that declares no ST env, plays the on-premises side: the real CLI, as another process, verifies
+ * the package and loads it into its own staging, then answers `why` and verifies both audit chains.
+ */
+async function hybridEstate(ctx: Ctx, actor: string): Promise<void> {
+  if (ctx.config.database.url) {
+    console.log('(The hybrid estate step runs on the embedded server only: with DATABASE_URL, see docs/operations.md "Cloud to on premises".)\n');
+    return;
+  }
+  const base = path.join(path.dirname(path.resolve(ctx.config.file)), '.tributary');
+  const keys = path.join(base, 'keys');
+  if (!fs.existsSync(path.join(keys, 'demo-cloud.key'))) generateKeyPair(keys, 'demo-cloud');
+  // the on-premises side's own audit key (the cloud's never travels)
+  const auditKeyFile = path.join(base, 'onprem-audit.key');
+  if (!fs.existsSync(auditKeyFile)) fs.writeFileSync(auditKeyFile, `${crypto.randomBytes(32).toString('base64url')}\n`, { mode: 0o600 });
+  const raw = parse(fs.readFileSync(ctx.config.file, 'utf8')) as Record<string, unknown>;
+  const onprem = {
+    database: { ...(raw.database as object), dataDir: ctx.config.database.dataDir, name: 'tributary_onprem' },
+    releases: raw.releases,
+    environments: { staging: { role: 'staging', database: 'tributary_onprem_estate', schema: 'staging' } },
+    dataset: raw.dataset,
+    policy: raw.policy,
+    transfer: { publicKeys: [path.join(keys, 'demo-cloud.pub')] },
+  };
+  const onpremFile = path.join(base, 'onprem.yml');
+  fs.writeFileSync(onpremFile, `# the demo's on-premises side: no ST envs; R2 arrives as a signed transfer package\n${stringify(onprem)}`);
+  await ensureDatabase(ctx.db.controlParams, 'tributary_onprem_estate');
+
+  console.log('The hybrid estate: ST envs and consolidation in the cloud, staging and beyond on premises, each side with its own control database.');
+  const pkg = path.join(base, 'transfer', `R2-${Date.now()}`);
+  const exported = await exportRelease(ctx, 'R2', { actor, out: pkg, keyFile: path.join(keys, 'demo-cloud.key') });
+  console.log(`Cloud side: ${renderExport(exported).replace(/\n/g, '\n  ')}`);
+  const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tributary.js');
+  const env: NodeJS.ProcessEnv = { ...process.env, TRIBUTARY_AUDIT_KEY: fs.readFileSync(auditKeyFile, 'utf8').trim() };
+  delete env.DATABASE_URL;
+  delete env.TRIBUTARY_CONFIG;
+  const onpremCli = (args: string[]) => {
+    const r = spawnSync(process.execPath, [bin, '--config', onpremFile, ...args], { env, encoding: 'utf8' });
+    const text = `${r.stdout}${r.stderr}`.trimEnd();
+    if (r.status !== 0) throw new Error(`on premises, tributary ${args.join(' ')} failed: ${text}`);
+    return text.replace(/\n/g, '\n    ');
+  };
+  console.log(`On premises (control database tributary_onprem, config ${path.relative(process.cwd(), onpremFile)}):`);
+  console.log(`  $ tributary load R2 --from ${path.relative(process.cwd(), pkg)}\n    ${onpremCli(['load', 'R2', '--from', pkg, '--confirm'])}`);
+  console.log(`  $ tributary why users 1500 --release R2\n    ${onpremCli(['why', 'users', '1500', '--release', 'R2'])}`);
+  console.log(`  $ tributary audit verify R2\n    ${onpremCli(['audit', 'verify', 'R2'])}\n`);
+  fs.rmSync(pkg, { recursive: true, force: true });
 }
 
 /**

@@ -27,7 +27,7 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-it('npm run demo goes from tag & lock to the rolled-back deployment and the audit summary, on the embedded server', async () => {
+it('npm run demo goes from tag & lock, through the two-sided transfer, to the rolled-back deployment and the audit summary, on the embedded server', async () => {
   fs.copyFileSync(path.join(ROOT, 'tributary.yml'), path.join(dir, 'tributary.yml'));
   fs.symlinkSync(path.join(ROOT, 'demo'), path.join(dir, 'demo'));
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -45,6 +45,10 @@ it('npm run demo goes from tag & lock to the rolled-back deployment and the audi
   expect(out).toMatch(/A-\d{3} {2}newest-wins +users email=ivan@corp\.example/);
   expect(out).toMatch(/overruled by cli:demo-reviewer: keep version 1 — demo: ST-1's Ivan is the reference profile/);
   expect(out).toMatch(/by newest-wins\s+\d+/);
+  // the hybrid estate: exported on this control database, imported on a second one with no ST envs
+  expect(out).toMatch(/Cloud side: Exported R2 \(run #\d+\) to .*signed by key [0-9a-f]{16}/);
+  expect(out).toMatch(/Imported R2 \(cloud run #\d+, here run #\d+\) into staging .*verified against the signed manifest/);
+  expect(out).toMatch(/Travelled chain intact: \d+ event\(s\) of R2 from package/);
   expect(out).toContain('R2 tier 1 on staging');
   expect(out).toContain('Identical; the app runs r2-1.0.0 again.');
   expect(out).toContain('Try: npx tributary why users 1500 --release R2');
