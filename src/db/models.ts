@@ -28,7 +28,7 @@ export class Run extends BaseModel {
     required: ['release', 'kind', 'status', 'started_by'],
     properties: {
       release: { type: 'string', minLength: 1 },
-      kind: { type: 'string', enum: ['consolidate'] },
+      kind: { type: 'string', enum: ['consolidate', 'import'] },
       status: { type: 'string', enum: ['running', 'succeeded', 'failed'] },
       started_by: { type: 'string', minLength: 1 },
     },

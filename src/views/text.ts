@@ -82,7 +82,8 @@ export function renderDecision(o: DecisionOutcome): string {
 
 export function renderStatus(s: ReleaseStatus): string {
   const lines = [`Release ${s.release}: ${s.state}`, `  features: ${s.features.map((f) => `${f.id} (${f.priority}, ${f.owner})`).join(', ')}`];
-  if (s.locks.length > 0) {
+  if (s.imported) lines.push(`  validated (imported): cloud run #${s.imported.sourceRunId}, package ${s.imported.digest.slice(0, 16)}…, signed by key ${s.imported.keyId}`);
+  else if (s.locks.length > 0) {
     const envs = [...new Set(s.locks.map((l) => l.env))];
     lines.push(`  locked: ${envs.map((e) => `${e} ${s.locks.filter((l) => l.env === e).reduce((n, l) => n + Number(l.row_count), 0)} rows`).join(', ')}`);
   } else lines.push('  not locked yet: tributary tag ' + s.release);

@@ -31,6 +31,8 @@ export interface ReleaseStatus {
   lastFailure?: { id: number; error: string; finishedAt: Date | null };
   counts?: ResultCounts;
   queue?: QueueSummary;
+  /** On premises: the release arrived validated in a signed transfer package ("validated (imported)"). */
+  imported?: { sourceRunId: number; digest: string; keyId: string };
 }
 
 /**
@@ -93,6 +95,8 @@ export async function releaseStatus(ctx: Ctx, release: string): Promise<ReleaseS
   if (currentRunId) {
     const run = (await runRow(ctx, currentRunId))!;
     status.run = { id: run.id, status: run.status, startedAt: run.started_at, finishedAt: run.finished_at, startedBy: run.started_by, steps: run.steps };
+    const imported = (run.counts as { imported?: ReleaseStatus['imported'] }).imported;
+    if (run.kind === 'import' && imported) status.imported = imported;
     status.counts = await resultCounts(ctx, currentRunId);
     status.queue = await queueSummary(ctx, release);
   }

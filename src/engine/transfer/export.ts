@@ -64,37 +64,51 @@ export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Ac
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(path.join(tmp, 'data'), { recursive: true });
   fs.mkdirSync(path.join(tmp, 'lineage'), { recursive: true });
-  const source = new pg.Client(ctx.db.controlParams as pg.ClientConfig);
-  source.on('error', () => undefined);
+  // one snapshot for every file: the first connection exports it, each file's own connection adopts it,
+  // and the files are written in parallel
+  const clients: pg.Client[] = [];
+  const open = async (snapshot?: string): Promise<pg.Client> => {
+    const c = new pg.Client(ctx.db.controlParams as pg.ClientConfig);
+    c.on('error', () => undefined);
+    clients.push(c);
+    await c.connect();
+    await c.query('begin isolation level repeatable read read only');
+    if (snapshot) await c.query(`set transaction snapshot ${literal(snapshot)}`);
+    return c;
+  };
   const files: Record<string, PackageFile> = {};
-  const tables: TransferTable[] = [];
   try {
-    await source.connect();
-    await source.query('begin isolation level repeatable read read only');
-    for (const e of ctx.config.entities) {
+    const source = await open();
+    const snapshot = (await source.query<{ s: string }>('select pg_export_snapshot() as s')).rows[0]!.s;
+    const table = async (e: (typeof ctx.config.entities)[number]): Promise<TransferTable> => {
       const shape = shapes.get(e.name)!;
       const file = `data/${e.name}.copy.gz`;
-      const stream = await copyOut(source, `select ${cellsSelectSql('r.data', shape.columns)} from ${t.result} r where r.entity = ${literal(e.name)} and r.status = 'final'`);
+      const stream = await copyOut(await open(snapshot), `select ${cellsSelectSql('r.data', shape.columns)} from ${t.result} r where r.entity = ${literal(e.name)} and r.status = 'final'`);
       files[file] = await writeGz(stream, path.join(tmp, file));
       const want = await expected.get(e.name)!;
       if (stream.rowCount !== want.rows) {
         throw new TributaryError('database', `exporting ${e.name}: ${stream.rowCount} row(s) written, but the release holds ${want.rows}; nothing was exported`, { entity: e.name });
       }
-      tables.push({ entity: e.name, table: e.table, file, rows: want.rows, checksum: want.checksum, columns: shape.columns, primaryKey: shape.primaryKey, types: shape.types });
-    }
+      return { entity: e.name, table: e.table, file, rows: want.rows, checksum: want.checksum, columns: shape.columns, primaryKey: shape.primaryKey, types: shape.types };
+    };
     const lineage = async (name: keyof typeof LINEAGE_COLUMNS, from: string): Promise<LineageFile> => {
       const columns = LINEAGE_COLUMNS[name].map(([c]) => c);
       const file = `lineage/${name}.copy.gz`;
-      const stream = await copyOut(source, `select ${columns.map(ident).join(', ')} from ${from}`);
+      const stream = await copyOut(await open(snapshot), `select ${columns.map(ident).join(', ')} from ${from}`);
       files[file] = await writeGz(stream, path.join(tmp, file));
       return { file, rows: stream.rowCount, columns };
     };
-    const records = await lineage('records', t.records);
-    const result = await lineage('result', t.result);
-    const keyMap = await lineage('keyMap', t.keyMap);
+    const settled = await Promise.allSettled([
+      Promise.all(ctx.config.entities.map(table)),
+      Promise.all([lineage('records', t.records), lineage('result', t.result), lineage('keyMap', t.keyMap)] as const),
+    ]);
+    const failed = settled.find((x) => x.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const tables = (settled[0] as PromiseFulfilledResult<TransferTable[]>).value;
+    const [records, result, keyMap] = (settled[1] as PromiseFulfilledResult<[LineageFile, LineageFile, LineageFile]>).value;
     const conflicts = (await source.query('select * from conflicts where run_id = $1 order by id', [runId])).rows as Record<string, unknown>[];
     const decisions = (await source.query('select * from decisions where run_id = $1 order by id', [runId])).rows as Record<string, unknown>[];
-    await source.query('commit');
+    for (const c of clients) await c.query('commit');
 
     const events = (await releaseEvents(ctx.db.control, release)) as TravelledEvent[];
     const head = await chainHead(ctx.db.control);
@@ -130,10 +144,9 @@ export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Ac
     });
     return { release, runId, dir: out, digest: signed.digest, keyId: signed.keyId, tables: summary, events: events.length, ms };
   } catch (err) {
-    await source.query('rollback').catch(() => undefined);
     fs.rmSync(tmp, { recursive: true, force: true });
     throw err;
   } finally {
-    await source.end().catch(() => undefined);
+    await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   }
 }

@@ -123,6 +123,39 @@ export async function importRelease(ctx: Ctx, release: string, opts: { actor: Ac
   const target = new pg.Client(ctx.db.envParams(staging) as pg.ClientConfig);
   target.on('error', () => undefined);
   let current = '';
+  /** Staging: one transaction (left open for the caller to commit), every table checked against the manifest. */
+  const loadStaging = async (): Promise<LoadedTable[]> => {
+    // staging: one transaction, committed only when every table equals the manifest
+    try {
+      await target.connect();
+    } catch (err) {
+      throw envError(ctx, staging, err);
+    }
+    await target.query('begin');
+    if (staging.schema) await target.query(`create schema if not exists ${ident(staging.schema)}`);
+    const byEntity = new Map(m.tables.map((x) => [x.entity, x]));
+    for (const e of ctx.config.entities) {
+      const x = byEntity.get(e.name)!;
+      current = qualified(staging.schema, e.table);
+      await ensureUserTypes(target, x.types, current);
+      await target.query(createTableSql(current, { columns: x.columns, primaryKey: x.primaryKey, types: x.types }));
+    }
+    for (const e of [...ctx.config.entities].reverse()) {
+      current = qualified(staging.schema, e.table);
+      await target.query(`delete from ${current} where ${ident(ctx.config.tags.release)} = $1`, [release]);
+    }
+    const tables: LoadedTable[] = [];
+    for (const e of ctx.config.entities) {
+      const x = byEntity.get(e.name)!;
+      current = qualified(staging.schema, e.table);
+      await copyIn(target, gunzip(pkg.dir, x.file) as never, { failpoint: 'import.copy', table: current, columns: x.columns.map((c) => c.name) });
+      const byName = x.columns.map((c) => ({ name: c.name, type: c.type })).sort(byColumnName);
+      const got = await targetChecksum(target, staging.schema, e.table, byName, `${ident(ctx.config.tags.release)} = ${literal(release)}`);
+      requireChecksum(`staging table ${current} (${e.name}), from ${path.join(pkg.dir, x.file)}`, got, { rows: x.rows, checksum: x.checksum }, { table: current, file: x.file });
+      tables.push({ entity: e.name, table: e.table, rows: got.rows, checksum: got.checksum });
+    }
+    return tables;
+  };
   try {
     return await ctx.db.control.transaction(async (trx) => {
       const [runRow] = await trx('runs')
@@ -138,10 +171,23 @@ export async function importRelease(ctx: Ctx, release: string, opts: { actor: Ac
         .returning('id');
       const runId = Number((runRow as { id: number }).id);
       const conn = await connectionOf(trx);
+      // the lineage goes into the control database (its transaction's connection) while the rows go into
+      // staging (a connection of its own): the two run side by side, and both must succeed
+      const lineage = (async () => {
+        await loadLineage(conn, pkg.dir, runId, 'records', m.lineage.records);
+        await loadLineage(conn, pkg.dir, runId, 'result', m.lineage.result);
+        await loadLineage(conn, pkg.dir, runId, 'keyMap', m.lineage.keyMap);
+      })();
+      lineage.catch(() => undefined);
+      let tables: LoadedTable[];
+      try {
+        tables = await loadStaging();
+      } catch (err) {
+        await lineage.catch(() => undefined);
+        throw err;
+      }
       current = 'lineage';
-      await loadLineage(conn, pkg.dir, runId, 'records', m.lineage.records);
-      await loadLineage(conn, pkg.dir, runId, 'result', m.lineage.result);
-      await loadLineage(conn, pkg.dir, runId, 'keyMap', m.lineage.keyMap);
+      await lineage;
       const conflictIds = new Map<number, number>();
       for (const c of m.lineage.conflicts) {
         const { id, run_id: _run, detail, ...rest } = c as { id: number; run_id: number; detail: unknown };
@@ -177,35 +223,6 @@ export async function importRelease(ctx: Ctx, release: string, opts: { actor: Ac
         );
       }
 
-      // staging: one transaction, committed only when every table equals the manifest
-      try {
-        await target.connect();
-      } catch (err) {
-        throw envError(ctx, staging, err);
-      }
-      await target.query('begin');
-      if (staging.schema) await target.query(`create schema if not exists ${ident(staging.schema)}`);
-      const byEntity = new Map(m.tables.map((x) => [x.entity, x]));
-      for (const e of ctx.config.entities) {
-        const x = byEntity.get(e.name)!;
-        current = qualified(staging.schema, e.table);
-        await ensureUserTypes(target, x.types, current);
-        await target.query(createTableSql(current, { columns: x.columns, primaryKey: x.primaryKey, types: x.types }));
-      }
-      for (const e of [...ctx.config.entities].reverse()) {
-        current = qualified(staging.schema, e.table);
-        await target.query(`delete from ${current} where ${ident(ctx.config.tags.release)} = $1`, [release]);
-      }
-      const tables: LoadedTable[] = [];
-      for (const e of ctx.config.entities) {
-        const x = byEntity.get(e.name)!;
-        current = qualified(staging.schema, e.table);
-        await copyIn(target, gunzip(pkg.dir, x.file) as never, { failpoint: 'import.copy', table: current, columns: x.columns.map((c) => c.name) });
-        const byName = x.columns.map((c) => ({ name: c.name, type: c.type })).sort(byColumnName);
-        const got = await targetChecksum(target, staging.schema, e.table, byName, `${ident(ctx.config.tags.release)} = ${literal(release)}`);
-        requireChecksum(`staging table ${current} (${e.name}), from ${path.join(pkg.dir, x.file)}`, got, { rows: x.rows, checksum: x.checksum }, { table: current, file: x.file });
-        tables.push({ entity: e.name, table: e.table, rows: got.rows, checksum: got.checksum });
-      }
       await target.query('commit');
       // staging committed, the control database not yet: the package was not recorded, so loading it again
       // replaces the release's rows

@@ -261,6 +261,10 @@ describe('import on premises (the cloud control database dropped, a config witho
     expect(loads.map((l) => [Number(l.row_count), l.checksum])).toEqual([[cloudFigures.users.rows, cloudFigures.users.checksum]]);
     expect((await onprem.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('loaded');
     expect((await onprem.db.control('runs').first()).kind).toBe('import');
+    const status = await cli(['--config', onprem.configFile, 'status', 'R2'], { env: { TRIBUTARY_AUDIT_KEY: 'on-premises-audit-key-1234' } });
+    expect(status.code, output(status)).toBe(0);
+    expect(status.stdout).toMatch(/Release R2: loaded\n.*\n {2}validated \(imported\): cloud run #\d+, package [0-9a-f]{16}…, signed by key [0-9a-f]{16}/);
+    expect(status.stdout).not.toContain('not locked yet');
   });
 
   it('answers why on premises as the cloud did: sources, rule, the conflict and its decision', async () => {
