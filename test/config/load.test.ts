@@ -179,6 +179,22 @@ describe('config validation', () => {
     expect(err.message).toContain('only one master env');
   });
 
+  it('loads an on-premises config without sources (staging and master only), with its trusted keys beside the config; refuses one without any env', () => {
+    const doc = baseDoc();
+    doc.environments = { staging: { role: 'staging', schema: 'staging' }, master: { role: 'master', schema: 'master' } };
+    doc.transfer = { publicKeys: ['keys/cloud.pub', '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----'] };
+    const file = write(doc);
+    const c = loadConfig({ file, env: { TRIBUTARY_SIGNING_KEY: '-----BEGIN PRIVATE KEY-----\\nsecret\\n-----END PRIVATE KEY-----' } });
+    expect(c.sources).toEqual([]);
+    expect(c.transfer.publicKeys[0]).toBe(path.join(dir, 'keys/cloud.pub'));
+    expect(c.transfer.publicKeys[1]).toMatch(/^-----BEGIN PUBLIC KEY-----\n/);
+    // the signing key is a secret: masked wherever it would be printed; \n stands for line breaks
+    expect(c.transfer.signingKey).toBe('-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----');
+    expect(redact(`key: ${c.transfer.signingKey}`)).not.toContain('secret');
+    doc.environments = {};
+    expect(loadError(write(doc)).message).toMatch(/environments: declare at least one env/);
+  });
+
   it('refuses a key or tag column declared as an attribute', () => {
     const doc = baseDoc();
     doc.dataset.entities.users.core = ['role', 'created_by'];

@@ -28,13 +28,13 @@ const tables = async () =>
 
 it('migrates up and down, and up again', async () => {
   await knex.migrate.latest({ migrationSource });
-  expect(await tables()).toEqual(['approvals', 'archives', 'audit_chain_origin', 'audit_events', 'auto_resolutions', 'bundles', 'conflicts', 'data_backups', 'decisions', 'deploy_decisions', 'deployments', 'env_locks', 'findings', 'loads', 'locks', 'nightly_runs', 'pattern_decisions', 'promotions', 'prune_proposals', 'pruned_tests', 'release_states', 'runs', 'slack_messages', 'test_catalog', 'test_results', 'test_runs', 'test_shards']);
+  expect(await tables()).toEqual(['approvals', 'archives', 'audit_chain_origin', 'audit_events', 'auto_resolutions', 'bundles', 'conflicts', 'data_backups', 'decisions', 'deploy_decisions', 'deployments', 'env_locks', 'findings', 'imported_audit_events', 'loads', 'locks', 'nightly_runs', 'pattern_decisions', 'promotions', 'prune_proposals', 'pruned_tests', 'release_states', 'runs', 'slack_messages', 'test_catalog', 'test_results', 'test_runs', 'test_shards', 'transfer_packages']);
   const work = await knex.raw(`select 1 from pg_namespace where nspname = 'work'`);
   expect(work.rowCount).toBe(1);
   await knex.migrate.rollback({ migrationSource }, true);
   expect(await tables()).toEqual([]);
   await knex.migrate.latest({ migrationSource });
-  expect(await tables()).toHaveLength(27);
+  expect(await tables()).toHaveLength(29);
 });
 
 it('the audit trail refuses updates and deletes', async () => {

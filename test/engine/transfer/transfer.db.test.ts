@@ -295,6 +295,9 @@ describe('import on premises (the cloud control database dropped, a config witho
     expect(audit.code, output(audit)).toBe(0);
     expect(audit.stdout).toMatch(/loading/);
 
+    // the travelled events and the packages are append-only, like the audit trail
+    await expect(onprem.db.control('imported_audit_events').update({ actor: 'U0MALLORY' })).rejects.toThrow(/append-only/);
+    await expect(onprem.db.control('transfer_packages').delete()).rejects.toThrow(/append-only/);
     // a travelled event altered here (around the append-only trigger, as an owner could) breaks that chain only
     await onprem.sql(`alter table imported_audit_events disable trigger imported_audit_events_no_update`);
     await onprem.sql(`update imported_audit_events set actor = 'U0MALLORY' where seq = (select min(seq) from imported_audit_events)`);
