@@ -137,7 +137,7 @@ export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Ac
     const summary = tables.map((x) => ({ entity: x.entity, table: x.table, rows: x.rows, checksum: x.checksum, bytes: files[x.file]!.bytes }));
     await recordAudit(ctx.db.control, {
       actor: opts.actor,
-      action: 'transfer.export',
+      action: 'export.finish',
       release,
       subject: out,
       details: { runId, digest: signed.digest, keyId: signed.keyId, tables: summary, events: events.length, ms },
