@@ -15,7 +15,7 @@ const TAIL_BYTES = 4000;
  * carries a secret Tributary knows, or libpq variables inherited from Tributary's own environment: a team
  * command gets the credentials of the environment it targets, and only those (pgEnv).
  */
-const WITHHELD = /^(TRIBUTARY_AUDIT_KEY|DATABASE_URL|SLACK_[A-Z_]*(TOKEN|SECRET)[A-Z_]*|PG[A-Z_]+)$/;
+const WITHHELD = /^(TRIBUTARY_AUDIT_KEY|TRIBUTARY_SIGNING_KEY|DATABASE_URL|SLACK_[A-Z_]*(TOKEN|SECRET)[A-Z_]*|PG[A-Z_]+)$/;
 
 /** The basics a command needs to run at all (a short password could otherwise match inside PATH). */
 const BASICS = new Set(['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'TZ', 'TMPDIR', 'PWD']);

@@ -51,6 +51,8 @@ beforeAll(async () => {
     ST9_DATABASE_URL: withPassword(urlFor(database), 'qa_st9', ST9_PW),
     PGPASSWORD: INHERITED_PW,
     PGUSER: 'inherited_user',
+    // the transfer package's signing key (the cloud side's export): never a team command's
+    TRIBUTARY_SIGNING_KEY: '-----BEGIN PRIVATE KEY-----\\nsigning-key-body\\n-----END PRIVATE KEY-----',
   };
   // the bot's own process environment: what a team command would inherit
   for (const [k, v] of Object.entries(vars)) {
@@ -107,6 +109,8 @@ function expectNoForeignCredential(all: string): void {
   expect(all).not.toContain(ST9_PW);
   expect(all).not.toContain(INHERITED_PW);
   expect(all).not.toContain('inherited_user');
+  expect(all).not.toContain('signing-key-body');
+  expect(all).not.toContain('TRIBUTARY_SIGNING_KEY');
   expect(all).not.toContain(controlPw);
   expect(all).not.toContain('ST9_DATABASE_URL');
   expect(all).not.toContain('STAGING_DATABASE_URL');
