@@ -50,7 +50,7 @@ export function registerLoadCommands(program: Command, h: CliHelpers): void {
     .command('export <release>')
     .description('cloud side: write the validated release as a signed transfer package (gzip COPY files, manifest, Ed25519 signature) into a new folder; an operator file operation, not in Slack')
     .requiredOption('--out <dir>', 'the package folder (new or empty)')
-    .option('--key <file>', 'the private key file (default: $TRIBUTARY_SIGNING_KEY, else transfer.signingKeyFile)')
+    .option('--key <file>', 'the private key file (else $TRIBUTARY_SIGNING_KEY, else transfer.signingKeyFile)')
     .action(async (release: string, o: { out: string; key?: string }) => {
       await h.withCtx(async (ctx) => {
         await authorizeCli(ctx, h.actor(), 'export', release);

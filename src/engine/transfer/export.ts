@@ -46,7 +46,9 @@ async function writeGz(stream: NodeJS.ReadableStream, file: string): Promise<Pac
 export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Actor; out: string; keyFile?: string }): Promise<ExportResult> {
   releaseOrThrow(ctx.config, release);
   const started = performance.now();
-  const key = signingKey({ ...(ctx.config.transfer.signingKey ? { pem: ctx.config.transfer.signingKey } : {}), ...((opts.keyFile ?? ctx.config.transfer.signingKeyFile) ? { file: opts.keyFile ?? ctx.config.transfer.signingKeyFile! } : {}) });
+  // --key first, then TRIBUTARY_SIGNING_KEY, then transfer.signingKeyFile
+  const t0 = ctx.config.transfer;
+  const key = signingKey(opts.keyFile ? { file: opts.keyFile } : t0.signingKey ? { pem: t0.signingKey } : t0.signingKeyFile ? { file: t0.signingKeyFile } : {});
   const { state } = await releaseState(ctx.db.control, release);
   if (!isValidated(state)) {
     throw new TributaryError('gate_state', `release ${release} is ${state}: only a validated release is exported; validate it first: tributary validate ${release}`, { release, state });

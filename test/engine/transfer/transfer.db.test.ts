@@ -46,6 +46,7 @@ async function tableTexts(c: pg.Client, table: string): Promise<string[]> {
 }
 
 let cloudTexts: Record<string, string[]>;
+const exportChecks: Record<'early' | 'byEnv' | 'noKey' | 'notEmpty', Awaited<ReturnType<typeof cli>>> = {} as never;
 
 beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-transfer-'));
@@ -68,6 +69,7 @@ beforeAll(async () => {
     await tagRelease(cloud.ctx, 'R2', by);
     await consolidate(cloud.ctx, 'R2', by);
     for (const c of await listConflicts(cloud.ctx, 'R2')) await applyDecision(cloud.ctx, 'R2', c.code, { action: 'keep', version: 1 }, { actor: 'U0ALICE', rationale: 'the admin is right' });
+    exportChecks.early = await cli(['--config', cloud.configFile, 'export', 'R2', '--out', path.join(work, 'early'), '--key', path.join(keyDir, 'cloud.key')]);
     const v = await validateRelease(cloud.ctx, 'R2', by);
     expect(v.counts.open).toBe(0);
     // the final rows as the cloud's control database holds them (each cell's text), as row texts
@@ -92,6 +94,10 @@ beforeAll(async () => {
     const ex = await cli(['--config', cloud.configFile, 'export', 'R2', '--out', pkgDir, '--key', path.join(keyDir, 'cloud.key')]);
     expect(ex.code, output(ex)).toBe(0);
     expect(ex.stdout).toMatch(/Exported R2 \(run #\d+\) to .*R2-package .*signed by key [0-9a-f]{16}/);
+    const pem = fs.readFileSync(path.join(keyDir, 'cloud.key'), 'utf8');
+    exportChecks.byEnv = await cli(['--config', cloud.configFile, 'export', 'R2', '--out', path.join(work, 'by-env')], { env: { TRIBUTARY_SIGNING_KEY: pem.replaceAll('\n', '\\n') } });
+    exportChecks.noKey = await cli(['--config', cloud.configFile, 'export', 'R2', '--out', path.join(work, 'no-key')]);
+    exportChecks.notEmpty = await cli(['--config', cloud.configFile, 'export', 'R2', '--out', pkgDir, '--key', path.join(keyDir, 'cloud.key')]);
     const m = JSON.parse(fs.readFileSync(path.join(pkgDir, 'manifest.json'), 'utf8'));
     cloudFigures = { users: m.tables.find((t: { entity: string }) => t.entity === 'users') };
     cloudState.head = m.audit.head.hash;
@@ -163,6 +169,24 @@ async function refused(dir: string, pattern: RegExp): Promise<void> {
   expect(err.message).toContain('nothing was loaded');
   await nothingLoaded();
 }
+
+describe('export (cloud side)', () => {
+  it('only a validated release; signed with --key or TRIBUTARY_SIGNING_KEY alike; no key or a non-empty folder refused, naming what to do', () => {
+    expect(exportChecks.early.code, output(exportChecks.early)).toBe(3);
+    expect(exportChecks.early.stderr).toMatch(/release R2 is consolidated: only a validated release is exported; validate it first/);
+    expect(fs.existsSync(path.join(work, 'early'))).toBe(false);
+    expect(exportChecks.byEnv.code, output(exportChecks.byEnv)).toBe(0);
+    const sig = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'manifest.sig'), 'utf8')).keyId as string;
+    expect(sig(path.join(work, 'by-env'))).toBe(sig(pkgDir));
+    expect(exportChecks.noKey.code, output(exportChecks.noKey)).toBe(2);
+    expect(exportChecks.noKey.stderr).toMatch(/no signing key: set TRIBUTARY_SIGNING_KEY to the private key \(PEM\), or give a key file/);
+    expect(fs.readdirSync(work).filter((f) => f.startsWith('no-key'))).toEqual([]);
+    expect(exportChecks.notEmpty.code, output(exportChecks.notEmpty)).toBe(2);
+    expect(exportChecks.notEmpty.stderr).toMatch(/R2-package exists and is not empty: export into a new folder/);
+    const secret = fs.readFileSync(path.join(keyDir, 'cloud.key'), 'utf8').split('\n')[1]!;
+    for (const r of Object.values(exportChecks)) expect(`${r.stdout}${r.stderr}`).not.toContain(secret);
+  });
+});
 
 describe('bad packages: each refused, naming the file and what failed; nothing loaded', () => {
   it('a missing data file', async () => {
