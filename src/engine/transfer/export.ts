@@ -102,12 +102,17 @@ export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Ac
     };
     const settled = await Promise.allSettled([
       Promise.all(ctx.config.entities.map(table)),
-      Promise.all([lineage('records', t.records), lineage('result', t.result), lineage('keyMap', t.keyMap)] as const),
+      Promise.all([
+        lineage('records', t.records),
+        lineage('result', t.result),
+        lineage('keyMap', t.keyMap),
+        lineage('autoResolutions', `(select * from auto_resolutions where run_id = ${Number(runId)} order by id) a`),
+      ] as const),
     ]);
     const failed = settled.find((x) => x.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
     const tables = (settled[0] as PromiseFulfilledResult<TransferTable[]>).value;
-    const [records, result, keyMap] = (settled[1] as PromiseFulfilledResult<[LineageFile, LineageFile, LineageFile]>).value;
+    const [records, result, keyMap, autoResolutions] = (settled[1] as PromiseFulfilledResult<[LineageFile, LineageFile, LineageFile, LineageFile]>).value;
     const conflicts = (await source.query('select * from conflicts where run_id = $1 order by id', [runId])).rows as Record<string, unknown>[];
     const decisions = (await source.query('select * from decisions where run_id = $1 order by id', [runId])).rows as Record<string, unknown>[];
     for (const c of clients) await c.query('commit');
@@ -129,7 +134,7 @@ export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Ac
       },
       releaseTag: ctx.config.tags.release,
       tables,
-      lineage: { records, result, keyMap, conflicts: JSON.parse(JSON.stringify(conflicts)), decisions: JSON.parse(JSON.stringify(decisions)) },
+      lineage: { records, result, keyMap, autoResolutions, conflicts: JSON.parse(JSON.stringify(conflicts)), decisions: JSON.parse(JSON.stringify(decisions)) },
       audit: { events: events.map((ev) => ({ ...ev, id: Number(ev.id), seq: ev.seq == null ? null : Number(ev.seq) })), head: head ? { ...head, seq: Number(head.seq), id: Number(head.id) } : null },
       files,
     };

@@ -70,14 +70,19 @@ function checkTables(ctx: Ctx, m: TransferManifest, manifestFile: string): void 
 
 async function loadLineage(conn: pg.Client, dir: string, runId: number, what: keyof typeof LINEAGE_COLUMNS, f: LineageFile): Promise<void> {
   const t = runTables(runId);
-  const table = { records: t.records, result: t.result, keyMap: t.keyMap }[what];
   const cols = LINEAGE_COLUMNS[what];
-  if (f.columns.join(',') !== cols.map(([c]) => c).join(',')) throw refuse(path.join(dir, f.file), `columns ${f.columns.join(', ')}; expected ${cols.map(([c]) => c).join(', ')}`);
+  const names = cols.map(([c]) => c);
+  if (f.columns.join(',') !== names.join(',')) throw refuse(path.join(dir, f.file), `columns ${f.columns.join(', ')}; expected ${names.join(', ')}`);
+  // the rules' resolutions join this side's table (under the run made here); the rest form its work area
+  const table = what === 'autoResolutions' ? 'pg_temp.transfer_auto_resolutions' : { records: t.records, result: t.result, keyMap: t.keyMap }[what];
   // the result also has the work area's data columns (null here: staging holds the rows)
   const extra = what === 'result' ? ', data jsonb, raw_refs jsonb' : '';
-  await conn.query(`create table ${table} (${cols.map(([c, type]) => `${ident(c)} ${type}`).join(', ')}${extra})`);
-  const rows = await copyIn(conn, gunzip(dir, f.file) as never, { failpoint: 'import.lineage', table, columns: cols.map(([c]) => c) });
+  await conn.query(`create ${what === 'autoResolutions' ? 'temp ' : ''}table ${table} (${cols.map(([c, type]) => `${ident(c)} ${type}`).join(', ')}${extra})${what === 'autoResolutions' ? ' on commit drop' : ''}`);
+  const rows = await copyIn(conn, gunzip(dir, f.file) as never, { failpoint: 'import.lineage', table, columns: names });
   if (rows !== f.rows) throw refuse(path.join(dir, f.file), `${rows} row(s), the manifest lists ${f.rows}`);
+  if (what === 'autoResolutions') {
+    await conn.query(`insert into auto_resolutions (run_id, ${names.map(ident).join(', ')}) select ${Number(runId)}, ${names.map(ident).join(', ')} from ${table}`);
+  }
 }
 
 /** The package, verified and checked against this side (release, dataset, run); a refusal is audited. */
@@ -177,6 +182,7 @@ export async function importRelease(ctx: Ctx, release: string, opts: { actor: Ac
         await loadLineage(conn, pkg.dir, runId, 'records', m.lineage.records);
         await loadLineage(conn, pkg.dir, runId, 'result', m.lineage.result);
         await loadLineage(conn, pkg.dir, runId, 'keyMap', m.lineage.keyMap);
+        if (m.lineage.autoResolutions) await loadLineage(conn, pkg.dir, runId, 'autoResolutions', m.lineage.autoResolutions);
       })();
       lineage.catch(() => undefined);
       let tables: LoadedTable[];

@@ -52,6 +52,8 @@ export interface TransferManifest extends SignedManifest {
     records: LineageFile;
     result: LineageFile;
     keyMap: LineageFile;
+    /** The rules' resolutions (A-codes), when the cloud side records them. */
+    autoResolutions?: LineageFile;
     conflicts: Record<string, unknown>[];
     decisions: Record<string, unknown>[];
   };
@@ -65,8 +67,9 @@ export interface TransferManifest extends SignedManifest {
  * key map. The result's `rule` and `reason` are the automatic resolutions.
  */
 const K = 'text collate "C"';
-export const LINEAGE_COLUMNS: Record<'records' | 'result' | 'keyMap', [string, string][]> = {
+export const LINEAGE_COLUMNS: Record<'records' | 'result' | 'keyMap' | 'autoResolutions', [string, string][]> = {
   records: [['entity', K], ['env', K], ['env_rank', 'int'], ['pk', K], ['identity', K], ['feature', K], ['created_by', 'text'], ['created_at', 'text']],
   result: [['entity', K], ['identity', K], ['pk', K], ['sources', 'jsonb'], ['rule', 'text'], ['reason', 'text'], ['conflict', 'text'], ['status', 'text'], ['rep_env', K], ['rep_pk', K], ['feature', K]],
   keyMap: [['entity', K], ['env', K], ['old_pk', K], ['new_pk', K]],
+  autoResolutions: [['release', 'text'], ['code', 'text'], ['entity', 'text'], ['identity', 'text'], ['key_label', 'text'], ['rule', 'text'], ['reason', 'text'], ['detail', 'jsonb']],
 };

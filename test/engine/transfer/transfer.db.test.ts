@@ -46,6 +46,7 @@ async function tableTexts(c: pg.Client, table: string): Promise<string[]> {
 }
 
 let cloudTexts: Record<string, string[]>;
+let cloudAuto: Record<string, unknown>[];
 const exportChecks: Record<'early' | 'byEnv' | 'noKey' | 'notEmpty', Awaited<ReturnType<typeof cli>>> = {} as never;
 
 beforeAll(async () => {
@@ -86,6 +87,8 @@ beforeAll(async () => {
       await c.end();
       cloudTexts[table] = res.rows.map((r) => `(${(r.cells as (string | null)[]).map((x) => (x === null ? '' : /[\s,()"\\]|^$/.test(x) ? `"${x.replace(/\\/g, '\\\\').replace(/"/g, '""')}"` : x)).join(',')})`).sort();
     }
+    cloudAuto = (await cloud.db.control('auto_resolutions').where({ run_id: run }).orderBy('code').select('code', 'entity', 'identity', 'key_label', 'rule', 'reason', 'detail')) as Record<string, unknown>[];
+    expect(cloudAuto.length).toBeGreaterThan(0);
     cloudState = {
       why: await why(cloud.ctx, 'users', '2', 'R2'),
       events: Number((await cloud.db.control('audit_events').where({ release: 'R2' }).count('* as n'))[0]!.n),
@@ -157,6 +160,7 @@ async function nothingLoaded(): Promise<void> {
   if (staging) expect((await onprem.sql(`select count(*)::int as n from staging.users`)).rows[0].n).toBe(0);
   expect(await onprem.db.control('transfer_packages')).toEqual([]);
   expect(await onprem.db.control('imported_audit_events')).toEqual([]);
+  expect(await onprem.db.control('auto_resolutions')).toEqual([]);
   expect(await onprem.db.control('release_states')).toEqual([]);
   expect((await onprem.db.control('runs').count('* as n'))[0]!.n).toBe(0);
 }
@@ -297,6 +301,9 @@ describe('import on premises (the cloud control database dropped, a config witho
     expect(strip(here)).toEqual(strip(cloudState.why));
     expect(here[0]!.conflict?.decision?.rationale).toBe('the admin is right');
     expect(here[0]!.loaded?.env).toBe('staging');
+    // the rules' resolutions (A-codes) travelled too, under the run made here
+    const runId = (await onprem.db.control('release_states').where({ release: 'R2' }).first()).current_run_id as number;
+    expect(await onprem.db.control('auto_resolutions').where({ run_id: runId }).orderBy('code').select('code', 'entity', 'identity', 'key_label', 'rule', 'reason', 'detail')).toEqual(cloudAuto);
   });
 
   it('audit verify reports both chains: the local one (recording the package digest once) and the travelled one', async () => {
