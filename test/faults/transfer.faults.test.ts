@@ -36,7 +36,23 @@ afterAll(async () => {
 const FILE = 'transfer.faults.test.ts';
 
 describe('the import killed with SIGKILL, then run again', () => {
-  it('tributary load R2 --from <package> at import.after-staging-commit', async () => {
-    await faultCase('import.after-staging-commit', FILE, { world: () => onprem, args: ['load', 'R2', '--from', pkg] });
+  for (const point of ['import.lineage', 'import.copy', 'import.after-staging-commit']) {
+    it(`tributary load R2 --from <package> at ${point}`, async () => {
+      await faultCase(point, FILE, { world: () => onprem, args: ['load', 'R2', '--from', pkg] });
+    });
+  }
+});
+
+describe('the export killed with SIGKILL, then run again', () => {
+  it('tributary export R2 --out <dir> at export.copy', async () => {
+    // the package folder lies outside the world (a database and its config): it is cleared whenever the
+    // harness takes the world, so the baseline's, the killed run's and the re-run's each start from none
+    const out = path.join(work, 'again');
+    const world = () => {
+      fs.rmSync(out, { recursive: true, force: true });
+      return cloud;
+    };
+    await faultCase('export.copy', FILE, { world, args: ['export', 'R2', '--out', out, '--key', path.join(work, 'cloud.key')] });
+    expect(fs.readdirSync(work).filter((f) => f.startsWith('again.partial-')).length).toBeLessThanOrEqual(1);
   });
 });

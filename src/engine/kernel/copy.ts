@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import type pg from 'pg';
@@ -157,23 +157,6 @@ function fsyncFile(file: string): void {
   } finally {
     fs.closeSync(fd);
   }
-}
-
-/**
- * The same copy with a file on one end (a transfer package): `copyOut` streams the select's rows as COPY
- * text; `copyIn` writes COPY text from `input` into the target's table. Inside a transaction, like copyRows.
- */
-export async function copyOut(source: pg.Client, select: string): Promise<ReturnType<typeof copyTo> & Readable> {
-  await source.query(textSettingsSql());
-  return source.query(copyTo(`copy (${select}) to stdout`));
-}
-
-export async function copyIn(target: pg.Client, input: Readable, c: Omit<VerifiedCopy, 'select'>): Promise<number> {
-  await target.query(textSettingsSql());
-  const into = target.query(copyFrom(`copy ${c.table} (${c.columns.map(ident).join(', ')}) from stdin`));
-  if (failpointAction(c.failpoint) === 'corrupt') await pipeline(input, corruptOneCell(), into);
-  else await pipeline(input, into);
-  return into.rowCount;
 }
 
 /** The count and checksum of the target's rows matching `where`, under the copy's settings. */

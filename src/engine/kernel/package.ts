@@ -1,7 +1,6 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
 import { TributaryError } from '../../errors.js';
 import { registerSecret } from '../../log.js';
 import { canonicalJson } from './audit.js';
@@ -111,20 +110,6 @@ export function trustedKeys(entries: readonly string[], origin: string): Map<str
     keys.set(keyIdOf(key), key);
   });
   return keys;
-}
-
-/** A stream stage that hashes and counts what passes through it. */
-export class HashTap extends Transform {
-  private readonly hash = crypto.createHash('sha256');
-  bytes = 0;
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    cb(null, chunk);
-  }
-  digest(): PackageFile {
-    return { sha256: this.hash.digest('hex'), bytes: this.bytes };
-  }
 }
 
 /** The manifest's text (canonical JSON: one text per manifest) and its SHA-256, the package's digest. */

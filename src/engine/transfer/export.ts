@@ -1,15 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
 import pg from 'pg';
 import { releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
 import type { Actor, Ctx } from '../kernel/context.js';
-import { cellsSelectSql, copyOut } from '../kernel/copy.js';
+import { cellsSelectSql, copyToFile } from '../kernel/copy.js';
 import { isValidated, releaseState } from '../kernel/lifecycle.js';
-import { HashTap, signingKey, writeSignedManifest, type PackageFile } from '../kernel/package.js';
+import { signingKey, writeSignedManifest, type PackageFile } from '../kernel/package.js';
 import { ident, literal } from '../kernel/sql.js';
 import { currentRunId, runTables } from '../kernel/workArea.js';
 import { expectedFigures, sourceShape, type TableShape } from '../load/index.js';
@@ -32,15 +30,6 @@ export interface ExportResult {
   tables: { entity: string; table: string; rows: number; checksum: string; bytes: number }[];
   events: number;
   ms: number;
-}
-
-/** gzip level 1: the package is written at about the speed of COPY itself. */
-const GZIP = { level: 1 };
-
-async function writeGz(stream: NodeJS.ReadableStream, file: string): Promise<PackageFile> {
-  const tap = new HashTap();
-  await pipeline(stream, zlib.createGzip(GZIP), tap, fs.createWriteStream(file, { flags: 'wx' }));
-  return tap.digest();
 }
 
 export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Actor; out: string; keyFile?: string }): Promise<ExportResult> {
@@ -85,20 +74,27 @@ export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Ac
     const table = async (e: (typeof ctx.config.entities)[number]): Promise<TransferTable> => {
       const shape = shapes.get(e.name)!;
       const file = `data/${e.name}.copy.gz`;
-      const stream = await copyOut(await open(snapshot), `select ${cellsSelectSql('r.data', shape.columns)} from ${t.result} r where r.entity = ${literal(e.name)} and r.status = 'final'`);
-      files[file] = await writeGz(stream, path.join(tmp, file));
-      const want = await expected.get(e.name)!;
-      if (stream.rowCount !== want.rows) {
-        throw new TributaryError('database', `exporting ${e.name}: ${stream.rowCount} row(s) written, but the release holds ${want.rows}; nothing was exported`, { entity: e.name });
-      }
-      return { entity: e.name, table: e.table, file, rows: want.rows, checksum: want.checksum, columns: shape.columns, primaryKey: shape.primaryKey, types: shape.types };
+      const want = expected.get(e.name)!;
+      const written = await copyToFile(await open(snapshot), {
+        failpoint: 'export.copy',
+        select: `select ${cellsSelectSql('r.data', shape.columns)} from ${t.result} r where r.entity = ${literal(e.name)} and r.status = 'final'`,
+        file: path.join(tmp, file),
+        what: `exporting ${e.name} (${e.table})`,
+        expectedRows: want.then((w) => w.rows),
+        details: { entity: e.name },
+      });
+      files[file] = { sha256: written.sha256, bytes: written.bytes };
+      const figures = await want;
+      return { entity: e.name, table: e.table, file, rows: figures.rows, checksum: figures.checksum, columns: shape.columns, primaryKey: shape.primaryKey, types: shape.types };
     };
     const lineage = async (name: keyof typeof LINEAGE_COLUMNS, from: string): Promise<LineageFile> => {
       const columns = LINEAGE_COLUMNS[name].map(([c]) => c);
       const file = `lineage/${name}.copy.gz`;
-      const stream = await copyOut(await open(snapshot), `select ${columns.map(ident).join(', ')} from ${from}`);
-      files[file] = await writeGz(stream, path.join(tmp, file));
-      return { file, rows: stream.rowCount, columns };
+      const c = await open(snapshot);
+      const rows = (await c.query<{ n: number }>(`select count(*)::int as n from ${from}`)).rows[0]!.n;
+      const written = await copyToFile(c, { failpoint: 'export.copy', select: `select ${columns.map(ident).join(', ')} from ${from}`, file: path.join(tmp, file), what: `exporting the lineage (${name})`, expectedRows: rows });
+      files[file] = { sha256: written.sha256, bytes: written.bytes };
+      return { file, rows, columns };
     };
     const settled = await Promise.allSettled([
       Promise.all(ctx.config.entities.map(table)),
@@ -147,7 +143,8 @@ export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Ac
       action: 'export.finish',
       release,
       subject: out,
-      details: { runId, digest: signed.digest, keyId: signed.keyId, tables: summary, events: events.length, ms },
+      // the manifest (its digest covers its creation time): which package this export wrote
+      details: { runId, manifest: { digest: signed.digest, keyId: signed.keyId }, tables: summary, events: events.length, ms },
     });
     return { release, runId, dir: out, digest: signed.digest, keyId: signed.keyId, tables: summary, events: events.length, ms };
   } catch (err) {

@@ -1,6 +1,4 @@
-import fs from 'node:fs';
 import path from 'node:path';
-import zlib from 'node:zlib';
 import type { Knex } from 'knex';
 import pg from 'pg';
 import { envByRole, releaseOrThrow } from '../../config/load.js';
@@ -9,7 +7,7 @@ import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { byColumnName } from '../kernel/checksum.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
-import { copyIn, requireChecksum, targetChecksum } from '../kernel/copy.js';
+import { copyFromFile, requireChecksum, targetChecksum } from '../kernel/copy.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
 import { readVerifiedPackage, trustedKeys, type VerifiedPackage } from '../kernel/package.js';
@@ -47,10 +45,6 @@ async function connectionOf(trx: Knex.Transaction): Promise<pg.Client> {
   return (await (trx.client as { acquireConnection(): Promise<pg.Client> }).acquireConnection()) as pg.Client;
 }
 
-function gunzip(dir: string, file: string): NodeJS.ReadableStream {
-  return fs.createReadStream(path.join(dir, file)).pipe(zlib.createGunzip());
-}
-
 /** The package's tables against this side's dataset: the same entities, each with its release tag. */
 function checkTables(ctx: Ctx, m: TransferManifest, manifestFile: string): void {
   const declared = ctx.config.entities.map((e) => e.name);
@@ -68,7 +62,7 @@ function checkTables(ctx: Ctx, m: TransferManifest, manifestFile: string): void 
   }
 }
 
-async function loadLineage(conn: pg.Client, dir: string, runId: number, what: keyof typeof LINEAGE_COLUMNS, f: LineageFile): Promise<void> {
+async function loadLineage(conn: pg.Client, dir: string, runId: number, what: keyof typeof LINEAGE_COLUMNS, f: LineageFile, sha256: string): Promise<void> {
   const t = runTables(runId);
   const cols = LINEAGE_COLUMNS[what];
   const names = cols.map(([c]) => c);
@@ -78,7 +72,9 @@ async function loadLineage(conn: pg.Client, dir: string, runId: number, what: ke
   // the result also has the work area's data columns (null here: staging holds the rows)
   const extra = what === 'result' ? ', data jsonb, raw_refs jsonb' : '';
   await conn.query(`create ${what === 'autoResolutions' ? 'temp ' : ''}table ${table} (${cols.map(([c, type]) => `${ident(c)} ${type}`).join(', ')}${extra})${what === 'autoResolutions' ? ' on commit drop' : ''}`);
-  const rows = await copyIn(conn, gunzip(dir, f.file) as never, { failpoint: 'import.lineage', table, columns: names });
+  const read = await copyFromFile(conn, { failpoint: 'import.lineage', file: path.join(dir, f.file), table, columns: names });
+  if (read.sha256 !== sha256) throw refuse(path.join(dir, f.file), 'changed while it was being loaded: its SHA-256 is no longer the manifest\'s');
+  const rows = read.rows;
   if (rows !== f.rows) throw refuse(path.join(dir, f.file), `${rows} row(s), the manifest lists ${f.rows}`);
   if (what === 'autoResolutions') {
     await conn.query(`insert into auto_resolutions (run_id, ${names.map(ident).join(', ')}) select ${Number(runId)}, ${names.map(ident).join(', ')} from ${table}`);
@@ -153,7 +149,8 @@ export async function importRelease(ctx: Ctx, release: string, opts: { actor: Ac
     for (const e of ctx.config.entities) {
       const x = byEntity.get(e.name)!;
       current = qualified(staging.schema, e.table);
-      await copyIn(target, gunzip(pkg.dir, x.file) as never, { failpoint: 'import.copy', table: current, columns: x.columns.map((c) => c.name) });
+      const read = await copyFromFile(target, { failpoint: 'import.copy', file: path.join(pkg.dir, x.file), table: current, columns: x.columns.map((c) => c.name) });
+      if (read.sha256 !== m.files[x.file]!.sha256) throw refuse(path.join(pkg.dir, x.file), "changed while it was being loaded: its SHA-256 is no longer the manifest's");
       const byName = x.columns.map((c) => ({ name: c.name, type: c.type })).sort(byColumnName);
       const got = await targetChecksum(target, staging.schema, e.table, byName, `${ident(ctx.config.tags.release)} = ${literal(release)}`);
       requireChecksum(`staging table ${current} (${e.name}), from ${path.join(pkg.dir, x.file)}`, got, { rows: x.rows, checksum: x.checksum }, { table: current, file: x.file });
@@ -179,10 +176,10 @@ export async function importRelease(ctx: Ctx, release: string, opts: { actor: Ac
       // the lineage goes into the control database (its transaction's connection) while the rows go into
       // staging (a connection of its own): the two run side by side, and both must succeed
       const lineage = (async () => {
-        await loadLineage(conn, pkg.dir, runId, 'records', m.lineage.records);
-        await loadLineage(conn, pkg.dir, runId, 'result', m.lineage.result);
-        await loadLineage(conn, pkg.dir, runId, 'keyMap', m.lineage.keyMap);
-        if (m.lineage.autoResolutions) await loadLineage(conn, pkg.dir, runId, 'autoResolutions', m.lineage.autoResolutions);
+        await loadLineage(conn, pkg.dir, runId, 'records', m.lineage.records, m.files[m.lineage.records.file]!.sha256);
+        await loadLineage(conn, pkg.dir, runId, 'result', m.lineage.result, m.files[m.lineage.result.file]!.sha256);
+        await loadLineage(conn, pkg.dir, runId, 'keyMap', m.lineage.keyMap, m.files[m.lineage.keyMap.file]!.sha256);
+        if (m.lineage.autoResolutions) await loadLineage(conn, pkg.dir, runId, 'autoResolutions', m.lineage.autoResolutions, m.files[m.lineage.autoResolutions.file]!.sha256);
       })();
       lineage.catch(() => undefined);
       let tables: LoadedTable[];
