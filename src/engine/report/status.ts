@@ -39,7 +39,7 @@ export interface ReleaseStatus {
  * The status report reads runs and decisions through knex, not their objection models: the models would
  * load objection with every `tributary status` (src/lazy.ts).
  */
-type RunRow = Pick<Run, 'id' | 'status' | 'started_by' | 'started_at' | 'finished_at' | 'steps' | 'counts' | 'error'>;
+type RunRow = Pick<Run, 'id' | 'kind' | 'status' | 'started_by' | 'started_at' | 'finished_at' | 'steps' | 'counts' | 'error'>;
 
 function runRow(ctx: Ctx, id: number): Promise<RunRow | undefined> {
   return ctx.db.control('runs').where({ id }).first();

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgClient } from '../../db/pg.js';
 import { releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from '../kernel/audit.js';
@@ -59,7 +60,7 @@ export async function exportRelease(ctx: Ctx, release: string, opts: { actor: Ac
   // and the files are written in parallel
   const clients: pg.Client[] = [];
   const open = async (snapshot?: string): Promise<pg.Client> => {
-    const c = new pg.Client(ctx.db.controlParams as pg.ClientConfig);
+    const c = pgClient(ctx.db.controlParams as pg.ClientConfig);
     c.on('error', () => undefined);
     clients.push(c);
     await c.connect();

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Knex } from 'knex';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgClient } from '../../db/pg.js';
 import { envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
@@ -121,7 +122,7 @@ export async function importRelease(ctx: Ctx, release: string, opts: { actor: Ac
   const staging = envByRole(ctx.config, 'staging');
   if (!staging) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: staging, so there is nowhere to load ${release}`);
 
-  const target = new pg.Client(ctx.db.envParams(staging) as pg.ClientConfig);
+  const target = pgClient(ctx.db.envParams(staging) as pg.ClientConfig);
   target.on('error', () => undefined);
   let current = '';
   /** Staging: one transaction (left open for the caller to commit), every table checked against the manifest. */
