@@ -145,3 +145,9 @@ export async function queueSummary(ctx: Ctx, release: string): Promise<QueueSumm
   return { release, runId, open, decided, total };
 }
 
+
+/** The open conflicts of these runs assigned to a reviewer (the App Home's "assigned to you"). */
+export async function assignedConflicts(ctx: Ctx, runIds: number[], user: string): Promise<ConflictRow[]> {
+  if (runIds.length === 0) return [];
+  return (await ctx.db.control('conflicts').whereIn('run_id', runIds).where({ status: 'open', assigned_to: user }).orderBy(['priority', 'code'])) as ConflictRow[];
+}

@@ -2,7 +2,7 @@ import type { RespondFn } from '@slack/bolt';
 import { chainHead } from '../engine/report/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
+import type { BotDeps } from './deps.js';
 import { errorMessage, progressMessage } from '../views/blocks.js';
 import { throttled } from './throttle.js';
 

@@ -3,11 +3,12 @@ import path from 'node:path';
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
 import { promoteRelease } from '../engine/promote/index.js';
 import { authorize } from '../engine/kernel/roles.js';
-import { type Tier, approveRelease, reportOfRun, runTests, type TestRunReport } from '../engine/tiers/index.js';
+import { type Tier, approveRelease, latestTier2Run, reportOfRun, runTests, type TestRunReport } from '../engine/tiers/index.js';
+import type { Parsed } from '../commands/table.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
-import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
+import type { BotDeps } from './deps.js';
+import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { textMessage } from '../views/blocks.js';
 import { esc, type Message } from '../views/limits.js';
 import { approveModal, promoteCardText, renderProgress, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
@@ -19,7 +20,7 @@ import { progressMessageIn, replyError } from './common.js';
  * summary card and uploads the reports; `/release promote R2`; the tier 2 card's Approve button (and
  * `/release approve R2`) opens a modal with a rationale; the card is then updated in place.
  */
-export function testRequestOf(flags: Record<string, string | true>): { tier: Tier; feature?: string; env?: string } {
+export function testRequestOf(flags: Parsed['flags']): { tier: Tier; feature?: string; env?: string } {
   const tier = flags.tier;
   const feature = typeof flags.feature === 'string' ? flags.feature : undefined;
   const env = typeof flags.env === 'string' ? flags.env : undefined;
@@ -59,10 +60,9 @@ async function uploadReports(deps: BotDeps, respond: RespondFn, channel: string,
   }
 }
 
-export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Record<string, string | true>): Promise<void> {
+export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Parsed['flags']): Promise<void> {
   const { ctx } = deps;
   const req = testRequestOf(flags);
-  await authorize(ctx, user, await deps.groupsOf(user), 'test', release);
   const target = ctx.config.slack.releaseChannel ?? channel;
   const progress = await progressMessageIn(deps, target, `${esc(release)} ${tierLabel(req.tier, req.feature)}${req.env ? ` on ${esc(req.env)}` : ''} by <@${user}>`, respond);
   try {
@@ -78,7 +78,6 @@ export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: st
 
 export async function runPromote(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
   const { ctx } = deps;
-  await authorize(ctx, user, await deps.groupsOf(user), 'promote', release);
   const target = ctx.config.slack.releaseChannel ?? channel;
   const progress = await progressMessageIn(deps, target, `Promotion of ${esc(release)} into master by <@${user}>`, respond);
   try {
@@ -93,13 +92,12 @@ export async function runPromote(deps: BotDeps, respond: RespondFn, user: string
   }
 }
 
-async function latestTier2(deps: BotDeps, release: string): Promise<{ id: number; gate: { passed: boolean; reasons: string[] }; status: string } | undefined> {
-  return deps.ctx.db.control('test_runs').where({ release, tier: '2' }).whereNot({ status: 'running' }).orderBy('id', 'desc').first('id', 'gate', 'status');
+function latestTier2(deps: BotDeps, release: string) {
+  return latestTier2Run(deps.ctx, release);
 }
 
-/** `/release approve R2`: the same modal as the card's button, for the latest tier 2 run. */
+/** `/release approve R2` without --rationale: the same modal as the card's button, for the latest tier 2 run (the table authorized it). */
 export async function openApproveFromCommand(deps: BotDeps, respond: RespondFn, user: string, triggerId: string, release: string): Promise<void> {
-  await authorize(deps.ctx, user, await deps.groupsOf(user), 'approve', release);
   const run = await latestTier2(deps, release);
   if (!run) throw new TributaryError('gate_tests', `${release} has no tier 2 run to approve: /release test ${release} --tier 2 first`);
   await deps.client.views.open({ trigger_id: triggerId, view: approveModal({ release, runId: run.id }, { passed: run.status === 'passed', reasons: run.gate.reasons ?? [] }) });

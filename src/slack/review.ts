@@ -3,8 +3,8 @@ import { getConflict, nextConflict, showConflict, type ConflictRow, applyDecisio
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
-import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from '../slack/ids.js';
+import type { BotDeps } from './deps.js';
+import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from './ids.js';
 import { conflictCard, decisionModal, textMessage, who, type CardRef, type ModalMeta } from '../views/blocks.js';
 import { replyError } from './common.js';
 

@@ -1,0 +1,29 @@
+import type { Ctx } from '../engine/kernel/context.js';
+import type { Parsed } from './table.js';
+
+/**
+ * What a command's run function is given by the adapter that received it: who acts, and where its
+ * result, its progress and its outcome go. The CLI prints (text or --json) and exits with the code; Slack
+ * answers ephemerally, or updates a progress message in the channel for long commands.
+ */
+export interface Io {
+  /** Recorded as the actor: `cli:ana` (the CLI's --as or OS user) or a Slack user id. */
+  actor: string;
+  /** The identity checked against the roles (a Slack user id, or the --as name). */
+  user: string;
+  /** The identity's Slack user groups (roles may name groups). */
+  groups: string[];
+  /** The caller wants the value, not the text (CLI --json). */
+  json: boolean;
+  /** The command's result: the value (--json) and its text. */
+  out(value: unknown, text: () => string): void;
+  /** A step of a long command, as a line (`consolidate: collect {…}`). */
+  progress(line: string): void;
+  /** One line of a streamed result (JSON lines). */
+  line(text: string): void;
+  /** The outcome is not success: 1 failure, 3 a refused gate. */
+  exit(code: number): void;
+}
+
+/** A command's run: the engine call, its result rendered through src/views. Role and names are checked before. */
+export type Run = (ctx: Ctx, p: Parsed, io: Io) => Promise<void>;

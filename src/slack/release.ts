@@ -1,0 +1,294 @@
+import type { App, RespondFn } from '@slack/bolt';
+import { consolidate } from '../engine/consolidate/index.js';
+import { listConflicts } from '../engine/review/index.js';
+import { resultCounts, auditSummary, releaseEvents } from '../engine/report/index.js';
+import { tagRelease, type TagResult } from '../engine/gate/index.js';
+import { suggest, TributaryError } from '../errors.js';
+import { tokenize } from '../commands/grammar.js';
+import { commandHelp, helpLines } from '../commands/help.js';
+import { authorizeFor, execute, parseText } from '../commands/invoke.js';
+import type { Io } from '../commands/io.js';
+import { BY_ID, flagsOf, TABLE, type CommandDef, type Parsed } from '../commands/table.js';
+import { redact } from '../log.js';
+import type { BotDeps } from './deps.js';
+import { COMMANDS } from './ids.js';
+import { auditCard, conflictListMessage, errorMessage, helpMessage, loadCard, preMessage, statusMessage, textMessage, validationCard } from '../views/blocks.js';
+import { type Message, esc } from '../views/limits.js';
+import { renderAuditSummary } from '../views/audit.js';
+import { assertReloadConfirmed, loadRelease } from '../engine/load/index.js';
+import { validateRelease } from '../engine/validate/index.js';
+import { renderCarried, renderCounts, renderOffenders, renderTag } from '../views/text.js';
+import { progressMessageIn, replyError } from './common.js';
+import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
+import { openDecisionFromCommand, openRollbackFromCommand, refreshGoCard, runDeployRequest } from './deploy.js';
+import { postCoverage } from './nightly.js';
+
+/**
+ * `/release …`: the CLI's twin in Slack. Each request is acknowledged at once; long work goes on in
+ * the background and reports by updating one progress message.
+ */
+/** The `/release` sub-commands whose Slack form differs from the table's text answer (cards, channel posts, modals). */
+type SlackRun = (deps: BotDeps, respond: RespondFn, r: Request) => Promise<void>;
+
+interface Request {
+  user: string;
+  channel: string;
+  triggerId: string;
+  parsed: Parsed;
+}
+
+const str = (v: Parsed['flags'][string]): string | undefined => (typeof v === 'string' ? v : undefined);
+const rel = (r: Request): string => r.parsed.args.release!;
+
+/**
+ * The Slack form of a command, where it has one: the result as Block Kit, a card or a progress message
+ * in the channel, a modal for what the flags leave out. Each is given an invocation the table parsed,
+ * checked and authorized. A command without one answers with its text, ephemerally (or, a long one, in a
+ * progress message in the channel).
+ */
+const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun }> = {
+  status: {
+    run: async (deps, respond, r) => {
+      const names = r.parsed.args.release ? [r.parsed.args.release] : [...deps.ctx.config.releases.keys()];
+      const statuses = [];
+      for (const name of names) statuses.push(await deps.statusOf(name));
+      await respond({ response_type: 'ephemeral', ...statusMessage(statuses) });
+    },
+  },
+  conflicts: {
+    run: async (deps, respond, r) => {
+      const priority = str(r.parsed.flags.priority);
+      const status = (str(r.parsed.flags.status) ?? 'open') as 'open' | 'decided' | 'all';
+      const rows = await listConflicts(deps.ctx, rel(r), { status, ...(priority ? { priority } : {}) });
+      await respond({ response_type: 'ephemeral', ...conflictListMessage(rel(r), rows, priority) });
+    },
+  },
+  tag: { when: (p) => p.flags.install === undefined && !!p.args.release, run: (deps, respond, r) => runTag(deps, respond, r.user, r.channel, rel(r), str(r.parsed.flags.env)) },
+  consolidate: { run: (deps, respond, r) => runConsolidate(deps, respond, r.user, r.channel, rel(r), str(r.parsed.flags.env)) },
+  validate: { run: (deps, respond, r) => runValidate(deps, respond, r.user, r.channel, rel(r)) },
+  load: { run: (deps, respond, r) => runLoad(deps, respond, r.user, r.channel, rel(r), r.parsed.flags.confirm === true) },
+  audit: { when: (p) => p.flags.format === 'text', run: (deps, respond, r) => postAudit(deps, respond, r.user, r.channel, rel(r)) },
+  test: { run: (deps, respond, r) => runTestCommand(deps, respond, r.user, r.channel, rel(r), r.parsed.flags) },
+  promote: { run: (deps, respond, r) => runPromote(deps, respond, r.user, r.channel, rel(r)) },
+  approve: { when: (p) => p.flags.rationale === undefined, run: (deps, respond, r) => openApproveFromCommand(deps, respond, r.user, r.triggerId, rel(r)) },
+  deploy: { run: (deps, respond, r) => runDeployRequest(deps, respond, r.user, r.channel, rel(r), r.parsed.flags) },
+  'deploy go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'go') },
+  'deploy no-go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'no-go') },
+  rollback: { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openRollbackFromCommand(deps, r.triggerId, rel(r)) },
+  coverage: { run: (deps, respond, r) => postCoverage(deps, respond, r.user, r.channel) },
+  review: {
+    run: async (deps, respond, r) => {
+      const channel = deps.ctx.config.slack.reviewChannel ?? r.channel;
+      const open = await listConflicts(deps.ctx, rel(r), { status: 'open' });
+      await respond({ response_type: 'ephemeral', ...textMessage(`Posting ${open.length} open conflict card(s) of ${rel(r)} to <#${channel}>, highest priority first.`) });
+      await deps.cards.postCards(rel(r), channel);
+    },
+  },
+};
+
+/** Commands that open a modal: their work goes first in the queue (a trigger expires after 3 s). */
+const opensModal = (def: CommandDef, p: Parsed) => flagsOf(def, 'slack').some((f) => f.modal && p.flags[f.name] === undefined);
+
+/** `/release help [command]`, from the table. */
+export function releaseHelp(words: string[], problem?: string): ReturnType<typeof helpMessage> {
+  const name = words.join(' ').toLowerCase();
+  if (!name) return helpMessage(helpLines('slack'), problem);
+  const def = BY_ID.get(name);
+  if (!def) {
+    const close = suggest(name, TABLE.map((d) => d.id));
+    return helpMessage(helpLines('slack'), `Unknown command "${name}"${close ? ` (did you mean ${close}?)` : ''}.`);
+  }
+  return textMessage(commandHelp(def, 'slack').join('\n'));
+}
+
+/**
+ * Runs a command of the table for a Slack user: the role it needs (a refusal is audited), then its Slack
+ * form, or its text (ephemerally; a long command in a progress message in the channel).
+ */
+async function runFor(deps: BotDeps, respond: RespondFn, def: CommandDef, r: Request): Promise<void> {
+  const { ctx } = deps;
+  const groups = await deps.groupsOf(r.user);
+  await authorizeFor(ctx, def, r.parsed, { user: r.user, groups });
+  const special = SLACK_RUNS[def.id];
+  if (special && (!special.when || special.when(r.parsed))) return special.run(deps, respond, r);
+  let text = '';
+  let code = 0;
+  const progress = def.long ? await progressMessageIn(deps, ctx.config.slack.releaseChannel ?? r.channel, `${esc(def.id)} ${Object.values(r.parsed.args).filter(Boolean).map((a) => esc(a!)).join(' ')} by <@${r.user}>`, respond) : undefined;
+  const io: Io = {
+    actor: r.user,
+    user: r.user,
+    groups,
+    json: false,
+    out: (_value, render) => {
+      text = render();
+    },
+    progress: (line) => progress?.step(line),
+    line: (t) => {
+      text += `${t}\n`;
+    },
+    exit: (c) => {
+      code = c;
+    },
+  };
+  try {
+    await execute(ctx, def, r.parsed, io);
+  } catch (err) {
+    if (!progress) throw err;
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+    return;
+  }
+  if (progress) await (code === 0 ? progress.done('done', text) : progress.fail(text));
+  else await respond({ response_type: 'ephemeral', ...preMessage(text) });
+  await afterRun(deps, def, r);
+}
+
+/** What a command changed that cards show: they are updated in place. */
+async function afterRun(deps: BotDeps, def: CommandDef, r: Request): Promise<void> {
+  const release = str(r.parsed.flags.release) ?? r.parsed.args.release;
+  if (def.id === 'decide' && release && !r.parsed.flags['dry-run']) await deps.cards.refresh(release, r.parsed.args.code!).catch(() => undefined);
+  if ((def.id === 'deploy go' || def.id === 'deploy no-go') && r.parsed.args.id) await refreshGoCard(deps, Number(r.parsed.args.id)).catch(() => undefined);
+}
+
+/** Takes a slash command's text through the table: refused in the ack (ephemerally) when not understood. */
+export async function handleSlash(deps: BotDeps, text: string, req: Omit<Request, 'parsed'>, ack: (m?: Record<string, unknown>) => Promise<void>, respond: RespondFn): Promise<void> {
+  const { ctx } = deps;
+  let def: CommandDef;
+  let parsed: Parsed;
+  try {
+    const words = tokenize(text);
+    if (words.length === 0 || words[0]!.toLowerCase() === 'help') {
+      await ack({ response_type: 'ephemeral', ...releaseHelp(words.slice(1)) });
+      return;
+    }
+    ({ def, parsed } = parseText(text, ctx.config));
+  } catch (err) {
+    // refused before anything is done: only the person who typed it sees why
+    if (!(err instanceof TributaryError)) throw err;
+    await ack({ response_type: 'ephemeral', ...(err.code === 'usage' ? releaseHelp([], err.message) : errorMessage(err.message)) });
+    return;
+  }
+  await ack();
+  const work = async () => {
+    try {
+      await runFor(deps, respond, def, { ...req, parsed });
+    } catch (err) {
+      if (err instanceof TributaryError && err.code === 'usage') {
+        await respond({ response_type: 'ephemeral', ...releaseHelp([], err.message) });
+        return;
+      }
+      await replyError(respond, err, `/release ${def.id}`);
+    }
+  };
+  // long jobs get their own queue; modals must open within the trigger's 3 s
+  if (def.long && !opensModal(def, parsed)) deps.longRunning(work);
+  else deps.background(work, opensModal(def, parsed));
+}
+
+export function register(app: App, deps: BotDeps): void {
+  app.command(COMMANDS.release, async ({ command, ack, respond }) => {
+    await handleSlash(deps, (command.text ?? '').trim(), { user: command.user_id, channel: command.channel_id, triggerId: command.trigger_id }, ack, respond);
+  });
+  // `/rollback R2` is `/release rollback R2`
+  app.command(COMMANDS.rollback, async ({ command, ack, respond }) => {
+    const text = (command.text ?? '').trim();
+    await handleSlash(deps, text ? `rollback ${text}` : 'help rollback', { user: command.user_id, channel: command.channel_id, triggerId: command.trigger_id }, ack, respond);
+  });
+}
+
+async function runTag(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, env?: string): Promise<void> {
+  const { ctx } = deps;
+  const progress = await progressMessageIn(deps, channel, `Tag & lock ${esc(release)}${env ? ` (${esc(env)})` : ''} by <@${user}>`, respond);
+  progress.step('checking tags');
+  try {
+    const r = await tagRelease(ctx, release, { actor: user, ...(env ? { env } : {}) });
+    await progress.done('locked', renderTag(r));
+  } catch (err) {
+    if (err instanceof TributaryError && err.code === 'gate_untagged') {
+      await progress.fail(renderOffenders(err.details.result as TagResult));
+      return;
+    }
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+async function runConsolidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, env?: string): Promise<void> {
+  const { ctx } = deps;
+  const progress = await progressMessageIn(deps, channel, `Consolidation of ${esc(release)}${env ? ` (re-collecting ${esc(env)})` : ''} by <@${user}>`, respond);
+  let rows = 0;
+  try {
+    const r = await consolidate(ctx, release, {
+      actor: user,
+      ...(env ? { env } : {}),
+      progress: (step, info) => {
+        if (typeof info?.rows === 'number' && info.env) rows += info.rows;
+        const detail = step === 'collect' ? `${rows} rows collected${info?.env ? `, ${String(info.env)} done` : ''}` : info ? Object.entries(info).map(([k, v]) => `${k} ${String(v)}`).join(', ') : undefined;
+        progress.step(step, detail);
+      },
+    });
+    const counts = await resultCounts(ctx, r.runId);
+    const carried = renderCarried(r.carried);
+    await progress.done('done', `${renderCounts(release, counts, r.steps)}${carried ? `\n${carried}` : ''}\nReview: /release review ${release}`);
+  } catch (err) {
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+async function runValidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+  const { ctx } = deps;
+  const progress = await progressMessageIn(deps, channel, `Validation of ${esc(release)} by <@${user}>`, respond);
+  progress.step('integrity checks and data tests');
+  try {
+    const r = await validateRelease(ctx, release, { actor: user });
+    await progress.done(r.counts.open === 0 ? 'valid' : `${r.counts.open} open finding(s)`);
+    await postResult(deps, respond, channel, validationCard(r));
+  } catch (err) {
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+async function runLoad(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, confirm: boolean): Promise<void> {
+  const { ctx } = deps;
+  // past tier 1 a re-load resets testing and approval: said (ephemerally) before anything is posted
+  await assertReloadConfirmed(ctx, release, confirm);
+  const progress = await progressMessageIn(deps, channel, `Load of ${esc(release)} into staging by <@${user}>`, respond);
+  try {
+    const r = await loadRelease(ctx, release, { actor: user, confirm, progress: (step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
+    await progress.done('loaded and verified');
+    await postResult(deps, respond, channel, loadCard(r));
+  } catch (err) {
+    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    if (!(err instanceof TributaryError)) throw err;
+  }
+}
+
+/** The audit summary with the chain head (a witness outside the database), and the full trail as a file. */
+async function postAudit(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+  const { ctx } = deps;
+  const summary = await auditSummary(ctx, release);
+  const card = auditCard(renderAuditSummary(summary), summary.head?.hash ?? null);
+  await postResult(deps, respond, channel, card);
+  const events = await releaseEvents(ctx.db.control, release);
+  try {
+    await deps.client.files.uploadV2({
+      channel_id: channel,
+      filename: `tributary-audit-${release}.json`,
+      title: `Audit trail of ${release}`,
+      content: redact(JSON.stringify({ summary, events }, null, 2)),
+      initial_comment: `Full audit trail of ${release}: ${events.length} events, requested by <@${user}>`,
+    });
+  } catch (err) {
+    await respond({ response_type: 'ephemeral', ...textMessage(`The summary is posted, but the trail file could not be uploaded (${redact((err as Error).message)}); export it with: tributary audit ${release} --format json`) });
+  }
+}
+
+async function postResult(deps: BotDeps, respond: RespondFn, channel: string, m: Message): Promise<void> {
+  try {
+    await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks });
+  } catch {
+    await respond({ response_type: 'ephemeral', ...m });
+  }
+}
