@@ -57,8 +57,8 @@ function cliIo(opts: GlobalOpts): Io {
     groups: [],
     json: !!opts.json,
     out: (value, text) => out(opts, value, text),
-    progress: (line) => {
-      if (!opts.json) process.stderr.write(`… ${line}\n`);
+    progress: (line, info) => {
+      if (!opts.json) process.stderr.write(`… ${line}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
     },
     line: (text) => process.stdout.write(`${redact(text)}\n`),
     exit: (code) => {

@@ -102,10 +102,15 @@ export async function authorizeFor(ctx: Ctx, def: CommandDef, p: Parsed, io: Pic
   if (needs) await authorize(ctx, io.user, io.groups, needs, releaseOf(p));
 }
 
-export async function execute(ctx: Ctx, def: CommandDef, p: Parsed, io: Io): Promise<void> {
-  await authorizeFor(ctx, def, p, io);
+/** Runs a command whose role was checked (src/commands/runs.ts, loaded with the first command that runs). */
+export async function runChecked(ctx: Ctx, def: CommandDef, p: Parsed, io: Io): Promise<void> {
   const { RUNS } = await import('./runs.js');
   const run = RUNS[def.id];
   if (!run) throw new TributaryError('internal', `${def.id} has no run`);
   await run(ctx, p, io);
+}
+
+export async function execute(ctx: Ctx, def: CommandDef, p: Parsed, io: Io): Promise<void> {
+  await authorizeFor(ctx, def, p, io);
+  await runChecked(ctx, def, p, io);
 }

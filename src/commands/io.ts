@@ -1,4 +1,5 @@
 import type { Ctx } from '../engine/kernel/context.js';
+import type { ReleaseStatus } from '../engine/report/index.js';
 import type { Parsed } from './table.js';
 
 /**
@@ -17,12 +18,14 @@ export interface Io {
   json: boolean;
   /** The command's result: the value (--json) and its text. */
   out(value: unknown, text: () => string): void;
-  /** A step of a long command, as a line (`consolidate: collect {…}`). */
-  progress(line: string): void;
+  /** A step of a long command: its line, and what it counted (`collect {"env":"ST-1","rows":120}`). */
+  progress(line: string, info?: Record<string, unknown>): void;
   /** One line of a streamed result (JSON lines). */
   line(text: string): void;
   /** The outcome is not success: 1 failure, 3 a refused gate. */
   exit(code: number): void;
+  /** A release's status as the adapter may share it between requests (the bot: a burst of asks, one read). */
+  statusOf?(release: string): Promise<ReleaseStatus>;
 }
 
 /** A command's run: the engine call, its result rendered through src/views. Role and names are checked before. */

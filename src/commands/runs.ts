@@ -33,7 +33,6 @@ import type { Parsed } from './table.js';
 const str = (v: Parsed['flags'][string]): string | undefined => (typeof v === 'string' ? v : undefined);
 const list = (v: Parsed['flags'][string]): string[] => (Array.isArray(v) ? v : typeof v === 'string' ? [v] : []);
 const arg = (p: Parsed, name: string): string => p.args[name]!;
-const info = (i?: Record<string, unknown>) => (i ? ` ${JSON.stringify(i)}` : '');
 
 function deploymentId(v: string): number {
   const id = Number(v.replace(/^#/, ''));
@@ -112,7 +111,7 @@ export const RUNS: Record<string, Run> = {
     const release = p.args.release;
     const names = release ? [release] : [...ctx.config.releases.keys()];
     const all: Awaited<ReturnType<typeof releaseStatus>>[] = [];
-    for (const r of names) all.push(await releaseStatus(ctx, r));
+    for (const r of names) all.push(await (io.statusOf ? io.statusOf(r) : releaseStatus(ctx, r)));
     io.out(release ? all[0] : all, () => all.map(renderStatus).join('\n\n'));
   },
 
@@ -143,7 +142,7 @@ export const RUNS: Record<string, Run> = {
   async consolidate(ctx, p, io) {
     const release = arg(p, 'release');
     const env = str(p.flags.env);
-    const r = await consolidate(ctx, release, { actor: io.actor, progress: (step, i) => io.progress(`${step}${info(i)}`), ...(env ? { env } : {}) });
+    const r = await consolidate(ctx, release, { actor: io.actor, progress: (step, i) => io.progress(step, i), ...(env ? { env } : {}) });
     const counts = await resultCounts(ctx, r.runId);
     const queue = await listConflicts(ctx, release, { limit: 25 });
     const carried = renderCarried(r.carried);
@@ -219,7 +218,7 @@ export const RUNS: Record<string, Run> = {
   },
 
   async load(ctx, p, io) {
-    const r = await loadRelease(ctx, arg(p, 'release'), { actor: io.actor, ...(p.flags.confirm ? { confirm: true } : {}), progress: (step, i) => io.progress(`${step}${info(i)}`) });
+    const r = await loadRelease(ctx, arg(p, 'release'), { actor: io.actor, ...(p.flags.confirm ? { confirm: true } : {}), progress: (step, i) => io.progress(step, i) });
     io.out(r, () => renderLoad(r));
   },
 
@@ -245,7 +244,7 @@ export const RUNS: Record<string, Run> = {
   async promote(ctx, p, io) {
     const release = arg(p, 'release');
     try {
-      const r = await promoteRelease(ctx, release, { actor: io.actor, progress: (step, i) => io.progress(`${step}${info(i)}`) });
+      const r = await promoteRelease(ctx, release, { actor: io.actor, progress: (step, i) => io.progress(step, i) });
       io.out(r, () => renderPromote(r));
     } catch (err) {
       if (err instanceof TributaryError && err.code === 'gate_conflicts') {

@@ -1,15 +1,14 @@
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, IN_FLIGHT_STATES, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, setDeploymentMessage, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
+import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, IN_FLIGHT_STATES, interruptedDeployments, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, setDeploymentMessage, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
-import type { Parsed } from '../commands/table.js';
 import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
 import { textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
-import { replyError } from './common.js';
+import { replyError, type Runner } from './common.js';
 import { throttled } from './throttle.js';
 import { chainHead } from '../engine/report/index.js';
 
@@ -39,18 +38,14 @@ export async function refreshGoCard(deps: BotDeps, id: number): Promise<void> {
   await deps.client.chat.update({ channel: d.slack.channel, ts: d.slack.ts, text: card.text, blocks: card.blocks });
 }
 
-/** `/release deploy R2 [--at <time>] [--bundle N]`: the request (authorized by the table), and its go/no-go card in the release channel. */
-export async function runDeployRequest(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Parsed['flags']): Promise<void> {
-  const { ctx } = deps;
-  const at = typeof flags.at === 'string' ? new Date(flags.at) : undefined;
-  if (at && Number.isNaN(at.getTime())) throw new TributaryError('usage', `--at takes an ISO time, e.g. 2026-11-26T22:00:00Z (got "${String(flags.at)}"): /release deploy ${release} --at <time>`);
+/** `/release deploy R2 [--at <time>] [--bundle N]`: the request (the table's run), and its go/no-go card in the release channel. */
+export async function runDeployRequest(deps: BotDeps, respond: RespondFn, channel: string, run: Runner): Promise<void> {
   const target = channelOf(deps, channel);
-  const bundleVersion = typeof flags.bundle === 'string' ? Number(flags.bundle) : undefined;
-  const d = await requestDeployment(ctx, release, { actor: user, ...(at ? { at } : {}), ...(bundleVersion ? { bundleVersion } : {}), slack: { channel: target } });
+  const d = (await run()).value as Deployment;
   const card = await goCard(deps, d);
   try {
     const res = await deps.client.chat.postMessage({ channel: target, text: card.text, blocks: card.blocks });
-    await setDeploymentMessage(ctx, d.id, { channel: res.channel ?? target, ts: res.ts });
+    await setDeploymentMessage(deps.ctx, d.id, { channel: res.channel ?? target, ts: res.ts });
   } catch (err) {
     await respond({ response_type: 'ephemeral', ...textMessage(`Deployment #${d.id} is requested, but its go/no-go card could not be posted to <#${target}> (${redact((err as Error).message)}): invite the bot there, or decide with tributary deploy go ${d.id}`) });
   }
@@ -60,14 +55,19 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, user: 
 function runInBackground(deps: BotDeps, id: number, actor: string, channel: string, work: (progress: (d: Deployment) => void) => Promise<Deployment>): void {
   deps.longRunning(async () => {
     let ts: string | undefined;
-    const send = async (d: Deployment, head?: Awaited<ReturnType<typeof chainHead>>) => {
+    // updates go out one after the other: the final one (with the chain head) is never overtaken by a late progress update
+    let chain: Promise<void> = Promise.resolve();
+    const send = (d: Deployment, head?: Awaited<ReturnType<typeof chainHead>>): Promise<void> => {
       const m = deployProgressMessage(d, head);
-      try {
-        if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
-        else ts = (await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks })).ts;
-      } catch (err) {
-        logger().warn({ err: redact((err as Error).message), deployment: id }, 'deployment progress update failed');
-      }
+      chain = chain.then(async () => {
+        try {
+          if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
+          else ts = (await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks })).ts;
+        } catch (err) {
+          logger().warn({ err: redact((err as Error).message), deployment: id }, 'deployment progress update failed');
+        }
+      });
+      return chain;
     };
     const updates = throttled<Deployment>(deps.progressIntervalMs, (d) => void send(d));
     try {

@@ -51,8 +51,7 @@ export function nightlyHooks(deps: BotDeps): SchedulerHooks {
 }
 
 /** `/release coverage`: the table and the chart, in the channel the command came from. */
-export async function postCoverage(deps: BotDeps, respond: RespondFn, user: string, channel: string): Promise<void> {
-  const coverage = await coverageGrowth(deps.ctx);
+export async function postCoverage(deps: BotDeps, respond: RespondFn, user: string, channel: string, coverage: Coverage): Promise<void> {
   const m = coverageMessage(coverage);
   try {
     await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks });

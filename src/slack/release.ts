@@ -1,12 +1,13 @@
 import type { App, RespondFn } from '@slack/bolt';
-import { consolidate } from '../engine/consolidate/index.js';
-import { listConflicts } from '../engine/review/index.js';
-import { resultCounts, auditSummary, releaseEvents } from '../engine/report/index.js';
-import { tagRelease, type TagResult } from '../engine/gate/index.js';
+import type { ConsolidateResult } from '../engine/consolidate/index.js';
+import type { Coverage } from '../engine/nightly/index.js';
+import type { ValidationReport } from '../engine/validate/index.js';
+import { listConflicts, type ConflictRow } from '../engine/review/index.js';
+import { releaseEvents, type AuditSummary, type ReleaseStatus } from '../engine/report/index.js';
 import { suggest, TributaryError } from '../errors.js';
 import { tokenize } from '../commands/grammar.js';
 import { commandHelp, helpLines } from '../commands/help.js';
-import { authorizeFor, execute, parseText } from '../commands/invoke.js';
+import { authorizeFor, parseText, runChecked } from '../commands/invoke.js';
 import type { Io } from '../commands/io.js';
 import { BY_ID, flagsOf, TABLE, type CommandDef, type Parsed } from '../commands/table.js';
 import { redact } from '../log.js';
@@ -15,10 +16,9 @@ import { COMMANDS } from './ids.js';
 import { auditCard, conflictListMessage, errorMessage, helpMessage, loadCard, preMessage, statusMessage, textMessage, validationCard } from '../views/blocks.js';
 import { type Message, esc } from '../views/limits.js';
 import { renderAuditSummary } from '../views/audit.js';
-import { assertReloadConfirmed, loadRelease } from '../engine/load/index.js';
-import { validateRelease } from '../engine/validate/index.js';
-import { renderCarried, renderCounts, renderOffenders, renderTag } from '../views/text.js';
-import { progressMessageIn, replyError } from './common.js';
+import { assertReloadConfirmed, type LoadResult } from '../engine/load/index.js';
+import { renderCarried, renderCounts } from '../views/text.js';
+import { inProgress, replyError, type Outcome, type Runner } from './common.js';
 import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
 import { openDecisionFromCommand, openRollbackFromCommand, refreshGoCard, runDeployRequest } from './deploy.js';
 import { postCoverage } from './nightly.js';
@@ -28,7 +28,7 @@ import { postCoverage } from './nightly.js';
  * the background and reports by updating one progress message.
  */
 /** The `/release` sub-commands whose Slack form differs from the table's text answer (cards, channel posts, modals). */
-type SlackRun = (deps: BotDeps, respond: RespondFn, r: Request) => Promise<void>;
+type SlackRun = (deps: BotDeps, respond: RespondFn, r: Request, run: Runner) => Promise<void>;
 
 interface Request {
   user: string;
@@ -48,34 +48,30 @@ const rel = (r: Request): string => r.parsed.args.release!;
  */
 const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun }> = {
   status: {
-    run: async (deps, respond, r) => {
-      const names = r.parsed.args.release ? [r.parsed.args.release] : [...deps.ctx.config.releases.keys()];
-      const statuses = [];
-      for (const name of names) statuses.push(await deps.statusOf(name));
-      await respond({ response_type: 'ephemeral', ...statusMessage(statuses) });
+    run: async (_deps, respond, r, run) => {
+      const v = (await run()).value as ReleaseStatus | ReleaseStatus[];
+      await respond({ response_type: 'ephemeral', ...statusMessage(Array.isArray(v) ? v : [v]) });
     },
   },
   conflicts: {
-    run: async (deps, respond, r) => {
-      const priority = str(r.parsed.flags.priority);
-      const status = (str(r.parsed.flags.status) ?? 'open') as 'open' | 'decided' | 'all';
-      const rows = await listConflicts(deps.ctx, rel(r), { status, ...(priority ? { priority } : {}) });
-      await respond({ response_type: 'ephemeral', ...conflictListMessage(rel(r), rows, priority) });
+    run: async (_deps, respond, r, run) => {
+      const o = await run();
+      await respond({ response_type: 'ephemeral', ...conflictListMessage(rel(r), o.value as ConflictRow[], str(r.parsed.flags.priority)) });
     },
   },
-  tag: { when: (p) => p.flags.install === undefined && !!p.args.release, run: (deps, respond, r) => runTag(deps, respond, r.user, r.channel, rel(r), str(r.parsed.flags.env)) },
-  consolidate: { run: (deps, respond, r) => runConsolidate(deps, respond, r.user, r.channel, rel(r), str(r.parsed.flags.env)) },
-  validate: { run: (deps, respond, r) => runValidate(deps, respond, r.user, r.channel, rel(r)) },
-  load: { run: (deps, respond, r) => runLoad(deps, respond, r.user, r.channel, rel(r), r.parsed.flags.confirm === true) },
-  audit: { when: (p) => p.flags.format === 'text', run: (deps, respond, r) => postAudit(deps, respond, r.user, r.channel, rel(r)) },
-  test: { run: (deps, respond, r) => runTestCommand(deps, respond, r.user, r.channel, rel(r), r.parsed.flags) },
-  promote: { run: (deps, respond, r) => runPromote(deps, respond, r.user, r.channel, rel(r)) },
+  tag: { when: (p) => p.flags.install === undefined && !!p.args.release, run: (deps, respond, r, run) => runTag(deps, respond, r, run) },
+  consolidate: { run: (deps, respond, r, run) => runConsolidate(deps, respond, r, run) },
+  validate: { run: (deps, respond, r, run) => runValidate(deps, respond, r, run) },
+  load: { run: (deps, respond, r, run) => runLoad(deps, respond, r, run) },
+  audit: { when: (p) => p.flags.format === 'text', run: async (deps, respond, r, run) => postAudit(deps, respond, r.user, r.channel, rel(r), (await run()).value as AuditSummary) },
+  test: { run: (deps, respond, r, run) => runTestCommand(deps, respond, r.user, r.channel, rel(r), r.parsed.flags, run) },
+  promote: { run: (deps, respond, r, run) => runPromote(deps, respond, r.user, r.channel, rel(r), run) },
   approve: { when: (p) => p.flags.rationale === undefined, run: (deps, respond, r) => openApproveFromCommand(deps, respond, r.user, r.triggerId, rel(r)) },
-  deploy: { run: (deps, respond, r) => runDeployRequest(deps, respond, r.user, r.channel, rel(r), r.parsed.flags) },
+  deploy: { run: (deps, respond, r, run) => runDeployRequest(deps, respond, r.channel, run) },
   'deploy go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'go') },
   'deploy no-go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'no-go') },
   rollback: { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openRollbackFromCommand(deps, r.triggerId, rel(r)) },
-  coverage: { run: (deps, respond, r) => postCoverage(deps, respond, r.user, r.channel) },
+  coverage: { run: async (deps, respond, r, run) => postCoverage(deps, respond, r.user, r.channel, (await run()).value as Coverage) },
   review: {
     run: async (deps, respond, r) => {
       const channel = deps.ctx.config.slack.reviewChannel ?? r.channel;
@@ -109,37 +105,42 @@ async function runFor(deps: BotDeps, respond: RespondFn, def: CommandDef, r: Req
   const { ctx } = deps;
   const groups = await deps.groupsOf(r.user);
   await authorizeFor(ctx, def, r.parsed, { user: r.user, groups });
-  const special = SLACK_RUNS[def.id];
-  if (special && (!special.when || special.when(r.parsed))) return special.run(deps, respond, r);
-  let text = '';
-  let code = 0;
-  const progress = def.long ? await progressMessageIn(deps, ctx.config.slack.releaseChannel ?? r.channel, `${esc(def.id)} ${Object.values(r.parsed.args).filter(Boolean).map((a) => esc(a!)).join(' ')} by <@${r.user}>`, respond) : undefined;
-  const io: Io = {
-    actor: r.user,
-    user: r.user,
-    groups,
-    json: false,
-    out: (_value, render) => {
-      text = render();
-    },
-    progress: (line) => progress?.step(line),
-    line: (t) => {
-      text += `${t}\n`;
-    },
-    exit: (c) => {
-      code = c;
-    },
+  const run: Runner = async (progress) => {
+    const o: Outcome = { value: undefined, text: '', code: 0 };
+    const io: Io = {
+      actor: r.user,
+      user: r.user,
+      groups,
+      json: false,
+      out: (value, render) => {
+        o.value = value;
+        o.text = render();
+      },
+      progress: (line, info) => progress?.(line, info),
+      line: (t) => {
+        o.text += `${t}\n`;
+      },
+      exit: (c) => {
+        o.code = c;
+      },
+      statusOf: (name) => deps.statusOf(name),
+    };
+    await runChecked(ctx, def, r.parsed, io);
+    return o;
   };
-  try {
-    await execute(ctx, def, r.parsed, io);
-  } catch (err) {
-    if (!progress) throw err;
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
-    if (!(err instanceof TributaryError)) throw err;
+  const special = SLACK_RUNS[def.id];
+  if (special && (!special.when || special.when(r.parsed))) return special.run(deps, respond, r, run);
+  if (!def.long) {
+    const o = await run();
+    await respond({ response_type: 'ephemeral', ...preMessage(o.text) });
+    await afterRun(deps, def, r);
     return;
   }
-  if (progress) await (code === 0 ? progress.done('done', text) : progress.fail(text));
-  else await respond({ response_type: 'ephemeral', ...preMessage(text) });
+  const title = `${esc(def.id)} ${Object.values(r.parsed.args).filter(Boolean).map((a) => esc(a!)).join(' ')} by <@${r.user}>`;
+  await inProgress(deps, respond, ctx.config.slack.releaseChannel ?? r.channel, title, 'starting', async (progress) => {
+    const o = await run((line) => progress.step(line));
+    await (o.code === 0 ? progress.done('done', o.text) : progress.fail(o.text));
+  });
   await afterRun(deps, def, r);
 }
 
@@ -196,79 +197,52 @@ export function register(app: App, deps: BotDeps): void {
   });
 }
 
-async function runTag(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, env?: string): Promise<void> {
-  const { ctx } = deps;
-  const progress = await progressMessageIn(deps, channel, `Tag & lock ${esc(release)}${env ? ` (${esc(env)})` : ''} by <@${user}>`, respond);
-  progress.step('checking tags');
-  try {
-    const r = await tagRelease(ctx, release, { actor: user, ...(env ? { env } : {}) });
-    await progress.done('locked', renderTag(r));
-  } catch (err) {
-    if (err instanceof TributaryError && err.code === 'gate_untagged') {
-      await progress.fail(renderOffenders(err.details.result as TagResult));
-      return;
-    }
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
-    if (!(err instanceof TributaryError)) throw err;
-  }
+async function runTag(deps: BotDeps, respond: RespondFn, r: Request, run: Runner): Promise<void> {
+  const env = str(r.parsed.flags.env);
+  await inProgress(deps, respond, r.channel, `Tag & lock ${esc(rel(r))}${env ? ` (${esc(env)})` : ''} by <@${r.user}>`, 'checking tags', async (progress) => {
+    // untagged rows: the offenders, as the CLI lists them
+    const o = await run();
+    await (o.code === 0 ? progress.done('locked', o.text) : progress.fail(o.text));
+  });
 }
 
-async function runConsolidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, env?: string): Promise<void> {
-  const { ctx } = deps;
-  const progress = await progressMessageIn(deps, channel, `Consolidation of ${esc(release)}${env ? ` (re-collecting ${esc(env)})` : ''} by <@${user}>`, respond);
+async function runConsolidate(deps: BotDeps, respond: RespondFn, r: Request, run: Runner): Promise<void> {
+  const release = rel(r);
+  const env = str(r.parsed.flags.env);
   let rows = 0;
-  try {
-    const r = await consolidate(ctx, release, {
-      actor: user,
-      ...(env ? { env } : {}),
-      progress: (step, info) => {
-        if (typeof info?.rows === 'number' && info.env) rows += info.rows;
-        const detail = step === 'collect' ? `${rows} rows collected${info?.env ? `, ${String(info.env)} done` : ''}` : info ? Object.entries(info).map(([k, v]) => `${k} ${String(v)}`).join(', ') : undefined;
-        progress.step(step, detail);
-      },
+  await inProgress(deps, respond, r.channel, `Consolidation of ${esc(release)}${env ? ` (re-collecting ${esc(env)})` : ''} by <@${r.user}>`, 'starting', async (progress) => {
+    const o = await run((step, info) => {
+      if (typeof info?.rows === 'number' && info.env) rows += info.rows;
+      const detail = step === 'collect' ? `${rows} rows collected${info?.env ? `, ${String(info.env)} done` : ''}` : info ? Object.entries(info).map(([k, v]) => `${k} ${String(v)}`).join(', ') : undefined;
+      progress.step(step, detail);
     });
-    const counts = await resultCounts(ctx, r.runId);
-    const carried = renderCarried(r.carried);
-    await progress.done('done', `${renderCounts(release, counts, r.steps)}${carried ? `\n${carried}` : ''}\nReview: /release review ${release}`);
-  } catch (err) {
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
-    if (!(err instanceof TributaryError)) throw err;
-  }
+    const v = o.value as ConsolidateResult & { counts: Parameters<typeof renderCounts>[1] };
+    const carried = renderCarried(v.carried);
+    await progress.done('done', `${renderCounts(release, v.counts, v.steps)}${carried ? `\n${carried}` : ''}\nReview: /release review ${release}`);
+  });
 }
 
-async function runValidate(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
-  const { ctx } = deps;
-  const progress = await progressMessageIn(deps, channel, `Validation of ${esc(release)} by <@${user}>`, respond);
-  progress.step('integrity checks and data tests');
-  try {
-    const r = await validateRelease(ctx, release, { actor: user });
-    await progress.done(r.counts.open === 0 ? 'valid' : `${r.counts.open} open finding(s)`);
-    await postResult(deps, respond, channel, validationCard(r));
-  } catch (err) {
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
-    if (!(err instanceof TributaryError)) throw err;
-  }
+async function runValidate(deps: BotDeps, respond: RespondFn, r: Request, run: Runner): Promise<void> {
+  await inProgress(deps, respond, r.channel, `Validation of ${esc(rel(r))} by <@${r.user}>`, 'integrity checks and data tests', async (progress) => {
+    const v = (await run()).value as ValidationReport;
+    await progress.done(v.counts.open === 0 ? 'valid' : `${v.counts.open} open finding(s)`);
+    await postResult(deps, respond, r.channel, validationCard(v));
+  });
 }
 
-async function runLoad(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, confirm: boolean): Promise<void> {
-  const { ctx } = deps;
+async function runLoad(deps: BotDeps, respond: RespondFn, r: Request, run: Runner): Promise<void> {
   // past tier 1 a re-load resets testing and approval: said (ephemerally) before anything is posted
-  await assertReloadConfirmed(ctx, release, confirm);
-  const progress = await progressMessageIn(deps, channel, `Load of ${esc(release)} into staging by <@${user}>`, respond);
-  try {
-    const r = await loadRelease(ctx, release, { actor: user, confirm, progress: (step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
+  await assertReloadConfirmed(deps.ctx, rel(r), r.parsed.flags.confirm === true);
+  await inProgress(deps, respond, r.channel, `Load of ${esc(rel(r))} into staging by <@${r.user}>`, 'starting', async (progress) => {
+    const o = await run((step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined));
     await progress.done('loaded and verified');
-    await postResult(deps, respond, channel, loadCard(r));
-  } catch (err) {
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
-    if (!(err instanceof TributaryError)) throw err;
-  }
+    await postResult(deps, respond, r.channel, loadCard(o.value as LoadResult));
+  });
 }
 
 /** The audit summary with the chain head (a witness outside the database), and the full trail as a file. */
-async function postAudit(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
+async function postAudit(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, summary: AuditSummary): Promise<void> {
   const { ctx } = deps;
-  const summary = await auditSummary(ctx, release);
   const card = auditCard(renderAuditSummary(summary), summary.head?.hash ?? null);
   await postResult(deps, respond, channel, card);
   const events = await releaseEvents(ctx.db.control, release);

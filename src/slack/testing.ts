@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { promoteRelease } from '../engine/promote/index.js';
+import type { PromoteResult } from '../engine/promote/index.js';
 import { authorize } from '../engine/kernel/roles.js';
-import { type Tier, approveRelease, latestTier2Run, reportOfRun, runTests, type TestRunReport } from '../engine/tiers/index.js';
+import { type Tier, approveRelease, latestTier2Run, reportOfRun, type TestRunReport } from '../engine/tiers/index.js';
 import type { Parsed } from '../commands/table.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -11,8 +11,8 @@ import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { textMessage } from '../views/blocks.js';
 import { esc, type Message } from '../views/limits.js';
-import { approveModal, promoteCardText, renderProgress, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
-import { progressMessageIn, replyError } from './common.js';
+import { approveModal, promoteCardText, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
+import { inProgress, replyError, type Runner } from './common.js';
 
 /**
  * Two-tier testing in Slack: `/release test R2 --tier 1|2 | --feature F | --smoke [--env E]` runs the
@@ -60,36 +60,25 @@ async function uploadReports(deps: BotDeps, respond: RespondFn, channel: string,
   }
 }
 
-export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Parsed['flags']): Promise<void> {
-  const { ctx } = deps;
+export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Parsed['flags'], run: Runner): Promise<void> {
   const req = testRequestOf(flags);
-  const target = ctx.config.slack.releaseChannel ?? channel;
-  const progress = await progressMessageIn(deps, target, `${esc(release)} ${tierLabel(req.tier, req.feature)}${req.env ? ` on ${esc(req.env)}` : ''} by <@${user}>`, respond);
-  try {
-    const r = await runTests(ctx, release, { ...req, actor: user, progress: (p) => progress.step(p.step === 'shards' ? 'running shards' : p.step, renderProgress(p)) });
+  const target = deps.ctx.config.slack.releaseChannel ?? channel;
+  await inProgress(deps, respond, target, `${esc(release)} ${tierLabel(req.tier, req.feature)}${req.env ? ` on ${esc(req.env)}` : ''} by <@${user}>`, 'starting', async (progress) => {
+    const r = (await run((line) => progress.step('running shards', line))).value as TestRunReport;
     await progress.done(r.gate.passed ? 'passed' : 'failed', `${r.totals.passed}/${r.totals.total - r.totals.skipped} passed (${r.totals.passRate}%)`);
     await post(deps, respond, target, testRunCard(r));
     await uploadReports(deps, respond, target, r);
-  } catch (err) {
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
-    if (!(err instanceof TributaryError)) throw err;
-  }
+  });
 }
 
-export async function runPromote(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
-  const { ctx } = deps;
-  const target = ctx.config.slack.releaseChannel ?? channel;
-  const progress = await progressMessageIn(deps, target, `Promotion of ${esc(release)} into master by <@${user}>`, respond);
-  try {
-    const r = await promoteRelease(ctx, release, { actor: user, progress: (step: string, info?: Record<string, unknown>) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
-    await progress.done('promoted and verified', promoteCardText(r));
-  } catch (err) {
-    const message = redact(err instanceof Error ? err.message : String(err));
+export async function runPromote(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, run: Runner): Promise<void> {
+  const target = deps.ctx.config.slack.releaseChannel ?? channel;
+  await inProgress(deps, respond, target, `Promotion of ${esc(release)} into master by <@${user}>`, 'starting', async (progress) => {
+    const o = await run((step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined));
     // cross-release conflicts go to the same review cards: say where to decide them
-    const conflicts = err instanceof TributaryError && err.code === 'gate_conflicts';
-    await progress.fail(conflicts ? `${message}\nDecide them in Slack: /release review ${release} posts their cards; then /release promote ${release} again.` : message);
-    if (!(err instanceof TributaryError)) throw err;
-  }
+    if (o.code !== 0) return progress.fail(`${redact(String((o.value as { message?: string }).message ?? o.text))}\nDecide them in Slack: /release review ${release} posts their cards; then /release promote ${release} again.`);
+    await progress.done('promoted and verified', promoteCardText(o.value as PromoteResult));
+  });
 }
 
 function latestTier2(deps: BotDeps, release: string) {

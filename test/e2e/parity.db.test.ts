@@ -1,0 +1,205 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { main } from '../../src/cli/main.js';
+import { tokenize } from '../../src/commands/grammar.js';
+import type { Run } from '../../src/commands/io.js';
+import { RUNS } from '../../src/commands/runs.js';
+import { commandsOf, usageOf, type CommandDef, type Parsed } from '../../src/commands/table.js';
+import { consolidate } from '../../src/engine/consolidate/run.js';
+import { tagRelease } from '../../src/engine/gate/tag.js';
+import { TributaryError } from '../../src/errors.js';
+import type { Bot } from '../../src/slack/app.js';
+import { insertUsers, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
+import { FakeSlack, signedPost, slashBody, startTestBot, TEST_SIGNING_SECRET } from '../slack/fake-slack.js';
+
+/**
+ * Parity (issue 17): every command the table serves in both adapters, walked from the table. The same
+ * words reach the same run (src/commands/runs.ts) with the same arguments and flags, for the same
+ * identity; its error reaches the user with the same text; a flag neither knows, a typo'd release and
+ * help say the same in both. (What a run does, its audit events and the database state after, is then the
+ * same by construction: one function.) The runs are replaced by probes that record their invocation and
+ * refuse, so nothing changes between the two.
+ */
+const USER = 'U0ALL';
+const BOTH = commandsOf('cli').filter((d) => !d.only);
+
+let env: TestEnv;
+let fake: FakeSlack;
+let bot: Bot;
+let url: string;
+
+interface Call {
+  id: string;
+  parsed: Parsed;
+  user: string;
+  actor: string;
+}
+const calls: Call[] = [];
+const originals: Record<string, Run> = { ...RUNS };
+
+/** Each run records how it was called and refuses (a gate), so nothing is done. */
+function probeRuns(): void {
+  for (const id of Object.keys(RUNS)) {
+    RUNS[id] = async (_ctx, parsed, io) => {
+      calls.push({ id, parsed: structuredClone(parsed), user: io.user, actor: io.actor });
+      throw new TributaryError('gate_state', `probe: ${id} was run`);
+    };
+  }
+}
+
+/** The CLI in this process: exit code, stdout and stderr. */
+async function viaCli(words: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const out = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => ((stdout += String(s)), true));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => ((stderr += String(s)), true));
+  try {
+    process.exitCode = undefined;
+    const code = await main(['--config', env.configFile, '--as', USER, ...words]);
+    return { code, stdout, stderr };
+  } finally {
+    process.exitCode = undefined;
+    out.mockRestore();
+    err.mockRestore();
+  }
+}
+
+/** `/release <text>` as Slack sends it: the ack's body (a refusal is in it), then what the bot said anywhere. */
+async function viaSlack(text: string): Promise<{ ack: string; said: () => string }> {
+  fake.reset();
+  const res = await signedPost(url, slashBody(fake, text, USER), TEST_SIGNING_SECRET);
+  expect(res.status).toBe(200);
+  return { ack: res.body, said: () => JSON.stringify(fake.calls) };
+}
+
+const wordsOf = (d: CommandDef) => `${d.id} ${d.example}`.trim();
+
+beforeAll(async () => {
+  env = await testEnv(3, { roles: { reviewer: [USER], qa_lead: [USER], release_manager: [USER] } });
+  await insertUsers(env, 'st1', [{ id: 1, email: 'dana@x', role: 'Administrator', feature: 'FEAT-C' }]);
+  await insertUsers(env, 'st2', [{ id: 2, email: 'dana@x', role: 'Customer', feature: 'FEAT-M' }]);
+  await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
+  await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
+  fake = new FakeSlack();
+  await fake.start();
+  ({ bot, url } = await startTestBot(env.ctx, fake));
+  process.env.TRIBUTARY_AUDIT_KEY = TEST_AUDIT_KEY;
+  delete process.env.DATABASE_URL;
+  delete process.env.TRIBUTARY_CONFIG;
+});
+
+afterAll(async () => {
+  Object.assign(RUNS, originals);
+  await bot?.stop();
+  await fake?.stop();
+  await env?.close();
+});
+
+beforeEach(() => {
+  calls.length = 0;
+});
+
+describe('the same words reach the same run, with the same arguments, and its error says the same', () => {
+  beforeAll(probeRuns);
+  afterAll(() => Object.assign(RUNS, originals));
+
+  it('covers every command the table serves in both', () => {
+    expect(BOTH.map((d) => d.id)).toEqual(commandsOf('slack').filter((d) => !d.only).map((d) => d.id));
+    expect(BOTH.length).toBeGreaterThan(25);
+  });
+
+  it.each(BOTH.map((d) => [wordsOf(d), d] as const))('%s', async (words, def) => {
+    const cli = await viaCli(tokenize(words));
+    expect(calls.map((c) => c.id)).toEqual([def.id]);
+    const fromCli = calls.pop()!;
+    expect(cli.code).toBe(3);
+    expect(cli.stderr).toBe(`tributary: probe: ${def.id} was run\n`);
+
+    const slack = await viaSlack(words);
+    await vi.waitFor(() => expect(calls.map((c) => c.id)).toEqual([def.id]), { timeout: 20_000 });
+    const fromSlack = calls.pop()!;
+    expect(fromSlack.parsed).toEqual(fromCli.parsed);
+    expect(fromSlack.user).toBe(fromCli.user);
+    expect(fromCli.actor).toBe(`cli:${USER}`);
+    expect(fromSlack.actor).toBe(USER);
+    await vi.waitFor(() => expect(slack.said()).toContain(`probe: ${def.id} was run`), { timeout: 20_000 });
+  });
+});
+
+describe('what is not understood is refused the same way, before anything runs', () => {
+  beforeAll(probeRuns);
+  afterAll(() => Object.assign(RUNS, originals));
+
+  it.each(BOTH.map((d) => [`${wordsOf(d)} --bogus`, d] as const))('%s', async (words, def) => {
+    const cli = await viaCli(tokenize(words));
+    expect(cli.code).toBe(2);
+    const why = 'unknown flag --bogus. Usage: ';
+    expect(cli.stderr).toBe(`tributary: ${why}${usageOf(def, 'cli')}\n`);
+    const slack = await viaSlack(words);
+    expect(JSON.parse(slack.ack).response_type).toBe('ephemeral');
+    expect(JSON.parse(slack.ack).text).toContain(`${why}${usageOf(def, 'slack')}`);
+    expect(calls).toEqual([]);
+  });
+
+  const withRelease = BOTH.filter((d) => / R2\b/.test(` ${d.example}`));
+  it.each(withRelease.map((d) => [wordsOf(d).replace(/\bR2\b/, 'r2'), d] as const))('%s', async (words) => {
+    const cli = await viaCli(tokenize(words));
+    expect(cli.code).toBe(2);
+    expect(cli.stderr).toBe('tributary: unknown release "r2": did you mean R2?\n');
+    const slack = await viaSlack(words);
+    expect(JSON.parse(slack.ack).text).toContain('unknown release "r2": did you mean R2?');
+    expect(calls).toEqual([]);
+    // nothing was posted or started in Slack for a typo
+    expect(fake.calls.filter((c) => c.method !== 'auth.test')).toEqual([]);
+  });
+
+  it('an extra word, and a missing argument', async () => {
+    for (const [words, why] of [
+      ['validate R2 now', 'unexpected "now". Usage: '],
+      ['conflicts show R2', 'missing code. Usage: '],
+    ] as const) {
+      const def = BOTH.find((d) => words.startsWith(`${d.id} `) && !BOTH.some((o) => o.id.length > d.id.length && words.startsWith(`${o.id} `)))!;
+      const cli = await viaCli(tokenize(words));
+      expect(cli.stderr).toBe(`tributary: ${why}${usageOf(def, 'cli')}\n`);
+      expect(JSON.parse((await viaSlack(words)).ack).text).toContain(`${why}${usageOf(def, 'slack')}`);
+    }
+    expect(calls).toEqual([]);
+  });
+});
+
+describe('help comes from the table in both', () => {
+  it.each(BOTH.map((d) => [d.id, d] as const))('%s', async (_id, def) => {
+    const cli = await viaCli([...def.id.split(' '), '--help']);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toContain(`Usage: ${usageOf(def, 'cli')}`);
+    expect(cli.stdout).toContain(`In Slack: ${usageOf(def, 'slack')}`);
+    const slack = await viaSlack(`help ${def.id}`);
+    const text = JSON.parse(slack.ack).text as string;
+    expect(text).toContain(usageOf(def, 'slack'));
+    expect(text).toContain(`CLI: \`${usageOf(def, 'cli')}\``);
+  });
+
+  it('a one-sided command says why, in help and when asked for on the other side', async () => {
+    const cli = await viaCli(['migrate', '--help']);
+    expect(cli.stdout).toContain("Only in the CLI: its boundary is the database owner's credentials");
+    const slack = JSON.parse((await viaSlack('migrate')).ack).text as string;
+    expect(slack).toContain("migrate is CLI only: its boundary is the database owner's credentials");
+    const review = await viaCli(['review', 'R2']);
+    expect(review.code).toBe(2);
+  });
+});
+
+describe('an error of the engine reaches the user with the same text (real runs)', () => {
+  it.each([
+    ['conflicts show R2 C-999'],
+    ['decide C-999 --release R2 --keep 1 --rationale "no such conflict"'],
+    ['deploy status 99'],
+    ['bundle R2'],
+  ])('%s', async (words) => {
+    const cli = await viaCli(tokenize(words));
+    expect(cli.code).toBeGreaterThan(0);
+    const message = cli.stderr.replace(/^tributary: /, '').trim();
+    expect(message.length).toBeGreaterThan(5);
+    const slack = await viaSlack(words);
+    await vi.waitFor(() => expect(slack.said()).toContain(JSON.stringify(message).slice(1, -1)), { timeout: 20_000 });
+  });
+});
