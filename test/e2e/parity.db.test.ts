@@ -9,7 +9,7 @@ import { tagRelease } from '../../src/engine/gate/tag.js';
 import { TributaryError } from '../../src/errors.js';
 import type { Bot } from '../../src/slack/app.js';
 import { insertUsers, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
-import { FakeSlack, signedPost, slashBody, startTestBot, TEST_SIGNING_SECRET } from '../slack/fake-slack.js';
+import { botAndCli, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET } from '../slack/fake-slack.js';
 
 /**
  * Parity (issue 17): every command the table serves in both adapters, walked from the table. The same
@@ -79,12 +79,8 @@ beforeAll(async () => {
   await insertUsers(env, 'st2', [{ id: 2, email: 'dana@x', role: 'Customer', feature: 'FEAT-M' }]);
   await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
   await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
-  fake = new FakeSlack();
-  await fake.start();
-  ({ bot, url } = await startTestBot(env.ctx, fake));
-  process.env.TRIBUTARY_AUDIT_KEY = TEST_AUDIT_KEY;
-  delete process.env.DATABASE_URL;
-  delete process.env.TRIBUTARY_CONFIG;
+  // the CLI runs in this process: its config comes from --config, its audit key from the environment
+  ({ fake, bot, url } = await botAndCli(env.ctx, TEST_AUDIT_KEY));
 });
 
 afterAll(async () => {

@@ -8,7 +8,7 @@ import { tagRelease } from '../../src/engine/gate/tag.js';
 import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../../src/slack/ids.js';
 import { insertAccounts, insertTransactions, insertUsers, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, signedPost, slashBody, startTestBot, TEST_SIGNING_SECRET, viewSubmissionBody } from '../slack/fake-slack.js';
+import { actionBody, botAndCli, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody } from '../slack/fake-slack.js';
 
 /**
  * The role walk (issues 16, 17): every command of the table, in both adapters (the CLI, `/release` in
@@ -126,13 +126,8 @@ beforeAll(async () => {
   await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
   // a weekly pruning proposal of a feature owned by someone else (its buttons are the owner's only)
   await env.db.control('prune_proposals').insert({ feature: 'FEAT-L', release: 'R2', owner: 'U0OWNER', tests: JSON.stringify([{ id: 't1', name: 't1' }]) });
-  fake = new FakeSlack();
-  await fake.start();
-  ({ bot, url } = await startTestBot(env.ctx, fake));
   // the CLI runs in this process: its config comes from --config, its audit key from the environment
-  process.env.TRIBUTARY_AUDIT_KEY = TEST_AUDIT_KEY;
-  delete process.env.DATABASE_URL;
-  delete process.env.TRIBUTARY_CONFIG;
+  ({ fake, bot, url } = await botAndCli(env.ctx, TEST_AUDIT_KEY));
 });
 
 afterAll(async () => {
