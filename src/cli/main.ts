@@ -60,7 +60,7 @@ function cliIo(opts: GlobalOpts): Io {
     progress: (line, info) => {
       if (!opts.json) process.stderr.write(`… ${line}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
     },
-    line: (text) => process.stdout.write(`${redact(text)}\n`),
+    line: (text) => (process.stdout.write(`${redact(text)}\n`) ? undefined : new Promise<void>((resolve) => process.stdout.once('drain', () => resolve()))),
     exit: (code) => {
       process.exitCode = code;
     },

@@ -20,8 +20,8 @@ export interface Io {
   out(value: unknown, text: () => string): void;
   /** A step of a long command: its line, and what it counted (`collect {"env":"ST-1","rows":120}`). */
   progress(line: string, info?: Record<string, unknown>): void;
-  /** One line of a streamed result (JSON lines). */
-  line(text: string): void;
+  /** One line of a streamed result (JSON lines); wait for it where the reader is slower than the database. */
+  line(text: string): void | Promise<void>;
   /** The outcome is not success: 1 failure, 3 a refused gate. */
   exit(code: number): void;
   /** A release's status as the adapter may share it between requests (the bot: a burst of asks, one read). */

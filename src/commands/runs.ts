@@ -9,7 +9,8 @@ import { loadRelease } from '../engine/load/index.js';
 import { archiveReleases, coverageGrowth, restoreRelease, runNightlyNow, setChartPath } from '../engine/nightly/index.js';
 import { promoteRelease } from '../engine/promote/index.js';
 import { auditSummary, releaseEvents, releaseStatus, resultCounts, resultRecords, verifyChain, why } from '../engine/report/index.js';
-import { applyDecision, listConflicts, nextConflict, planDecision, releaseOfCode, showConflict, type Decision } from '../engine/review/index.js';
+import { applyDecision, autoResolutionCounts, isAutoCode, listAutoResolutions, listConflicts, nextConflict, planDecision, releaseOfCode, showAutoResolution, showConflict, type AutoFilter, type AutoResolution, type Decision } from '../engine/review/index.js';
+import { renderAutoHeader, renderAutoLine, renderAutoResolution } from '../views/autoResolutions.js';
 import { approveRelease, runTests, type Tier } from '../engine/tiers/index.js';
 import { decideFinding, isFindingCode, validateRelease, waiveFinding } from '../engine/validate/index.js';
 import { EXIT, TributaryError } from '../errors.js';
@@ -106,6 +107,31 @@ async function deployDecision(ctx: Ctx, p: Parsed, io: Io, decision: 'go' | 'no-
   if (d.status !== 'succeeded') io.exit(EXIT.failure);
 }
 
+/** `conflicts <release> --status auto-resolved [--rule r] [--entity e]`: streamed, a line (or a JSON array element) per resolution as it is read. */
+async function autoResolutions(ctx: Ctx, release: string, p: Parsed, io: Io): Promise<void> {
+  const rule = str(p.flags.rule);
+  const entity = str(p.flags.entity);
+  const filter: AutoFilter = { ...(rule ? { rule } : {}), ...(entity ? { entity } : {}) };
+  if (!io.json) await io.line(renderAutoHeader(release, await autoResolutionCounts(ctx, release, filter)));
+  // a JSON array, one element a line: each is written when the next (or the end) is read
+  let held: string | undefined;
+  for await (const a of listAutoResolutions(ctx, release, filter)) {
+    if (!io.json) {
+      await io.line(renderAutoLine(a));
+      continue;
+    }
+    await io.line(held === undefined ? '[' : `${held},`);
+    held = JSON.stringify(redactDeep(a));
+  }
+  if (io.json) {
+    if (held === undefined) await io.line('[]');
+    else {
+      await io.line(held);
+      await io.line(']');
+    }
+  }
+}
+
 export const RUNS: Record<string, Run> = {
   async status(ctx, p, io) {
     const release = p.args.release;
@@ -151,6 +177,7 @@ export const RUNS: Record<string, Run> = {
 
   async conflicts(ctx, p, io) {
     const release = arg(p, 'release');
+    if (p.flags.status === 'auto-resolved') return autoResolutions(ctx, release, p, io);
     const priority = str(p.flags.priority);
     const rows = await listConflicts(ctx, release, { status: (str(p.flags.status) ?? 'open') as 'open' | 'decided' | 'all', ...(priority ? { priority } : {}) });
     io.out(rows, () => renderQueue(release, rows));
@@ -165,6 +192,10 @@ export const RUNS: Record<string, Run> = {
   },
 
   async 'conflicts show'(ctx, p, io) {
+    if (isAutoCode(arg(p, 'code'))) {
+      const a = await showAutoResolution(ctx, arg(p, 'release'), arg(p, 'code'));
+      return io.out(a, () => renderAutoResolution(a));
+    }
     const c = await showConflict(ctx, arg(p, 'release'), arg(p, 'code'));
     io.out(c, () => renderConflict(c));
   },
@@ -177,8 +208,9 @@ export const RUNS: Record<string, Run> = {
     const code = arg(p, 'code');
     if (isFindingCode(code)) return decideFindingRun(ctx, code, p, io);
     const release = str(p.flags.release) ?? (await releaseOfCode(ctx, code));
-    const conflict = await showConflict(ctx, release, code);
-    const d = decisionOf(p.flags, !!conflict.detail.versions);
+    // an automatic resolution (A-…) is about versions: deciding re-opens it
+    const versions = isAutoCode(code) || !!(await showConflict(ctx, release, code)).detail.versions;
+    const d = decisionOf(p.flags, versions);
     if (p.flags['dry-run']) {
       const plan = await planDecision(ctx, release, code, d);
       return io.out(plan, () => renderDecision(plan));
@@ -195,7 +227,7 @@ export const RUNS: Record<string, Run> = {
       if (!ctx.config.entities.some((e) => e.name === name)) throw new TributaryError('usage', `unknown entity "${name}" (dataset: ${ctx.config.entities.map((e) => e.name).join(', ')})`);
       for await (const r of resultRecords(ctx, runId, name)) {
         if (!p.flags.all && r.status !== 'final') continue;
-        io.line(JSON.stringify(r));
+        await io.line(JSON.stringify(r));
       }
     }
   },
@@ -361,7 +393,9 @@ export const RUNS: Record<string, Run> = {
     const format = str(p.flags.format) ?? 'text';
     const summary = await auditSummary(ctx, release);
     if (format === 'json' || io.json) {
-      const value = { summary, events: await releaseEvents(ctx.db.control, release) };
+      const autoResolutions: AutoResolution[] = [];
+      if (summary.runId) for await (const a of listAutoResolutions(ctx, release)) autoResolutions.push(a);
+      const value = { summary, events: await releaseEvents(ctx.db.control, release), autoResolutions };
       return io.out(value, () => JSON.stringify(redactDeep(value), null, 2));
     }
     io.out(summary, () => (format === 'markdown' ? renderAuditMarkdown(summary) : renderAuditSummary(summary)));

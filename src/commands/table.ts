@@ -97,17 +97,19 @@ export const TABLE: CommandDef[] = [
   {
     id: 'conflicts',
     example: 'R2 --priority P1',
-    summary: 'the review queue of a release',
+    summary: 'the review queue of a release; --status auto-resolved lists what the rules decided (A-001…, streamed)',
     args: [RELEASE],
     flags: [
-      { name: 'status', type: 'value', arg: 'status', choices: ['open', 'decided', 'all'], default: 'open', help: 'open, decided or all' },
+      { name: 'status', type: 'value', arg: 'status', choices: ['open', 'decided', 'all', 'auto-resolved'], default: 'open', help: 'open, decided or all; auto-resolved: what the rules decided (A-001…)' },
       { name: 'priority', type: 'value', arg: 'p', choices: ['P1', 'P2', 'P3'], help: 'P1, P2 or P3' },
+      { name: 'rule', type: 'value', arg: 'rule', help: 'with --status auto-resolved: one rule only (newest-wins, re-key, …)' },
+      { name: 'entity', type: 'value', arg: 'entity', help: 'with --status auto-resolved: one entity only' },
     ],
   },
   { id: 'conflicts next',
     example: 'R2', summary: 'take the next unassigned open conflict (assigned to you) and show it', args: [RELEASE], flags: [], needs: 'next' },
   { id: 'conflicts show',
-    example: 'R2 C-001', summary: 'one conflict: its versions, provenance and suggestion', args: [RELEASE, { name: 'code', required: true }], flags: [] },
+    example: 'R2 C-001', summary: 'one conflict (C-…: its versions, provenance and suggestion) or automatic resolution (A-…: side by side, what the rule kept)', args: [RELEASE, { name: 'code', required: true }], flags: [] },
   {
     id: 'review',
     example: 'R2',
@@ -120,7 +122,7 @@ export const TABLE: CommandDef[] = [
   {
     id: 'decide',
     example: 'C-001 --release R2 --keep 1 --rationale "the newer email"',
-    summary: 'decide a conflict or a finding (shows the blast radius; --dry-run to see it without applying)',
+    summary: 'decide a conflict or a finding, or overrule an automatic resolution (A-…: re-opened and decided like a conflict); shows the blast radius, --dry-run to see it without applying',
     args: [{ name: 'code', required: true }],
     flags: [
       { name: 'release', type: 'value', arg: 'release', kind: 'release', help: 'the release (needed when the code exists in several)' },
@@ -132,7 +134,7 @@ export const TABLE: CommandDef[] = [
       { name: 'cascade', type: 'switch', help: 'with --delete: also delete the rows that depend on it' },
       { name: 'repoint', type: 'value', arg: 'key', help: 'reference conflict: point the record at another parent' },
       { name: 'waive', type: 'switch', help: 'reference conflict: accept it as is' },
-      { ...RATIONALE, help: 'why (required; audited)' },
+      { ...RATIONALE, modal: true, help: "why (required; audited); in Slack, without it a conflict's decision modal opens" },
       { name: 'dry-run', type: 'switch', help: 'show the blast radius only' },
     ],
     needs: (p) => (p.flags['dry-run'] ? undefined : 'decide'),
@@ -140,7 +142,7 @@ export const TABLE: CommandDef[] = [
   {
     id: 'result',
     example: 'R2 --entity users',
-    summary: 'the consolidated dataset with provenance per record (JSON lines; streamed)',
+    summary: 'the consolidated dataset with provenance per record: its sources, and the version(s) and env(s) it came from (JSON lines; streamed)',
     args: [RELEASE],
     flags: [
       { name: 'entity', type: 'value', arg: 'entity', help: 'one entity only' },
@@ -162,7 +164,7 @@ export const TABLE: CommandDef[] = [
     example: 'F-001 --release R2 --rationale "known gap"',
     summary: 'accept a validation finding as it is (qa_lead; audited)',
     args: [{ name: 'finding', required: true }],
-    flags: [{ name: 'release', type: 'value', arg: 'release', kind: 'release', required: true, help: 'the release' }, { ...RATIONALE, help: 'why (required; audited)' }],
+    flags: [{ name: 'release', type: 'value', arg: 'release', kind: 'release', required: true, help: 'the release' }, { ...RATIONALE, modal: true, help: 'why (required; audited); in Slack, without it the waiver modal opens' }],
     needs: 'waive',
   },
   {
@@ -285,7 +287,7 @@ export const TABLE: CommandDef[] = [
     example: 'R2',
     summary: 'the audit summary of a release, with the chain head as a witness (audit verify: check the hash chain)',
     args: [RELEASE],
-    flags: [{ name: 'format', type: 'value', arg: 'format', choices: ['text', 'markdown', 'json'], default: 'text', help: 'text, markdown (a table) or json (the summary and every event of the release)' }],
+    flags: [{ name: 'format', type: 'value', arg: 'format', choices: ['text', 'markdown', 'json'], default: 'text', help: 'text, markdown (a table) or json (the summary, every event of the release and every automatic resolution)' }],
   },
   {
     id: 'audit verify',

@@ -23,6 +23,14 @@ interface WaiveRef {
   channel?: string;
 }
 
+/** `/release waive F-003 --release R2` without --rationale (the table authorized it): the Waive button's modal. */
+export async function openWaiveFromCommand(deps: BotDeps, triggerId: string, release: string, code: string, channel: string): Promise<void> {
+  const f = (await listFindings(deps.ctx, release, { status: 'all' })).find((x) => x.code === code);
+  if (!f) throw new TributaryError('usage', `${code} is not a finding of ${release}'s current consolidation: /release validate ${release} lists them`);
+  if (f.status !== 'open') throw new TributaryError('gate_state', `${f.code} is already ${f.status}.`);
+  await deps.client.views.open({ trigger_id: triggerId, view: waiveModal({ release, code: f.code, runId: f.run_id, channel }, f) });
+}
+
 export function register(app: App, deps: BotDeps): void {
   const { ctx } = deps;
 

@@ -2,7 +2,7 @@ import type { App, RespondFn } from '@slack/bolt';
 import type { ConsolidateResult } from '../engine/consolidate/index.js';
 import type { Coverage } from '../engine/nightly/index.js';
 import type { ValidationReport } from '../engine/validate/index.js';
-import { listConflicts, type ConflictRow } from '../engine/review/index.js';
+import { getConflict, listConflicts, releaseOfCode, type ConflictRow } from '../engine/review/index.js';
 import { releaseEvents, type AuditSummary, type ReleaseStatus } from '../engine/report/index.js';
 import { suggest, TributaryError } from '../errors.js';
 import { tokenize } from '../commands/grammar.js';
@@ -18,8 +18,12 @@ import { type Message, esc } from '../views/limits.js';
 import { renderAuditSummary } from '../views/audit.js';
 import { assertReloadConfirmed, type LoadResult } from '../engine/load/index.js';
 import { renderCarried, renderCounts } from '../views/text.js';
+import { autoResolvedAnswer } from './autoResolved.js';
 import { inProgress, replyError, type Outcome, type Runner } from './common.js';
 import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
+import { openDecisionFromCommand as openConflictDecision } from './review.js';
+import { openWaiveFromCommand } from './findings.js';
+import { decisionOf } from '../commands/runs.js';
 import { openDecisionFromCommand, openRollbackFromCommand, refreshGoCard, runDeployRequest } from './deploy.js';
 import { postCoverage } from './nightly.js';
 
@@ -54,7 +58,8 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
     },
   },
   conflicts: {
-    run: async (_deps, respond, r, run) => {
+    run: async (deps, respond, r, run) => {
+      if (r.parsed.flags.status === 'auto-resolved') return postAutoResolved(deps, respond, r);
       const o = await run();
       await respond({ response_type: 'ephemeral', ...conflictListMessage(rel(r), o.value as ConflictRow[], str(r.parsed.flags.priority)) });
     },
@@ -71,6 +76,18 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
   'deploy go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'go') },
   'deploy no-go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'no-go') },
   rollback: { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openRollbackFromCommand(deps, r.triggerId, rel(r)) },
+  // a conflict's decision without its rationale: the decision modal asks for it (findings and overrules: the flags)
+  decide: {
+    when: (p) => p.flags.rationale === undefined && !p.flags['dry-run'] && /^C-\d+$/i.test(p.args.code ?? ''),
+    run: async (deps, _respond, r) => {
+      const code = r.parsed.args.code!;
+      const release = str(r.parsed.flags.release) ?? (await releaseOfCode(deps.ctx, code));
+      const c = await getConflict(deps.ctx, release, code);
+      const d = decisionOf(r.parsed.flags, !!c.detail.versions);
+      await openConflictDecision(deps, r.triggerId, release, code, d.action, d.action === 'keep' ? d.version : undefined);
+    },
+  },
+  waive: { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openWaiveFromCommand(deps, r.triggerId, str(r.parsed.flags.release)!, r.parsed.args.finding!, r.channel) },
   coverage: { run: async (deps, respond, r, run) => postCoverage(deps, respond, r.user, r.channel, (await run()).value as Coverage) },
   review: {
     run: async (deps, respond, r) => {
@@ -256,6 +273,19 @@ async function postAudit(deps: BotDeps, respond: RespondFn, user: string, channe
     });
   } catch (err) {
     await respond({ response_type: 'ephemeral', ...textMessage(`The summary is posted, but the trail file could not be uploaded (${redact((err as Error).message)}); export it with: tributary audit ${release} --format json`) });
+  }
+}
+
+/** `--status auto-resolved`: the counts per rule and the first few, and the whole list as a file. */
+async function postAutoResolved(deps: BotDeps, respond: RespondFn, r: Request): Promise<void> {
+  const rule = str(r.parsed.flags.rule);
+  const entity = str(r.parsed.flags.entity);
+  const { message, file } = await autoResolvedAnswer(deps.ctx, rel(r), { ...(rule ? { rule } : {}), ...(entity ? { entity } : {}) });
+  await respond({ response_type: 'ephemeral', ...message });
+  try {
+    await deps.client.files.uploadV2({ channel_id: r.channel, filename: file.filename, title: file.filename, content: redact(file.content), initial_comment: `Automatic resolutions of ${rel(r)}, requested by <@${r.user}>` });
+  } catch (err) {
+    await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`The whole list could not be uploaded (${redact((err as Error).message)}); export it with: tributary conflicts ${rel(r)} --status auto-resolved --json`) });
   }
 }
 

@@ -199,3 +199,18 @@ describe('an error of the engine reaches the user with the same text (real runs)
     await vi.waitFor(() => expect(slack.said()).toContain(JSON.stringify(message).slice(1, -1)), { timeout: 20_000 });
   });
 });
+
+describe("without a modal's fields, Slack opens the modal (the flags give them in both)", () => {
+  it('/release decide C-001 --release R2 --keep 1: the decision modal, nothing decided', async () => {
+    const slack = await viaSlack('decide C-001 --release R2 --keep 1');
+    expect(slack.ack).toBe('');
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 20_000 });
+    const view = fake.of('views.open')[0]!.view as { callback_id: string; private_metadata: string };
+    expect(view.callback_id).toBe('review:decide');
+    expect(JSON.parse(view.private_metadata)).toMatchObject({ release: 'R2', code: 'C-001', action: 'keep', version: 1 });
+    expect((await env.db.control('conflicts').where({ code: 'C-001' }).first()).status).toBe('open');
+    // the CLI needs the rationale it cannot ask for
+    const cli = await viaCli(['decide', 'C-001', '--release', 'R2', '--keep', '1']);
+    expect(cli.code).toBe(2);
+  });
+});
