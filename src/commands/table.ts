@@ -71,8 +71,7 @@ const RELEASE: ArgDef = { name: 'release', required: true, kind: 'release' };
 const RATIONALE: FlagDef = { name: 'rationale', type: 'value', arg: 'text', help: 'why (audited)' };
 
 export const TABLE: CommandDef[] = [
-  { id: 'status',
-    example: 'R2', summary: 'the state of one release, or of every release in the plan', args: [{ name: 'release', required: false, kind: 'release' }], flags: [] },
+  { id: 'status', example: 'R2', summary: 'the state of one release, or of every release in the plan', args: [{ name: 'release', required: false, kind: 'release' }], flags: [] },
   {
     id: 'tag',
     example: 'R2',
@@ -106,10 +105,8 @@ export const TABLE: CommandDef[] = [
       { name: 'entity', type: 'value', arg: 'entity', help: 'with --status auto-resolved: one entity only' },
     ],
   },
-  { id: 'conflicts next',
-    example: 'R2', summary: 'take the next unassigned open conflict (assigned to you) and show it', args: [RELEASE], flags: [], needs: 'next' },
-  { id: 'conflicts show',
-    example: 'R2 C-001', summary: 'one conflict (C-…: its versions, provenance and suggestion) or automatic resolution (A-…: side by side, what the rule kept)', args: [RELEASE, { name: 'code', required: true }], flags: [] },
+  { id: 'conflicts next', example: 'R2', summary: 'take the next unassigned open conflict (assigned to you) and show it', args: [RELEASE], flags: [], needs: 'next' },
+  { id: 'conflicts show', example: 'R2 C-001', summary: 'one conflict (C-…: its versions, provenance and suggestion) or automatic resolution (A-…: side by side, what the rule kept)', args: [RELEASE, { name: 'code', required: true }], flags: [] },
   {
     id: 'review',
     example: 'R2',
@@ -157,8 +154,7 @@ export const TABLE: CommandDef[] = [
     args: [{ name: 'entity', required: true }, { name: 'key', required: true }],
     flags: [{ name: 'release', type: 'value', arg: 'release', kind: 'release', required: true, help: 'the release' }],
   },
-  { id: 'validate',
-    example: 'R2', summary: 'validate the consolidated release (integrity and the data tests); lists its findings, exit 3 while any is open', args: [RELEASE], flags: [], needs: 'validate', long: true },
+  { id: 'validate', example: 'R2', summary: 'validate the consolidated release (integrity and the data tests); lists its findings, exit 3 while any is open', args: [RELEASE], flags: [], needs: 'validate', long: true },
   {
     id: 'waive',
     example: 'F-001 --release R2 --rationale "known gap"',
@@ -230,14 +226,10 @@ export const TABLE: CommandDef[] = [
     ],
     needs: 'deploy',
   },
-  { id: 'deploy go',
-    example: '1 --rationale "checked"', summary: 'say Go (release_manager); the Go that completes the quorum runs it now (or at its window)', args: [{ name: 'id', required: true }], flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (audited); in Slack, without it the confirmation modal opens' }], needs: 'go' },
-  { id: 'deploy no-go',
-    example: '1 --rationale "not tonight"', summary: 'say No-go: the deployment is rejected', args: [{ name: 'id', required: true }], flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (audited); in Slack, without it the confirmation modal opens' }], needs: 'go' },
-  { id: 'deploy run',
-    example: '1', summary: 'run an approved deployment now, or resume an interrupted one (its process died)', args: [{ name: 'id', required: true }], flags: [], needs: 'deploy', long: true },
-  { id: 'deploy status',
-    example: '', summary: 'one deployment, or the interrupted ones', args: [{ name: 'id', required: false }], flags: [] },
+  { id: 'deploy go', example: '1 --rationale "checked"', summary: 'say Go (release_manager); the Go that completes the quorum runs it now (or at its window)', args: [{ name: 'id', required: true }], flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (audited); in Slack, without it the confirmation modal opens' }], needs: 'go' },
+  { id: 'deploy no-go', example: '1 --rationale "not tonight"', summary: 'say No-go: the deployment is rejected', args: [{ name: 'id', required: true }], flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (audited); in Slack, without it the confirmation modal opens' }], needs: 'go' },
+  { id: 'deploy run', example: '1', summary: 'run an approved deployment now, or resume an interrupted one (its process died)', args: [{ name: 'id', required: true }], flags: [], needs: 'deploy', long: true },
+  { id: 'deploy status', example: '', summary: 'one deployment, or the interrupted ones', args: [{ name: 'id', required: false }], flags: [] },
   {
     id: 'rollback',
     example: 'R2 --rationale "smoke failing"',
@@ -247,8 +239,7 @@ export const TABLE: CommandDef[] = [
     needs: 'rollback',
     long: true,
   },
-  { id: 'unlock',
-    example: 'production', summary: 'release the env lock a deployment or a rollback left (release_manager)', args: [{ name: 'env', required: true }], flags: [RATIONALE], needs: 'unlock' },
+  { id: 'unlock', example: 'production', summary: 'release the env lock a deployment or a rollback left (release_manager)', args: [{ name: 'env', required: true }], flags: [RATIONALE], needs: 'unlock' },
   {
     id: 'nightly',
     example: '--now',
@@ -258,8 +249,7 @@ export const TABLE: CommandDef[] = [
     needs: 'nightly',
     long: true,
   },
-  { id: 'coverage',
-    example: '', summary: 'coverage growth per release: tests and data records, each also cumulative', args: [], flags: [{ name: 'chart', type: 'value', arg: 'file', only: 'cli', help: 'also write the chart as a PNG' }] },
+  { id: 'coverage', example: '', summary: 'coverage growth per release: tests and data records, each also cumulative', args: [], flags: [{ name: 'chart', type: 'value', arg: 'file', only: 'cli', help: 'also write the chart as a PNG' }] },
   {
     id: 'archive',
     example: '--older-than 2y --yes',

@@ -4,6 +4,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { errorMessage, progressMessage } from '../views/blocks.js';
+import { hidePaths } from '../views/limits.js';
 import { throttled } from './throttle.js';
 
 /** Tells the user what went wrong, ephemerally; an unexpected error also goes to the log. Never silence. */
@@ -94,7 +95,7 @@ export async function inProgress(deps: BotDeps, respond: RespondFn, channel: str
   try {
     await body(progress);
   } catch (err) {
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
+    await progress.fail(hidePaths(redact(err instanceof Error ? err.message : String(err))));
     if (!(err instanceof TributaryError)) throw err;
   }
 }

@@ -14,7 +14,7 @@ import { redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { COMMANDS } from './ids.js';
 import { auditCard, conflictListMessage, errorMessage, helpMessage, loadCard, preMessage, statusMessage, textMessage, validationCard } from '../views/blocks.js';
-import { type Message, esc } from '../views/limits.js';
+import { type Message, esc, hidePaths } from '../views/limits.js';
 import { renderAuditSummary } from '../views/audit.js';
 import { assertReloadConfirmed, type LoadResult } from '../engine/load/index.js';
 import { renderCarried, renderCounts } from '../views/text.js';
@@ -156,7 +156,7 @@ async function runFor(deps: BotDeps, respond: RespondFn, def: CommandDef, r: Req
   const title = `${esc(def.id)} ${Object.values(r.parsed.args).filter(Boolean).map((a) => esc(a!)).join(' ')} by <@${r.user}>`;
   await inProgress(deps, respond, ctx.config.slack.releaseChannel ?? r.channel, title, 'starting', async (progress) => {
     const o = await run((line) => progress.step(line));
-    await (o.code === 0 ? progress.done('done', o.text) : progress.fail(o.text));
+    await (o.code === 0 ? progress.done('done', hidePaths(o.text)) : progress.fail(hidePaths(o.text)));
   });
   await afterRun(deps, def, r);
 }

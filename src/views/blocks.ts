@@ -4,7 +4,7 @@ import type { ReleaseStatus } from '../engine/report/index.js';
 import type { LoadResult } from '../engine/load/index.js';
 import type { ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
-import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
+import { checkMessage, checkView, clip, esc, hidePaths, LIMITS, type Message } from './limits.js';
 import { button, chainHeadContext, context, header, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
@@ -57,8 +57,9 @@ export function helpMessage(lines: string[], problem?: string): Message {
   return checkMessage({ text: `${problem ? `${problem}\n` : ''}Usage: ${COMMANDS.release} help [command]`, blocks });
 }
 
-/** A command's text result as the CLI prints it, in a code block. */
-export function preMessage(text: string): Message {
+/** A command's text result as the CLI prints it, in a code block (a path on the bot's machine by its file name). */
+export function preMessage(raw: string): Message {
+  const text = hidePaths(raw);
   const body = clip(esc(text), 2900).replace(/```/g, "'''");
   return checkMessage({ text: clip(text, 3000), blocks: [section(`\`\`\`${body}\`\`\``)] });
 }
@@ -67,7 +68,8 @@ export function textMessage(text: string): Message {
   return checkMessage({ text: clip(text, 3000), blocks: [section(esc(text))] });
 }
 
-export function errorMessage(text: string): Message {
+export function errorMessage(raw: string): Message {
+  const text = hidePaths(raw);
   return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${esc(text)}`)] });
 }
 
