@@ -185,6 +185,14 @@ describe('help comes from the table in both', () => {
 });
 
 describe('an error of the engine reaches the user with the same text (real runs)', () => {
+  it('a mistyped conflict code gets "did you mean …?", in both', async () => {
+    const cli = await viaCli(['conflicts', 'show', 'R2', 'C-0001']);
+    expect(cli.code).toBe(2);
+    expect(cli.stderr).toContain('no conflict C-0001 in release R2\'s current consolidation or open promotion: did you mean C-001?');
+    const slack = await viaSlack('conflicts show R2 C-0001');
+    await vi.waitFor(() => expect(slack.said()).toContain('did you mean C-001?'), { timeout: 20_000 });
+  });
+
   it.each([
     ['conflicts show R2 C-999'],
     ['decide C-999 --release R2 --keep 1 --rationale "no such conflict"'],

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { releaseOrThrow } from '../../config/load.js';
-import { TributaryError } from '../../errors.js';
+import { suggest, TributaryError } from '../../errors.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { runTables, currentRunId } from '../kernel/workArea.js';
 import { CROSS_RELEASE, openPromoteRunId } from './crossRelease.js';
@@ -46,7 +46,11 @@ export async function getConflict(ctx: Ctx, release: string, code: string, db: K
   const q = db<ConflictRow>('conflicts').whereIn('run_id', runIds).where({ code: code.toUpperCase() }).first();
   if (forUpdate) q.forUpdate();
   const row = await q;
-  if (!row) throw new TributaryError('unknown_conflict', `no conflict ${code} in release ${release}'s current consolidation or open promotion (tributary conflicts ${release} lists them)`, { code });
+  if (!row) {
+    // a mistyped code: the one it most likely meant
+    const close = suggest(code.toUpperCase(), (await db('conflicts').whereIn('run_id', runIds).pluck('code')) as string[]);
+    throw new TributaryError('unknown_conflict', `no conflict ${code} in release ${release}'s current consolidation or open promotion${close ? `: did you mean ${close}?` : ` (tributary conflicts ${release} lists them)`}`, { code, ...(close ? { suggestion: close } : {}) });
+  }
   return row as ConflictRow;
 }
 
