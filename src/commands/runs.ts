@@ -9,8 +9,10 @@ import { loadRelease } from '../engine/load/index.js';
 import { archiveReleases, coverageGrowth, restoreRelease, runNightlyNow, setChartPath } from '../engine/nightly/index.js';
 import { promoteRelease } from '../engine/promote/index.js';
 import { auditSummary, releaseEvents, releaseStatus, resultCounts, resultRecords, verifyChain, why } from '../engine/report/index.js';
-import { applyDecision, autoResolutionCounts, isAutoCode, listAutoResolutions, listConflicts, nextConflict, planDecision, releaseOfCode, showAutoResolution, showConflict, type AutoFilter, type AutoResolution, type Decision } from '../engine/review/index.js';
+import { acceptProposal, applyDecision, autoResolutionCounts, decidePattern, listPatterns, listProposals, onlyReleaseWithOpenConflicts, undoDecision, type PatternChoice, isAutoCode, listAutoResolutions, listConflicts, nextConflict, planDecision, releaseOfCode, showAutoResolution, showConflict, type AutoFilter, type AutoResolution, type Decision } from '../engine/review/index.js';
 import { renderAutoHeader, renderAutoLine, renderAutoResolution } from '../views/autoResolutions.js';
+import { renderPatternOutcome, renderPatterns, renderProposals, renderUndo } from '../views/patterns.js';
+import type { KeepByRule } from '../config/schema.js';
 import { approveRelease, runTests, type Tier } from '../engine/tiers/index.js';
 import { decideFinding, isFindingCode, validateRelease, waiveFinding } from '../engine/validate/index.js';
 import { EXIT, TributaryError } from '../errors.js';
@@ -132,6 +134,34 @@ async function autoResolutions(ctx: Ctx, release: string, p: Parsed, io: Io): Pr
   }
 }
 
+/** A pattern's choice from decide's flags: by env, feature or rule, keep both, delete or waive; never a version number. */
+export function patternChoice(f: Parsed['flags']): PatternChoice {
+  for (const flag of ['keep', 'merge', 'repoint', 'rename'] as const) {
+    if (f[flag] !== undefined) {
+      throw new TributaryError('usage', `--${flag} names ${flag === 'repoint' ? 'one parent key' : 'versions by number'}, which differ from conflict to conflict: a pattern is decided with --keep-env, --keep-feature, --keep-by-rule, --keep-both, --delete or --waive`);
+    }
+  }
+  const chosen = ['keep-env', 'keep-feature', 'keep-by-rule', 'keep-both', 'delete', 'waive'].filter((k) => f[k] !== undefined);
+  if (chosen.length !== 1) throw new TributaryError('usage', 'with --pattern choose exactly one of --keep-env <env>, --keep-feature <feature>, --keep-by-rule <rule>, --keep-both, --delete, --waive');
+  if (f['keep-env']) return { keepEnv: String(f['keep-env']) };
+  if (f['keep-feature']) return { keepFeature: String(f['keep-feature']) };
+  if (f['keep-by-rule']) return { keepByRule: String(f['keep-by-rule']) as KeepByRule };
+  if (f['keep-both']) return { action: 'keep-both' };
+  if (f.delete) return { action: 'delete-both', ...(f.cascade ? { cascade: true } : {}) };
+  return { action: 'waive' };
+}
+
+/** `decide --pattern P-3 --keep-env ST-1 --rationale "…" [--release R2] [--dry-run]`: every open conflict of the pattern. */
+async function decidePatternRun(ctx: Ctx, p: Parsed, io: Io): Promise<void> {
+  if (p.args.code) throw new TributaryError('usage', `decide --pattern ${String(p.flags.pattern)} decides a pattern: name no code (${p.args.code})`);
+  const choice = patternChoice(p.flags);
+  const release = str(p.flags.release) ?? (await onlyReleaseWithOpenConflicts(ctx));
+  const id = String(p.flags.pattern);
+  const dryRun = !!p.flags['dry-run'];
+  const res = await decidePattern(ctx, release, id, choice, { actor: io.actor, rationale: dryRun ? '' : (str(p.flags.rationale) ?? ''), ...(dryRun ? { dryRun: true } : {}) });
+  io.out(res, () => renderPatternOutcome(res));
+}
+
 export const RUNS: Record<string, Run> = {
   async status(ctx, p, io) {
     const release = p.args.release;
@@ -178,6 +208,10 @@ export const RUNS: Record<string, Run> = {
   async conflicts(ctx, p, io) {
     const release = arg(p, 'release');
     if (p.flags.status === 'auto-resolved') return autoResolutions(ctx, release, p, io);
+    if (p.flags.patterns) {
+      const patterns = await listPatterns(ctx, release);
+      return io.out(patterns, () => renderPatterns(release, patterns));
+    }
     const priority = str(p.flags.priority);
     const rows = await listConflicts(ctx, release, { status: (str(p.flags.status) ?? 'open') as 'open' | 'decided' | 'all', ...(priority ? { priority } : {}) });
     io.out(rows, () => renderQueue(release, rows));
@@ -205,7 +239,9 @@ export const RUNS: Record<string, Run> = {
   },
 
   async decide(ctx, p, io) {
-    const code = arg(p, 'code');
+    if (p.flags.pattern !== undefined) return decidePatternRun(ctx, p, io);
+    const code = p.args.code;
+    if (!code) throw new TributaryError('usage', 'tributary decide <code> …, or tributary decide --pattern P-<n> …');
     if (isFindingCode(code)) return decideFindingRun(ctx, code, p, io);
     const release = str(p.flags.release) ?? (await releaseOfCode(ctx, code));
     // an automatic resolution (A-…) is about versions: deciding re-opens it
@@ -217,6 +253,27 @@ export const RUNS: Record<string, Run> = {
     }
     const res = await applyDecision(ctx, release, code, d, { actor: io.actor, rationale: str(p.flags.rationale) ?? '' });
     io.out(res, () => renderDecision(res));
+  },
+
+  async undo(ctx, p, io) {
+    const release = str(p.flags.release);
+    const dryRun = !!p.flags['dry-run'];
+    const res = await undoDecision(ctx, arg(p, 'decision'), { actor: io.actor, rationale: dryRun ? '' : (str(p.flags.rationale) ?? ''), ...(dryRun ? { dryRun: true } : {}), ...(release ? { release } : {}) });
+    io.out(res, () => renderUndo(res));
+  },
+
+  async policy() {
+    throw new TributaryError('usage', 'tributary policy proposals, or tributary policy accept <name>');
+  },
+
+  async 'policy proposals'(ctx, _p, io) {
+    const proposals = await listProposals(ctx);
+    io.out(proposals, () => renderProposals(proposals));
+  },
+
+  async 'policy accept'(ctx, p, io) {
+    const res = await acceptProposal(ctx, arg(p, 'name'), { actor: io.actor });
+    io.out(res, () => `Accepted ${res.rule.name} into ${res.file} (policy.scoped), citing ${res.decisions.map((d) => `${d.release} ${d.code}`).join(', ')}.\nThe next consolidation applies it; a running bot reloads its policy from the file.`);
   },
 
   async result(ctx, p, io) {

@@ -2,7 +2,8 @@ import type { App, RespondFn } from '@slack/bolt';
 import type { ConsolidateResult } from '../engine/consolidate/index.js';
 import type { Coverage } from '../engine/nightly/index.js';
 import type { ValidationReport } from '../engine/validate/index.js';
-import { getConflict, listConflicts, releaseOfCode, type ConflictRow } from '../engine/review/index.js';
+import { getConflict, listConflicts, releaseOfCode, type ConflictRow, type Pattern } from '../engine/review/index.js';
+import { patternListMessage } from '../views/patterns.js';
 import { releaseEvents, type AuditSummary, type ReleaseStatus } from '../engine/report/index.js';
 import { suggest, TributaryError } from '../errors.js';
 import { tokenize } from '../commands/grammar.js';
@@ -61,6 +62,7 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
     run: async (deps, respond, r, run) => {
       if (r.parsed.flags.status === 'auto-resolved') return postAutoResolved(deps, respond, r);
       const o = await run();
+      if (r.parsed.flags.patterns) return void (await respond({ response_type: 'ephemeral', ...patternListMessage(rel(r), o.value as Pattern[]) }));
       await respond({ response_type: 'ephemeral', ...conflictListMessage(rel(r), o.value as ConflictRow[], str(r.parsed.flags.priority)) });
     },
   },

@@ -3,7 +3,8 @@ import { main } from '../../src/cli/main.js';
 import { tokenize } from '../../src/commands/grammar.js';
 import type { Run } from '../../src/commands/io.js';
 import { RUNS } from '../../src/commands/runs.js';
-import { commandsOf, usageOf, type CommandDef, type Parsed } from '../../src/commands/table.js';
+import { BY_ID, commandsOf, usageOf, type CommandDef, type Parsed } from '../../src/commands/table.js';
+import { KEEP_BY_RULES } from '../../src/config/schema.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import { TributaryError } from '../../src/errors.js';
@@ -101,6 +102,8 @@ describe('the same words reach the same run, with the same arguments, and its er
   it('covers every command the table serves in both', () => {
     expect(BOTH.map((d) => d.id)).toEqual(commandsOf('slack').filter((d) => !d.only).map((d) => d.id));
     expect(BOTH.length).toBeGreaterThan(25);
+    // a choice list the table keeps in step with the engine's
+    expect(BY_ID.get('decide')!.flags.find((f) => f.name === 'keep-by-rule')!.choices).toEqual([...KEEP_BY_RULES]);
   });
 
   it.each(BOTH.map((d) => [wordsOf(d), d] as const))('%s', async (words, def) => {

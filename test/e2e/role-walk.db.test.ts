@@ -54,6 +54,10 @@ const NEEDS_OF: Record<string, Needs> = {
   restore: 'restore',
   audit: 'read-only',
   'audit verify': 'read-only',
+  undo: 'decide',
+  policy: 'read-only',
+  'policy proposals': 'read-only',
+  'policy accept': 'policy',
 };
 
 /** Invocations besides the examples, where the role depends on the flags. */
@@ -62,6 +66,10 @@ const VARIANTS: { words: string; needs: Needs }[] = [
   { words: 'decide C-001 --release R2 --keep 1 --dry-run', needs: 'read-only' },
   { words: 'decide F-001 --release R2 --delete --rationale walk', needs: 'decide' },
   { words: 'bundle R2 --list', needs: 'read-only' },
+  { words: 'conflicts R2 --patterns', needs: 'read-only' },
+  { words: 'decide --pattern P-1 --release R2 --keep-env ST-1 --rationale walk', needs: 'decide' },
+  { words: 'decide --pattern P-1 --release R2 --keep-env ST-1 --dry-run', needs: 'read-only' },
+  { words: 'undo PD-1 --dry-run', needs: 'read-only' },
   { words: 'archive --older-than 2y --dry-run', needs: 'read-only' },
   // without --rationale, Slack opens the modal: refused before it opens
   { words: 'approve R2', needs: 'approve' },
@@ -82,6 +90,8 @@ const CLI_BEFORE_THE_TABLE = [
   'status', 'tag', 'consolidate', 'conflicts', 'decide', 'result', 'agent', 'audit', 'audit verify', 'bundle', 'deploy', 'deploy go', 'deploy no-go',
   'deploy run', 'deploy status', 'rollback', 'unlock', 'load', 'why', 'migrate', 'grants', 'nightly', 'coverage', 'archive', 'restore', 'promote', 'test',
   'approve', 'validate', 'waive',
+  // issue 22 (review at scale), merged before the table landed
+  'undo', 'policy', 'policy proposals', 'policy accept',
 ];
 
 interface Step {

@@ -155,3 +155,10 @@ export async function assignedConflicts(ctx: Ctx, runIds: number[], user: string
   if (runIds.length === 0) return [];
   return (await ctx.db.control('conflicts').whereIn('run_id', runIds).where({ status: 'open', assigned_to: user }).orderBy(['priority', 'code'])) as ConflictRow[];
 }
+
+/** The release a pattern decision is for when none is named: the only release with open conflicts. */
+export async function onlyReleaseWithOpenConflicts(ctx: Ctx): Promise<string> {
+  const rows = await ctx.db.control('conflicts as c').join('release_states as s', 's.current_run_id', 'c.run_id').where('c.status', 'open').distinct('c.release').orderBy('c.release');
+  if (rows.length === 1) return rows[0].release as string;
+  throw new TributaryError('usage', rows.length === 0 ? 'no release has open conflicts' : `several releases have open conflicts (${rows.map((r) => r.release).join(', ')}): pass --release`);
+}
