@@ -29,7 +29,7 @@ const layerZones = [
   { target: './src/views', from: ['./src/commands', './src/cli', './src/demo', './src/start.ts', './src/db'], message: 'Views are pure functions of domain objects.' },
   // views build Block Kit with the Slack identifiers, which live in one module (src/slack/ids.ts)
   { target: './src/views', from: './src/slack', except: ['./ids.ts'], message: 'Views use only the Slack identifiers of the Slack adapter.' },
-  { target: './src/commands', from: ADAPTERS.filter((a) => a !== './src/slack'), message: 'Commands do not import the CLI, the demo or the start script.' },
+  { target: './src/commands', from: ADAPTERS, message: 'The command table serves the adapters: it imports none of them (Slack, the CLI, the demo, the start script).' },
 ];
 
 export default tseslint.config(
@@ -66,6 +66,18 @@ export default tseslint.config(
     files: ['src/engine/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: [{ group: ['@slack/*'], message: 'The engine knows nothing of Slack.' }] }],
+    },
+  },
+  {
+    files: ['src/commands/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [{ name: 'commander', message: 'The command table knows no adapter: commander is wired in src/cli.' }],
+          patterns: [{ group: ['@slack/*'], message: 'The command table knows no adapter: Slack listeners live in src/slack.' }],
+        },
+      ],
     },
   },
   {

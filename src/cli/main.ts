@@ -1,31 +1,20 @@
 import os from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
-import { loadConfig, releaseOrThrow } from '../config/load.js';
+import { loadConfig, type Config } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
-import { consolidate } from '../engine/consolidate/index.js';
-import { listConflicts, nextConflict, releaseOfCode, showConflict, applyDecision, planDecision, type Decision, autoResolutionCounts, isAutoCode, listAutoResolutions, showAutoResolution, type AutoFilter } from '../engine/review/index.js';
-import { currentRunId } from '../engine/kernel/workArea.js';
 import type { Ctx } from '../engine/kernel/context.js';
-import { releaseStatus, resultCounts, resultRecords } from '../engine/report/index.js';
-import { installTagging, tagRelease, type TagResult } from '../engine/gate/index.js';
 import { EXIT, exitCodeFor, TributaryError } from '../errors.js';
 import { logger, redact, redactDeep, setLogLevel } from '../log.js';
-import { renderCarried, renderConflict, renderCounts, renderDecision, renderOffenders, renderQueue, renderStatus, renderTag } from '../views/text.js';
-import { renderAutoHeader, renderAutoLine, renderAutoResolution } from '../views/autoResolutions.js';
-import { authorizeCli, registerLoadCommands } from './load.js';
-import { registerAgentCommand } from './agent.js';
-import { registerTestCommands } from './test.js';
-import { registerAuditCommands } from './audit.js';
-import { decideFindingCommand, isFindingCode, registerValidateCommands } from './validate.js';
-import { registerPromoteCommands } from './promote.js';
-import { registerNightlyCommands } from './nightly.js';
-import { registerDeployCommands } from './deploy.js';
-import { registerBundleCommands } from './bundle.js';
-import { registerMigrateCommands } from './migrate.js';
-import { decidePatternCommand, listPatternsCommand, registerPatternCommands } from './patterns.js';
+import { parseWords } from '../commands/grammar.js';
+import { checkParsed, execute, grammarOf } from '../commands/invoke.js';
+import type { Io } from '../commands/io.js';
+import { commandsOf, flagsOf, rolesOf, usageOf, type CommandDef, type Parsed } from '../commands/table.js';
+import { CLI_RUNS, FILE_RUNS } from './cliOnly.js';
 
 /**
- * `tributary`: the CLI twin of every Slack command. Readable output by default, `--json` for pipelines;
+ * `tributary`: the CLI adapter of the command table (src/commands/table.ts). commander is built from the
+ * table (help, dispatch); the words each command receives are parsed by the same grammar as Slack's, so
+ * both refuse the same things with the same words. Readable output by default, `--json` for pipelines;
  * exit codes: 0 success, 1 failure, 2 usage or config error, 3 refused gate.
  */
 interface GlobalOpts {
@@ -34,17 +23,24 @@ interface GlobalOpts {
   as?: string;
 }
 
+export const EXIT_CODES: [number, string][] = [
+  [EXIT.ok, 'success'],
+  [EXIT.failure, 'failure'],
+  [EXIT.usage, 'usage or config error (an unknown release, env, conflict or flag; a malformed value)'],
+  [EXIT.gate, 'a refused gate: not locked, drift, untagged rows, a step already running, already decided, open findings, a missing role, a broken audit chain'],
+];
+
 function out(opts: GlobalOpts, value: unknown, text: () => string): void {
   process.stdout.write(`${redact(opts.json ? JSON.stringify(redactDeep(value), null, 2) : text())}\n`);
 }
 
-function actorOf(opts: GlobalOpts): string {
-  return `cli:${opts.as ?? os.userInfo().username}`;
-}
-
-async function withCtx<T>(opts: GlobalOpts, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
+function configOf(opts: GlobalOpts): Config {
   const config = loadConfig(opts.config ? { file: opts.config } : {});
   setLogLevel(config.logLevel);
+  return config;
+}
+
+async function withCtx<T>(config: Config, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
   const db = await openDatabase(config);
   try {
     return await fn({ config, db });
@@ -53,47 +49,82 @@ async function withCtx<T>(opts: GlobalOpts, fn: (ctx: Ctx) => Promise<T>): Promi
   }
 }
 
-function parseDecision(o: Record<string, unknown>): Decision {
-  const chosen = ['keep', 'keepBoth', 'merge', 'delete', 'repoint', 'waive'].filter((k) => o[k] !== undefined && o[k] !== false);
-  if (chosen.length !== 1) throw new TributaryError('usage', 'choose exactly one of --keep <version>, --keep-both, --merge attr=<version>…, --delete, --repoint <key>, --waive');
-  if (o.keep !== undefined) {
-    const v = Number(o.keep);
-    if (!Number.isInteger(v) || v < 1) throw new TributaryError('usage', `--keep takes a version number (got "${String(o.keep)}")`);
-    return { action: 'keep', version: v };
-  }
-  if (o.keepBoth) {
-    const rename: Record<number, Record<string, string>> = {};
-    for (const r of (o.rename as string[] | undefined) ?? []) {
-      const m = /^(\d+)\.([A-Za-z_][A-Za-z0-9_]*)=(.+)$/.exec(r);
-      if (!m) throw new TributaryError('usage', `--rename takes <version>.<column>=<value> (got "${r}")`);
-      (rename[Number(m[1])] ??= {})[m[2]!] = m[3]!;
-    }
-    return { action: 'keep-both', rename };
-  }
-  if (o.merge) {
-    const picks: Record<string, number> = {};
-    for (const p of o.merge as string[]) {
-      const m = /^([A-Za-z_][A-Za-z0-9_]*)=(\d+)$/.exec(p);
-      if (!m) throw new TributaryError('usage', `--merge takes <attribute>=<version> (got "${p}")`);
-      picks[m[1]!] = Number(m[2]);
-    }
-    return { action: 'merge', picks };
-  }
-  if (o.delete) return { action: o.both === false ? 'delete' : 'delete-both', cascade: !!o.cascade };
-  if (o.repoint !== undefined) return { action: 'repoint', to: String(o.repoint) };
-  return { action: 'waive' };
+function cliIo(opts: GlobalOpts): Io {
+  const user = opts.as ?? os.userInfo().username;
+  return {
+    actor: `cli:${user}`,
+    user,
+    groups: [],
+    json: !!opts.json,
+    out: (value, text) => out(opts, value, text),
+    progress: (line, info) => {
+      if (!opts.json) process.stderr.write(`… ${line}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
+    },
+    line: (text) => (process.stdout.write(`${redact(text)}\n`) ? undefined : new Promise<void>((resolve) => process.stdout.once('drain', () => resolve()))),
+    exit: (code) => {
+      process.exitCode = code;
+    },
+  };
 }
 
-/** `conflicts <release> --status auto-resolved`: streamed, a line (or a JSON array element) per resolution as it is read. */
-async function writeAutoResolutions(ctx: Ctx, release: string, filter: AutoFilter, json: boolean): Promise<void> {
-  const write = (text: string) => (process.stdout.write(redact(text)) ? undefined : new Promise<void>((resolve) => process.stdout.once('drain', () => resolve())));
-  if (!json) await write(`${renderAutoHeader(release, await autoResolutionCounts(ctx, release, filter))}\n`);
-  let n = 0;
-  for await (const a of listAutoResolutions(ctx, release, filter)) {
-    await write(json ? `${n === 0 ? '[\n' : ',\n'}${JSON.stringify(redactDeep(a))}` : `${renderAutoLine(a)}\n`);
-    n += 1;
+/** What help says below a command's flags: the role it needs, one-sidedness, its sub-commands' usage. */
+function helpFooter(def: CommandDef): string {
+  const lines: string[] = [];
+  const roles = rolesOf(def);
+  lines.push(roles ? `Role: ${roles} (changes state; a refusal is audited)` : 'Role: none (changes nothing)');
+  lines.push(def.only ? `Only in ${def.only.side === 'cli' ? 'the CLI' : 'Slack'}: ${def.only.why}.` : `In Slack: ${usageOf(def, 'slack')}`);
+  return `\n${lines.join('\n')}`;
+}
+
+/** The table entry of each commander command: help lists it with the table's arguments (`deploy <release>`). */
+const DEFS = new WeakMap<Command, CommandDef>();
+const HELP = {
+  subcommandTerm: (c: Command) => {
+    const def = DEFS.get(c);
+    return def ? [c.name(), ...def.args.map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))].join(' ') : c.name();
+  },
+};
+
+function addCommand(program: Command, def: CommandDef, parents: Map<string, Command>, g: () => GlobalOpts): void {
+  const words = def.id.split(' ');
+  const parent = words.length > 1 ? parents.get(words.slice(0, -1).join(' '))! : program;
+  const cmd = parent
+    .command(words.at(-1)!)
+    .description(def.summary)
+    .usage(usageOf(def, 'cli').split(' ').slice(1 + words.length).join(' ') || ' ')
+    // the table's grammar parses the words: commander only dispatches and shows help
+    .allowUnknownOption()
+    .allowExcessArguments(true)
+    .configureHelp(HELP)
+    .addHelpText('after', helpFooter(def));
+  // arguments are checked by the grammar (the same words as in Slack): optional for commander
+  for (const a of def.args) cmd.argument(`[${a.name}]`, a.help ?? (a.required ? '(required)' : '(optional)'));
+  const attribute = new Map<string, string>();
+  for (const f of flagsOf(def, 'cli')) {
+    const o = new Option(f.type === 'switch' ? `--${f.name}` : `--${f.name} <${f.arg ?? 'value'}${f.type === 'list' ? '...' : ''}>`, f.help);
+    // choices and required flags are the grammar's to refuse (the same words as in Slack): help only says them
+    if (f.default !== undefined) o.default(f.default);
+    if (f.choices) o.description = `${o.description} (${f.choices.join(', ')})`;
+    if (f.required) o.description = `${o.description} (required)`;
+    cmd.addOption(o);
+    attribute.set(f.name, o.attributeName());
   }
-  if (json) await write(n === 0 ? '[]\n' : '\n]\n');
+  parents.set(def.id, cmd);
+  DEFS.set(cmd, def);
+  cmd.action(async function (this: Command) {
+    const opts = this.opts<Record<string, string | true | string[] | undefined>>();
+    // operands and unknown options, in order: the grammar refuses what it does not know
+    const { args, flags } = parseWords(this.args, grammarOf(def, 'cli'));
+    for (const [name, key] of attribute) if (opts[key] !== undefined && flags[name] === undefined) flags[name] = opts[key]!;
+    const io = cliIo(g());
+    const local = FILE_RUNS[def.id];
+    if (local) return local(checkParsed(undefined, def, { args, flags }, 'cli'), io);
+    const config = configOf(g());
+    const parsed: Parsed = checkParsed(config, def, { args, flags }, 'cli');
+    const cliOnly = CLI_RUNS[def.id];
+    if (cliOnly) return cliOnly(config, parsed, io);
+    await withCtx(config, (ctx) => execute(ctx, def, parsed, io));
+  });
 }
 
 export function buildProgram(): Command {
@@ -103,184 +134,12 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .option('--as <name>', 'identity recorded for this action (default: the OS user)')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .configureHelp(HELP)
+    .addHelpText('after', `\nExit codes:\n${EXIT_CODES.map(([c, m]) => `  ${c}  ${m}`).join('\n')}\n\nEvery command but ${commandsOf('cli').filter((d) => d.only).map((d) => d.id).join(', ')} has a Slack twin: /release help`);
   const g = () => program.opts<GlobalOpts>();
-  // a release named on the command line must be in the plan: "did you mean R2?", before any work
-  program.hook('preAction', (_program, action) => {
-    const i = action.registeredArguments.findIndex((a) => a.name() === 'release');
-    const release = i < 0 ? undefined : (action.processedArgs[i] as string | undefined);
-    if (release) releaseOrThrow(loadConfig(g().config ? { file: g().config! } : {}), release);
-  });
-
-  program
-    .command('status [release]')
-    .description('the state of one release, or of every release in the plan')
-    .action(async (release?: string) => {
-      await withCtx(g(), async (ctx) => {
-        const names = release ? [release] : [...ctx.config.releases.keys()];
-        const all: Awaited<ReturnType<typeof releaseStatus>>[] = [];
-        for (const r of names) all.push(await releaseStatus(ctx, r));
-        out(g(), release ? all[0] : all, () => all.map(renderStatus).join('\n\n'));
-      });
-    });
-
-  program
-    .command('tag [release]')
-    .description("check every ST row of the release for its tags and lock it (counts + checksums)")
-    .option('--env <env>', 're-lock one ST env only (after fixing it)')
-    .option('--install <env>', 'add tag columns and an auto-tagging trigger to an ST env')
-    .action(async (release: string | undefined, o: { env?: string; install?: string }) => {
-      await withCtx(g(), async (ctx) => {
-        if (o.install) {
-          await authorizeCli(ctx, actorOf(g()), 'install');
-          const r = await installTagging(ctx, o.install, actorOf(g()));
-          out(g(), r, () => `Installed tag columns and trigger in ${r.env}: ${r.tables.join(', ')}\nTest code tags its rows with: SET tributary.release = 'R2'; SET tributary.feature = 'FEAT-101';`);
-          return;
-        }
-        if (!release) throw new TributaryError('usage', 'tributary tag <release> [--env <env>], or tributary tag --install <env>');
-        try {
-          await authorizeCli(ctx, actorOf(g()), 'tag', release);
-          const r = await tagRelease(ctx, release, { actor: actorOf(g()), ...(o.env ? { env: o.env } : {}) });
-          out(g(), r, () => renderTag(r));
-        } catch (err) {
-          if (err instanceof TributaryError && err.code === 'gate_untagged') {
-            const r = err.details.result as TagResult;
-            out(g(), { error: err.code, ...r }, () => renderOffenders(r));
-            process.exitCode = EXIT.gate;
-            return;
-          }
-          throw err;
-        }
-      });
-    });
-
-  program
-    .command('consolidate <release>')
-    .description('collect, detect, auto-resolve and queue the conflicts of a locked release (decisions whose records are unchanged are kept)')
-    .option('--env <env>', 're-collect this ST env only (after tag --env), reusing the other envs\' rows of the last consolidation')
-    .action(async (release: string, o: { env?: string }) => {
-      await withCtx(g(), async (ctx) => {
-        const progress = g().json ? undefined : (step: string, info?: Record<string, unknown>) => process.stderr.write(`… ${step}${info ? ` ${JSON.stringify(info)}` : ''}\n`);
-        await authorizeCli(ctx, actorOf(g()), 'consolidate', release);
-        const r = await consolidate(ctx, release, { actor: actorOf(g()), ...(progress ? { progress } : {}), ...(o.env ? { env: o.env } : {}) });
-        const counts = await resultCounts(ctx, r.runId);
-        const queue = await listConflicts(ctx, release, { limit: 25 });
-        const carried = renderCarried(r.carried);
-        out(g(), { ...r, counts }, () => `${renderCounts(release, counts, r.steps)}${carried ? `\n${carried}` : ''}\n\n${renderQueue(release, queue)}${counts.manual > 25 ? `\n  … see tributary conflicts ${release}` : ''}`);
-      });
-    });
-
-  const conflicts = program
-    .command('conflicts')
-    .description('the review queue: conflicts <release> | conflicts next <release> | conflicts show <release> <code> (C-… or A-…); --status auto-resolved lists what the rules decided')
-    .argument('<args...>')
-    .addOption(new Option('--status <status>', 'open, decided or all; auto-resolved: what the rules decided (A-001…)').choices(['open', 'decided', 'all', 'auto-resolved']).default('open'))
-    .option('--priority <p>', 'P1, P2 or P3')
-    .option('--rule <rule>', 'with --status auto-resolved: one rule only (newest-wins, re-key, …)')
-    .option('--entity <entity>', 'with --status auto-resolved: one entity only')
-    .option('--patterns', 'the open conflicts grouped by signature (entity, kind, attributes, envs), largest first')
-    .action(async (args: string[], o: { status: 'open' | 'decided' | 'all' | 'auto-resolved'; priority?: string; rule?: string; entity?: string; patterns?: boolean }) => {
-      await withCtx(g(), async (ctx) => {
-        const [first, second, third] = args;
-        if (first === 'next') {
-          if (!second) throw new TributaryError('usage', 'tributary conflicts next <release>');
-          await authorizeCli(ctx, actorOf(g()), 'next', second);
-          const c = await nextConflict(ctx, second, actorOf(g()));
-          if (!c) return out(g(), null, () => `No unassigned open conflicts in ${second}.`);
-          const full = await showConflict(ctx, second, c.code);
-          return out(g(), full, () => renderConflict(full));
-        }
-        if (first === 'show') {
-          if (!second || !third) throw new TributaryError('usage', 'tributary conflicts show <release> <code>');
-          if (isAutoCode(third)) {
-            const a = await showAutoResolution(ctx, second, third);
-            return out(g(), a, () => renderAutoResolution(a));
-          }
-          const c = await showConflict(ctx, second, third);
-          return out(g(), c, () => renderConflict(c));
-        }
-        if (o.status === 'auto-resolved') return writeAutoResolutions(ctx, first!, { ...(o.rule ? { rule: o.rule } : {}), ...(o.entity ? { entity: o.entity } : {}) }, !!g().json);
-        if (o.patterns) return listPatternsCommand(ctx, first!, { out: (v, text) => out(g(), v, text) });
-        const rows = await listConflicts(ctx, first!, { status: o.status, ...(o.priority ? { priority: o.priority } : {}) });
-        out(g(), rows, () => renderQueue(first!, rows));
-      });
-    });
-  void conflicts;
-
-  program
-    .command('decide [code]')
-    .description('decide a conflict, overrule an automatic resolution (A-…: re-opened and decided like a conflict), or with --pattern every open conflict of a pattern; shows the blast radius, --dry-run to see it without applying')
-    .option('--pattern <P-n>', 'decide every open conflict of this pattern (tributary conflicts <release> --patterns)')
-    .option('--keep-env <env>', 'with --pattern: keep the version from this env')
-    .option('--keep-feature <feature>', "with --pattern: keep this feature's version")
-    .option('--keep-by-rule <rule>', 'with --pattern: keep the version this rule keeps (newest-wins, env-precedence, feature-priority)')
-    .option('--release <release>', 'the release (needed when the code exists in several)')
-    .option('--keep <version>', 'keep one version (its number, as shown)')
-    .option('--keep-both', 'keep every version, renamed (new natural keys; new primary keys where they collide)')
-    .option('--rename <v.col=value...>', 'with --keep-both: give a version a natural key value yourself')
-    .option('--merge <attr=version...>', 'merge: pick the version of each differing attribute')
-    .option('--delete', 'delete (both versions, or the record of a reference conflict)')
-    .option('--cascade', 'with --delete: also delete the rows that depend on it')
-    .option('--repoint <key>', 'reference conflict: point the record at another parent')
-    .option('--waive', 'reference conflict: accept it as is')
-    .option('--rationale <text>', 'why (required)')
-    .option('--dry-run', 'show the blast radius only')
-    .action(async (code: string | undefined, o: Record<string, unknown>) => {
-      await withCtx(g(), async (ctx) => {
-        if (o.pattern) return decidePatternCommand(ctx, o, { out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
-        if (!code) throw new TributaryError('usage', 'tributary decide <code> …, or tributary decide --pattern P-<n> …');
-        if (isFindingCode(code)) return decideFindingCommand(ctx, code, o, { out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
-        const release = (o.release as string | undefined) ?? (await releaseOfCode(ctx, code));
-        // an automatic resolution (A-…) is about versions: decide re-opens it
-        const versions = isAutoCode(code) || !!(await showConflict(ctx, release, code)).detail.versions;
-        const d = parseDecision({ ...o, both: versions });
-        if (o.dryRun) {
-          const plan = await planDecision(ctx, release, code, d);
-          return out(g(), plan, () => renderDecision(plan));
-        }
-        await authorizeCli(ctx, actorOf(g()), 'decide', release);
-        const res = await applyDecision(ctx, release, code, d, { actor: actorOf(g()), rationale: String(o.rationale ?? '') });
-        out(g(), res, () => renderDecision(res));
-      });
-    });
-
-  program
-    .command('result <release>')
-    .description('the consolidated dataset with provenance per record: its sources, and the version(s) and env(s) it came from (JSON lines; streamed)')
-    .option('--entity <entity>', 'one entity only')
-    .option('--all', 'include records awaiting review and deleted ones')
-    .action(async (release: string, o: { entity?: string; all?: boolean }) => {
-      await withCtx(g(), async (ctx) => {
-        const runId = await currentRunId(ctx, release);
-        const entities = o.entity ? [o.entity] : ctx.config.entities.map((e) => e.name);
-        for (const name of entities) {
-          if (!ctx.config.entities.some((e) => e.name === name)) throw new TributaryError('usage', `unknown entity "${name}" (dataset: ${ctx.config.entities.map((e) => e.name).join(', ')})`);
-          for await (const r of resultRecords(ctx, runId, name)) {
-            if (!o.all && r.status !== 'final') continue;
-            process.stdout.write(`${redact(JSON.stringify(r))}\n`);
-          }
-        }
-      });
-    });
-
-  registerLoadCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
-  registerTestCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
-  registerAgentCommand(program, { withCtx: (fn) => withCtx(g(), fn) });
-  registerAuditCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), json: () => !!g().json });
-  registerValidateCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()) });
-  registerDeployCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
-  registerPromoteCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
-  registerNightlyCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
-  registerBundleCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
-
-  registerPatternCommands(program, { withCtx: (fn) => withCtx(g(), fn), out: (v, text) => out(g(), v, text), actor: () => actorOf(g()), json: () => !!g().json });
-
-  registerMigrateCommands(program, {
-    config: () => loadConfig(g().config ? { file: g().config! } : {}),
-    out: (v, text) => out(g(), v, text),
-    actor: () => actorOf(g()),
-  });
-
+  const parents = new Map<string, Command>();
+  for (const def of commandsOf('cli')) addCommand(program, def, parents, g);
   return program;
 }
 

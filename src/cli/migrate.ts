@@ -1,4 +1,3 @@
-import type { Command } from 'commander';
 import type { Knex } from 'knex';
 import type { Config } from '../config/load.js';
 import { openDatabase } from '../db/connect.js';
@@ -7,6 +6,8 @@ import { controlOwnership } from '../db/owner.js';
 import { leastPrivilegeSql } from '../db/grants.js';
 import { recordAudit } from '../engine/kernel/audit.js';
 import { TributaryError } from '../errors.js';
+import type { Io } from '../commands/io.js';
+import type { Parsed } from '../commands/table.js';
 
 /**
  * `tributary migrate [--down --yes]`: only the owner of the control tables migrates (the app role of a
@@ -14,12 +15,6 @@ import { TributaryError } from '../errors.js';
  * their row counts, the audit trail's events, columns) and needs --yes. `tributary grants <app-role>`
  * prints (or with --apply runs) the SQL of that set-up.
  */
-export interface MigrateCliHelpers {
-  config(): Config;
-  out(value: unknown, text: () => string): void;
-  actor(): string;
-}
-
 interface DroppedTable {
   table: string;
   rows: number;
@@ -91,45 +86,37 @@ async function refuseUnlessOwner(db: Knex, actor: string): Promise<void> {
   throw new TributaryError('forbidden', message, { owner: own.owner, user: own.user });
 }
 
-export function registerMigrateCommands(program: Command, h: MigrateCliHelpers): void {
-  program
-    .command('migrate')
-    .description('apply the control database migrations as the owner of its tables (--down --yes: roll the last batch back, after saying what it drops)')
-    .option('--down', 'roll back the last batch (says what it drops; needs --yes)')
-    .option('--yes', 'with --down: do it')
-    .action(async (o: { down?: boolean; yes?: boolean }) => {
-      const db = await openDatabase(h.config(), { migrate: false });
-      try {
-        await refuseUnlessOwner(db.control, h.actor());
-        if (!o.down) {
-          const [batch, names] = (await db.control.migrate.latest({ migrationSource })) as [number, string[]];
-          return h.out({ batch, migrations: names }, () => `applied: ${names.length ? names.join(', ') : 'nothing to do'}`);
-        }
-        const plan = await planRollback(db.control);
-        if (!o.yes) throw new TributaryError('unconfirmed', `${renderRollbackPlan(plan)}\nNothing was done: add --yes to roll back.`, { plan });
-        if (plan.migrations.length > 0) await recordAudit(db.control, { actor: h.actor(), action: 'migrate.down', details: { ...plan } });
-        const [batch, names] = (await db.control.migrate.rollback({ migrationSource })) as [number, string[]];
-        h.out({ batch, migrations: names, dropped: plan }, () => `rolled back: ${names.length ? names.join(', ') : 'nothing to do'}\n${renderRollbackPlan(plan)}`);
-      } finally {
-        await db.close();
-      }
-    });
+/** `tributary migrate [--down --yes]`. */
+export async function migrateRun(config: Config, p: Parsed, io: Io): Promise<void> {
+  const db = await openDatabase(config, { migrate: false });
+  try {
+    await refuseUnlessOwner(db.control, io.actor);
+    if (!p.flags.down) {
+      const [batch, names] = (await db.control.migrate.latest({ migrationSource })) as [number, string[]];
+      return io.out({ batch, migrations: names }, () => `applied: ${names.length ? names.join(', ') : 'nothing to do'}`);
+    }
+    const plan = await planRollback(db.control);
+    if (!p.flags.yes) throw new TributaryError('unconfirmed', `${renderRollbackPlan(plan)}\nNothing was done: add --yes to roll back.`, { plan });
+    if (plan.migrations.length > 0) await recordAudit(db.control, { actor: io.actor, action: 'migrate.down', details: { ...plan } });
+    const [batch, names] = (await db.control.migrate.rollback({ migrationSource })) as [number, string[]];
+    io.out({ batch, migrations: names, dropped: plan }, () => `rolled back: ${names.length ? names.join(', ') : 'nothing to do'}\n${renderRollbackPlan(plan)}`);
+  } finally {
+    await db.close();
+  }
+}
 
-  program
-    .command('grants <app-role>')
-    .description("the SQL of the least-privilege set-up: <app-role> (not the owner) may read and write the control tables, only INSERT and SELECT the audit trail (--apply runs it; needs CREATEROLE)")
-    .option('--apply', 'run it on the control database (as a role that may create roles and grant on its tables)')
-    .action(async (app: string, o: { apply?: boolean }) => {
-      const db = await openDatabase(h.config(), { migrate: false });
-      try {
-        const own = await controlOwnership(db.control);
-        if (!own.owner) throw new TributaryError('usage', 'the control database has no tables yet: run `tributary migrate` as the owner role first, then grants');
-        if (own.owner === app) throw new TributaryError('usage', `${app} owns the control tables: the app role must be another role`);
-        const sql = leastPrivilegeSql({ owner: own.owner, app, database: db.controlParams.database });
-        if (o.apply) await db.control.transaction((trx) => trx.raw(sql));
-        h.out({ owner: own.owner, app, sql, applied: !!o.apply }, () => (o.apply ? `Applied: ${app} has least privilege on ${db.controlParams.database} (owner ${own.owner}).` : sql));
-      } finally {
-        await db.close();
-      }
-    });
+/** `tributary grants <app-role> [--apply]`. */
+export async function grantsRun(config: Config, p: Parsed, io: Io): Promise<void> {
+  const app = p.args['app-role']!;
+  const db = await openDatabase(config, { migrate: false });
+  try {
+    const own = await controlOwnership(db.control);
+    if (!own.owner) throw new TributaryError('usage', 'the control database has no tables yet: run `tributary migrate` as the owner role first, then grants');
+    if (own.owner === app) throw new TributaryError('usage', `${app} owns the control tables: the app role must be another role`);
+    const sql = leastPrivilegeSql({ owner: own.owner, app, database: db.controlParams.database });
+    if (p.flags.apply) await db.control.transaction((trx) => trx.raw(sql));
+    io.out({ owner: own.owner, app, sql, applied: !!p.flags.apply }, () => (p.flags.apply ? `Applied: ${app} has least privilege on ${db.controlParams.database} (owner ${own.owner}).` : sql));
+  } finally {
+    await db.close();
+  }
 }

@@ -47,6 +47,8 @@ export function tokenize(raw: string): string[] {
 export interface FlagSpec {
   /** Takes a value (`--env ST-3`), or is a switch (`--smoke`). */
   value: boolean;
+  /** May be given more than once (`--merge a=1 --merge b=2`): its values in order. */
+  many?: boolean;
 }
 
 export interface Grammar {
@@ -54,17 +56,19 @@ export interface Grammar {
   usage: string;
   args: { name: string; required: boolean }[];
   flags: Record<string, FlagSpec>;
+  /** The flags only the other adapter takes, and why: refused with the reason, not as unknown. */
+  elsewhere?: Record<string, string>;
 }
 
 export interface ParsedWords {
   args: Record<string, string | undefined>;
-  flags: Record<string, string | true>;
+  flags: Record<string, string | true | string[]>;
 }
 
 /** Parses a command's words by its grammar; an unknown flag, a missing value or an extra word is refused with the usage. */
 export function parseWords(words: string[], g: Grammar): ParsedWords {
   const positional: string[] = [];
-  const flags: Record<string, string | true> = {};
+  const flags: Record<string, string | true | string[]> = {};
   const refuse = (why: string): never => {
     throw new TributaryError('usage', `${why}. Usage: ${g.usage}`);
   };
@@ -76,21 +80,24 @@ export function parseWords(words: string[], g: Grammar): ParsedWords {
     }
     const [name, inline] = w.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
     const spec = g.flags[name];
+    if (!spec && g.elsewhere?.[name]) refuse(g.elsewhere[name]!);
     if (!spec) {
       const close = suggest(name, Object.keys(g.flags));
       refuse(`unknown flag --${name}${close ? ` (did you mean --${close}?)` : ''}`);
     }
-    if (name in flags) refuse(`--${name} given twice`);
+    if (name in flags && !spec!.many) refuse(`--${name} given twice`);
+    let value: string | true;
     if (!spec!.value) {
       if (inline !== undefined) refuse(`--${name} takes no value`);
-      flags[name] = true;
-    } else if (inline !== undefined) flags[name] = inline;
+      value = true;
+    } else if (inline !== undefined) value = inline;
     else {
       const next = words[i + 1];
       if (next === undefined || next.startsWith('--')) refuse(`--${name} needs a value`);
-      flags[name] = next!;
+      value = next!;
       i++;
     }
+    flags[name] = spec!.many ? [...((flags[name] as string[] | undefined) ?? []), value as string] : value;
   }
   if (positional.length > g.args.length) refuse(`unexpected ${positional.slice(g.args.length).map((w) => `"${w}"`).join(', ')}`);
   const args: Record<string, string | undefined> = {};

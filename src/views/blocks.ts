@@ -4,7 +4,7 @@ import type { ReleaseStatus } from '../engine/report/index.js';
 import type { LoadResult } from '../engine/load/index.js';
 import type { ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
-import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
+import { checkMessage, checkView, clip, esc, hidePaths, LIMITS, type Message } from './limits.js';
 import { button, chainHeadContext, context, header, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
@@ -38,38 +38,38 @@ export function when(d: Date | string | null | undefined): string {
 
 const PRIORITY_EMOJI: Record<string, string> = { P1: ':red_circle:', P2: ':large_orange_circle:', P3: ':large_yellow_circle:' };
 
-export const USAGE = [
-  '`/release help`: this help',
-  '`/release status [R2]`: state, locks, counts and queue',
-  '`/release tag R2 [--env ST-3]`: check tags and lock the release (qa_lead)',
-  '`/release consolidate R2 [--env ST-3]`: collect, detect, auto-resolve, queue; decisions on unchanged records are kept (qa_lead)',
-  '`/release conflicts R2 [--priority P1]`: the open review queue',
-  '`/release review R2`: post the conflict cards to the review channel',
-  '`/release validate R2`: integrity checks and data tests',
-  '`/release load R2`: load into staging, verified by counts and checksums (qa_lead)',
-  '`/release audit R2`: the audit summary, and the full trail as a file',
-  '`/release test R2 --tier 1`: the release\'s feature tests + smoke on staging; `--tier 2`: every test on master (qa_lead)',
-  '`/release test R2 --feature FEAT-101`, `/release test R2 --smoke --env production`: selective runs (qa_lead)',
-  '`/release promote R2`: merge staging into the cumulative master, one partition per release (qa_lead)',
-  '`/release approve R2`: approve after tier 2 (qa_lead; also the button on the tier 2 card)',
-  '`/release coverage`: coverage growth per release (tests and data records, cumulative), with its chart',
-  '`/release deploy R2 [--at <time>]`: the go/no-go card; Go by release managers runs code and data together (release_manager)',
-  '`/rollback R2` (or `/release rollback R2`): code and data back together, confirmed with a rationale (release_manager)',
-];
 
-export function helpMessage(problem?: string): Message {
+/** `/release help`: the usage lines (from the command table) and, when a request was refused, why. */
+export function helpMessage(lines: string[], problem?: string): Message {
   const blocks: KnownBlock[] = [];
   if (problem) blocks.push(section(`:warning: ${esc(problem)}`));
-  blocks.push(section(`*Tributary* consolidates, tests and deploys release test data from the ST databases.\n${USAGE.map((u) => `• ${u}`).join('\n')}`));
-  blocks.push(context(`Every command has a CLI twin: \`tributary status R2\`, \`tributary decide C-015 …\``));
-  return checkMessage({ text: `${problem ? `${problem}\n` : ''}Usage: ${COMMANDS.release} help | status | tag | consolidate | conflicts | review | validate | load | audit | test | promote | approve | deploy | rollback | coverage`, blocks });
+  // a section holds 3,000 characters: the lines go in as many as they need
+  let chunk = '*Tributary* consolidates, tests and deploys release test data from the ST databases.';
+  for (const l of lines) {
+    const next = `${chunk}\n• ${l}`;
+    if (next.length > 2900) {
+      blocks.push(section(chunk));
+      chunk = `• ${l}`;
+    } else chunk = next;
+  }
+  blocks.push(section(chunk));
+  blocks.push(context(`\`${COMMANDS.release} help <command>\`: one command. Every command has a CLI twin: \`tributary status R2\`, \`tributary decide C-015 …\``));
+  return checkMessage({ text: `${problem ? `${problem}\n` : ''}Usage: ${COMMANDS.release} help [command]`, blocks });
+}
+
+/** A command's text result as the CLI prints it, in a code block (a path on the bot's machine by its file name). */
+export function preMessage(raw: string): Message {
+  const text = hidePaths(raw);
+  const body = clip(esc(text), 2900).replace(/```/g, "'''");
+  return checkMessage({ text: clip(text, 3000), blocks: [section(`\`\`\`${body}\`\`\``)] });
 }
 
 export function textMessage(text: string): Message {
   return checkMessage({ text: clip(text, 3000), blocks: [section(esc(text))] });
 }
 
-export function errorMessage(text: string): Message {
+export function errorMessage(raw: string): Message {
+  const text = hidePaths(raw);
   return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${esc(text)}`)] });
 }
 

@@ -163,3 +163,26 @@ export function interruptedCard(d: Deployment, where: string): Message {
     ],
   });
 }
+
+/** `tributary bundle R2`: one bundle, as text. */
+export function renderBundle(b: Bundle & { created?: boolean }): string {
+  const head = `Bundle ${b.release} v${b.version}${b.created === false ? ' (unchanged: the same code version, migration and data)' : ''}`;
+  const lines = [
+    head,
+    `  code version:  ${b.codeVersion}`,
+    `  migration:     ${b.migration ?? '(none)'}`,
+    `  data:          ${b.dataFingerprint}`,
+    `  files:         ${b.dir}`,
+    `  created:       ${b.createdAt} by ${b.createdBy}`,
+  ];
+  const w = Math.max(5, ...b.tables.map((t) => t.table.length));
+  const rw = Math.max(4, ...b.tables.map((t) => t.rows.toLocaleString('en-US').length));
+  lines.push('', `  ${'table'.padEnd(w)}  ${'rows'.padStart(rw)}  checksum`);
+  for (const t of b.tables) lines.push(`  ${t.table.padEnd(w)}  ${t.rows.toLocaleString('en-US').padStart(rw)}  ${t.checksum}`);
+  return lines.join('\n');
+}
+
+export function renderBundleList(release: string, list: Bundle[]): string {
+  if (list.length === 0) return `No bundles of ${release} yet: tributary bundle ${release} --code <version>`;
+  return [`Bundles of ${release}:`, ...list.map((b) => `  v${b.version}  code ${b.codeVersion}  data ${b.dataFingerprint.slice(0, 12)}  ${b.tables.reduce((n, t) => n + t.rows, 0).toLocaleString('en-US')} rows  ${b.createdAt} by ${b.createdBy}`)].join('\n');
+}

@@ -30,6 +30,14 @@ export function esc(text: unknown): string {
   return String(text ?? '').replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
+/**
+ * A path on the bot's machine means nothing in Slack (and says how the machine is laid out): shown by its
+ * file name. URLs are left alone.
+ */
+export function hidePaths(text: string): string {
+  return text.replace(/(?<![:/\w.~-])(?:\/[\w.@+-]+){2,}\/?/g, (p) => `…/${p.replace(/\/$/, '').split('/').pop()}`);
+}
+
 export function clip(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, Math.max(0, max - 1))}…`;
 }

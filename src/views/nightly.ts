@@ -1,5 +1,5 @@
 import type { KnownBlock } from '@slack/types';
-import type { Coverage, NightlySummary, TestRef, PruneProposal } from '../engine/nightly/index.js';
+import type { ArchiveReport, Coverage, NightlySummary, TestRef, PruneProposal } from '../engine/nightly/index.js';
 import { checkMessage, clip, esc, type Message } from './limits.js';
 import { context, md, plain, section } from './kit.js';
 
@@ -125,4 +125,16 @@ export function pruneCard(p: PruneCardInput, actions: { prune: string; keep: str
     blocks.push(section(`${what}${p.decidedBy ? ` by ${who(p.decidedBy)}` : ''} (proposal #${p.id})`));
   }
   return checkMessage({ text: `Pruning proposal for ${p.feature}: ${p.tests.length} test(s), ${p.status}`, blocks });
+}
+
+/** `tributary archive`: what was (or would be) archived, and what was kept. */
+export function renderArchive(r: ArchiveReport): string {
+  const lines = [`Cut-off: promoted before ${r.cutoff}${r.dryRun ? ' (dry run: nothing archived)' : ''}`];
+  if (r.archived.length === 0) lines.push('Nothing to archive.');
+  for (const a of r.archived) {
+    lines.push(`${a.release} (promoted ${a.promotedAt})${r.dryRun ? `: would be archived, then dropped from master (${a.rows} rows)` : `: archived ${a.rows} rows in ${(a.ms / 1000).toFixed(1)} s → ${a.manifest}`}`);
+    for (const t of a.tables) lines.push(`  ${t.table}: ${t.rows} rows${r.dryRun ? '' : `, checksum ${t.checksum}, ${t.bytes} bytes compressed`}`);
+  }
+  for (const k of r.kept) lines.push(`${k.release}: kept (${k.reason})`);
+  return lines.join('\n');
 }

@@ -43,4 +43,9 @@ it('reports each broken layout rule in the fixtures, and nothing in the files th
   // the kernel imports no phase, not even through its entry module
   expect(by('src/engine/kernel/phase.ts')).toEqual([expect.stringMatching(/^import-x\/no-restricted-paths: .*The kernel imports no phase/)]);
   expect(by('src/engine/consolidate/detect.ts')).toEqual([]);
+  // the command table knows no adapter: neither Slack, nor commander, nor the adapters' modules
+  expect(by('src/commands/slack.ts')).toEqual([expect.stringMatching(/^no-restricted-imports: .*@slack\/bolt.*Slack listeners live in src\/slack/)]);
+  expect(by('src/commands/commander.ts')).toEqual([expect.stringMatching(/^no-restricted-imports: .*commander.*wired in src\/cli/)]);
+  expect(by('src/commands/adapter.ts')).toEqual([expect.stringMatching(/^import-x\/no-restricted-paths: .*imports none of them/)]);
+  expect(by('src/slack/listener.ts')).toEqual([]);
 });

@@ -61,10 +61,10 @@ describe('requests as Slack sends them', () => {
     const help = await send(slashBody(fake, 'help'));
     expect(help.status).toBe(200);
     expect(JSON.parse(help.body).response_type).toBe('ephemeral');
-    expect(help.body).toContain('/release consolidate R2');
+    expect(help.body).toContain('/release consolidate <release> [--env <env>]');
     const unknown = JSON.parse((await send(slashBody(fake, 'frobnicate R2'))).body);
     expect(unknown.text).toContain('Unknown command "frobnicate"');
-    expect(JSON.stringify(unknown.blocks)).toContain('/release status [R2]');
+    expect(JSON.stringify(unknown.blocks)).toContain('/release status [release]');
   });
 
   it('refuses what it does not understand, ephemerally and before doing anything: an unknown flag, an extra word, a typo in the release', async () => {
@@ -72,9 +72,9 @@ describe('requests as Slack sends them', () => {
     const events = await env.db.control('audit_events').count<{ count: number }[]>({ count: '*' });
     const flag = JSON.parse((await send(slashBody(fake, 'deploy R2 --bundel 1', 'U0LEAD'))).body);
     expect(flag.response_type).toBe('ephemeral');
-    expect(flag.text).toContain('unknown flag --bundel (did you mean --bundle?). Usage: /release deploy R2 [--at 2026-11-26T22:00:00Z] [--bundle N]');
+    expect(flag.text).toContain('unknown flag --bundel (did you mean --bundle?). Usage: /release deploy <release> [--at <time>] [--bundle <version>]');
     const extra = JSON.parse((await send(slashBody(fake, 'validate R2 now', 'U0LEAD'))).body);
-    expect(extra.text).toContain('unexpected "now". Usage: /release validate R2');
+    expect(extra.text).toContain('unexpected "now". Usage: /release validate <release>');
     const typo = JSON.parse((await send(slashBody(fake, 'consolidate r2', 'U0LEAD'))).body);
     expect(typo.response_type).toBe('ephemeral');
     expect(typo.text).toContain('unknown release "r2": did you mean R2?');

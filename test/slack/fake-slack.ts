@@ -202,3 +202,18 @@ export async function startTestBot(
   const { port } = await bot.start();
   return { bot, url: `http://127.0.0.1:${port}/slack/events` };
 }
+
+/**
+ * A fake Slack with the bot on it, and this process ready to run the CLI in it (`main([...])`): its
+ * config comes from --config, its audit key from the environment. For tests that send the same
+ * command through both adapters.
+ */
+export async function botAndCli(ctx: import('../../src/engine/kernel/context.js').Ctx, auditKey: string): Promise<{ fake: FakeSlack; bot: import('../../src/slack/app.js').Bot; url: string }> {
+  const fake = new FakeSlack();
+  await fake.start();
+  const { bot, url } = await startTestBot(ctx, fake);
+  process.env.TRIBUTARY_AUDIT_KEY = auditKey;
+  delete process.env.DATABASE_URL;
+  delete process.env.TRIBUTARY_CONFIG;
+  return { fake, bot, url };
+}

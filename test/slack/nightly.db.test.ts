@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { nightlyHooks } from '../../src/commands/nightly.js';
+import { nightlyHooks } from '../../src/slack/nightly.js';
 import { proposePruning } from '../../src/engine/nightly/prune.js';
 import { runNightlyNow } from '../../src/engine/nightly/run.js';
 import type { Bot } from '../../src/slack/app.js';

@@ -50,7 +50,7 @@ it('connects through apps.connections.open and answers a slash command envelope 
   await vi.waitFor(() => expect(socket.received.find((m) => m.envelope_id === 'env-1')).toBeDefined(), { timeout: 60_000 });
   const ack = socket.received.find((m) => m.envelope_id === 'env-1')!;
   expect((ack.payload as { response_type: string }).response_type).toBe('ephemeral');
-  expect(JSON.stringify(ack.payload)).toContain('/release consolidate R2');
+  expect(JSON.stringify(ack.payload)).toContain('/release consolidate <release>');
 });
 
 it('answers a status request through response_url', async () => {

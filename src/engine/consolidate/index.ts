@@ -8,3 +8,4 @@
  * consolidation `runs` and the run's work area tables (their names are kernel/workArea.ts's).
  */
 export { consolidate } from './run.js';
+export type { ConsolidateResult } from './run.js';

@@ -771,3 +771,26 @@ export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: 
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release: d.release, subject: `deployment #${id}`, details: { rationale: opts.rationale, interrupted: whereItStopped(d) } });
   return withExecutor(ctx, id, (lost) => rollBack(ctx, d, opts, `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`, checked === undefined ? { lost } : { lost, checked }));
 }
+
+/** The deployment a rollback of the release takes back: an interrupted one, else the last that succeeded or whose rollback stopped. */
+export async function rollbackTarget(ctx: Ctx, release: string): Promise<Deployment> {
+  const interrupted = (await interruptedDeployments(ctx)).find((d) => d.release === release);
+  const d = interrupted ?? ((await ctx.db.control('deployments').where({ release }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined);
+  if (!d) throw new TributaryError('gate_state', `${release} has no deployment to roll back (none succeeded, none interrupted)`);
+  return d;
+}
+
+/** Where a deployment's go/no-go card is (updated in place as it goes). */
+export async function setDeploymentMessage(ctx: Ctx, id: number, where: { channel: string; ts: string | undefined }): Promise<void> {
+  await ctx.db.control('deployments').where({ id }).update({ slack: JSON.stringify(where) });
+}
+
+/** What the go/no-go card shows besides the deployment: the latest finished tier 1 and 2 runs and the approval. */
+export async function goCardFacts(ctx: Ctx, release: string): Promise<{ tiers: { tier: string; runId: number; status: string; passRate: number }[]; approval?: { by: string; at: Date; override: boolean; rationale: string } }> {
+  const tiers = (await ctx.db.control('test_runs').where({ release }).whereIn('tier', ['1', '2']).whereNot({ status: 'running' }).orderBy('id', 'desc').select('id', 'tier', 'status', 'totals'))
+    .filter((r, i, all) => all.findIndex((x) => x.tier === r.tier) === i)
+    .map((r) => ({ tier: r.tier as string, runId: r.id as number, status: r.status as string, passRate: Number((r.totals as { passRate?: number }).passRate ?? 0) }))
+    .reverse();
+  const a = await ctx.db.control('approvals').where({ release }).orderBy('id', 'desc').first();
+  return { tiers, ...(a ? { approval: { by: a.approved_by, at: a.approved_at, override: a.override, rationale: a.rationale } } : {}) };
+}

@@ -39,11 +39,14 @@ export const NEEDS: Record<string, Role[]> = {
   policy: ['qa_lead'],
 };
 
+/** A role action of NEEDS: what a command table entry names as the role it needs. */
+export type RoleAction = keyof typeof NEEDS;
+
 export function openRoles(ctx: Ctx): Role[] {
   return (['reviewer', 'qa_lead', 'release_manager'] as Role[]).filter((r) => ctx.config.roles[r].length === 0);
 }
 
-export async function authorize(ctx: Ctx, user: string, groups: string[], action: keyof typeof NEEDS, release?: string): Promise<void> {
+export async function authorize(ctx: Ctx, user: string, groups: string[], action: RoleAction, release?: string): Promise<void> {
   const needed = NEEDS[action]!;
   const ok = needed.some((role) => {
     const members = ctx.config.roles[role];

@@ -417,3 +417,8 @@ export async function restoreRelease(ctx: Ctx, release: string, opts: { actor: A
     await a.end().catch(() => undefined);
   }
 }
+
+/** The releases whose master partitions are archived and not restored. */
+export async function archivedReleases(ctx: Ctx): Promise<string[]> {
+  return ((await ctx.db.control('archives').whereNull('restored_at').distinct('release')) as { release: string }[]).map((r) => r.release);
+}

@@ -6,13 +6,13 @@
  * restore of old release partitions (archive.ts). Owns `nightly_runs`, `prune_proposals`, `pruned_tests`,
  * `archives`.
  */
-export { archiveReleases, restoreRelease } from './archive.js';
+export { archivedReleases, archiveReleases, restoreRelease } from './archive.js';
 export type { ArchiveReport } from './archive.js';
 export { coverageGrowth } from './coverage.js';
 export type { Coverage } from './coverage.js';
 export { decideProposal, setProposalMessage } from './prune.js';
 export type { PruneProposal } from './prune.js';
-export { recentNights, runNightlyNow } from './run.js';
+export { recentNights, runNightlyNow, setChartPath } from './run.js';
 export type { SlotRow } from './run.js';
 export { NightlyScheduler } from './scheduler.js';
 export type { SchedulerHooks } from './scheduler.js';

@@ -277,3 +277,8 @@ export async function recentNights(ctx: Ctx, n = 7): Promise<(SlotRow & { interr
   const live = rows.some((r) => r.status === 'running') ? await nightlyLockHeld(ctx) : false;
   return rows.map((r) => ({ ...r, interrupted: r.status === 'running' && !live }));
 }
+
+/** Where a night's coverage chart was written (the morning post and `tributary nightly --now` record it). */
+export async function setChartPath(ctx: Ctx, id: number, file: string): Promise<void> {
+  await ctx.db.control('nightly_runs').where({ id }).update({ chart_path: file });
+}

@@ -18,6 +18,6 @@ export { undoDecision } from './undo.js';
 export type { UndoBlast, UndoOutcome } from './undo.js';
 export { acceptProposal, listProposals, MIN_AGREEING } from './learn.js';
 export type { Proposal } from './learn.js';
-export { getConflict, listConflicts, nextConflict, queueSummary, releaseOfCode, showConflict } from './queue.js';
+export { assignedConflicts, getConflict, listConflicts, nextConflict, onlyReleaseWithOpenConflicts, queueSummary, releaseOfCode, showConflict } from './queue.js';
 export type { QueueSummary } from './queue.js';
 export type { BlastRadius, ConflictDetail, ConflictRow, CrossReleaseInfo, Decision, DecisionOutcome, VersionView } from './types.js';

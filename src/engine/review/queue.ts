@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { releaseOrThrow } from '../../config/load.js';
-import { TributaryError } from '../../errors.js';
+import { suggest, TributaryError } from '../../errors.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { runTables, currentRunId } from '../kernel/workArea.js';
 import { CROSS_RELEASE, openPromoteRunId } from './crossRelease.js';
@@ -46,7 +46,11 @@ export async function getConflict(ctx: Ctx, release: string, code: string, db: K
   const q = db<ConflictRow>('conflicts').whereIn('run_id', runIds).where({ code: code.toUpperCase() }).first();
   if (forUpdate) q.forUpdate();
   const row = await q;
-  if (!row) throw new TributaryError('unknown_conflict', `no conflict ${code} in release ${release}'s current consolidation or open promotion (tributary conflicts ${release} lists them)`, { code });
+  if (!row) {
+    // a mistyped code: the one it most likely meant
+    const close = suggest(code.toUpperCase(), (await db('conflicts').whereIn('run_id', runIds).pluck('code')) as string[]);
+    throw new TributaryError('unknown_conflict', `no conflict ${code} in release ${release}'s current consolidation or open promotion${close ? `: did you mean ${close}?` : ` (tributary conflicts ${release} lists them)`}`, { code, ...(close ? { suggestion: close } : {}) });
+  }
   return row as ConflictRow;
 }
 
@@ -145,3 +149,16 @@ export async function queueSummary(ctx: Ctx, release: string): Promise<QueueSumm
   return { release, runId, open, decided, total };
 }
 
+
+/** The open conflicts of these runs assigned to a reviewer (the App Home's "assigned to you"). */
+export async function assignedConflicts(ctx: Ctx, runIds: number[], user: string): Promise<ConflictRow[]> {
+  if (runIds.length === 0) return [];
+  return (await ctx.db.control('conflicts').whereIn('run_id', runIds).where({ status: 'open', assigned_to: user }).orderBy(['priority', 'code'])) as ConflictRow[];
+}
+
+/** The release a pattern decision is for when none is named: the only release with open conflicts. */
+export async function onlyReleaseWithOpenConflicts(ctx: Ctx): Promise<string> {
+  const rows = await ctx.db.control('conflicts as c').join('release_states as s', 's.current_run_id', 'c.run_id').where('c.status', 'open').distinct('c.release').orderBy('c.release');
+  if (rows.length === 1) return rows[0].release as string;
+  throw new TributaryError('usage', rows.length === 0 ? 'no release has open conflicts' : `several releases have open conflicts (${rows.map((r) => r.release).join(', ')}): pass --release`);
+}

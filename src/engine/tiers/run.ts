@@ -487,3 +487,8 @@ export async function approveRelease(ctx: Ctx, release: string, opts: { actor: A
     return { release, runId: run.id as number, override: !passed, approvedBy: opts.actor };
   });
 }
+
+/** The release's latest finished tier 2 run (the one an approval is for), if any. */
+export async function latestTier2Run(ctx: Ctx, release: string): Promise<{ id: number; gate: { passed: boolean; reasons: string[] }; status: string } | undefined> {
+  return ctx.db.control('test_runs').where({ release, tier: '2' }).whereNot({ status: 'running' }).orderBy('id', 'desc').first('id', 'gate', 'status');
+}

@@ -7,7 +7,7 @@ import { releaseEvents, resultRecords, type ResultRecord } from '../../../src/en
 import { currentRunId } from '../../../src/engine/kernel/workArea.js';
 import { tagRelease } from '../../../src/engine/gate/tag.js';
 import { TributaryError } from '../../../src/errors.js';
-import { autoResolvedAnswer } from '../../../src/commands/autoResolved.js';
+import { autoResolvedAnswer } from '../../../src/slack/autoResolved.js';
 import { finalRows, insertAccounts, insertUsers, testEnv, type TestEnv } from '../../helpers.js';
 
 /**

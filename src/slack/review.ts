@@ -3,8 +3,8 @@ import { getConflict, nextConflict, showConflict, type ConflictRow, applyDecisio
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
-import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from '../slack/ids.js';
+import type { BotDeps } from './deps.js';
+import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from './ids.js';
 import { conflictCard, decisionModal, textMessage, who, type CardRef, type ModalMeta } from '../views/blocks.js';
 import { replyError } from './common.js';
 
@@ -73,6 +73,24 @@ async function staleCheck(deps: BotDeps, ref: CardRef, respond: RespondFn): Prom
   return c;
 }
 
+/** The decision modal for a conflict, the choice made: its blast radius drafted from the modal's defaults. */
+async function openDecisionModal(deps: BotDeps, triggerId: string, c: ConflictRow, ref: CardRef, action: Decision['action'], where: { channel?: string; ts?: string }): Promise<void> {
+  const plan = await planDecision(deps.ctx, ref.release, ref.code, draftDecision(c, action, ref.version));
+  const full = await showConflict(deps.ctx, ref.release, ref.code);
+  const meta: ModalMeta = { ...ref, action, ...where };
+  await deps.client.views.open({ trigger_id: triggerId, view: decisionModal({ conflict: full, meta, blast: plan.blast }) });
+}
+
+/**
+ * `/release decide C-001 --keep 2` without --rationale (the table authorized it): the card's decision
+ * modal for that choice, where the rationale (and what the choice needs) is asked for.
+ */
+export async function openDecisionFromCommand(deps: BotDeps, triggerId: string, release: string, code: string, action: Decision['action'], version?: number): Promise<void> {
+  const c = await getConflict(deps.ctx, release, code);
+  if (c.status === 'decided') throw new TributaryError('already_decided', `${c.code} was already decided by ${c.decided_by ?? 'someone'}`);
+  await openDecisionModal(deps, triggerId, c, { release, code: c.code, runId: c.run_id, ...(version ? { version } : {}) }, action, {});
+}
+
 export function register(app: App, deps: BotDeps): void {
   const { ctx } = deps;
 
@@ -82,16 +100,10 @@ export function register(app: App, deps: BotDeps): void {
       await authorize(ctx, user, await deps.groupsOf(user), 'decide', ref.release);
       const c = await staleCheck(deps, ref, respond);
       if (!c) return;
-      const action = pick(c);
-      const plan = await planDecision(ctx, ref.release, ref.code, draftDecision(c, action, ref.version));
-      const full = await showConflict(ctx, ref.release, ref.code);
-      const meta: ModalMeta = {
-        ...ref,
-        action,
+      await openDecisionModal(deps, body.trigger_id, c, ref, pick(c), {
         ...(body.container?.channel_id ? { channel: body.container.channel_id } : {}),
         ...(body.container?.message_ts ? { ts: body.container.message_ts } : {}),
-      };
-      await deps.client.views.open({ trigger_id: body.trigger_id, view: decisionModal({ conflict: full, meta, blast: plan.blast }) });
+      });
     } catch (err) {
       await replyError(respond, err, 'review button');
     }

@@ -1,11 +1,11 @@
 import type { App } from '@slack/bolt';
-import type { ConflictRow } from '../engine/review/index.js';
+import { assignedConflicts } from '../engine/review/index.js';
 import type { ReleaseStatus } from '../engine/report/index.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
-import { EVENTS } from '../slack/ids.js';
+import type { BotDeps } from './deps.js';
+import { EVENTS } from './ids.js';
 import { homeView, type HomeNight } from '../views/blocks.js';
-import { recentNights, type NightlySummary } from '../engine/nightly/index.js';
+import { archivedReleases, recentNights, type NightlySummary } from '../engine/nightly/index.js';
 
 /** The App Home tab: the last nights' health, each release's state, its queue by priority, and the conflicts assigned to the viewer. */
 export function register(app: App, deps: BotDeps): void {
@@ -22,9 +22,7 @@ export function register(app: App, deps: BotDeps): void {
       const statuses: ReleaseStatus[] = [];
       for (const r of ctx.config.releases.keys()) statuses.push(await deps.statusOf(r));
       const runs = statuses.flatMap((s) => (s.run?.status === 'succeeded' ? [s.run.id] : []));
-      const assigned = runs.length
-        ? ((await ctx.db.control('conflicts').whereIn('run_id', runs).where({ status: 'open', assigned_to: user }).orderBy(['priority', 'code'])) as ConflictRow[])
-        : [];
+      const assigned = await assignedConflicts(ctx, runs, user);
       const nights: HomeNight[] = (await recentNights(ctx, 7)).map((n) => {
         const sum = n.summary as NightlySummary | null;
         return {
@@ -36,7 +34,7 @@ export function register(app: App, deps: BotDeps): void {
           ...(n.error ? { error: n.error } : {}),
         };
       });
-      const archived = ((await ctx.db.control('archives').whereNull('restored_at').distinct('release')) as { release: string }[]).map((r) => r.release);
+      const archived = await archivedReleases(ctx);
       await deps.client.views.publish({ user_id: user, view: homeView({ statuses, assigned, nights, archived }) });
     } catch (err) {
       logger().error({ err: redact((err as Error).message), user }, 'could not publish the App Home');

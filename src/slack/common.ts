@@ -2,8 +2,9 @@ import type { RespondFn } from '@slack/bolt';
 import { chainHead } from '../engine/report/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
+import type { BotDeps } from './deps.js';
 import { errorMessage, progressMessage } from '../views/blocks.js';
+import { hidePaths } from '../views/limits.js';
 import { throttled } from './throttle.js';
 
 /** Tells the user what went wrong, ephemerally; an unexpected error also goes to the log. Never silence. */
@@ -72,4 +73,29 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
       await send(progressMessage({ title, step: 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: 'failed', chainHead: await head() }), true);
     },
   };
+}
+
+/** What a command's run (src/commands/runs.ts) gave: its value, its text, its exit code (0 success, 1 failure, 3 a refused gate). */
+export interface Outcome {
+  value: unknown;
+  text: string;
+  code: number;
+}
+
+/** Runs the command's run for this Slack user (already authorized), its progress going where the Slack form says. */
+export type Runner = (progress?: (line: string, info?: Record<string, unknown>) => void) => Promise<Outcome>;
+
+/**
+ * A long command in one progress message in the channel: its steps as they go, then done or failed; an
+ * error fails the message (and an unexpected one goes on to the log).
+ */
+export async function inProgress(deps: BotDeps, respond: RespondFn, channel: string, title: string, first: string, body: (progress: ProgressReporter) => Promise<void>): Promise<void> {
+  const progress = await progressMessageIn(deps, channel, title, respond);
+  progress.step(first);
+  try {
+    await body(progress);
+  } catch (err) {
+    await progress.fail(hidePaths(redact(err instanceof Error ? err.message : String(err))));
+    if (!(err instanceof TributaryError)) throw err;
+  }
 }

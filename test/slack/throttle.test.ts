@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { throttled } from '../../src/commands/throttle.js';
+import { throttled } from '../../src/slack/throttle.js';
 
 /** Progress updates (a command's progress message, a deployment's): at most one per interval, the latest winning. */
 describe('throttled', () => {

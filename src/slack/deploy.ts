@@ -1,14 +1,14 @@
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, IN_FLIGHT_STATES, interruptedDeployments, requestDeployment, ROLLBACK_FROM, rollbackInterruptedDeployment, rollbackRelease, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
+import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, IN_FLIGHT_STATES, interruptedDeployments, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, setDeploymentMessage, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
-import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
+import type { BotDeps } from './deps.js';
+import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
 import { textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
-import { replyError } from './common.js';
+import { replyError, type Runner } from './common.js';
 import { throttled } from './throttle.js';
 import { chainHead } from '../engine/report/index.js';
 
@@ -27,41 +27,25 @@ function channelOf(deps: BotDeps, fallback: string): string {
 async function goCard(deps: BotDeps, d: Deployment) {
   const { ctx } = deps;
   const bundle = (await getBundle(ctx, d.release, d.bundle_version))!;
-  const tiers = (await ctx.db.control('test_runs').where({ release: d.release }).whereIn('tier', ['1', '2']).whereNot({ status: 'running' }).orderBy('id', 'desc').select('id', 'tier', 'status', 'totals'))
-    .filter((r, i, all) => all.findIndex((x) => x.tier === r.tier) === i)
-    .map((r) => ({ tier: r.tier as string, runId: r.id as number, status: r.status as string, passRate: Number((r.totals as { passRate?: number }).passRate ?? 0) }))
-    .reverse();
-  const a = await ctx.db.control('approvals').where({ release: d.release }).orderBy('id', 'desc').first();
-  return goNoGoCard({
-    deployment: d,
-    bundle,
-    tiers,
-    ...(a ? { approval: { by: a.approved_by, at: a.approved_at, override: a.override, rationale: a.rationale } } : {}),
-    decisions: await decisionsOf(ctx.db.control, d.id),
-    needed: ctx.config.deploy?.quorum ?? 1,
-  });
+  const facts = await goCardFacts(ctx, d.release);
+  return goNoGoCard({ deployment: d, bundle, ...facts, decisions: await decisionsOf(ctx.db.control, d.id), needed: ctx.config.deploy?.quorum ?? 1 });
 }
 
-async function refreshGoCard(deps: BotDeps, id: number): Promise<void> {
+export async function refreshGoCard(deps: BotDeps, id: number): Promise<void> {
   const d = await getDeployment(deps.ctx.db.control, id);
   if (!d.slack.channel || !d.slack.ts) return;
   const card = await goCard(deps, d);
   await deps.client.chat.update({ channel: d.slack.channel, ts: d.slack.ts, text: card.text, blocks: card.blocks });
 }
 
-export async function runDeployRequest(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Record<string, string | true>): Promise<void> {
-  const { ctx } = deps;
-  await authorize(ctx, user, await deps.groupsOf(user), 'deploy', release);
-  const at = typeof flags.at === 'string' ? new Date(flags.at) : undefined;
-  if (at && Number.isNaN(at.getTime())) throw new TributaryError('usage', `--at takes an ISO time, e.g. 2026-11-26T22:00:00Z (got "${String(flags.at)}"): /release deploy ${release} --at <time>`);
+/** `/release deploy R2 [--at <time>] [--bundle N]`: the request (the table's run), and its go/no-go card in the release channel. */
+export async function runDeployRequest(deps: BotDeps, respond: RespondFn, channel: string, run: Runner): Promise<void> {
   const target = channelOf(deps, channel);
-  const bundleVersion = typeof flags.bundle === 'string' ? Number(flags.bundle) : undefined;
-  if (bundleVersion !== undefined && !(Number.isInteger(bundleVersion) && bundleVersion > 0)) throw new TributaryError('usage', `--bundle takes a bundle version number (got "${String(flags.bundle)}"): /release deploy ${release} --bundle <n>`);
-  const d = await requestDeployment(ctx, release, { actor: user, ...(at ? { at } : {}), ...(bundleVersion ? { bundleVersion } : {}), slack: { channel: target } });
+  const d = (await run()).value as Deployment;
   const card = await goCard(deps, d);
   try {
     const res = await deps.client.chat.postMessage({ channel: target, text: card.text, blocks: card.blocks });
-    await ctx.db.control('deployments').where({ id: d.id }).update({ slack: JSON.stringify({ channel: res.channel ?? target, ts: res.ts }) });
+    await setDeploymentMessage(deps.ctx, d.id, { channel: res.channel ?? target, ts: res.ts });
   } catch (err) {
     await respond({ response_type: 'ephemeral', ...textMessage(`Deployment #${d.id} is requested, but its go/no-go card could not be posted to <#${target}> (${redact((err as Error).message)}): invite the bot there, or decide with tributary deploy go ${d.id}`) });
   }
@@ -71,14 +55,19 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, user: 
 function runInBackground(deps: BotDeps, id: number, actor: string, channel: string, work: (progress: (d: Deployment) => void) => Promise<Deployment>): void {
   deps.longRunning(async () => {
     let ts: string | undefined;
-    const send = async (d: Deployment, head?: Awaited<ReturnType<typeof chainHead>>) => {
+    // updates go out one after the other: the final one (with the chain head) is never overtaken by a late progress update
+    let chain: Promise<void> = Promise.resolve();
+    const send = (d: Deployment, head?: Awaited<ReturnType<typeof chainHead>>): Promise<void> => {
       const m = deployProgressMessage(d, head);
-      try {
-        if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
-        else ts = (await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks })).ts;
-      } catch (err) {
-        logger().warn({ err: redact((err as Error).message), deployment: id }, 'deployment progress update failed');
-      }
+      chain = chain.then(async () => {
+        try {
+          if (ts) await deps.client.chat.update({ channel, ts, text: m.text, blocks: m.blocks });
+          else ts = (await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks })).ts;
+        } catch (err) {
+          logger().warn({ err: redact((err as Error).message), deployment: id }, 'deployment progress update failed');
+        }
+      });
+      return chain;
     };
     const updates = throttled<Deployment>(deps.progressIntervalMs, (d) => void send(d));
     try {
@@ -117,14 +106,17 @@ async function openConfirm(deps: BotDeps, triggerId: string, ref: DecideRef): Pr
   await deps.client.views.open({ trigger_id: triggerId, view: confirmModal(ref, summary) });
 }
 
-export async function openRollbackFromCommand(deps: BotDeps, user: string, triggerId: string, release: string): Promise<void> {
-  const { ctx } = deps;
-  await authorize(ctx, user, await deps.groupsOf(user), 'rollback', release);
-  const interrupted = (await interruptedDeployments(ctx)).find((d) => d.release === release);
-  // the last one that succeeded, or whose rollback stopped (taken up again where it stopped)
-  const d = interrupted ?? ((await ctx.db.control('deployments').where({ release }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined);
-  if (!d) throw new TributaryError('gate_state', `${release} has no deployment to roll back (none succeeded, none interrupted)`);
+/** `/release rollback R2` (or `/rollback R2`) without --rationale: the confirmation modal (the table authorized it). */
+export async function openRollbackFromCommand(deps: BotDeps, triggerId: string, release: string): Promise<void> {
+  const d = await rollbackTarget(deps.ctx, release);
   await openConfirm(deps, triggerId, { id: d.id, release, decision: 'rollback' });
+}
+
+/** `/release deploy go|no-go <id>` without --rationale: the card's confirmation modal. */
+export async function openDecisionFromCommand(deps: BotDeps, triggerId: string, id: number, decision: 'go' | 'no-go'): Promise<void> {
+  const d = await getDeployment(deps.ctx.db.control, id);
+  if (d.status !== 'awaiting-go') throw new TributaryError('gate_state', `Deployment #${d.id} is ${d.status}: its go/no-go is over.`);
+  await openConfirm(deps, triggerId, { id: d.id, release: d.release, decision, ...(d.slack.channel ? { channel: d.slack.channel } : {}) });
 }
 
 function parseRef(value: string | undefined): DecideRef {
@@ -135,22 +127,6 @@ function parseRef(value: string | undefined): DecideRef {
 
 export function register(app: App, deps: BotDeps): void {
   const { ctx } = deps;
-
-  app.command(COMMANDS.rollback, async ({ command, ack, respond }) => {
-    const release = (command.text ?? '').trim().split(/\s+/)[0];
-    if (!release) {
-      await ack({ response_type: 'ephemeral', ...textMessage('Usage: `/rollback R2`: rolls back the release’s last deployment, code and data together (release_manager).') });
-      return;
-    }
-    await ack();
-    deps.background(async () => {
-      try {
-        await openRollbackFromCommand(deps, command.user_id, command.trigger_id, release);
-      } catch (err) {
-        await replyError(respond, err, '/rollback');
-      }
-    }, true);
-  });
 
   for (const [id, decision] of [[ACTIONS.deployGo, 'go'], [ACTIONS.deployNoGo, 'no-go'], [ACTIONS.deployRollback, 'rollback']] as const) {
     app.action<BlockAction<ButtonAction>>(id, async ({ ack, body, action, respond }) => {

@@ -1,13 +1,13 @@
 import path from 'node:path';
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { coverageGrowth, type Coverage, decideProposal, setProposalMessage, type PruneProposal, type SlotRow, type SchedulerHooks, type NightlySummary } from '../engine/nightly/index.js';
+import { coverageGrowth, type Coverage, decideProposal, setChartPath, setProposalMessage, type PruneProposal, type SlotRow, type SchedulerHooks, type NightlySummary } from '../engine/nightly/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
-import { ACTIONS } from '../slack/ids.js';
+import type { BotDeps } from './deps.js';
+import { ACTIONS } from './ids.js';
 import { coverageMessage, nightlyCard, nightlyFailedCard, pruneCard } from '../views/nightly.js';
 import { replyError } from './common.js';
-import { writeCoverageChart } from './charts.js';
+import { writeCoverageChart } from '../commands/charts.js';
 import { textMessage } from '../views/blocks.js';
 
 /**
@@ -35,7 +35,7 @@ export function nightlyHooks(deps: BotDeps): SchedulerHooks {
       await deps.client.chat.postMessage({ channel, text: card.text, blocks: card.blocks });
       try {
         const file = await uploadChart(deps, channel, await coverageGrowth(ctx), `nightly-${row.id}-coverage.png`);
-        await ctx.db.control('nightly_runs').where({ id: row.id }).update({ chart_path: file });
+        await setChartPath(ctx, row.id, file);
       } catch (err) {
         logger().warn({ err: redact((err as Error).message) }, 'nightly: the coverage chart could not be posted');
       }
@@ -51,8 +51,7 @@ export function nightlyHooks(deps: BotDeps): SchedulerHooks {
 }
 
 /** `/release coverage`: the table and the chart, in the channel the command came from. */
-export async function postCoverage(deps: BotDeps, respond: RespondFn, user: string, channel: string): Promise<void> {
-  const coverage = await coverageGrowth(deps.ctx);
+export async function postCoverage(deps: BotDeps, respond: RespondFn, user: string, channel: string, coverage: Coverage): Promise<void> {
   const m = coverageMessage(coverage);
   try {
     await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks });

@@ -3,8 +3,8 @@ import { authorize } from '../engine/kernel/roles.js';
 import { listFindings, waiveFinding } from '../engine/validate/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
-import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
+import type { BotDeps } from './deps.js';
+import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { textMessage, waiveModal } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { replyError } from './common.js';
@@ -21,6 +21,14 @@ interface WaiveRef {
   code: string;
   runId: number;
   channel?: string;
+}
+
+/** `/release waive F-003 --release R2` without --rationale (the table authorized it): the Waive button's modal. */
+export async function openWaiveFromCommand(deps: BotDeps, triggerId: string, release: string, code: string, channel: string): Promise<void> {
+  const f = (await listFindings(deps.ctx, release, { status: 'all' })).find((x) => x.code === code);
+  if (!f) throw new TributaryError('usage', `${code} is not a finding of ${release}'s current consolidation: /release validate ${release} lists them`);
+  if (f.status !== 'open') throw new TributaryError('gate_state', `${f.code} is already ${f.status}.`);
+  await deps.client.views.open({ trigger_id: triggerId, view: waiveModal({ release, code: f.code, runId: f.run_id, channel }, f) });
 }
 
 export function register(app: App, deps: BotDeps): void {

@@ -1,17 +1,18 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { promoteRelease } from '../engine/promote/index.js';
+import type { PromoteResult } from '../engine/promote/index.js';
 import { authorize } from '../engine/kernel/roles.js';
-import { type Tier, approveRelease, reportOfRun, runTests, type TestRunReport } from '../engine/tiers/index.js';
+import { type Tier, approveRelease, latestTier2Run, reportOfRun, type TestRunReport } from '../engine/tiers/index.js';
+import type { Parsed } from '../commands/table.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
-import type { BotDeps } from '../slack/deps.js';
-import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
+import type { BotDeps } from './deps.js';
+import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { textMessage } from '../views/blocks.js';
 import { esc, type Message } from '../views/limits.js';
-import { approveModal, promoteCardText, renderProgress, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
-import { progressMessageIn, replyError } from './common.js';
+import { approveModal, promoteCardText, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
+import { inProgress, replyError, type Runner } from './common.js';
 
 /**
  * Two-tier testing in Slack: `/release test R2 --tier 1|2 | --feature F | --smoke [--env E]` runs the
@@ -19,7 +20,7 @@ import { progressMessageIn, replyError } from './common.js';
  * summary card and uploads the reports; `/release promote R2`; the tier 2 card's Approve button (and
  * `/release approve R2`) opens a modal with a rationale; the card is then updated in place.
  */
-export function testRequestOf(flags: Record<string, string | true>): { tier: Tier; feature?: string; env?: string } {
+export function testRequestOf(flags: Parsed['flags']): { tier: Tier; feature?: string; env?: string } {
   const tier = flags.tier;
   const feature = typeof flags.feature === 'string' ? flags.feature : undefined;
   const env = typeof flags.env === 'string' ? flags.env : undefined;
@@ -59,47 +60,33 @@ async function uploadReports(deps: BotDeps, respond: RespondFn, channel: string,
   }
 }
 
-export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Record<string, string | true>): Promise<void> {
-  const { ctx } = deps;
+export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, flags: Parsed['flags'], run: Runner): Promise<void> {
   const req = testRequestOf(flags);
-  await authorize(ctx, user, await deps.groupsOf(user), 'test', release);
-  const target = ctx.config.slack.releaseChannel ?? channel;
-  const progress = await progressMessageIn(deps, target, `${esc(release)} ${tierLabel(req.tier, req.feature)}${req.env ? ` on ${esc(req.env)}` : ''} by <@${user}>`, respond);
-  try {
-    const r = await runTests(ctx, release, { ...req, actor: user, progress: (p) => progress.step(p.step === 'shards' ? 'running shards' : p.step, renderProgress(p)) });
+  const target = deps.ctx.config.slack.releaseChannel ?? channel;
+  await inProgress(deps, respond, target, `${esc(release)} ${tierLabel(req.tier, req.feature)}${req.env ? ` on ${esc(req.env)}` : ''} by <@${user}>`, 'starting', async (progress) => {
+    const r = (await run((line) => progress.step('running shards', line))).value as TestRunReport;
     await progress.done(r.gate.passed ? 'passed' : 'failed', `${r.totals.passed}/${r.totals.total - r.totals.skipped} passed (${r.totals.passRate}%)`);
     await post(deps, respond, target, testRunCard(r));
     await uploadReports(deps, respond, target, r);
-  } catch (err) {
-    await progress.fail(redact(err instanceof Error ? err.message : String(err)));
-    if (!(err instanceof TributaryError)) throw err;
-  }
+  });
 }
 
-export async function runPromote(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string): Promise<void> {
-  const { ctx } = deps;
-  await authorize(ctx, user, await deps.groupsOf(user), 'promote', release);
-  const target = ctx.config.slack.releaseChannel ?? channel;
-  const progress = await progressMessageIn(deps, target, `Promotion of ${esc(release)} into master by <@${user}>`, respond);
-  try {
-    const r = await promoteRelease(ctx, release, { actor: user, progress: (step: string, info?: Record<string, unknown>) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined) });
-    await progress.done('promoted and verified', promoteCardText(r));
-  } catch (err) {
-    const message = redact(err instanceof Error ? err.message : String(err));
+export async function runPromote(deps: BotDeps, respond: RespondFn, user: string, channel: string, release: string, run: Runner): Promise<void> {
+  const target = deps.ctx.config.slack.releaseChannel ?? channel;
+  await inProgress(deps, respond, target, `Promotion of ${esc(release)} into master by <@${user}>`, 'starting', async (progress) => {
+    const o = await run((step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined));
     // cross-release conflicts go to the same review cards: say where to decide them
-    const conflicts = err instanceof TributaryError && err.code === 'gate_conflicts';
-    await progress.fail(conflicts ? `${message}\nDecide them in Slack: /release review ${release} posts their cards; then /release promote ${release} again.` : message);
-    if (!(err instanceof TributaryError)) throw err;
-  }
+    if (o.code !== 0) return progress.fail(`${redact(String((o.value as { message?: string }).message ?? o.text))}\nDecide them in Slack: /release review ${release} posts their cards; then /release promote ${release} again.`);
+    await progress.done('promoted and verified', promoteCardText(o.value as PromoteResult));
+  });
 }
 
-async function latestTier2(deps: BotDeps, release: string): Promise<{ id: number; gate: { passed: boolean; reasons: string[] }; status: string } | undefined> {
-  return deps.ctx.db.control('test_runs').where({ release, tier: '2' }).whereNot({ status: 'running' }).orderBy('id', 'desc').first('id', 'gate', 'status');
+function latestTier2(deps: BotDeps, release: string) {
+  return latestTier2Run(deps.ctx, release);
 }
 
-/** `/release approve R2`: the same modal as the card's button, for the latest tier 2 run. */
+/** `/release approve R2` without --rationale: the same modal as the card's button, for the latest tier 2 run (the table authorized it). */
 export async function openApproveFromCommand(deps: BotDeps, respond: RespondFn, user: string, triggerId: string, release: string): Promise<void> {
-  await authorize(deps.ctx, user, await deps.groupsOf(user), 'approve', release);
   const run = await latestTier2(deps, release);
   if (!run) throw new TributaryError('gate_tests', `${release} has no tier 2 run to approve: /release test ${release} --tier 2 first`);
   await deps.client.views.open({ trigger_id: triggerId, view: approveModal({ release, runId: run.id }, { passed: run.status === 'passed', reasons: run.gate.reasons ?? [] }) });
