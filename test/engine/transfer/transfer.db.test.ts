@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../../src/config/load.js';
 import { openDatabase, paramsFromUrl, type Db } from '../../../src/db/connect.js';
@@ -18,6 +18,7 @@ import { listConflicts } from '../../../src/engine/review/queue.js';
 import { importRelease, verifyTravelledChains } from '../../../src/engine/transfer/index.js';
 import { validateRelease } from '../../../src/engine/validate/validate.js';
 import { cli, output } from '../../process.js';
+import { FakeSlack, signedPost, slashBody, startTestBot, TEST_SIGNING_SECRET } from '../../slack/fake-slack.js';
 import { configDoc, createDatabase, dropDatabase, insertAccounts, insertUsers, testEnv, urlFor } from '../../helpers.js';
 
 /**
@@ -322,6 +323,19 @@ describe('import on premises (the cloud control database dropped, a config witho
     expect(r.code, output(r)).toBe(0);
     expect(r.stdout).toMatch(/Audit chain intact: \d+ event\(s\) verified/);
     expect(r.stdout).toMatch(new RegExp(`Travelled chain intact: ${cloudState.events} event\\(s\\) of R2 from package [0-9a-f]{16}… \\(cloud run #\\d+\\), vouched for by key [0-9a-f]{16}'s signature; signed head #\\d+ ${cloudState.head}`));
+    // Slack's /release audit verify runs the same table run: the travelled chain is in its answer too
+    const fake = new FakeSlack();
+    await fake.start();
+    const { bot, url } = await startTestBot(onprem.ctx, fake);
+    try {
+      const res = await signedPost(url, slashBody(fake, 'audit verify R2'), TEST_SIGNING_SECRET);
+      expect(res.status).toBe(200);
+      await vi.waitFor(() => expect(JSON.stringify(fake.of('response_url'))).toContain(`Travelled chain intact: ${cloudState.events} event(s) of R2 from package`), { timeout: 20_000 });
+      expect(JSON.stringify(fake.of('response_url'))).toContain(cloudState.head);
+    } finally {
+      await bot.stop();
+      await fake.stop();
+    }
     const audit = await cli(['--config', onprem.configFile, 'audit', 'R2'], { env: { TRIBUTARY_AUDIT_KEY: 'on-premises-audit-key-1234' } });
     expect(audit.code, output(audit)).toBe(0);
     expect(audit.stdout).toMatch(/loading/);
