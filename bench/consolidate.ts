@@ -16,6 +16,7 @@ import type { Ctx } from '../src/engine/kernel/context.js';
 import { tagRelease } from '../src/engine/gate/index.js';
 import { listAutoResolutions, listPatterns } from '../src/engine/review/index.js';
 import { configDoc, generate, onAdmin, plan, RELEASE, startServer, withDatabase, type Server } from './dataset.js';
+import { preloadLazy } from '../src/lazy.js';
 import { logger, redact } from '../src/log.js';
 
 /**
@@ -269,6 +270,9 @@ async function run(opts: Options, created: Created): Promise<void> {
   if (copied !== opts.rows) throw new Error(`baseline copied ${copied} rows, expected ${opts.rows}`);
 
   if (opts.trace !== undefined) traceQueries(db, opts.trace);
+  // the engine runs in the bot, which loads its lazy dependencies at start-up (src/start.ts)
+  preloadLazy();
+  await import('../src/db/models.js');
   const w = watch();
   t = performance.now();
   const tag = await tagRelease(ctx, RELEASE, { actor: ACTOR });

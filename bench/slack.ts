@@ -124,6 +124,7 @@ async function main(): Promise<void> {
     await tagRelease(ctx, RELEASE, { actor: 'cli:bench' });
     const fake = await startFake();
     defer(() => fake.stop());
+    await import('../src/db/models.js'); // as src/start.ts does
     const bot = createBot(ctx, { mode: 'http', botToken: 'xoxb-bench', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
     const { port } = await bot.start();
     defer(() => bot.stop());

@@ -11,7 +11,20 @@ const require = createRequire(import.meta.url);
  */
 export function lazy<T>(id: string): () => T {
   let loaded: T | undefined;
-  return () => (loaded ??= require(id) as T);
+  const load = (): T => (loaded ??= require(id) as T);
+  loaders.push(load);
+  return load;
+}
+
+const loaders: (() => unknown)[] = [];
+
+/**
+ * Loads now every dependency declared lazy by the modules loaded so far. A long-lived process (the bot)
+ * calls it at start-up, so that no first use later holds its event loop while a package loads (Slack's
+ * acknowledgements must stay fast); a one-shot CLI command does not.
+ */
+export function preloadLazy(): void {
+  for (const load of loaders) load();
 }
 
 /** yaml (a dual package: src loads its CommonJS copy only, through here). */

@@ -15,6 +15,8 @@ async function main(): Promise<void> {
   setLogLevel(config.logLevel);
   const db = await openDatabase(config);
   const bot = createBot({ config, db }, settings);
+  // the consolidation's models, loaded now rather than while a request waits (createBot loads the rest)
+  await import('./db/models.js');
   await bot.start();
   let stopping = false;
   const shutdown = async (signal: string) => {

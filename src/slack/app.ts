@@ -6,6 +6,7 @@ import { watchPolicy } from '../config/policyFile.js';
 import type { Ctx } from '../engine/kernel/context.js';
 import { openRoles } from '../engine/kernel/roles.js';
 import { releaseStatus, type ReleaseStatus } from '../engine/report/index.js';
+import { preloadLazy } from '../lazy.js';
 import { logger, redact } from '../log.js';
 import { register as registerHome } from './home.js';
 import { register as registerRelease } from './release.js';
@@ -65,6 +66,8 @@ function boltLogger(): BoltLogger {
 }
 
 export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = {}): Bot {
+  // a bot lives long: what a command loads on first use is loaded now, not while a request waits
+  preloadLazy();
   const common = {
     token: settings.botToken,
     logger: boltLogger(),

@@ -14,17 +14,26 @@ import { nonPayloadColumns } from '../kernel/entities.js';
 export async function recordAutoResolutions(ctx: Ctx, runId: number, release: string, total: number): Promise<number> {
   const t = runTables(runId);
   const width = Math.max(3, String(total).length);
-  let recorded = 0;
-  for (const e of ctx.config.entities) {
-    const res = await ctx.db.control.raw<{ rowCount: number }>(
-      `insert into auto_resolutions (release, run_id, code, entity, identity, key_label, rule, reason, detail)
-       select ?, ?, 'A-' || lpad((?::int + row_number() over (order by g.ord, g.sortkey))::text, ?::int, '0'), ?, g.identity, g.label, g.rule, g.reason, g.detail
-         from (${ruleGroups(ctx, t, e)} union all ${rekeyGroups(ctx, t, e)}) g`,
-      [release, runId, recorded, width, e.name],
-    );
-    recorded += res.rowCount;
-  }
-  return recorded;
+  // each entity on a connection of its own, all at once, under a provisional code that sorts in the
+  // final order (entity order, then the groups' order); one statement then numbers them A-001…
+  const counts = await Promise.all(
+    ctx.config.entities.map(async (e, i) => {
+      const res = await ctx.db.control.raw<{ rowCount: number }>(
+        `insert into auto_resolutions (release, run_id, code, entity, identity, key_label, rule, reason, detail)
+         select ?, ?, '~' || lpad(?::text, 4, '0') || ':' || lpad((row_number() over (order by g.ord, g.sortkey))::text, 12, '0'), ?, g.identity, g.label, g.rule, g.reason, g.detail
+           from (${ruleGroups(ctx, t, e)} union all ${rekeyGroups(ctx, t, e)}) g`,
+        [release, runId, i, e.name],
+      );
+      return res.rowCount;
+    }),
+  );
+  await ctx.db.control.raw(
+    `update auto_resolutions a set code = 'A-' || lpad(n.no::text, ?::int, '0')
+       from (select id, row_number() over (order by code) as no from auto_resolutions where run_id = ? and code like '~%') n
+      where a.id = n.id`,
+    [width, runId],
+  );
+  return counts.reduce((a, b) => a + b, 0);
 }
 
 /** The identities a version rule resolved (no review priority): the survivor, the versions, the merged attributes. */
