@@ -33,6 +33,7 @@ export const ACTIONS = {
 } as const;
 
 export const KEEP_ACTION = /^review:keep:\d+$/;
+export const PATTERN_KEEP_ENV_ACTION = /^pattern:keep-env:.+$/;
 
 /**
  * The pattern card's buttons (views/patterns.ts): each opens the pattern decision's modal with its
@@ -52,6 +53,7 @@ export const VIEWS = {
   approve: 'tests:approve',
   deployDecide: 'deploy:decide',
   waiveFinding: 'findings:waive',
+  decidePattern: 'pattern:decide',
 } as const;
 
 export const EVENTS = {
@@ -68,4 +70,5 @@ export const BLOCKS = {
   approveRationale: 'approve:rationale',
   deployRationale: 'deploy:rationale',
   waiveRationale: 'findings:rationale',
+  patternRationale: 'pattern:rationale',
 } as const;
