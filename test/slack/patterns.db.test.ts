@@ -142,6 +142,15 @@ describe('pattern cards', () => {
   });
 });
 
+describe('a card found by its signature', () => {
+  it('the next pattern moved up to P-1 once P-1 was decided: its card (showing P-2) decides the conflicts it showed', async () => {
+    await send(actionBody(fake, 'U0REV', 'pattern:keep-env:ST-1', button(1, 'pattern:keep-env:ST-1').value, { channel: 'C_REVIEW', ts: '1700000002.000100' }));
+    const view = await openedModal();
+    expect(JSON.parse(view.private_metadata)).toMatchObject({ pattern: 'P-1', signature: 'users/core-conflict/role/ST-1+ST-3' });
+    expect(JSON.stringify(view.blocks)).toContain('1 open core-conflict conflict(s)');
+  });
+});
+
 describe('rules learnt from reviewers', () => {
   it('/release policy proposals shows each proposal as a card; Accept (qa_lead only) writes the rule into the policy and updates the card in place', async () => {
     await send(slashBody(fake, 'policy proposals', 'U0REV'));
