@@ -54,6 +54,7 @@ export const VIEWS = {
   deployDecide: 'deploy:decide',
   waiveFinding: 'findings:waive',
   decidePattern: 'pattern:decide',
+  decideFinding: 'findings:decide',
 } as const;
 
 export const EVENTS = {
@@ -71,4 +72,5 @@ export const BLOCKS = {
   deployRationale: 'deploy:rationale',
   waiveRationale: 'findings:rationale',
   patternRationale: 'pattern:rationale',
+  findingRationale: 'findings:decide-rationale',
 } as const;

@@ -24,7 +24,8 @@ import { autoResolvedAnswer } from './autoResolved.js';
 import { inProgress, replyError, type Outcome, type Runner } from './common.js';
 import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
 import { openDecisionFromCommand as openConflictDecision } from './review.js';
-import { openWaiveFromCommand } from './findings.js';
+import { openFindingDecisionFromCommand, openWaiveFromCommand } from './findings.js';
+import { isFindingCode, type FindingDecisionOutcome } from '../engine/validate/index.js';
 import { decisionOf } from '../commands/runs.js';
 import { openDecisionFromCommand, openRollbackFromCommand, refreshGoCard, runDeployRequest } from './deploy.js';
 import { postCoverage } from './nightly.js';
@@ -85,11 +86,16 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
   'deploy go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'go') },
   'deploy no-go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'no-go') },
   rollback: { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openRollbackFromCommand(deps, r.triggerId, rel(r)) },
-  // a conflict's decision or an overrule (A-…) without its rationale: the decision modal asks for it (findings: the flags)
+  // a decision without its rationale: the decision modal asks for it (a conflict, an overrule A-…, a finding)
   decide: {
-    when: (p) => p.flags.rationale === undefined && !p.flags['dry-run'] && p.flags.pattern === undefined && /^[CA]-\d+$/i.test(p.args.code ?? ''),
-    run: async (deps, _respond, r) => {
+    when: (p) => p.flags.rationale === undefined && !p.flags['dry-run'] && p.flags.pattern === undefined && /^[CAF]-\d+$/i.test(p.args.code ?? ''),
+    run: async (deps, _respond, r, run) => {
       const code = r.parsed.args.code!;
+      if (isFindingCode(code)) {
+        // the table's run as a dry run: its flags checked (--release, --delete | --repoint), the plan for the modal
+        r.parsed.flags['dry-run'] = true;
+        return openFindingDecisionFromCommand(deps, r.triggerId, (await run()).value as FindingDecisionOutcome, r.channel);
+      }
       const release = str(r.parsed.flags.release) ?? (await releaseOfCode(deps.ctx, code));
       // an automatic resolution is about versions (deciding re-opens it), as the table's run says
       const d = decisionOf(r.parsed.flags, isAutoCode(code) || !!(await getConflict(deps.ctx, release, code)).detail.versions);

@@ -192,3 +192,26 @@ describe('overrule from Slack', () => {
     expect(await env.db.control('conflicts').where({ code: 'A-001' }).first()).toMatchObject({ status: 'decided', decided_by: 'U0REV' });
   });
 });
+
+describe('a finding decided from /release decide', () => {
+  it('/release decide F-… --release R2 --delete without --rationale opens a modal with the plan; submitting closes the finding', async () => {
+    const { applyDecision } = await import('../../src/engine/review/decide.js');
+    const { listConflicts } = await import('../../src/engine/review/queue.js');
+    const { validateRelease } = await import('../../src/engine/validate/validate.js');
+    for (const c of await listConflicts(env.ctx, 'R2')) await applyDecision(env.ctx, 'R2', c.code, { action: 'keep', version: 1 }, { actor: 'cli:test', rationale: 'ST-1 holds it' });
+    // u1 deleted in the result: its account (re-pointed at it) dangles
+    const s = await env.db.control('release_states').where({ release: 'R2' }).first();
+    await env.db.control.raw(`update work."r${s.current_run_id}_result" set status = 'deleted' where entity = 'users' and pk = '1'`);
+    const r = await validateRelease(env.ctx, 'R2', { actor: 'cli:test' });
+    const f = r.findings.find((x) => x.entity === 'accounts')!;
+    expect(f.status).toBe('open');
+
+    await send(slashBody(fake, `decide ${f.code} --release R2 --delete`, 'U0REV'));
+    const view = await openedModal();
+    expect(view.callback_id).toBe(VIEWS.decideFinding);
+    expect(JSON.stringify(view.blocks)).toContain(`${f.code}: plan for delete (not applied)`);
+    const submit = await send(viewSubmissionBody('U0REV', view, { [BLOCKS.findingRationale]: { value: { type: 'plain_text_input', value: 'test data of a removed user' } } }));
+    expect(submit.body).toBe('');
+    expect(await env.db.control('findings').where({ code: f.code, run_id: f.run_id }).first()).toMatchObject({ status: 'closed', closed_by: 'U0REV' });
+  });
+});
