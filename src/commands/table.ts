@@ -138,7 +138,7 @@ export const TABLE: CommandDef[] = [
       { name: 'cascade', type: 'switch', help: 'with --delete: also delete the rows that depend on it' },
       { name: 'repoint', type: 'value', arg: 'key', help: 'reference conflict: point the record at another parent' },
       { name: 'waive', type: 'switch', help: 'reference conflict: accept it as is' },
-      { ...RATIONALE, modal: true, help: "why (required; audited); in Slack, without it a conflict's decision modal opens" },
+      { ...RATIONALE, modal: true, help: 'why (required; audited); in Slack, without it the decision modal opens (a conflict, an overrule, a finding)' },
       { name: 'dry-run', type: 'switch', help: 'show the blast radius only' },
     ],
     needs: (p) => (p.flags['dry-run'] ? undefined : 'decide'),

@@ -11,6 +11,7 @@ import { logger, redact } from '../log.js';
 import { register as registerHome } from './home.js';
 import { register as registerRelease } from './release.js';
 import { register as registerReview } from './review.js';
+import { register as registerPatterns } from './patterns.js';
 import { register as registerTesting } from './testing.js';
 import { register as registerFindings } from './findings.js';
 import { DeployWatcher, register as registerDeploy } from './deploy.js';
@@ -135,6 +136,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
   });
   registerRelease(app, deps);
   registerReview(app, deps);
+  registerPatterns(app, deps);
   registerTesting(app, deps);
   registerFindings(app, deps);
   registerDeploy(app, deps);

@@ -1,11 +1,12 @@
 import type { App, BlockAction, ButtonAction } from '@slack/bolt';
 import { authorize } from '../engine/kernel/roles.js';
-import { listFindings, waiveFinding } from '../engine/validate/index.js';
+import { decideFinding, listFindings, waiveFinding, type FindingDecisionOutcome } from '../engine/validate/index.js';
+import type { Decision } from '../engine/review/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
-import { textMessage, waiveModal } from '../views/blocks.js';
+import { findingDecisionModal, textMessage, waiveModal } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { replyError } from './common.js';
 
@@ -31,6 +32,15 @@ export async function openWaiveFromCommand(deps: BotDeps, triggerId: string, rel
   await deps.client.views.open({ trigger_id: triggerId, view: waiveModal({ release, code: f.code, runId: f.run_id, channel }, f) });
 }
 
+/**
+ * `/release decide F-003 --release R2 --delete` without --rationale: the table's run planned it (a dry run,
+ * its flags checked); the modal shows the plan and asks for the rationale.
+ */
+export async function openFindingDecisionFromCommand(deps: BotDeps, triggerId: string, plan: FindingDecisionOutcome, channel: string): Promise<void> {
+  const meta = { release: plan.finding.release, code: plan.finding.code, decision: plan.decision, channel };
+  await deps.client.views.open({ trigger_id: triggerId, view: findingDecisionModal(meta, plan) });
+}
+
 export function register(app: App, deps: BotDeps): void {
   const { ctx } = deps;
 
@@ -52,6 +62,35 @@ export function register(app: App, deps: BotDeps): void {
         await replyError(respond, err, 'waive');
       }
     }, true);
+  });
+
+  app.view(VIEWS.decideFinding, async ({ ack, body, view }) => {
+    const user = body.user.id;
+    let meta: { release: string; code: string; decision: Decision; channel?: string };
+    try {
+      meta = JSON.parse(view.private_metadata) as typeof meta;
+    } catch {
+      await ack({ response_action: 'errors', errors: { [BLOCKS.findingRationale]: 'This form is damaged; close it and run the command again.' } });
+      return;
+    }
+    const rationale = view.state.values[BLOCKS.findingRationale]?.value?.value?.trim() ?? '';
+    try {
+      await authorize(ctx, user, await deps.groupsOf(user), 'decide', meta.release);
+      await decideFinding(ctx, meta.release, meta.code, meta.decision, { actor: user, rationale });
+      await ack();
+    } catch (err) {
+      const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was changed. Try again, or use the CLI: tributary decide';
+      if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'finding decision failed');
+      await ack({ response_action: 'errors', errors: { [BLOCKS.findingRationale]: redact(message).slice(0, 300) } });
+      return;
+    }
+    if (meta.channel) {
+      deps.background(() =>
+        deps.client.chat
+          .postMessage({ channel: meta.channel!, text: `${meta.code} of ${meta.release} closed by <@${user}> (${meta.decision.action}): ${esc(rationale)}. Validate again: /release validate ${meta.release}` })
+          .catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not announce the decision')),
+      );
+    }
   });
 
   app.view(VIEWS.waiveFinding, async ({ ack, body, view }) => {

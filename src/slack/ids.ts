@@ -33,6 +33,7 @@ export const ACTIONS = {
 } as const;
 
 export const KEEP_ACTION = /^review:keep:\d+$/;
+export const PATTERN_KEEP_ENV_ACTION = /^pattern:keep-env:.+$/;
 
 /**
  * The pattern card's buttons (views/patterns.ts): each opens the pattern decision's modal with its
@@ -52,6 +53,8 @@ export const VIEWS = {
   approve: 'tests:approve',
   deployDecide: 'deploy:decide',
   waiveFinding: 'findings:waive',
+  decidePattern: 'pattern:decide',
+  decideFinding: 'findings:decide',
 } as const;
 
 export const EVENTS = {
@@ -68,4 +71,6 @@ export const BLOCKS = {
   approveRationale: 'approve:rationale',
   deployRationale: 'deploy:rationale',
   waiveRationale: 'findings:rationale',
+  patternRationale: 'pattern:rationale',
+  findingRationale: 'findings:decide-rationale',
 } as const;

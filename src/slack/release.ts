@@ -2,8 +2,9 @@ import type { App, RespondFn } from '@slack/bolt';
 import type { ConsolidateResult } from '../engine/consolidate/index.js';
 import type { Coverage } from '../engine/nightly/index.js';
 import type { ValidationReport } from '../engine/validate/index.js';
-import { getConflict, listConflicts, releaseOfCode, type ConflictRow, type Pattern } from '../engine/review/index.js';
-import { patternListMessage } from '../views/patterns.js';
+import { getConflict, isAutoCode, listConflicts, releaseOfCode, type ConflictRow, type Pattern, type Proposal } from '../engine/review/index.js';
+import { patternListMessage, proposalCard } from '../views/patterns.js';
+import { postPatternCards } from './patterns.js';
 import { releaseEvents, type AuditSummary, type ReleaseStatus } from '../engine/report/index.js';
 import { suggest, TributaryError } from '../errors.js';
 import { tokenize } from '../commands/grammar.js';
@@ -23,7 +24,8 @@ import { autoResolvedAnswer } from './autoResolved.js';
 import { inProgress, replyError, type Outcome, type Runner } from './common.js';
 import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
 import { openDecisionFromCommand as openConflictDecision } from './review.js';
-import { openWaiveFromCommand } from './findings.js';
+import { openFindingDecisionFromCommand, openWaiveFromCommand } from './findings.js';
+import { isFindingCode, type FindingDecisionOutcome } from '../engine/validate/index.js';
 import { decisionOf } from '../commands/runs.js';
 import { openDecisionFromCommand, openRollbackFromCommand, refreshGoCard, runDeployRequest } from './deploy.js';
 import { postCoverage } from './nightly.js';
@@ -62,7 +64,13 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
     run: async (deps, respond, r, run) => {
       if (r.parsed.flags.status === 'auto-resolved') return postAutoResolved(deps, respond, r);
       const o = await run();
-      if (r.parsed.flags.patterns) return void (await respond({ response_type: 'ephemeral', ...patternListMessage(rel(r), o.value as Pattern[]) }));
+      if (r.parsed.flags.patterns) {
+        // the list for the asker, and a card per pattern in the review channel: one decision each
+        const patterns = o.value as Pattern[];
+        await respond({ response_type: 'ephemeral', ...patternListMessage(rel(r), patterns) });
+        if (patterns.length > 0) await postPatternCards(deps, rel(r), deps.ctx.config.slack.reviewChannel ?? r.channel, patterns);
+        return;
+      }
       await respond({ response_type: 'ephemeral', ...conflictListMessage(rel(r), o.value as ConflictRow[], str(r.parsed.flags.priority)) });
     },
   },
@@ -78,18 +86,32 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
   'deploy go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'go') },
   'deploy no-go': { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openDecisionFromCommand(deps, r.triggerId, Number(r.parsed.args.id), 'no-go') },
   rollback: { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openRollbackFromCommand(deps, r.triggerId, rel(r)) },
-  // a conflict's decision without its rationale: the decision modal asks for it (findings and overrules: the flags)
+  // a decision without its rationale: the decision modal asks for it (a conflict, an overrule A-…, a finding)
   decide: {
-    when: (p) => p.flags.rationale === undefined && !p.flags['dry-run'] && /^C-\d+$/i.test(p.args.code ?? ''),
-    run: async (deps, _respond, r) => {
+    when: (p) => p.flags.rationale === undefined && !p.flags['dry-run'] && p.flags.pattern === undefined && /^[CAF]-\d+$/i.test(p.args.code ?? ''),
+    run: async (deps, _respond, r, run) => {
       const code = r.parsed.args.code!;
+      if (isFindingCode(code)) {
+        // the table's run as a dry run: its flags checked (--release, --delete | --repoint), the plan for the modal
+        r.parsed.flags['dry-run'] = true;
+        return openFindingDecisionFromCommand(deps, r.triggerId, (await run()).value as FindingDecisionOutcome, r.channel);
+      }
       const release = str(r.parsed.flags.release) ?? (await releaseOfCode(deps.ctx, code));
-      const c = await getConflict(deps.ctx, release, code);
-      const d = decisionOf(r.parsed.flags, !!c.detail.versions);
+      // an automatic resolution is about versions (deciding re-opens it), as the table's run says
+      const d = decisionOf(r.parsed.flags, isAutoCode(code) || !!(await getConflict(deps.ctx, release, code)).detail.versions);
       await openConflictDecision(deps, r.triggerId, release, code, d.action, d.action === 'keep' ? d.version : undefined);
     },
   },
   waive: { when: (p) => p.flags.rationale === undefined, run: (deps, _respond, r) => openWaiveFromCommand(deps, r.triggerId, str(r.parsed.flags.release)!, r.parsed.args.finding!, r.channel) },
+  // each proposed rule as a card with its Accept button (qa_lead), for the asker
+  'policy proposals': {
+    run: async (_deps, respond, r, run) => {
+      const o = await run();
+      const proposals = o.value as Proposal[];
+      if (proposals.length === 0) return void (await respond({ response_type: 'ephemeral', ...textMessage(o.text) }));
+      for (const p of proposals.slice(0, 10)) await respond({ response_type: 'ephemeral', replace_original: false, ...proposalCard(p) });
+    },
+  },
   coverage: { run: async (deps, respond, r, run) => postCoverage(deps, respond, r.user, r.channel, (await run()).value as Coverage) },
   review: {
     run: async (deps, respond, r) => {

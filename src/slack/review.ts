@@ -1,5 +1,5 @@
 import type { App, BlockAction, ButtonAction, RespondFn, ViewOutput } from '@slack/bolt';
-import { getConflict, nextConflict, showConflict, type ConflictRow, applyDecision, planDecision, type Decision } from '../engine/review/index.js';
+import { getConflict, isAutoCode, nextConflict, showConflict, type ConflictRow, applyDecision, planDecision, type Decision } from '../engine/review/index.js';
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -76,9 +76,20 @@ async function staleCheck(deps: BotDeps, ref: CardRef, respond: RespondFn): Prom
 /** The decision modal for a conflict, the choice made: its blast radius drafted from the modal's defaults. */
 async function openDecisionModal(deps: BotDeps, triggerId: string, c: ConflictRow, ref: CardRef, action: Decision['action'], where: { channel?: string; ts?: string }): Promise<void> {
   const plan = await planDecision(deps.ctx, ref.release, ref.code, draftDecision(c, action, ref.version));
-  const full = await showConflict(deps.ctx, ref.release, ref.code);
+  // an automatic resolution not re-opened yet: the plan's conflict (re-opened in its rolled-back transaction)
+  const full = isAutoCode(ref.code) ? await showConflict(deps.ctx, ref.release, ref.code).catch(() => plan.conflict) : await showConflict(deps.ctx, ref.release, ref.code);
   const meta: ModalMeta = { ...ref, action, ...where };
   await deps.client.views.open({ trigger_id: triggerId, view: decisionModal({ conflict: full, meta, blast: plan.blast }) });
+}
+
+/** A conflict, or an automatic resolution (A-…) as the conflict deciding it re-opens (planned, nothing written). */
+async function conflictOrAuto(deps: BotDeps, release: string, code: string): Promise<ConflictRow> {
+  try {
+    return await getConflict(deps.ctx, release, code);
+  } catch (err) {
+    if (!(isAutoCode(code) && err instanceof TributaryError && err.code === 'unknown_conflict')) throw err;
+    return (await planDecision(deps.ctx, release, code, { action: 'keep', version: 1 })).conflict;
+  }
 }
 
 /**
@@ -86,7 +97,7 @@ async function openDecisionModal(deps: BotDeps, triggerId: string, c: ConflictRo
  * modal for that choice, where the rationale (and what the choice needs) is asked for.
  */
 export async function openDecisionFromCommand(deps: BotDeps, triggerId: string, release: string, code: string, action: Decision['action'], version?: number): Promise<void> {
-  const c = await getConflict(deps.ctx, release, code);
+  const c = await conflictOrAuto(deps, release, code);
   if (c.status === 'decided') throw new TributaryError('already_decided', `${c.code} was already decided by ${c.decided_by ?? 'someone'}`);
   await openDecisionModal(deps, triggerId, c, { release, code: c.code, runId: c.run_id, ...(version ? { version } : {}) }, action, {});
 }
@@ -181,7 +192,7 @@ export function register(app: App, deps: BotDeps): void {
     }
     try {
       await authorize(ctx, user, await deps.groupsOf(user), 'decide', meta.release);
-      const current = await getConflict(ctx, meta.release, meta.code);
+      const current = await conflictOrAuto(deps, meta.release, meta.code);
       if (current.run_id !== meta.runId) throw new TributaryError('gate_state', `${meta.code} belongs to an earlier consolidation of ${meta.release}; open the new card`);
       await applyDecision(ctx, meta.release, meta.code, decision, { actor: user, rationale });
       await ack();

@@ -2,11 +2,12 @@ import type { ActionsBlock, Button, HomeView, KnownBlock, ModalView, SectionBloc
 import { describeDecision, type QueueSummary, type ConflictRow, type VersionView, type BlastRadius, type Decision } from '../engine/review/index.js';
 import type { ReleaseStatus } from '../engine/report/index.js';
 import type { LoadResult } from '../engine/load/index.js';
-import type { ValidationReport } from '../engine/validate/index.js';
+import type { FindingDecisionOutcome, ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, hidePaths, LIMITS, type Message } from './limits.js';
 import { button, chainHeadContext, context, header, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
+import { renderFindingDecision } from './validation.js';
 
 /**
  * Block Kit views: pure functions from domain objects to messages, modals and the App Home tab.
@@ -402,6 +403,31 @@ export function validationCard(r: ValidationReport): Message {
     blocks.push(context('Close a finding by a decision (`tributary decide <code> --delete | --repoint <key>`), by fixing the source and re-running tag and consolidate, or by a qa_lead waiver (`tributary waive <code> --rationale "…"`); then validate again.'));
   }
   return checkMessage({ text: `${r.release}: ${r.counts.open} open finding(s)`, blocks });
+}
+
+/**
+ * The decision modal of a finding (`/release decide F-003 --release R2 --delete` without --rationale):
+ * the planned decision and its blast radius (the engine's dry run), and the rationale (required; audited).
+ */
+export function findingDecisionModal(meta: { release: string; code: string; decision: Decision; channel?: string }, plan: FindingDecisionOutcome): ModalView {
+  return checkView({
+    type: 'modal',
+    callback_id: VIEWS.decideFinding,
+    title: plain(clip(`Decide ${meta.code}`, LIMITS.modalTitle)),
+    submit: plain(meta.decision.action === 'delete' ? 'Delete' : 'Decide'),
+    close: plain('Cancel'),
+    private_metadata: JSON.stringify(meta),
+    blocks: [
+      section(`*${esc(meta.code)}* · ${esc(plan.finding.entity)} ${esc(plan.finding.key ?? '')} · ${esc(plan.finding.rule)}\n${esc(clip(plan.finding.message, 1500))}`),
+      section(`\`\`\`${esc(clip(renderFindingDecision(plan), 2500))}\`\`\``),
+      {
+        type: 'input',
+        block_id: BLOCKS.findingRationale,
+        label: plain('Rationale'),
+        element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: RATIONALE_MIN, max_length: 1000, placeholder: plain('Why is this the right fix?') },
+      },
+    ],
+  });
 }
 
 /** The waiver modal of a finding: what it is, and the rationale (required; audited). */

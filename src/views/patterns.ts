@@ -1,9 +1,11 @@
-import type { ActionsBlock, Button, KnownBlock } from '@slack/types';
+import type { ActionsBlock, Button, KnownBlock, ModalView } from '@slack/types';
 import type { Pattern, PatternChoice, PatternOutcome, Proposal, UndoOutcome } from '../engine/review/index.js';
 import { describeChoice } from '../engine/review/index.js';
-import { PATTERN_ACTIONS } from '../slack/ids.js';
-import { button, context, section } from './kit.js';
-import { checkMessage, clip, esc, LIMITS, type Message } from './limits.js';
+import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
+import { BLOCKS, PATTERN_ACTIONS, VIEWS } from '../slack/ids.js';
+import { who } from './blocks.js';
+import { button, context, plain, section } from './kit.js';
+import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
 
 /**
  * Review at scale, rendered: the patterns of a queue (text and Block Kit), a pattern card with the
@@ -19,6 +21,12 @@ export interface PatternRef {
   pattern: string;
   signature: string;
   choice: PatternChoice;
+}
+
+/** What the pattern modal carries: the card's ref and where the card is (updated in place once decided). */
+export interface PatternModalMeta extends PatternRef {
+  channel?: string;
+  ts?: string;
 }
 
 const attrs = (p: Pattern) => p.attributes.join(', ') || 'no attribute';
@@ -130,6 +138,54 @@ export function proposalCard(p: Proposal): Message {
       section(`:bulb: *Proposed rule \`${esc(p.name)}\`*: \`${esc(p.entity)}\` ${esc(p.kind)} where attributes differ (${esc(p.attributes.join(', '))}) between ${esc(p.envs.join(', '))} → ${esc(keepText(p))}`),
       context(`Agrees with ${p.decisions.length} decision(s): ${esc(clip(p.decisions.map((d) => `${d.release} ${d.code}`).join(', '), 1000))}`),
       { type: 'actions', block_id: `proposal:${p.name}`, elements: [button('Accept into the policy', PATTERN_ACTIONS.accept, JSON.stringify({ name: p.name }), 'primary')] } as ActionsBlock,
+    ],
+  });
+}
+
+/**
+ * The pattern decision's modal: the choice, the combined blast radius of every member (the engine's dry
+ * run), a cascade choice where rows depend on what a delete removes, and the rationale (required; audited).
+ */
+export function patternModal(meta: PatternModalMeta, plan: PatternOutcome): ModalView {
+  const b = plan.blast;
+  const blocks: KnownBlock[] = [
+    section(`*${esc(plan.pattern.id)}* · ${plan.decisions.length} open ${esc(plan.pattern.kind)} conflict(s) of \`${esc(plan.pattern.entity)}\`: *${esc(describeChoice(meta.choice))}* for each`),
+    section(`*Combined blast radius:* ${b.rewritten} child row(s) re-pointed · ${b.removed} row(s) removed · ${b.renamed.length} renamed · ${b.dependentCount} dependent row(s)`),
+    context(clip(plan.decisions.slice(0, 10).map((d) => `${d.code} ${d.key}: ${d.decision.action}${d.decision.action === 'keep' ? ` v${d.decision.version}` : ''}`).join(' · ') + (plan.decisions.length > 10 ? ` · … ${plan.decisions.length - 10} more` : ''), 2000)),
+  ];
+  if ('action' in meta.choice && meta.choice.action.startsWith('delete') && b.dependentCount > 0) {
+    blocks.push({
+      type: 'input',
+      block_id: BLOCKS.cascade,
+      optional: true,
+      label: plain('Dependents'),
+      element: { type: 'checkboxes', action_id: 'value', options: [{ text: plain(`Also delete the ${b.dependentCount} dependent row(s)`), value: 'cascade' }] },
+    });
+  }
+  blocks.push({
+    type: 'input',
+    block_id: BLOCKS.patternRationale,
+    label: plain('Rationale'),
+    element: { type: 'plain_text_input', action_id: 'value', multiline: true, min_length: RATIONALE_MIN, max_length: 1000, placeholder: plain(`Why is this right for all ${plan.decisions.length}?`) },
+  });
+  return checkView({
+    type: 'modal',
+    callback_id: VIEWS.decidePattern,
+    title: plain(clip(`Decide ${plan.pattern.id}`, LIMITS.modalTitle)),
+    submit: plain(`Decide ${plan.decisions.length}`),
+    close: plain('Cancel'),
+    private_metadata: JSON.stringify(meta),
+    blocks,
+  });
+}
+
+/** An accepted proposal's card: the rule is in the policy file; the button is gone. */
+export function proposalAcceptedMessage(r: { rule: { name: string }; decisions: Proposal['decisions'] }, by: string): Message {
+  return checkMessage({
+    text: `Rule ${r.rule.name} accepted`,
+    blocks: [
+      section(`:white_check_mark: *Rule \`${esc(r.rule.name)}\` accepted* by ${who(by)} into the policy (policy.scoped): the next consolidation applies it`),
+      context(`Learnt from ${r.decisions.length} decision(s): ${esc(clip(r.decisions.map((d) => `${d.release} ${d.code}`).join(', '), 1000))}`),
     ],
   });
 }

@@ -6,7 +6,7 @@ import { commandsOf, TABLE } from '../../src/commands/table.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import type { Bot } from '../../src/slack/app.js';
-import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../../src/slack/ids.js';
+import { ACTIONS, BLOCKS, COMMANDS, PATTERN_ACTIONS, VIEWS } from '../../src/slack/ids.js';
 import { insertAccounts, insertTransactions, insertUsers, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
 import { actionBody, botAndCli, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody } from '../slack/fake-slack.js';
 
@@ -189,6 +189,7 @@ interface SlackStep {
 const card = { channel: 'C_REVIEW', ts: '1700000000.000100' };
 const cardRef = JSON.stringify({ release: 'R2', code: 'C-001', runId: 1 });
 const deployRef = JSON.stringify({ id: 1, release: 'R2' });
+const patternRef = JSON.stringify({ release: 'R2', pattern: 'P-1', signature: 'users/core-conflict/role/ST-1+ST-2', choice: { keepEnv: 'ST-1' } });
 const rationale = (block: string) => ({ [block]: { value: { type: 'plain_text_input', value: 'the role walk' } } });
 const slash = (text: string) => () => slashBody(fake, text, NOBODY);
 const button = (id: string, value: string) => () => actionBody(fake, NOBODY, id, value, card);
@@ -211,6 +212,10 @@ const SLACK_WALK: SlackStep[] = [
   { name: `button ${ACTIONS.deployRollback}`, send: button(ACTIONS.deployRollback, deployRef), refusal: /rollback needs the release_manager role/ },
   { name: `button ${ACTIONS.deployResume}`, send: button(ACTIONS.deployResume, deployRef), refusal: /deploy needs the release_manager role/ },
   { name: `button ${ACTIONS.deployUnlock}`, send: button(ACTIONS.deployUnlock, JSON.stringify({ env: 'production' })), refusal: /unlock needs the release_manager role/ },
+  ...[`${PATTERN_ACTIONS.keepEnvPrefix}ST-1`, PATTERN_ACTIONS.keepByRule, PATTERN_ACTIONS.keepBoth, PATTERN_ACTIONS.delete, PATTERN_ACTIONS.waive].map((id) => ({ name: `button ${id}`, send: button(id, patternRef), refusal: /decide needs/ })),
+  { name: `button ${PATTERN_ACTIONS.accept}`, send: button(PATTERN_ACTIONS.accept, JSON.stringify({ name: 'keep-st-1-users-role' })), refusal: /policy needs the qa_lead role/ },
+  { name: `modal ${VIEWS.decidePattern}`, send: submit(VIEWS.decidePattern, JSON.parse(patternRef) as Record<string, unknown>, BLOCKS.patternRationale), refusal: /decide needs/, view: true },
+  { name: `modal ${VIEWS.decideFinding}`, send: submit(VIEWS.decideFinding, { release: 'R2', code: 'F-001', decision: { action: 'delete' } }, BLOCKS.findingRationale), refusal: /decide needs/, view: true },
   { name: `modal ${VIEWS.decide}`, send: submit(VIEWS.decide, { release: 'R2', code: 'C-001', runId: 1, action: 'keep', version: 1 }, BLOCKS.rationale), refusal: /decide needs/, view: true },
   { name: `modal ${VIEWS.approve}`, send: submit(VIEWS.approve, { release: 'R2', runId: 1 }, BLOCKS.approveRationale), refusal: /approve needs the qa_lead role/, view: true },
   { name: `modal ${VIEWS.deployDecide}`, send: submit(VIEWS.deployDecide, { id: 1, release: 'R2', decision: 'go' }, BLOCKS.deployRationale), refusal: /go needs the release_manager role/, view: true },
@@ -225,6 +230,7 @@ describe('Slack, as a user without a role (signed requests)', () => {
   it('lists every /release sub-command, button and modal', () => {
     const walked = SLACK_WALK.map((s) => s.name);
     for (const id of Object.values(ACTIONS)) expect(walked.some((n) => n.startsWith(`button ${id}`)), id).toBe(true);
+    for (const id of Object.values(PATTERN_ACTIONS)) expect(walked.some((n) => n.startsWith(`button ${id}`)), id).toBe(true);
     for (const id of Object.values(VIEWS)) expect(walked, id).toContain(`modal ${id}`);
     for (const c of Object.values(COMMANDS)) expect(walked.some((n) => n.startsWith(c)), c).toBe(true);
   });

@@ -12,7 +12,7 @@ export { describeDecision } from './describe.js';
 export type { DecidedBy, RecordedDecision } from './decide.js';
 export { autoResolutionCounts, autoResolutionDigest, isAutoCode, listAutoResolutions, reopenAutoResolution, showAutoResolution } from './autoResolved.js';
 export type { AutoCounts, AutoDigest, AutoFilter, AutoResolution, AutoResolutionDetail, Overrule } from './autoResolved.js';
-export { decidePattern, describeChoice, listPatterns, signatureText } from './patterns.js';
+export { decidePattern, describeChoice, latestPatternDecision, listPatterns, signatureText } from './patterns.js';
 export type { Pattern, PatternChoice, PatternOutcome, Signature } from './patterns.js';
 export { undoDecision } from './undo.js';
 export type { UndoBlast, UndoOutcome } from './undo.js';

@@ -199,13 +199,17 @@ class DryRun {
  * Decides every open conflict of a pattern with one choice. With dryRun the decisions are taken and
  * rolled back: the combined blast radius is exactly what applying them would do, one after the other.
  */
-export async function decidePattern(ctx: Ctx, release: string, id: string, choice: PatternChoice, by: { actor: Actor; rationale: string; dryRun?: boolean }): Promise<PatternOutcome> {
+export async function decidePattern(ctx: Ctx, release: string, id: string, choice: PatternChoice, by: { actor: Actor; rationale: string; dryRun?: boolean; signature?: string }): Promise<PatternOutcome> {
   validChoice(choice);
   const rationale = by.rationale?.trim() || (by.dryRun ? '(dry run)' : '');
   if (!rationale) throw new TributaryError('decision_invalid', `a pattern decision needs a rationale (why ${describeChoice(choice)} for all of ${id}?)`, { field: 'rationale' });
   try {
     return await ctx.db.control.transaction(async (trx) => {
       const { pattern, members } = await patternMembers(ctx, trx, release, id);
+      // a card's pattern: refused when the id now names other conflicts (the queue changed since it was shown)
+      if (by.signature && pattern.signature !== by.signature) {
+        throw new TributaryError('gate_state', `${pattern.id} of ${release} now is ${pattern.signature}, not ${by.signature}: the queue changed since it was shown`, { code: id });
+      }
       const decisions = members.map((c) => ({ c, d: memberDecision(ctx, release, c, choice) }));
       const [row] = await trx('pattern_decisions')
         .insert({
@@ -241,4 +245,11 @@ export async function decidePattern(ctx: Ctx, release: string, id: string, choic
     if (err instanceof DryRun) return err.outcome;
     throw err;
   }
+}
+
+/** The latest pattern decision on a signature (its text) in a release: who took it, for a card shown before it. */
+export async function latestPatternDecision(ctx: Ctx, release: string, signature: string): Promise<{ code: string; decidedBy: string } | undefined> {
+  const rows = (await ctx.db.control('pattern_decisions').where({ release }).orderBy('id', 'desc').select('id', 'signature', 'decided_by')) as { id: number; signature: Signature | string; decided_by: string }[];
+  const hit = rows.find((r) => signatureText(typeof r.signature === 'string' ? (JSON.parse(r.signature) as Signature) : r.signature) === signature);
+  return hit ? { code: `PD-${hit.id}`, decidedBy: hit.decided_by } : undefined;
 }

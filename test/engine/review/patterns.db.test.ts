@@ -103,6 +103,14 @@ describe('patterns', () => {
     expect(await env.db.control('pattern_decisions').count('* as n').first()).toEqual({ n: 0 });
   });
 
+  it('refused when the pattern id now names another signature than the one shown (the queue changed), and nothing is decided', async () => {
+    await expect(decidePattern(env.ctx, 'R2', 'P-1', { keepEnv: 'ST-1' }, { ...by, signature: 'users/core-conflict/role/ST-1+ST-3' })).rejects.toThrow(
+      'P-1 of R2 now is users/core-conflict/role/ST-1+ST-2, not users/core-conflict/role/ST-1+ST-3: the queue changed since it was shown',
+    );
+    expect((await listConflicts(env.ctx, 'R2')).length).toBe(6);
+    expect(await env.db.control('pattern_decisions').count('* as n').first()).toMatchObject({ n: 0 });
+  });
+
   it('keeps by rule: env-precedence keeps the highest-precedence env’s version in every member', async () => {
     const out = await decidePattern(env.ctx, 'R2', 'P-1', { keepByRule: 'env-precedence' }, by);
     expect(out.decisions.every((d) => d.decision.action === 'keep' && d.decision.version === 1)).toBe(true);
