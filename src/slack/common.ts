@@ -4,6 +4,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { errorMessage, progressMessage } from '../views/blocks.js';
+import type { Ending } from '../views/kit.js';
 import { hidePaths } from '../views/limits.js';
 import { throttled } from './throttle.js';
 
@@ -21,8 +22,10 @@ export async function replyError(respond: RespondFn, err: unknown, where: string
 
 export interface ProgressReporter {
   step(step: string, detail?: string): void;
-  done(step: string, summary?: string): Promise<void>;
-  fail(message: string): Promise<void>;
+  /** The step's end: a success unless told otherwise (a failed gate, open findings), the icon says which. */
+  done(step: string, summary?: string, outcome?: Exclude<Ending, 'running'>): Promise<void>;
+  /** The step did not happen: a failure, or a refusal (a gate said no, nothing was changed). */
+  fail(message: string, outcome?: 'failure' | 'refusal'): Promise<void>;
 }
 
 /**
@@ -64,13 +67,13 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
     step(step, detail) {
       updates.push({ step, ...(detail ? { detail } : {}) });
     },
-    async done(step, summary) {
+    async done(step, summary, outcome = 'success') {
       updates.stop();
-      await send(progressMessage({ title, step, elapsedMs: Date.now() - started, state: 'done', ...(summary ? { summary } : {}), chainHead: await head() }), true);
+      await send(progressMessage({ title, step, elapsedMs: Date.now() - started, state: outcome, ...(summary ? { summary } : {}), chainHead: await head() }), true);
     },
-    async fail(message) {
+    async fail(message, outcome = 'failure') {
       updates.stop();
-      await send(progressMessage({ title, step: 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: 'failed', chainHead: await head() }), true);
+      await send(progressMessage({ title, step: outcome === 'refusal' ? 'refused' : 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: outcome, chainHead: await head() }), true);
     },
   };
 }

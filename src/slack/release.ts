@@ -158,7 +158,7 @@ async function runFor(deps: BotDeps, respond: RespondFn, def: CommandDef, r: Req
   const title = `${esc(def.id)} ${Object.values(r.parsed.args).filter(Boolean).map((a) => esc(a!)).join(' ')} by <@${r.user}>`;
   await inProgress(deps, respond, ctx.config.slack.releaseChannel ?? r.channel, title, 'starting', async (progress) => {
     const o = await run((line) => progress.step(line));
-    await (o.code === 0 ? progress.done('done', hidePaths(o.text)) : progress.fail(hidePaths(o.text)));
+    await (o.code === 0 ? progress.done('done', hidePaths(o.text)) : progress.fail(hidePaths(o.text), o.code === 3 ? 'refusal' : 'failure'));
   });
   await afterRun(deps, def, r);
 }
@@ -221,7 +221,7 @@ async function runTag(deps: BotDeps, respond: RespondFn, r: Request, run: Runner
   await inProgress(deps, respond, r.channel, `Tag & lock ${esc(rel(r))}${env ? ` (${esc(env)})` : ''} by <@${r.user}>`, 'checking tags', async (progress) => {
     // untagged rows: the offenders, as the CLI lists them
     const o = await run();
-    await (o.code === 0 ? progress.done('locked', o.text) : progress.fail(o.text));
+    await (o.code === 0 ? progress.done('locked', o.text) : progress.fail(o.text, o.code === 3 ? 'refusal' : 'failure'));
   });
 }
 
@@ -244,7 +244,7 @@ async function runConsolidate(deps: BotDeps, respond: RespondFn, r: Request, run
 async function runValidate(deps: BotDeps, respond: RespondFn, r: Request, run: Runner): Promise<void> {
   await inProgress(deps, respond, r.channel, `Validation of ${esc(rel(r))} by <@${r.user}>`, 'integrity checks and data tests', async (progress) => {
     const v = (await run()).value as ValidationReport;
-    await progress.done(v.counts.open === 0 ? 'valid' : `${v.counts.open} open finding(s)`);
+    await progress.done(v.counts.open === 0 ? 'valid' : `${v.counts.open} open finding(s)`, undefined, v.counts.open === 0 ? 'success' : 'partial');
     await postResult(deps, respond, r.channel, validationCard(v));
   });
 }

@@ -5,7 +5,7 @@ import type { LoadResult } from '../engine/load/index.js';
 import type { ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, hidePaths, LIMITS, type Message } from './limits.js';
-import { button, chainHeadContext, context, header, plain, section } from './kit.js';
+import { button, chainHeadContext, context, header, ENDING_ICON, type Ending, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
 /**
@@ -96,14 +96,15 @@ export interface Progress {
   step: string;
   detail?: string;
   elapsedMs: number;
-  state: 'running' | 'done' | 'failed';
+  /** How the step ended (or that it still runs): its icon says it. */
+  state: Ending;
   summary?: string;
   /** On the final message of a step: the newest audit event, a witness kept outside the database. */
   chainHead?: { seq: number; hash: string } | null;
 }
 
 export function progressMessage(p: Progress): Message {
-  const icon = p.state === 'running' ? ':hourglass_flowing_sand:' : p.state === 'done' ? ':white_check_mark:' : ':x:';
+  const icon = ENDING_ICON[p.state];
   const secs = `${(p.elapsedMs / 1000).toFixed(1)}s`;
   const line = `${icon} *${p.title}*: ${esc(p.step)}${p.detail ? ` (${esc(p.detail)})` : ''} · ${secs}`;
   const blocks: KnownBlock[] = [section(line)];

@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { DEPLOYMENT_STATES } from '../../src/engine/deploy/lifecycle.js';
+import { progressMessage } from '../../src/views/blocks.js';
+import { deploymentIcon } from '../../src/views/deploy.js';
+import { ENDING_ICON, type Ending } from '../../src/views/kit.js';
+
+/** Icons tell the outcome: success, failure, refusal and partial look distinct, and only what still runs shows the hourglass. */
+const first = (state: Ending) => String((progressMessage({ title: 'T', step: 's', elapsedMs: 0, state }).blocks[0] as { text: { text: string } }).text.text);
+
+describe('outcome icons', () => {
+  it('gives each outcome its own icon, and the progress message shows it first', () => {
+    const icons = Object.values(ENDING_ICON);
+    expect(new Set(icons).size).toBe(icons.length);
+    for (const state of Object.keys(ENDING_ICON) as Ending[]) expect(first(state).startsWith(`${ENDING_ICON[state]} `)).toBe(true);
+    expect(first('failure')).not.toContain(':white_check_mark:');
+    expect(first('partial')).not.toContain(':white_check_mark:');
+  });
+
+  it('ends a deployment with its outcome: a rejected one no longer shows the hourglass', () => {
+    expect(deploymentIcon('rejected')).toBe(ENDING_ICON.refusal);
+    expect(deploymentIcon('cancelled')).toBe(ENDING_ICON.refusal);
+    expect(deploymentIcon('expired')).toBe(ENDING_ICON.refusal);
+    expect(deploymentIcon('succeeded')).toBe(ENDING_ICON.success);
+    expect(deploymentIcon('rollback-failed')).toBe(ENDING_ICON.failure);
+    expect(deploymentIcon('rolled-back')).toBe(ENDING_ICON.partial);
+    const ended = DEPLOYMENT_STATES.filter((s) => !['awaiting-go', 'scheduled', 'approved', 'running', 'rolling-back'].includes(s));
+    for (const s of ended) expect(deploymentIcon(s)).not.toBe(ENDING_ICON.running);
+  });
+});
