@@ -6,7 +6,7 @@ import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
-import { textMessage } from '../views/blocks.js';
+import { channelLink, composed, mention, textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { replyError, type Runner } from './common.js';
 import { throttled } from './throttle.js';
@@ -47,7 +47,7 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, channe
     const res = await deps.client.chat.postMessage({ channel: target, text: card.text, blocks: card.blocks });
     await setDeploymentMessage(deps.ctx, d.id, { channel: res.channel ?? target, ts: res.ts });
   } catch (err) {
-    await respond({ response_type: 'ephemeral', ...textMessage(`Deployment #${d.id} is requested, but its go/no-go card could not be posted to <#${target}> (${redact((err as Error).message)}): invite the bot there, or decide with tributary deploy go ${d.id}`) });
+    await respond({ response_type: 'ephemeral', ...composed`Deployment #${d.id} is requested, but its go/no-go card could not be posted to ${channelLink(target)} (${redact((err as Error).message)}): invite the bot there, or decide with tributary deploy go ${d.id}` });
   }
 }
 
@@ -171,7 +171,8 @@ export function register(app: App, deps: BotDeps): void {
         if (!env) throw new TributaryError('usage', 'this button names no env');
         await authorize(ctx, body.user.id, await deps.groupsOf(body.user.id), 'unlock');
         const r = await unlockEnv(ctx, env, { actor: body.user.id, rationale: 'Unlock button' });
-        await respond({ response_type: 'in_channel', replace_original: false, ...textMessage(r.was ? `${env} unlocked by <@${body.user.id}> (it was held by ${r.was.holder}).` : `${env} was not locked.`) });
+        // an unlock is news for the channel; a press that changed nothing answers the presser only
+        await respond({ response_type: r.was ? 'in_channel' : 'ephemeral', replace_original: false, ...(r.was ? composed`${env} unlocked by ${mention(body.user.id)} (it was held by ${mention(r.was.holder)}).` : composed`${env} was not locked.`) });
       } catch (err) {
         await replyError(respond, err, 'unlock');
       }

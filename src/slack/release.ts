@@ -14,7 +14,7 @@ import { BY_ID, flagsOf, TABLE, type CommandDef, type Parsed } from '../commands
 import { redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { COMMANDS } from './ids.js';
-import { auditCard, conflictListMessage, errorMessage, helpMessage, loadCard, preMessage, statusMessage, textMessage, validationCard } from '../views/blocks.js';
+import { auditCard, channelLink, composed, conflictListMessage, errorMessage, helpMessage, loadCard, preMessage, statusMessage, textMessage, validationCard } from '../views/blocks.js';
 import { type Message, esc, hidePaths } from '../views/limits.js';
 import { renderAuditSummary } from '../views/audit.js';
 import { assertReloadConfirmed, type LoadResult } from '../engine/load/index.js';
@@ -95,7 +95,7 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
     run: async (deps, respond, r) => {
       const channel = deps.ctx.config.slack.reviewChannel ?? r.channel;
       const open = await listConflicts(deps.ctx, rel(r), { status: 'open' });
-      await respond({ response_type: 'ephemeral', ...textMessage(`Posting ${open.length} open conflict card(s) of ${rel(r)} to <#${channel}>, highest priority first.`) });
+      await respond({ response_type: 'ephemeral', ...composed`Posting ${open.length} open conflict card(s) of ${rel(r)} to ${channelLink(channel)}, highest priority first.` });
       await deps.cards.postCards(rel(r), channel);
     },
   },

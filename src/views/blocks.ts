@@ -68,6 +68,28 @@ export function textMessage(text: string): Message {
   return checkMessage({ text: clip(text, 3000), blocks: [section(esc(text))] });
 }
 
+/** A mention or channel link the bot composes: Slack renders it, so it is not escaped. */
+export interface Ref {
+  readonly ref: string;
+}
+/** A person by their Slack id (`<@U…>`); anyone else (cli:alice, a group) by name, escaped. */
+export const mention = (id: string | null | undefined): Ref | string => (id && /^[UW][A-Z0-9]+$/.test(id) ? { ref: `<@${id}>` } : (id ?? 'someone'));
+/** A channel by its Slack id (`<#C…>`); a name is shown as typed, escaped. */
+export const channelLink = (id: string): Ref | string => (/^[CG][A-Z0-9_]+$/.test(id) ? { ref: `<#${id}>` } : id);
+
+/**
+ * A reply the bot composes, as a tagged template: what is interpolated is escaped (users typed it: names,
+ * rationales, release names), except the mentions and channel links made by `mention` and `channelLink`,
+ * which render as people and channels instead of literal `<@U…>`.
+ */
+export function composed(parts: TemplateStringsArray, ...values: (string | number | Ref)[]): Message {
+  let out = esc(parts[0]);
+  values.forEach((v, i) => {
+    out += (typeof v === 'object' ? v.ref : esc(v)) + esc(parts[i + 1]);
+  });
+  return checkMessage({ text: clip(out, 3000), blocks: [section(out)] });
+}
+
 export function errorMessage(raw: string): Message {
   const text = hidePaths(raw);
   return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${esc(text)}`)] });

@@ -137,6 +137,9 @@ describe('consolidation, cards and decisions', () => {
     const posts = fake.of('chat.postMessage');
     expect(posts.every((p) => p.channel === 'C_REVIEW')).toBe(true);
     expect(posts.map((p) => String(p.text).slice(0, 9))).toEqual(['C-001 P1 ', 'C-002 P1 ', 'C-003 P3 ', 'Review qu']);
+    // the reply to the person links the channel (not the literal text "<#C_REVIEW>" escaped)
+    const reply = fake.of('response_url').find((m) => String(m.text).startsWith('Posting'))!;
+    expect(JSON.stringify(reply.blocks)).toContain('to <#C_REVIEW>, highest priority first');
     const card = posts[0]!.blocks as Blocks;
     const buttons = card.find((b) => b.type === 'actions')!.elements!.map((e) => e.text.text);
     expect(buttons).toEqual(['Keep ST-1', 'Keep ST-2', 'Keep ST-3', 'Keep both (rename)', 'Merge', 'Delete both']);

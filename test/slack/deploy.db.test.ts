@@ -116,7 +116,16 @@ describe('/release deploy and /rollback', () => {
     await send(actionBody(fake, 'U0RM1', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
     await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('production unlocked by <@U0RM1>');
+    // the bot's mentions render: not escaped into literal text
+    expect(JSON.stringify(fake.of('response_url')[0]!.blocks)).toContain('unlocked by <@U0RM1> (it was held by <@U0RM2>)');
+    expect(fake.of('response_url')[0]!.response_type).toBe('in_channel');
     expect(await env.db.control('env_locks')).toHaveLength(0);
+    // a second press changed nothing: only the presser hears it
+    fake.reset();
+    await send(actionBody(fake, 'U0RM2', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
+    expect(String(fake.of('response_url')[0]!.text)).toBe('production was not locked.');
+    expect(fake.of('response_url')[0]!.response_type).toBe('ephemeral');
   });
 });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DEPLOYMENT_STATES } from '../../src/engine/deploy/lifecycle.js';
-import { progressMessage } from '../../src/views/blocks.js';
+import { channelLink, composed, mention, progressMessage } from '../../src/views/blocks.js';
 import { deploymentIcon } from '../../src/views/deploy.js';
 import { ENDING_ICON, type Ending } from '../../src/views/kit.js';
 
@@ -25,5 +25,15 @@ describe('outcome icons', () => {
     expect(deploymentIcon('rolled-back')).toBe(ENDING_ICON.partial);
     const ended = DEPLOYMENT_STATES.filter((s) => !['awaiting-go', 'scheduled', 'approved', 'running', 'rolling-back'].includes(s));
     for (const s of ended) expect(deploymentIcon(s)).not.toBe(ENDING_ICON.running);
+  });
+});
+
+describe('mentions the bot composes', () => {
+  it('renders <@U…> and <#C…> made by mention/channelLink, and escapes what users typed', () => {
+    const m = composed`${'R<2>'} decided by ${mention('U0ALICE')} and ${mention('cli:bob')}, posting to ${channelLink('C0REVIEW')} for ${'<@U0EVIL>'}`;
+    const text = (m.blocks[0] as { text: { text: string } }).text.text;
+    expect(text).toBe('R&lt;2&gt; decided by <@U0ALICE> and cli:bob, posting to <#C0REVIEW> for &lt;@U0EVIL&gt;');
+    expect(m.text).toContain('<@U0ALICE>');
+    expect(text).not.toContain('&lt;@U0ALICE');
   });
 });
