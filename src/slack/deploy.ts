@@ -5,7 +5,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
-import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
+import { confirmModal, deployProgressMessage, goNoGoCard, goPendingMessage, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
 import { channelLink, composed, mention, textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { replyError, type Runner } from './common.js';
@@ -209,6 +209,7 @@ export function register(app: App, deps: BotDeps): void {
       await ack();
       deps.background(() => refreshGoCard(deps, ref.id).catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not refresh the go/no-go card')));
       if (res.ready) runInBackground(deps, ref.id, user, res.deployment.slack.channel ?? channelOf(deps, ''), (progress) => executeDeployment(ctx, ref.id, { actor: user, progress }));
+      else if (ref.decision === 'go' && res.deployment.status === 'awaiting-go') deps.background(() => tellWhoElse(deps, ref, user, res.needed));
     } catch (err) {
       const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was decided. Try again, or use the CLI.';
       if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'deployment decision failed');
@@ -216,6 +217,19 @@ export function register(app: App, deps: BotDeps): void {
       if (err instanceof TributaryError && err.code === 'already_decided') deps.background(() => refreshGoCard(deps, ref.id).catch(() => undefined));
     }
   });
+}
+
+/** A Go that does not complete the quorum: the one who said it hears who else must say Go (only they see it). */
+async function tellWhoElse(deps: BotDeps, ref: DecideRef, user: string, needed: number): Promise<void> {
+  const d = await getDeployment(deps.ctx.db.control, ref.id);
+  const gos = (await decisionsOf(deps.ctx.db.control, ref.id)).filter((x) => x.decision === 'go').map((x) => x.actor);
+  const m = goPendingMessage(d, gos, needed, deps.ctx.config.roles.release_manager);
+  const channel = ref.channel ?? d.slack.channel ?? channelOf(deps, '');
+  try {
+    await deps.client.chat.postEphemeral({ channel, user, text: m.text, blocks: m.blocks });
+  } catch (err) {
+    logger().warn({ err: redact((err as Error).message), deployment: ref.id }, 'could not tell the release manager who else must say Go');
+  }
 }
 
 async function recordResume(deps: BotDeps, id: number, user: string): Promise<void> {

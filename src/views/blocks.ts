@@ -82,10 +82,11 @@ export const channelLink = (id: string): Ref | string => (/^[CG][A-Z0-9_]+$/.tes
  * rationales, release names), except the mentions and channel links made by `mention` and `channelLink`,
  * which render as people and channels instead of literal `<@U…>`.
  */
-export function composed(parts: TemplateStringsArray, ...values: (string | number | Ref)[]): Message {
+export function composed(parts: TemplateStringsArray, ...values: (string | number | Ref | (string | Ref)[])[]): Message {
+  const one = (v: string | number | Ref) => (typeof v === 'object' ? v.ref : esc(v));
   let out = esc(parts[0]);
   values.forEach((v, i) => {
-    out += (typeof v === 'object' ? v.ref : esc(v)) + esc(parts[i + 1]);
+    out += (Array.isArray(v) ? v.map(one).join(', ') : one(v)) + esc(parts[i + 1]);
   });
   return checkMessage({ text: clip(out, 3000), blocks: [section(out)] });
 }

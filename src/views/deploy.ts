@@ -2,6 +2,7 @@ import type { KnownBlock, ModalView } from '@slack/types';
 import { standing, type Bundle, type Deployment, type GoDecision, type StepState } from '../engine/deploy/index.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
+import { composed, mention } from './blocks.js';
 import { chainHeadContext, context, ENDING_ICON, type Ending, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
@@ -199,4 +200,18 @@ export function renderBundle(b: Bundle & { created?: boolean }): string {
 export function renderBundleList(release: string, list: Bundle[]): string {
   if (list.length === 0) return `No bundles of ${release} yet: tributary bundle ${release} --code <version>`;
   return [`Bundles of ${release}:`, ...list.map((b) => `  v${b.version}  code ${b.codeVersion}  data ${b.dataFingerprint.slice(0, 12)}  ${b.tables.reduce((n, t) => n + t.rows, 0).toLocaleString('en-US')} rows  ${b.createdAt} by ${b.createdBy}`)].join('\n');
+}
+
+/**
+ * To a release manager whose Go did not complete the quorum: how many more Go are needed, and from whom
+ * (the release managers who have not said Go; one of them other than the requester, who never suffices alone).
+ */
+export function goPendingMessage(d: Pick<Deployment, 'id' | 'release' | 'requested_by'>, gos: string[], needed: number, managers: string[]): Message {
+  const more = Math.max(needed - gos.length, 1);
+  const onlyRequester = gos.every((g) => g === d.requested_by);
+  const who = managers.filter((m) => !gos.includes(m)).map(mention);
+  const from = who.length ? who : ['any release_manager (roles.release_manager is open)'];
+  return onlyRequester
+    ? composed`Your Go on deployment #${d.id} of ${d.release} is recorded; nothing runs yet. ${more} more Go needed, from a release_manager other than ${mention(d.requested_by)} (who asked for it): ${from}.`
+    : composed`Your Go on deployment #${d.id} of ${d.release} is recorded (${gos.length} of ${needed}); nothing runs yet. ${more} more Go needed, from: ${from}.`;
 }

@@ -73,6 +73,11 @@ describe('/release deploy and /rollback', () => {
     await vi.waitFor(() => expect(fake.of('chat.update').length).toBeGreaterThan(0), { timeout: 60_000 });
     expect(JSON.stringify(fake.of('chat.update').at(-1)!.blocks)).toContain('*Go* by <@U0RM1>');
     expect((await env.db.control('deployments').first()).status).toBe('awaiting-go');
+    // ... and the requester hears (only they) who else must say Go
+    await vi.waitFor(() => expect(fake.of('chat.postEphemeral')).toHaveLength(1), { timeout: 60_000 });
+    const told = fake.of('chat.postEphemeral')[0]!;
+    expect(told.user).toBe('U0RM1');
+    expect(JSON.stringify(told.blocks)).toContain('1 more Go needed, from a release_manager other than <@U0RM1> (who asked for it): <@U0RM2>.');
 
     expect(await clickAndConfirm('U0RM2', ACTIONS.deployGo, go.value, 'reviewed the tier 2 report')).toBe('');
     await vi.waitFor(async () => expect((await env.db.control('deployments').first()).status).toBe('succeeded'), { timeout: 120_000 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEPLOYMENT_STATES } from '../../src/engine/deploy/lifecycle.js';
 import { channelLink, composed, mention, progressMessage } from '../../src/views/blocks.js';
-import { deploymentIcon } from '../../src/views/deploy.js';
+import { deploymentIcon, goPendingMessage } from '../../src/views/deploy.js';
 import { ENDING_ICON, type Ending } from '../../src/views/kit.js';
 
 /** Icons tell the outcome: success, failure, refusal and partial look distinct, and only what still runs shows the hourglass. */
@@ -35,5 +35,14 @@ describe('mentions the bot composes', () => {
     expect(text).toBe('R&lt;2&gt; decided by <@U0ALICE> and cli:bob, posting to <#C0REVIEW> for &lt;@U0EVIL&gt;');
     expect(m.text).toContain('<@U0ALICE>');
     expect(text).not.toContain('&lt;@U0ALICE');
+  });
+});
+
+describe('a Go that does not complete the quorum', () => {
+  it('names who else must say Go', () => {
+    const d = { id: 7, release: 'R2', requested_by: 'U0RM1' };
+    const text = (m: { blocks: unknown[] }) => (m.blocks[0] as { text: { text: string } }).text.text;
+    expect(text(goPendingMessage(d, ['U0RM1'], 2, ['U0RM1', 'U0RM2', 'U0RM3']))).toContain('1 more Go needed, from a release_manager other than <@U0RM1> (who asked for it): <@U0RM2>, <@U0RM3>.');
+    expect(text(goPendingMessage(d, ['U0RM2'], 3, ['U0RM1', 'U0RM2', 'U0RM3']))).toContain('(1 of 3); nothing runs yet. 2 more Go needed, from: <@U0RM1>, <@U0RM3>.');
   });
 });
