@@ -54,7 +54,12 @@ describe('/release test and approve', () => {
     fake.reset();
     await send(slashBody(fake, 'test R2 --tier 1', 'U0REV'));
     await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
-    expect(String(fake.of('response_url')[0]!.text)).toContain('test needs the qa_lead role');
+    // a refusal names the role needed and where it is granted (the config, by whoever runs the bot)
+    expect(String(fake.of('response_url')[0]!.text)).toContain('test needs the qa_lead role; whoever runs the Tributary bot grants it by adding you to roles.qa_lead in its config');
+    fake.reset();
+    await send(slashBody(fake, 'review R2', 'U0RM'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
+    expect(String(fake.of('response_url')[0]!.text)).toContain('review needs the reviewer or qa_lead role; whoever runs the Tributary bot grants it by adding you to roles.reviewer in its config');
   });
 
   it('tier 1 reports in one progress message, posts the summary card and uploads the reports', async () => {
