@@ -4,12 +4,19 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { errorMessage, progressMessage } from '../views/blocks.js';
+import { explainSlackError, slackError } from './slackErrors.js';
 import type { Ending } from '../views/kit.js';
 import { hidePaths } from '../views/limits.js';
 import { throttled } from './throttle.js';
 
 /** Tells the user what went wrong, ephemerally; an unexpected error also goes to the log. Never silence. */
-export async function replyError(respond: RespondFn, err: unknown, where: string): Promise<void> {
+export async function replyError(respond: RespondFn, err: unknown, where: string, channel?: string): Promise<void> {
+  const explained = explainSlackError(err, channel);
+  if (explained) {
+    logger().info({ code: slackError(err), where }, 'Slack refused; the user is told what to do');
+    await respond({ response_type: 'ephemeral', replace_original: false, ...explained }).catch((e: unknown) => logger().warn({ err: redact((e as Error).message), where }, 'could not tell the user about an error'));
+    return;
+  }
   const message = redact(err instanceof Error ? (err instanceof TributaryError ? err.message : (err.message.split(' - ').pop() ?? err.message)) : String(err));
   if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error)?.stack ?? err)), where }, 'Slack handler failed');
   else logger().info({ code: err.code, where }, message);

@@ -21,6 +21,7 @@ import { assertReloadConfirmed, type LoadResult } from '../engine/load/index.js'
 import { renderCarried, renderCounts } from '../views/text.js';
 import { autoResolvedAnswer } from './autoResolved.js';
 import { inProgress, replyError, type Outcome, type Runner } from './common.js';
+import { explainSlackError } from './slackErrors.js';
 import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
 import { openDecisionFromCommand as openConflictDecision } from './review.js';
 import { openWaiveFromCommand } from './findings.js';
@@ -96,7 +97,13 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
       const channel = deps.ctx.config.slack.reviewChannel ?? r.channel;
       const open = await listConflicts(deps.ctx, rel(r), { status: 'open' });
       await respond({ response_type: 'ephemeral', ...composed`Posting ${open.length} open conflict card(s) of ${rel(r)} to ${channelLink(channel)}, highest priority first.` });
-      await deps.cards.postCards(rel(r), channel);
+      try {
+        await deps.cards.postCards(rel(r), channel);
+      } catch (err) {
+        // a refusal a person can fix (the bot not invited, an archived channel…) names the review channel
+        if (!explainSlackError(err)) throw err;
+        await replyError(respond, err, '/release review', channel);
+      }
     },
   },
 };

@@ -151,6 +151,30 @@ describe('consolidation, cards and decisions', () => {
     expect(fake.of('chat.postMessage')).toHaveLength(0);
   });
 
+  it('/release review re-posts a queue summary deleted in Slack, and explains a channel the bot is not in, posting nothing', async () => {
+    const before = await env.db.control('slack_messages').where({ kind: 'summary', release: 'R2' }).first();
+    fake.failures.set('chat.update', 'message_not_found');
+    try {
+      await send(slashBody(fake, 'review R2', 'U0LEAD'));
+      await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1), { timeout: 60_000 });
+      expect(String(fake.of('chat.postMessage')[0]!.text)).toMatch(/^Review qu/);
+      await vi.waitFor(async () => expect((await env.db.control('slack_messages').where({ kind: 'summary', release: 'R2' }).first())?.ts).not.toBe(before.ts), { timeout: 60_000 });
+      expect(fake.of('response_url').some((m) => String(m.text).startsWith('Sorry'))).toBe(false);
+
+      // the bot was never invited: the person is told to /invite it, in the review channel, and nothing is posted
+      fake.reset();
+      fake.failures.set('chat.postMessage', 'not_in_channel');
+      await send(slashBody(fake, 'review R2', 'U0LEAD'));
+      await vi.waitFor(() => expect(fake.of('response_url').some((m) => String(m.text).includes('/invite'))).toBe(true), { timeout: 60_000 });
+      const told = fake.of('response_url').find((m) => String(m.text).includes('/invite'))!;
+      expect(told.response_type).toBe('ephemeral');
+      expect(JSON.stringify(told.blocks)).toContain('The bot is not in <#C_REVIEW>: type /invite @tributary there, then try again.');
+      expect(JSON.stringify(fake.of('response_url'))).not.toContain('An API error occurred');
+    } finally {
+      fake.failures.clear();
+    }
+  });
+
   it('Keep opens a modal with the blast radius; submitting decides, updates the card in place and removes its buttons', async () => {
     const card = (await env.db.control('slack_messages').where({ kind: 'card', code: 'C-001' }).first()) as { channel: string; ts: string };
     const value = JSON.stringify({ release: 'R2', code: 'C-001', runId: (await listConflicts(env.ctx, 'R2'))[0]!.run_id, version: 1 });
