@@ -303,6 +303,10 @@ describe('validate, load and audit from Slack', () => {
     // the dangling transaction waived in Slack earlier is an orphan: validation finds it
     const first = fake.of('chat.postMessage').find((m) => String(m.text).includes('open finding'))!;
     expect(String(first.text)).toBe('R2: 1 open finding(s)');
+    // its progress message ends as a partial outcome (open findings), not with the success's check mark
+    const ended = fake.of('chat.update').filter((u) => String(u.text).includes('open finding(s)')).at(-1)!;
+    expect(JSON.stringify(ended.blocks)).toContain(':warning: *Validation of R2');
+    expect(JSON.stringify(ended.blocks)).not.toContain(':white_check_mark:');
     expect(JSON.stringify(first.blocks)).toContain('orphan');
     const finding = (await listFindings(env.ctx, 'R2', { status: 'open' }))[0]!;
     // the card's Waive button: qa_lead only, through a modal asking for the rationale
