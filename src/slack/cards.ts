@@ -5,6 +5,7 @@ import { getConflict, listConflicts, queueSummary, showConflict, type ConflictRo
 import { currentRunId } from '../engine/kernel/workArea.js';
 import { conflictCard, decidedCard, queueSummaryMessage } from '../views/blocks.js';
 import type { Message } from '../views/limits.js';
+import { slackError } from './slackErrors.js';
 
 /**
  * Posting and refreshing conflict cards and queue summaries. Posts are paced under Slack's
@@ -75,7 +76,15 @@ export class CardService {
     const runId = await currentRunId(this.ctx, release);
     const m = queueSummaryMessage(await queueSummary(this.ctx, release));
     const existing = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: runId, channel }).first();
-    if (existing) return this.update(existing.channel, existing.ts, m);
+    if (existing) {
+      try {
+        return await this.update(existing.channel, existing.ts, m);
+      } catch (err) {
+        // someone deleted the summary in Slack: it is posted anew (and stored) instead of failing the review
+        if (slackError(err) !== 'message_not_found') throw err;
+        await this.ctx.db.control('slack_messages').where({ id: existing.id }).delete();
+      }
+    }
     const where = await this.post(channel, m);
     await this.ctx.db.control('slack_messages').insert({ kind: 'summary', release, run_id: runId, code: '', channel: where.channel, ts: where.ts });
   }

@@ -4,11 +4,19 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { errorMessage, progressMessage } from '../views/blocks.js';
+import { explainSlackError, slackError } from './slackErrors.js';
+import type { Ending } from '../views/kit.js';
 import { hidePaths } from '../views/limits.js';
 import { throttled } from './throttle.js';
 
 /** Tells the user what went wrong, ephemerally; an unexpected error also goes to the log. Never silence. */
-export async function replyError(respond: RespondFn, err: unknown, where: string): Promise<void> {
+export async function replyError(respond: RespondFn, err: unknown, where: string, channel?: string): Promise<void> {
+  const explained = explainSlackError(err, channel);
+  if (explained) {
+    logger().info({ code: slackError(err), where }, 'Slack refused; the user is told what to do');
+    await respond({ response_type: 'ephemeral', replace_original: false, ...explained }).catch((e: unknown) => logger().warn({ err: redact((e as Error).message), where }, 'could not tell the user about an error'));
+    return;
+  }
   const message = redact(err instanceof Error ? (err instanceof TributaryError ? err.message : (err.message.split(' - ').pop() ?? err.message)) : String(err));
   if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error)?.stack ?? err)), where }, 'Slack handler failed');
   else logger().info({ code: err.code, where }, message);
@@ -21,8 +29,10 @@ export async function replyError(respond: RespondFn, err: unknown, where: string
 
 export interface ProgressReporter {
   step(step: string, detail?: string): void;
-  done(step: string, summary?: string): Promise<void>;
-  fail(message: string): Promise<void>;
+  /** The step's end: a success unless told otherwise (a failed gate, open findings), the icon says which. */
+  done(step: string, summary?: string, outcome?: Exclude<Ending, 'running'>): Promise<void>;
+  /** The step did not happen: a failure, or a refusal (a gate said no, nothing was changed). */
+  fail(message: string, outcome?: 'failure' | 'refusal'): Promise<void>;
 }
 
 /**
@@ -64,13 +74,13 @@ export async function progressMessageIn(deps: BotDeps, channel: string, title: s
     step(step, detail) {
       updates.push({ step, ...(detail ? { detail } : {}) });
     },
-    async done(step, summary) {
+    async done(step, summary, outcome = 'success') {
       updates.stop();
-      await send(progressMessage({ title, step, elapsedMs: Date.now() - started, state: 'done', ...(summary ? { summary } : {}), chainHead: await head() }), true);
+      await send(progressMessage({ title, step, elapsedMs: Date.now() - started, state: outcome, ...(summary ? { summary } : {}), chainHead: await head() }), true);
     },
-    async fail(message) {
+    async fail(message, outcome = 'failure') {
       updates.stop();
-      await send(progressMessage({ title, step: 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: 'failed', chainHead: await head() }), true);
+      await send(progressMessage({ title, step: outcome === 'refusal' ? 'refused' : 'failed', detail: redact(message), elapsedMs: Date.now() - started, state: outcome, chainHead: await head() }), true);
     },
   };
 }

@@ -5,8 +5,8 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
-import { confirmModal, deployProgressMessage, goNoGoCard, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
-import { textMessage } from '../views/blocks.js';
+import { confirmModal, deployProgressMessage, goNoGoCard, goPendingMessage, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
+import { channelLink, composed, mention, textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { replyError, type Runner } from './common.js';
 import { throttled } from './throttle.js';
@@ -47,7 +47,7 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, channe
     const res = await deps.client.chat.postMessage({ channel: target, text: card.text, blocks: card.blocks });
     await setDeploymentMessage(deps.ctx, d.id, { channel: res.channel ?? target, ts: res.ts });
   } catch (err) {
-    await respond({ response_type: 'ephemeral', ...textMessage(`Deployment #${d.id} is requested, but its go/no-go card could not be posted to <#${target}> (${redact((err as Error).message)}): invite the bot there, or decide with tributary deploy go ${d.id}`) });
+    await respond({ response_type: 'ephemeral', ...composed`Deployment #${d.id} is requested, but its go/no-go card could not be posted to ${channelLink(target)} (${redact((err as Error).message)}): invite the bot there, or decide with tributary deploy go ${d.id}` });
   }
 }
 
@@ -171,7 +171,8 @@ export function register(app: App, deps: BotDeps): void {
         if (!env) throw new TributaryError('usage', 'this button names no env');
         await authorize(ctx, body.user.id, await deps.groupsOf(body.user.id), 'unlock');
         const r = await unlockEnv(ctx, env, { actor: body.user.id, rationale: 'Unlock button' });
-        await respond({ response_type: 'in_channel', replace_original: false, ...textMessage(r.was ? `${env} unlocked by <@${body.user.id}> (it was held by ${r.was.holder}).` : `${env} was not locked.`) });
+        // an unlock is news for the channel; a press that changed nothing answers the presser only
+        await respond({ response_type: r.was ? 'in_channel' : 'ephemeral', replace_original: false, ...(r.was ? composed`${env} unlocked by ${mention(body.user.id)} (it was held by ${mention(r.was.holder)}).` : composed`${env} was not locked.`) });
       } catch (err) {
         await replyError(respond, err, 'unlock');
       }
@@ -208,6 +209,7 @@ export function register(app: App, deps: BotDeps): void {
       await ack();
       deps.background(() => refreshGoCard(deps, ref.id).catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not refresh the go/no-go card')));
       if (res.ready) runInBackground(deps, ref.id, user, res.deployment.slack.channel ?? channelOf(deps, ''), (progress) => executeDeployment(ctx, ref.id, { actor: user, progress }));
+      else if (ref.decision === 'go' && res.deployment.status === 'awaiting-go') deps.background(() => tellWhoElse(deps, ref, user, res.needed));
     } catch (err) {
       const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was decided. Try again, or use the CLI.';
       if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'deployment decision failed');
@@ -215,6 +217,19 @@ export function register(app: App, deps: BotDeps): void {
       if (err instanceof TributaryError && err.code === 'already_decided') deps.background(() => refreshGoCard(deps, ref.id).catch(() => undefined));
     }
   });
+}
+
+/** A Go that does not complete the quorum: the one who said it hears who else must say Go (only they see it). */
+async function tellWhoElse(deps: BotDeps, ref: DecideRef, user: string, needed: number): Promise<void> {
+  const d = await getDeployment(deps.ctx.db.control, ref.id);
+  const gos = (await decisionsOf(deps.ctx.db.control, ref.id)).filter((x) => x.decision === 'go').map((x) => x.actor);
+  const m = goPendingMessage(d, gos, needed, deps.ctx.config.roles.release_manager);
+  const channel = ref.channel ?? d.slack.channel ?? channelOf(deps, '');
+  try {
+    await deps.client.chat.postEphemeral({ channel, user, text: m.text, blocks: m.blocks });
+  } catch (err) {
+    logger().warn({ err: redact((err as Error).message), deployment: ref.id }, 'could not tell the release manager who else must say Go');
+  }
 }
 
 async function recordResume(deps: BotDeps, id: number, user: string): Promise<void> {

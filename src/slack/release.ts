@@ -15,13 +15,14 @@ import { BY_ID, flagsOf, TABLE, type CommandDef, type Parsed } from '../commands
 import { redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { COMMANDS } from './ids.js';
-import { auditCard, conflictListMessage, errorMessage, helpMessage, loadCard, preMessage, statusMessage, textMessage, validationCard } from '../views/blocks.js';
+import { auditCard, channelLink, composed, conflictListMessage, errorMessage, helpMessage, loadCard, preMessage, statusMessage, textMessage, validationCard } from '../views/blocks.js';
 import { type Message, esc, hidePaths } from '../views/limits.js';
 import { renderAuditSummary } from '../views/audit.js';
 import { assertReloadConfirmed, type LoadResult } from '../engine/load/index.js';
 import { renderCarried, renderCounts } from '../views/text.js';
 import { autoResolvedAnswer } from './autoResolved.js';
 import { inProgress, replyError, type Outcome, type Runner } from './common.js';
+import { explainSlackError } from './slackErrors.js';
 import { openApproveFromCommand, runPromote, runTestCommand } from './testing.js';
 import { openDecisionFromCommand as openConflictDecision } from './review.js';
 import { openFindingDecisionFromCommand, openWaiveFromCommand } from './findings.js';
@@ -117,8 +118,14 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
     run: async (deps, respond, r) => {
       const channel = deps.ctx.config.slack.reviewChannel ?? r.channel;
       const open = await listConflicts(deps.ctx, rel(r), { status: 'open' });
-      await respond({ response_type: 'ephemeral', ...textMessage(`Posting ${open.length} open conflict card(s) of ${rel(r)} to <#${channel}>, highest priority first.`) });
-      await deps.cards.postCards(rel(r), channel);
+      await respond({ response_type: 'ephemeral', ...composed`Posting ${open.length} open conflict card(s) of ${rel(r)} to ${channelLink(channel)}, highest priority first.` });
+      try {
+        await deps.cards.postCards(rel(r), channel);
+      } catch (err) {
+        // a refusal a person can fix (the bot not invited, an archived channel…) names the review channel
+        if (!explainSlackError(err)) throw err;
+        await replyError(respond, err, '/release review', channel);
+      }
     },
   },
 };
@@ -180,7 +187,7 @@ async function runFor(deps: BotDeps, respond: RespondFn, def: CommandDef, r: Req
   const title = `${esc(def.id)} ${Object.values(r.parsed.args).filter(Boolean).map((a) => esc(a!)).join(' ')} by <@${r.user}>`;
   await inProgress(deps, respond, ctx.config.slack.releaseChannel ?? r.channel, title, 'starting', async (progress) => {
     const o = await run((line) => progress.step(line));
-    await (o.code === 0 ? progress.done('done', hidePaths(o.text)) : progress.fail(hidePaths(o.text)));
+    await (o.code === 0 ? progress.done('done', hidePaths(o.text)) : progress.fail(hidePaths(o.text), o.code === 3 ? 'refusal' : 'failure'));
   });
   await afterRun(deps, def, r);
 }
@@ -243,7 +250,7 @@ async function runTag(deps: BotDeps, respond: RespondFn, r: Request, run: Runner
   await inProgress(deps, respond, r.channel, `Tag & lock ${esc(rel(r))}${env ? ` (${esc(env)})` : ''} by <@${r.user}>`, 'checking tags', async (progress) => {
     // untagged rows: the offenders, as the CLI lists them
     const o = await run();
-    await (o.code === 0 ? progress.done('locked', o.text) : progress.fail(o.text));
+    await (o.code === 0 ? progress.done('locked', o.text) : progress.fail(o.text, o.code === 3 ? 'refusal' : 'failure'));
   });
 }
 
@@ -266,7 +273,7 @@ async function runConsolidate(deps: BotDeps, respond: RespondFn, r: Request, run
 async function runValidate(deps: BotDeps, respond: RespondFn, r: Request, run: Runner): Promise<void> {
   await inProgress(deps, respond, r.channel, `Validation of ${esc(rel(r))} by <@${r.user}>`, 'integrity checks and data tests', async (progress) => {
     const v = (await run()).value as ValidationReport;
-    await progress.done(v.counts.open === 0 ? 'valid' : `${v.counts.open} open finding(s)`);
+    await progress.done(v.counts.open === 0 ? 'valid' : `${v.counts.open} open finding(s)`, undefined, v.counts.open === 0 ? 'success' : 'partial');
     await postResult(deps, respond, r.channel, validationCard(v));
   });
 }

@@ -5,7 +5,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from './ids.js';
-import { conflictCard, decisionModal, textMessage, who, type CardRef, type ModalMeta } from '../views/blocks.js';
+import { composed, conflictCard, mention, decisionModal, textMessage, type CardRef, type ModalMeta } from '../views/blocks.js';
 import { replyError } from './common.js';
 
 /**
@@ -67,7 +67,7 @@ async function staleCheck(deps: BotDeps, ref: CardRef, respond: RespondFn): Prom
   }
   if (c.status === 'decided') {
     await deps.cards.refresh(ref.release, ref.code);
-    await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`${c.code} was already decided by ${who(c.decided_by)}; the card is refreshed.`) });
+    await respond({ response_type: 'ephemeral', replace_original: false, ...composed`${c.code} was already decided by ${mention(c.decided_by)}; the card is refreshed.` });
     return undefined;
   }
   return c;

@@ -65,7 +65,7 @@ export async function runTestCommand(deps: BotDeps, respond: RespondFn, user: st
   const target = deps.ctx.config.slack.releaseChannel ?? channel;
   await inProgress(deps, respond, target, `${esc(release)} ${tierLabel(req.tier, req.feature)}${req.env ? ` on ${esc(req.env)}` : ''} by <@${user}>`, 'starting', async (progress) => {
     const r = (await run((line) => progress.step('running shards', line))).value as TestRunReport;
-    await progress.done(r.gate.passed ? 'passed' : 'failed', `${r.totals.passed}/${r.totals.total - r.totals.skipped} passed (${r.totals.passRate}%)`);
+    await progress.done(r.gate.passed ? 'passed' : 'failed', `${r.totals.passed}/${r.totals.total - r.totals.skipped} passed (${r.totals.passRate}%)`, r.gate.passed ? 'success' : 'failure');
     await post(deps, respond, target, testRunCard(r));
     await uploadReports(deps, respond, target, r);
   });

@@ -5,7 +5,7 @@ import type { LoadResult } from '../engine/load/index.js';
 import type { FindingDecisionOutcome, ValidationReport } from '../engine/validate/index.js';
 import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, hidePaths, LIMITS, type Message } from './limits.js';
-import { button, chainHeadContext, context, header, plain, section } from './kit.js';
+import { button, chainHeadContext, context, header, ENDING_ICON, type Ending, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 import { renderFindingDecision } from './validation.js';
 
@@ -69,6 +69,29 @@ export function textMessage(text: string): Message {
   return checkMessage({ text: clip(text, 3000), blocks: [section(esc(text))] });
 }
 
+/** A mention or channel link the bot composes: Slack renders it, so it is not escaped. */
+export interface Ref {
+  readonly ref: string;
+}
+/** A person by their Slack id (`<@U…>`); anyone else (cli:alice, a group) by name, escaped. */
+export const mention = (id: string | null | undefined): Ref | string => (id && /^[UW][A-Z0-9]+$/.test(id) ? { ref: `<@${id}>` } : (id ?? 'someone'));
+/** A channel by its Slack id (`<#C…>`); a name is shown as typed, escaped. */
+export const channelLink = (id: string): Ref | string => (/^[CG][A-Z0-9_]+$/.test(id) ? { ref: `<#${id}>` } : id);
+
+/**
+ * A reply the bot composes, as a tagged template: what is interpolated is escaped (users typed it: names,
+ * rationales, release names), except the mentions and channel links made by `mention` and `channelLink`,
+ * which render as people and channels instead of literal `<@U…>`.
+ */
+export function composed(parts: TemplateStringsArray, ...values: (string | number | Ref | (string | Ref)[])[]): Message {
+  const one = (v: string | number | Ref) => (typeof v === 'object' ? v.ref : esc(v));
+  let out = esc(parts[0]);
+  values.forEach((v, i) => {
+    out += (Array.isArray(v) ? v.map(one).join(', ') : one(v)) + esc(parts[i + 1]);
+  });
+  return checkMessage({ text: clip(out, 3000), blocks: [section(out)] });
+}
+
 export function errorMessage(raw: string): Message {
   const text = hidePaths(raw);
   return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${esc(text)}`)] });
@@ -97,14 +120,15 @@ export interface Progress {
   step: string;
   detail?: string;
   elapsedMs: number;
-  state: 'running' | 'done' | 'failed';
+  /** How the step ended (or that it still runs): its icon says it. */
+  state: Ending;
   summary?: string;
   /** On the final message of a step: the newest audit event, a witness kept outside the database. */
   chainHead?: { seq: number; hash: string } | null;
 }
 
 export function progressMessage(p: Progress): Message {
-  const icon = p.state === 'running' ? ':hourglass_flowing_sand:' : p.state === 'done' ? ':white_check_mark:' : ':x:';
+  const icon = ENDING_ICON[p.state];
   const secs = `${(p.elapsedMs / 1000).toFixed(1)}s`;
   const line = `${icon} *${p.title}*: ${esc(p.step)}${p.detail ? ` (${esc(p.detail)})` : ''} · ${secs}`;
   const blocks: KnownBlock[] = [section(line)];

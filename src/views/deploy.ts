@@ -2,7 +2,8 @@ import type { KnownBlock, ModalView } from '@slack/types';
 import { standing, type Bundle, type Deployment, type GoDecision, type StepState } from '../engine/deploy/index.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
-import { chainHeadContext, context, plain, section } from './kit.js';
+import { composed, mention } from './blocks.js';
+import { chainHeadContext, context, ENDING_ICON, type Ending, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
 /** Deployments as text (CLI) and Block Kit (go/no-go card, progress, rollback and interrupted cards). */
@@ -100,16 +101,30 @@ export function confirmModal(ref: DecideRef, summary: string): ModalView {
   });
 }
 
-const STATE_ICON: Partial<Record<Deployment['status'], string>> = {
-  succeeded: ':white_check_mark:',
-  'rolled-back': ':leftwards_arrow_with_hook:',
-  'restored-smoke-failing': ':warning:',
-  'rollback-failed': ':rotating_light:',
+/**
+ * What a deployment's state means for the people watching: still going, succeeded, refused (rejected at
+ * its go/no-go, expired, cancelled: nothing ran), partial (rolled back: the env is restored, the release is
+ * not on it) or failed (the rollback itself failed). Every state is named, so none keeps the hourglass by default.
+ */
+const STATE_ENDING: Record<Deployment['status'], Ending> = {
+  'awaiting-go': 'running',
+  scheduled: 'running',
+  approved: 'running',
+  running: 'running',
+  'rolling-back': 'running',
+  succeeded: 'success',
+  'rolled-back': 'partial',
+  'restored-smoke-failing': 'partial',
+  'rollback-failed': 'failure',
+  rejected: 'refusal',
+  expired: 'refusal',
+  cancelled: 'refusal',
 };
+export const deploymentIcon = (status: Deployment['status']): string => ENDING_ICON[STATE_ENDING[status] ?? 'running'];
 
 /** One message updated in place while the sequence (or the rollback) runs: every step with its timing. */
 export function deployProgressMessage(d: Deployment, head?: { seq: number; hash: string } | null): Message {
-  const blocks: KnownBlock[] = [section(`${STATE_ICON[d.status] ?? ':hourglass_flowing_sand:'} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)}${MEANING[d.status] ? ` (${esc(MEANING[d.status]!)})` : ''} · code \`${esc(d.code_version)}\``)];
+  const blocks: KnownBlock[] = [section(`${deploymentIcon(d.status)} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)}${MEANING[d.status] ? ` (${esc(MEANING[d.status]!)})` : ''} · code \`${esc(d.code_version)}\``)];
   if (d.steps.length) blocks.push(section(d.steps.map((s) => stepLine(s, true)).join('\n')));
   if (d.undo.length) blocks.push(section(`*Rollback* (reverse order)\n${d.undo.map((s) => stepLine(s, true)).join('\n')}`));
   if (d.cause) blocks.push(context(`Cause: ${esc(clip(d.cause, 1000))}`));
@@ -125,7 +140,7 @@ const ROLLBACK_OUTCOME: Partial<Record<Deployment['status'], string>> = {
 /** After a rollback: what happened and why; the env stays locked until a release_manager unlocks it. */
 export function rollbackCard(d: Deployment, locked: boolean): Message {
   const blocks: KnownBlock[] = [
-    section(`${STATE_ICON[d.status] ?? ':rotating_light:'} *${esc(d.release)} on ${esc(d.env)} ${ROLLBACK_OUTCOME[d.status] ?? 'was NOT fully rolled back'}* (deployment #${d.id}): ${esc(clip(d.cause ?? '', 1500))}`),
+    section(`${deploymentIcon(d.status)} *${esc(d.release)} on ${esc(d.env)} ${ROLLBACK_OUTCOME[d.status] ?? 'was NOT fully rolled back'}* (deployment #${d.id}): ${esc(clip(d.cause ?? '', 1500))}`),
     section(d.undo.map((s) => stepLine(s, true)).join('\n') || 'nothing to undo'),
   ];
   if (d.status === 'rollback-failed') blocks.push(context(`Where it stands: ${esc(clip(standing(d), 500))}`));
@@ -185,4 +200,18 @@ export function renderBundle(b: Bundle & { created?: boolean }): string {
 export function renderBundleList(release: string, list: Bundle[]): string {
   if (list.length === 0) return `No bundles of ${release} yet: tributary bundle ${release} --code <version>`;
   return [`Bundles of ${release}:`, ...list.map((b) => `  v${b.version}  code ${b.codeVersion}  data ${b.dataFingerprint.slice(0, 12)}  ${b.tables.reduce((n, t) => n + t.rows, 0).toLocaleString('en-US')} rows  ${b.createdAt} by ${b.createdBy}`)].join('\n');
+}
+
+/**
+ * To a release manager whose Go did not complete the quorum: how many more Go are needed, and from whom
+ * (the release managers who have not said Go; one of them other than the requester, who never suffices alone).
+ */
+export function goPendingMessage(d: Pick<Deployment, 'id' | 'release' | 'requested_by'>, gos: string[], needed: number, managers: string[]): Message {
+  const more = Math.max(needed - gos.length, 1);
+  const onlyRequester = gos.every((g) => g === d.requested_by);
+  const who = managers.filter((m) => !gos.includes(m)).map(mention);
+  const from = who.length ? who : ['any release_manager (roles.release_manager is open)'];
+  return onlyRequester
+    ? composed`Your Go on deployment #${d.id} of ${d.release} is recorded; nothing runs yet. ${more} more Go needed, from a release_manager other than ${mention(d.requested_by)} (who asked for it): ${from}.`
+    : composed`Your Go on deployment #${d.id} of ${d.release} is recorded (${gos.length} of ${needed}); nothing runs yet. ${more} more Go needed, from: ${from}.`;
 }

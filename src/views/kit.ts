@@ -16,3 +16,17 @@ export function button(text: string, actionId: string, value: string, style?: 'p
 /** The audit chain's newest event, on a step's final message: a witness kept outside the database. */
 export const chainHeadContext = (head: { seq: number; hash: string }): KnownBlock =>
   context(`Audit chain head #${head.seq} \`${head.hash}\` (a witness outside the database: \`tributary audit verify --head <hash>\`)`);
+
+/**
+ * How a step ended, and the one icon each outcome shows (progress messages, deployment cards): success,
+ * failure, a refusal (nothing was done) and a partial outcome (done, with something left to act on) never
+ * look alike, and only a step still running shows the hourglass.
+ */
+export type Ending = 'running' | 'success' | 'failure' | 'refusal' | 'partial';
+export const ENDING_ICON: Record<Ending, string> = {
+  running: ':hourglass_flowing_sand:',
+  success: ':white_check_mark:',
+  failure: ':x:',
+  refusal: ':no_entry:',
+  partial: ':warning:',
+};

@@ -72,6 +72,17 @@ function totalsFields(label: string, t: Totals): string {
   return `*${label}*\n${t.total} tests · :white_check_mark: ${t.passed} (${pct(t.passed, t.total)}) · :x: ${failed} (${pct(failed, t.total)}) · :fast_forward: ${t.skipped} (${pct(t.skipped, t.total)})\npass rate *${t.passRate}%*`;
 }
 
+/**
+ * All tests, then the new features' and the earlier releases' shares, each only when the run has tests of
+ * it: a smoke run (no feature tests) or a first run (no earlier release) shows no "0 tests · pass rate 0%".
+ */
+function totalsGroups(r: TestRunReport): [string, Totals][] {
+  const groups: [string, Totals][] = [['All', r.totals]];
+  if (r.totals.newFeatures.total > 0) groups.push(['New features', r.totals.newFeatures]);
+  if (r.totals.regression.total > 0) groups.push(['Regression of earlier releases', r.totals.regression]);
+  return groups;
+}
+
 export interface ApprovalView {
   by: string;
   at: Date | string;
@@ -84,7 +95,7 @@ export function testRunCard(r: TestRunReport, approval?: ApprovalView): Message 
   const icon = r.gate.passed ? ':white_check_mark:' : ':no_entry:';
   const blocks: KnownBlock[] = [
     section(`${icon} *${esc(r.release)} · ${esc(tierLabel(r.tier))} on ${esc(r.env)}*: gate ${r.gate.passed ? '*passed*' : '*failed*'}${r.gate.reasons.length ? `: ${esc(r.gate.reasons.join('; '))}` : ''}`),
-    { type: 'section', fields: [md(clip(totalsFields('All', r.totals), LIMITS.fieldText)), md(clip(totalsFields('New features', r.totals.newFeatures), LIMITS.fieldText)), md(clip(totalsFields('Regression of earlier releases', r.totals.regression), LIMITS.fieldText))] },
+    { type: 'section', fields: totalsGroups(r).map(([label, t]) => md(clip(totalsFields(label, t), LIMITS.fieldText))) },
   ];
   const feats = Object.entries(r.totals.perFeature).sort(([a], [b]) => a.localeCompare(b));
   if (feats.length) blocks.push(section(`*Per feature*: ${feats.map(([f, x]) => `${esc(f)} ${x.passed}/${x.total - x.skipped}`).join(' · ')}`));

@@ -137,6 +137,9 @@ describe('consolidation, cards and decisions', () => {
     const posts = fake.of('chat.postMessage');
     expect(posts.every((p) => p.channel === 'C_REVIEW')).toBe(true);
     expect(posts.map((p) => String(p.text).slice(0, 9))).toEqual(['C-001 P1 ', 'C-002 P1 ', 'C-003 P3 ', 'Review qu']);
+    // the reply to the person links the channel (not the literal text "<#C_REVIEW>" escaped)
+    const reply = fake.of('response_url').find((m) => String(m.text).startsWith('Posting'))!;
+    expect(JSON.stringify(reply.blocks)).toContain('to <#C_REVIEW>, highest priority first');
     const card = posts[0]!.blocks as Blocks;
     const buttons = card.find((b) => b.type === 'actions')!.elements!.map((e) => e.text.text);
     expect(buttons).toEqual(['Keep ST-1', 'Keep ST-2', 'Keep ST-3', 'Keep both (rename)', 'Merge', 'Delete both']);
@@ -146,6 +149,30 @@ describe('consolidation, cards and decisions', () => {
     await send(slashBody(fake, 'review R2', 'U0LEAD'));
     await vi.waitFor(() => expect(fake.of('chat.update')).toHaveLength(1), { timeout: 60_000 });
     expect(fake.of('chat.postMessage')).toHaveLength(0);
+  });
+
+  it('/release review re-posts a queue summary deleted in Slack, and explains a channel the bot is not in, posting nothing', async () => {
+    const before = await env.db.control('slack_messages').where({ kind: 'summary', release: 'R2' }).first();
+    fake.failures.set('chat.update', 'message_not_found');
+    try {
+      await send(slashBody(fake, 'review R2', 'U0LEAD'));
+      await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1), { timeout: 60_000 });
+      expect(String(fake.of('chat.postMessage')[0]!.text)).toMatch(/^Review qu/);
+      await vi.waitFor(async () => expect((await env.db.control('slack_messages').where({ kind: 'summary', release: 'R2' }).first())?.ts).not.toBe(before.ts), { timeout: 60_000 });
+      expect(fake.of('response_url').some((m) => String(m.text).startsWith('Sorry'))).toBe(false);
+
+      // the bot was never invited: the person is told to /invite it, in the review channel, and nothing is posted
+      fake.reset();
+      fake.failures.set('chat.postMessage', 'not_in_channel');
+      await send(slashBody(fake, 'review R2', 'U0LEAD'));
+      await vi.waitFor(() => expect(fake.of('response_url').some((m) => String(m.text).includes('/invite'))).toBe(true), { timeout: 60_000 });
+      const told = fake.of('response_url').find((m) => String(m.text).includes('/invite'))!;
+      expect(told.response_type).toBe('ephemeral');
+      expect(JSON.stringify(told.blocks)).toContain('The bot is not in <#C_REVIEW>: type /invite @tributary there, then try again.');
+      expect(JSON.stringify(fake.of('response_url'))).not.toContain('An API error occurred');
+    } finally {
+      fake.failures.clear();
+    }
   });
 
   it('Keep opens a modal with the blast radius; submitting decides, updates the card in place and removes its buttons', async () => {
@@ -276,6 +303,10 @@ describe('validate, load and audit from Slack', () => {
     // the dangling transaction waived in Slack earlier is an orphan: validation finds it
     const first = fake.of('chat.postMessage').find((m) => String(m.text).includes('open finding'))!;
     expect(String(first.text)).toBe('R2: 1 open finding(s)');
+    // its progress message ends as a partial outcome (open findings), not with the success's check mark
+    const ended = fake.of('chat.update').filter((u) => String(u.text).includes('open finding(s)')).at(-1)!;
+    expect(JSON.stringify(ended.blocks)).toContain(':warning: *Validation of R2');
+    expect(JSON.stringify(ended.blocks)).not.toContain(':white_check_mark:');
     expect(JSON.stringify(first.blocks)).toContain('orphan');
     const finding = (await listFindings(env.ctx, 'R2', { status: 'open' }))[0]!;
     // the card's Waive button: qa_lead only, through a modal asking for the rationale

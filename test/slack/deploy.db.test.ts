@@ -73,6 +73,11 @@ describe('/release deploy and /rollback', () => {
     await vi.waitFor(() => expect(fake.of('chat.update').length).toBeGreaterThan(0), { timeout: 60_000 });
     expect(JSON.stringify(fake.of('chat.update').at(-1)!.blocks)).toContain('*Go* by <@U0RM1>');
     expect((await env.db.control('deployments').first()).status).toBe('awaiting-go');
+    // ... and the requester hears (only they) who else must say Go
+    await vi.waitFor(() => expect(fake.of('chat.postEphemeral')).toHaveLength(1), { timeout: 60_000 });
+    const told = fake.of('chat.postEphemeral')[0]!;
+    expect(told.user).toBe('U0RM1');
+    expect(JSON.stringify(told.blocks)).toContain('1 more Go needed, from a release_manager other than <@U0RM1> (who asked for it): <@U0RM2>.');
 
     expect(await clickAndConfirm('U0RM2', ACTIONS.deployGo, go.value, 'reviewed the tier 2 report')).toBe('');
     await vi.waitFor(async () => expect((await env.db.control('deployments').first()).status).toBe('succeeded'), { timeout: 120_000 });
@@ -116,7 +121,16 @@ describe('/release deploy and /rollback', () => {
     await send(actionBody(fake, 'U0RM1', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
     await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('production unlocked by <@U0RM1>');
+    // the bot's mentions render: not escaped into literal text
+    expect(JSON.stringify(fake.of('response_url')[0]!.blocks)).toContain('unlocked by <@U0RM1> (it was held by <@U0RM2>)');
+    expect(fake.of('response_url')[0]!.response_type).toBe('in_channel');
     expect(await env.db.control('env_locks')).toHaveLength(0);
+    // a second press changed nothing: only the presser hears it
+    fake.reset();
+    await send(actionBody(fake, 'U0RM2', ACTIONS.deployUnlock, unlock.value, { channel: 'C_REL', ts: String(rolled.ts ?? '1') }));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
+    expect(String(fake.of('response_url')[0]!.text)).toBe('production was not locked.');
+    expect(fake.of('response_url')[0]!.response_type).toBe('ephemeral');
   });
 });
 

@@ -54,7 +54,12 @@ describe('/release test and approve', () => {
     fake.reset();
     await send(slashBody(fake, 'test R2 --tier 1', 'U0REV'));
     await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
-    expect(String(fake.of('response_url')[0]!.text)).toContain('test needs the qa_lead role');
+    // a refusal names the role needed and where it is granted (the config, by whoever runs the bot)
+    expect(String(fake.of('response_url')[0]!.text)).toContain('test needs the qa_lead role; whoever runs the Tributary bot grants it by adding you to roles.qa_lead in its config');
+    fake.reset();
+    await send(slashBody(fake, 'review R2', 'U0RM'));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
+    expect(String(fake.of('response_url')[0]!.text)).toContain('review needs the reviewer or qa_lead role; whoever runs the Tributary bot grants it by adding you to roles.reviewer in its config');
   });
 
   it('tier 1 reports in one progress message, posts the summary card and uploads the reports', async () => {
@@ -70,6 +75,7 @@ describe('/release test and approve', () => {
     const updates = fake.of('chat.update');
     expect(updates.length).toBeGreaterThan(0);
     expect(updates.every((u) => u.ts === updates[0]!.ts)).toBe(true);
+    expect(JSON.stringify(updates.at(-1)!.blocks)).toContain(':white_check_mark: *R2 tier 1');
     const files = fake.of('file_upload').map((f) => String(f.body));
     expect(files.some((f) => f.includes('Gate: PASSED'))).toBe(true);
     expect(files.some((f) => f.includes('<testsuites'))).toBe(true);
@@ -83,6 +89,10 @@ describe('/release test and approve', () => {
     await vi.waitFor(() => expect(fake.of('chat.postMessage').some((p) => String(p.text).startsWith('R2 tier 2:'))).toBe(true), { timeout: 120_000 });
     const card = fake.of('chat.postMessage').find((p) => String(p.text).startsWith('R2 tier 2:'))!;
     expect(String(card.text)).toContain('failed');
+    // the progress message of a failed run ends with the failure's icon, never the success's
+    const last = JSON.stringify(fake.of('chat.update').at(-1)!.blocks);
+    expect(last).toMatch(/^\[\{"type":"section","text":\{"type":"mrkdwn","text":":x: \*R2 tier 2/);
+    expect(last).not.toContain(':white_check_mark:');
     const button = (card.blocks as Blocks).flatMap((b) => b.elements ?? []).find((e) => e.action_id === ACTIONS.approve)!;
     expect(button.text.text).toBe('Approve with override…');
 

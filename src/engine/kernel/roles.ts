@@ -10,13 +10,14 @@ import type { Ctx } from './context.js';
  */
 export type Role = 'reviewer' | 'qa_lead' | 'release_manager';
 
+/** Per action, the roles that may do it, the narrowest first: a refusal names that one as the role to be granted. */
 export const NEEDS: Record<string, Role[]> = {
   decide: ['reviewer', 'qa_lead'],
   tag: ['qa_lead'],
   consolidate: ['qa_lead'],
-  review: ['qa_lead', 'reviewer'],
+  review: ['reviewer', 'qa_lead'],
   waive: ['qa_lead'],
-  validate: ['qa_lead', 'reviewer'],
+  validate: ['reviewer', 'qa_lead'],
   load: ['qa_lead'],
   /** `tributary export`: a validated release as a signed transfer package (cloud side). */
   export: ['qa_lead'],
@@ -54,5 +55,5 @@ export async function authorize(ctx: Ctx, user: string, groups: string[], action
   });
   if (ok) return;
   await recordAudit(ctx.db.control, { actor: user, action: 'auth.refused', ...(release ? { release } : {}), subject: action, details: { needed } });
-  throw new TributaryError('forbidden', `${action} needs the ${needed.join(' or ')} role; ask a qa_lead to add you to roles.${needed[0]} in the Tributary config`, { needed });
+  throw new TributaryError('forbidden', `${action} needs the ${needed.join(' or ')} role; whoever runs the Tributary bot grants it by adding you to roles.${needed[0]} in its config`, { needed });
 }
