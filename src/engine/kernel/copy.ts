@@ -150,7 +150,8 @@ function drain(): NodeJS.WritableStream {
   return new Transform({ transform: (_c, _e, cb) => cb() }).resume();
 }
 
-function fsyncFile(file: string): void {
+/** Flushes a written file to disk before anything relies on it (bundles, archives, packages). */
+export function fsyncFile(file: string): void {
   const fd = fs.openSync(file, 'r');
   try {
     fs.fsyncSync(fd);

@@ -10,7 +10,7 @@ import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
-import { copyFromFile, copyToFile } from '../kernel/copy.js';
+import { copyFromFile, copyToFile, fsyncFile } from '../kernel/copy.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { partitionName } from '../kernel/master.js';
 import { masterPartitions, type MasterPartition } from './coverage.js';
@@ -112,15 +112,6 @@ async function sha256(file: string): Promise<string> {
   const h = crypto.createHash('sha256');
   await pipeline(fs.createReadStream(file), h);
   return h.digest('hex');
-}
-
-function fsyncFile(file: string): void {
-  const fd = fs.openSync(file, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');

@@ -5,7 +5,7 @@
  * record (lineage.ts, `why`), and the audit summary and chain verification (auditTrail.ts).
  */
 export { auditSummary, chainHead, releaseEvents, verifyChain } from './auditTrail.js';
-export type { AuditSummary, ChainReport, StepName, StepTime } from './auditTrail.js';
+export type { AuditEventView, AuditSummary, ChainReport, StepName, StepTime } from './auditTrail.js';
 export { why } from './lineage.js';
 export type { Lineage } from './lineage.js';
 export { releaseStatus, resultCounts, resultRecords } from './status.js';

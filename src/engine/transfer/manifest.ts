@@ -1,5 +1,6 @@
 import type { SignedManifest } from '../kernel/package.js';
 import type { UserType } from '../kernel/types.js';
+import type { AuditEventView } from '../report/index.js';
 
 /** The transfer package's manifest (manifest.json), signed by the cloud side's key. */
 export const TRANSFER_FORMAT = 'tributary-transfer-v1';
@@ -25,18 +26,7 @@ export interface LineageFile {
 }
 
 /** A travelled audit event, exactly as the cloud's chain holds it (at: ISO UTC with microseconds). */
-export interface TravelledEvent {
-  id: number;
-  seq: number | null;
-  at: string;
-  actor: string;
-  action: string;
-  release: string | null;
-  subject: string | null;
-  details: Record<string, unknown>;
-  prev_hash: string | null;
-  hash: string | null;
-}
+export type TravelledEvent = AuditEventView;
 
 export interface TransferManifest extends SignedManifest {
   release: string;
