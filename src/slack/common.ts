@@ -1,4 +1,5 @@
-import type { RespondFn } from '@slack/bolt';
+import type { AckFn, RespondFn, ViewOutput, ViewResponseAction } from '@slack/bolt';
+import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 import { chainHead } from '../engine/report/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -25,6 +26,36 @@ export async function replyError(respond: RespondFn, err: unknown, where: string
   } catch (e) {
     logger().warn({ err: redact((e as Error).message), where }, 'could not tell the user about an error');
   }
+}
+
+/**
+ * A decision form's submission, read once for every modal (decisions, patterns, findings, waivers,
+ * approvals, Go / No-go, rollbacks): its private metadata and its rationale, checked by the engine's rule
+ * (kernel/rationale.ts) before anything runs. When either is unusable the form itself is answered, on
+ * the rationale's field, and nothing is returned. `again` says how to reopen the form ("click the card
+ * again"); a form whose rationale is optional passes `rationale: 'optional'` (the engine checks it then).
+ */
+export async function readSubmission<T>(
+  ack: AckFn<ViewResponseAction> | AckFn<void>,
+  view: ViewOutput,
+  block: string,
+  again: string,
+  opts: { rationale?: 'required' | 'optional'; why?: string } = {},
+): Promise<{ meta: T; rationale: string } | undefined> {
+  const refuse = (message: string) => (ack as AckFn<ViewResponseAction>)({ response_action: 'errors', errors: { [block]: message } });
+  let meta: T;
+  try {
+    meta = JSON.parse(view.private_metadata) as T;
+  } catch {
+    await refuse(`This form is damaged; close it and ${again}.`);
+    return undefined;
+  }
+  const rationale = view.state.values[block]?.value?.value?.trim() ?? '';
+  if ((opts.rationale ?? 'required') === 'required' && rationale.replace(/\s/g, '').length < RATIONALE_MIN) {
+    await refuse(`Say why (at least a few words): ${opts.why ?? 'the rationale goes to the audit trail'}.`);
+    return undefined;
+  }
+  return { meta, rationale };
 }
 
 export interface ProgressReporter {

@@ -8,7 +8,7 @@ import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { confirmModal, deployProgressMessage, goNoGoCard, goPendingMessage, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
 import { channelLink, composed, mention, textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
-import { replyError, type Runner } from './common.js';
+import { readSubmission, replyError, type Runner } from './common.js';
 import { throttled } from './throttle.js';
 import { chainHead } from '../engine/report/index.js';
 
@@ -181,18 +181,9 @@ export function register(app: App, deps: BotDeps): void {
 
   app.view(VIEWS.deployDecide, async ({ ack, body, view }) => {
     const user = body.user.id;
-    let ref: DecideRef;
-    try {
-      ref = JSON.parse(view.private_metadata) as DecideRef;
-    } catch {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.deployRationale]: 'This form is damaged; close it and press the button again.' } });
-      return;
-    }
-    const rationale = view.state.values[BLOCKS.deployRationale]?.value?.value?.trim() ?? '';
-    if (rationale.length < 3) {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.deployRationale]: 'Say why (at least a few words): it goes to the audit trail.' } });
-      return;
-    }
+    const form = await readSubmission<DecideRef>(ack, view, BLOCKS.deployRationale, 'press the button again', { why: 'it goes to the audit trail' });
+    if (!form) return;
+    const { meta: ref, rationale } = form;
     try {
       await authorize(ctx, user, await deps.groupsOf(user), ref.decision === 'rollback' ? 'rollback' : 'go', ref.release);
       if (ref.decision === 'rollback') {

@@ -8,7 +8,7 @@ import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { findingDecisionModal, textMessage, waiveModal } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
-import { replyError } from './common.js';
+import { readSubmission, replyError } from './common.js';
 
 /**
  * Validation findings in Slack: the result card's "Waive F-003…" buttons (qa_lead) open a modal asking
@@ -66,14 +66,10 @@ export function register(app: App, deps: BotDeps): void {
 
   app.view(VIEWS.decideFinding, async ({ ack, body, view }) => {
     const user = body.user.id;
-    let meta: { release: string; code: string; decision: Decision; channel?: string };
-    try {
-      meta = JSON.parse(view.private_metadata) as typeof meta;
-    } catch {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.findingRationale]: 'This form is damaged; close it and run the command again.' } });
-      return;
-    }
-    const rationale = view.state.values[BLOCKS.findingRationale]?.value?.value?.trim() ?? '';
+    // the rationale is checked by the engine here, which answers on the form with its own words
+    const form = await readSubmission<{ release: string; code: string; decision: Decision; channel?: string }>(ack, view, BLOCKS.findingRationale, 'run the command again', { rationale: 'optional' });
+    if (!form) return;
+    const { meta, rationale } = form;
     try {
       await authorize(ctx, user, await deps.groupsOf(user), 'decide', meta.release);
       await decideFinding(ctx, meta.release, meta.code, meta.decision, { actor: user, rationale });
@@ -95,18 +91,9 @@ export function register(app: App, deps: BotDeps): void {
 
   app.view(VIEWS.waiveFinding, async ({ ack, body, view }) => {
     const user = body.user.id;
-    let ref: WaiveRef;
-    try {
-      ref = JSON.parse(view.private_metadata) as WaiveRef;
-    } catch {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.waiveRationale]: 'This form is damaged; close it and press Waive again.' } });
-      return;
-    }
-    const rationale = view.state.values[BLOCKS.waiveRationale]?.value?.value?.trim() ?? '';
-    if (rationale.length < 3) {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.waiveRationale]: 'Say why (at least a few words): the rationale goes to the audit trail.' } });
-      return;
-    }
+    const form = await readSubmission<WaiveRef>(ack, view, BLOCKS.waiveRationale, 'press Waive again');
+    if (!form) return;
+    const { meta: ref, rationale } = form;
     try {
       await waiveFinding(ctx, ref.release, ref.code, { actor: user, user, groups: await deps.groupsOf(user), rationale });
       await ack();

@@ -7,7 +7,7 @@ import type { BotDeps } from './deps.js';
 import { BLOCKS, PATTERN_ACTIONS, PATTERN_KEEP_ENV_ACTION, VIEWS } from './ids.js';
 import { textMessage, who } from '../views/blocks.js';
 import { patternCard, patternDecidedMessage, patternModal, proposalAcceptedMessage, type PatternModalMeta, type PatternRef } from '../views/patterns.js';
-import { replyError } from './common.js';
+import { readSubmission, replyError } from './common.js';
 
 /**
  * Review at scale in Slack: a pattern card's buttons open the pattern decision's modal (the combined blast
@@ -87,18 +87,9 @@ export function register(app: App, deps: BotDeps): void {
 
   app.view(VIEWS.decidePattern, async ({ ack, body, view }) => {
     const user = body.user.id;
-    let meta: PatternModalMeta;
-    try {
-      meta = JSON.parse(view.private_metadata) as PatternModalMeta;
-    } catch {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.patternRationale]: 'This form is damaged; close it and click the card again.' } });
-      return;
-    }
-    const rationale = view.state.values[BLOCKS.patternRationale]?.value?.value?.trim() ?? '';
-    if (rationale.length < 3) {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.patternRationale]: 'Say why (at least a few words): the rationale goes to the audit trail of every decision.' } });
-      return;
-    }
+    const form = await readSubmission<PatternModalMeta>(ack, view, BLOCKS.patternRationale, 'click the card again', { why: 'the rationale goes to the audit trail of every decision' });
+    if (!form) return;
+    const { meta, rationale } = form;
     const cascade = (view.state.values[BLOCKS.cascade]?.value?.selected_options ?? []).some((o) => o.value === 'cascade');
     const choice: PatternChoice = 'action' in meta.choice && meta.choice.action.startsWith('delete') ? { action: meta.choice.action as 'delete-both' | 'delete', ...(cascade ? { cascade: true } : {}) } : meta.choice;
     let decided: Awaited<ReturnType<typeof decidePattern>>;

@@ -6,7 +6,7 @@ import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from './ids.js';
 import { composed, conflictCard, mention, decisionModal, textMessage, type CardRef, type ModalMeta } from '../views/blocks.js';
-import { replyError } from './common.js';
+import { readSubmission, replyError } from './common.js';
 
 /**
  * Review in Slack: a card's buttons open a decision modal (rationale required, blast radius shown);
@@ -169,19 +169,10 @@ export function register(app: App, deps: BotDeps): void {
 
   app.view(VIEWS.decide, async ({ ack, body, view }) => {
     const user = body.user.id;
-    let meta: ModalMeta;
-    try {
-      meta = JSON.parse(view.private_metadata) as ModalMeta;
-    } catch {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.rationale]: 'This form is damaged; close it and click the card again.' } });
-      return;
-    }
+    const form = await readSubmission<ModalMeta>(ack, view, BLOCKS.rationale, 'click the card again');
+    if (!form) return;
+    const { meta, rationale } = form;
     const values = view.state.values;
-    const rationale = values[BLOCKS.rationale]?.value?.value?.trim() ?? '';
-    if (rationale.length < 3) {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.rationale]: 'Say why (at least a few words): the rationale goes to the audit trail.' } });
-      return;
-    }
     let decision: Decision;
     try {
       decision = decisionFromView(meta, values);

@@ -12,7 +12,7 @@ import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { textMessage } from '../views/blocks.js';
 import { esc, type Message } from '../views/limits.js';
 import { approveModal, promoteCardText, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
-import { inProgress, replyError, type Runner } from './common.js';
+import { inProgress, readSubmission, replyError, type Runner } from './common.js';
 
 /**
  * Two-tier testing in Slack: `/release test R2 --tier 1|2 | --feature F | --smoke [--env E]` runs the
@@ -117,18 +117,9 @@ export function register(app: App, deps: BotDeps): void {
 
   app.view(VIEWS.approve, async ({ ack, body, view }) => {
     const user = body.user.id;
-    let ref: ApproveRef;
-    try {
-      ref = JSON.parse(view.private_metadata) as ApproveRef;
-    } catch {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.approveRationale]: 'This form is damaged; close it and press Approve again.' } });
-      return;
-    }
-    const rationale = view.state.values[BLOCKS.approveRationale]?.value?.value?.trim() ?? '';
-    if (rationale.length < 3) {
-      await ack({ response_action: 'errors', errors: { [BLOCKS.approveRationale]: 'Say why (at least a few words): the rationale goes to the audit trail.' } });
-      return;
-    }
+    const form = await readSubmission<ApproveRef>(ack, view, BLOCKS.approveRationale, 'press Approve again');
+    if (!form) return;
+    const { meta: ref, rationale } = form;
     try {
       await authorize(ctx, user, await deps.groupsOf(user), 'approve', ref.release);
       const run = await latestTier2(deps, ref.release);
