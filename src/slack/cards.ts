@@ -1,7 +1,7 @@
 import type { WebClient } from '@slack/web-api';
 import PQueue from 'p-queue';
 import type { Ctx } from '../engine/kernel/context.js';
-import { getConflict, listConflicts, queueSummary, showConflict, type ConflictRow, decisionOf } from '../engine/review/index.js';
+import { getConflict, listConflicts, listPatterns, queueSummary, showConflict, type ConflictRow, decisionOf } from '../engine/review/index.js';
 import { currentRunId } from '../engine/kernel/workArea.js';
 import { conflictCard, decidedCard, queueSummaryMessage } from '../views/blocks.js';
 import type { Message } from '../views/limits.js';
@@ -74,7 +74,7 @@ export class CardService {
 
   async postOrUpdateSummary(release: string, channel: string): Promise<void> {
     const runId = await currentRunId(this.ctx, release);
-    const m = queueSummaryMessage(await queueSummary(this.ctx, release));
+    const m = await this.summary(release);
     const existing = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: runId, channel }).first();
     if (existing) {
       try {
@@ -99,9 +99,13 @@ export class CardService {
     }
     const summaries = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: await currentRunId(this.ctx, release) });
     if (summaries.length > 0) {
-      const m = queueSummaryMessage(await queueSummary(this.ctx, release));
+      const m = await this.summary(release);
       for (const s of summaries) await this.update(s.channel, s.ts, m);
     }
+  }
+
+  private async summary(release: string) {
+    return queueSummaryMessage(await queueSummary(this.ctx, release), await listPatterns(this.ctx, release));
   }
 
   async idle(): Promise<void> {

@@ -1,5 +1,5 @@
 import type { ActionsBlock, Button, HomeView, KnownBlock, ModalView, SectionBlock } from '@slack/types';
-import { describeDecision, type QueueSummary, type ConflictRow, type VersionView, type BlastRadius, type Decision } from '../engine/review/index.js';
+import { describeDecision, type Pattern, type QueueSummary, type ConflictRow, type VersionView, type BlastRadius, type Decision } from '../engine/review/index.js';
 import type { ReleaseStatus } from '../engine/report/index.js';
 import type { LoadResult } from '../engine/load/index.js';
 import type { FindingDecisionOutcome, ValidationReport } from '../engine/validate/index.js';
@@ -227,11 +227,19 @@ export function decidedCard(c: ConflictRow, d: { decision: Decision; by: string;
   return checkMessage({ text: `${c.code} decided by ${d.by}: ${describeDecision(c, d.decision, 'done')}`, blocks });
 }
 
-export function queueSummaryMessage(q: QueueSummary): Message {
+/** The review queue's summary: counts by priority and, where conflicts are alike, the largest patterns. */
+export function queueSummaryMessage(q: QueueSummary, patterns: readonly Pattern[] = []): Message {
   const open = (q.open.P1 ?? 0) + (q.open.P2 ?? 0) + (q.open.P3 ?? 0);
   const blocks: KnownBlock[] = [
     section(`*Review queue of ${esc(q.release)}*: ${open} open (${PRIORITY_EMOJI.P1} P1 ${q.open.P1} · ${PRIORITY_EMOJI.P2} P2 ${q.open.P2} · ${PRIORITY_EMOJI.P3} P3 ${q.open.P3}) · decided ${q.decided} of ${q.total}`),
   ];
+  // alike conflicts are decided at once: the largest patterns, and where their cards are
+  const alike = patterns.filter((p) => p.count > 1);
+  if (open > 0 && alike.length > 0) {
+    const top = alike.slice(0, 5).map((p) => `*${p.id}* ${p.count} × \`${esc(p.entity)}\` ${esc(p.kind)} (${esc(p.attributes.join(', ') || '-')}) between ${esc(p.envs.join(', '))}`);
+    blocks.push(section(`*${patterns.length} pattern(s)*: one decision decides each whole pattern\n${top.join('\n')}${alike.length > top.length ? `\n… ${alike.length - top.length} more` : ''}`));
+    blocks.push(context(`Their cards: \`/release conflicts ${esc(q.release)} --patterns\``));
+  }
   if (open > 0) blocks.push({ type: 'actions', block_id: `queue:${q.release}`, elements: [button('Review next', ACTIONS.next, JSON.stringify({ release: q.release }), 'primary')] });
   else blocks.push(context(':tada: every conflict is decided'));
   return checkMessage({ text: `Review queue of ${q.release}: ${open} open, ${q.decided} decided`, blocks });

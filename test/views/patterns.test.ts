@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Pattern, Proposal } from '../../src/engine/review/index.js';
 import { PATTERN_ACTIONS } from '../../src/slack/ids.js';
+import { queueSummaryMessage } from '../../src/views/blocks.js';
+import { messageText } from '../../src/views/blockText.js';
 import { patternCard, patternChoices, patternListMessage, proposalCard, renderPatterns, renderProposals, type PatternRef } from '../../src/views/patterns.js';
 
 /** The pattern views: the choices a card offers apply to every member (no version numbers), within Slack's limits. */
@@ -52,5 +54,16 @@ describe('pattern views', () => {
     expect(renderProposals([p])).toContain("keep-st-1-users-role: users core-conflict where attributes differ (role) between ST-1, ST-2 → keep ST-1's version\n    agrees with 3 decision(s): R2 C-001, R2 C-002, R2 C-003");
     const card = proposalCard(p);
     expect(JSON.stringify(card.blocks)).toContain(PATTERN_ACTIONS.accept);
+  });
+
+  it('the review queue summary lists the largest patterns of alike conflicts, and none when no two are alike', () => {
+    const q = { release: 'R2', runId: 1, open: { P1: 0, P2: 250, P3: 0 }, decided: 0, total: 250 };
+    const text = messageText(queueSummaryMessage(q, [pattern(1), pattern(2, { entity: 'accounts', attributes: ['currency'] }), pattern(3, { count: 1 })]));
+    expect(text).toContain('3 pattern(s)');
+    expect(text).toContain('*P-1* 99 × `users` core-conflict (role) between ST-1, ST-2');
+    expect(text).toContain('*P-2* 98 × `accounts` core-conflict (currency)');
+    expect(text).not.toContain('P-3');
+    expect(text).toContain('/release conflicts R2 --patterns');
+    expect(messageText(queueSummaryMessage(q, [pattern(3, { count: 1 })]))).not.toContain('pattern');
   });
 });
