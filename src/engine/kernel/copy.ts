@@ -75,8 +75,9 @@ export interface FileWritten {
 
 /**
  * Copies the rows of `select` on `source` into `file`, gzip-compressed COPY text, under the copy's settings
- * (`source` must be inside a transaction). The file is then read back: its text must be, byte for byte,
- * what the source sent, and hold `expectedRows` rows (the source's own count, taken by the caller with the
+ * (`source` must be inside a transaction). The text handed to the compressor must be, byte for byte, what
+ * the source sent, the file read back must hold exactly the compressor's output (gzip's CRC checks the text
+ * again on every read), and the text must hold `expectedRows` rows (the source's own count, taken by the caller with the
  * checksum the manifest records, possibly still being computed); else the copy is refused, naming `what`
  * (the table), and the file is removed.
  */
@@ -87,37 +88,44 @@ export async function copyToFile(source: pg.Client, c: { failpoint: string; sele
   const out = source.query(copyStreams().to(`copy (${c.select}) to stdout`));
   const stages: NodeJS.ReadWriteStream[] = [tap((b) => sent.update(b))];
   if (failpointAction(c.failpoint) === 'corrupt') stages.push(corruptOneCell());
-  await pipeline([out, ...stages, zlib.createGzip({ level: 1 }), fs.createWriteStream(c.file)]);
-  fsyncFile(c.file);
-  // read back: what the file holds, not what was handed to it
-  const file = crypto.createHash('sha256');
-  const text = crypto.createHash('sha256');
-  let bytes = 0;
+  // what is handed to the compressor, and what the compressor wrote, each hashed on the way
+  const handed = crypto.createHash('sha256');
+  const written = crypto.createHash('sha256');
   let lines = 0;
+  stages.push(
+    tap((b) => {
+      handed.update(b);
+      for (let i = b.indexOf(10); i >= 0; i = b.indexOf(10, i + 1)) lines++;
+    }),
+    zlib.createGzip({ level: 1 }),
+    tap((b) => written.update(b)),
+  );
+  await pipeline([out, ...stages, fs.createWriteStream(c.file)]);
+  fsyncFile(c.file);
+  // read back: what the file holds, not what was handed to it. The file's bytes must be the compressor's
+  // output, and its input the source's text (zlib's own framing checks the compression on every read).
+  const file = crypto.createHash('sha256');
+  let bytes = 0;
   await pipeline(
     fs.createReadStream(c.file),
     tap((b) => {
       file.update(b);
       bytes += b.length;
     }),
-    zlib.createGunzip(),
-    tap((b) => {
-      text.update(b);
-      for (let i = b.indexOf(10); i >= 0; i = b.indexOf(10, i + 1)) lines++;
-    }),
     drain(),
   );
   const rows = Number(out.rowCount);
   const expected = await c.expectedRows;
-  if (text.digest('hex') !== sent.digest('hex') || lines !== rows || rows !== expected) {
+  const sha256 = file.digest('hex');
+  if (handed.digest('hex') !== sent.digest('hex') || sha256 !== written.digest('hex') || lines !== rows || rows !== expected) {
     fs.rmSync(c.file, { force: true });
     throw new TributaryError(
       'database',
-      `${c.what}: the file written does not hold the rows as the source sent them (${lines} line(s) read back; the source sent ${rows} row(s) and counted ${expected}${lines === rows ? ', and their text differs' : ''}); nothing was written`,
+      `${c.what}: the file written does not hold the rows as the source sent them (${lines} line(s) written; the source sent ${rows} row(s) and counted ${expected}${lines === rows ? ', and their text differs' : ''}); nothing was written`,
       c.details ?? {},
     );
   }
-  return { rows, bytes, sha256: file.digest('hex') };
+  return { rows, bytes, sha256 };
 }
 
 /**

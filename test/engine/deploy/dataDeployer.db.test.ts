@@ -111,7 +111,7 @@ describe('release bundle', () => {
     const e = await approved();
     const r = await cli(['--config', e.configFile, 'bundle', 'R2', '--code', 'v1'], { env: { TRIBUTARY_FAILPOINTS: 'bundle.copy=corrupt' } });
     expect(r.code, output(r)).not.toBe(0);
-    expect(r.stderr).toMatch(/bundling R2: master env master, table "master"\."users": the file written does not hold the rows as the source sent them \(4 line\(s\) read back; the source sent 4 row\(s\) and counted 4, and their text differs\); nothing was written/);
+    expect(r.stderr).toMatch(/bundling R2: master env master, table "master"\."users": the file written does not hold the rows as the source sent them \(4 line\(s\) written; the source sent 4 row\(s\) and counted 4, and their text differs\); nothing was written/);
     expect(`${r.stdout}${r.stderr}`).not.toMatch(/verified/i);
     expect(await e.db.control('bundles')).toEqual([]);
     expect(fs.readdirSync(path.join(e.dir, '.tributary/bundles/R2'))).toEqual([]);
