@@ -185,6 +185,23 @@ export async function archiveReleases(ctx: Ctx, opts: { olderThan: string; actor
   return report;
 }
 
+/**
+ * A directory of its own for one archive: never one that exists (a second archive of the release within
+ * the same second gets `-2`), so that a failed archive removes only what it wrote itself.
+ */
+function newDirectory(parent: string, name: string): string {
+  fs.mkdirSync(parent, { recursive: true });
+  for (let n = 1; ; n++) {
+    const dir = path.join(parent, n === 1 ? name : `${name}-${n}`);
+    try {
+      fs.mkdirSync(dir);
+      return dir;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+}
+
 export async function archiveRelease(ctx: Ctx, release: string, opts: { actor: Actor; promotedAt?: Date | null; olderThan?: string; progress?: (release: string, table: string) => void }): Promise<ArchiveResult> {
   const started = performance.now();
   const master = masterOf(ctx);
@@ -193,8 +210,7 @@ export async function archiveRelease(ctx: Ctx, release: string, opts: { actor: A
   if (parts.length === 0) throw new TributaryError('no_rows', `master env ${master.name} has no partition of ${release} to archive`, { release });
   const now = new Date();
   const dirName = `${release.replace(/[^A-Za-z0-9._-]/g, '_')}-${stamp(now)}`;
-  const dir = path.join(ctx.config.archive.dir, dirName);
-  fs.mkdirSync(dir, { recursive: true });
+  const dir = newDirectory(ctx.config.archive.dir, dirName);
   const a = await connect(ctx, master);
   let b: pg.Client | undefined;
   let committed = false;

@@ -306,6 +306,13 @@ describe('archive and restore', () => {
     const before = await tableChecksum(env.db.env(master), 'master', 'users__r0');
     const archives = await env.db.control('archives').count<{ count: string }[]>('* as count');
     const cold = () => (fs.existsSync(path.join(env.dir, 'cold')) ? fs.readdirSync(path.join(env.dir, 'cold')).sort() : []);
+    // archives of R0 already made in the seconds the failing one runs in: the failure must not remove them
+    const t0 = Date.now();
+    for (let i = 0; i <= 20; i++) {
+      const earlier = path.join(env.dir, 'cold', `R0-${new Date(t0 + i * 1000).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`);
+      fs.mkdirSync(earlier, { recursive: true });
+      fs.writeFileSync(path.join(earlier, 'keep'), 'an earlier archive');
+    }
     const dirs = cold();
     const a = await cli(['-c', env.configFile, 'archive', '--older-than', '2y', '--yes'], { env: { TRIBUTARY_FAILPOINTS: 'archive.copy=corrupt' } });
     expect(a.code, output(a)).not.toBe(0);
