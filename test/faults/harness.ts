@@ -141,7 +141,8 @@ function normalizeText(s: string, dirs: string[]): string {
     .replaceAll(new RegExp(`${os.hostname().replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+`, 'g'), '<host>:<pid>')
     .replace(/#\d+/g, '#N')
     .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, '<time>')
-    .replace(/\d{8}T\d{6}Z/g, '<stamp>');
+    // an archive directory's stamp, with the -2 a second archive within the same second gets (a killed one left its own)
+    .replace(/\d{8}T\d{6}Z(-\d+)?/g, '<stamp>');
 }
 
 function normalize(v: unknown, dirs: string[]): unknown {
