@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { ROOT, TEST_AUDIT_KEY } from './helpers.js';
@@ -60,4 +61,9 @@ export function processAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A process's state letter from /proc (`T`: stopped, e.g. at a failpoint's `stop`). */
+export function processState(pid: number): string {
+  return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0]!;
 }

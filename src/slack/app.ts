@@ -5,6 +5,7 @@ import type { SlackSettings } from '../config/slack.js';
 import { watchPolicy } from '../config/policyFile.js';
 import type { Ctx } from '../engine/kernel/context.js';
 import { openRoles } from '../engine/kernel/roles.js';
+import { failpoint } from '../engine/kernel/failpoints.js';
 import { releaseStatus, type ReleaseStatus } from '../engine/report/index.js';
 import { preloadLazy } from '../lazy.js';
 import { logger, redact } from '../log.js';
@@ -161,6 +162,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
       await deployWatcher?.start();
       // a rule accepted into the config file (tributary policy accept) reaches the running bot
       unwatchPolicy = watchPolicy(ctx.config);
+      await failpoint('bot.before-listen');
       if (settings.mode === 'socket') {
         await app.start();
         logger().info('Tributary bot connected (Socket Mode)');

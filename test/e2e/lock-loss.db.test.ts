@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
@@ -6,7 +5,7 @@ import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import { paramsFromUrl } from '../../src/db/connect.js';
 import { insertUsers, testEnv, type TestEnv, advisoryLockHolder, strictIdleTimeout, urlFor } from '../helpers.js';
-import { cli, output, startCli } from '../process.js';
+import { cli, output, processState, startCli } from '../process.js';
 
 /**
  * The consolidation lock, held by a real CLI process for as long as the run: kept alive through a server's
@@ -57,7 +56,7 @@ describe('a consolidation that lost its lock', () => {
     const secondRun = JSON.parse(second.stdout).runId as number;
 
     // it stopped itself right after printing the line: let it go on once it has
-    await vi.waitFor(() => expect(fs.readFileSync(`/proc/${first.child.pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0]).toBe('T'), { timeout: 60_000, interval: 20 });
+    await vi.waitFor(() => expect(processState(first.child.pid!)).toBe('T'), { timeout: 60_000, interval: 20 });
     first.child.kill('SIGCONT');
     const r = await first.done;
     expect(r.code, output(r)).not.toBe(0);
