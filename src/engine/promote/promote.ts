@@ -7,7 +7,7 @@ import { type Config, type EntitySpec, type EnvSpec, envByRole, releaseOrThrow }
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
-import { copyRows } from '../kernel/copy.js';
+import { cellsObjectSql, copyRows } from '../kernel/copy.js';
 import { ensureUserTypes, userTypesOf } from '../kernel/types.js';
 import { failpoint } from '../kernel/failpoints.js';
 import { checksumOfQuerySql, checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../kernel/checksum.js';
@@ -249,13 +249,14 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       const excl = nonPayloadColumns(ctx.config, e);
       const pk = ident(e.primaryKey);
       const pairs = new Map<string, Pair>();
+      const payload = w.columns.filter((c) => !excl.includes(c.name));
       for (const key of identityKeys(e)) {
         const on = key.columns.map((c) => `m.${ident(c)} = n.${ident(c)}`).join(' and ');
         const res = await m(
           `select n.${pk}::text as spk, m.${pk}::text as mpk, m.${ident(rel)}::text as mrel,
-                  md5((to_jsonb(n.*) - $1::text[])::text) as shash, md5((to_jsonb(m.*) - $1::text[])::text) as mhash
-             from ${w.partQ} n join ${w.parent} m on ${on} and m.${ident(rel)} <> $2`,
-          [excl, release],
+                  ${payloadHashSql('n', payload)} as shash, ${payloadHashSql('m', payload)} as mhash
+             from ${w.partQ} n join ${w.parent} m on ${on} and m.${ident(rel)} <> $1`,
+          [release],
         );
         for (const r of res.rows as Omit<Pair, 'keys'>[]) {
           const id = `${r.spk}|${r.mrel}|${r.mpk}`;
@@ -275,10 +276,10 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       const sdata = new Map<string, Record<string, unknown>>();
       const mdata = new Map<string, Record<string, unknown>>();
       if (differing.length > 0) {
-        const s = await m(`select ${pk}::text as pk, to_jsonb(n.*) as data from ${w.partQ} n where ${pk}::text = any($1::text[])`, [[...new Set(differing.map((p) => p.spk))]]);
+        const s = await m(`select ${pk}::text as pk, ${cellsObjectSql('n', w.columns)} as data from ${w.partQ} n where ${pk}::text = any($1::text[])`, [[...new Set(differing.map((p) => p.spk))]]);
         for (const r of s.rows) sdata.set(r.pk, r.data);
         const t = await m(
-          `select m.${pk}::text as pk, m.${ident(rel)}::text as rel, to_jsonb(m.*) as data
+          `select m.${pk}::text as pk, m.${ident(rel)}::text as rel, ${cellsObjectSql('m', w.columns)} as data
              from ${w.parent} m join unnest($1::text[], $2::text[]) as u(pk, rel) on m.${pk}::text = u.pk and m.${ident(rel)}::text = u.rel`,
           [differing.map((p) => p.mpk), differing.map((p) => p.mrel)],
         );
@@ -329,7 +330,7 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
           if (same.mpk !== spk) mapping.set(spk, same.mpk);
           w.autoCount += 1;
           if (w.autoResolved.length < SAMPLE) {
-            const row = (await m(`select to_jsonb(n.*) as data from ${w.partQ} n where ${pk}::text = $1`, [spk])).rows[0].data as Record<string, unknown>;
+            const row = (await m(`select ${cellsObjectSql('n', w.columns)} as data from ${w.partQ} n where ${pk}::text = $1`, [spk])).rows[0].data as Record<string, unknown>;
             w.autoResolved.push({ entity: e.name, key: keyLabel(same, row), pk: spk, release: same.mrel, rule: 'exact-duplicate' });
           }
           continue;
@@ -341,7 +342,7 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
           const identity = `${p.spk}|${p.mrel}|${p.mpk}`;
           detected.add(`${e.name}\u0000${identity}`);
           const k = latest.get(`${e.name}\u0000${identity}`);
-          const unchanged = k && k.detail.crossRelease?.stagingHash === p.shash && k.detail.crossRelease?.masterHash === p.mhash;
+          const unchanged = k && (await sameRows(m, w, excl, rel, p, k.detail.crossRelease));
           if (k && unchanged && k.status === 'decided' && k.params) decided.push({ p, k, d: k.params });
           else {
             blocked = true;
@@ -415,10 +416,14 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
       // rows a delete-both decision keeps out although master's row is gone (while the row is unchanged)
       const standing = [...standingDelete.values()].filter((k) => k.entity === e.name && !bySpk.has(k.detail.crossRelease!.stagingPk));
       if (standing.length > 0) {
-        const res = await m(`select ${pk}::text as pk, md5((to_jsonb(n.*) - $1::text[])::text) as h from ${w.partQ} n where ${pk}::text = any($2::text[])`, [excl, standing.map((k) => k.detail.crossRelease!.stagingPk)]);
-        for (const r of res.rows as { pk: string; h: string }[]) {
+        const res = await m(
+          `select ${pk}::text as pk, ${payloadHashSql('n', payload)} as h, ${LEGACY_HASH_SQL('n')} as legacy from ${w.partQ} n where ${pk}::text = any($2::text[])`,
+          [excl, standing.map((k) => k.detail.crossRelease!.stagingPk)],
+        );
+        for (const r of res.rows as { pk: string; h: string; legacy: string }[]) {
           const k = standing.find((x) => x.detail.crossRelease!.stagingPk === r.pk)!;
-          if (k.detail.crossRelease!.stagingHash !== r.h) continue;
+          const stored = k.detail.crossRelease!.stagingHash;
+          if (stored !== (isTextForm(stored) ? r.h : r.legacy)) continue;
           const refs = await countReferencing(m, ctx.config, byEntity, e, r.pk, 'release');
           if (refs > 0) {
             issues.push(`${k.code} (delete both) keeps ${release}'s ${e.name} ${r.pk} out of master, but ${refs} row(s) of ${release} now reference it: fix the data in staging (tributary load ${release}) or consolidate again`);
@@ -541,6 +546,45 @@ export async function promoteRelease(ctx: Ctx, release: string, opts: { actor: A
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * The hashes that tell whether two rows are the same record (and whether a decided pair is unchanged): the
+ * compared columns' texts in their own types (kernel/copy.ts cellsObjectSql, under the transaction's text
+ * settings), so equal exactly when docs/policy.md says two values are equal (a json keeps its whitespace,
+ * key order and duplicate keys, -0 is not 0; a jsonb normalises). Marked `text:`, to tell them from the
+ * hashes decisions recorded before (LEGACY_HASH_SQL).
+ */
+const TEXT_FORM = 'text:';
+
+function payloadHashSql(alias: string, payload: readonly Column[]): string {
+  return `'${TEXT_FORM}' || md5(${cellsObjectSql(alias, payload)}::text)`;
+}
+
+const isTextForm = (hash: string) => hash.startsWith(TEXT_FORM);
+
+/**
+ * The hash cross-release decisions recorded before promotion compared texts: md5 of the row's to_jsonb
+ * without the columns left out of the comparison (`$1`). A decision that carries it still applies while
+ * both rows give the same hash in that form (as it did before), so no decision is lost.
+ */
+const LEGACY_HASH_SQL = (alias: string) => `md5((to_jsonb(${alias}.*) - $1::text[])::text)`;
+
+/**
+ * Whether a decided pair's rows are those its decision was taken on: their hashes now equal those it
+ * recorded, in the form it recorded them (text form; else the earlier to_jsonb form, computed here).
+ */
+async function sameRows(m: Query, w: Work, excl: string[], rel: string, p: Pair, x: CrossReleaseInfo | undefined): Promise<boolean> {
+  if (!x) return false;
+  if (isTextForm(x.stagingHash)) return x.stagingHash === p.shash && x.masterHash === p.mhash;
+  const pk = ident(w.e.primaryKey);
+  const res = await m(
+    `select (select ${LEGACY_HASH_SQL('n')} from ${w.partQ} n where n.${pk}::text = $2) as shash,
+            (select ${LEGACY_HASH_SQL('m')} from ${w.parent} m where m.${pk}::text = $3 and m.${ident(rel)}::text = $4) as mhash`,
+    [excl, p.spk, p.mpk, p.mrel],
+  );
+  const legacy = res.rows[0] as { shash: string | null; mhash: string | null } | undefined;
+  return legacy !== undefined && x.stagingHash === legacy.shash && x.masterHash === legacy.mhash;
+}
 
 type Query = (sql: string, params?: unknown[]) => Promise<pg.QueryResult>;
 

@@ -28,7 +28,11 @@ export interface CrossReleaseInfo {
   masterPk: string;
   /** The identity keys the two rows share (the natural keys and/or the primary key). */
   keys: string[];
-  /** md5 of each row's compared data (tags and ignored columns left out): a decision applies while both are unchanged. */
+  /**
+   * A hash of each row's compared data (tags and ignored columns left out): a decision applies while both
+   * are unchanged. `text:`-prefixed: of the cells' texts (promote.ts payloadHashSql); else the to_jsonb
+   * form of decisions recorded before.
+   */
   stagingHash: string;
   masterHash: string;
 }

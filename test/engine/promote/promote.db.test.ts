@@ -25,8 +25,11 @@ afterEach(async () => {
 const by = { actor: 'cli:test' };
 const decider = { actor: 'U0ALICE', rationale: 'checked with the feature owners' };
 
-/** R2 tagged, consolidated (one core conflict, decided), validated, loaded into staging and past tier 1. */
-async function ready(): Promise<TestEnv> {
+/**
+ * R2 tagged, consolidated (one core conflict, decided), validated, loaded into staging and past tier 1.
+ * `setup` runs on the ST data before the tag.
+ */
+async function ready(setup?: (e: TestEnv) => Promise<void>): Promise<TestEnv> {
   const e = await testEnv(2);
   env = e;
   await insertUsers(e, 'st1', [
@@ -42,6 +45,7 @@ async function ready(): Promise<TestEnv> {
     { id: 11, number: 'AC-NEW', user_id: 1500 },
   ]);
   await insertTransactions(e, 'st1', [{ id: 7, account_id: 10, amount: '12.50' }]);
+  await setup?.(e);
   await tagRelease(e.ctx, 'R2', by);
   await consolidate(e.ctx, 'R2', by);
   const queue = await listConflicts(e.ctx, 'R2');
@@ -296,6 +300,106 @@ describe('promote', () => {
     const again = await promoteRelease(e.ctx, 'R2', by);
     expect(again.tables.map((t) => t.checksum)).toEqual(r.tables.map((t) => t.checksum));
     expect(await users()).toEqual(before);
+  });
+
+  it('compares values by their text forms: a json\'s whitespace or duplicate keys, or a -0, is a cross-release difference; a jsonb\'s key order is not', async () => {
+    // users hold a json, a jsonb and a float column in every env (the standard world has none)
+    const e = await ready(async (x) => {
+      for (const s of ['st1', 'st2', 'master']) await x.sql(`alter table ${s}.users add column prefs json, add column doc jsonb, add column score float8`);
+      await x.sql(`update st1.users set score = '-0' where id = 1`);
+      await x.sql(`update st1.users set prefs = '{"a": 1}' where id = 2`);
+      await x.sql(`update st1.users set prefs = '{"a": 1, "a": 2}' where id = 3`);
+      await x.sql(`update st1.users set prefs = '{"k": [1, 2]}', doc = '{"b": 1, "a": [true, null]}' where id = 1500`);
+    });
+    // R1's versions in master: each differs from R2's only in how one value is written
+    await r1Users(e, [
+      { id: 1, email: 'dana@x', role: 'Manager' },
+      { id: 2, email: 'eve@x' },
+      { id: 3, email: 'fay@x' },
+      { id: 1500, email: 'new@x' },
+    ]);
+    await e.sql(`update master.users set score = '0' where id = 1`); // -0 is not 0
+    await e.sql(`update master.users set prefs = '{"a":1}' where id = 2`); // json whitespace counts
+    await e.sql(`update master.users set prefs = '{"a": 2}' where id = 3`); // so does a json's duplicate key
+    // the same json text, and a jsonb in another key order (jsonb normalises): the same record
+    await e.sql(`update master.users set prefs = '{"k": [1, 2]}', doc = '{"a": [true, null], "b": 1}' where id = 1500`);
+
+    const err = (await promoteRelease(e.ctx, 'R2', by).catch((x: unknown) => x)) as TributaryError;
+    expect(err.code, String(err)).toBe('gate_conflicts');
+    const queue = await listConflicts(e.ctx, 'R2');
+    expect(queue.map((c) => [c.key_label, c.detail.differing])).toEqual([
+      ['email=dana@x', ['score']],
+      ['email=eve@x', ['prefs']],
+      ['email=fay@x', ['prefs']],
+    ]);
+    // the cards show each value as its column's text, as written
+    const shown = (label: string, column: string) => queue.find((c) => c.key_label === label)!.detail.versions!.map((v) => [v.release, v.data[column]]);
+    expect(shown('email=dana@x', 'score')).toEqual([['R1', '0'], ['R2', '-0']]);
+    expect(shown('email=eve@x', 'prefs')).toEqual([['R1', '{"a":1}'], ['R2', '{"a": 1}']]);
+    expect(shown('email=fay@x', 'prefs')).toEqual([['R1', '{"a": 2}'], ['R2', '{"a": 1, "a": 2}']]);
+    expect(queue.find((c) => c.key_label === 'email=eve@x')!.detail.reason).toBe('users email=eve@x: R1 in master has prefs={"a":1}, R2 has prefs={"a": 1}');
+
+    for (const c of queue) await applyDecision(e.ctx, 'R2', c.code, { action: 'keep', version: 2 }, decider);
+    const r = await promoteRelease(e.ctx, 'R2', by);
+    expect(r.autoResolved.items).toEqual([{ entity: 'users', key: 'email=new@x', pk: '1500', release: 'R1', rule: 'exact-duplicate' }]);
+    expect(r.decisions.map((d) => [d.key, d.effect])).toEqual([
+      ['email=dana@x', "promoted; R1's row deleted from master"],
+      ['email=eve@x', "promoted; R1's row deleted from master"],
+      ['email=fay@x', "promoted; R1's row deleted from master"],
+    ]);
+    expect(await rows(e, `select id, release, prefs::text, score::text from master.users where id in (1, 2, 3) order by id`)).toEqual([
+      { id: 1, release: 'R2', prefs: null, score: '-0' },
+      { id: 2, release: 'R2', prefs: '{"a": 1}', score: null },
+      { id: 3, release: 'R2', prefs: '{"a": 1, "a": 2}', score: null },
+    ]);
+  });
+
+  it('a decision recorded with the earlier (jsonb) hashes still applies while its rows give them; rows changed since, it is opened again', async () => {
+    const e = await ready();
+    await r1Users(e, [
+      { id: 1, email: 'dana@x', role: 'Customer' },
+      { id: 2, email: 'eve@x', name: 'Eve of R1' },
+    ]);
+    await expect(promoteRelease(e.ctx, 'R2', by)).rejects.toMatchObject({ code: 'gate_conflicts' });
+    const queue = await listConflicts(e.ctx, 'R2');
+    expect(queue.map((c) => [c.code, c.key_label])).toEqual([['C-X001', 'email=dana@x'], ['C-X002', 'email=eve@x']]);
+    for (const c of queue) {
+      expect(c.detail.crossRelease!.stagingHash).toMatch(/^text:[0-9a-f]{32}$/);
+      await applyDecision(e.ctx, 'R2', c.code, { action: 'keep', version: 2 }, decider);
+    }
+    // as a decision taken before promotion compared texts recorded them: md5 of each row's to_jsonb, the
+    // columns left out of the comparison removed
+    const legacy = async (table: string, id: number, release: string) =>
+      (await rows(e, `select md5((to_jsonb(u.*) - array['id', 'release', 'feature', 'created_by', 'created_at', 'updated_at'])::text) as h
+                        from ${table} u where id = $1 and release = $2`, [id, release]))[0]!.h as string;
+    for (const [code, id] of [['C-X001', 1], ['C-X002', 2]] as const) {
+      await e.db.control.raw(
+        `update conflicts set detail = jsonb_set(jsonb_set(detail, '{crossRelease,stagingHash}', to_jsonb(?::text)), '{crossRelease,masterHash}', to_jsonb(?::text))
+          where release = 'R2' and code = ?`,
+        [await legacy('staging.users', id, 'R2'), await legacy('master.users', id, 'R1'), code],
+      );
+    }
+    // eve's row changes in staging: her decision no longer applies, dana's does
+    await e.sql(`update staging.users set name = 'Eve, renamed' where id = 2`);
+    const err = (await promoteRelease(e.ctx, 'R2', by).catch((x: unknown) => x)) as TributaryError;
+    expect(err.code, String(err)).toBe('gate_conflicts');
+    const reopened = await listConflicts(e.ctx, 'R2');
+    expect(reopened.map((c) => [c.code, c.key_label, c.detail.reason])).toEqual([
+      ['C-X003', 'email=eve@x', "users email=eve@x: R1 in master has name=Eve of R1, R2 has name=Eve, renamed (the rows changed since C-X002 was decided)"],
+    ]);
+    await applyDecision(e.ctx, 'R2', 'C-X003', { action: 'keep', version: 2 }, decider);
+    const r = await promoteRelease(e.ctx, 'R2', by);
+    expect(r.decisions.map((d) => [d.code, d.key, d.effect])).toEqual([
+      ['C-X001', 'email=dana@x', "promoted; R1's row deleted from master"],
+      ['C-X003', 'email=eve@x', "promoted; R1's row deleted from master"],
+    ]);
+    expect(await rows(e, `select id, release, role, name from master.users order by id`)).toEqual([
+      { id: 1, release: 'R2', role: 'Manager', name: 'Someone' },
+      { id: 2, release: 'R2', role: 'Customer', name: 'Eve, renamed' },
+      { id: 3, release: 'R2', role: 'Customer', name: 'Someone' },
+      { id: 20, release: 'R2', role: 'Admin', name: 'Someone' },
+      { id: 1500, release: 'R2', role: 'Customer', name: 'Someone' },
+    ]);
   });
 
   it('a failure mid-promotion leaves master as it was and names the env and table', async () => {
