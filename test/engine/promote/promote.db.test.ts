@@ -402,6 +402,34 @@ describe('promote', () => {
     ]);
   });
 
+  it('delete both keeps the release\'s row out and deletes master\'s; it keeps standing while the row is unchanged (earlier jsonb hashes too)', async () => {
+    const e = await ready();
+    await r1Users(e, [{ id: 2, email: 'eve@x', name: 'Eve of R1' }]);
+    await expect(promoteRelease(e.ctx, 'R2', by)).rejects.toMatchObject({ code: 'gate_conflicts' });
+    await applyDecision(e.ctx, 'R2', 'C-X001', { action: 'delete-both' }, decider);
+    const eve = async () => rows(e, `select id, release from master.users where email = 'eve@x'`);
+    const r = await promoteRelease(e.ctx, 'R2', by);
+    expect(r.decisions.map((d) => [d.code, d.action, d.effect])).toEqual([['C-X001', 'delete-both', "neither kept: R1's row deleted, R2's not promoted"]]);
+    expect(r.replaced).toEqual([{ entity: 'users', release: 'R1', pk: '2' }]);
+    expect(r.tables.find((t) => t.entity === 'users')).toMatchObject({ rows: 4, skipped: 1 });
+    expect(await eve()).toEqual([]);
+
+    // promoted again: R1's row is gone, the decision still keeps R2's out
+    const standing = [['C-X001', 'delete-both', "not promoted (decided earlier; R1's row is gone)"]];
+    expect((await promoteRelease(e.ctx, 'R2', by)).decisions.map((d) => [d.code, d.action, d.effect])).toEqual(standing);
+    expect(await eve()).toEqual([]);
+    // recorded before promotion compared texts, its hash is of the row's to_jsonb: compared in that form
+    const [{ h }] = await rows(e, `select md5((to_jsonb(u.*) - array['id', 'release', 'feature', 'created_by', 'created_at', 'updated_at'])::text) as h
+                                    from staging.users u where id = 2`);
+    await e.db.control.raw(`update conflicts set detail = jsonb_set(detail, '{crossRelease,stagingHash}', to_jsonb(?::text)) where release = 'R2' and code = 'C-X001'`, [h]);
+    expect((await promoteRelease(e.ctx, 'R2', by)).decisions.map((d) => [d.code, d.action, d.effect])).toEqual(standing);
+    expect(await eve()).toEqual([]);
+    // the row changed in staging: the decision no longer applies, and the row is promoted
+    await e.sql(`update staging.users set name = 'Eve, renamed' where id = 2`);
+    expect((await promoteRelease(e.ctx, 'R2', by)).decisions).toEqual([]);
+    expect(await eve()).toEqual([{ id: 2, release: 'R2' }]);
+  });
+
   it('a failure mid-promotion leaves master as it was and names the env and table', async () => {
     const e = await ready();
     const first = await promoteRelease(e.ctx, 'R2', by);
