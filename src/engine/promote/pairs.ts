@@ -121,7 +121,7 @@ export async function sameRows(m: Query, w: Work, excl: string[], rel: string, p
 
 /**
  * Release rows by key whose hash equals the one recorded (`stored`, in its form): the rows a standing
- * delete-both still keeps out.
+ * delete-both still keeps out. The earlier form is computed only for the rows whose decision carries it.
  */
 export async function unchangedRows(
   s: Session,
@@ -131,15 +131,12 @@ export async function unchangedRows(
   stored: Map<string, string>,
 ): Promise<string[]> {
   const pk = ident(w.e.primaryKey);
+  const legacy = [...stored].filter(([, hash]) => !isTextForm(hash)).map(([key]) => key);
   const res = await s.m(
-    `select ${pk}::text as pk, ${payloadHashSql('n', payload)} as h, ${LEGACY_HASH_SQL('n')} as legacy
+    `select ${pk}::text as pk,
+            case when ${pk}::text = any($3::text[]) then ${LEGACY_HASH_SQL('n')} else ${payloadHashSql('n', payload)} end as h
        from ${w.partQ} n where ${pk}::text = any($2::text[])`,
-    [excl, [...stored.keys()]],
+    [excl, [...stored.keys()], legacy],
   );
-  return (res.rows as { pk: string; h: string; legacy: string }[])
-    .filter((r) => {
-      const hash = must(stored.get(r.pk), `the recorded hash of ${w.e.name} ${r.pk}`);
-      return hash === (isTextForm(hash) ? r.h : r.legacy);
-    })
-    .map((r) => r.pk);
+  return (res.rows as { pk: string; h: string }[]).filter((r) => r.h === stored.get(r.pk)).map((r) => r.pk);
 }

@@ -310,6 +310,7 @@ describe('promote', () => {
       await x.sql(`update st1.users set prefs = '{"a": 1}' where id = 2`);
       await x.sql(`update st1.users set prefs = '{"a": 1, "a": 2}' where id = 3`);
       await x.sql(`update st1.users set prefs = '{"k": [1, 2]}', doc = '{"b": 1, "a": [true, null]}' where id = 1500`);
+      await x.sql(`update st1.users set prefs = '{"z": "\\u0000"}' where id = 20`);
     });
     // R1's versions in master: each differs from R2's only in how one value is written
     await r1Users(e, [
@@ -317,12 +318,15 @@ describe('promote', () => {
       { id: 2, email: 'eve@x' },
       { id: 3, email: 'fay@x' },
       { id: 1500, email: 'new@x' },
+      { id: 20, email: 'gus@x', role: 'Admin' },
     ]);
     await e.sql(`update master.users set score = '0' where id = 1`); // -0 is not 0
     await e.sql(`update master.users set prefs = '{"a":1}' where id = 2`); // json whitespace counts
     await e.sql(`update master.users set prefs = '{"a": 2}' where id = 3`); // so does a json's duplicate key
     // the same json text, and a jsonb in another key order (jsonb normalises): the same record
     await e.sql(`update master.users set prefs = '{"k": [1, 2]}', doc = '{"a": [true, null], "b": 1}' where id = 1500`);
+    // a json holding \u0000 (which no jsonb can): compared as its text, the same
+    await e.sql(`update master.users set prefs = '{"z": "\\u0000"}' where id = 20`);
 
     const err = (await promoteRelease(e.ctx, 'R2', by).catch((x: unknown) => x)) as TributaryError;
     expect(err.code, String(err)).toBe('gate_conflicts');
@@ -341,7 +345,10 @@ describe('promote', () => {
 
     for (const c of queue) await applyDecision(e.ctx, 'R2', c.code, { action: 'keep', version: 2 }, decider);
     const r = await promoteRelease(e.ctx, 'R2', by);
-    expect(r.autoResolved.items).toEqual([{ entity: 'users', key: 'email=new@x', pk: '1500', release: 'R1', rule: 'exact-duplicate' }]);
+    expect(r.autoResolved.items).toEqual([
+      { entity: 'users', key: 'email=new@x', pk: '1500', release: 'R1', rule: 'exact-duplicate' },
+      { entity: 'users', key: 'email=gus@x', pk: '20', release: 'R1', rule: 'exact-duplicate' },
+    ]);
     expect(r.decisions.map((d) => [d.key, d.effect])).toEqual([
       ['email=dana@x', "promoted; R1's row deleted from master"],
       ['email=eve@x', "promoted; R1's row deleted from master"],
