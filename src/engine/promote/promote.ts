@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import type pg from 'pg';
 import { pgClient } from '../../db/pg.js';
-import type { ConflictsRow, PromotionsRow } from '../../db/rows.js';
+import type { ConflictsRow, PromotionsRow, RunsRow } from '../../db/rows.js';
 import { type Config, type EnvSpec, envByRole, releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
@@ -190,6 +190,8 @@ async function failure(s: Session, actor: Actor, err: unknown): Promise<Error> {
   return new TributaryError('database', message, { env: at.env.name, table: at.table });
 }
 
+type Code = Pick<ConflictsRow, 'code'>;
+
 /** After master's commit: the promotions recorded, the promote run closed, the release promoted, audited. */
 async function recordPromotion(
   ctx: Ctx,
@@ -209,10 +211,11 @@ async function recordPromotion(
     let dropped: string[] = [];
     if (run) {
       // every conflict still open in the run no longer occurs (an open one would have refused the promotion)
-      const gone = (await trx('conflicts').where({ run_id: run, status: 'open' }).del().returning('code')) as Pick<ConflictsRow, 'code'>[];
+      const gone = (await trx<ConflictsRow>('conflicts').where({ run_id: run, status: 'open' }).del().returning('code')) as Code[];
       dropped = gone.map((r) => r.code);
       const counts = { tables: tables.length, autoResolved: autoTotal, decisions: decisions.length };
-      await trx('runs').where({ id: run }).update({ status: 'succeeded', finished_at: trx.fn.now(), counts: JSON.stringify(counts) });
+      const finished = { status: 'succeeded', finished_at: trx.fn.now(), counts: JSON.stringify(counts) };
+      await trx<RunsRow>('runs').where({ id: run }).update(finished);
     }
     await transition(trx, release, 'promote');
     await recordAudit(trx, {

@@ -38,12 +38,12 @@ export async function refuse(ctx: Ctx, release: string, actor: Actor, r: Refused
     for (const b of r.blocking) {
       if (b.existing && b.existing.run_id === run) {
         const refreshed = { detail: JSON.stringify(b.detail), key_label: b.keyLabel, priority: b.priority };
-        await trx('conflicts').where({ id: b.existing.id }).update(refreshed);
+        await trx<ConflictsRow>('conflicts').where({ id: b.existing.id }).update(refreshed);
       }
     }
     const dropped = run ? await dropStale(trx, run, r.detected) : [];
     const open = run
-      ? ((await trx('conflicts').where({ run_id: run, status: 'open' }).orderBy(['priority', 'code'])) as ConflictRow[])
+      ? ((await trx<ConflictsRow>('conflicts').where({ run_id: run, status: 'open' }).orderBy(['priority', 'code'])) as ConflictRow[])
       : [];
     await recordAudit(trx, {
       actor,
@@ -60,6 +60,7 @@ export async function refuse(ctx: Ctx, release: string, actor: Actor, r: Refused
 async function createConflicts(trx: Knex.Transaction, release: string, run: number | null, fresh: Blocking[]): Promise<string[]> {
   const created: string[] = [];
   if (fresh.length === 0) return created;
+  const runId = must(run, 'the promote run of the new conflicts');
   const max = await trx.raw<{ rows: { n: number | null }[] }>(
     `select max(substring(code from ${PROMOTE_CODE_PREFIX.length + 1})::int) as n from conflicts where release = ? and code like ?`,
     [release, `${PROMOTE_CODE_PREFIX}%`],
@@ -69,9 +70,9 @@ async function createConflicts(trx: Knex.Transaction, release: string, run: numb
     n += 1;
     const code = `${PROMOTE_CODE_PREFIX}${String(n).padStart(3, '0')}`;
     created.push(code);
-    await trx('conflicts').insert({
+    await trx<ConflictsRow>('conflicts').insert({
       release,
-      run_id: run,
+      run_id: runId,
       code,
       entity: b.entity,
       identity: b.identity,
@@ -91,7 +92,7 @@ async function dropStale(trx: Knex.Transaction, run: number, detected: Set<strin
     .where({ run_id: run, status: 'open' })
     .select('id', 'code', 'entity', 'identity')) as Open[];
   const stale = rows.filter((c) => !detected.has(`${c.entity}\u0000${c.identity}`));
-  if (stale.length > 0) await trx('conflicts').whereIn('id', stale.map((c) => c.id)).del();
+  if (stale.length > 0) await trx<ConflictsRow>('conflicts').whereIn('id', stale.map((c) => c.id)).del();
   return stale.map((c) => c.code);
 }
 
