@@ -1,8 +1,10 @@
 import crypto from 'node:crypto';
 import type { Knex } from 'knex';
 import { auditKeyOf } from '../../db/connect.js';
+import type { AuditEventsRow } from '../../db/rows.js';
 import { TributaryError } from '../../errors.js';
 import { redact, redactDeep } from '../../log.js';
+import { firstRow } from './must.js';
 
 /**
  * The audit trail: append-only (the table refuses updates, deletes and truncation) and hash-chained.
@@ -77,7 +79,10 @@ export interface AppendedEvent {
 export async function recordAudit(db: Knex | Knex.Transaction, event: AuditEvent): Promise<AppendedEvent> {
   const key = auditKeyOf(db);
   if (!key) {
-    throw new TributaryError('config_invalid', 'the audit trail has no key on this database connection: open the control database with openDatabase() (TRIBUTARY_AUDIT_KEY)');
+    throw new TributaryError(
+      'config_invalid',
+      'the audit trail has no key on this database connection: open the control database with openDatabase() (TRIBUTARY_AUDIT_KEY)',
+    );
   }
   if ((db as Knex.Transaction).isTransaction) return append(db as Knex.Transaction, key, event);
   return db.transaction((trx) => append(trx, key, event));
@@ -100,8 +105,10 @@ async function checkKeyAgainstHead(trx: Knex.Transaction, key: string): Promise<
   if (head && eventHash(key, { ...head, prevHash: head.prev_hash }) !== head.hash) {
     throw new TributaryError(
       'config_invalid',
-      `TRIBUTARY_AUDIT_KEY does not match the audit chain: its newest event (#${head.seq}) was not signed with this key, so nothing was written. ` +
-        'Every process that writes this control database (bot, CLI, agents) needs the same key; if the key is right, the newest event was altered: run tributary audit verify',
+      `TRIBUTARY_AUDIT_KEY does not match the audit chain: its newest event (#${head.seq}) was not signed with this key, ` +
+        'so nothing was written. ' +
+        'Every process that writes this control database (bot, CLI, agents) needs the same key; ' +
+        'if the key is right, the newest event was altered: run tributary audit verify',
       { variable: 'TRIBUTARY_AUDIT_KEY', seq: head.seq },
     );
   }
@@ -121,12 +128,21 @@ async function append(trx: Knex.Transaction, key: string, event: AuditEvent): Pr
        from (select 1) as one
        left join lateral (select seq, hash from audit_events where seq is not null order by seq desc limit 1) as h on true`,
   );
-  const h = head.rows[0]!;
+  const h = firstRow(head.rows, 'the audit chain head query to return its one row');
   if (!keyChecked.has(trx.client.config as object)) await checkKeyAgainstHead(trx, key);
-  const fields: ChainedFields = { seq: (h.seq ?? 0) + 1, at: h.at, actor, action: event.action, release, subject, details, prevHash: h.hash };
+  const fields: ChainedFields = {
+    seq: (h.seq ?? 0) + 1,
+    at: h.at,
+    actor,
+    action: event.action,
+    release,
+    subject,
+    details,
+    prevHash: h.hash,
+  };
   const hash = eventHash(key, fields);
   // the id comes from its sequence here, under the lock: ids grow along the chain
-  const [row] = await trx('audit_events')
+  const inserted = await trx('audit_events')
     .insert({
       seq: fields.seq,
       at: fields.at,
@@ -138,6 +154,7 @@ async function append(trx: Knex.Transaction, key: string, event: AuditEvent): Pr
       prev_hash: fields.prevHash,
       hash,
     })
-    .returning('id');
-  return { id: Number((row as { id: number }).id), seq: fields.seq, hash };
+    .returning<Pick<AuditEventsRow, 'id'>[]>('id');
+  const row = firstRow(inserted, `the id of audit event #${fields.seq}`);
+  return { id: Number(row.id), seq: fields.seq, hash };
 }

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { firstRow } from './must.js';
 import { ident, qualified } from './sql.js';
 
 /**
@@ -17,7 +18,13 @@ import { ident, qualified } from './sql.js';
  */
 export function textSettingsSql(scope: 'local' | 'session' = 'local'): string {
   const set = scope === 'local' ? 'set local' : 'set';
-  return [`${set} timezone = 'UTC'`, `${set} datestyle = 'ISO, YMD'`, `${set} intervalstyle = 'postgres'`, `${set} extra_float_digits = 3`, `${set} lc_monetary = 'C'`].join('; ');
+  return [
+    `${set} timezone = 'UTC'`,
+    `${set} datestyle = 'ISO, YMD'`,
+    `${set} intervalstyle = 'postgres'`,
+    `${set} extra_float_digits = 3`,
+    `${set} lc_monetary = 'C'`,
+  ].join('; ');
 }
 export interface TableColumn {
   name: string;
@@ -95,7 +102,7 @@ export async function tableChecksum(
       checksumSql(columns, schema, table, where.sql),
       where.bindings as Knex.RawBinding[],
     );
-    const row = res.rows[0]!;
+    const row = firstRow(res.rows, `the checksum query over ${table} to return its one row`);
     return { rows: row.rows, checksum: row.checksum };
   });
 }

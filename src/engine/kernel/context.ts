@@ -28,7 +28,12 @@ export function envError(ctx: Ctx, env: EnvSpec, err: unknown): Error {
     return new TributaryError('env_unreachable', `env ${describeEnv(ctx, env)} is unreachable: ${msg}`, { env: env.name });
   }
   if (e.code === '42P01' || e.code === '42703') {
-    return new TributaryError('config_invalid', `env ${env.name}: ${msg} (does the dataset in ${ctx.config.file} match this env's tables? run tributary tag --install ${env.name} to add tag columns)`, { env: env.name });
+    return new TributaryError(
+      'config_invalid',
+      `env ${env.name}: ${msg} (does the dataset in ${ctx.config.file} match this env's tables? ` +
+        `run tributary tag --install ${env.name} to add tag columns)`,
+      { env: env.name },
+    );
   }
   return new TributaryError('database', `env ${env.name}: ${msg}`, { env: env.name });
 }
@@ -41,7 +46,8 @@ export function requireSources(ctx: Ctx, release: string, step: string): EnvSpec
   if (ctx.config.sources.length > 0) return ctx.config.sources;
   throw new TributaryError(
     'config_invalid',
-    `${ctx.config.file}: environments: no env has role: source, so there is nothing to ${step} here; on an on-premises side, import ${release} from its signed transfer package: tributary load ${release} --from <dir>`,
+    `${ctx.config.file}: environments: no env has role: source, so there is nothing to ${step} here; ` +
+      `on an on-premises side, import ${release} from its signed transfer package: tributary load ${release} --from <dir>`,
     { release },
   );
 }
@@ -58,8 +64,9 @@ export async function onEnv<T>(ctx: Ctx, env: EnvSpec, fn: () => Promise<T>): Pr
 export async function checkReachable(ctx: Ctx, envs: EnvSpec[]): Promise<void> {
   const results = await Promise.allSettled(envs.map((env) => onEnv(ctx, env, () => ctx.db.env(env).raw('select 1'))));
   const failed = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
-  if (failed.length > 0) {
-    if (failed.length === 1) throw failed[0]!;
+  const [only] = failed;
+  if (only) {
+    if (failed.length === 1) throw only;
     throw new TributaryError('env_unreachable', failed.map((f) => f.message).join('\n'), { envs: failed.length });
   }
 }

@@ -8,6 +8,7 @@ import { copyStreams } from '../../db/pg.js';
 import { TributaryError } from '../../errors.js';
 import { checksumSql, textSettingsSql, type TableChecksum, type TableColumn } from './checksum.js';
 import { failpoint, failpointAction } from './failpoints.js';
+import { firstRow } from './must.js';
 import { ident, literal } from './sql.js';
 
 /**
@@ -31,7 +32,9 @@ import { ident, literal } from './sql.js';
 export function cellsObjectSql(alias: string, columns: readonly { name: string }[]): string {
   if (columns.length === 0) return `'{}'::jsonb`;
   // jsonb_object over two arrays: no limit on the number of columns (jsonb_build_object takes at most 50)
-  return `jsonb_object(array[${columns.map((c) => literal(c.name)).join(', ')}]::text[], array[${columns.map((c) => `${alias}.${ident(c.name)}::text`).join(', ')}]::text[])`;
+  const names = columns.map((c) => literal(c.name)).join(', ');
+  const texts = columns.map((c) => `${alias}.${ident(c.name)}::text`).join(', ');
+  return `jsonb_object(array[${names}]::text[], array[${texts}]::text[])`;
 }
 
 /** The cells of a work-area row (`dataExpr`, a cellsObjectSql object) as text columns, in the given order. */
@@ -81,7 +84,17 @@ export interface FileWritten {
  * checksum the manifest records, possibly still being computed); else the copy is refused, naming `what`
  * (the table), and the file is removed.
  */
-export async function copyToFile(source: pg.Client, c: { failpoint: string; select: string; file: string; what: string; expectedRows: number | Promise<number>; details?: Record<string, unknown> }): Promise<FileWritten> {
+export async function copyToFile(
+  source: pg.Client,
+  c: {
+    failpoint: string;
+    select: string;
+    file: string;
+    what: string;
+    expectedRows: number | Promise<number>;
+    details?: Record<string, unknown>;
+  },
+): Promise<FileWritten> {
   await source.query(textSettingsSql());
   await failpoint(c.failpoint);
   const sent = crypto.createHash('sha256');
@@ -121,7 +134,8 @@ export async function copyToFile(source: pg.Client, c: { failpoint: string; sele
     fs.rmSync(c.file, { force: true });
     throw new TributaryError(
       'database',
-      `${c.what}: the file written does not hold the rows as the source sent them (${lines} line(s) written; the source sent ${rows} row(s) and counted ${expected}${lines === rows ? ', and their text differs' : ''}); nothing was written`,
+      `${c.what}: the file written does not hold the rows as the source sent them (${lines} line(s) written; ` +
+        `the source sent ${rows} row(s) and counted ${expected}${lines === rows ? ', and their text differs' : ''}); nothing was written`,
       c.details ?? {},
     );
   }
@@ -133,7 +147,10 @@ export async function copyToFile(source: pg.Client, c: { failpoint: string; sele
  * settings (`target` must be inside a transaction). Returns the rows written and the sha256 of the
  * compressed file as read; the caller verifies count and checksum against the file's manifest.
  */
-export async function copyFromFile(target: pg.Client, c: { failpoint: string; file: string; table: string; columns: readonly string[] }): Promise<{ rows: number; sha256: string }> {
+export async function copyFromFile(
+  target: pg.Client,
+  c: { failpoint: string; file: string; table: string; columns: readonly string[] },
+): Promise<{ rows: number; sha256: string }> {
   await target.query(textSettingsSql());
   await failpoint(c.failpoint);
   const hash = crypto.createHash('sha256');
@@ -169,9 +186,16 @@ export function fsyncFile(file: string): void {
 }
 
 /** The count and checksum of the target's rows matching `where`, under the copy's settings. */
-export async function targetChecksum(target: pg.Client, schema: string | undefined, table: string, columnsByName: TableColumn[], where: string): Promise<TableChecksum> {
+export async function targetChecksum(
+  target: pg.Client,
+  schema: string | undefined,
+  table: string,
+  columnsByName: TableColumn[],
+  where: string,
+): Promise<TableChecksum> {
   await target.query(textSettingsSql());
-  return (await target.query<TableChecksum>(checksumSql(columnsByName, schema, table, where))).rows[0]!;
+  const res = await target.query<TableChecksum>(checksumSql(columnsByName, schema, table, where));
+  return firstRow(res.rows, `the checksum query over ${table} to return its one row`);
 }
 
 /** Refuses a copy whose target does not hold what was expected: names the table; nothing says "verified". */
@@ -179,7 +203,8 @@ export function requireChecksum(what: string, got: TableChecksum, want: TableChe
   if (got.rows === want.rows && got.checksum === want.checksum) return;
   throw new TributaryError(
     'database',
-    `${what}: after the copy, ${got.rows} row(s) with checksum ${got.checksum}, but the source's values give ${want.rows} with checksum ${want.checksum}; nothing was written`,
+    `${what}: after the copy, ${got.rows} row(s) with checksum ${got.checksum}, ` +
+      `but the source's values give ${want.rows} with checksum ${want.checksum}; nothing was written`,
     details,
   );
 }
@@ -199,8 +224,8 @@ export function corruptOneCell(skipLastFields = 0): Transform {
         if (end < 0) end = chunk.length;
         for (let k = 0; k < skipLastFields; k++) end = Math.max(0, chunk.lastIndexOf(9, end - 1));
         for (let i = end - 1; i >= 1; i--) {
-          const b = chunk[i]!;
-          const before = chunk[i - 1]!;
+          const b = chunk.readUInt8(i);
+          const before = chunk.readUInt8(i - 1);
           if (b >= 48 && b <= 57 && before >= 48 && before <= 57) {
             chunk[i] = b === 48 ? 49 : b - 1;
             done = true;

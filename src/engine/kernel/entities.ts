@@ -4,7 +4,11 @@ import type { Config, EntitySpec } from '../../config/load.js';
 
 /** A rename template (policy.renameTemplate) filled for one value. */
 export function renderTemplate(template: string, value: string, env: string, feature: string | null, n: number): string {
-  return template.replace(/\{value\}/g, value).replace(/\{env\}/g, env.toLowerCase()).replace(/\{feature\}/g, (feature ?? '').toLowerCase()).replace(/\{n\}/g, String(n));
+  return template
+    .replace(/\{value\}/g, value)
+    .replace(/\{env\}/g, env.toLowerCase())
+    .replace(/\{feature\}/g, (feature ?? '').toLowerCase())
+    .replace(/\{n\}/g, String(n));
 }
 
 /**
@@ -12,13 +16,15 @@ export function renderTemplate(template: string, value: string, env: string, fea
  * the tag columns, the entity's `ignore` columns, and its timestamp column, which only newest-wins compares.
  */
 export function nonPayloadColumns(config: Config, e: EntitySpec): string[] {
-  return [...new Set([e.primaryKey, config.tags.release, config.tags.feature, config.tags.createdBy, config.tags.createdAt, e.timestamp, ...e.ignore])];
+  const { tags } = config;
+  return [...new Set([e.primaryKey, tags.release, tags.feature, tags.createdBy, tags.createdAt, e.timestamp, ...e.ignore])];
 }
 
 /** The keys that identify a record across releases: each natural key, then the primary key. */
 export function identityKeys(e: EntitySpec): { label: string; columns: string[] }[] {
   const keys = e.naturalKeys.map((k) => ({ label: k.join('+'), columns: k }));
-  if (!keys.some((k) => k.columns.length === 1 && k.columns[0] === e.primaryKey)) keys.push({ label: e.primaryKey, columns: [e.primaryKey] });
+  const pkIsAKey = keys.some((k) => k.columns.length === 1 && k.columns[0] === e.primaryKey);
+  if (!pkIsAKey) keys.push({ label: e.primaryKey, columns: [e.primaryKey] });
   return keys;
 }
 

@@ -25,7 +25,9 @@ function parse(text: string | undefined): Map<string, FailpointAction> | null {
     const eq = part.lastIndexOf('=');
     const name = eq > 0 ? part.slice(0, eq) : part;
     const action = (eq > 0 ? part.slice(eq + 1) : 'pause') as FailpointAction;
-    if (!ACTIONS.includes(action)) throw new Error(`TRIBUTARY_FAILPOINTS: unknown action "${action}" for ${name} (one of ${ACTIONS.join(', ')})`);
+    if (!ACTIONS.includes(action)) {
+      throw new Error(`TRIBUTARY_FAILPOINTS: unknown action "${action}" for ${name} (one of ${ACTIONS.join(', ')})`);
+    }
     points.set(name, action);
   }
   return points;

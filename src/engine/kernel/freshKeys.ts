@@ -44,7 +44,8 @@ export async function masterMaxKey(ctx: Ctx, e: EntitySpec): Promise<bigint> {
   return onEnv(ctx, master, async () => {
     const k = ctx.db.env(master);
     if (!(await tableExists(k, master.schema, e.table))) return 0n;
-    const res = await k.raw<{ rows: { m: string | null }[] }>(`select ${maxIntegerKeySql(`${ident(e.primaryKey)}::text`, qualified(master.schema, e.table))}::text as m`);
+    const maxKey = maxIntegerKeySql(`${ident(e.primaryKey)}::text`, qualified(master.schema, e.table));
+    const res = await k.raw<{ rows: { m: string | null }[] }>(`select ${maxKey}::text as m`);
     return BigInt(res.rows[0]?.m ?? '0');
   });
 }

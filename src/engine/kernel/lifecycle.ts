@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import type { ReleaseStatesRow } from '../../db/rows.js';
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from './audit.js';
 import type { Actor } from './context.js';
@@ -7,10 +8,30 @@ import type { Actor } from './context.js';
  * The release lifecycle as data. Later stages (validated, loaded, tiers, deploy) extend this table;
  * a transition that is not allowed fails with a coded error that says what must happen first.
  */
-export const RELEASE_STATES = ['planned', 'locked', 'consolidated', 'validated', 'loaded', 'tier1-passed', 'promoted', 'tier2-passed', 'approved'] as const;
+export const RELEASE_STATES = [
+  'planned',
+  'locked',
+  'consolidated',
+  'validated',
+  'loaded',
+  'tier1-passed',
+  'promoted',
+  'tier2-passed',
+  'approved',
+] as const;
 export type ReleaseState = (typeof RELEASE_STATES)[number];
 
-export type ReleaseEvent = 'lock' | 'consolidate' | 'validate' | 'invalidate' | 'import' | 'load' | 'tier1' | 'promote' | 'tier2' | 'approve';
+export type ReleaseEvent =
+  | 'lock'
+  | 'consolidate'
+  | 'validate'
+  | 'invalidate'
+  | 'import'
+  | 'load'
+  | 'tier1'
+  | 'promote'
+  | 'tier2'
+  | 'approve';
 
 /** States from which the data may be loaded again (a re-load sends the release back through testing). */
 const AFTER_LOAD: readonly ReleaseState[] = ['loaded', 'tier1-passed', 'promoted', 'tier2-passed', 'approved'];
@@ -27,12 +48,24 @@ const TRANSITIONS: Record<ReleaseEvent, { from: readonly ReleaseState[]; to: Rel
    * On premises: a signed transfer package of a release validated on the cloud side arrived ("validated
    * (imported)"; its run is of kind import); the load that follows continues the usual lifecycle.
    */
-  import: { from: ['planned', 'validated', ...AFTER_LOAD], to: 'validated', first: 'the release is being consolidated on this side: import it on a side without sources' },
-  load: { from: ['validated', ...AFTER_LOAD], to: 'loaded', first: 'validate it first (loading is refused while findings are open): tributary validate <release>' },
+  import: {
+    from: ['planned', 'validated', ...AFTER_LOAD],
+    to: 'validated',
+    first: 'the release is being consolidated on this side: import it on a side without sources',
+  },
+  load: {
+    from: ['validated', ...AFTER_LOAD],
+    to: 'loaded',
+    first: 'validate it first (loading is refused while findings are open): tributary validate <release>',
+  },
   /** Tier 1 passed on the loaded data. */
   tier1: { from: AFTER_LOAD, to: 'tier1-passed', first: 'load it into staging first: tributary load <release>' },
   /** Staging merged into the cumulative master. */
-  promote: { from: ['tier1-passed', 'promoted', 'tier2-passed', 'approved'], to: 'promoted', first: 'pass tier 1 on the loaded data first: tributary test <release> --tier 1' },
+  promote: {
+    from: ['tier1-passed', 'promoted', 'tier2-passed', 'approved'],
+    to: 'promoted',
+    first: 'pass tier 1 on the loaded data first: tributary test <release> --tier 1',
+  },
   /** Tier 2 passed its gate on master. */
   tier2: { from: ['promoted', 'tier2-passed'], to: 'tier2-passed', first: 'promote it first: tributary promote <release>' },
   /** A qa_lead's approval: ready for production (past a failed gate only with an override rationale). */
@@ -47,13 +80,20 @@ export function isValidated(state: ReleaseState): boolean {
 export function nextState(release: string, current: ReleaseState, event: ReleaseEvent): ReleaseState {
   const t = TRANSITIONS[event];
   if (!t.from.includes(current)) {
-    throw new TributaryError('gate_state', `release ${release} is ${current}: cannot ${event} it; ${t.first}`, { release, state: current, event });
+    throw new TributaryError('gate_state', `release ${release} is ${current}: cannot ${event} it; ${t.first}`, {
+      release,
+      state: current,
+      event,
+    });
   }
   return t.to;
 }
 
-export async function releaseState(db: Knex | Knex.Transaction, release: string): Promise<{ state: ReleaseState; currentRunId: number | null }> {
-  const row = await db('release_states').where({ release }).first();
+export async function releaseState(
+  db: Knex | Knex.Transaction,
+  release: string,
+): Promise<{ state: ReleaseState; currentRunId: number | null }> {
+  const row = await db<ReleaseStatesRow>('release_states').where({ release }).first();
   return row ? { state: row.state as ReleaseState, currentRunId: row.current_run_id } : { state: 'planned', currentRunId: null };
 }
 
@@ -63,8 +103,20 @@ export async function releaseState(db: Knex | Knex.Transaction, release: string)
  * and thrown. Without `check`, the step is the lifecycle event of that name.
  */
 export async function passGate(db: Knex, release: string, step: ReleaseEvent, actor: Actor): Promise<ReleaseState>;
-export async function passGate(db: Knex, release: string, step: string, actor: Actor, check: (state: ReleaseState) => void): Promise<ReleaseState>;
-export async function passGate(db: Knex, release: string, step: string, actor: Actor, check?: (state: ReleaseState) => void): Promise<ReleaseState> {
+export async function passGate(
+  db: Knex,
+  release: string,
+  step: string,
+  actor: Actor,
+  check: (state: ReleaseState) => void,
+): Promise<ReleaseState>;
+export async function passGate(
+  db: Knex,
+  release: string,
+  step: string,
+  actor: Actor,
+  check?: (state: ReleaseState) => void,
+): Promise<ReleaseState> {
   const { state } = await releaseState(db, release);
   try {
     if (check) check(state);

@@ -50,7 +50,9 @@ export function generateKeyPair(dir: string, name: string): { privateFile: strin
   const privateFile = path.resolve(dir, `${name}.key`);
   const publicFile = path.resolve(dir, `${name}.pub`);
   for (const f of [privateFile, publicFile]) {
-    if (fs.existsSync(f)) throw new TributaryError('usage', `${f} already exists: a key is never overwritten (choose another --name or folder)`);
+    if (fs.existsSync(f)) {
+      throw new TributaryError('usage', `${f} already exists: a key is never overwritten (choose another --name or folder)`);
+    }
   }
   const { privateKey, publicKey } = crypto.generateKeyPairSync('ed25519');
   fs.mkdirSync(path.resolve(dir), { recursive: true });
@@ -65,15 +67,19 @@ export function signingKey(src: { pem?: string; file?: string }): crypto.KeyObje
   let where = 'TRIBUTARY_SIGNING_KEY';
   if (!pem) {
     if (!src.file) {
-      throw new TributaryError('config_invalid', 'no signing key: set TRIBUTARY_SIGNING_KEY to the private key (PEM), or give a key file (--key or transfer.signingKeyFile); tributary keys generate writes a pair', {
-        variable: 'TRIBUTARY_SIGNING_KEY',
-      });
+      throw new TributaryError(
+        'config_invalid',
+        'no signing key: set TRIBUTARY_SIGNING_KEY to the private key (PEM), ' +
+          'or give a key file (--key or transfer.signingKeyFile); tributary keys generate writes a pair',
+        { variable: 'TRIBUTARY_SIGNING_KEY' },
+      );
     }
     where = src.file;
     try {
       pem = fs.readFileSync(src.file, 'utf8');
     } catch (err) {
-      throw new TributaryError('config_invalid', `${src.file}: cannot read the signing key (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { file: src.file });
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      throw new TributaryError('config_invalid', `${src.file}: cannot read the signing key (${code})`, { file: src.file });
     }
   }
   registerSecret(pem.trim());
@@ -83,7 +89,12 @@ export function signingKey(src: { pem?: string; file?: string }): crypto.KeyObje
   } catch {
     throw new TributaryError('config_invalid', `${where}: not a private key in PEM (PKCS#8); tributary keys generate writes one`);
   }
-  if (key.asymmetricKeyType !== 'ed25519') throw new TributaryError('config_invalid', `${where}: a ${key.asymmetricKeyType} key; packages are signed with Ed25519 keys (tributary keys generate)`);
+  if (key.asymmetricKeyType !== 'ed25519') {
+    throw new TributaryError(
+      'config_invalid',
+      `${where}: a ${key.asymmetricKeyType} key; packages are signed with Ed25519 keys (tributary keys generate)`,
+    );
+  }
   return key;
 }
 
@@ -97,7 +108,8 @@ export function trustedKeys(entries: readonly string[], origin: string): Map<str
       try {
         pem = fs.readFileSync(entry, 'utf8');
       } catch (err) {
-        throw new TributaryError('config_invalid', `${where}: cannot read the public key file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+        const code = (err as NodeJS.ErrnoException).code ?? 'error';
+        throw new TributaryError('config_invalid', `${where}: cannot read the public key file (${code})`);
       }
     }
     let key: crypto.KeyObject;
@@ -106,7 +118,9 @@ export function trustedKeys(entries: readonly string[], origin: string): Map<str
     } catch {
       throw new TributaryError('config_invalid', `${where}: not a public key in PEM`);
     }
-    if (key.asymmetricKeyType !== 'ed25519') throw new TributaryError('config_invalid', `${where}: a ${key.asymmetricKeyType} key; transfer keys are Ed25519`);
+    if (key.asymmetricKeyType !== 'ed25519') {
+      throw new TributaryError('config_invalid', `${where}: a ${key.asymmetricKeyType} key; transfer keys are Ed25519`);
+    }
     keys.set(keyIdOf(key), key);
   });
   return keys;
@@ -125,7 +139,8 @@ export function digestOf(text: string | Buffer): string {
 export function writeSignedManifest(dir: string, manifest: SignedManifest, key: crypto.KeyObject): { digest: string; keyId: string } {
   const text = manifestText(manifest);
   const keyId = keyIdOf(key);
-  const sig: SignatureDoc = { format: SIGNATURE_FORMAT, algorithm: 'ed25519', keyId, signature: crypto.sign(null, Buffer.from(text, 'utf8'), key).toString('base64') };
+  const signature = crypto.sign(null, Buffer.from(text, 'utf8'), key).toString('base64');
+  const sig: SignatureDoc = { format: SIGNATURE_FORMAT, algorithm: 'ed25519', keyId, signature };
   fs.writeFileSync(path.join(dir, MANIFEST_FILE), text);
   fs.writeFileSync(path.join(dir, SIGNATURE_FILE), `${JSON.stringify(sig, null, 2)}\n`);
   return { digest: digestOf(text), keyId };
@@ -161,7 +176,11 @@ async function hashFile(file: string): Promise<PackageFile> {
  * Reads a package and verifies it before anything is used: the signature of manifest.json by a trusted
  * key, then each file's size and SHA-256. Each refusal names the file and what failed.
  */
-export async function readVerifiedPackage<M extends SignedManifest>(dir: string, trusted: Map<string, crypto.KeyObject>, format: string): Promise<VerifiedPackage<M>> {
+export async function readVerifiedPackage<M extends SignedManifest>(
+  dir: string,
+  trusted: Map<string, crypto.KeyObject>,
+  format: string,
+): Promise<VerifiedPackage<M>> {
   const root = path.resolve(dir);
   if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw refuse(root, 'no such package folder');
   const manifestFile = path.join(root, MANIFEST_FILE);
@@ -170,22 +189,7 @@ export async function readVerifiedPackage<M extends SignedManifest>(dir: string,
   if (!fs.existsSync(sigFile)) throw refuse(sigFile, 'missing: the manifest is not signed');
   const raw = fs.readFileSync(manifestFile);
   const sigText = fs.readFileSync(sigFile, 'utf8');
-  let sig: SignatureDoc;
-  try {
-    sig = JSON.parse(sigText) as SignatureDoc;
-  } catch {
-    throw refuse(sigFile, 'not a signature file (not JSON)');
-  }
-  if (sig.format !== SIGNATURE_FORMAT || sig.algorithm !== 'ed25519' || typeof sig.keyId !== 'string' || typeof sig.signature !== 'string') {
-    throw refuse(sigFile, `not a ${SIGNATURE_FORMAT} Ed25519 signature`);
-  }
-  const key = trusted.get(sig.keyId);
-  if (!key) {
-    throw refuse(sigFile, `signed by key ${sig.keyId}, which this side does not trust (transfer.publicKeys: ${[...trusted.keys()].join(', ') || 'none'})`, { keyId: sig.keyId });
-  }
-  if (!crypto.verify(null, raw, key, Buffer.from(sig.signature, 'base64'))) {
-    throw refuse(manifestFile, `the signature does not verify with key ${sig.keyId}: the manifest was altered after signing, or signed by another key`, { keyId: sig.keyId });
-  }
+  const sig = verifySignature(raw, sigText, { manifestFile, sigFile }, trusted);
   let manifest: M;
   try {
     manifest = JSON.parse(raw.toString('utf8')) as M;
@@ -193,6 +197,47 @@ export async function readVerifiedPackage<M extends SignedManifest>(dir: string,
     throw refuse(manifestFile, 'not JSON');
   }
   if (manifest.format !== format) throw refuse(manifestFile, `format ${JSON.stringify(manifest.format)}, expected ${format}`);
+  await verifyFiles(root, manifestFile, manifest);
+  return { dir: root, manifest, text: raw.toString('utf8'), digest: digestOf(raw), keyId: sig.keyId, signature: sigText };
+}
+
+/** The signature file's document, once it verifies the manifest's bytes with a trusted key. */
+function verifySignature(
+  raw: Buffer,
+  sigText: string,
+  files: { manifestFile: string; sigFile: string },
+  trusted: Map<string, crypto.KeyObject>,
+): SignatureDoc {
+  const { manifestFile, sigFile } = files;
+  let sig: SignatureDoc;
+  try {
+    sig = JSON.parse(sigText) as SignatureDoc;
+  } catch {
+    throw refuse(sigFile, 'not a signature file (not JSON)');
+  }
+  const wellFormed = sig.format === SIGNATURE_FORMAT && sig.algorithm === 'ed25519';
+  if (!wellFormed || typeof sig.keyId !== 'string' || typeof sig.signature !== 'string') {
+    throw refuse(sigFile, `not a ${SIGNATURE_FORMAT} Ed25519 signature`);
+  }
+  const key = trusted.get(sig.keyId);
+  if (!key) {
+    const known = [...trusted.keys()].join(', ') || 'none';
+    throw refuse(sigFile, `signed by key ${sig.keyId}, which this side does not trust (transfer.publicKeys: ${known})`, {
+      keyId: sig.keyId,
+    });
+  }
+  if (!crypto.verify(null, raw, key, Buffer.from(sig.signature, 'base64'))) {
+    throw refuse(
+      manifestFile,
+      `the signature does not verify with key ${sig.keyId}: the manifest was altered after signing, or signed by another key`,
+      { keyId: sig.keyId },
+    );
+  }
+  return sig;
+}
+
+/** Each file the manifest lists: inside the package, present, of its size and SHA-256. */
+async function verifyFiles(root: string, manifestFile: string, manifest: SignedManifest): Promise<void> {
   const files = Object.entries(manifest.files ?? {});
   const bySha = new Map(files.map(([name, f]) => [f.sha256, name]));
   for (const [name, want] of files) {
@@ -207,15 +252,19 @@ export async function readVerifiedPackage<M extends SignedManifest>(dir: string,
         file,
         other && other !== name
           ? `holds the contents of ${other} (files reordered or swapped): its SHA-256 is not the one the manifest lists for it`
-          : `altered: its SHA-256 ${got.sha256.slice(0, 16)}… (${got.bytes} bytes) is not the manifest's ${want.sha256.slice(0, 16)}… (${want.bytes} bytes)`,
+          : `altered: its SHA-256 ${got.sha256.slice(0, 16)}… (${got.bytes} bytes) ` +
+              `is not the manifest's ${want.sha256.slice(0, 16)}… (${want.bytes} bytes)`,
       );
     }
   }
-  return { dir: root, manifest, text: raw.toString('utf8'), digest: digestOf(raw), keyId: sig.keyId, signature: sigText };
 }
 
 /** Verifies a stored manifest's signature again (audit verify on the receiving side). */
-export function signatureHolds(text: string, signature: string, trusted: Map<string, crypto.KeyObject>): { ok: boolean; keyId: string | null; why?: string } {
+export function signatureHolds(
+  text: string,
+  signature: string,
+  trusted: Map<string, crypto.KeyObject>,
+): { ok: boolean; keyId: string | null; why?: string } {
   let sig: SignatureDoc;
   try {
     sig = JSON.parse(signature) as SignatureDoc;
@@ -224,6 +273,8 @@ export function signatureHolds(text: string, signature: string, trusted: Map<str
   }
   const key = trusted.get(sig.keyId);
   if (!key) return { ok: false, keyId: sig.keyId, why: `key ${sig.keyId} is no longer trusted (transfer.publicKeys)` };
-  if (!crypto.verify(null, Buffer.from(text, 'utf8'), key, Buffer.from(sig.signature, 'base64'))) return { ok: false, keyId: sig.keyId, why: 'the stored manifest does not match its signature' };
+  if (!crypto.verify(null, Buffer.from(text, 'utf8'), key, Buffer.from(sig.signature, 'base64'))) {
+    return { ok: false, keyId: sig.keyId, why: 'the stored manifest does not match its signature' };
+  }
   return { ok: true, keyId: sig.keyId };
 }

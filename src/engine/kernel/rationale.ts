@@ -7,11 +7,21 @@ import { TributaryError } from '../../errors.js';
  */
 export const RATIONALE_MIN = 3;
 
-/** The rationale, trimmed; refused (decision_invalid, or the caller's code) when too short, naming what it is for and the question it answers. */
-export function requireRationale(raw: string | undefined | null, what: string, question: string, code: 'decision_invalid' | 'usage' = 'decision_invalid'): string {
+/**
+ * The rationale, trimmed; refused (decision_invalid, or the caller's code) when too short, naming what it
+ * is for and the question it answers.
+ */
+export function requireRationale(
+  raw: string | undefined | null,
+  what: string,
+  question: string,
+  code: 'decision_invalid' | 'usage' = 'decision_invalid',
+): string {
   const rationale = (raw ?? '').trim();
   if (rationale.replace(/\s/g, '').length < RATIONALE_MIN) {
-    throw new TributaryError(code, `${what} needs a rationale of at least ${RATIONALE_MIN} characters (${question})`, { field: 'rationale' });
+    throw new TributaryError(code, `${what} needs a rationale of at least ${RATIONALE_MIN} characters (${question})`, {
+      field: 'rationale',
+    });
   }
   return rationale;
 }

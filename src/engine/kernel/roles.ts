@@ -1,6 +1,7 @@
 import { TributaryError } from '../../errors.js';
 import { recordAudit } from './audit.js';
 import type { Ctx } from './context.js';
+import { must } from './must.js';
 
 /**
  * Roles from config, by Slack user ID or user group ID. Deciding needs reviewer (or qa_lead); tag,
@@ -48,12 +49,23 @@ export function openRoles(ctx: Ctx): Role[] {
 }
 
 export async function authorize(ctx: Ctx, user: string, groups: string[], action: RoleAction, release?: string): Promise<void> {
-  const needed = NEEDS[action]!;
+  const needed = must(NEEDS[action], `the roles that may ${action} (roles.ts NEEDS)`);
   const ok = needed.some((role) => {
     const members = ctx.config.roles[role];
     return members.length === 0 || members.includes(user) || groups.some((g) => members.includes(g));
   });
   if (ok) return;
-  await recordAudit(ctx.db.control, { actor: user, action: 'auth.refused', ...(release ? { release } : {}), subject: action, details: { needed } });
-  throw new TributaryError('forbidden', `${action} needs the ${needed.join(' or ')} role; whoever runs the Tributary bot grants it by adding you to roles.${needed[0]} in its config`, { needed });
+  await recordAudit(ctx.db.control, {
+    actor: user,
+    action: 'auth.refused',
+    ...(release ? { release } : {}),
+    subject: action,
+    details: { needed },
+  });
+  throw new TributaryError(
+    'forbidden',
+    `${action} needs the ${needed.join(' or ')} role; ` +
+      `whoever runs the Tributary bot grants it by adding you to roles.${needed[0]} in its config`,
+    { needed },
+  );
 }

@@ -1,4 +1,5 @@
 import { nodeCron, scheduleProblem } from '../../config/cron.js';
+import { must } from './must.js';
 
 /**
  * The slots of a cron schedule in a time zone: pure functions, no clock and no database.
@@ -54,7 +55,14 @@ export function makeSchedule(expression: string, timezone: string): Schedule {
   return {
     expression,
     timezone,
-    fields: { second: nums(f.second), minute: nums(f.minute), hour: nums(f.hour), dayOfMonth: nums(f.dayOfMonth), month: nums(f.month), dayOfWeek: nums(f.dayOfWeek).map((d) => d % 7) },
+    fields: {
+      second: nums(f.second),
+      minute: nums(f.minute),
+      hour: nums(f.hour),
+      dayOfMonth: nums(f.dayOfMonth),
+      month: nums(f.month),
+      dayOfWeek: nums(f.dayOfWeek).map((d) => d % 7),
+    },
   };
 }
 
@@ -63,7 +71,16 @@ const formatters = new Map<string, Intl.DateTimeFormat>();
 function formatter(timezone: string): Intl.DateTimeFormat {
   let f = formatters.get(timezone);
   if (!f) {
-    f = new Intl.DateTimeFormat('en-US', { timeZone: timezone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' });
+    f = new Intl.DateTimeFormat('en-US', {
+      timeZone: timezone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
+    });
     formatters.set(timezone, f);
   }
   return f;
@@ -73,7 +90,15 @@ function formatter(timezone: string): Intl.DateTimeFormat {
 export function wallOf(at: Date, timezone: string): Wall {
   const p: Record<string, number> = {};
   for (const part of formatter(timezone).formatToParts(at)) if (part.type !== 'literal') p[part.type] = Number(part.value);
-  return { year: p.year!, month: p.month!, day: p.day!, hour: p.hour! % 24, minute: p.minute!, second: p.second! };
+  const field = (name: string): number => must(p[name], `the ${name} of ${at.toISOString()} in ${timezone}`);
+  return {
+    year: field('year'),
+    month: field('month'),
+    day: field('day'),
+    hour: field('hour') % 24,
+    minute: field('minute'),
+    second: field('second'),
+  };
 }
 
 const asUtc = (w: Wall) => Date.UTC(w.year, w.month - 1, w.day, w.hour, w.minute, w.second);
@@ -110,7 +135,8 @@ function dayMatches(s: Schedule, year: number, month: number, day: number): bool
 
 /** Does the schedule match this wall-clock time (the same fields node-cron compares)? */
 export function matchesWall(s: Schedule, w: Wall): boolean {
-  return s.fields.second.includes(w.second) && s.fields.minute.includes(w.minute) && s.fields.hour.includes(w.hour) && dayMatches(s, w.year, w.month, w.day);
+  const { second, minute, hour } = s.fields;
+  return second.includes(w.second) && minute.includes(w.minute) && hour.includes(w.hour) && dayMatches(s, w.year, w.month, w.day);
 }
 
 function addDays(year: number, month: number, day: number, n: number): { year: number; month: number; day: number } {
@@ -122,7 +148,9 @@ function addDays(year: number, month: number, day: number, n: number): { year: n
 function* timesOfDay(s: Schedule, d: { year: number; month: number; day: number }, reverse: boolean): Generator<Wall> {
   if (!dayMatches(s, d.year, d.month, d.day)) return;
   const order = (xs: number[]) => (reverse ? [...xs].reverse() : xs);
-  for (const hour of order(s.fields.hour)) for (const minute of order(s.fields.minute)) for (const second of order(s.fields.second)) yield { ...d, hour, minute, second };
+  for (const hour of order(s.fields.hour)) {
+    for (const minute of order(s.fields.minute)) for (const second of order(s.fields.second)) yield { ...d, hour, minute, second };
+  }
 }
 
 const MAX_DAYS = 400;

@@ -4,13 +4,15 @@ import type { ConnectionParams } from '../../db/connect.js';
 import { pgClient } from '../../db/pg.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
+import { firstRow } from './must.js';
 
 /**
  * A session that holds a lock for a whole run sits idle meanwhile: a server's idle_session_timeout would
  * end it, and the lock with it. It runs a query at a third of that timeout (or every 10 s without one).
  */
 export async function keepSessionAlive(client: pg.Client, lose: (why: string) => void): Promise<NodeJS.Timeout> {
-  const timeout = (await client.query<{ ms: string }>(`select setting as ms from pg_settings where name = 'idle_session_timeout'`)).rows[0]?.ms;
+  const res = await client.query<{ ms: string }>(`select setting as ms from pg_settings where name = 'idle_session_timeout'`);
+  const timeout = res.rows[0]?.ms;
   const every = Number(timeout) > 0 ? Math.max(50, Math.floor(Number(timeout) / 3)) : 10_000;
   const timer = setInterval(() => {
     client.query('select 1').catch((err: Error) => lose(err.message));
@@ -41,7 +43,10 @@ export async function holdSessionLock(params: ConnectionParams, key: string, wha
   const lost = new AbortController();
   const lose = (why: string) => {
     if (lost.signal.aborted) return;
-    logger().error({ lock: what, why: redact(why) }, 'the lock connection is gone: another process may take over; this one stops and records nothing over it');
+    logger().error(
+      { lock: what, why: redact(why) },
+      'the lock connection is gone: another process may take over; this one stops and records nothing over it',
+    );
     lost.abort(new TributaryError('gate_busy', `${what} lost its lock (${redact(why)}): another process may have taken over`));
   };
   client.on('error', (err) => lose(err.message));
@@ -52,7 +57,8 @@ export async function holdSessionLock(params: ConnectionParams, key: string, wha
   };
   try {
     await client.connect();
-    const got = (await client.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [key])).rows[0]!.ok;
+    const tried = await client.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [key]);
+    const got = firstRow(tried.rows, `pg_try_advisory_lock's answer for ${what}`).ok;
     if (!got) {
       await close();
       return null;
@@ -79,8 +85,9 @@ export async function sessionLockHeld(params: ConnectionParams, key: string): Pr
   await c.connect();
   try {
     const got = await c.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [key]);
-    if (got.rows[0]!.ok) await c.query('select pg_advisory_unlock(hashtext($1))', [key]);
-    return !got.rows[0]!.ok;
+    const { ok } = firstRow(got.rows, "pg_try_advisory_lock's answer");
+    if (ok) await c.query('select pg_advisory_unlock(hashtext($1))', [key]);
+    return !ok;
   } finally {
     await c.end().catch(() => undefined);
   }

@@ -3,6 +3,7 @@ import { configVariables, type EnvSpec } from '../../config/load.js';
 import type { ConnectionParams } from '../../db/connect.js';
 import { carriesSecret } from '../../log.js';
 import type { Ctx } from './context.js';
+import { must } from './must.js';
 
 /** The team's shell commands (test runners, deployers): filled, run in their own process group, timed out. */
 
@@ -69,7 +70,10 @@ export function commandEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 export function fillCommand(command: string, values: Record<string, string>): string {
-  return command.replace(/\{([A-Za-z]+)\}/g, (m, name: string) => (values[name] === undefined ? m : shellQuote(values[name]!)));
+  return command.replace(/\{([A-Za-z]+)\}/g, (m, name: string) => {
+    const value = values[name];
+    return value === undefined ? m : shellQuote(value);
+  });
 }
 
 export interface Exec {
@@ -119,7 +123,7 @@ export function execShell(cmd: string, cwd: string, env: NodeJS.ProcessEnv, time
     let timedOut = false;
     const killGroup = (sig: NodeJS.Signals) => {
       try {
-        process.kill(-child.pid!, sig);
+        process.kill(-must(child.pid, "the pid of the command's process group"), sig);
       } catch {
         // already gone
       }

@@ -18,10 +18,14 @@ export interface UserType {
 
 // the element type for arrays; enums, domains and composites outside the system schemas, in dependency
 // order enough for one level (a domain's or composite's own user types come first by oid)
-const USER_TYPES_SQL = `select distinct t.oid, quote_ident(n.nspname) || '.' || quote_ident(t.typname) as name, quote_ident(n.nspname) as schema, t.typtype as kind,
+const USER_TYPES_SQL = `select distinct t.oid, quote_ident(n.nspname) || '.' || quote_ident(t.typname) as name,
+       quote_ident(n.nspname) as schema, t.typtype as kind,
        case t.typtype
-         when 'e' then (select string_agg(quote_literal(e.enumlabel), ', ' order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid)
-         when 'd' then format_type(t.typbasetype, t.typtypmod) || coalesce(' ' || (select string_agg(pg_get_constraintdef(c.oid), ' ') from pg_constraint c where c.contypid = t.oid), '')
+         when 'e' then (select string_agg(quote_literal(e.enumlabel), ', ' order by e.enumsortorder)
+                          from pg_enum e where e.enumtypid = t.oid)
+         when 'd' then format_type(t.typbasetype, t.typtypmod)
+                       || coalesce(' ' || (select string_agg(pg_get_constraintdef(c.oid), ' ')
+                                             from pg_constraint c where c.contypid = t.oid), '')
                        || case when t.typnotnull then ' not null' else '' end
          when 'c' then (select string_agg(quote_ident(x.attname) || ' ' || format_type(x.atttypid, x.atttypmod), ', ' order by x.attnum)
                           from pg_attribute x where x.attrelid = t.typrelid and x.attnum > 0 and not x.attisdropped)
@@ -49,7 +53,11 @@ export async function ensureUserTypes(target: pg.Client, types: UserType[], tabl
     const exists = (await target.query<{ oid: string | null }>('select to_regtype($1)::text as oid', [t.name])).rows[0]?.oid != null;
     if (exists) continue;
     const ddl =
-      t.kind === 'e' ? `create type ${t.name} as enum (${t.def})` : t.kind === 'd' ? `create domain ${t.name} as ${t.def}` : `create type ${t.name} as (${t.def})`;
+      t.kind === 'e'
+        ? `create type ${t.name} as enum (${t.def})`
+        : t.kind === 'd'
+          ? `create domain ${t.name} as ${t.def}`
+          : `create type ${t.name} as (${t.def})`;
     try {
       await target.query('savepoint tributary_type');
       await target.query(`create schema if not exists ${t.schema}`);
@@ -57,7 +65,11 @@ export async function ensureUserTypes(target: pg.Client, types: UserType[], tabl
       await target.query('release savepoint tributary_type');
     } catch (err) {
       await target.query('rollback to savepoint tributary_type').catch(() => undefined);
-      throw new TributaryError('database', `type ${t.name}, used by ${table}: cannot be created in the target (${(err as Error).message})`, { type: t.name, table });
+      throw new TributaryError(
+        'database',
+        `type ${t.name}, used by ${table}: cannot be created in the target (${(err as Error).message})`,
+        { type: t.name, table },
+      );
     }
   }
 }

@@ -60,7 +60,8 @@ export function rawRefs(alias: string): string {
  * of single-record identities store none: their one source is the record at (rep_env, rep_pk).
  */
 export function sourcesSql(t: RunTables, alias: string): string {
-  return `coalesce(${alias}.sources, (select jsonb_build_array(jsonb_build_object('env', x.env, 'pk', x.pk, 'feature', x.feature, 'created_by', x.created_by))
+  return `coalesce(${alias}.sources, (select jsonb_build_array(jsonb_build_object('env', x.env, 'pk', x.pk, 'feature', x.feature,
+                                                                              'created_by', x.created_by))
             from ${t.records} x where x.entity = ${alias}.entity and x.env = ${alias}.rep_env and x.pk = ${alias}.rep_pk))`;
 }
 
@@ -77,7 +78,8 @@ export function keyLabelSql(e: EntitySpec, identity: string): string {
 /** A record's references as jsonb ({column: key}, nulls left out). */
 export function refsObject(e: EntitySpec, dataExpr: string): string {
   if (e.references.length === 0) return `'{}'::jsonb`;
-  return `jsonb_strip_nulls(jsonb_build_object(${e.references.map((r) => `${literal(r.column)}, ${dataExpr}->>${literal(r.column)}`).join(', ')}))`;
+  const pairs = e.references.map((r) => `${literal(r.column)}, ${dataExpr}->>${literal(r.column)}`).join(', ');
+  return `jsonb_strip_nulls(jsonb_build_object(${pairs}))`;
 }
 
 /** Rewrites the children's reference columns through their own env's key map (and pinned re-points). */
@@ -110,7 +112,8 @@ export async function materializeRefs(
            ${only ? 'left join' : 'join'} ${t.keyMap} km on km.entity = ? and km.env = r.rep_env and km.old_pk = ${raw}->>${col}
            cross join lateral (select coalesce(${raw}->>${pin}, km.new_pk, ${raw}->>${col}) as k) x
           where r.entity = ? and r.data is not null and (${raw}->>${col} is not null or ${raw}->>${pin} is not null) ${filter}
-            and (x.k is null or x.k is distinct from r.data->>${col} or coalesce(jsonb_typeof(r.data->${col}), '') not in ('number', 'string'))
+            and (x.k is null or x.k is distinct from r.data->>${col}
+                 or coalesce(jsonb_typeof(r.data->${col}), '') not in ('number', 'string'))
        )
        update ${t.result} c
           set data = jsonb_set(c.data, ${literal(`{${ref.column}}`)}, work.key_value(c.data->${col}, target.k)),
@@ -130,7 +133,12 @@ export async function materializeRefs(
  * follow the one identity holding that key to its survivor's key. Only keys the key map moved are looked
  * at (a semi-join on the small key map), so the children are read once more, not looked up one by one.
  */
-async function materializeCrossEnvRefs(k: Knex | Knex.Transaction, t: RunTables, e: EntitySpec, ref: EntitySpec['references'][number]): Promise<void> {
+async function materializeCrossEnvRefs(
+  k: Knex | Knex.Transaction,
+  t: RunTables,
+  e: EntitySpec,
+  ref: EntitySpec['references'][number],
+): Promise<void> {
   const col = literal(ref.column);
   const raw = rawRefs('r');
   await k.raw(
@@ -143,7 +151,8 @@ async function materializeCrossEnvRefs(k: Knex | Knex.Transaction, t: RunTables,
           and not exists (select 1 from ${t.records} p where p.entity = ? and p.env = r.rep_env and p.pk = ${raw}->>${col})
      ), target as (
        select c.tid, s.pk from cand c
-         cross join lateral (select min(x.identity) as identity from ${t.records} x where x.entity = ? and x.pk = c.v having count(distinct x.identity) = 1) o
+         cross join lateral (select min(x.identity) as identity from ${t.records} x
+                              where x.entity = ? and x.pk = c.v having count(distinct x.identity) = 1) o
          join ${t.result} s on s.entity = ? and s.identity = o.identity and s.status = 'final'
         where s.pk is distinct from c.v
      )
@@ -160,7 +169,11 @@ async function materializeCrossEnvRefs(k: Knex | Knex.Transaction, t: RunTables,
 export async function currentRunId(ctx: Ctx | { db: { control: Knex } }, release: string): Promise<number> {
   const { currentRunId } = await releaseState(ctx.db.control, release);
   if (!currentRunId) {
-    throw new TributaryError('gate_state', `release ${release} has not been consolidated yet: run tributary consolidate ${release} first`, { release });
+    throw new TributaryError(
+      'gate_state',
+      `release ${release} has not been consolidated yet: run tributary consolidate ${release} first`,
+      { release },
+    );
   }
   return currentRunId;
 }
