@@ -1,4 +1,5 @@
 import { releaseOrThrow } from '../../config/load.js';
+import type { ConflictsRow, LoadsRow } from '../../db/rows.js';
 import { TributaryError } from '../../errors.js';
 import { currentRunId, runTables, sourcesSql } from '../kernel/workArea.js';
 import type { Ctx } from '../kernel/context.js';
@@ -21,6 +22,17 @@ export interface Lineage {
   loaded?: { env: string; at: Date };
 }
 
+/** A row of the consolidation's result table (a work-area table, not a control table), as lineage reads it. */
+interface ResultLine {
+  identity: string;
+  pk: string;
+  status: string;
+  sources: Lineage['sources'];
+  rule: string | null;
+  reason: string | null;
+  conflict: string | null;
+}
+
 export async function why(ctx: Ctx, entity: string, key: string, release: string): Promise<Lineage[]> {
   releaseOrThrow(ctx.config, release);
   if (!ctx.config.entities.some((e) => e.name === entity)) {
@@ -28,17 +40,26 @@ export async function why(ctx: Ctx, entity: string, key: string, release: string
   }
   const runId = await currentRunId(ctx, release);
   const t = runTables(runId);
-  const rows = await ctx.db.control.raw<{ rows: { identity: string; pk: string; status: string; sources: Lineage['sources']; rule: string | null; reason: string | null; conflict: string | null }[] }>(
+  const rows = await ctx.db.control.raw<{ rows: ResultLine[] }>(
     `select r.identity, r.pk, r.status, ${sourcesSql(t, 'r')} as sources, r.rule, r.reason, r.conflict from ${t.result} r
-      where r.entity = ? and (r.pk = ? or split_part(r.identity, '#', 1) in (select identity from ${t.records} where entity = ? and pk = ?))
+      where r.entity = ?
+        and (r.pk = ? or split_part(r.identity, '#', 1) in (select identity from ${t.records} where entity = ? and pk = ?))
       order by r.pk`,
     [entity, key, entity, key],
   );
-  if (rows.rows.length === 0) throw new TributaryError('usage', `no ${entity} record with key ${key} in ${release}'s consolidation (neither a final key nor a source key)`);
-  const load = await ctx.db.control('loads').where({ release, run_id: runId, entity }).orderBy('id', 'desc').first();
+  if (rows.rows.length === 0) {
+    throw new TributaryError(
+      'usage',
+      `no ${entity} record with key ${key} in ${release}'s consolidation (neither a final key nor a source key)`,
+    );
+  }
+  const load = await ctx.db.control<LoadsRow>('loads').where({ release, run_id: runId, entity }).orderBy('id', 'desc').first();
   const out: Lineage[] = [];
   for (const r of rows.rows) {
-    const km = await ctx.db.control.raw<{ rows: { env: string; old_pk: string }[] }>(`select env, old_pk from ${t.keyMap} where entity = ? and new_pk = ? order by env, old_pk`, [entity, r.pk]);
+    const km = await ctx.db.control.raw<{ rows: { env: string; old_pk: string }[] }>(
+      `select env, old_pk from ${t.keyMap} where entity = ? and new_pk = ? order by env, old_pk`,
+      [entity, r.pk],
+    );
     const lin: Lineage = {
       entity,
       pk: r.pk,
@@ -51,7 +72,7 @@ export async function why(ctx: Ctx, entity: string, key: string, release: string
       ...(load && r.status === 'final' ? { loaded: { env: load.env, at: load.loaded_at } } : {}),
     };
     if (r.conflict) {
-      const c = await ctx.db.control('conflicts').where({ run_id: runId, code: r.conflict }).first();
+      const c = await ctx.db.control<ConflictsRow>('conflicts').where({ run_id: runId, code: r.conflict }).first();
       if (c) {
         const d = await decisionOf(ctx, c.id);
         lin.conflict = { code: c.code, kind: c.kind, priority: c.priority, ...(d ? { decision: d } : {}) };

@@ -1,6 +1,7 @@
 import { releaseOrThrow } from '../../config/load.js';
-import type { Decision, Run } from '../../db/models.js';
+import type { DecisionsRow, RunsRow } from '../../db/rows.js';
 import type { Ctx } from '../kernel/context.js';
+import { firstRow, InvariantError, must } from '../kernel/must.js';
 import { queueSummary, type QueueSummary } from '../review/index.js';
 import { runTables, sourcesSql } from '../kernel/workArea.js';
 import { releaseState, type ReleaseState } from '../kernel/lifecycle.js';
@@ -27,7 +28,14 @@ export interface ReleaseStatus {
   state: ReleaseState;
   features: { id: string; priority: string; owner: string }[];
   locks: LockRow[];
-  run?: { id: number; status: string; startedAt: Date; finishedAt: Date | null; startedBy: string; steps: Record<string, number> };
+  run?: {
+    id: number;
+    status: string;
+    startedAt: Date;
+    finishedAt: Date | null;
+    startedBy: string;
+    steps: Record<string, number>;
+  };
   lastFailure?: { id: number; error: string; finishedAt: Date | null };
   counts?: ResultCounts;
   queue?: QueueSummary;
@@ -39,15 +47,31 @@ export interface ReleaseStatus {
  * The status report reads runs and decisions through knex, not their objection models: the models would
  * load objection with every `tributary status` (src/lazy.ts).
  */
-type RunRow = Pick<Run, 'id' | 'kind' | 'status' | 'started_by' | 'started_at' | 'finished_at' | 'steps' | 'counts' | 'error'>;
+type RunRow = Pick<RunsRow, 'id' | 'kind' | 'status' | 'started_by' | 'started_at' | 'finished_at' | 'steps' | 'counts' | 'error'>;
 
 function runRow(ctx: Ctx, id: number): Promise<RunRow | undefined> {
-  return ctx.db.control('runs').where({ id }).first();
+  return ctx.db.control<RunsRow>('runs').where({ id }).first();
+}
+
+/** What detection counted, as a consolidation run records it in its `counts`. */
+interface DetectedCounts {
+  collected: number;
+  conflicts: number;
+  autoResolved: number;
+  manual: number;
+  byRule: Record<string, number>;
+  byPriority: Record<string, number>;
+}
+
+/** A run's jsonb object column (steps, counts: objects by the schema's default), or an error naming it. */
+function jsonObject(value: unknown, what: string): Record<string, unknown> {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
+  throw new InvariantError(`expected ${what} to be a JSON object, found ${JSON.stringify(value)}`);
 }
 
 export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCounts> {
-  const run = (await runRow(ctx, runId))!;
-  const detected = run.counts as unknown as { collected: number; conflicts: number; autoResolved: number; manual: number; byRule: Record<string, number>; byPriority: Record<string, number> };
+  const run = must(await runRow(ctx, runId), `run ${runId}'s row in runs`);
+  const detected = jsonObject(run.counts, `the counts of run ${runId}`) as unknown as DetectedCounts;
   const t = runTables(runId);
   const res = await ctx.db.control.raw<{ rows: { final: number; pending: number; deleted: number; merged: number; rekeyed: number }[] }>(
     `select count(*) filter (where status = 'final')::int as final,
@@ -57,13 +81,19 @@ export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCount
             count(*) filter (where rule = 're-key')::int as rekeyed
        from ${t.result}`,
   );
-  const dec: Pick<Decision, 'action' | 'blast'>[] = await ctx.db.control('decisions').where({ run_id: runId }).select('action', 'blast');
-  const r = res.rows[0]!;
+  const dec: Pick<DecisionsRow, 'action' | 'blast'>[] = await ctx.db
+    .control<DecisionsRow>('decisions')
+    .where({ run_id: runId })
+    .select('action', 'blast');
+  const r = firstRow(res.rows, `the result counts of run ${runId}`);
   let merged = r.merged;
   let renamed = 0;
   for (const d of dec) {
     if (d.action === 'merge') merged += 1;
-    if (d.action === 'keep-both') renamed += d.blast.renamed.length;
+    if (d.action === 'keep-both') {
+      const blast = jsonObject(d.blast, `the blast of a keep-both decision of run ${runId}`) as { renamed: unknown[] };
+      renamed += blast.renamed.length;
+    }
   }
   return {
     collected: detected.collected,
@@ -90,17 +120,31 @@ export async function releaseStatus(ctx: Ctx, release: string): Promise<ReleaseS
     features: [...plan.features.values()].map((f) => ({ id: f.id, priority: f.priority, owner: f.owner })),
     locks: await locksOf(ctx, release),
   };
-  const latest: RunRow | undefined = await ctx.db.control('runs').where({ release, kind: 'consolidate' }).orderBy('id', 'desc').first();
+  const latest: RunRow | undefined = await ctx.db
+    .control<RunsRow>('runs')
+    .where({ release, kind: 'consolidate' })
+    .orderBy('id', 'desc')
+    .first();
   if (latest?.status === 'failed') status.lastFailure = { id: latest.id, error: latest.error ?? '', finishedAt: latest.finished_at };
   if (currentRunId) {
-    const run = (await runRow(ctx, currentRunId))!;
-    status.run = { id: run.id, status: run.status, startedAt: run.started_at, finishedAt: run.finished_at, startedBy: run.started_by, steps: run.steps };
-    const imported = (run.counts as { imported?: ReleaseStatus['imported'] }).imported;
+    const run = must(await runRow(ctx, currentRunId), `release ${release}'s current run (${currentRunId}) in runs`);
+    status.run = {
+      id: run.id,
+      status: run.status,
+      startedAt: run.started_at,
+      finishedAt: run.finished_at,
+      startedBy: run.started_by,
+      steps: jsonObject(run.steps, `the steps of run ${run.id}`) as Record<string, number>,
+    };
+    const imported = (jsonObject(run.counts, `the counts of run ${run.id}`) as { imported?: ReleaseStatus['imported'] }).imported;
     if (run.kind === 'import' && imported) status.imported = imported;
     status.counts = await resultCounts(ctx, currentRunId);
     status.queue = await queueSummary(ctx, release);
   }
-  if (latest?.status === 'running') status.run = { id: latest.id, status: 'running', startedAt: latest.started_at, finishedAt: null, startedBy: latest.started_by, steps: {} };
+  if (latest?.status === 'running') {
+    const { id, started_at: startedAt, started_by: startedBy } = latest;
+    status.run = { id, status: 'running', startedAt, finishedAt: null, startedBy, steps: {} };
+  }
   return status;
 }
 
@@ -131,19 +175,30 @@ interface ResultRow extends Omit<ResultRecord, 'from'> {
 /** The version(s) and env(s) a result row was made of: its representative's version, and a merge's other versions. */
 function provenance(r: ResultRow): ResultRecord['from'] {
   const rep = r.sources.find((s) => s.env === r.rep_env && s.pk === r.rep_pk);
-  const extra = r.merged ? r.sources.filter((s) => Object.values(r.merged!).includes(s.env)) : [];
-  const versions = [...new Set([rep?.version, ...extra.map((s) => s.version)].filter((v): v is number => typeof v === 'number'))].sort((a, b) => a - b);
-  const envs = versions.length ? [...new Set(r.sources.filter((s) => versions.includes(s.version!)).map((s) => s.env))] : [r.rep_env];
+  const { merged } = r;
+  const extra = merged ? r.sources.filter((s) => Object.values(merged).includes(s.env)) : [];
+  const versions = [...new Set([rep?.version, ...extra.map((s) => s.version)].filter((v): v is number => typeof v === 'number'))].sort(
+    (a, b) => a - b,
+  );
+  const envs = versions.length
+    ? [...new Set(r.sources.filter((s) => s.version !== undefined && versions.includes(s.version)).map((s) => s.env))]
+    : [r.rep_env];
   return { versions, envs, ...(r.resolution ? { resolution: r.resolution } : {}), ...(r.merged ? { merged: r.merged } : {}) };
 }
 
 /** The consolidated dataset with provenance, streamed in pages (never whole tables in memory). */
-export async function* resultRecords(ctx: Ctx, runId: number, entity: string, pageSize = 1000): AsyncGenerator<ResultRecord> {
+export async function* resultRecords(
+  ctx: Ctx,
+  runId: number,
+  entity: string,
+  pageSize = 1000,
+): AsyncGenerator<ResultRecord> {
   const t = runTables(runId);
   let after = '';
   for (;;) {
     const res = await ctx.db.control.raw<{ rows: ResultRow[] }>(
-      `select r.entity, r.identity, r.pk, r.status, r.rule, r.reason, r.conflict, ${sourcesSql(t, 'r')} as sources, r.rep_env, r.rep_pk,
+      `select r.entity, r.identity, r.pk, r.status, r.rule, r.reason, r.conflict, ${sourcesSql(t, 'r')} as sources,
+              r.rep_env, r.rep_pk,
               a.code as resolution, a.detail->'merged' as merged, r.data
          from ${t.result} r
          left join auto_resolutions a on a.run_id = ? and a.entity = r.entity and a.identity = r.identity
@@ -154,7 +209,8 @@ export async function* resultRecords(ctx: Ctx, runId: number, entity: string, pa
       const { identity: _i, rep_env: _e, rep_pk: _p, resolution: _r, merged: _m, ...rest } = row;
       yield { ...rest, from: provenance(row) };
     }
-    if (res.rows.length < pageSize) return;
-    after = res.rows[res.rows.length - 1]!.identity;
+    const last = res.rows.at(-1);
+    if (!last || res.rows.length < pageSize) return;
+    after = last.identity;
   }
 }
