@@ -1,6 +1,8 @@
 import type { Knex } from 'knex';
 import { releaseOrThrow, type Config } from '../../config/load.js';
+import type { TestCatalogRow } from '../../db/rows.js';
 import { TributaryError } from '../../errors.js';
+import { must } from '../kernel/must.js';
 import type { CatalogTest, TestCaseResult } from './types.js';
 
 /**
@@ -54,13 +56,15 @@ async function upsert(db: Knex | Knex.Transaction, batch: TestCaseResult[], refr
     batch.map((c) => (c.status === 'passed' || c.status === 'failed' ? Math.max(0, Math.round(c.durationMs)) : null)),
   ] as Knex.RawBinding[];
   const update = refresh
-    ? `name = excluded.name, classname = excluded.classname, file = coalesce(excluded.file, c.file), features = excluded.features, smoke = excluded.smoke,
+    ? `name = excluded.name, classname = excluded.classname, file = coalesce(excluded.file, c.file),
+       features = excluded.features, smoke = excluded.smoke,
        duration_ms = coalesce(excluded.duration_ms, c.duration_ms), last_seen = now()`
     : 'last_seen = now()';
   const res = await db.raw(
     `insert into test_catalog as c (test_id, name, classname, file, features, smoke, duration_ms)
      select x.id, x.name, x.classname, x.file, x.features::jsonb, x.smoke, x.ms
-       from unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::int[]) as x(id, name, classname, file, features, smoke, ms)
+       from unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::int[])
+            as x(id, name, classname, file, features, smoke, ms)
       where not exists (select 1 from pruned_tests p where p.test_id = x.id)
      on conflict (test_id) do update set ${update}
      returning (xmax = 0) as inserted`,
@@ -71,25 +75,20 @@ async function upsert(db: Knex | Knex.Transaction, batch: TestCaseResult[], refr
   return created;
 }
 
-interface CatalogRow {
-  test_id: string;
-  name: string;
-  classname: string;
-  file: string | null;
-  features: string[] | string;
-  smoke: boolean;
-  duration_ms: number | null;
-}
+type CatalogRow = Pick<TestCatalogRow, 'test_id' | 'name' | 'classname' | 'file' | 'features' | 'smoke' | 'duration_ms'>;
 
 /** Every test of the catalog, by id. */
 export async function catalogTests(db: Knex | Knex.Transaction): Promise<CatalogTest[]> {
-  const rows = (await db('test_catalog').select('test_id', 'name', 'classname', 'file', 'features', 'smoke', 'duration_ms').orderBy('test_id')) as CatalogRow[];
+  const rows: CatalogRow[] = await db<TestCatalogRow>('test_catalog')
+    .select('test_id', 'name', 'classname', 'file', 'features', 'smoke', 'duration_ms')
+    .orderBy('test_id');
   return rows.map((r) => {
     const t: CatalogTest = {
       id: r.test_id,
       name: r.name,
       classname: r.classname,
-      features: typeof r.features === 'string' ? (JSON.parse(r.features) as string[]) : r.features,
+      // features: a jsonb array of feature ids (as text when the driver leaves jsonb unparsed)
+      features: typeof r.features === 'string' ? (JSON.parse(r.features) as string[]) : (r.features as string[]),
       smoke: r.smoke,
     };
     if (r.file !== null) t.file = r.file;
@@ -125,68 +124,91 @@ function deprecatedFeatures(config: Config): Set<string> {
  * drop out (and are returned in `deprecated`).
  */
 export function selectTests(config: Config, tests: CatalogTest[], sel: { tier: Tier; release: string; feature?: string }): Selection {
-  if (!TIERS.includes(sel.tier)) throw new TributaryError('usage', `unknown tier "${String(sel.tier)}" (tiers: ${TIERS.join(', ')})`, { tier: sel.tier });
+  if (!TIERS.includes(sel.tier)) {
+    throw new TributaryError('usage', `unknown tier "${String(sel.tier)}" (tiers: ${TIERS.join(', ')})`, { tier: sel.tier });
+  }
   const release = releaseOrThrow(config, sel.release);
   const deprecated = deprecatedFeatures(config);
   const isDeprecated = (t: CatalogTest) => t.features.length > 0 && t.features.every((f) => deprecated.has(f));
-
-  let wanted: (t: CatalogTest) => boolean;
-  let features: string[] | undefined;
-  let label: string;
-  switch (sel.tier) {
-    case '1': {
-      // deprecated ones too, so that their tests are reported as left out
-      const plan = new Set(release.features.keys());
-      features = [...release.features.values()].filter((f) => !f.deprecated && !deprecated.has(f.id)).map((f) => f.id).sort();
-      wanted = (t) => t.smoke || t.features.some((f) => plan.has(f));
-      label = `${release.name}'s ${plural(features.length, 'feature')} + smoke`;
-      break;
-    }
-    case '2':
-    case 'nightly':
-      wanted = () => true;
-      label = sel.tier === '2' ? 'every test' : 'nightly, every test';
-      break;
-    case 'smoke':
-      wanted = (t) => t.smoke;
-      label = 'smoke';
-      break;
-    case 'feature': {
-      const known = new Set<string>();
-      for (const r of config.releases.values()) for (const f of r.features.keys()) known.add(f);
-      for (const t of tests) for (const f of t.features) known.add(f);
-      if (!sel.feature) {
-        throw new TributaryError('usage', `the feature tier needs a feature (known: ${[...known].sort().join(', ') || 'none'})`, { known: [...known].sort() });
-      }
-      const asked = sel.feature;
-      const feature = known.has(asked) ? asked : [...known].find((f) => f.toLowerCase() === asked.toLowerCase());
-      if (!feature) {
-        throw new TributaryError('usage', `unknown feature "${asked}" (known: ${[...known].sort().join(', ') || 'none'})`, { feature: asked, known: [...known].sort() });
-      }
-      features = [feature];
-      wanted = (t) => t.features.includes(feature);
-      label = deprecated.has(feature) ? `${feature} (deprecated)` : feature;
-      break;
-    }
-  }
+  const scope = tierScope(config, tests, sel, release, deprecated);
 
   const selected: CatalogTest[] = [];
   const left: CatalogTest[] = [];
   for (const t of tests) {
-    if (!wanted(t)) continue;
+    if (!scope.wanted(t)) continue;
     if (isDeprecated(t)) left.push(t);
     else selected.push(t);
   }
   const byId = (a: CatalogTest, b: CatalogTest) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
   selected.sort(byId);
   left.sort(byId);
+  let features = scope.features;
   if (!features) {
     const s = new Set<string>();
     for (const t of selected) for (const f of t.features) if (!deprecated.has(f)) s.add(f);
     features = [...s].sort();
   }
-  const description = `${label}: ${plural(selected.length, 'test')}${left.length > 0 ? ` (${left.length.toLocaleString('en-US')} of deprecated features left out)` : ''}`;
+  const leftOut = left.length > 0 ? ` (${left.length.toLocaleString('en-US')} of deprecated features left out)` : '';
+  const description = `${scope.label}: ${plural(selected.length, 'test')}${leftOut}`;
   return { tests: selected, deprecated: left, features, description };
+}
+
+/** What a tier wants: its tests, the features it is about (else those of the tests selected), its label. */
+interface TierScope {
+  wanted: (t: CatalogTest) => boolean;
+  features: string[] | undefined;
+  label: string;
+}
+
+function tierScope(
+  config: Config,
+  tests: CatalogTest[],
+  sel: { tier: Tier; feature?: string },
+  release: ReturnType<typeof releaseOrThrow>,
+  deprecated: Set<string>,
+): TierScope {
+  switch (sel.tier) {
+    case '1': {
+      // deprecated ones too, so that their tests are reported as left out
+      const plan = new Set(release.features.keys());
+      const features = [...release.features.values()]
+        .filter((f) => !f.deprecated && !deprecated.has(f.id))
+        .map((f) => f.id)
+        .sort();
+      const label = `${release.name}'s ${plural(features.length, 'feature')} + smoke`;
+      return { wanted: (t) => t.smoke || t.features.some((f) => plan.has(f)), features, label };
+    }
+    case '2':
+    case 'nightly':
+      return { wanted: () => true, features: undefined, label: sel.tier === '2' ? 'every test' : 'nightly, every test' };
+    case 'smoke':
+      return { wanted: (t) => t.smoke, features: undefined, label: 'smoke' };
+    case 'feature': {
+      const feature = askedFeature(config, tests, sel.feature);
+      const label = deprecated.has(feature) ? `${feature} (deprecated)` : feature;
+      return { wanted: (t) => t.features.includes(feature), features: [feature], label };
+    }
+  }
+}
+
+/** The feature asked for (matched case-insensitively), among those of the plans and of the tests. */
+function askedFeature(config: Config, tests: CatalogTest[], asked: string | undefined): string {
+  const known = new Set<string>();
+  for (const r of config.releases.values()) for (const f of r.features.keys()) known.add(f);
+  for (const t of tests) for (const f of t.features) known.add(f);
+  if (!asked) {
+    throw new TributaryError('usage', `the feature tier needs a feature (known: ${[...known].sort().join(', ') || 'none'})`, {
+      known: [...known].sort(),
+    });
+  }
+  const feature = known.has(asked) ? asked : [...known].find((f) => f.toLowerCase() === asked.toLowerCase());
+  if (!feature) {
+    throw new TributaryError('usage', `unknown feature "${asked}" (known: ${[...known].sort().join(', ') || 'none'})`, {
+      feature: asked,
+      known: [...known].sort(),
+    });
+  }
+  return feature;
 }
 
 export interface ShardPlan {
@@ -209,18 +231,23 @@ class ShardHeap {
   }
 
   private less(a: number, b: number): boolean {
-    const la = this.load[a]!;
-    const lb = this.load[b]!;
+    const la = must(this.load[a], "a shard's load");
+    const lb = must(this.load[b], "a shard's load");
     if (la !== lb) return la < lb;
-    const ca = this.count[a]!;
-    const cb = this.count[b]!;
+    const ca = must(this.count[a], "a shard's test count");
+    const cb = must(this.count[b], "a shard's test count");
     if (ca !== cb) return ca < cb;
     return a < b;
   }
 
+  /** The shard at position `i` of the heap. */
+  private at(i: number): number {
+    return must(this.heap[i], 'a shard at that position of the heap');
+  }
+
   /** The least-loaded shard, which the caller then loads more (the heap restores its order). */
   top(): number {
-    return this.heap[0]!;
+    return this.at(0);
   }
 
   /** Call after the top shard's load grew. */
@@ -232,10 +259,10 @@ class ShardHeap {
       const l = 2 * i + 1;
       const r = l + 1;
       let m = i;
-      if (l < n && this.less(h[l]!, h[m]!)) m = l;
-      if (r < n && this.less(h[r]!, h[m]!)) m = r;
+      if (l < n && this.less(this.at(l), this.at(m))) m = l;
+      if (r < n && this.less(this.at(r), this.at(m))) m = r;
       if (m === i) return;
-      [h[i], h[m]] = [h[m]!, h[i]!];
+      [h[i], h[m]] = [this.at(m), this.at(i)];
       i = m;
     }
   }
@@ -260,9 +287,11 @@ export function balanceShards(tests: CatalogTest[], shards: number): ShardPlan {
   if (byHistory) {
     known.sort((a, b) => a - b);
     const mid = known.length >> 1;
-    median = known.length % 2 === 1 ? known[mid]! : Math.round((known[mid - 1]! + known[mid]!) / 2);
+    const at = (i: number) => must(known[i], 'a known duration');
+    median = known.length % 2 === 1 ? at(mid) : Math.round((at(mid - 1) + at(mid)) / 2);
   }
-  const weight = (t: CatalogTest) => (!byHistory ? 1 : t.durationMs !== undefined && Number.isFinite(t.durationMs) ? Math.max(0, t.durationMs) : median);
+  const weight = (t: CatalogTest) =>
+    !byHistory ? 1 : t.durationMs !== undefined && Number.isFinite(t.durationMs) ? Math.max(0, t.durationMs) : median;
 
   const items = tests.map((t) => ({ t, w: weight(t) }));
   items.sort((a, b) => b.w - a.w || (a.t.id < b.t.id ? -1 : a.t.id > b.t.id ? 1 : 0));
@@ -272,9 +301,9 @@ export function balanceShards(tests: CatalogTest[], shards: number): ShardPlan {
   const heap = new ShardHeap(load, count);
   for (const { t, w } of items) {
     const s = heap.top();
-    out[s]!.push(t);
-    load[s]! += w;
-    count[s]! += 1;
+    must(out[s], 'the least-loaded shard').push(t);
+    load[s] = must(load[s], "the least-loaded shard's load") + w;
+    count[s] = must(count[s], "the least-loaded shard's test count") + 1;
     heap.siftDown();
   }
 
@@ -282,7 +311,9 @@ export function balanceShards(tests: CatalogTest[], shards: number): ShardPlan {
   if (!byHistory) note = 'no duration history: shards balanced by test count';
   else if (known.length < tests.length) {
     const missing = tests.length - known.length;
-    note = `balanced by duration history (longest first); ${plural(missing, 'test')} without history counted at the median ${seconds(median)}`;
+    note =
+      `balanced by duration history (longest first); ` +
+      `${plural(missing, 'test')} without history counted at the median ${seconds(median)}`;
   } else note = 'balanced by duration history (longest first)';
   return { shards: out, expectedMs: byHistory ? load : load.map(() => 0), byHistory, note };
 }
