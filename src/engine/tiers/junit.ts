@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import type { XMLParser } from 'fast-xml-parser';
 import { TributaryError } from '../../errors.js';
 import { lazy, yamlLib } from '../../lazy.js';
+import { must } from '../kernel/must.js';
 import type { TestCaseResult, TestStatus } from './types.js';
 
 /**
@@ -217,84 +218,99 @@ function readCase(node: XmlNode, ctx: SuiteContext, st: ParseState): void {
   const id = classname ? `${classname}::${name}` : name;
   const file = a.file ?? ctx.file;
 
-  let status: TestStatus = 'passed';
-  let rank = 0;
-  let message: string | undefined;
-  const properties = new Map<string, string>();
-  const tags: string[] = [...ctx.tags];
-  const features: string[] = [];
-  let smoke = false;
-
-  for (const child of childrenOf(node, 'testcase')) {
-    const tag = tagOf(child);
-    // a failure wins over an error, an error over a skip
-    const r = tag === 'failure' ? 3 : tag === 'error' ? 2 : tag === 'skipped' ? 1 : 0;
-    if (r > rank) {
-      rank = r;
-      status = r === 3 ? 'failed' : r === 2 ? 'errored' : 'skipped';
-      const attr = attrsOf(child).message;
-      const msg = attr?.trim() ? attr.trim() : firstLine(textOf(childrenOf(child, tag!)));
-      message = msg ? cut(clean(msg)) : undefined;
-    } else if (tag === 'properties') {
-      for (const p of childrenOf(child, 'properties')) {
-        if (tagOf(p) !== 'property') continue;
-        const pa = attrsOf(p);
-        const pname = pa.name;
-        if (!pname) continue;
-        const value = pa.value ?? textOf(childrenOf(p, 'property'));
-        const lname = pname.toLowerCase();
-        if (lname === 'feature' || lname === 'features' || lname === 'tributary.feature') {
-          for (const f of splitList(value)) features.push(st.resolver.explicit(stripTag(f)));
-        } else if (lname === 'tag' || lname === 'tags') {
-          tags.push(...splitList(value));
-        } else if (lname === 'tributary.smoke') {
-          if (/^(true|1|yes)$/i.test(value.trim())) smoke = true;
-        }
-        if (!lname.startsWith(RESERVED_PREFIX)) {
-          const before = properties.get(pname);
-          properties.set(pname, before === undefined ? value : `${before}, ${value}`);
-        }
-      }
-    }
-  }
-
-  nameTags(name, tags);
-  for (const raw of tags) {
+  const d = caseDetails(node, [...ctx.tags], st);
+  nameTags(name, d.tags);
+  for (const raw of d.tags) {
     const t = stripTag(raw);
-    if (t.toLowerCase() === 'smoke') smoke = true;
+    if (t.toLowerCase() === 'smoke') d.smoke = true;
     else {
       const f = st.resolver.tag(t);
-      if (f) features.push(f);
+      if (f) d.features.push(f);
     }
   }
-  const m = st.mapping;
-  if (m) {
-    const hits: MappingTarget[] = [];
-    const byId = m.exact.get(id);
-    if (byId) hits.push(byId);
-    const byName = id !== name ? m.exact.get(name) : undefined;
-    if (byName) hits.push(byName);
-    for (const p of m.patterns) if (p.pattern.test(id) || p.pattern.test(name)) hits.push(p.target);
-    for (const h of hits) {
-      if (h.smoke) smoke = true;
-      for (const f of h.features) features.push(st.resolver.explicit(f));
-    }
-  }
+  if (st.mapping) applyMapping(st.mapping, id, name, d, st);
 
+  const { features } = d;
   const c: TestCaseResult = {
     id,
     name,
     classname,
-    status,
+    status: d.status,
     durationMs: durationOf(a.time),
     features: features.length > 1 ? [...new Set(features)].sort() : features,
-    smoke,
+    smoke: d.smoke,
     // fromEntries defines own properties: a property named "__proto__" stays data
-    properties: Object.fromEntries(properties),
+    properties: Object.fromEntries(d.properties),
   };
   if (file !== undefined) c.file = file;
-  if (message !== undefined) c.message = message;
+  if (d.message !== undefined) c.message = d.message;
   st.cases.push(c);
+}
+
+/** What a test case's children say: its outcome, its properties, and the tags, features and smoke flag found so far. */
+interface CaseDetails {
+  status: TestStatus;
+  message: string | undefined;
+  properties: Map<string, string>;
+  tags: string[];
+  features: string[];
+  smoke: boolean;
+}
+
+/** The case's outcome (a failure wins over an error, an error over a skip) and its properties. */
+function caseDetails(node: XmlNode, tags: string[], st: ParseState): CaseDetails {
+  const d: CaseDetails = { status: 'passed', message: undefined, properties: new Map(), tags, features: [], smoke: false };
+  let rank = 0;
+  for (const child of childrenOf(node, 'testcase')) {
+    const tag = tagOf(child);
+    // a failure wins over an error, an error over a skip
+    const r = tag === 'failure' ? 3 : tag === 'error' ? 2 : tag === 'skipped' ? 1 : 0;
+    if (r > rank && tag !== undefined) {
+      rank = r;
+      d.status = r === 3 ? 'failed' : r === 2 ? 'errored' : 'skipped';
+      const attr = attrsOf(child).message;
+      const msg = attr?.trim() ? attr.trim() : firstLine(textOf(childrenOf(child, tag)));
+      d.message = msg ? cut(clean(msg)) : undefined;
+    } else if (tag === 'properties') {
+      for (const p of childrenOf(child, 'properties')) readProperty(p, d, st);
+    }
+  }
+  return d;
+}
+
+/** A <property>: features, tags and the smoke flag Tributary reads, and every other one kept as data. */
+function readProperty(p: XmlNode, d: CaseDetails, st: ParseState): void {
+  if (tagOf(p) !== 'property') return;
+  const pa = attrsOf(p);
+  const pname = pa.name;
+  if (!pname) return;
+  const value = pa.value ?? textOf(childrenOf(p, 'property'));
+  const lname = pname.toLowerCase();
+  if (lname === 'feature' || lname === 'features' || lname === 'tributary.feature') {
+    for (const f of splitList(value)) d.features.push(st.resolver.explicit(stripTag(f)));
+  } else if (lname === 'tag' || lname === 'tags') {
+    d.tags.push(...splitList(value));
+  } else if (lname === 'tributary.smoke') {
+    if (/^(true|1|yes)$/i.test(value.trim())) d.smoke = true;
+  }
+  if (!lname.startsWith(RESERVED_PREFIX)) {
+    const before = d.properties.get(pname);
+    d.properties.set(pname, before === undefined ? value : `${before}, ${value}`);
+  }
+}
+
+/** The features (and smoke) the mapping file gives the test, by its id, its name or a pattern. */
+function applyMapping(m: FeatureMapping, id: string, name: string, d: CaseDetails, st: ParseState): void {
+  const hits: MappingTarget[] = [];
+  const byId = m.exact.get(id);
+  if (byId) hits.push(byId);
+  const byName = id !== name ? m.exact.get(name) : undefined;
+  if (byName) hits.push(byName);
+  for (const p of m.patterns) if (p.pattern.test(id) || p.pattern.test(name)) hits.push(p.target);
+  for (const h of hits) {
+    if (h.smoke) d.smoke = true;
+    for (const f of h.features) d.features.push(st.resolver.explicit(f));
+  }
 }
 
 /**
@@ -351,8 +367,8 @@ export function loadMapping(file: string): FeatureMapping {
     throw mappingError(file, '', `cannot read the feature mapping file: ${e.message}`);
   }
   const doc = yamlLib().parseDocument(source);
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
+  const [e] = doc.errors;
+  if (e) {
     const line = e.linePos?.[0]?.line;
     throw mappingError(file, line ? `line ${line}` : '', e.message.split('\n')[0] ?? 'invalid YAML');
   }
@@ -385,7 +401,8 @@ export function loadMapping(file: string): FeatureMapping {
     if (rx) {
       let pattern: RegExp;
       try {
-        pattern = new RegExp(rx[1]!, rx[2]!.replace(/[gy]/g, ''));
+        const [, source, flags] = rx;
+        pattern = new RegExp(must(source, `the pattern of ${at}`), must(flags, `the flags of ${at}`).replace(/[gy]/g, ''));
       } catch (err) {
         throw mappingError(file, at, `invalid regular expression: ${(err as Error).message}`);
       }
@@ -402,18 +419,27 @@ export function loadMapping(file: string): FeatureMapping {
 const XML_INVALID = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g;
 const ATTR_SPECIAL = /[&<>"\n\r\t]/g;
 const TEXT_SPECIAL = /[&<>]/g;
-const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', '\n': '&#10;', '\r': '&#13;', '\t': '&#9;' };
+const ESCAPES: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  '\n': '&#10;',
+  '\r': '&#13;',
+  '\t': '&#9;',
+};
+const escape = (c: string): string => must(ESCAPES[c], 'an XML escape for the character matched');
 
 function xmlSafe(s: string): string {
   return clean(s).replace(XML_INVALID, '');
 }
 
 function attr(s: string): string {
-  return xmlSafe(s).replace(ATTR_SPECIAL, (c) => ESCAPES[c]!);
+  return xmlSafe(s).replace(ATTR_SPECIAL, escape);
 }
 
 function text(s: string): string {
-  return xmlSafe(s).replace(TEXT_SPECIAL, (c) => ESCAPES[c]!);
+  return xmlSafe(s).replace(TEXT_SPECIAL, escape);
 }
 
 function seconds(ms: number): string {

@@ -1,6 +1,8 @@
 import crypto from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Config } from '../../config/load.js';
+import type { LoadsRow, TestCatalogRow, TestResultsRow, TestRunsRow, TestShardsRow } from '../../db/rows.js';
+import { must } from '../kernel/must.js';
 import { learnTests } from './catalog.js';
 import type { ShardOutcome, TestCaseResult } from './types.js';
 
@@ -42,36 +44,28 @@ export interface GateResult {
 export async function recordShardOutcome(db: Knex, runId: number, o: ShardOutcome): Promise<boolean> {
   const recorded = await db.transaction(async (trx) => {
     // a run closed as abandoned (its process gone, or it lost its lock) takes no more results
-    const run = await trx('test_runs').where({ id: runId }).forShare().first('status');
+    const run = await trx<TestRunsRow>('test_runs').where({ id: runId }).forShare().first('status');
     if (run?.status !== 'running') return false;
-    const shard = await trx('test_shards').where({ run_id: runId, idx: o.index }).forUpdate().first();
+    const shard = await trx<TestShardsRow>('test_shards').where({ run_id: runId, idx: o.index }).forUpdate().first();
     if (!shard || shard.status === 'done' || shard.status === 'errored') return false;
     const planned = (shard.tests as { id: string; name: string; features?: string[]; smoke?: boolean }[]) ?? [];
     let cases: TestCaseResult[] = o.cases;
     if (o.status === 'errored') {
       // an errored shard's tests count as errored, never passed
-      cases = planned.map((t) => ({ id: t.id, name: t.name, classname: '', status: 'errored', durationMs: 0, message: o.error ?? 'shard errored', features: t.features ?? [], smoke: t.smoke ?? false, properties: {} }));
+      cases = planned.map((t) => ({
+        id: t.id,
+        name: t.name,
+        classname: '',
+        status: 'errored',
+        durationMs: 0,
+        message: o.error ?? 'shard errored',
+        features: t.features ?? [],
+        smoke: t.smoke ?? false,
+        properties: {},
+      }));
     }
     if (cases.length > 0) {
-      const retried = new Set(o.retriedPassed);
-      await trx.raw(
-        `insert into test_results (run_id, test_id, name, shard, status, duration_ms, message, features, smoke, retried)
-         select ?, x.id, x.name, ?, x.status, x.ms, x.message, x.features::jsonb, x.smoke, x.retried
-           from unnest(?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::text[], ?::boolean[], ?::boolean[]) as x(id, name, status, ms, message, features, smoke, retried)
-         on conflict (run_id, test_id) do nothing`,
-        [
-          runId,
-          o.index,
-          cases.map((c) => c.id),
-          cases.map((c) => c.name),
-          cases.map((c) => c.status),
-          cases.map((c) => Math.round(c.durationMs)),
-          cases.map((c) => c.message ?? null) as string[],
-          cases.map((c) => JSON.stringify(c.features)),
-          cases.map((c) => c.smoke),
-          cases.map((c) => retried.has(c.id)),
-        ],
-      );
+      await insertResults(trx, runId, o, cases);
       if (o.status === 'done') await learnTests(trx, cases);
     }
 
@@ -83,11 +77,36 @@ export async function recordShardOutcome(db: Knex, runId: number, o: ShardOutcom
   if (recorded && o.status === 'done' && o.seen) {
     // tests the command reported without running them (not selected): new ones enter the catalog
     const ran = new Set(o.cases.map((c) => c.id));
-    const known = new Set((await db('test_catalog').whereIn('test_id', o.seen.map((c) => c.id)).pluck('test_id')) as string[]);
+    const seenIds = o.seen.map((c) => c.id);
+    const known = new Set<string>(await db<TestCatalogRow>('test_catalog').whereIn('test_id', seenIds).pluck('test_id'));
     const fresh = o.seen.filter((c) => !ran.has(c.id) && !known.has(c.id));
     if (fresh.length > 0) await learnTests(db, fresh.map((c) => ({ ...c, status: 'skipped' as const })));
   }
   return recorded;
+}
+
+/** The shard's results (a result recorded already is kept). */
+async function insertResults(trx: Knex.Transaction, runId: number, o: ShardOutcome, cases: TestCaseResult[]): Promise<void> {
+  const retried = new Set(o.retriedPassed);
+  await trx.raw(
+    `insert into test_results (run_id, test_id, name, shard, status, duration_ms, message, features, smoke, retried)
+     select ?, x.id, x.name, ?, x.status, x.ms, x.message, x.features::jsonb, x.smoke, x.retried
+       from unnest(?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::text[], ?::boolean[], ?::boolean[])
+            as x(id, name, status, ms, message, features, smoke, retried)
+     on conflict (run_id, test_id) do nothing`,
+    [
+      runId,
+      o.index,
+      cases.map((c) => c.id),
+      cases.map((c) => c.name),
+      cases.map((c) => c.status),
+      cases.map((c) => Math.round(c.durationMs)),
+      cases.map((c) => c.message ?? null) as string[],
+      cases.map((c) => JSON.stringify(c.features)),
+      cases.map((c) => c.smoke),
+      cases.map((c) => retried.has(c.id)),
+    ],
+  );
 }
 
 function emptyTotals(): Totals {
@@ -110,11 +129,16 @@ function rate(t: Totals): Totals {
 
 /** The run the results are compared with: the previous finished run of the same kind on the same env. */
 export async function baselineRun(db: Knex, run: { id: number; release: string; tier: string; env: string }): Promise<number | null> {
-  const q = db('test_runs').whereIn('status', ['passed', 'failed']).where('id', '<', run.id).where({ env: run.env }).orderBy('id', 'desc').first('id');
+  const q = db<TestRunsRow>('test_runs')
+    .whereIn('status', ['passed', 'failed'])
+    .where('id', '<', run.id)
+    .where({ env: run.env })
+    .orderBy('id', 'desc')
+    .first('id');
   if (run.tier === '2' || run.tier === 'nightly') q.whereIn('tier', ['2', 'nightly']);
   else q.where({ tier: run.tier, release: run.release });
   const row = await q;
-  return row ? (row.id as number) : null;
+  return row ? row.id : null;
 }
 
 /**
@@ -124,7 +148,10 @@ export async function baselineRun(db: Knex, run: { id: number; release: string; 
  * nothing about the test, so it never turns a regression into a "known failure".
  */
 export async function classifyRun(db: Knex, runId: number, baselineId: number | null): Promise<void> {
-  const run = await db('test_runs').where({ id: runId }).first('env', 'tier', 'release');
+  const found: Pick<TestRunsRow, 'env' | 'tier' | 'release'> | undefined = await db<TestRunsRow>('test_runs')
+    .where({ id: runId })
+    .first('env', 'tier', 'release');
+  const run = must(found, `test run #${runId}'s row`);
   const wide = run.tier === '2' || run.tier === 'nightly';
   const sameKind = wide ? `tr.tier in ('2', 'nightly')` : `tr.tier = ? and tr.release = ?`;
   const kindArgs = wide ? [] : [run.tier, run.release];
@@ -170,8 +197,10 @@ export async function classifyRun(db: Knex, runId: number, baselineId: number | 
 
 export async function runTotals(db: Knex, config: Config, runId: number, release: string): Promise<RunTotals> {
   const plan = new Set(config.releases.get(release)?.features.keys() ?? []);
-  const rows = await db('test_results').where({ run_id: runId }).select('status', 'features', 'class');
-  const shards = await db('test_shards').where({ run_id: runId }).select('status');
+  const rows: Pick<TestResultsRow, 'status' | 'features' | 'class'>[] = await db<TestResultsRow>('test_results')
+    .where({ run_id: runId })
+    .select('status', 'features', 'class');
+  const shards: Pick<TestShardsRow, 'status'>[] = await db<TestShardsRow>('test_shards').where({ run_id: runId }).select('status');
   const out: RunTotals = {
     ...emptyTotals(),
     newFeatures: emptyTotals(),
@@ -182,7 +211,7 @@ export async function runTotals(db: Knex, config: Config, runId: number, release
     shards: shards.length,
   };
   for (const r of rows) {
-    const features = (r.features as string[]) ?? [];
+    const features = (r.features as string[] | null) ?? [];
     add(out, r.status);
     add(features.some((f) => plan.has(f)) ? out.newFeatures : out.regression, r.status);
     for (const f of features) add((out.perFeature[f] ??= emptyTotals()), r.status);
@@ -214,7 +243,11 @@ export function fingerprint(rows: { entity: string; rows: number | string; check
 
 /** The identity of the data loaded into staging for the release now (the latest load of each table). */
 export async function loadedFingerprint(db: Knex, release: string): Promise<{ fingerprint: string | null; loadedAt: Date | null }> {
-  const rows = await db('loads').where({ release }).distinctOn('entity').orderBy([{ column: 'entity' }, { column: 'loaded_at', order: 'desc' }, { column: 'id', order: 'desc' }]).select('entity', 'row_count as rows', 'checksum', 'loaded_at');
-  const at = rows.reduce<Date | null>((m, r) => (!m || r.loaded_at > m ? (r.loaded_at as Date) : m), null);
+  const rows: (Pick<LoadsRow, 'entity' | 'checksum' | 'loaded_at'> & { rows: number })[] = await db('loads')
+    .where({ release })
+    .distinctOn('entity')
+    .orderBy([{ column: 'entity' }, { column: 'loaded_at', order: 'desc' }, { column: 'id', order: 'desc' }])
+    .select('entity', 'row_count as rows', 'checksum', 'loaded_at');
+  const at = rows.reduce<Date | null>((m, r) => (!m || r.loaded_at > m ? r.loaded_at : m), null);
   return { fingerprint: fingerprint(rows), loadedAt: at };
 }

@@ -7,6 +7,7 @@ import { redact, registerSecret } from '../../log.js';
 import { parseJUnit, type FeatureMapping } from './junit.js';
 import type { ShardOutcome, ShardSpec, TestCaseResult } from './types.js';
 import { commandEnv, execShell, fillCommand, pgEnv, type Exec } from '../kernel/shell.js';
+import { must } from '../kernel/must.js';
 
 /**
  * The command runner: runs the team's own test command for one shard in a child process (its own
@@ -66,7 +67,26 @@ export interface RunShardOptions {
   signal?: AbortSignal;
 }
 
-async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], tag: string, opts: RunShardOptions): Promise<{ cases: TestCaseResult[]; exec: Exec; error?: string; junit: string }> {
+/** One run of the test command: its cases, or the error that kept it from reporting them. */
+interface Attempt {
+  cases: TestCaseResult[];
+  exec: Exec;
+  error?: string;
+  junit: string;
+}
+
+async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], tag: string, opts: RunShardOptions): Promise<Attempt> {
+  const { exec, junit } = await runCommand(spec, tests, tag, opts);
+  return readAttempt(spec, exec, junit, opts);
+}
+
+/** Runs the test command on `tests` in a directory of its own (`tag`), writing JUnit XML to `junit`. */
+async function runCommand(
+  spec: ShardSpec,
+  tests: { id: string; name: string }[],
+  tag: string,
+  opts: RunShardOptions,
+): Promise<{ exec: Exec; junit: string }> {
   const dir = path.join(spec.workDir, `shard-${spec.index}-${tag}`);
   fs.mkdirSync(dir, { recursive: true });
   const junit = path.join(dir, 'junit.xml');
@@ -100,22 +120,34 @@ async function attempt(spec: ShardSpec, tests: { id: string; name: string }[], t
     opts.signal,
   );
   exec.tail = redact(exec.tail);
+  return { exec, junit };
+}
+
+/** The cases the command reported in its JUnit XML, or why there are none (it did not start, timed out, wrote none…). */
+function readAttempt(spec: ShardSpec, exec: Exec, junit: string, opts: RunShardOptions): Attempt {
   const lastLine = exec.tail.trim().split('\n').slice(-1)[0] ?? '';
-  if (exec.spawnError) return { cases: [], exec, junit, error: `shard ${spec.index}: the test command could not start: ${redact(exec.spawnError)}` };
-  if (exec.timedOut) return { cases: [], exec, junit, error: `shard ${spec.index}: the test command timed out after ${Math.round(spec.timeoutMs / 1000)} s and was killed` };
+  const failed = (error: string): Attempt => ({ cases: [], exec, junit, error });
+  if (exec.spawnError) return failed(`shard ${spec.index}: the test command could not start: ${redact(exec.spawnError)}`);
+  if (exec.timedOut) {
+    return failed(`shard ${spec.index}: the test command timed out after ${Math.round(spec.timeoutMs / 1000)} s and was killed`);
+  }
   if (exec.exitCode === 127 || exec.exitCode === 126) {
-    return { cases: [], exec, junit, error: `shard ${spec.index}: the test command ${exec.exitCode === 127 ? 'was not found' : 'is not executable'} (exit ${exec.exitCode}): ${lastLine || redact(spec.command)}; check testing.command in the config` };
+    const why = exec.exitCode === 127 ? 'was not found' : 'is not executable';
+    return failed(
+      `shard ${spec.index}: the test command ${why} (exit ${exec.exitCode}): ${lastLine || redact(spec.command)}; ` +
+        'check testing.command in the config',
+    );
   }
   if (!fs.existsSync(junit) || fs.statSync(junit).size === 0) {
-    return {
-      cases: [],
-      exec,
-      junit,
-      error: `shard ${spec.index}: the test command exited with ${exec.signal ? `signal ${exec.signal}` : `code ${exec.exitCode}`} and wrote no JUnit XML to {junit}${lastLine ? `: ${lastLine}` : ''}`,
-    };
+    const how = exec.signal ? `signal ${exec.signal}` : `code ${exec.exitCode}`;
+    const tail = lastLine ? `: ${lastLine}` : '';
+    return failed(`shard ${spec.index}: the test command exited with ${how} and wrote no JUnit XML to {junit}${tail}`);
   }
   try {
-    const cases = parseJUnit(fs.readFileSync(junit, 'utf8'), junit, { ...(opts.knownFeatures ? { knownFeatures: opts.knownFeatures } : {}), ...(opts.mapping ? { mapping: opts.mapping } : {}) });
+    const cases = parseJUnit(fs.readFileSync(junit, 'utf8'), junit, {
+      ...(opts.knownFeatures ? { knownFeatures: opts.knownFeatures } : {}),
+      ...(opts.mapping ? { mapping: opts.mapping } : {}),
+    });
     return { cases, exec, junit };
   } catch (err) {
     const msg = err instanceof TributaryError ? err.message : (err as Error).message;
@@ -137,7 +169,17 @@ function selected(spec: ShardSpec, tests: { id: string; name: string }[], cases:
   }
   for (const t of tests) {
     if (!out.has(t.id)) {
-      out.set(t.id, { id: t.id, name: t.name, classname: '', status: 'errored', durationMs: 0, message: `shard ${spec.index}: selected but not reported by the test command`, features: [], smoke: false, properties: {} });
+      out.set(t.id, {
+        id: t.id,
+        name: t.name,
+        classname: '',
+        status: 'errored',
+        durationMs: 0,
+        message: `shard ${spec.index}: selected but not reported by the test command`,
+        features: [],
+        smoke: false,
+        properties: {},
+      });
     }
   }
   return [...out.values()];
@@ -149,19 +191,32 @@ export async function runShard(spec: ShardSpec, opts: RunShardOptions = {}): Pro
   const agent = opts.agent ?? `${os.hostname()}:${process.pid}`;
   const first = await attempt(spec, spec.tests, 'run', opts);
   if (first.error) {
-    return { index: spec.index, status: 'errored', cases: [], retriedPassed: [], error: first.error, exitCode: first.exec.exitCode, durationMs: Math.round(performance.now() - started), outputTail: first.exec.tail, agent };
+    return {
+      index: spec.index,
+      status: 'errored',
+      cases: [],
+      retriedPassed: [],
+      error: first.error,
+      exitCode: first.exec.exitCode,
+      durationMs: Math.round(performance.now() - started),
+      outputTail: first.exec.tail,
+      agent,
+    };
   }
   const cases = new Map(selected(spec, spec.tests, first.cases).map((c) => [c.id, c]));
   const retriedPassed: string[] = [];
   for (let r = 1; r <= spec.retries; r++) {
-    const failing = [...cases.values()].filter((c) => c.status === 'failed' || c.status === 'errored').map((c) => ({ id: c.id, name: c.name }));
+    const failing = [...cases.values()]
+      .filter((c) => c.status === 'failed' || c.status === 'errored')
+      .map((c) => ({ id: c.id, name: c.name }));
     if (failing.length === 0) break;
     if (opts.signal?.aborted) break;
     const again = await attempt(spec, failing, `retry${r}`, opts);
     if (again.error) break;
     for (const c of selected(spec, failing, again.cases)) {
       if (c.status === 'passed') {
-        cases.set(c.id, { ...c, durationMs: cases.get(c.id)!.durationMs + c.durationMs });
+        const before = must(cases.get(c.id), `the first result of ${c.name}, failing before its retry`);
+        cases.set(c.id, { ...c, durationMs: before.durationMs + c.durationMs });
         retriedPassed.push(c.id);
       }
     }
