@@ -136,7 +136,7 @@ export async function transition(
 ): Promise<ReleaseState> {
   const { state } = await releaseState(db, release);
   const to = nextState(release, state, event);
-  await db('release_states')
+  await db<ReleaseStatesRow>('release_states')
     .insert({ release, state: to, updated_at: db.fn.now(), ...(extra.currentRunId ? { current_run_id: extra.currentRunId } : {}) })
     .onConflict('release')
     .merge();

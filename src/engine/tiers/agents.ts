@@ -502,11 +502,11 @@ async function handleJob(a: Agent, job: PgBoss.JobWithMetadata<ShardSpec>): Prom
 /** Takes the shard for this agent: its attempt number, or null when it was recorded already. */
 async function claimShard(a: Agent, spec: ShardSpec): Promise<number | null> {
   const db = a.ctx.db.control;
-  const claimed = (await db('test_shards')
+  const claimed = await db<TestShardsRow>('test_shards')
     .where({ run_id: spec.runId, idx: spec.index })
     .whereNotIn('status', ['done', 'errored'])
     .update({ status: 'running', agent: a.name, started_at: db.fn.now(), attempts: db.raw('attempts + 1') })
-    .returning(['attempts'])) as Pick<TestShardsRow, 'attempts'>[];
+    .returning<Pick<TestShardsRow, 'attempts'>[]>(['attempts']);
   const [row] = claimed;
   return row ? row.attempts : null;
 }
@@ -583,7 +583,7 @@ async function releaseInFlight(a: Agent): Promise<void> {
     e.released = true;
     await a.boss.fail(SHARD_QUEUE, id, { message: `released: agent ${a.name} stopped before the shard finished` }).catch(() => undefined);
     await a.ctx.db
-      .control('test_shards')
+      .control<TestShardsRow>('test_shards')
       .where({ run_id: e.spec.runId, idx: e.spec.index, agent: a.name, status: 'running' })
       .update({ status: 'pending' });
     a.log.warn({ runId: e.spec.runId, shard: e.spec.index }, 'released shard: another agent runs it');

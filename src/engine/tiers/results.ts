@@ -69,7 +69,7 @@ export async function recordShardOutcome(db: Knex, runId: number, o: ShardOutcom
       if (o.status === 'done') await learnTests(trx, cases);
     }
 
-    await trx('test_shards')
+    await trx<TestShardsRow>('test_shards')
       .where({ id: shard.id })
       .update({ status: o.status, agent: o.agent, finished_at: trx.fn.now(), duration_ms: o.durationMs, error: o.error ?? null });
     return true;

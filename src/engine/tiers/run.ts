@@ -174,9 +174,11 @@ export const TEST_RUN_LOCK = (id: number) => `tributary:test-run:${id}`;
 /** Closes a test run still running as errored, with its unfinished shards; false when it was closed already. */
 async function closeTestRun(db: Knex, id: number, error: string): Promise<boolean> {
   return db.transaction(async (trx) => {
-    const n = await trx('test_runs').where({ id, status: 'running' }).update({ status: 'errored', finished_at: trx.fn.now(), error });
+    const n = await trx<TestRunsRow>('test_runs')
+      .where({ id, status: 'running' })
+      .update({ status: 'errored', finished_at: trx.fn.now(), error });
     if (!n) return false;
-    await trx('test_shards')
+    await trx<TestShardsRow>('test_shards')
       .where({ run_id: id })
       .whereIn('status', ['pending', 'running'])
       .update({ status: 'errored', finished_at: trx.fn.now(), error });
@@ -350,7 +352,7 @@ async function recordRunStart(ctx: Ctx, release: string, req: TestRequest, setup
   const testing = testingOf(ctx);
   const db = ctx.db.control;
   const feature = req.feature ? { feature: req.feature } : {};
-  await db('test_runs').insert({
+  await db<TestRunsRow>('test_runs').insert({
     id: runId,
     release,
     tier: req.tier,
@@ -369,7 +371,7 @@ async function recordRunStart(ctx: Ctx, release: string, req: TestRequest, setup
     }),
   });
   await req.onRun?.(runId);
-  await db('test_shards').insert(
+  await db<TestShardsRow>('test_shards').insert(
     plan.shards.map((tests, i) => ({
       run_id: runId,
       idx: i + 1,
@@ -466,7 +468,7 @@ async function runLocalShards(
     specs.map((spec) =>
       queue.add(async () => {
         lost.throwIfAborted();
-        await db('test_shards')
+        await db<TestShardsRow>('test_shards')
           .where({ run_id: runId, idx: spec.index })
           .update({ status: 'running', started_at: db.fn.now(), attempts: db.raw('attempts + 1') });
         const outcome = await run1(spec, { knownFeatures: features, signal: lost, ...(mapping ? { mapping } : {}) });
@@ -547,7 +549,7 @@ async function recordRunFinish(
   const status = gate.passed ? 'passed' : 'failed';
   await ctx.db.control.transaction(async (trx) => {
     lost.throwIfAborted();
-    const mine = await trx('test_runs')
+    const mine = await trx<TestRunsRow>('test_runs')
       .where({ id: runId, status: 'running' })
       .update({
         status,
@@ -784,7 +786,7 @@ export async function approveRelease(
         { release, decidedBy: earlier.approved_by },
       );
     }
-    await trx('approvals').insert({ release, test_run_id: run.id, approved_by: opts.actor, rationale, override: !passed });
+    await trx<ApprovalsRow>('approvals').insert({ release, test_run_id: run.id, approved_by: opts.actor, rationale, override: !passed });
     await transition(trx, release, 'approve');
     await recordAudit(trx, {
       actor: opts.actor,
