@@ -92,9 +92,20 @@ export function composed(parts: TemplateStringsArray, ...values: (string | numbe
   return checkMessage({ text: clip(out, 3000), blocks: [section(out)] });
 }
 
+/**
+ * An engine's words made Slack's: a Slack user named as the author of something ("decided by U0REV",
+ * "held by U0RM2") becomes a mention, and a timestamp a Slack date, shown in the reader's time zone.
+ * Applied to the escaped text, so nothing a user typed can become markup.
+ */
+export function slackWords(escaped: string): string {
+  return escaped
+    .replace(/\bby ([UW][A-Z0-9]{4,})\b/g, 'by <@$1>')
+    .replace(/\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?Z\b/g, (iso) => (Number.isNaN(Date.parse(iso)) ? iso : when(iso)));
+}
+
 export function errorMessage(raw: string): Message {
   const text = hidePaths(raw);
-  return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${esc(text)}`)] });
+  return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${slackWords(esc(text))}`)] });
 }
 
 export function statusMessage(statuses: ReleaseStatus[]): Message {
