@@ -78,6 +78,32 @@ function expectSuggestionAgrees(card: { blocks?: unknown }, c: ConflictRow): voi
 }
 
 describe('review transcripts', () => {
+  it("slack refusals: a review channel the bot cannot post to is explained to the person, with the fix, and nothing is posted half-way", async () => {
+    const t = new Transcript('slack-refusals', fake, bot, url, "Slack refuses the bot's posts: the person is told what to do");
+    try {
+      for (const [code, fix] of [
+        ['not_in_channel', 'The bot is not in <#C_REVIEW>: type /invite @tributary there, then try again.'],
+        ['is_archived', '<#C_REVIEW> is archived: unarchive it, or have whoever runs the bot point slack.reviewChannel'],
+        ['missing_scope', 'The Slack app lacks a scope it needs (the manifest lists them): whoever runs the bot adds it to the app'],
+      ] as const) {
+        fake.failures.set('chat.postMessage', code);
+        const from = fake.calls.length;
+        await t.slash('U0LEAD', 'review R2');
+        // point 4: only the explanation, to the person, ephemerally: no "Posting …", no raw API error, nothing in the channel
+        const told = t.of('response_url', from);
+        expect(told).toHaveLength(1);
+        expect(told[0]!.response_type).toBe('ephemeral');
+        expect(JSON.stringify(told[0]!.blocks)).toContain(fix);
+        expect(JSON.stringify(told)).not.toContain('An API error occurred');
+        expect(t.of('chat.postMessage', from).length).toBeLessThanOrEqual(1);
+      }
+    } finally {
+      fake.failures.clear();
+    }
+    expect(await env.db.control('slack_messages')).toHaveLength(0);
+    t.check();
+  });
+
   it('review race: two reviewers open the same card; the first decision lands, the second is told who decided, the card follows', async () => {
     const t = new Transcript('review-race', fake, bot, url, 'two reviewers decide the same conflict');
     await t.slash('U0LEAD', 'review R2');
@@ -88,7 +114,9 @@ describe('review transcripts', () => {
     for (const c of open) expectSuggestionAgrees(cards.find((m) => String(m.call.text).startsWith(`${c.code} `))!.call, c);
     expect(new Set(open.map((c) => c.detail.suggestion)).size).toBeGreaterThan(1);
     // point 3: the reply links the channel the bot composed, not "<#C_REVIEW>" escaped into text
-    expect(JSON.stringify(t.toldTo('U0LEAD')[0]!.blocks)).toContain('to <#C_REVIEW>, highest priority first');
+    const posting = t.toldTo('U0LEAD').filter((m) => String(m.text).startsWith('Posting'));
+    expect(posting).toHaveLength(1);
+    expect(JSON.stringify(posting[0]!.blocks)).toContain('to <#C_REVIEW>, highest priority first');
 
     const core = open.find((c) => c.kind === 'core-conflict')!;
     const card = t.message('C_REVIEW', `${core.code} `);
@@ -149,6 +177,27 @@ describe('review transcripts', () => {
     await t.press('U0REV2', { ...card, call: { ...card.call, blocks: fake.calls.find((c) => c.method === 'chat.postMessage' && String(c.args.text).startsWith(`${ref.code} `))!.args.blocks } }, ACTIONS.waive);
     const told = t.toldTo('U0REV2').at(-1)!;
     expect(JSON.stringify(told.blocks)).toContain(`${ref.code} was already decided by <@U0REV>; the card is refreshed.`);
+    t.check();
+  });
+
+  it('deleted in Slack: a decision whose card and queue summary were deleted posts the summary anew, and so does /release review', async () => {
+    const t = new Transcript('deleted-messages', fake, bot, url, 'the card and the queue summary deleted in Slack');
+    const handed = t.toldTo('U0REV2').find((m) => String(m.text).startsWith('C-003 '))!;
+    fake.failures.set('chat.update', 'message_not_found');
+    try {
+      await t.press('U0REV2', { channel: 'C_REVIEW', label: 'the card Review next handed them', blocks: handed.blocks }, `${ACTIONS.keepPrefix}1`);
+      expect(await t.submit('U0REV2', { [BLOCKS.rationale]: 'the ST-1 merchant balance is the reference' }, '"the ST-1 merchant balance is the reference"')).toBe('');
+      // point 4: the deleted summary is posted anew (and the deleted card forgotten), nobody is shown an error
+      const summary = t.message('C_REVIEW', 'Review queue');
+      expect(Transcript.text(summary.call)).toContain(':tada: every conflict is decided');
+      expect(await env.db.control('slack_messages').where({ kind: 'card', code: 'C-003' })).toHaveLength(0);
+      const before = t.posted('C_REVIEW').length;
+      await t.slash('U0LEAD', 'review R2');
+      expect(t.posted('C_REVIEW')).toHaveLength(before + 1);
+      expect(JSON.stringify(t.toldTo('U0LEAD'))).not.toContain('message_not_found');
+    } finally {
+      fake.failures.clear();
+    }
     t.check();
   });
 });
