@@ -103,6 +103,14 @@ export function slackWords(escaped: string): string {
     .replace(/\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?Z\b/g, (iso) => (Number.isNaN(Date.parse(iso)) ? iso : when(iso)));
 }
 
+/**
+ * A modal's error (plain text: Slack renders neither mentions nor dates there): a timestamp as a person
+ * reads it, `2026-12-06 02:16 UTC`, not ISO's `2026-12-06T02:16:46.051Z`.
+ */
+export function plainTimes(text: string): string {
+  return text.replace(/\b(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(?::\d{2}(?:\.\d+)?)?Z\b/g, '$1 $2 UTC');
+}
+
 export function errorMessage(raw: string): Message {
   const text = hidePaths(raw);
   return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${slackWords(esc(text))}`)] });

@@ -38,6 +38,7 @@ export function normalise(s: string): string {
     .replace(/<!date\^\d+\^[^|>]*\|[^>]*>/g, '{slack date}')
     .replace(/\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?/g, '{time}')
     .replace(/\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}(:\d{2})?)?/g, '{time}')
+    .replace(/\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\b/g, '{time} UTC')
     .replace(/\b\d{2}:\d{2}:\d{2}\b/g, '{hh:mm:ss}')
     .replace(/(checksum `?|before: )\d+/g, '$1{checksum}')
     .replace(/\b\d+\.\d+ ?s\b/g, '{n} s')

@@ -127,7 +127,7 @@ describe('review transcripts', () => {
     expect(await t.submit('U0REV', { [BLOCKS.rationale]: 'Dana administers the FEAT-C tests' }, 'keep version 1, "Dana administers the FEAT-C tests"')).toBe('');
     const second = await t.submit('U0REV2', { [BLOCKS.rationale]: 'the customer profile is newer' }, 'keep version 2, "the customer profile is newer"');
     // the second reviewer is told, in the modal, who decided first; nothing else changed
-    expect(JSON.parse(second).errors[BLOCKS.rationale]).toMatch(/already decided by U0REV/);
+    expect(JSON.parse(second).errors[BLOCKS.rationale]).toMatch(/already decided by U0REV at \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC: keep version 1/);
     expect(await env.db.control('decisions').where({ conflict_id: core.id })).toHaveLength(1);
     // the card shows the decision with its author as a mention (point 3), its buttons gone
     const decided = t.message('C_REVIEW', `${core.code} decided`);

@@ -175,3 +175,8 @@ describe('errors in words for people', () => {
     expect(JSON.stringify(errorMessage('decided by cli:alice; unknown release "<@U0EVIL>"').blocks)).toContain('decided by cli:alice; unknown release \\"&lt;@U0EVIL&gt;\\"');
   });
 });
+
+it("a modal's error (plain text) shows a timestamp as a person reads it", async () => {
+  const { plainTimes } = await import('../../src/views/blocks.js');
+  expect(plainTimes('C-001 was already decided by U0REV at 2026-12-06T02:16:46.051Z: keep version 1')).toBe('C-001 was already decided by U0REV at 2026-12-06 02:16 UTC: keep version 1');
+});
