@@ -106,6 +106,10 @@ describe('test-run transcripts', () => {
     const post = t.message('C_NIGHT', 'Nightly regression');
     expect(String(post.call.text)).toMatch(/^Nightly regression: pass rate \d+%, \d+ new regression\(s\), \d+ fixed/);
     expect(Transcript.text(post.call)).toContain('Per release');
+    // point 2: a night with a failing test (R1's, failing since tier 2) does not end with the success icon
+    expect(outcome.row.status).toBe('done');
+    expect(Transcript.text(post.call)).toMatch(/^:warning: \*Nightly regression on master\*: pass rate \*75%\*/);
+    expect(JSON.stringify(post.call.blocks)).not.toContain(':white_check_mark: *Nightly');
     expect(t.of('files.completeUploadExternal').at(-1)!.channel_id).toBe('C_NIGHT');
     t.check();
   });
