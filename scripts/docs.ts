@@ -2,8 +2,9 @@
  * `npm run docs`: regenerates the generated parts of docs/ from the code, so they cannot rot:
  *   docs/cli.md     every command of the command table (src/commands/table.ts): its grammar in the CLI and
  *                   in Slack, flags, role, one-sidedness, an example; the global flags and the exit codes;
- *   docs/cards.md   the Slack cards as a person sees them, rendered as text by the views from the demo's
- *                   data (scripts/demo-cards: R2's conflict C-002 and its tier runs, as `npm run demo` makes them).
+ *   docs/slack.md   its manifest (from manifest.yml) and one card of each kind, as people see them: taken from
+ *                   the Slack transcripts (test/slack/transcripts, written and checked by the Slack flow tests);
+ *   README.md       its two example cards (a conflict card, a tier 1 card), from the same transcripts.
  * test/docs/docs.test.ts fails when a committed file differs from what this generates.
  */
 import fs from 'node:fs';
@@ -11,12 +12,6 @@ import path from 'node:path';
 import type { Option } from 'commander';
 import { buildProgram, EXIT_CODES } from '../src/cli/main.js';
 import { rolesOf, TABLE, usageOf, type CommandDef, type FlagDef } from '../src/commands/table.js';
-import type { ConflictRow } from '../src/engine/review/index.js';
-import type { TestRunReport } from '../src/engine/tiers/index.js';
-import { messageText } from '../src/views/blockText.js';
-import { conflictCard, decidedCard, progressMessage, queueSummaryMessage } from '../src/views/blocks.js';
-import type { Message } from '../src/views/limits.js';
-import { testRunCard } from '../src/views/testing.js';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
@@ -81,54 +76,105 @@ export function cliDoc(): string {
   return `${lines.join('\n').replace(/\n{3,}/g, '\n\n').trimEnd()}\n`;
 }
 
-function demoData<T>(name: string): T {
-  return JSON.parse(fs.readFileSync(path.join(ROOT, 'scripts/demo-cards', `${name}.json`), 'utf8')) as T;
+/** One entry of a Slack transcript: its head ("#C_REVIEW, new message 1, …") and what it shows, dedented. */
+interface Entry {
+  head: string;
+  body: string;
 }
 
-function card(title: string, m: Message): string[] {
-  return [`### ${title}`, '', '```', messageText(m), '```', ''];
+const TRANSCRIPTS = 'test/slack/transcripts';
+
+/** The entries of a committed transcript (test/slack/transcripts/<name>.txt, written by the Slack flow tests). */
+function transcript(name: string): Entry[] {
+  const file = path.join(ROOT, TRANSCRIPTS, `${name}.txt`);
+  if (!fs.existsSync(file)) throw new Error(`${TRANSCRIPTS}/${name}.txt is missing: run its test with UPDATE_TRANSCRIPTS=1`);
+  const entries: Entry[] = [];
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (/^ {2}\S/.test(line)) entries.push({ head: line.trim(), body: '' });
+    else if (/^ {4}/.test(line) && entries.length > 0) entries.at(-1)!.body += `${entries.at(-1)!.body ? '\n' : ''}${line.slice(4)}`;
+  }
+  return entries;
 }
 
-/** The cards of one release's way through Slack, from the demo's data. */
-export function cardsDoc(): string {
-  const conflict = demoData<ConflictRow>('conflict');
-  const tier1 = demoData<TestRunReport>('tier1');
-  const tier2 = demoData<TestRunReport>('tier2');
-  const decision = { decision: { action: 'keep' as const, version: 1 }, by: 'U0REVIEW1', at: '2026-12-05T09:30:00Z', rationale: 'Dana is an admin in the FEAT-101 tests' };
+/** A card as a transcript shows it: the first entry of the flow whose head matches. */
+function fromTranscript(name: string, head: RegExp): string {
+  const hit = transcript(name).find((e) => head.test(e.head) && e.body);
+  if (!hit) throw new Error(`${TRANSCRIPTS}/${name}.txt has no entry "${head.source}": the flow changed, update CARDS in scripts/docs.ts`);
+  return hit.body;
+}
+
+/** One card of each kind, and the flow it is taken from. */
+const CARDS: [title: string, flow: string, head: RegExp][] = [
+  ['Progress message (consolidation, tests, validation, load), updated in place until it ends', 'tier-1-and-2', /^#C_RELEASE, message 1 updated:/],
+  ['Conflict card: keeping one version is suggested', 'review-race', /^#C_REVIEW, new message 1,/],
+  ['Conflict card: keeping both, renamed, is suggested', 'review-race', /^#C_REVIEW, new message 3,/],
+  ['Reference conflict card', 'review-race', /^#C_REVIEW, new message 2,/],
+  ['Queue summary', 'review-race', /^#C_REVIEW, new message 4,/],
+  ['Decision modal', 'review-race', /^a modal opens for U0REV:/],
+  ['A decided card', 'review-race', /^#C_REVIEW, message 1 updated:/],
+  ['A second decision, refused in its modal', 'review-race', /^the modal stays open for U0REV2/],
+  ['Review next: the card handed to one reviewer, for them only', 'review-next', /^to U0REV only:/],
+  ['A refusal for a missing role', 'review-next', /^to U0RM only:/],
+  ["Slack's refusal explained (the bot not in the channel)", 'slack-refusals', /^to U0LEAD only:/],
+  ['Tier 1 card', 'tier-1-and-2', /^#C_RELEASE, new message 2,/],
+  ['Tier 2 card: the gate failed', 'tier-1-and-2', /^#C_RELEASE, new message 4,/],
+  ['Approval modal (an override)', 'tier-1-and-2', /^a modal opens for U0LEAD:/],
+  ['Tier 2 card, approved', 'tier-1-and-2', /^#C_RELEASE, message 4 updated:/],
+  ['Nightly regression card', 'nightly', /^#C_NIGHT, new message 1,/],
+  ['Go / no-go card', 'deploy-quorum', /^#C_REL, new message 1,/],
+  ['A Go short of the quorum, told to its author only', 'deploy-quorum', /^to U0RM2 only, in #C_REL:/],
+  ['Deployment progress', 'deploy-quorum', /^#C_REL, message 2 updated:/],
+  ['Smoke test card', 'deploy-quorum', /^#C_REL, new message 4,/],
+  ['Rollback modal', 'rollback', /^a modal opens for U0RM2:/],
+  ['Rollback card', 'rollback', /^#C_REL, new message 6,/],
+  ['Post-mortem thread', 'rollback', /^#C_REL, new message 7/],
+  ['A deployment refused while production is locked', 'rollback', /^to U0RM1 only:/],
+  ['Unlock, for the channel', 'unlock', /^in the channel, everyone sees/],
+  ['A second Unlock, for the presser only', 'unlock', /^to U0RM2 only:/],
+];
+
+function fence(text: string): string {
+  return ['```text', text, '```'].join('\n');
+}
+
+/** The cards section of docs/slack.md: one card of each kind, as the transcripts show them. */
+export function cardsSection(): string {
   const lines = [
-    '# Slack cards',
+    'What people see, rendered as text by `src/views/blockText.ts`: `*bold*` and `_italic_` are Slack\'s mrkdwn,',
+    '`[Button]` a button and `[*Button*]` the highlighted (primary) one, `@U…` a mention, `{slack date}` a date',
+    'Slack shows in the reader\'s time zone. Each is taken from a committed transcript of a flow',
+    `([${TRANSCRIPTS}](../${TRANSCRIPTS})), written and checked by the Slack flow tests, where the whole`,
+    'exchange (who pressed what, who was told what) can be read.',
     '',
-    '<!-- generated by `npm run docs` from src/views with the demo\'s data (scripts/demo-cards); edit the views, not this file -->',
-    '',
-    'What people see in Slack, rendered as text: `*bold*` and `_italic_` are Slack\'s mrkdwn, `[Button]` a',
-    'button and `[*Button*]` the highlighted (primary) one. The data is release R2 of `npm run demo`.',
-    '',
-    ...card('Progress message (updated in place)', progressMessage({ title: 'Consolidation of R2 by <@U0QALEAD1>', step: 'detect', detail: '385 rows collected', elapsedMs: 1300, state: 'running' })),
-    ...card('Queue summary', queueSummaryMessage({ release: 'R2', runId: conflict.run_id, open: { P1: 3, P2: 1, P3: 2 }, decided: 0, total: 6 })),
-    ...card(`Conflict card (${conflict.code}, ${conflict.kind})`, conflictCard(conflict)),
-    ...card('The same card once decided', decidedCard(conflict, decision)),
-    ...card('Tier 1 card', testRunCard(tier1)),
-    ...card('Tier 2 card (the gate stopped a regression)', testRunCard(tier2)),
   ];
-  return `${lines.join('\n').trimEnd()}\n`;
+  for (const [title, flow, head] of CARDS) lines.push(`### ${title}`, '', `From [${flow}](../${TRANSCRIPTS}/${flow}.txt):`, '', fence(fromTranscript(flow, head)), '');
+  return lines.join('\n').trimEnd();
 }
 
-const CARDS_BEGIN = '<!-- cards:begin (generated by npm run docs) -->';
-const CARDS_END = '<!-- cards:end -->';
+/** `doc` with the text between `<!-- name:begin … -->` and `<!-- name:end -->` replaced by `content`. */
+function fill(doc: string, file: string, name: string, content: string): string {
+  const begin = new RegExp(`<!-- ${name}:begin[^>]*-->`).exec(doc);
+  const end = doc.indexOf(`<!-- ${name}:end -->`);
+  if (!begin || end < begin.index) throw new Error(`${file}: the markers <!-- ${name}:begin … --> … <!-- ${name}:end --> are missing`);
+  return `${doc.slice(0, begin.index + begin[0].length)}\n${content}\n${doc.slice(end)}`;
+}
 
-/** The README with its two example cards (a conflict card, the tier 1 card) filled in between the markers. */
+/** docs/slack.md with its generated parts: the manifest (manifest.yml) and the cards (the transcripts). */
+export function slackDoc(doc: string): string {
+  const manifest = fs.readFileSync(path.join(ROOT, 'manifest.yml'), 'utf8').trimEnd();
+  return fill(fill(doc, 'docs/slack.md', 'manifest', ['```yaml', manifest, '```'].join('\n')), 'docs/slack.md', 'cards', cardsSection());
+}
+
+/** The README with its two example cards (a conflict card, the tier 1 card) from the transcripts. */
 export function readmeDoc(readme: string): string {
-  const a = readme.indexOf(CARDS_BEGIN);
-  const b = readme.indexOf(CARDS_END);
-  if (a < 0 || b < a) throw new Error(`README.md: the markers ${CARDS_BEGIN} … ${CARDS_END} are missing`);
-  const cards = [conflictCard(demoData<ConflictRow>('conflict')), testRunCard(demoData<TestRunReport>('tier1'))].map((m) => ['```', messageText(m), '```'].join('\n'));
-  return `${readme.slice(0, a + CARDS_BEGIN.length)}\n${cards.join('\n\n')}\n${readme.slice(b)}`;
+  const cards = [fromTranscript('review-race', /^#C_REVIEW, new message 1,/), fromTranscript('tier-1-and-2', /^#C_RELEASE, new message 2,/)].map(fence);
+  return fill(readme, 'README.md', 'cards', cards.join('\n\n'));
 }
 
 /** Every generated file: its path under the repository and its content. */
 export function generatedDocs(): Record<string, string> {
-  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-  return { 'docs/cli.md': cliDoc(), 'docs/cards.md': cardsDoc(), 'README.md': readmeDoc(readme) };
+  const read = (file: string) => fs.readFileSync(path.join(ROOT, file), 'utf8');
+  return { 'docs/cli.md': cliDoc(), 'docs/slack.md': slackDoc(read('docs/slack.md')), 'README.md': readmeDoc(read('README.md')) };
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname)) {

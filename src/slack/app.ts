@@ -47,6 +47,8 @@ export interface Bot {
   deps: BotDeps;
   start(): Promise<{ port?: number }>;
   stop(): Promise<void>;
+  /** Resolves once nothing is in flight: every request handled, background work done, every card posted. */
+  idle(): Promise<void>;
 }
 
 function boltLogger(): BoltLogger {
@@ -173,6 +175,13 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
       const port = typeof addr === 'object' && addr ? addr.port : settings.port;
       logger().info({ port }, 'Tributary bot listening on /slack/events');
       return { port };
+    },
+    async idle() {
+      while (inflight.size > 0) {
+        await Promise.allSettled([...inflight]);
+        await deps.cards.idle();
+      }
+      await deps.cards.idle();
     },
     async stop() {
       await scheduler?.stop();

@@ -49,7 +49,7 @@ export class CardService {
   }
 
   /** Posts the open conflicts of the release's current run that have no card in the channel yet, P1 first. */
-  async postCards(release: string, channel: string, onPosted?: (n: number, of: number) => void): Promise<number> {
+  async postCards(release: string, channel: string, onPosted?: (n: number, of: number) => void | Promise<void>): Promise<number> {
     const runId = await currentRunId(this.ctx, release);
     const open = await listConflicts(this.ctx, release, { status: 'open' });
     // a card is stored under its conflict's run: the consolidation's, or an open promotion's (cross-release conflicts)
@@ -66,7 +66,7 @@ export class CardService {
         .onConflict(['kind', 'release', 'run_id', 'code', 'channel'])
         .merge();
       n += 1;
-      onPosted?.(n, todo.length);
+      await onPosted?.(n, todo.length);
     }
     await this.postOrUpdateSummary(release, channel);
     return n;
@@ -95,13 +95,19 @@ export class CardService {
     const cards = await this.ctx.db.control('slack_messages').where({ kind: 'card', release, run_id: c.run_id, code: c.code });
     if (cards.length > 0) {
       const m = await this.render(await showConflict(this.ctx, release, code));
-      for (const card of cards) await this.update(card.channel, card.ts, m);
+      for (const card of cards) {
+        try {
+          await this.update(card.channel, card.ts, m);
+        } catch (err) {
+          // a card deleted in Slack is forgotten (the next /release review posts an open one anew); the others, and the summary, still follow
+          if (slackError(err) !== 'message_not_found') throw err;
+          await this.ctx.db.control('slack_messages').where({ id: card.id }).delete();
+        }
+      }
     }
     const summaries = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: await currentRunId(this.ctx, release) });
-    if (summaries.length > 0) {
-      const m = await this.summary(release);
-      for (const s of summaries) await this.update(s.channel, s.ts, m);
-    }
+    // a summary deleted in Slack is posted anew
+    for (const channel of new Set(summaries.map((s) => s.channel as string))) await this.postOrUpdateSummary(release, channel);
   }
 
   private async summary(release: string) {

@@ -6,7 +6,7 @@ import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { confirmModal, deployProgressMessage, goNoGoCard, goPendingMessage, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
-import { channelLink, composed, mention, textMessage } from '../views/blocks.js';
+import { channelLink, composed, mention, plainTimes, textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { readSubmission, replyError, type Runner } from './common.js';
 import { throttled } from './throttle.js';
@@ -204,7 +204,7 @@ export function register(app: App, deps: BotDeps): void {
     } catch (err) {
       const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was decided. Try again, or use the CLI.';
       if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'deployment decision failed');
-      await ack({ response_action: 'errors', errors: { [BLOCKS.deployRationale]: redact(message).slice(0, 300) } });
+      await ack({ response_action: 'errors', errors: { [BLOCKS.deployRationale]: plainTimes(redact(message)).slice(0, 300) } });
       if (err instanceof TributaryError && err.code === 'already_decided') deps.background(() => refreshGoCard(deps, ref.id).catch(() => undefined));
     }
   });

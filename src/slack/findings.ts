@@ -6,7 +6,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
-import { findingDecisionModal, textMessage, waiveModal } from '../views/blocks.js';
+import { findingDecisionModal, plainTimes, textMessage, waiveModal } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { readSubmission, replyError } from './common.js';
 
@@ -77,7 +77,7 @@ export function register(app: App, deps: BotDeps): void {
     } catch (err) {
       const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was changed. Try again, or use the CLI: tributary decide';
       if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'finding decision failed');
-      await ack({ response_action: 'errors', errors: { [BLOCKS.findingRationale]: redact(message).slice(0, 300) } });
+      await ack({ response_action: 'errors', errors: { [BLOCKS.findingRationale]: plainTimes(redact(message)).slice(0, 300) } });
       return;
     }
     if (meta.channel) {
@@ -100,7 +100,7 @@ export function register(app: App, deps: BotDeps): void {
     } catch (err) {
       const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was waived. Try again, or use the CLI: tributary waive';
       if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'waiver failed');
-      await ack({ response_action: 'errors', errors: { [BLOCKS.waiveRationale]: redact(message).slice(0, 300) } });
+      await ack({ response_action: 'errors', errors: { [BLOCKS.waiveRationale]: plainTimes(redact(message)).slice(0, 300) } });
       return;
     }
     if (ref.channel) {

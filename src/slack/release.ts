@@ -118,9 +118,16 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
     run: async (deps, respond, r) => {
       const channel = deps.ctx.config.slack.reviewChannel ?? r.channel;
       const open = await listConflicts(deps.ctx, rel(r), { status: 'open' });
-      await respond({ response_type: 'ephemeral', ...composed`Posting ${open.length} open conflict card(s) of ${rel(r)} to ${channelLink(channel)}, highest priority first.` });
+      // told once the first post went through: a channel the bot cannot post to gets nothing half-way, only the fix
+      let told = false;
+      const tell = async () => {
+        if (told) return;
+        told = true;
+        await respond({ response_type: 'ephemeral', ...composed`Posting ${open.length} open conflict card(s) of ${rel(r)} to ${channelLink(channel)}, highest priority first.` });
+      };
       try {
-        await deps.cards.postCards(rel(r), channel);
+        await deps.cards.postCards(rel(r), channel, tell);
+        await tell();
       } catch (err) {
         // a refusal a person can fix (the bot not invited, an archived channel…) names the review channel
         if (!explainSlackError(err)) throw err;

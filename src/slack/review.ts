@@ -5,7 +5,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from './ids.js';
-import { composed, conflictCard, mention, decisionModal, textMessage, type CardRef, type ModalMeta } from '../views/blocks.js';
+import { composed, conflictCard, mention, decisionModal, plainTimes, textMessage, type CardRef, type ModalMeta } from '../views/blocks.js';
 import { readSubmission, replyError } from './common.js';
 
 /**
@@ -193,7 +193,7 @@ export function register(app: App, deps: BotDeps): void {
         await ack();
       } else if (err instanceof TributaryError) {
         const block = blockForError(err, meta, view);
-        await ack({ response_action: 'errors', errors: { [block]: redact(err.message).slice(0, 300) } });
+        await ack({ response_action: 'errors', errors: { [block]: plainTimes(redact(err.message)).slice(0, 300) } });
         if (err.code === 'already_decided') deps.background(() => deps.cards.refresh(meta.release, meta.code));
         return;
       } else {

@@ -21,8 +21,9 @@ export function explainSlackError(err: unknown, channel?: string): Message | und
     case 'is_archived':
       return composed`:x: ${where} is archived: unarchive it, or have whoever runs the bot point slack.reviewChannel / slack.releaseChannel in the config at a live channel.`;
     case 'missing_scope': {
-      const needed = String((err as { data?: { needed?: unknown } }).data?.needed ?? 'a needed');
-      return composed`:x: The Slack app lacks the ${needed} scope: whoever runs the bot adds it to the app (OAuth & Permissions, or the manifest) and reinstalls it, then try again.`;
+      const needed = (err as { data?: { needed?: unknown } }).data?.needed;
+      const scope = typeof needed === 'string' && needed ? `the ${needed} scope` : 'a scope it needs (the manifest lists them)';
+      return composed`:x: The Slack app lacks ${scope}: whoever runs the bot adds it to the app (OAuth & Permissions, or the manifest) and reinstalls it, then try again.`;
     }
     case 'message_not_found':
       return composed`:x: The message to update was deleted in Slack: run the command again to post a new one.`;

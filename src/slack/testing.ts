@@ -9,7 +9,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
-import { textMessage } from '../views/blocks.js';
+import { plainTimes, textMessage } from '../views/blocks.js';
 import { esc, type Message } from '../views/limits.js';
 import { approveModal, promoteCardText, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
 import { inProgress, readSubmission, replyError, type Runner } from './common.js';
@@ -142,7 +142,7 @@ export function register(app: App, deps: BotDeps): void {
     } catch (err) {
       const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was approved. Try again, or use the CLI: tributary approve';
       if (!(err instanceof TributaryError)) logger().error({ err: redact(String((err as Error).stack ?? err)) }, 'approval failed');
-      await ack({ response_action: 'errors', errors: { [BLOCKS.approveRationale]: redact(message).slice(0, 300) } });
+      await ack({ response_action: 'errors', errors: { [BLOCKS.approveRationale]: plainTimes(redact(message)).slice(0, 300) } });
     }
   });
 }

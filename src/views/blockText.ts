@@ -3,18 +3,20 @@ import type { Message } from './limits.js';
 
 /**
  * A Slack message as readable text, the way a person sees it: headers, sections and their fields,
- * context lines, buttons as `[Label]` (`[*Label*]` for the primary one). Used for the card examples in
- * docs/slack.md; mrkdwn is shown as written, with Slack's escapes undone.
+ * context lines, buttons as `[Label]` (`[*Label*]` for the primary one), a modal's inputs as
+ * `Label: [input]`. Used by the Slack transcripts (test/slack/transcripts), from which docs/slack.md
+ * shows the cards; mrkdwn is shown as written, with Slack's escapes undone.
  */
 type Text = { text?: string } | undefined;
-type Element = { type: string; text?: Text; style?: string; placeholder?: Text };
+type Option = { text?: Text; value?: string };
+type Element = { type: string; text?: Text; style?: string; placeholder?: Text; initial_value?: string; options?: Option[]; initial_option?: Option; initial_options?: Option[] };
 
 /** Slack's special forms as a person reads them: dates, mentions and channels; then the escapes. */
 const unescape = (s: string) =>
   s
     .replace(/<!date\^[^|>]*\|([^>]*)>/g, '$1')
     .replace(/<@([UW][A-Z0-9]+)(?:\|[^>]*)?>/g, '@$1')
-    .replace(/<#(C[A-Z0-9]+)(?:\|([^>]*))?>/g, (_m, id: string, name?: string) => `#${name ?? id}`)
+    .replace(/<#([CG][A-Z0-9_]+)(?:\|([^>]*))?>/g, (_m, id: string, name?: string) => `#${name ?? id}`)
     .replace(/&lt;/g, '<')
     .replace(/&gt;/g, '>')
     .replace(/&amp;/g, '&');
@@ -23,11 +25,16 @@ const textOf = (t: Text) => unescape(t?.text ?? '');
 function elementText(e: Element): string {
   if (e.type === 'button') return e.style === 'primary' ? `[*${textOf(e.text)}*]` : `[${textOf(e.text)}]`;
   if (e.type === 'mrkdwn' || e.type === 'plain_text') return textOf(e as Text);
+  if (e.type === 'plain_text_input') return `[${e.initial_value ?? (textOf(e.placeholder) || '…')}]`;
+  if (e.options) {
+    const chosen = new Set([e.initial_option, ...(e.initial_options ?? [])].filter(Boolean).map((o) => o!.value));
+    return e.options.map((o) => `${e.type === 'checkboxes' ? (chosen.has(o.value) ? '[x]' : '[ ]') : chosen.has(o.value) ? '(•)' : '( )'} ${textOf(o.text)}`).join('  ');
+  }
   return `[${textOf(e.placeholder) || e.type}]`;
 }
 
 function blockText(b: KnownBlock): string[] {
-  const block = b as KnownBlock & { text?: Text; fields?: Text[]; elements?: Element[]; accessory?: Element };
+  const block = b as KnownBlock & { text?: Text; fields?: Text[]; elements?: Element[]; accessory?: Element; label?: Text; element?: Element; optional?: boolean };
   switch (block.type) {
     case 'header':
       return [`# ${textOf(block.text)}`];
@@ -43,6 +50,8 @@ function blockText(b: KnownBlock): string[] {
       return [(block.elements ?? []).map(elementText).join(' ')];
     case 'divider':
       return ['---'];
+    case 'input':
+      return [`${textOf(block.label)}${block.optional ? ' (optional)' : ''}: ${block.element ? elementText(block.element) : ''}`];
     default:
       return [`(${block.type})`];
   }
@@ -50,4 +59,10 @@ function blockText(b: KnownBlock): string[] {
 
 export function messageText(m: Message): string {
   return (m.blocks ?? []).flatMap((b) => blockText(b as KnownBlock)).join('\n');
+}
+
+/** A modal as readable text: its title, its blocks, its buttons (`[*Submit*]` the primary one). */
+export function viewText(v: { title?: Text; submit?: Text; close?: Text; blocks?: unknown[] }): string {
+  const buttons = [v.submit ? `[*${textOf(v.submit)}*]` : '', v.close ? `[${textOf(v.close)}]` : ''].filter(Boolean).join(' ');
+  return [`«${textOf(v.title)}»`, messageText({ text: '', blocks: (v.blocks ?? []) as KnownBlock[] }), buttons].filter(Boolean).join('\n');
 }

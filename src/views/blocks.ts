@@ -92,9 +92,28 @@ export function composed(parts: TemplateStringsArray, ...values: (string | numbe
   return checkMessage({ text: clip(out, 3000), blocks: [section(out)] });
 }
 
+/**
+ * An engine's words made Slack's: a Slack user named as the author of something ("decided by U0REV",
+ * "held by U0RM2") becomes a mention, and a timestamp a Slack date, shown in the reader's time zone.
+ * Applied to the escaped text, so nothing a user typed can become markup.
+ */
+export function slackWords(escaped: string): string {
+  return escaped
+    .replace(/\bby ([UW][A-Z0-9]{4,})\b/g, 'by <@$1>')
+    .replace(/\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?Z\b/g, (iso) => (Number.isNaN(Date.parse(iso)) ? iso : when(iso)));
+}
+
+/**
+ * A modal's error (plain text: Slack renders neither mentions nor dates there): a timestamp as a person
+ * reads it, `2026-12-06 02:16 UTC`, not ISO's `2026-12-06T02:16:46.051Z`.
+ */
+export function plainTimes(text: string): string {
+  return text.replace(/\b(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(?::\d{2}(?:\.\d+)?)?Z\b/g, '$1 $2 UTC');
+}
+
 export function errorMessage(raw: string): Message {
   const text = hidePaths(raw);
-  return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${esc(text)}`)] });
+  return checkMessage({ text: clip(`Sorry: ${text}`, 3000), blocks: [section(`:x: ${slackWords(esc(text))}`)] });
 }
 
 export function statusMessage(statuses: ReleaseStatus[]): Message {

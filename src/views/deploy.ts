@@ -2,7 +2,7 @@ import type { KnownBlock, ModalView } from '@slack/types';
 import { standing, type Bundle, type Deployment, type GoDecision, type StepState } from '../engine/deploy/index.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, LIMITS, type Message } from './limits.js';
-import { composed, mention } from './blocks.js';
+import { composed, mention, slackWords } from './blocks.js';
 import { chainHeadContext, context, ENDING_ICON, type Ending, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 
@@ -71,7 +71,7 @@ export function goNoGoCard(a: GoCardArgs): Message {
     });
     blocks.push(context(`Needs ${a.needed} Go from release managers; the one who asked cannot be the only one.`));
   } else {
-    blocks.push(context(`Deployment #${d.id}: *${esc(d.status)}*${d.cause ? ` · ${esc(clip(d.cause, 500))}` : ''}`));
+    blocks.push(context(`Deployment #${d.id}: *${esc(d.status)}*${d.cause ? ` · ${slackWords(esc(clip(d.cause, 500)))}` : ''}`));
   }
   return checkMessage({ text: `Go / no-go: ${d.release} to ${d.env} (deployment #${d.id}): ${d.status}`, blocks });
 }
@@ -127,7 +127,7 @@ export function deployProgressMessage(d: Deployment, head?: { seq: number; hash:
   const blocks: KnownBlock[] = [section(`${deploymentIcon(d.status)} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)}*: ${esc(d.status)}${MEANING[d.status] ? ` (${esc(MEANING[d.status]!)})` : ''} · code \`${esc(d.code_version)}\``)];
   if (d.steps.length) blocks.push(section(d.steps.map((s) => stepLine(s, true)).join('\n')));
   if (d.undo.length) blocks.push(section(`*Rollback* (reverse order)\n${d.undo.map((s) => stepLine(s, true)).join('\n')}`));
-  if (d.cause) blocks.push(context(`Cause: ${esc(clip(d.cause, 1000))}`));
+  if (d.cause) blocks.push(context(`Cause: ${slackWords(esc(clip(d.cause, 1000)))}`));
   if (head) blocks.push(chainHeadContext(head));
   return checkMessage({ text: `Deployment #${d.id} of ${d.release}: ${d.status}`, blocks });
 }
@@ -140,7 +140,7 @@ const ROLLBACK_OUTCOME: Partial<Record<Deployment['status'], string>> = {
 /** After a rollback: what happened and why; the env stays locked until a release_manager unlocks it. */
 export function rollbackCard(d: Deployment, locked: boolean): Message {
   const blocks: KnownBlock[] = [
-    section(`${deploymentIcon(d.status)} *${esc(d.release)} on ${esc(d.env)} ${ROLLBACK_OUTCOME[d.status] ?? 'was NOT fully rolled back'}* (deployment #${d.id}): ${esc(clip(d.cause ?? '', 1500))}`),
+    section(`${deploymentIcon(d.status)} *${esc(d.release)} on ${esc(d.env)} ${ROLLBACK_OUTCOME[d.status] ?? 'was NOT fully rolled back'}* (deployment #${d.id}): ${slackWords(esc(clip(d.cause ?? '', 1500)))}`),
     section(d.undo.map((s) => stepLine(s, true)).join('\n') || 'nothing to undo'),
   ];
   if (d.status === 'rollback-failed') blocks.push(context(`Where it stands: ${esc(clip(standing(d), 500))}`));

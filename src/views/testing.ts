@@ -26,11 +26,22 @@ export function failureLine(f: FailureView): string {
   return `[${f.class ?? f.status}] ${f.name}${msg}`;
 }
 
+/**
+ * What was selected, counted as it ran: a first run (the catalog empty: the whole suite runs once, to
+ * discover it) selected "0 tests" from the catalog, yet ran the suite, so the count is the run's.
+ */
+export function selectionText(r: TestRunReport): string {
+  const d = r.selection.description;
+  if (!r.selection.discovery) return d;
+  const n = r.selection.tests;
+  return d.replace(/: [\d,]+ tests?\b/, `: ${n.toLocaleString('en-US')} ${n === 1 ? 'test' : 'tests'} (the whole suite)`);
+}
+
 export function renderTestRun(r: TestRunReport): string {
   const t = r.totals;
   const lines = [
     `${r.release} ${tierLabel(r.tier)} on ${r.env} (test run #${r.runId}): ${r.gate.passed ? 'PASSED' : 'FAILED'}${r.gate.reasons.length ? ` (${r.gate.reasons.join('; ')})` : ''}`,
-    `  selection: ${r.selection.description}; ${r.selection.note}`,
+    `  selection: ${selectionText(r)}; ${r.selection.note}`,
     `  all: ${totalsLine(t)}`,
     `  new features: ${totalsLine(t.newFeatures)}`,
     `  regression of earlier releases: ${totalsLine(t.regression)}`,
@@ -69,7 +80,7 @@ export interface ApproveRef {
 
 function totalsFields(label: string, t: Totals): string {
   const failed = t.failed + t.errored;
-  return `*${label}*\n${t.total} tests · :white_check_mark: ${t.passed} (${pct(t.passed, t.total)}) · :x: ${failed} (${pct(failed, t.total)}) · :fast_forward: ${t.skipped} (${pct(t.skipped, t.total)})\npass rate *${t.passRate}%*`;
+  return `*${label}*\n${t.total} ${t.total === 1 ? 'test' : 'tests'} · :white_check_mark: ${t.passed} (${pct(t.passed, t.total)}) · :x: ${failed} (${pct(failed, t.total)}) · :fast_forward: ${t.skipped} (${pct(t.skipped, t.total)})\npass rate *${t.passRate}%*`;
 }
 
 /**
@@ -104,7 +115,7 @@ export function testRunCard(r: TestRunReport, approval?: ApprovalView): Message 
   if (others.length) blocks.push(section(`*Other failures*\n${others.map((f) => `• ${esc(failureLine(f))}`).join('\n')}`));
   if (r.flaky.length) blocks.push(section(`*Flaky*: ${r.flaky.slice(0, 20).map((f) => esc(f.name)).join(', ')}`));
   for (const s of r.erroredShards.slice(0, 5)) blocks.push(section(`:warning: shard ${s.index} errored: ${esc(clip(s.error, 500))}`));
-  blocks.push(context(`Test run #${r.runId} · ${esc(r.selection.description)} · ${esc(r.selection.note)}${r.baselineRunId ? ` · compared with run #${r.baselineRunId}` : ' · no baseline yet'} · ${(r.ms / 1000).toFixed(1)} s`));
+  blocks.push(context(`Test run #${r.runId} · ${esc(selectionText(r))} · ${esc(r.selection.note)}${r.baselineRunId ? ` · compared with run #${r.baselineRunId}` : ' · no baseline yet'} · ${(r.ms / 1000).toFixed(1)} s`));
   if (r.tier === '2') {
     if (approval) {
       blocks.push(section(`:white_check_mark: *Approved${approval.override ? ' with an override of the failed gate' : ''}* by ${/^[UW][A-Z0-9]+$/.test(approval.by) ? `<@${approval.by}>` : esc(approval.by)}: ${esc(clip(approval.rationale, 1000))}`));

@@ -9,10 +9,16 @@ import type { AddressInfo } from 'node:net';
 export interface Call {
   method: string;
   args: Record<string, unknown>;
+  /** A response_url's person (the user the request that carried it came from), when the URL names one. */
+  to?: string;
+  /** The Slack error the fake answered with (see `failures`). */
+  failed?: string;
 }
 
 export class FakeSlack {
   readonly calls: Call[] = [];
+  /** The ts each chat.postMessage call was answered with. */
+  readonly postedTs = new Map<Call, string>();
   private server?: http.Server;
   private ts = 1_700_000_000;
   /** Methods made to fail with the given Slack error (e.g. chat.postMessage → not_in_channel). */
@@ -40,8 +46,9 @@ export class FakeSlack {
     return `${this.url}api/`;
   }
 
-  responseUrl(): string {
-    return `${this.url}respond/${crypto.randomBytes(4).toString('hex')}`;
+  /** A response_url; given the person whose request carries it, the calls to it say who sees them. */
+  responseUrl(user?: string): string {
+    return `${this.url}respond/${user ? `${user}/` : ''}${crypto.randomBytes(4).toString('hex')}`;
   }
 
   of(method: string): Record<string, unknown>[] {
@@ -50,6 +57,7 @@ export class FakeSlack {
 
   reset(): void {
     this.calls.length = 0;
+    this.postedTs.clear();
   }
 
   private handle(req: http.IncomingMessage, body: string, res: http.ServerResponse): void {
@@ -68,18 +76,24 @@ export class FakeSlack {
     }
     const method = path.startsWith('/respond/') ? 'response_url' : path.startsWith('/upload/') ? 'file_upload' : path.replace(/^\/api\//, '');
     if (method === 'file_upload') args = { bytes: body.length, body };
-    this.calls.push({ method, args });
+    const to = method === 'response_url' ? /^\/respond\/([A-Z0-9]+)\//.exec(path)?.[1] : undefined;
+    const call: Call = { method, args, ...(to ? { to } : {}) };
+    this.calls.push(call);
     const send = (o: unknown) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(o));
     };
     const failure = this.failures.get(method);
-    if (failure) return send({ ok: false, error: failure });
+    if (failure) {
+      call.failed = failure;
+      return send({ ok: false, error: failure });
+    }
     switch (method) {
       case 'response_url':
         return send({ ok: true });
       case 'chat.postMessage':
         this.ts += 1;
+        this.postedTs.set(call, `${this.ts}.000100`);
         return send({ ok: true, channel: args.channel, ts: `${this.ts}.000100`, message: {} });
       case 'chat.update':
         return send({ ok: true, channel: args.channel, ts: args.ts });
@@ -142,8 +156,8 @@ export function slashBody(fake: FakeSlack, text: string, user = 'U0LEAD', channe
     command: '/release',
     text,
     api_app_id: 'A1',
-    response_url: fake.responseUrl(),
-    trigger_id: `trig-${Date.now()}`,
+    response_url: fake.responseUrl(user),
+    trigger_id: `trig-${user}-${Date.now()}`,
   }).toString();
 }
 
@@ -154,8 +168,8 @@ export function actionBody(fake: FakeSlack, user: string, actionId: string, valu
     user: { id: user, username: user.toLowerCase(), team_id: 'T1' },
     api_app_id: 'A1',
     token: 'x',
-    trigger_id: `trig-${crypto.randomBytes(3).toString('hex')}`,
-    response_url: fake.responseUrl(),
+    trigger_id: `trig-${user}-${crypto.randomBytes(3).toString('hex')}`,
+    response_url: fake.responseUrl(user),
     container: { type: 'message', channel_id: message.channel, message_ts: message.ts, is_ephemeral: false },
     channel: { id: message.channel, name: 'review' },
     message: { ts: message.ts, text: '' },

@@ -34,3 +34,19 @@ it('shows the suggested version of a card as its highlighted button', () => {
   } as unknown as ConflictRow;
   expect(messageText(conflictCard(c)).split('\n').at(-1)).toBe('[Keep ST-1] [*Keep ST-2*] [Keep both (rename)] [Merge] [Delete both]');
 });
+
+it('renders a modal: its title, its inputs and options, its buttons', async () => {
+  const { viewText } = await import('../../src/views/blockText.js');
+  const text = viewText({
+    title: { text: 'Keep one version' },
+    submit: { text: 'Decide' },
+    close: { text: 'Cancel' },
+    blocks: [
+      { type: 'section', text: { type: 'mrkdwn', text: '*C-001*' } },
+      { type: 'input', label: { text: 'Rationale' }, element: { type: 'plain_text_input', placeholder: { text: 'Why?' } } },
+      { type: 'input', label: { text: 'New number' }, element: { type: 'plain_text_input', initial_value: 'M-1-st-2' } },
+      { type: 'input', optional: true, label: { text: 'Cascade' }, element: { type: 'checkboxes', options: [{ text: { text: 'delete dependants' }, value: 'cascade' }], initial_options: [{ value: 'cascade' }] } },
+    ],
+  });
+  expect(text).toBe('«Keep one version»\n*C-001*\nRationale: [Why?]\nNew number: [M-1-st-2]\nCascade (optional): [x] delete dependants\n[*Decide*] [Cancel]');
+});

@@ -163,3 +163,20 @@ describe('the highlighted choice is the suggested one', () => {
     expect(highlighted(versions('none', null))).toEqual({ primary: [], marked: [] });
   });
 });
+
+describe('errors in words for people', () => {
+  it('names the Slack user who did something as a mention and a timestamp as a Slack date; typed text stays text', async () => {
+    const { errorMessage } = await import('../../src/views/blocks.js');
+    const m = errorMessage('production is locked by rollback of deployment #1 of R2 (held by U0RM2 since 2026-12-06T02:21:26.675Z): unlock it');
+    const text = JSON.stringify(m.blocks);
+    expect(text).toContain('held by <@U0RM2> since <!date^1796523686^{date_short_pretty} {time}|2026-12-06T02:21:26.675Z>');
+    expect(text).not.toMatch(/since 2026/);
+    // not a Slack id after "by", or user input with markup: left as text, escaped
+    expect(JSON.stringify(errorMessage('decided by cli:alice; unknown release "<@U0EVIL>"').blocks)).toContain('decided by cli:alice; unknown release \\"&lt;@U0EVIL&gt;\\"');
+  });
+});
+
+it("a modal's error (plain text) shows a timestamp as a person reads it", async () => {
+  const { plainTimes } = await import('../../src/views/blocks.js');
+  expect(plainTimes('C-001 was already decided by U0REV at 2026-12-06T02:16:46.051Z: keep version 1')).toBe('C-001 was already decided by U0REV at 2026-12-06 02:16 UTC: keep version 1');
+});

@@ -31,3 +31,18 @@ describe('testRunCard counts', () => {
     expect(f[0]).toContain('*All*\n5 tests');
   });
 });
+
+describe('the selection line of a first run', () => {
+  it("counts the tests that ran when the catalog was empty (the whole suite), not the catalog's 0", async () => {
+    const { selectionText } = await import('../../src/views/testing.js');
+    const r = report('1', totals(8), totals(2));
+    const first = { ...r, selection: { description: "R2's 8 features + smoke: 0 tests", tests: 10, deprecated: 0, note: 'the test catalog is empty', discovery: true } };
+    expect(selectionText(first)).toBe("R2's 8 features + smoke: 10 tests (the whole suite)");
+    expect(JSON.stringify(testRunCard(first).blocks)).toContain('smoke: 10 tests (the whole suite)');
+    expect(selectionText({ ...first, selection: { ...first.selection, description: 'smoke: 3 tests', tests: 3, discovery: false } })).toBe('smoke: 3 tests');
+  });
+
+  it('says "1 test", not "1 tests"', () => {
+    expect(JSON.stringify(testRunCard(report('smoke', totals(0), totals(1))).blocks)).toContain('*All*\\n1 test · ');
+  });
+});
