@@ -45,6 +45,17 @@ function runRow(ctx: Ctx, id: number): Promise<RunRow | undefined> {
   return ctx.db.control('runs').where({ id }).first();
 }
 
+/** The keys a keep-both decision renamed, from its `blast` (jsonb: `{ renamed: [...] }`). */
+function renamedBy(blast: unknown): number {
+  const renamed = (blast as { renamed?: unknown } | null)?.renamed;
+  return Array.isArray(renamed) ? renamed.length : 0;
+}
+
+/** A run's `steps` (jsonb: milliseconds by step name). */
+function stepsOf(steps: unknown): Record<string, number> {
+  return typeof steps === 'object' && steps !== null ? (steps as Record<string, number>) : {};
+}
+
 export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCounts> {
   const run = (await runRow(ctx, runId))!;
   const detected = run.counts as unknown as { collected: number; conflicts: number; autoResolved: number; manual: number; byRule: Record<string, number>; byPriority: Record<string, number> };
@@ -63,7 +74,7 @@ export async function resultCounts(ctx: Ctx, runId: number): Promise<ResultCount
   let renamed = 0;
   for (const d of dec) {
     if (d.action === 'merge') merged += 1;
-    if (d.action === 'keep-both') renamed += d.blast.renamed.length;
+    if (d.action === 'keep-both') renamed += renamedBy(d.blast);
   }
   return {
     collected: detected.collected,
@@ -94,7 +105,7 @@ export async function releaseStatus(ctx: Ctx, release: string): Promise<ReleaseS
   if (latest?.status === 'failed') status.lastFailure = { id: latest.id, error: latest.error ?? '', finishedAt: latest.finished_at };
   if (currentRunId) {
     const run = (await runRow(ctx, currentRunId))!;
-    status.run = { id: run.id, status: run.status, startedAt: run.started_at, finishedAt: run.finished_at, startedBy: run.started_by, steps: run.steps };
+    status.run = { id: run.id, status: run.status, startedAt: run.started_at, finishedAt: run.finished_at, startedBy: run.started_by, steps: stepsOf(run.steps) };
     const imported = (run.counts as { imported?: ReleaseStatus['imported'] }).imported;
     if (run.kind === 'import' && imported) status.imported = imported;
     status.counts = await resultCounts(ctx, currentRunId);
