@@ -9,6 +9,7 @@ import { type Actor, type Ctx } from '../kernel/context.js';
 import { isValidated, releaseState, transition } from '../kernel/lifecycle.js';
 import { authorize } from '../kernel/roles.js';
 import { lockKey, type FindingStatus, type FindingRow } from './types.js';
+import { must } from '../kernel/must.js';
 
 // ---------------------------------------------------------------------------------------------------
 // listing, waivers and decisions
@@ -43,19 +44,31 @@ async function lockedFinding(ctx: Ctx, trx: Knex.Transaction, release: string, c
   await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [lockKey(release)]);
   const runId = await currentRunId({ db: { control: trx as unknown as Knex } }, release);
   const row = await trx<FindingRow>('findings').where({ run_id: runId, seq: seqOf(code) }).forUpdate().first();
-  if (!row) throw new TributaryError('unknown_conflict', `no finding ${code} in release ${release}'s current consolidation (tributary validate ${release} lists them)`, { code });
+  if (!row) {
+    const message = `no finding ${code} in release ${release}'s current consolidation (tributary validate ${release} lists them)`;
+    throw new TributaryError('unknown_conflict', message, { code });
+  }
   return row as FindingRow;
 }
 
 function refuseUnlessOpen(f: FindingRow): void {
   if (f.status === 'waived') {
-    throw new TributaryError('already_decided', `${f.code} was already waived by ${f.waived_by} at ${f.waived_at?.toISOString()}: ${f.rationale}`, { code: f.code });
+    const message = `${f.code} was already waived by ${f.waived_by} at ${f.waived_at?.toISOString()}: ${f.rationale}`;
+    throw new TributaryError('already_decided', message, { code: f.code });
   }
-  if (f.status === 'closed') throw new TributaryError('already_decided', `${f.code} is closed (${f.resolution ?? 'no longer occurs'}${f.closed_by ? `, ${f.closed_by}` : ''})`, { code: f.code });
+  if (f.status === 'closed') {
+    const message = `${f.code} is closed (${f.resolution ?? 'no longer occurs'}${f.closed_by ? `, ${f.closed_by}` : ''})`;
+    throw new TributaryError('already_decided', message, { code: f.code });
+  }
 }
 
 /** A qa_lead accepts a finding as it is, with a rationale (audited; a refusal too). */
-export async function waiveFinding(ctx: Ctx, release: string, code: string, by: { actor: Actor; rationale: string; user?: string; groups?: string[] }): Promise<FindingRow> {
+export async function waiveFinding(
+  ctx: Ctx,
+  release: string,
+  code: string,
+  by: { actor: Actor; rationale: string; user?: string; groups?: string[] },
+): Promise<FindingRow> {
   releaseOrThrow(ctx.config, release);
   await authorize(ctx, by.user ?? by.actor, by.groups ?? [], 'waive', release);
   const rationale = requireRationale(by.rationale, 'a waiver', `why may ${code} stay as it is?`);
@@ -90,6 +103,55 @@ class PlanOnly {
   constructor(readonly outcome: FindingDecisionOutcome) {}
 }
 
+/** A decision applies to a finding about one record; re-pointing, to a finding about a reference. */
+function refuseUndecidable(f: FindingRow, d: Decision, release: string): void {
+  if (f.identity === '*' || f.key === null) {
+    const message =
+      `${f.code} is about ${f.entity} as a whole, not one record: ` + 'fix the source (or the test) and consolidate again, or waive it';
+    throw new TributaryError('decision_invalid', message, { code: f.code });
+  }
+  if (!(FINDING_ACTIONS as readonly string[]).includes(d.action)) {
+    const message =
+      `decide a finding with ${FINDING_ACTIONS.join(' or ')} (or waive it: tributary waive ${f.code} --release ${release}); ` +
+      `not ${d.action}`;
+    throw new TributaryError('decision_invalid', message, { code: f.code });
+  }
+  if (d.action === 'repoint' && !(f.detail.parent && f.column)) {
+    const message = `${f.code} (${f.rule}) is not about a reference: delete the record, fix the source, or waive it`;
+    throw new TributaryError('decision_invalid', message, { code: f.code });
+  }
+}
+
+/** The finding as the reference conflict a record decision takes (src/engine/review/decide.ts). */
+function findingConflict(ctx: Ctx, release: string, f: FindingRow): ConflictRow {
+  const entity = must(
+    ctx.config.entities.find((e) => e.name === f.entity),
+    `entity ${f.entity} of finding ${f.code} in the config`,
+  );
+  return {
+    id: 0,
+    release,
+    run_id: f.run_id,
+    code: f.code,
+    entity: f.entity,
+    identity: f.identity,
+    key_label: `${entity.primaryKey}=${f.key}`,
+    kind: f.rule,
+    priority: 'P1',
+    status: 'open',
+    detail: {
+      reason: f.message,
+      suggestion: 'delete',
+      ...(f.column ? { column: f.column } : {}),
+      ...(f.detail.parent ? { parent: f.detail.parent } : {}),
+    },
+    assigned_to: null,
+    assigned_at: null,
+    decided_by: null,
+    decided_at: null,
+  } as ConflictRow;
+}
+
 /**
  * Closes a finding on a record with a decision of the same kinds as a reference conflict's: delete the
  * record (with `cascade`, its dependents too) or re-point its reference. The record changes in the
@@ -104,40 +166,17 @@ export async function decideFinding(
   by: { actor: Actor; rationale: string },
   opts: { dryRun?: boolean } = {},
 ): Promise<FindingDecisionOutcome> {
-  const rationale = opts.dryRun ? by.rationale?.trim() : requireRationale(by.rationale, 'a decision', `why ${d.action} the record of ${code}?`);
+  const rationale = opts.dryRun
+    ? by.rationale?.trim()
+    : requireRationale(by.rationale, 'a decision', `why ${d.action} the record of ${code}?`);
   try {
     return await ctx.db.control.transaction(async (trx) => {
       const f = await lockedFinding(ctx, trx, release, code);
       refuseUnlessOpen(f);
       // locked before the data changes (see applyDecision): a running validation finishes first
       if (!opts.dryRun) await trx('release_states').where({ release }).forUpdate().first();
-      if (f.identity === '*' || f.key === null) {
-        throw new TributaryError('decision_invalid', `${f.code} is about ${f.entity} as a whole, not one record: fix the source (or the test) and consolidate again, or waive it`, { code: f.code });
-      }
-      if (!(FINDING_ACTIONS as readonly string[]).includes(d.action)) {
-        throw new TributaryError('decision_invalid', `decide a finding with ${FINDING_ACTIONS.join(' or ')} (or waive it: tributary waive ${f.code} --release ${release}); not ${d.action}`, { code: f.code });
-      }
-      if (d.action === 'repoint' && !(f.detail.parent && f.column)) {
-        throw new TributaryError('decision_invalid', `${f.code} (${f.rule}) is not about a reference: delete the record, fix the source, or waive it`, { code: f.code });
-      }
-      const entity = ctx.config.entities.find((e) => e.name === f.entity)!;
-      const conflict = {
-        id: 0,
-        release,
-        run_id: f.run_id,
-        code: f.code,
-        entity: f.entity,
-        identity: f.identity,
-        key_label: `${entity.primaryKey}=${f.key}`,
-        kind: f.rule,
-        priority: 'P1',
-        status: 'open',
-        detail: { reason: f.message, suggestion: 'delete', ...(f.column ? { column: f.column } : {}), ...(f.detail.parent ? { parent: f.detail.parent } : {}) },
-        assigned_to: null,
-        assigned_at: null,
-        decided_by: null,
-        decided_at: null,
-      } as ConflictRow;
+      refuseUndecidable(f, d, release);
+      const conflict = findingConflict(ctx, release, f);
       const summary = `${by.actor}: ${describeDecision(conflict, d)} (finding ${f.code}, ${f.rule}) — ${rationale}`;
       const plan = await planRecordDecision(ctx, trx, conflict, d, summary);
       if (opts.dryRun) throw new PlanOnly({ finding: f, decision: d, blast: plan.blast, applied: false });

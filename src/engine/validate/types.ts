@@ -1,35 +1,28 @@
 import { type DataTest } from '../../config/load.js';
 import { type BlastRadius, type Decision } from '../review/index.js';
+import type { FindingsRow } from '../../db/rows.js';
 
 export type FindingStatus = 'open' | 'closed' | 'waived';
 
-export interface FindingRow {
-  id: number;
-  release: string;
-  run_id: number;
-  seq: number;
-  code: string;
-  fingerprint: string;
-  entity: string;
-  identity: string;
-  /** The record's primary key value (null for a finding about a whole entity). */
-  key: string | null;
-  rule: string;
-  kind: 'integrity' | 'test';
-  column: string | null;
-  value: string | null;
-  message: string;
-  detail: { parent?: string; test?: string; env?: string; table?: string; decision?: Decision; blast?: BlastRadius };
-  status: FindingStatus;
-  first_seen_at: Date;
-  last_seen_at: Date;
-  closed_at: Date | null;
-  closed_by: string | null;
-  resolution: string | null;
-  waived_by: string | null;
-  waived_at: Date | null;
-  rationale: string | null;
+/** What a finding's `detail` (jsonb) holds: where it was found, and the decision that closed it. */
+export interface FindingDetail {
+  parent?: string;
+  test?: string;
+  env?: string;
+  table?: string;
+  decision?: Decision;
+  blast?: BlastRadius;
 }
+
+/**
+ * A row of `findings` (the generated FindingsRow), its status, kind and detail narrowed to what validation
+ * writes. `key` is the record's primary key value (null for a finding about a whole entity).
+ */
+export type FindingRow = Omit<FindingsRow, 'status' | 'kind' | 'detail'> & {
+  status: FindingStatus;
+  kind: 'integrity' | 'test';
+  detail: FindingDetail;
+};
 
 export interface ValidationCounts {
   open: number;

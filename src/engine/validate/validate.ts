@@ -9,6 +9,7 @@ import { currentRunId, runTables } from '../kernel/workArea.js';
 import { type Actor, type Ctx } from '../kernel/context.js';
 import { passGate, releaseState, transition } from '../kernel/lifecycle.js';
 import { ident } from '../kernel/sql.js';
+import type { ConflictsRow, ReleaseStatesRow } from '../../db/rows.js';
 import { checkColumns } from './columns.js';
 import { precomputeReferences, checkReferences } from './references.js';
 import { createTempObjects, dropTempObjects, type Scope } from './scope.js';
@@ -36,53 +37,36 @@ import { lockKey, type FindingStatus, type FindingRow, type ValidationCounts, ty
  */
 
 
-
 async function openConflicts(ctx: Ctx, runId: number): Promise<number> {
-  const row = await ctx.db.control('conflicts').where({ run_id: runId, status: 'open' }).count<{ n: string }[]>('* as n').first();
+  const row = await ctx.db
+    .control<ConflictsRow>('conflicts')
+    .where({ run_id: runId, status: 'open' })
+    .count<{ n: string }[]>('* as n')
+    .first();
   return Number(row?.n ?? 0);
 }
 
-/** Validates the release's current consolidation and records its findings; the release becomes validated when none is open. */
+/**
+ * Validates the release's current consolidation and records its findings; the release becomes validated when
+ * none is open.
+ */
 export async function validateRelease(ctx: Ctx, release: string, opts: { actor: Actor }): Promise<ValidationReport> {
   releaseOrThrow(ctx.config, release);
   const started = performance.now();
   await passGate(ctx.db.control, release, 'validate', opts.actor);
   const runId = await currentRunId(ctx, release);
-  const open = await openConflicts(ctx, runId);
-  if (open > 0) {
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'gate.validate.refused', release, subject: `run #${runId}`, details: { openConflicts: open } });
-    throw new TributaryError('gate_state', `release ${release} has ${open} open conflict(s) in its review queue: decide the ${open} open conflicts first (tributary conflicts ${release})`, {
-      release,
-      openConflicts: open,
-    });
-  }
+  await refuseOpenConflicts(ctx, release, runId, opts.actor);
   await recordAudit(ctx.db.control, { actor: opts.actor, action: 'validate.start', release, subject: `run #${runId}` });
   await failpoint('validate.after-start');
   try {
-    // what needs other connections first (the ST catalogs, master's keys); then one transaction on the control database
+    // what needs other connections first (the ST catalogs, master's keys); then one transaction on the control
+    // database
     const t = runTables(runId);
     const shapes = new Map<string, TableShape>();
     for (const e of ctx.config.entities) shapes.set(e.name, await tableShape(ctx, e));
     const unresolvedRefs = await precomputeReferences(ctx, t);
     return await ctx.db.control.transaction(async (trx) => {
-      const busy = await trx.raw<{ rows: { ok: boolean }[] }>('select pg_try_advisory_xact_lock(hashtext(?)) as ok', [lockKey(release)]);
-      if (!busy.rows[0]?.ok) throw new TributaryError('gate_busy', `a validation of ${release} is already running; wait for it to finish`, { release });
-      // the release's state row stays locked until the outcome is recorded: a consolidation finishing meanwhile waits
-      const now = await trx('release_states').where({ release }).forUpdate().first();
-      if (now?.current_run_id !== runId) throw new TributaryError('gate_state', `run #${runId} is no longer ${release}'s current consolidation: validate ${release} again`, { release });
-      const version = await trx.raw<{ rows: { v: number }[] }>(`select current_setting('server_version_num')::int as v`);
-      const scope: Scope = {
-        ctx,
-        k: trx,
-        t,
-        runId,
-        found: `pg_temp.${ident('tributary_found')}`,
-        shapes,
-        ord: new Map(ctx.config.entities.map((e, i) => [e.name, i])),
-        unresolved: unresolvedRefs,
-        validInput: (version.rows[0]?.v ?? 0) >= 160000 ? 'pg_input_is_valid' : 'work.input_is_valid',
-        checksums: new Map(),
-      };
+      const scope = await openScope(ctx, trx, release, { t, runId, shapes, unresolved: unresolvedRefs });
       await trx.raw(textSettingsSql());
       const report = await runValidation(scope, release, opts.actor, started);
       await failpoint('validate.before-commit');
@@ -90,9 +74,58 @@ export async function validateRelease(ctx: Ctx, release: string, opts: { actor: 
     });
   } catch (err) {
     const message = redact(err instanceof Error ? err.message : String(err));
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'validate.failed', release, subject: `run #${runId}`, details: { error: message } });
+    const details = { error: message };
+    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'validate.failed', release, subject: `run #${runId}`, details });
     throw err;
   }
+}
+
+/** Validation waits for the review queue: open conflicts are refused (audited). */
+async function refuseOpenConflicts(ctx: Ctx, release: string, runId: number, actor: Actor): Promise<void> {
+  const open = await openConflicts(ctx, runId);
+  if (open === 0) return;
+  const details = { openConflicts: open };
+  await recordAudit(ctx.db.control, { actor, action: 'gate.validate.refused', release, subject: `run #${runId}`, details });
+  const message =
+    `release ${release} has ${open} open conflict(s) in its review queue: ` +
+    `decide the ${open} open conflicts first (tributary conflicts ${release})`;
+  throw new TributaryError('gate_state', message, { release, openConflicts: open });
+}
+
+/**
+ * The validation's scope in its transaction: the release's validation lock taken (or refused as busy), the
+ * release's state row locked until the outcome is recorded, and the run still its current one.
+ */
+async function openScope(
+  ctx: Ctx,
+  trx: Knex.Transaction,
+  release: string,
+  run: Pick<Scope, 't' | 'runId' | 'shapes' | 'unresolved'>,
+): Promise<Scope> {
+  const { runId } = run;
+  const busy = await trx.raw<{ rows: { ok: boolean }[] }>('select pg_try_advisory_xact_lock(hashtext(?)) as ok', [lockKey(release)]);
+  if (!busy.rows[0]?.ok) {
+    throw new TributaryError('gate_busy', `a validation of ${release} is already running; wait for it to finish`, { release });
+  }
+  // the release's state row stays locked until the outcome is recorded: a consolidation finishing meanwhile waits
+  const now: Pick<ReleaseStatesRow, 'current_run_id'> | undefined = await trx<ReleaseStatesRow>('release_states')
+    .where({ release })
+    .forUpdate()
+    .first();
+  if (now?.current_run_id !== runId) {
+    const message = `run #${runId} is no longer ${release}'s current consolidation: validate ${release} again`;
+    throw new TributaryError('gate_state', message, { release });
+  }
+  const version = await trx.raw<{ rows: { v: number }[] }>(`select current_setting('server_version_num')::int as v`);
+  return {
+    ctx,
+    k: trx,
+    ...run,
+    found: `pg_temp.${ident('tributary_found')}`,
+    ord: new Map(ctx.config.entities.map((e, i) => [e.name, i])),
+    validInput: (version.rows[0]?.v ?? 0) >= 160000 ? 'pg_input_is_valid' : 'work.input_is_valid',
+    checksums: new Map(),
+  };
 }
 
 async function runValidation(s: Scope, release: string, actor: Actor, started: number): Promise<ValidationReport> {
@@ -111,15 +144,21 @@ async function runValidation(s: Scope, release: string, actor: Actor, started: n
   // what loading will verify staging against, computed in this validation's snapshot of the final rows
   const complete = ctx.config.entities.every((e) => s.checksums.has(e.name));
   await trx('runs').where({ id: runId }).update({
-    counts: trx.raw(`counts - 'validated' || ?::jsonb`, [JSON.stringify(complete && counts.open === 0 ? { validated: Object.fromEntries(s.checksums) } : {})]),
+    counts: trx.raw(`counts - 'validated' || ?::jsonb`, [
+      JSON.stringify(complete && counts.open === 0 ? { validated: Object.fromEntries(s.checksums) } : {}),
+    ]),
   });
   if (counts.open === 0 && state === 'consolidated') state = await transition(trx, release, 'validate');
   else if (counts.open > 0 && state !== 'consolidated') state = await transition(trx, release, 'invalidate');
-  const findings = (await trx<FindingRow>('findings').where({ run_id: runId }).whereIn('status', ['open', 'waived']).orderBy('seq')) as FindingRow[];
+  const findings = (await trx<FindingRow>('findings')
+    .where({ run_id: runId })
+    .whereIn('status', ['open', 'waived'])
+    .orderBy('seq')) as FindingRow[];
   const byRule: Record<string, number> = {};
   for (const f of findings) if (f.status === 'open') byRule[f.rule] = (byRule[f.rule] ?? 0) + 1;
   const ms = Math.round(performance.now() - started);
-  await recordAudit(trx, { actor, action: 'validate.finish', release, subject: `run #${runId}`, details: { counts, byRule, rows, state, ms } });
+  const details = { counts, byRule, rows, state, ms };
+  await recordAudit(trx, { actor, action: 'validate.finish', release, subject: `run #${runId}`, details });
   return { release, runId, state, ms, rows, counts, byRule, findings };
 }
 
@@ -144,28 +183,39 @@ async function mergeFindings(trx: Knex.Transaction, s: Scope, release: string, a
     `with n as (
        select n.*, prev.seq as prev_seq
          from ${s.found} n
-         left join lateral (select p.seq from findings p where p.release = ? and p.fingerprint = n.fingerprint order by p.id desc limit 1) prev on true
+         left join lateral (select p.seq from findings p where p.release = ? and p.fingerprint = n.fingerprint
+                                      order by p.id desc limit 1) prev on true
         where not exists (select 1 from findings f where f.run_id = ? and f.fingerprint = n.fingerprint)
      ), base as (select coalesce(max(seq), 0) as m from findings where release = ?),
      numbered as (
-       select n.*, coalesce(n.prev_seq, base.m + row_number() over (partition by n.prev_seq is null order by n.ord, n.entity, n.rule, n.key, n.fingerprint))::int as seq
+       select n.*, coalesce(n.prev_seq, base.m + row_number() over (partition by n.prev_seq is null
+                                              order by n.ord, n.entity, n.rule, n.key, n.fingerprint))::int as seq
          from n cross join base
      )
-     insert into findings (release, run_id, seq, code, fingerprint, entity, identity, key, rule, kind, "column", value, message, detail, status, waived_by, waived_at, rationale)
-     select ?, ?, x.seq, 'F-' || lpad(x.seq::text, greatest(3, length(x.seq::text)), '0'), x.fingerprint, x.entity, x.identity, x.key, x.rule, x.kind, x.col,
-            x.value, x.message, x.detail, case when w.waived_by is not null then 'waived' else 'open' end, w.waived_by, w.waived_at, w.rationale
+     insert into findings (release, run_id, seq, code, fingerprint, entity, identity, key, rule, kind, "column",
+                           value, message, detail, status, waived_by, waived_at, rationale)
+     select ?, ?, x.seq, 'F-' || lpad(x.seq::text, greatest(3, length(x.seq::text)), '0'),
+            x.fingerprint, x.entity, x.identity, x.key, x.rule, x.kind, x.col,
+            x.value, x.message, x.detail, case when w.waived_by is not null then 'waived' else 'open' end,
+            w.waived_by, w.waived_at, w.rationale
        from numbered x
        left join lateral (select p.waived_by, p.waived_at, p.rationale from findings p
-                           where p.release = ? and p.fingerprint = x.fingerprint and p.status = 'waived' and p.value is not distinct from x.value
+                           where p.release = ? and p.fingerprint = x.fingerprint and p.status = 'waived'
+                                 and p.value is not distinct from x.value
                            order by p.id desc limit 1) w on true`,
     [release, runId, release, release, runId, release],
   );
   const closed = await trx.raw(
     `update findings f set status = 'closed', closed_at = now(), closed_by = ?, resolution = 'no longer occurs'
-      where f.run_id = ? and f.status in ('open', 'waived') and not exists (select 1 from ${s.found} n where n.fingerprint = f.fingerprint)`,
+      where f.run_id = ? and f.status in ('open', 'waived')
+            and not exists (select 1 from ${s.found} n where n.fingerprint = f.fingerprint)`,
     [actor, runId],
   );
-  const totals = await trx('findings').where({ run_id: runId }).groupBy('status').select('status').count<{ status: FindingStatus; n: string }[]>('* as n');
+  const totals = await trx('findings')
+    .where({ run_id: runId })
+    .groupBy('status')
+    .select('status')
+    .count<{ status: FindingStatus; n: string }[]>('* as n');
   const by = (st: FindingStatus) => Number(totals.find((r) => r.status === st)?.n ?? 0);
   return {
     open: by('open'),
