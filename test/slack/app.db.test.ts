@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
-import { listFindings } from '../../src/engine/validate/validate.js';
+import { listFindings } from '../../src/engine/validate/index.js';
 import { listConflicts } from '../../src/engine/review/queue.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';

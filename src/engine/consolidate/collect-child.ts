@@ -11,9 +11,9 @@ import { ROW_CELLS, ROW_HASH, shapeChange, type ChildEnvPlan, type ChildEnvResul
 /**
  * The collection's streaming, in a child process of its own (started by collect.ts): the COPY of every
  * source env into the work area runs here, at lower CPU priority, so that a bot collecting a million rows
- * keeps its own event loop for Slack's acks. Input (stdin, one JSON line, then stdin stays open while the parent wants the work; it holds database
- * passwords, so never argv or the environment): the plan. Output (stdout, one JSON line per env): the
- * rows per entity, or the error.
+ * keeps its own event loop for Slack's acks. Input (stdin, one JSON line, then stdin stays open while
+ * the parent wants the work; it holds database passwords, so never argv or the environment): the plan.
+ * Output (stdout, one JSON line per env): the rows per entity, or the error.
  */
 
 async function collectOne(plan: ChildPlan, e: ChildEnvPlan): Promise<Record<string, number>> {

@@ -41,7 +41,9 @@ export function shapeChange(then: TableColumn[], now: TableColumn[]): string | n
   const changes = [
     ...then.filter((c) => !after.has(c.name)).map((c) => `column ${c.name} dropped`),
     ...now.filter((c) => !before.has(c.name)).map((c) => `column ${c.name} added`),
-    ...now.filter((c) => before.has(c.name) && before.get(c.name) !== c.type).map((c) => `column ${c.name} changed from ${before.get(c.name)} to ${c.type}`),
+    ...now
+      .filter((c) => before.has(c.name) && before.get(c.name) !== c.type)
+      .map((c) => `column ${c.name} changed from ${before.get(c.name)} to ${c.type}`),
   ];
   return changes.length === 0 ? null : `reshaped since the lock: ${changes.join(', ')}`;
 }

@@ -13,6 +13,7 @@ import { ident, KEY_TEXT, literal, qualified } from '../kernel/sql.js';
 import type { LockRow } from '../gate/index.js';
 import { workTable, recordsPartition } from '../kernel/workArea.js';
 import { INTEGER_KEY } from '../kernel/freshKeys.js';
+import { must } from '../kernel/must.js';
 
 /**
  * Collect: a release's rows from every ST env, in parallel (bounded by p-queue), streamed with COPY from
@@ -45,7 +46,8 @@ export async function createRecordsTable(ctx: Ctx, runId: number): Promise<void>
     rh bigint
   ) partition by list (entity)`);
   for (const [i, e] of ctx.config.entities.entries()) {
-    await ctx.db.control.raw(`create unlogged table ${recordsPartition(runId, i)} partition of ${records} for values in (${literal(e.name)})`);
+    const partition = recordsPartition(runId, i);
+    await ctx.db.control.raw(`create unlogged table ${partition} partition of ${records} for values in (${literal(e.name)})`);
   }
 }
 
@@ -91,7 +93,13 @@ function sourceQuery(ctx: Ctx, env: EnvSpec, entity: EntitySpec, release: string
  * hash its source took of its own texts (records of tables locked before their columns were recorded
  * aside), so every cell a later phase expects in staging is a source's own text.
  */
-async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<string, LockRow>, only?: { env: string }): Promise<Map<string, KeyStats>> {
+async function checkDrift(
+  ctx: Ctx,
+  runId: number,
+  release: string,
+  locks: Map<string, LockRow>,
+  only?: { env: string },
+): Promise<Map<string, KeyStats>> {
   const anchored = ctx.config.sources.flatMap((env) =>
     ctx.config.entities.flatMap((entity) => {
       const cols = locks.get(`${env.name}/${entity.name}`)?.columns;
@@ -100,55 +108,79 @@ async function checkDrift(ctx: Ctx, runId: number, release: string, locks: Map<s
       return [`when env = ${literal(env.name)} and entity = ${literal(entity.name)} then ${rowHashOfTexts(texts)}`];
     }),
   );
-  const unanchored = anchored.length > 0 ? `count(*) filter (where rh is distinct from case ${anchored.join(' ')} else rh end)::int` : '0';
+  const unanchored =
+    anchored.length > 0 ? `count(*) filter (where rh is distinct from case ${anchored.join(' ')} else rh end)::int` : '0';
   // the same pass finds each entity's largest integer key, for re-keying
   const res = await ctx.db.control.transaction(async (trx) => {
     // one process: it runs beside the detection's first steps, which need the cores more
     await trx.raw('set local max_parallel_workers_per_gather = 0');
-    return trx.raw<{ rows: { env: string; entity: string; rows: number; checksum: string; max: string | null; unanchored: number }[] }>(
+    return trx.raw<{ rows: EnvFigures[] }>(
       `select env, entity, count(*)::int as rows, coalesce(sum(rh), 0)::text as checksum,
               max(pk::numeric) filter (where pk ~ ${INTEGER_KEY})::text as max,
               ${unanchored} as unanchored
          from ${workTable(runId, 'records')} group by env, entity`,
     );
   });
-  const altered = res.rows.filter((r) => r.unanchored > 0);
-  if (altered.length > 0) {
-    const table = (r: { entity: string }) => ctx.config.entities.find((e) => e.name === r.entity)?.table ?? r.entity;
-    throw new TributaryError(
-      'database',
-      altered.map((r) => `collecting ${release} from ${r.env}, table ${table(r)}: ${r.unanchored} row(s) arrived with cells other than the texts the source hashed; nothing was consolidated: run it again`).join('\n'),
-      { env: altered[0]!.env, table: table(altered[0]!) },
-    );
-  }
+  refuseAltered(ctx, release, res.rows);
   const keys = new Map<string, KeyStats>();
   for (const r of res.rows) {
     const k = keys.get(r.entity) ?? { max: null };
     if (r.max !== null && (k.max === null || BigInt(r.max) > BigInt(k.max))) k.max = r.max;
     keys.set(r.entity, k);
   }
-  const got = new Map(res.rows.map((r) => [`${r.env}/${r.entity}`, r]));
+  refuseDrift(ctx, release, locks, res.rows, only);
+  return keys;
+}
+
+type EnvFigures = { env: string; entity: string; rows: number; checksum: string; max: string | null; unanchored: number };
+
+/** Rows whose cells are not the texts their source hashed: the collection is refused, naming env and table. */
+function refuseAltered(ctx: Ctx, release: string, rows: EnvFigures[]): void {
+  const altered = rows.filter((r) => r.unanchored > 0);
+  const [first] = altered;
+  if (!first) return;
+  const table = (r: { entity: string }) => ctx.config.entities.find((e) => e.name === r.entity)?.table ?? r.entity;
+  throw new TributaryError(
+    'database',
+    altered
+      .map(
+        (r) =>
+          `collecting ${release} from ${r.env}, table ${table(r)}: ${r.unanchored} row(s) arrived with cells other than the texts ` +
+          'the source hashed; nothing was consolidated: run it again',
+      )
+      .join('\n'),
+    { env: first.env, table: table(first) },
+  );
+}
+
+/** A table whose rows changed since its lock (or, with --env, was re-locked since the run built on): refused. */
+function refuseDrift(ctx: Ctx, release: string, locks: Map<string, LockRow>, rows: EnvFigures[], only?: { env: string }): void {
+  const got = new Map(rows.map((r) => [`${r.env}/${r.entity}`, r]));
   const drift: { env: string; table: string; message: string }[] = [];
   for (const env of ctx.config.sources) {
     for (const entity of ctx.config.entities) {
-      const lock = locks.get(`${env.name}/${entity.name}`)!;
+      const lock = must(locks.get(`${env.name}/${entity.name}`), `the lock of ${env.name}'s ${entity.table} (the gate checked it)`);
       const now = got.get(`${env.name}/${entity.name}`) ?? { rows: 0, checksum: '0' };
       if (now.rows !== Number(lock.row_count) || now.checksum !== lock.checksum) {
         const reused = only && only.env !== env.name;
+        const figures = `rows ${lock.row_count} → ${now.rows}${now.checksum !== lock.checksum ? ', checksum differs' : ''}`;
         drift.push({
           env: env.name,
           table: entity.table,
           message: reused
-            ? `${env.name}, table ${entity.table}: re-locked since the consolidation this one builds on; collect it again: tributary consolidate ${release} (without --env)`
-            : `drift in ${env.name}, table ${entity.table}: ${release}'s rows changed since the lock of ${lock.locked_at.toISOString()} (rows ${lock.row_count} → ${now.rows}${now.checksum !== lock.checksum ? ', checksum differs' : ''}); re-lock with: tributary tag ${release} --env ${env.name}`,
+            ? `${env.name}, table ${entity.table}: re-locked since the consolidation this one builds on; ` +
+              `collect it again: tributary consolidate ${release} (without --env)`
+            : `drift in ${env.name}, table ${entity.table}: ${release}'s rows changed since the lock of ` +
+              `${lock.locked_at.toISOString()} (${figures}); re-lock with: tributary tag ${release} --env ${env.name}`,
         });
       }
     }
   }
-  if (drift.length > 0) {
-    throw new TributaryError('gate_drift', drift.map((d) => d.message).join('\n'), { env: drift[0]!.env, table: drift[0]!.table, drift: drift.map(({ env, table }) => ({ env, table })) });
+  const [first] = drift;
+  if (first) {
+    const details = { env: first.env, table: first.table, drift: drift.map(({ env, table }) => ({ env, table })) };
+    throw new TributaryError('gate_drift', drift.map((d) => d.message).join('\n'), details);
   }
-  return keys;
 }
 
 export interface CollectedEnv {
@@ -247,7 +279,9 @@ async function collectEnvs(
   const plan: ChildPlan = {
     release,
     target: ctx.db.controlParams,
-    copyIn: `copy ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh) from stdin`,
+    copyIn:
+      `copy ${workTable(runId, 'records')} ` +
+      '(entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh) from stdin',
     concurrency: ctx.config.collect.concurrency,
     envs: [],
   };
@@ -264,7 +298,7 @@ async function collectEnvs(
         entity: entity.name,
         table: qualified(env.schema, entity.table),
         sourceSql: sourceQuery(ctx, env, entity, release, ROW_HASH),
-        lockedColumns: locks.get(`${env.name}/${entity.name}`)!.columns,
+        lockedColumns: must(locks.get(`${env.name}/${entity.name}`), `the lock of ${env.name}'s ${entity.table}`).columns,
       })),
     });
   }
@@ -289,15 +323,16 @@ async function collectEnvs(
   child.stdin.write(`${JSON.stringify(plan)}\n`);
   const code = await collector.exited;
   const stderr = collector.stderr() + unreadable;
-  for (const e of plan.envs) {
-    if (!seen.has(e.env)) onEnv(new TributaryError('internal', `collecting ${e.env}: the collection process exited with code ${code}${stderr ? `: ${redact(stderr.trim())}` : ''}`, { env: e.env }));
-  }
+  const why = `the collection process exited with code ${code}${stderr ? `: ${redact(stderr.trim())}` : ''}`;
+  for (const e of plan.envs) if (!seen.has(e.env)) onEnv(new TributaryError('internal', `collecting ${e.env}: ${why}`, { env: e.env }));
 }
 
 async function reuseEnv(ctx: Ctx, runId: number, previousRunId: number, env: EnvSpec): Promise<CollectedEnv> {
   const res = await ctx.db.control.raw<{ rows: { entity: string; n: number }[] }>(
-    `with copied as (insert into ${workTable(runId, 'records')} (entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh)
-       select entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh from ${workTable(previousRunId, 'records')} where env = ?
+    `with copied as (insert into ${workTable(runId, 'records')}
+                            (entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh)
+       select entity, env, env_rank, pk, identity, alt_keys, feature, created_by, created_at, ts, data, rh
+         from ${workTable(previousRunId, 'records')} where env = ?
        returning entity)
      select entity, count(*)::int as n from copied group by entity`,
     [env.name],
@@ -344,11 +379,18 @@ async function collectInto(
   };
   await Promise.all([
     collectEnvs(ctx, runId, fresh, release, locks, record, collector),
-    ...reused.map((env) => reuseEnv(ctx, runId, only!.previousRunId, env).then(record, (err: unknown) => record(err as Error))),
+    ...reused.map((env) =>
+      reuseEnv(ctx, runId, must(only, 'the --env of a re-collection').previousRunId, env).then(record, (err: unknown) =>
+        record(err as Error),
+      ),
+    ),
   ]);
-  const settled = results.map((r) => (r instanceof Error ? { status: 'rejected' as const, reason: r } : { status: 'fulfilled' as const, value: r }));
+  const settled = results.map((r) =>
+    r instanceof Error ? { status: 'rejected' as const, reason: r } : { status: 'fulfilled' as const, value: r },
+  );
   const failures = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as Error] : []));
-  if (failures.length === 1) throw failures[0]!;
+  const [only1] = failures;
+  if (failures.length === 1 && only1) throw only1;
   if (failures.length > 1) {
     const first = failures[0] as TributaryError;
     throw new TributaryError(first.code ?? 'database', failures.map((f) => f.message).join('\n'), { failures: failures.length });

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { type EntitySpec, releaseOrThrow } from '../../config/load.js';
+import { type EntitySpec, releaseOrThrow, type ScopedRule } from '../../config/load.js';
 import type { Collected, KeyStats } from './collect.js';
 import { materializeRefs, rawRefs, recordsPartition, refsObject, runTables, workTable, type RunTables } from '../kernel/workArea.js';
 import type { Ctx } from '../kernel/context.js';
@@ -34,13 +34,16 @@ export interface DetectCounts {
 
 async function createTables(ctx: Ctx, k: Knex, t: RunTables, runId: number): Promise<void> {
   const T = KEY_TEXT;
-  await k.raw(`create unlogged table ${t.rekey} (entity ${T}, env ${T}, env_rank int, pk ${T}, new_pk ${T}, owner_env ${T}, primary key (entity, env, pk))`);
+  await k.raw(`create unlogged table ${t.rekey} (entity ${T}, env ${T}, env_rank int, pk ${T},
+      new_pk ${T}, owner_env ${T}, primary key (entity, env, pk))`);
   await k.raw(`create unlogged table ${t.cmp} (entity ${T}, env ${T}, env_rank int, pk ${T}, identity ${T}, payload jsonb, ts timestamptz,
       feature ${T}, fpri int, created_by text, created_at timestamptz, version_no int)`);
   // buildResult gathers each multi-record identity's sources from cmp: without an index, one scan of cmp per identity
   await k.raw(`create index on ${t.cmp} (identity, entity)`);
-  await k.raw(`create unlogged table ${t.versions} (entity ${T}, identity ${T}, version_no int, payload jsonb, ts timestamptz, best_rank int,
-      envs text[], pks text[], features text[], feature ${T}, fpri int, created_by text, created_at timestamptz, rep_env ${T}, rep_pk ${T}, n int,
+  await k.raw(`create unlogged table ${t.versions} (entity ${T}, identity ${T}, version_no int, payload jsonb, ts timestamptz,
+        best_rank int,
+      envs text[], pks text[], features text[], feature ${T}, fpri int, created_by text, created_at timestamptz,
+      rep_env ${T}, rep_pk ${T}, n int,
       primary key (entity, identity, version_no))`);
   await k.raw(`create unlogged table ${t.idsum} (entity ${T}, identity ${T}, nv int, nrec int, rule text, priority text, survivor int,
       differing text[], reason text, primary key (entity, identity))`);
@@ -97,7 +100,7 @@ async function groupInconsistent(k: Knex, t: RunTables, e: EntitySpec): Promise<
     const parent = new Map<string, string>();
     const find = (x: string): string => {
       let p = parent.get(x) ?? x;
-      while (p !== (parent.get(p) ?? p)) p = parent.get(p)!;
+      for (let next = parent.get(p); next !== undefined && next !== p; next = parent.get(p)) p = next;
       parent.set(x, p);
       return p;
     };
@@ -127,7 +130,8 @@ async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeySt
   const floor = keys?.max == null ? 0n : keyFloor(keys.max, await masterMaxKey(ctx, e));
   const integer = `m.pk ~ ${INTEGER_KEY}`;
   const fresh = `case when ${integer}
-      then (${floor}::numeric + row_number() over (partition by ${integer} order by m.env_rank, case when ${integer} then m.pk::numeric end, m.pk))::text
+      then (${floor}::numeric + row_number() over (partition by ${integer} order by m.env_rank,
+            case when ${integer} then m.pk::numeric end, m.pk))::text
       else ${suffixedKeySql('m.pk', 'm.env')} end`;
   await k.raw(
     `insert into ${t.rekey} (entity, env, env_rank, pk, new_pk, owner_env)
@@ -137,7 +141,8 @@ async function rekey(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, keys: KeySt
        -- the (few) records of those keys, read once
        select r.env, r.env_rank, r.pk, r.identity from ${t.records} r join shared using (pk) where r.entity = ?
      ), owners as (
-       select sr.pk, (array_agg(sr.identity order by sr.env_rank, sr.identity))[1] as owner, (array_agg(sr.env order by sr.env_rank, sr.identity))[1] as owner_env
+       select sr.pk, (array_agg(sr.identity order by sr.env_rank, sr.identity))[1] as owner,
+                     (array_agg(sr.env order by sr.env_rank, sr.identity))[1] as owner_env
          from sr group by sr.pk
      ), m as (
        select sr.env, sr.env_rank, sr.pk, o.owner_env from sr join owners o on o.pk = sr.pk where sr.identity <> o.owner
@@ -156,18 +161,22 @@ async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, rel
   e.references.forEach((ref, i) => {
     const alias = `p${i}`;
     const value = `r.data->>${literal(ref.column)}`;
-    joins.push(`left join ${t.records} ${alias} on ${alias}.entity = ${literal(ref.entity)} and ${alias}.env = r.env and ${alias}.pk = ${value}`);
+    joins.push(`left join ${t.records} ${alias} on ${alias}.entity = ${literal(ref.entity)}
+        and ${alias}.env = r.env and ${alias}.pk = ${value}`);
     // a parent in another env (none in the child's own): the one identity holding that key there; none
     // or several (ambiguous: phase 3 makes it a dangling reference) leave the key as it is
     joins.push(`left join lateral (select min(x.identity) as identity from ${t.records} x
-        where ${alias}.identity is null and x.entity = ${literal(ref.entity)} and x.pk = ${value} having count(distinct x.identity) = 1) ${alias}x on true`);
+        where ${alias}.identity is null and x.entity = ${literal(ref.entity)} and x.pk = ${value}
+                having count(distinct x.identity) = 1) ${alias}x on true`);
     const parent = `coalesce(${alias}.identity, ${alias}x.identity)`;
-    payload = `case when ${parent} is null then ${payload} else jsonb_set(${payload}, ${literal(`{${ref.column}}`)}, to_jsonb('@' || ${parent})) end`;
+    const path = literal(`{${ref.column}}`);
+    payload = `case when ${parent} is null then ${payload} else jsonb_set(${payload}, ${path}, to_jsonb('@' || ${parent})) end`;
   });
   await k.raw(
     `insert into ${t.cmp} (entity, env, env_rank, pk, identity, payload, ts, feature, fpri, created_by, created_at)
      with multi as (select identity from ${t.multi} where entity = ?)
-     select r.entity, r.env, r.env_rank, r.pk, r.identity, ${payload}, r.ts::timestamptz, r.feature, coalesce(plan.rank, 9), r.created_by, r.created_at::timestamptz
+     select r.entity, r.env, r.env_rank, r.pk, r.identity, ${payload}, r.ts::timestamptz, r.feature, coalesce(plan.rank, 9),
+                 r.created_by, r.created_at::timestamptz
        from ${t.records} r join multi using (identity)
        left join ${planValues(ctx, release)} on plan.feature = r.feature
        ${joins.join('\n       ')}
@@ -175,7 +184,8 @@ async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, rel
     [e.name, e.name],
   );
   await k.raw(
-    `insert into ${t.versions} (entity, identity, version_no, payload, ts, best_rank, envs, pks, features, feature, fpri, created_by, created_at, rep_env, rep_pk, n)
+    `insert into ${t.versions} (entity, identity, version_no, payload, ts, best_rank, envs, pks,
+                                 features, feature, fpri, created_by, created_at, rep_env, rep_pk, n)
      select entity, identity,
             row_number() over (partition by identity order by min(env_rank), ts desc nulls last)::int,
             payload, ts, min(env_rank),
@@ -196,12 +206,17 @@ async function buildVersions(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, rel
 
 /** Phase 2b: classify each identity with the policy's rules, in the configured order. */
 async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release: string): Promise<void> {
+  const scoped = ctx.config.policy.scoped.filter((r) => r.entity === e.name);
+  await matchRules(ctx, k, t, e);
+  for (const r of scoped) await k.raw(scopedMatchSql(r, t.idsum, t.versions));
+  await pickSurvivors(k, t, e, scoped);
+  await explainRules(ctx, k, t, e, release, scoped);
+}
+
+/** Each identity's rule (the first of the policy's that matches), priority and differing attributes. */
+async function matchRules(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Promise<void> {
   const rules = ctx.config.policy.rules;
   const ruleCase = rules.map((r) => `when ${RULE_PREDICATES[r]} then ${literal(r)}`).join(' ');
-  const scoped = ctx.config.policy.scoped.filter((r) => r.entity === e.name);
-  const survivorCase = [...Object.entries(SURVIVOR_ORDER), ...scoped.map((r) => [r.name, scopedSurvivorOrder(r)] as const)]
-    .map(([rule, order]) => `when ${literal(rule)} then row_number() over (partition by v.identity order by ${order})`)
-    .join(' ');
   await k.raw(
     `insert into ${t.idsum} (entity, identity, nv, nrec, rule, priority, differing)
      with keys as (select distinct identity, key from ${t.versions} v, jsonb_object_keys(v.payload) key where v.entity = :entity),
@@ -220,7 +235,8 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
               from ${t.versions} where entity = :entity group by identity),
      s as (select vs.*, coalesce(a.differing, '{}') as differing, coalesce(a.complementary, true) as complementary,
                   coalesce(a.core_differs, false) as core_differs,
-                  (select count(*) from ${t.versions} v where v.entity = :entity and v.identity = vs.identity and v.fpri = vs.top)::int as ntop
+                  (select count(*) from ${t.versions} v where v.entity = :entity
+                                       and v.identity = vs.identity and v.fpri = vs.top)::int as ntop
              from vs left join a using (identity))
      select :entity, s.identity, s.nv, s.nrec, r.rule,
             case r.rule when 'core-conflict' then ${conflictPrioritySql('s.critical')}
@@ -232,7 +248,13 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
        ) r`,
     { entity: e.name, core: e.core },
   );
-  for (const r of scoped) await k.raw(scopedMatchSql(r, t.idsum, t.versions));
+}
+
+/** Each identity's surviving version: the first in its rule's survivor order. */
+async function pickSurvivors(k: Knex, t: RunTables, e: EntitySpec, scoped: ScopedRule[]): Promise<void> {
+  const survivorCase = [...Object.entries(SURVIVOR_ORDER), ...scoped.map((r) => [r.name, scopedSurvivorOrder(r)] as const)]
+    .map(([rule, order]) => `when ${literal(rule)} then row_number() over (partition by v.identity order by ${order})`)
+    .join(' ');
   await k.raw(
     `update ${t.idsum} i set survivor = w.version_no
        from (select v.identity, v.version_no, case s.rule ${survivorCase} end as place
@@ -241,24 +263,33 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
       where i.entity = :entity and w.identity = i.identity and w.place = 1`,
     { entity: e.name },
   );
+}
+
+/** Each identity's reason: why its rule resolved it the way it did (or why it needs review). */
+async function explainRules(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release: string, scoped: ScopedRule[]): Promise<void> {
   await k.raw(
     `update ${t.idsum} i set reason = x.reason
        from (
          select s.identity,
                 case s.rule
                   ${scoped.map((r) => `when ${literal(r.name)} then ${scopedReasonSql(r)}`).join('\n                  ')}
-                  when 'exact-duplicate' then format('identical in %s — kept %s''s record (highest precedence)', array_to_string(w.envs, ', '), w.rep_env)
+                  when 'exact-duplicate' then format('identical in %s — kept %s''s record (highest precedence)',
+                        array_to_string(w.envs, ', '), w.rep_env)
                   when 'newest-wins' then format('%s newer: %s vs %s — newest wins', w.rep_env,
                         to_char(w.ts at time zone 'UTC', 'YYYY-MM-DD HH24:MI'), to_char(o.ts at time zone 'UTC', 'YYYY-MM-DD HH24:MI'))
                   when 'complementary-merge' then format('%s differ only where one side is empty (%s) — attributes united, %s''s key kept',
                         array_to_string(o.envs || w.envs, ', '), array_to_string(s.differing, ', '), w.rep_env)
-                  when 'feature-priority' then format('%s (%s) outranks %s — kept %s''s version', w.feature, pw.priority, o.features_txt, w.rep_env)
-                  when 'env-precedence' then format('same feature %s; %s has precedence over %s — kept %s''s version', w.feature, w.rep_env, o.envs_txt, w.rep_env)
+                  when 'feature-priority' then format('%s (%s) outranks %s — kept %s''s version',
+                        w.feature, pw.priority, o.features_txt, w.rep_env)
+                  when 'env-precedence' then format('same feature %s; %s has precedence over %s — kept %s''s version',
+                        w.feature, w.rep_env, o.envs_txt, w.rep_env)
                   when 'core-conflict' then format('core attributes differ (%s): needs review; suggested: keep %s''s version (%s, %s)',
                         array_to_string(s.differing, ', '), w.rep_env, w.feature, pw.priority)
-                  when 'equal-priority' then format('%s and %s are features of equal priority (%s) and disagree on %s: needs review; suggested: keep both, renamed',
+                  when 'equal-priority' then format('%s and %s are features of equal priority (%s) and disagree on %s: '
+                        'needs review; suggested: keep both, renamed',
                         w.feature, o.features_txt, pw.priority, array_to_string(s.differing, ', '))
-                  when 'inconsistent-identity' then format('natural keys point at different records (%s differ across %s): needs review; suggested: keep both, renamed',
+                  when 'inconsistent-identity' then format('natural keys point at different records (%s differ across %s): '
+                        'needs review; suggested: keep both, renamed',
                         array_to_string(s.differing, ', '), array_to_string(o.envs || w.envs, ', '))
                   else format('no policy rule matched (%s differ): needs review', array_to_string(s.differing, ', '))
                 end as reason
@@ -269,7 +300,8 @@ async function classify(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release:
              select max(v.ts) as ts,
                     array_agg(distinct env) as envs,
                     string_agg(distinct env, ', ') as envs_txt,
-                    coalesce(string_agg(distinct coalesce(v.feature, 'no feature') || coalesce(' (' || p2.priority || ')', ''), ', '), 'none') as features_txt
+                    coalesce(string_agg(distinct coalesce(v.feature, 'no feature') ||
+                             coalesce(' (' || p2.priority || ')', ''), ', '), 'none') as features_txt
                from ${t.versions} v
                left join ${planValues(ctx, release, 'p2')} on p2.feature = v.feature
                cross join unnest(v.envs) env
@@ -317,7 +349,8 @@ async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Prom
        join ${t.records} base on base.entity = s.entity and base.env = w.rep_env and base.pk = w.rep_pk
        left join ${t.rekey} rk on rk.entity = base.entity and rk.env = base.env and rk.pk = base.pk
        cross join lateral (
-         select jsonb_agg(jsonb_build_object('env', c.env, 'pk', c.pk, 'feature', c.feature, 'created_by', c.created_by, 'version', c.version_no)
+         select jsonb_agg(jsonb_build_object('env', c.env, 'pk', c.pk, 'feature', c.feature,
+                                            'created_by', c.created_by, 'version', c.version_no)
                           order by c.env_rank, c.pk) as sources
            from ${t.cmp} c where c.entity = s.entity and c.identity = s.identity
        ) src
@@ -335,7 +368,8 @@ async function buildResult(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec): Prom
                 else base.data end as merged
        ) mm
        cross join lateral (
-         select case when rk.new_pk is null then mm.merged else jsonb_set(mm.merged, ${pk}, work.key_value(mm.merged->${literal(e.primaryKey)}, rk.new_pk)) end as data
+         select case when rk.new_pk is null then mm.merged
+                         else jsonb_set(mm.merged, ${pk}, work.key_value(mm.merged->${literal(e.primaryKey)}, rk.new_pk)) end as data
        ) m
       where s.entity = ?`,
     [e.name],
@@ -405,7 +439,10 @@ async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntityS
       detail,
     });
     for (const m of await ambiguousParents(k, t, e.name, ref.entity, col)) {
-      problems.push(dangling(m, `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, and ${m.n} different ${ref.entity} records hold that key in other envs: which one is meant is ambiguous`));
+      const detail =
+        `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, ` +
+        `and ${m.n} different ${ref.entity} records hold that key in other envs: which one is meant is ambiguous`;
+      problems.push(dangling(m, detail));
     }
     let missing = candidates.rows;
     if (missing.length > 0) {
@@ -413,35 +450,48 @@ async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntityS
       missing = missing.filter((m) => !inMaster.has(m.v));
     }
     for (const m of missing) {
-      problems.push(dangling(m, `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, in the consolidated ${ref.entity} or in master`));
+      const detail = `${ref.column} = ${m.v} points at no ${ref.entity} record in ${m.env}, in the consolidated ${ref.entity} or in master`;
+      problems.push(dangling(m, detail));
     }
-    if (ref.columns.length > 0) {
-      const differs = ref.columns.map((c) => `p.data->${literal(c)} is distinct from ps.data->${literal(c)}`).join(' or ');
-      const mism = await k.raw<{ rows: { identity: string; env: string; v: string; mine: Record<string, unknown>; theirs: Record<string, unknown>; winner: string }[] }>(
-        `select c.identity, c.rep_env as env, ${rawRefs('c')}->>${col} as v,
-                jsonb_build_object(${ref.columns.map((c) => `${literal(c)}, p.data->${literal(c)}`).join(', ')}) as mine,
-                jsonb_build_object(${ref.columns.map((c) => `${literal(c)}, ps.data->${literal(c)}`).join(', ')}) as theirs,
-                ps.rep_env as winner
-           from ${t.result} c
-           join ${t.records} p on p.entity = ? and p.env = c.rep_env and p.pk = ${rawRefs('c')}->>${col}
-           join ${t.result} ps on ps.entity = p.entity and ps.identity = p.identity and ps.status = 'final'
-          where c.entity = ? and c.status = 'final' and (${differs})`,
-        [ref.entity, e.name],
-      );
-      for (const m of mism.rows) {
-        const fmt = (o: Record<string, unknown>) => Object.entries(o).map(([kk, vv]) => `${kk}=${JSON.stringify(vv)}`).join(', ');
-        problems.push({
-          entity: e.name,
-          identity: m.identity,
-          kind: 'mismatched-parent',
-          column: ref.column,
-          parentEntity: ref.entity,
-          value: m.v,
-          env: m.env,
-          detail: `relies on ${ref.entity} ${m.v} of ${m.env} (${fmt(m.mine)}), but the surviving version from ${m.winner} has ${fmt(m.theirs)}`,
-        });
-      }
-    }
+    if (ref.columns.length > 0) problems.push(...(await mismatchedParents(k, t, e, ref)));
+  }
+  return problems;
+}
+
+type Reference = EntitySpec['references'][number];
+type Mismatch = { identity: string; env: string; v: string; mine: Record<string, unknown>; theirs: Record<string, unknown> } & {
+  winner: string;
+};
+
+/** A child's parent whose surviving version differs on the columns the child relies on (`ref.columns`). */
+async function mismatchedParents(k: Knex, t: RunTables, e: EntitySpec, ref: Reference): Promise<ReferenceProblem[]> {
+  const problems: ReferenceProblem[] = [];
+  const col = literal(ref.column);
+  const differs = ref.columns.map((c) => `p.data->${literal(c)} is distinct from ps.data->${literal(c)}`).join(' or ');
+  const mism = await k.raw<{ rows: Mismatch[] }>(
+    `select c.identity, c.rep_env as env, ${rawRefs('c')}->>${col} as v,
+            jsonb_build_object(${ref.columns.map((c) => `${literal(c)}, p.data->${literal(c)}`).join(', ')}) as mine,
+            jsonb_build_object(${ref.columns.map((c) => `${literal(c)}, ps.data->${literal(c)}`).join(', ')}) as theirs,
+            ps.rep_env as winner
+       from ${t.result} c
+       join ${t.records} p on p.entity = ? and p.env = c.rep_env and p.pk = ${rawRefs('c')}->>${col}
+       join ${t.result} ps on ps.entity = p.entity and ps.identity = p.identity and ps.status = 'final'
+      where c.entity = ? and c.status = 'final' and (${differs})`,
+    [ref.entity, e.name],
+  );
+  for (const m of mism.rows) {
+    const fmt = (o: Record<string, unknown>) => Object.entries(o).map(([kk, vv]) => `${kk}=${JSON.stringify(vv)}`).join(', ');
+    problems.push({
+      entity: e.name,
+      identity: m.identity,
+      kind: 'mismatched-parent',
+      column: ref.column,
+      parentEntity: ref.entity,
+      value: m.v,
+      env: m.env,
+      detail:
+        `relies on ${ref.entity} ${m.v} of ${m.env} (${fmt(m.mine)}), ` + `but the surviving version from ${m.winner} has ${fmt(m.theirs)}`,
+    });
   }
   return problems;
 }
@@ -450,8 +500,10 @@ async function findReferenceProblems(ctx: Ctx, k: Knex, t: RunTables, e: EntityS
  * References whose parent is not in the child's own env, while other envs hold that key as two or more
  * different identities: the consolidated survivors cannot tell which one the child meant.
  */
-async function ambiguousParents(k: Knex, t: RunTables, entity: string, parent: string, col: string): Promise<{ identity: string; env: string; v: string; n: number }[]> {
-  const res = await k.raw<{ rows: { identity: string; env: string; v: string; n: number }[] }>(
+type Ambiguous = { identity: string; env: string; v: string; n: number };
+
+async function ambiguousParents(k: Knex, t: RunTables, entity: string, parent: string, col: string): Promise<Ambiguous[]> {
+  const res = await k.raw<{ rows: Ambiguous[] }>(
     `with c as materialized (
        select c.identity, c.rep_env, ${rawRefs('c')}->>${col} as v from ${t.result} c
         where c.entity = ? and c.status = 'final' and ${rawRefs('c')}->>${col} is not null
@@ -500,15 +552,64 @@ function beside(k: Knex, fn: (trx: Knex.Transaction) => Promise<void>): { done: 
   };
 }
 
+/** Counters the entities' runs add to, each after its own await (see entityRun). */
+interface Tally {
+  rekeyGroups: number;
+  identities: number;
+  /** When the last entity was classified: detection before, resolution after. */
+  classified: number;
+}
+
+/** The statements phase 2 waits on, started at once beside phase 1b. */
+interface Preparation {
+  grouped: Map<string, Promise<void>>;
+  verified: Promise<Map<string, KeyStats>>;
+  indexes: { done: () => Promise<void> };
+  multiDone: Promise<void>;
+  sharedDone: Promise<void>;
+}
+
+type Done = { done: () => Promise<void> };
+
+/** The first rejection among settled promises, thrown. */
+function throwFirstRejection(settled: PromiseSettledResult<unknown>[]): void {
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 /** Runs phases 1–3 over the collected records of a run. */
 export async function detectAndResolve(ctx: Ctx, runId: number, release: string, collected: Collected): Promise<DetectOutcome> {
   const k = ctx.db.control;
   const t = runTables(runId);
   await createTables(ctx, k, t, runId);
-  let rekeyGroups = 0;
-  let identities = 0;
-  const references: ReferenceProblem[] = [];
   const started = performance.now();
+  const prep = prepare(ctx, k, t, runId, collected);
+  // Each entity on a connection of its own, all at once (the statements are single-threaded, the server
+  // has more cores).
+  const tally: Tally = { rekeyGroups: 0, identities: 0, classified: started };
+  const runs = ctx.config.entities.map((e) => ({ e, run: entityRun(ctx, k, t, e, release, prep, tally) }));
+  // Phase 3 for a child entity once its parents' key maps are in: its references follow them
+  const chains = runs.map(({ e, run }, i) => resultIndexAndRefs(ctx, k, t, runId, runs, e, run, i));
+  // every statement has ended before a failure goes on to the clean-up (which drops these tables)
+  throwFirstRejection(await Promise.allSettled([prep.verified, ...chains, prep.indexes.done(), prep.multiDone, prep.sharedDone]));
+  let detection = tally.classified - started;
+  const resolution = performance.now() - tally.classified;
+  const t3 = performance.now();
+  const references = await referencePhase(ctx, k, t, runId);
+  detection += performance.now() - t3;
+  return {
+    counts: await outcomeCounts(ctx, k, t, collected, tally, references),
+    references,
+    timings: { detection: Math.round(detection), resolution: Math.round(resolution) },
+  };
+}
+
+/**
+ * Phase 1b of every entity, a vacuum and analyze of the records, the drift check, the records' two indexes
+ * and the passes that find duplicated identities and shared keys: started at once, each waiting on what it
+ * needs.
+ */
+function prepare(ctx: Ctx, k: Knex, t: RunTables, runId: number, collected: Collected): Preparation {
   // Phase 1b of every entity at once: the identities are final once they are all done (a child's
   // versions name its parents' identities).
   const grouped = new Map(ctx.config.entities.map((e) => [e.name, groupInconsistent(k, t, e)] as const));
@@ -527,12 +628,32 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     () => collected.verify(),
   );
   verified.catch(() => undefined);
-  // Then the records' two indexes, each on a connection of its own. They serve the lookups of decisions,
-  // lineage and the queue's cards, and first the duplicates' search: read in index order, records that
-  // share a key are neighbours, found by one pass over the index instead of a hash of every record.
-  // The selective column leads: a build sorts on the leading column's abbreviated keys, and entity (a
-  // handful of values) in front turned every comparison into a full one (3× slower). Lookups give all
-  // the columns, in any order.
+  const { byPk, byIdentity } = recordIndexes(k, t, allGrouped);
+  const indexes = { done: () => Promise.all([byPk.done(), byIdentity.done()]).then(() => undefined) };
+  // every entity's duplicated identities, and its primary keys that name two identities or more
+  const multiSql = `select entity, identity from ${t.records} group by identity, entity having count(*) > 1`;
+  const multiDone = sortedPass(k, t.multi, multiSql, byIdentity);
+  const sharedDone = sortedPass(
+    k,
+    t.sharedPk,
+    // min <> max: more than one identity
+    `select entity, pk from ${t.records} group by pk, entity having min(identity) <> max(identity)`,
+    byPk,
+  );
+  multiDone.catch(() => undefined);
+  sharedDone.catch(() => undefined);
+  return { grouped, verified, indexes, multiDone, sharedDone };
+}
+
+/**
+ * The records' two indexes, each on a connection of its own, once phase 1b and the vacuum are done. They
+ * serve the lookups of decisions, lineage and the queue's cards, and first the duplicates' search: read in
+ * index order, records that share a key are neighbours, found by one pass over the index instead of a hash
+ * of every record. The selective column leads: a build sorts on the leading column's abbreviated keys, and
+ * entity (a handful of values) in front turned every comparison into a full one (3× slower). Lookups give
+ * all the columns, in any order.
+ */
+function recordIndexes(k: Knex, t: RunTables, allGrouped: Promise<PromiseSettledResult<unknown>[]>): { byPk: Done; byIdentity: Done } {
   const index = (columns: string) =>
     beside(k, async (trx) => {
       const failed = (await allGrouped).find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -543,80 +664,77 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     });
   const byPk = index('pk, entity, identity');
   const byIdentity = index('identity, entity');
-  const indexes = { done: () => Promise.all([byPk.done(), byIdentity.done()]).then(() => undefined) };
-  const sortedPass = async (table: string, sql: string, ready: { done: () => Promise<void> }) => {
-    await ready.done();
-    await k.transaction(async (trx) => {
-      await trx.raw('set local enable_hashagg = off');
-      await trx.raw(`create unlogged table ${table} as ${sql}`);
-    });
-  };
-  // every entity's duplicated identities, and its primary keys that name two identities or more
-  const multiDone = sortedPass(t.multi, `select entity, identity from ${t.records} group by identity, entity having count(*) > 1`, byIdentity);
-  const sharedDone = sortedPass(
-    t.sharedPk,
-    // min <> max: more than one identity
-    `select entity, pk from ${t.records} group by pk, entity having min(identity) <> max(identity)`,
-    byPk,
-  );
-  multiDone.catch(() => undefined);
-  sharedDone.catch(() => undefined);
-  // Each entity on a connection of its own, all at once (the statements are single-threaded, the server
-  // has more cores).
-  let classified = started;
-  const entityRun = async (e: EntitySpec): Promise<void> => {
-    // (each awaited value first: `x += await …` would add to the x read before the other entities' updates)
-    await grouped.get(e.name);
-    // re-keying (shared primary keys) and versions (shared identities) are independent: both at once
-    const rekeyed = (async () => {
-      await sharedDone;
-      const keys = await verified;
-      const groups = await rekey(ctx, k, t, e, keys.get(e.name));
-      rekeyGroups += groups;
-    })();
-    const versioned = (async () => {
-      await multiDone;
-      await buildVersions(ctx, k, t, e, release);
-      await classify(ctx, k, t, e, release);
-      classified = Math.max(classified, performance.now());
-    })();
-    // the single-record identities' rows (most of the result) as soon as the re-keying is known
-    const singled = Promise.all([rekeyed, multiDone]).then(() => buildSingletons(k, t, e));
-    const all = await Promise.allSettled([rekeyed, versioned, singled]);
-    const failed = all.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    const singles = await singled;
-    const multi = await buildResult(ctx, k, t, e);
-    identities += singles + multi;
-  };
-  const runs = ctx.config.entities.map((e) => ({ e, run: entityRun(e) }));
-  // Phase 3 for a child entity once its parents' key maps are in: its references follow them
-  const chains = runs.map(async ({ e, run }, i) => {
-    await run;
-    // The entity's part of the result's key, as soon as its rows are in (the few rows rewritten or sent to
-    // review below keep it up to date): the key on the whole result then takes these as they are.
-    // (identity, entity), not (entity, identity): see the records' indexes.
-    await k.transaction(async (trx) => {
-      await trx.raw(`set local maintenance_work_mem = '256MB'`);
-      await trx.raw(`set local max_parallel_maintenance_workers = 0`);
-      await trx.raw(`create unique index on ${resultPartition(runId, i)} (identity, entity)`);
-    });
-    if (e.references.length === 0) return;
-    for (const ref of e.references) await runs.find((r) => r.e.name === ref.entity)?.run.catch(() => undefined);
-    // The result's statistics, beside the rewrite (which does without): without them the reference checks
-    // below take the fresh table for near-empty and pick plans four times slower.
-    const partitions = ctx.config.entities.map((_, j) => `${resultPartition(runId, j)} (entity, identity, pk, status, rep_env)`);
-    const both = await Promise.allSettled([k.raw(`analyze ${partitions.join(', ')}`), materializeRefs(k, t, e)]);
-    const failed = both.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+  return { byPk, byIdentity };
+}
+
+/** A work table made by one pass over the records in index order (no hash aggregate), once the index is built. */
+async function sortedPass(k: Knex, table: string, sql: string, ready: Done): Promise<void> {
+  await ready.done();
+  await k.transaction(async (trx) => {
+    await trx.raw('set local enable_hashagg = off');
+    await trx.raw(`create unlogged table ${table} as ${sql}`);
   });
-  // every statement has ended before a failure goes on to the clean-up (which drops these tables)
-  const settled = await Promise.allSettled([verified, ...chains, indexes.done(), multiDone, sharedDone]);
-  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-  let detection = classified - started;
-  const resolution = performance.now() - classified;
-  const t3 = performance.now();
+}
+
+/** Phases 1c and 2 of one entity: re-keying and versions side by side, then its result rows. */
+async function entityRun(ctx: Ctx, k: Knex, t: RunTables, e: EntitySpec, release: string, prep: Preparation, tally: Tally): Promise<void> {
+  // (each awaited value first: `x += await …` would add to the x read before the other entities' updates)
+  await prep.grouped.get(e.name);
+  // re-keying (shared primary keys) and versions (shared identities) are independent: both at once
+  const rekeyed = (async () => {
+    await prep.sharedDone;
+    const keys = await prep.verified;
+    const groups = await rekey(ctx, k, t, e, keys.get(e.name));
+    tally.rekeyGroups += groups;
+  })();
+  const versioned = (async () => {
+    await prep.multiDone;
+    await buildVersions(ctx, k, t, e, release);
+    await classify(ctx, k, t, e, release);
+    tally.classified = Math.max(tally.classified, performance.now());
+  })();
+  // the single-record identities' rows (most of the result) as soon as the re-keying is known
+  const singled = Promise.all([rekeyed, prep.multiDone]).then(() => buildSingletons(k, t, e));
+  throwFirstRejection(await Promise.allSettled([rekeyed, versioned, singled]));
+  const singles = await singled;
+  const multi = await buildResult(ctx, k, t, e);
+  tally.identities += singles + multi;
+}
+
+/**
+ * Once an entity's result rows are in: its partition's part of the result's key, then (for a child, once
+ * its parents are done) its references materialized beside the result's statistics.
+ */
+async function resultIndexAndRefs(
+  ctx: Ctx,
+  k: Knex,
+  t: RunTables,
+  runId: number,
+  runs: { e: EntitySpec; run: Promise<void> }[],
+  e: EntitySpec,
+  run: Promise<void>,
+  i: number,
+): Promise<void> {
+  await run;
+  // The entity's part of the result's key, as soon as its rows are in (the few rows rewritten or sent to
+  // review below keep it up to date): the key on the whole result then takes these as they are.
+  // (identity, entity), not (entity, identity): see the records' indexes.
+  await k.transaction(async (trx) => {
+    await trx.raw(`set local maintenance_work_mem = '256MB'`);
+    await trx.raw(`set local max_parallel_maintenance_workers = 0`);
+    await trx.raw(`create unique index on ${resultPartition(runId, i)} (identity, entity)`);
+  });
+  if (e.references.length === 0) return;
+  for (const ref of e.references) await runs.find((r) => r.e.name === ref.entity)?.run.catch(() => undefined);
+  // The result's statistics, beside the rewrite (which does without): without them the reference checks
+  // below take the fresh table for near-empty and pick plans four times slower.
+  const partitions = ctx.config.entities.map((_, j) => `${resultPartition(runId, j)} (entity, identity, pk, status, rep_env)`);
+  throwFirstRejection(await Promise.allSettled([k.raw(`analyze ${partitions.join(', ')}`), materializeRefs(k, t, e)]));
+}
+
+/** Phase 3 over every entity: reference problems found and sent to review; then the result's key. */
+async function referencePhase(ctx: Ctx, k: Knex, t: RunTables, runId: number): Promise<ReferenceProblem[]> {
+  const references: ReferenceProblem[] = [];
   // Statistics for the key tables: without them the planner takes the fresh work tables for near-empty
   // and picks nested-loop anti-joins that rescan one per child row.
   await k.raw(`analyze ${t.keyMap}, ${t.rekey}`);
@@ -628,16 +746,26 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
   // The result's key (a unique index: a partitioned table takes no primary key from an index), made of
   // its partitions' (ON CONFLICT (entity, identity) finds it all the same).
   await k.raw(`create unique index ${ident(`r${runId}_result_key`)} on ${t.result} (identity, entity)`);
-  detection += performance.now() - t3;
+  return references;
+}
 
+/** The run's counts: identities, conflicts by rule and priority, automatic and manual resolutions. */
+async function outcomeCounts(
+  ctx: Ctx,
+  k: Knex,
+  t: RunTables,
+  collected: Collected,
+  tally: Tally,
+  references: ReferenceProblem[],
+): Promise<DetectCounts> {
   const stats = await k.raw<{ rows: { rule: string; priority: string | null; n: number }[] }>(
     `select rule, priority, count(*)::int as n from ${t.idsum} group by rule, priority`,
   );
   const byRule: Record<string, number> = {};
   const byPriority: Record<string, number> = { P1: 0, P2: 0, P3: 0 };
-  let auto = rekeyGroups;
+  let auto = tally.rekeyGroups;
   let manual = 0;
-  if (rekeyGroups > 0) byRule['re-key'] = rekeyGroups;
+  if (tally.rekeyGroups > 0) byRule['re-key'] = tally.rekeyGroups;
   for (const r of stats.rows) {
     byRule[r.rule] = (byRule[r.rule] ?? 0) + r.n;
     if (SIMPLE_RULES.has(r.rule) || ctx.config.policy.scoped.some((x) => x.name === r.rule)) auto += r.n;
@@ -652,16 +780,12 @@ export async function detectAndResolve(ctx: Ctx, runId: number, release: string,
     manual += 1;
   }
   return {
-    counts: {
-      collected: collected.envs.reduce((n, c) => n + c.rows, 0),
-      identities,
-      conflicts: auto + manual,
-      autoResolved: auto,
-      manual,
-      byRule,
-      byPriority,
-    },
-    references,
-    timings: { detection: Math.round(detection), resolution: Math.round(resolution) },
+    collected: collected.envs.reduce((n, c) => n + c.rows, 0),
+    identities: tally.identities,
+    conflicts: auto + manual,
+    autoResolved: auto,
+    manual,
+    byRule,
+    byPriority,
   };
 }

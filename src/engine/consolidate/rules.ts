@@ -1,6 +1,7 @@
 import type { ScopedRule } from '../../config/load.js';
 import type { VersionRuleName } from '../../config/schema.js';
 import { literal } from '../kernel/sql.js';
+import { must } from '../kernel/must.js';
 
 /**
  * The conflict policy's rules as data: each rule's situation as a predicate over an identity's summary, and
@@ -32,7 +33,13 @@ export const SURVIVOR_ORDER: Record<string, string> = {
   unmatched: 'v.best_rank',
 };
 
-export const SIMPLE_RULES = new Set<string>(['exact-duplicate', 'newest-wins', 'complementary-merge', 'feature-priority', 'env-precedence']);
+export const SIMPLE_RULES = new Set<string>([
+  'exact-duplicate',
+  'newest-wins',
+  'complementary-merge',
+  'feature-priority',
+  'env-precedence',
+]);
 
 /**
  * Scoped rules (policy.scoped): each decides the conflicts of one signature (entity, kind, the attributes
@@ -45,7 +52,7 @@ export function scopedSurvivorOrder(r: ScopedRule): string {
   // the first version that holds the env (or feature), as a pattern decision picks it (review/patterns.ts)
   if ('keepEnv' in c) return `(${literal(c.keepEnv)} = any(v.envs)) desc, v.version_no`;
   if ('keepFeature' in c) return `(${literal(c.keepFeature)} = any(v.features)) desc, v.version_no`;
-  return `${SURVIVOR_ORDER[c.keepByRule]!}, v.version_no`;
+  return `${must(SURVIVOR_ORDER[c.keepByRule], `the survivor order of rule ${c.keepByRule}`)}, v.version_no`;
 }
 
 /** What a scoped rule kept, in words, as SQL (w.rep_env: the kept version's env). */
@@ -58,7 +65,11 @@ function scopedKeptSql(r: ScopedRule): string {
 
 /** Re-labels the entity's identities that a scoped rule matches (in idsum `s`): the statement classify() runs per rule. */
 export function scopedMatchSql(r: ScopedRule, idsum: string, versions: string): string {
-  const featureOk = 'keepFeature' in r.choice ? `and exists (select 1 from ${versions} v where v.entity = s.entity and v.identity = s.identity and ${literal(r.choice.keepFeature)} = any(v.features))` : '';
+  const featureOk =
+    'keepFeature' in r.choice
+      ? `and exists (select 1 from ${versions} v where v.entity = s.entity and v.identity = s.identity` +
+        ` and ${literal(r.choice.keepFeature)} = any(v.features))`
+      : '';
   const envs = `array(select distinct env from ${versions} v, unnest(v.envs) env where v.entity = s.entity and v.identity = s.identity)`;
   const attrs = `${literal(`{${r.attributes.join(',')}}`)}::text[]`;
   const envList = `${literal(`{${r.envs.map((e) => `"${e}"`).join(',')}}`)}::text[]`;

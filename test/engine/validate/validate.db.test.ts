@@ -9,7 +9,7 @@ import { listConflicts } from '../../../src/engine/review/queue.js';
 import { applyDecision } from '../../../src/engine/review/decide.js';
 import { releaseState } from '../../../src/engine/kernel/lifecycle.js';
 import { tagRelease } from '../../../src/engine/gate/tag.js';
-import { decideFinding, listFindings, validateRelease, waiveFinding, type FindingRow } from '../../../src/engine/validate/validate.js';
+import { decideFinding, listFindings, validateRelease, waiveFinding, type FindingRow } from '../../../src/engine/validate/index.js';
 import { TributaryError } from '../../../src/errors.js';
 import { cli, output } from '../../process.js';
 import { configDoc, insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../../helpers.js';
