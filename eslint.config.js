@@ -86,6 +86,12 @@ export default tseslint.config(
     files: ['src/engine/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: [{ group: ['@slack/*'], message: 'The engine knows nothing of Slack.' }] }],
+      // where each Slack message was posted is the Slack adapter's one record (src/slack/messages.ts)
+      'no-restricted-syntax': [
+        'error',
+        { selector: 'Literal[value=/slack_messages/]', message: 'The engine knows nothing of Slack: slack_messages is the Slack adapter\'s (src/slack/messages.ts).' },
+        { selector: 'TemplateElement[value.raw=/slack_messages/]', message: 'The engine knows nothing of Slack: slack_messages is the Slack adapter\'s (src/slack/messages.ts).' },
+      ],
     },
   },
   {

@@ -86,7 +86,7 @@ async function busyError(db: Knex, env: string): Promise<TributaryError> {
   return new TributaryError('gate_busy', open ? `${env} already has deployment #${String(open.id)} of ${String(open.release)} (${String(open.status)}): one deployment at a time` : `${env} already has an open deployment: one deployment at a time`, { env });
 }
 
-export async function requestDeployment(ctx: Ctx, release: string, opts: { actor: Actor; at?: Date; bundleVersion?: number; slack?: { channel?: string } }): Promise<Deployment> {
+export async function requestDeployment(ctx: Ctx, release: string, opts: { actor: Actor; at?: Date; bundleVersion?: number }): Promise<Deployment> {
   releaseOrThrow(ctx.config, release);
   const spec = deploySpecOf(ctx);
   const db = ctx.db.control;
@@ -141,7 +141,7 @@ async function refuseIfLocked(ctx: Ctx, env: string, release: string, actor: Act
   );
 }
 
-async function insertRequest(ctx: Ctx, release: string, bundle: Bundle, spec: DeploySpec, opts: { actor: Actor; at?: Date; slack?: { channel?: string } }): Promise<Deployment> {
+async function insertRequest(ctx: Ctx, release: string, bundle: Bundle, spec: DeploySpec, opts: { actor: Actor; at?: Date }): Promise<Deployment> {
   return ctx.db.control.transaction(async (trx) => {
     const row = await insertDeployment(trx, {
         release,
@@ -152,7 +152,6 @@ async function insertRequest(ctx: Ctx, release: string, bundle: Bundle, spec: De
         requested_by: opts.actor,
         window_at: opts.at ?? null,
         expires_at: new Date(Date.now() + spec.promptMs),
-        slack: JSON.stringify(opts.slack ?? {}),
     });
     await recordAudit(trx, { actor: opts.actor, action: 'deploy.requested', release, subject: `deployment #${row.id}`, details: { env: spec.env, bundle: bundle.version, code: bundle.codeVersion, at: opts.at?.toISOString() ?? null } });
     return row;
@@ -778,11 +777,6 @@ export async function rollbackTarget(ctx: Ctx, release: string): Promise<Deploym
   const d = interrupted ?? ((await ctx.db.control('deployments').where({ release }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined);
   if (!d) throw new TributaryError('gate_state', `${release} has no deployment to roll back (none succeeded, none interrupted)`);
   return d;
-}
-
-/** Where a deployment's go/no-go card is (updated in place as it goes). */
-export async function setDeploymentMessage(ctx: Ctx, id: number, where: { channel: string; ts: string | undefined }): Promise<void> {
-  await ctx.db.control('deployments').where({ id }).update({ slack: JSON.stringify(where) });
 }
 
 /** What the go/no-go card shows besides the deployment: the latest finished tier 1 and 2 runs and the approval. */

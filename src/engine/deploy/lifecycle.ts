@@ -52,7 +52,6 @@ export interface Deployment {
   steps: StepState[];
   undo: StepState[];
   cause: string | null;
-  slack: { channel?: string; ts?: string; progressTs?: string };
   executor: string | null;
   started_at: Date | null;
   finished_at: Date | null;
