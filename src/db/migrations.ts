@@ -16,6 +16,7 @@ import * as lockColumns from '../../migrations/20261205130000_lock_columns.js';
 import * as autoResolutions from '../../migrations/20261206120000_auto_resolutions.js';
 import * as patternDecisions from '../../migrations/20261206130000_pattern_decisions.js';
 import * as transfer from '../../migrations/20261206140000_transfer.js';
+import * as slackPlacement from '../../migrations/20261207120000_slack_placement.js';
 
 /**
  * A static migration source: knex loading `.ts` migrations by directory fails inside vitest on Node 20
@@ -39,6 +40,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261206120000_auto_resolutions': autoResolutions,
   '20261206130000_pattern_decisions': patternDecisions,
   '20261206140000_transfer': transfer,
+  '20261207120000_slack_placement': slackPlacement,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -157,7 +157,6 @@ export interface DeploymentsRow {
   steps: unknown;
   undo: unknown;
   cause: string | null;
-  slack: unknown;
   executor: string | null;
   started_at: Date | null;
   finished_at: Date | null;
@@ -308,8 +307,6 @@ export interface PruneProposalsRow {
   owner: string;
   tests: unknown;
   status: string;
-  channel: string | null;
-  ts: string | null;
   proposed_at: Date;
   decided_by: string | null;
   decided_at: Date | null;
@@ -354,12 +351,10 @@ export interface RunsRow {
 export interface SlackMessagesRow {
   id: number;
   kind: string;
-  release: string;
-  run_id: number;
-  code: string;
   channel: string;
   ts: string;
   posted_at: Date;
+  subject: number;
 }
 
 /** `test_catalog` */

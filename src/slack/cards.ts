@@ -5,6 +5,7 @@ import { getConflict, listConflicts, listPatterns, queueSummary, showConflict, t
 import { currentRunId } from '../engine/kernel/workArea.js';
 import { conflictCard, decidedCard, queueSummaryMessage } from '../views/blocks.js';
 import type { Message } from '../views/limits.js';
+import { forgetMessage, messageAbout, messagesAbout, postedIn, recordMessage } from './messages.js';
 import { slackError } from './slackErrors.js';
 
 /**
@@ -50,21 +51,17 @@ export class CardService {
 
   /** Posts the open conflicts of the release's current run that have no card in the channel yet, P1 first. */
   async postCards(release: string, channel: string, onPosted?: (n: number, of: number) => void | Promise<void>): Promise<number> {
-    const runId = await currentRunId(this.ctx, release);
+    // a release not consolidated yet is refused before anything is posted
+    await currentRunId(this.ctx, release);
+    // the open conflicts: the consolidation's, and an open promotion's (cross-release conflicts)
     const open = await listConflicts(this.ctx, release, { status: 'open' });
-    // a card is stored under its conflict's run: the consolidation's, or an open promotion's (cross-release conflicts)
-    const posted = new Set(
-      (await this.ctx.db.control('slack_messages').where({ kind: 'card', release, channel }).whereIn('run_id', [runId, ...open.map((c) => c.run_id)]).select('code', 'run_id')).map((r) => `${r.run_id}:${r.code}`),
-    );
-    const todo = open.filter((c) => !posted.has(`${c.run_id}:${c.code}`));
+    const posted = await postedIn(this.ctx.db.control, 'conflict', open.map((c) => c.id), channel);
+    const todo = open.filter((c) => !posted.has(c.id));
     let n = 0;
     for (const c of todo) {
       const full = await showConflict(this.ctx, release, c.code);
       const where = await this.post(channel, await this.render(full));
-      await this.ctx.db.control('slack_messages')
-        .insert({ kind: 'card', release, run_id: c.run_id, code: c.code, channel: where.channel, ts: where.ts })
-        .onConflict(['kind', 'release', 'run_id', 'code', 'channel'])
-        .merge();
+      await recordMessage(this.ctx.db.control, 'conflict', c.id, where);
       n += 1;
       await onPosted?.(n, todo.length);
     }
@@ -75,24 +72,24 @@ export class CardService {
   async postOrUpdateSummary(release: string, channel: string): Promise<void> {
     const runId = await currentRunId(this.ctx, release);
     const m = await this.summary(release);
-    const existing = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: runId, channel }).first();
+    const existing = await messageAbout(this.ctx.db.control, 'summary', runId, channel);
     if (existing) {
       try {
         return await this.update(existing.channel, existing.ts, m);
       } catch (err) {
         // someone deleted the summary in Slack: it is posted anew (and stored) instead of failing the review
         if (slackError(err) !== 'message_not_found') throw err;
-        await this.ctx.db.control('slack_messages').where({ id: existing.id }).delete();
+        await forgetMessage(this.ctx.db.control, 'summary', runId, existing.channel);
       }
     }
     const where = await this.post(channel, m);
-    await this.ctx.db.control('slack_messages').insert({ kind: 'summary', release, run_id: runId, code: '', channel: where.channel, ts: where.ts });
+    await recordMessage(this.ctx.db.control, 'summary', runId, where);
   }
 
   /** Updates every card of a conflict, and the release's queue summaries, to the current state. */
   async refresh(release: string, code: string): Promise<void> {
     const c = await getConflict(this.ctx, release, code);
-    const cards = await this.ctx.db.control('slack_messages').where({ kind: 'card', release, run_id: c.run_id, code: c.code });
+    const cards = await messagesAbout(this.ctx.db.control, 'conflict', c.id);
     if (cards.length > 0) {
       const m = await this.render(await showConflict(this.ctx, release, code));
       for (const card of cards) {
@@ -101,13 +98,13 @@ export class CardService {
         } catch (err) {
           // a card deleted in Slack is forgotten (the next /release review posts an open one anew); the others, and the summary, still follow
           if (slackError(err) !== 'message_not_found') throw err;
-          await this.ctx.db.control('slack_messages').where({ id: card.id }).delete();
+          await forgetMessage(this.ctx.db.control, 'conflict', c.id, card.channel);
         }
       }
     }
-    const summaries = await this.ctx.db.control('slack_messages').where({ kind: 'summary', release, run_id: await currentRunId(this.ctx, release) });
+    const summaries = await messagesAbout(this.ctx.db.control, 'summary', await currentRunId(this.ctx, release));
     // a summary deleted in Slack is posted anew
-    for (const channel of new Set(summaries.map((s) => s.channel as string))) await this.postOrUpdateSummary(release, channel);
+    for (const channel of new Set(summaries.map((s) => s.channel))) await this.postOrUpdateSummary(release, channel);
   }
 
   private async summary(release: string) {

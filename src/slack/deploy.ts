@@ -1,5 +1,5 @@
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, IN_FLIGHT_STATES, interruptedDeployments, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, setDeploymentMessage, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
+import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, IN_FLIGHT_STATES, interruptedDeployments, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -11,6 +11,7 @@ import { esc } from '../views/limits.js';
 import { readSubmission, replyError, type Runner } from './common.js';
 import { throttled } from './throttle.js';
 import { chainHead } from '../engine/report/index.js';
+import { messageAbout, recordMessage } from './messages.js';
 
 /**
  * Deployment from Slack: `/release deploy R2 [--at <time>]` posts the go/no-go card; Go / No-go open a
@@ -24,6 +25,11 @@ function channelOf(deps: BotDeps, fallback: string): string {
   return deps.ctx.config.slack.releaseChannel ?? fallback;
 }
 
+/** The channel of the deployment's go/no-go card, where what follows it goes. */
+async function cardChannel(deps: BotDeps, id: number): Promise<string | undefined> {
+  return (await messageAbout(deps.ctx.db.control, 'deployment', id))?.channel;
+}
+
 async function goCard(deps: BotDeps, d: Deployment) {
   const { ctx } = deps;
   const bundle = (await getBundle(ctx, d.release, d.bundle_version))!;
@@ -33,9 +39,10 @@ async function goCard(deps: BotDeps, d: Deployment) {
 
 export async function refreshGoCard(deps: BotDeps, id: number): Promise<void> {
   const d = await getDeployment(deps.ctx.db.control, id);
-  if (!d.slack.channel || !d.slack.ts) return;
+  const at = await messageAbout(deps.ctx.db.control, 'deployment', id);
+  if (!at) return;
   const card = await goCard(deps, d);
-  await deps.client.chat.update({ channel: d.slack.channel, ts: d.slack.ts, text: card.text, blocks: card.blocks });
+  await deps.client.chat.update({ channel: at.channel, ts: at.ts, text: card.text, blocks: card.blocks });
 }
 
 /** `/release deploy R2 [--at <time>] [--bundle N]`: the request (the table's run), and its go/no-go card in the release channel. */
@@ -45,7 +52,7 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, channe
   const card = await goCard(deps, d);
   try {
     const res = await deps.client.chat.postMessage({ channel: target, text: card.text, blocks: card.blocks });
-    await setDeploymentMessage(deps.ctx, d.id, { channel: res.channel ?? target, ts: res.ts });
+    if (res.ts) await recordMessage(deps.ctx.db.control, 'deployment', d.id, { channel: res.channel ?? target, ts: res.ts });
   } catch (err) {
     await respond({ response_type: 'ephemeral', ...composed`Deployment #${d.id} is requested, but its go/no-go card could not be posted to ${channelLink(target)} (${redact((err as Error).message)}): invite the bot there, or decide with tributary deploy go ${d.id}` });
   }
@@ -116,7 +123,8 @@ export async function openRollbackFromCommand(deps: BotDeps, triggerId: string, 
 export async function openDecisionFromCommand(deps: BotDeps, triggerId: string, id: number, decision: 'go' | 'no-go'): Promise<void> {
   const d = await getDeployment(deps.ctx.db.control, id);
   if (d.status !== 'awaiting-go') throw new TributaryError('gate_state', `Deployment #${d.id} is ${d.status}: its go/no-go is over.`);
-  await openConfirm(deps, triggerId, { id: d.id, release: d.release, decision, ...(d.slack.channel ? { channel: d.slack.channel } : {}) });
+  const channel = await cardChannel(deps, d.id);
+  await openConfirm(deps, triggerId, { id: d.id, release: d.release, decision, ...(channel ? { channel } : {}) });
 }
 
 function parseRef(value: string | undefined): DecideRef {
@@ -189,7 +197,7 @@ export function register(app: App, deps: BotDeps): void {
       if (ref.decision === 'rollback') {
         const d = await getDeployment(ctx.db.control, ref.id);
         await ack();
-        const channel = ref.channel ?? d.slack.channel ?? channelOf(deps, '');
+        const channel = ref.channel ?? (await cardChannel(deps, d.id)) ?? channelOf(deps, '');
         const interrupted = IN_FLIGHT_STATES.includes(d.status);
         runInBackground(deps, d.id, user, channel, (progress) =>
           interrupted ? rollbackInterruptedDeployment(ctx, d.id, { actor: user, rationale, progress }) : rollbackRelease(ctx, d.release, { actor: user, rationale, progress }),
@@ -199,7 +207,10 @@ export function register(app: App, deps: BotDeps): void {
       const res = await decideGo(ctx, ref.id, { actor: user, decision: ref.decision!, rationale });
       await ack();
       deps.background(() => refreshGoCard(deps, ref.id).catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not refresh the go/no-go card')));
-      if (res.ready) runInBackground(deps, ref.id, user, res.deployment.slack.channel ?? channelOf(deps, ''), (progress) => executeDeployment(ctx, ref.id, { actor: user, progress }));
+      if (res.ready) {
+        const channel = (await cardChannel(deps, ref.id)) ?? channelOf(deps, '');
+        runInBackground(deps, ref.id, user, channel, (progress) => executeDeployment(ctx, ref.id, { actor: user, progress }));
+      }
       else if (ref.decision === 'go' && res.deployment.status === 'awaiting-go') deps.background(() => tellWhoElse(deps, ref, user, res.needed));
     } catch (err) {
       const message = err instanceof TributaryError ? err.message : 'Something went wrong; nothing was decided. Try again, or use the CLI.';
@@ -215,7 +226,7 @@ async function tellWhoElse(deps: BotDeps, ref: DecideRef, user: string, needed: 
   const d = await getDeployment(deps.ctx.db.control, ref.id);
   const gos = (await decisionsOf(deps.ctx.db.control, ref.id)).filter((x) => x.decision === 'go').map((x) => x.actor);
   const m = goPendingMessage(d, gos, needed, deps.ctx.config.roles.release_manager);
-  const channel = ref.channel ?? d.slack.channel ?? channelOf(deps, '');
+  const channel = ref.channel ?? (await cardChannel(deps, d.id)) ?? channelOf(deps, '');
   try {
     await deps.client.chat.postEphemeral({ channel, user, text: m.text, blocks: m.blocks });
   } catch (err) {
@@ -246,7 +257,7 @@ export class DeployWatcher {
   async start(): Promise<void> {
     const { ctx } = this.deps;
     for (const d of await interruptedDeployments(ctx)) {
-      const channel = d.slack.channel ?? ctx.config.slack.releaseChannel;
+      const channel = (await cardChannel(this.deps, d.id)) ?? ctx.config.slack.releaseChannel;
       if (!channel) {
         logger().warn({ deployment: d.id }, `deployment #${d.id} was interrupted (${whereItStopped(d)}); no channel to report it: tributary deploy status`);
         continue;
@@ -265,8 +276,8 @@ export class DeployWatcher {
       const { ctx } = this.deps;
       for (const id of await expireStale(ctx)) await refreshGoCard(this.deps, id).catch(() => undefined);
       for (const id of await claimDue(ctx)) {
-        const d = await getDeployment(ctx.db.control, id);
-        runInBackground(this.deps, id, 'tributary', d.slack.channel ?? ctx.config.slack.releaseChannel ?? '', (progress) => executeDeployment(ctx, id, { actor: 'tributary', progress }));
+        const channel = (await cardChannel(this.deps, id)) ?? ctx.config.slack.releaseChannel ?? '';
+        runInBackground(this.deps, id, 'tributary', channel, (progress) => executeDeployment(ctx, id, { actor: 'tributary', progress }));
       }
     } catch (err) {
       logger().warn({ err: redact((err as Error).message) }, 'deployment watcher failed');

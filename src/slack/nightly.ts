@@ -1,12 +1,13 @@
 import path from 'node:path';
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { coverageGrowth, type Coverage, decideProposal, setChartPath, setProposalMessage, type PruneProposal, type SlotRow, type SchedulerHooks, type NightlySummary } from '../engine/nightly/index.js';
+import { coverageGrowth, type Coverage, decideProposal, setChartPath, type PruneProposal, type SlotRow, type SchedulerHooks, type NightlySummary } from '../engine/nightly/index.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS } from './ids.js';
 import { coverageMessage, nightlyCard, nightlyFailedCard, pruneCard } from '../views/nightly.js';
 import { replyError } from './common.js';
+import { recordMessage } from './messages.js';
 import { writeCoverageChart } from '../commands/charts.js';
 import { textMessage } from '../views/blocks.js';
 
@@ -44,7 +45,7 @@ export function nightlyHooks(deps: BotDeps): SchedulerHooks {
       for (const p of proposals) {
         const m = pruneCard(p, { prune: ACTIONS.prune, keep: ACTIONS.pruneKeep });
         const res = await deps.client.chat.postMessage({ channel, text: m.text, blocks: m.blocks });
-        if (res.ts) await setProposalMessage(ctx, p.id, res.channel ?? channel, res.ts);
+        if (res.ts) await recordMessage(ctx.db.control, 'prune', p.id, { channel: res.channel ?? channel, ts: res.ts });
       }
     },
   };

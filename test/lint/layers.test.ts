@@ -37,6 +37,11 @@ it('reports each broken layout rule in the fixtures, and nothing in the files th
   expect(by('src/engine/kernel/type-a.ts')).toEqual([expect.stringMatching(/^tributary\/no-import-cycle: Import cycle: src\/engine\/kernel\/type-a.ts → src\/engine\/kernel\/type-b.ts/)]);
   // the engine knows nothing of Slack
   expect(by('src/engine/gate/slack.ts')).toEqual([expect.stringMatching(/^no-restricted-imports: .*@slack\/bolt.*The engine knows nothing of Slack/)]);
+  // nor where a Slack message was posted: that record is the Slack adapter's
+  expect(by('src/engine/nightly/placement.ts')).toEqual([
+    expect.stringMatching(/^no-restricted-syntax: The engine knows nothing of Slack: slack_messages is the Slack adapter's/),
+    expect.stringMatching(/^no-restricted-syntax: The engine knows nothing of Slack: slack_messages is the Slack adapter's/),
+  ]);
   // a phase imports another phase only through its entry module
   expect(by('src/engine/review/internals.ts')).toEqual([expect.stringMatching(/^import-x\/no-restricted-paths: .*consolidate\/detect\.js.*entry module \(src\/engine\/consolidate\/index\.ts\)/)]);
   expect(by('src/engine/review/entry.ts')).toEqual([]);

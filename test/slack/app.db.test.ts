@@ -1,12 +1,14 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
 import { listFindings } from '../../src/engine/validate/index.js';
-import { listConflicts } from '../../src/engine/review/queue.js';
+import { getConflict, listConflicts } from '../../src/engine/review/queue.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import { transition } from '../../src/engine/kernel/lifecycle.js';
+import { currentRunId } from '../../src/engine/kernel/workArea.js';
 import type { Bot } from '../../src/slack/app.js';
 import { BLOCKS } from '../../src/slack/ids.js';
+import { messageAbout } from '../../src/slack/messages.js';
 import { insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
 import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
 
@@ -16,6 +18,17 @@ let env: TestEnv;
 let fake: FakeSlack;
 let bot: Bot;
 let url: string;
+
+/** Where the bot posted a conflict's card (the Slack adapter's record of it), with the conflict's run. */
+async function cardOf(code: string): Promise<{ channel: string; ts: string; run_id: number }> {
+  const c = await getConflict(env.ctx, 'R2', code);
+  const at = await messageAbout(env.db.control, 'conflict', c.id);
+  if (!at) throw new Error(`the card of ${code} was not recorded`);
+  return { ...at, run_id: c.run_id };
+}
+
+/** Where the bot posted the queue summary of R2's current run. */
+const summaryOf = async () => messageAbout(env.db.control, 'summary', await currentRunId(env.ctx, 'R2'));
 
 type Blocks = { type: string; elements?: { action_id: string; value: string; text: { text: string } }[]; text?: { text: string } }[];
 
@@ -152,13 +165,14 @@ describe('consolidation, cards and decisions', () => {
   });
 
   it('/release review re-posts a queue summary deleted in Slack, and explains a channel the bot is not in, posting nothing', async () => {
-    const before = await env.db.control('slack_messages').where({ kind: 'summary', release: 'R2' }).first();
+    const before = await summaryOf();
+    expect(before).toBeDefined();
     fake.failures.set('chat.update', 'message_not_found');
     try {
       await send(slashBody(fake, 'review R2', 'U0LEAD'));
       await vi.waitFor(() => expect(fake.of('chat.postMessage')).toHaveLength(1), { timeout: 60_000 });
       expect(String(fake.of('chat.postMessage')[0]!.text)).toMatch(/^Review qu/);
-      await vi.waitFor(async () => expect((await env.db.control('slack_messages').where({ kind: 'summary', release: 'R2' }).first())?.ts).not.toBe(before.ts), { timeout: 60_000 });
+      await vi.waitFor(async () => expect((await summaryOf())?.ts).not.toBe(before?.ts), { timeout: 60_000 });
       expect(fake.of('response_url').some((m) => String(m.text).startsWith('Sorry'))).toBe(false);
 
       // the bot was never invited: the person is told to /invite it, in the review channel, and nothing is posted
@@ -176,7 +190,7 @@ describe('consolidation, cards and decisions', () => {
   });
 
   it('Keep opens a modal with the blast radius; submitting decides, updates the card in place and removes its buttons', async () => {
-    const card = (await env.db.control('slack_messages').where({ kind: 'card', code: 'C-001' }).first()) as { channel: string; ts: string };
+    const card = await cardOf('C-001');
     const value = JSON.stringify({ release: 'R2', code: 'C-001', runId: (await listConflicts(env.ctx, 'R2'))[0]!.run_id, version: 1 });
     await send(actionBody(fake, 'U0REV', 'review:keep:1', value, card));
     await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
@@ -196,7 +210,7 @@ describe('consolidation, cards and decisions', () => {
 
   it('a card made stale by a decision elsewhere is refreshed when clicked', async () => {
     await applyDecision(env.ctx, 'R2', 'C-002', { action: 'waive' }, { actor: 'cli:alice', rationale: 'known test orphan' });
-    const card = (await env.db.control('slack_messages').where({ kind: 'card', code: 'C-002' }).first()) as { channel: string; ts: string; run_id: number };
+    const card = await cardOf('C-002');
     await send(actionBody(fake, 'U0REV', 'review:waive', JSON.stringify({ release: 'R2', code: 'C-002', runId: card.run_id }), card));
     await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
     expect(String(fake.of('response_url')[0]!.text)).toContain('already decided by cli:alice');
@@ -206,7 +220,7 @@ describe('consolidation, cards and decisions', () => {
   });
 
   it('keep-both checks the new natural keys on submit and shows the error in the modal', async () => {
-    const card = (await env.db.control('slack_messages').where({ kind: 'card', code: 'C-003' }).first()) as { channel: string; ts: string; run_id: number };
+    const card = await cardOf('C-003');
     await send(actionBody(fake, 'U0GROUPIE', 'review:keep-both', JSON.stringify({ release: 'R2', code: 'C-003', runId: card.run_id }), card));
     await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
     const view = fake.of('views.open')[0]!.view as { private_metadata: string; callback_id: string; blocks: Blocks };

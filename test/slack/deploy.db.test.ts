@@ -6,6 +6,7 @@ import { DeployWatcher } from '../../src/slack/deploy.js';
 import { decideGo, getDeployment, rollbackInterruptedDeployment } from '../../src/engine/deploy/deployment.js';
 import { createBot, type Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
+import { messageAbout, recordMessage } from '../../src/slack/messages.js';
 import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
 import type { TestEnv } from '../helpers.js';
 import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
@@ -72,6 +73,10 @@ describe('/release deploy and /rollback', () => {
     expect(await clickAndConfirm('U0RM1', ACTIONS.deployGo, go.value, 'I asked, and I say go')).toBe('');
     await vi.waitFor(() => expect(fake.of('chat.update').length).toBeGreaterThan(0), { timeout: 60_000 });
     expect(JSON.stringify(fake.of('chat.update').at(-1)!.blocks)).toContain('*Go* by <@U0RM1>');
+    // the card is updated in place: where it was posted is recorded
+    const placed = await messageAbout(env.db.control, 'deployment', Number((await env.db.control('deployments').first()).id));
+    expect(placed).toEqual({ channel: 'C_REL', ts: expect.stringMatching(/^\d+\.000100$/) });
+    expect(fake.of('chat.update').at(-1)!).toMatchObject({ channel: 'C_REL', ts: placed?.ts });
     expect((await env.db.control('deployments').first()).status).toBe('awaiting-go');
     // ... and the requester hears (only they) who else must say Go
     await vi.waitFor(() => expect(fake.of('chat.postEphemeral')).toHaveLength(1), { timeout: 60_000 });
@@ -136,18 +141,20 @@ describe('/release deploy and /rollback', () => {
 });
 
 describe('a bot that starts after a crash', () => {
-  it('reports the deployment left in flight, where it stopped, with Resume and Roll back', async () => {
-    await env.db.control('deployments').insert({
+  it('reports the deployment left in flight, where it stopped, with Resume and Roll back, in the channel of its card', async () => {
+    const [row] = await env.db.control('deployments').insert({
       release: 'R2', bundle_id: 1, bundle_version: 1, code_version: 'v2', env: 'production', status: 'running', requested_by: 'U0RM1',
-      expires_at: new Date(Date.now() + 60_000), previous_code_version: 'v1', slack: JSON.stringify({ channel: 'C_REL' }),
+      expires_at: new Date(Date.now() + 60_000), previous_code_version: 'v1',
       steps: JSON.stringify([{ name: 'lock', status: 'done', startedAt: new Date().toISOString() }, { name: 'deploy-code', status: 'done', startedAt: new Date().toISOString() }, { name: 'migrate-up', status: 'running', startedAt: new Date().toISOString() }]),
-    });
+    }).returning('id');
+    // its go/no-go card went to another channel than the configured one: the report follows the card
+    await recordMessage(env.db.control, 'deployment', Number(row.id), { channel: 'C_DEPLOYS', ts: '1700000000.000001' });
     const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
     await second.start();
     try {
       await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('was interrupted'))).toBe(true), { timeout: 60_000 });
       const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('was interrupted'))!;
-      expect(card.channel).toBe('C_REL');
+      expect(card.channel).toBe('C_DEPLOYS');
       const text = JSON.stringify(card.blocks);
       expect(text).toContain('stopped at migrate-up: code at v2, data as before');
       const ids = (card.blocks as Blocks).flatMap((b) => b.elements ?? []).map((e) => e.action_id);

@@ -6,6 +6,7 @@ import { proposePruning } from '../../src/engine/nightly/prune.js';
 import { runNightlyNow } from '../../src/engine/nightly/run.js';
 import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS } from '../../src/slack/ids.js';
+import { messageAbout } from '../../src/slack/messages.js';
 import { ROOT, testEnv, type TestEnv } from '../helpers.js';
 import { actionBody, FakeSlack, startTestBot, signedPost, slashBody } from './fake-slack.js';
 
@@ -129,6 +130,8 @@ describe('pruning proposals in Slack', () => {
     const card = fake.of('chat.postMessage')[0]!;
     expect(card.channel).toBe('C_NIGHT');
     expect(JSON.stringify(card.blocks)).toContain('<@U0FAX>');
+    // where the proposal went is recorded (the Slack adapter's one record of its messages)
+    expect(await messageAbout(env.db.control, 'prune', proposals[0]!.id)).toEqual({ channel: 'C_NIGHT', ts: expect.stringMatching(/^\d+\.000100$/) });
     const prune = (card.blocks as Blocks).flatMap((b) => b.elements ?? []).find((e) => e.action_id === ACTIONS.prune)!;
     const inCatalog = async () => (await env.db.control('test_catalog').where('name', 'like', '%FEAT-GONE%')).length;
     expect(await inCatalog()).toBe(1);

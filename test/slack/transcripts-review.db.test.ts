@@ -190,7 +190,7 @@ describe('review transcripts', () => {
       // point 4: the deleted summary is posted anew (and the deleted card forgotten), nobody is shown an error
       const summary = t.message('C_REVIEW', 'Review queue');
       expect(Transcript.text(summary.call)).toContain(':tada: every conflict is decided');
-      expect(await env.db.control('slack_messages').where({ kind: 'card', code: 'C-003' })).toHaveLength(0);
+      expect(await env.db.control('slack_messages').where({ kind: 'conflict' }).whereIn('subject', env.db.control('conflicts').where({ release: 'R2', code: 'C-003' }).select('id'))).toHaveLength(0);
       const before = t.posted('C_REVIEW').length;
       await t.slash('U0LEAD', 'review R2');
       expect(t.posted('C_REVIEW')).toHaveLength(before + 1);

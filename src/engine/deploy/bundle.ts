@@ -13,6 +13,7 @@ import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../
 import { copyToFile } from '../kernel/copy.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { passGate, type ReleaseState } from '../kernel/lifecycle.js';
+import { must } from '../kernel/must.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 import { userTypesOf, type UserType } from '../kernel/types.js';
 
@@ -78,7 +79,10 @@ const BUNDLE_LOCK = 'tributary:bundle';
 export function productionEnv(ctx: Ctx): EnvSpec {
   const name = ctx.config.deploy?.env;
   const env = name ? ctx.config.envs.get(name) : envByRole(ctx.config, 'production');
-  if (!env) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: production, so there is nowhere to deploy data`);
+  if (!env) {
+    const message = `${ctx.config.file}: environments: no env has role: production, so there is nowhere to deploy data`;
+    throw new TributaryError('config_invalid', message);
+  }
   return env;
 }
 
@@ -116,7 +120,12 @@ function fromRow(r: BundleRow): Bundle {
 }
 
 /** A bundle of the release: the given version, else the latest; null when there is none. */
-export async function getBundle(ctx: Ctx, release: string, version?: number, db: Knex | Knex.Transaction = ctx.db.control): Promise<Bundle | null> {
+export async function getBundle(
+  ctx: Ctx,
+  release: string,
+  version?: number,
+  db: Knex | Knex.Transaction = ctx.db.control,
+): Promise<Bundle | null> {
   const q = db('bundles').where({ release });
   if (version !== undefined) q.where({ version });
   const row = (await q.orderBy('version', 'desc').first()) as BundleRow | undefined;
@@ -160,26 +169,29 @@ function filesPresent(b: Bundle): boolean {
   });
 }
 
-export async function createBundle(ctx: Ctx, release: string, opts: { code: string; actor: Actor }): Promise<Bundle & { created: boolean }> {
-  releaseOrThrow(ctx.config, release);
-  const code = opts.code.trim();
-  if (!code || code.length > 300 || /[\r\n]/.test(code)) throw new TributaryError('usage', `the code version must be one line of 1–300 characters, e.g. a git tag or sha or an image digest (got ${JSON.stringify(opts.code)})`);
-  if (/^\.+$/.test(release)) throw new TributaryError('usage', `release "${release}" cannot name a bundle directory`);
-  await passGate(ctx.db.control, release, 'bundle', opts.actor, (state) => {
-    if (!BUNDLE_STATES.includes(state)) throw new TributaryError('gate_state', `release ${release} is ${state}: cannot bundle it for production; approve it first: tributary approve ${release}`, { release, state });
-  });
-  const master = envByRole(ctx.config, 'master');
-  if (!master) throw new TributaryError('config_invalid', `${ctx.config.file}: environments: no env has role: master, so there is no data of ${release} to bundle`);
-  const migration = ctx.config.deploy?.migration ?? null;
-  const rel = ctx.config.tags.release;
-  const root = bundleRoot(ctx);
-  const relDir = path.join(root, release);
+/**
+ * A bundle being made: the table being read (named by an error), the directory written so far (removed
+ * on failure).
+ */
+interface BundleJob {
+  ctx: Ctx;
+  release: string;
+  master: EnvSpec;
+  client: pg.Client;
+  current: string;
+  tmp?: string;
+}
 
+type TableShape = { columns: BundleColumn[]; where: string; parent: string };
+
+type BundleRequest = { code: string; actor: Actor };
+
+export async function createBundle(ctx: Ctx, release: string, opts: BundleRequest): Promise<Bundle & { created: boolean }> {
+  const { code, master } = await checkBundleRequest(ctx, release, opts);
+  const migration = ctx.config.deploy?.migration ?? null;
   const client = pgClient(ctx.db.envParams(master) as pg.ClientConfig);
   client.on('error', () => undefined);
-  let current = '';
-  let tmp: string | undefined;
-  const tables: BundleTable[] = [];
+  const job: BundleJob = { ctx, release, master, client, current: '' };
   try {
     try {
       await client.connect();
@@ -189,91 +201,169 @@ export async function createBundle(ctx: Ctx, release: string, opts: { code: stri
     // one snapshot for the checksums and the export; text in fixed formats (UTC, ISO dates)
     await client.query('begin isolation level repeatable read read only');
     await client.query(textSettingsSql());
-    const shapes: { columns: BundleColumn[]; where: string; parent: string }[] = [];
-    for (const e of ctx.config.entities) {
-      const parent = qualified(master.schema, e.table);
-      current = parent;
-      const columns = (await client.query<BundleColumn>(SHAPE_SQL, [parent])).rows;
-      if (columns.length === 0) throw new TributaryError('gate_state', `master env ${master.name} has no table ${parent}: promote ${release} first (tributary promote ${release})`, { env: master.name, table: parent });
-      if (!columns.some((c) => c.name === rel)) throw new TributaryError('config_invalid', `master env ${master.name}, table ${parent} has no column ${rel} (the release tag)`, { env: master.name, table: parent });
-      const where = `${ident(rel)} = ${literal(release)}`;
-      const sorted = (await client.query<TableColumn>(COLUMNS_SQL, [parent])).rows;
-      const sum = (await client.query<{ rows: number; checksum: string }>(checksumSql(sorted, master.schema, e.table, where))).rows[0]!;
-      const types = await userTypesOf(client, parent);
-      tables.push({ entity: e.name, table: e.table, rows: sum.rows, checksum: sum.checksum, file: '', bytes: 0, sha256: '', columns, primaryKey: [e.primaryKey], ...(types.length > 0 ? { types } : {}) });
-      shapes.push({ columns, where, parent });
-    }
-    current = '';
+    const { tables, shapes } = await measureTables(job);
     const fingerprint = dataFingerprint(tables);
-    const same = (b: Bundle | null) => b && b.codeVersion === code && b.dataFingerprint === fingerprint && b.migration === migration && filesPresent(b);
+    const same = (b: Bundle) => b.codeVersion === code && b.dataFingerprint === fingerprint && b.migration === migration && filesPresent(b);
     const latest = await getBundle(ctx, release);
-    if (same(latest)) return { ...latest!, created: false };
-
-    fs.mkdirSync(relDir, { recursive: true });
-    tmp = fs.mkdtempSync(path.join(relDir, '.tmp-'));
-    for (const [i, t] of tables.entries()) {
-      const s = shapes[i]!;
-      current = s.parent;
-      t.file = `${String(i + 1).padStart(2, '0')}-${t.table}.copy.gz`;
-      const list = s.columns.map((c) => ident(c.name)).join(', ');
-      const written = await copyToFile(client, {
-        failpoint: 'bundle.copy',
-        select: `select ${list} from ${s.parent} where ${s.where}`,
-        file: path.join(tmp, t.file),
-        what: `bundling ${release}: master env ${master.name}, table ${s.parent}`,
-        expectedRows: t.rows,
-        details: { env: master.name, table: s.parent },
-      });
-      t.bytes = written.bytes;
-      t.sha256 = written.sha256;
-      await failpoint('bundle.table-exported');
-    }
-    current = '';
+    if (latest && same(latest)) return { ...latest, created: false };
+    await exportTables(job, tables, shapes);
     await client.query('commit');
-
-    // number it under a lock: two requests for the same bundle make one
-    const made = await ctx.db.control.transaction(async (trx) => {
-      await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`${BUNDLE_LOCK}:${release}`]);
-      const again = await getBundle(ctx, release, undefined, trx);
-      if (same(again)) return { ...again!, created: false };
-      const version = (again?.version ?? 0) + 1;
-      const dir = path.join(relDir, `v${version}`);
-      // a directory no bundle row names (a rolled-back attempt) is replaced
-      fs.rmSync(dir, { recursive: true, force: true });
-      fs.renameSync(tmp!, dir);
-      tmp = dir;
-      const [row] = (await trx('bundles')
-        .insert({ release, version, code_version: code, data_fingerprint: fingerprint, manifest: JSON.stringify(tables), migration, dir, created_by: opts.actor })
-        .returning('*')) as BundleRow[];
-      const bundle = fromRow(row!);
-      await recordAudit(trx, {
-        actor: opts.actor,
-        action: 'bundle.create',
-        release,
-        subject: `v${version}`,
-        details: {
-          version,
-          codeVersion: code,
-          dataFingerprint: fingerprint,
-          migration,
-          previous: again ? { version: again.version, codeVersion: again.codeVersion, dataFingerprint: again.dataFingerprint } : null,
-          tables: tables.map((t) => ({ entity: t.entity, table: t.table, rows: t.rows, checksum: t.checksum })),
-        },
-      });
-      await failpoint('bundle.before-commit');
-      return { ...bundle, created: true };
-    });
-    if (!made.created) fs.rmSync(tmp, { recursive: true, force: true });
-    tmp = undefined;
+    const made = await recordBundle(job, { code, fingerprint, migration, tables, actor: opts.actor, same });
+    if (!made.created && job.tmp) fs.rmSync(job.tmp, { recursive: true, force: true });
+    job.tmp = undefined;
     return made;
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    if (err instanceof TributaryError) throw err;
-    const named = envError(ctx, master, err);
-    if (named instanceof TributaryError && named.code === 'env_unreachable') throw named;
-    throw new TributaryError('database', `bundling ${release} from master env ${master.name}${current ? `, table ${current}` : ''} failed: ${redact((err as Error).message)}`, { env: master.name, table: current });
+    if (job.tmp) fs.rmSync(job.tmp, { recursive: true, force: true });
+    throw bundleError(job, err);
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** The code version one line, the release approved (the gate), a master env to bundle from. */
+async function checkBundleRequest(ctx: Ctx, release: string, opts: BundleRequest): Promise<{ code: string; master: EnvSpec }> {
+  releaseOrThrow(ctx.config, release);
+  const code = opts.code.trim();
+  if (!code || code.length > 300 || /[\r\n]/.test(code)) {
+    throw new TributaryError(
+      'usage',
+      `the code version must be one line of 1–300 characters, e.g. a git tag or sha or an image digest (got ${JSON.stringify(opts.code)})`,
+    );
+  }
+  if (/^\.+$/.test(release)) throw new TributaryError('usage', `release "${release}" cannot name a bundle directory`);
+  await passGate(ctx.db.control, release, 'bundle', opts.actor, (state) => {
+    if (!BUNDLE_STATES.includes(state)) {
+      const message = `release ${release} is ${state}: cannot bundle it for production; approve it first: tributary approve ${release}`;
+      throw new TributaryError('gate_state', message, { release, state });
+    }
+  });
+  const master = envByRole(ctx.config, 'master');
+  if (!master) {
+    const message = `${ctx.config.file}: environments: no env has role: master, so there is no data of ${release} to bundle`;
+    throw new TributaryError('config_invalid', message);
+  }
+  return { code, master };
+}
+
+/** Each entity's table in master: its columns, and the release's rows counted and checksummed. */
+async function measureTables(job: BundleJob): Promise<{ tables: BundleTable[]; shapes: TableShape[] }> {
+  const { ctx, release, master, client } = job;
+  const rel = ctx.config.tags.release;
+  const tables: BundleTable[] = [];
+  const shapes: TableShape[] = [];
+  for (const e of ctx.config.entities) {
+    const parent = qualified(master.schema, e.table);
+    job.current = parent;
+    const columns = (await client.query<BundleColumn>(SHAPE_SQL, [parent])).rows;
+    if (columns.length === 0) {
+      const message = `master env ${master.name} has no table ${parent}: promote ${release} first (tributary promote ${release})`;
+      throw new TributaryError('gate_state', message, { env: master.name, table: parent });
+    }
+    if (!columns.some((c) => c.name === rel)) {
+      const message = `master env ${master.name}, table ${parent} has no column ${rel} (the release tag)`;
+      throw new TributaryError('config_invalid', message, { env: master.name, table: parent });
+    }
+    const where = `${ident(rel)} = ${literal(release)}`;
+    const sorted = (await client.query<TableColumn>(COLUMNS_SQL, [parent])).rows;
+    const sums = (await client.query<{ rows: number; checksum: string }>(checksumSql(sorted, master.schema, e.table, where))).rows;
+    const sum = must(sums[0], `the checksum row of ${parent}`);
+    const types = await userTypesOf(client, parent);
+    tables.push({
+      entity: e.name, table: e.table, rows: sum.rows, checksum: sum.checksum, file: '', bytes: 0, sha256: '', columns,
+      primaryKey: [e.primaryKey], ...(types.length > 0 ? { types } : {}),
+    });
+    shapes.push({ columns, where, parent });
+  }
+  job.current = '';
+  return { tables, shapes };
+}
+
+/** Each table's rows of the release to a file of a fresh directory (job.tmp), in the snapshot they were measured in. */
+async function exportTables(job: BundleJob, tables: BundleTable[], shapes: TableShape[]): Promise<void> {
+  const { release, master, client } = job;
+  const relDir = path.join(bundleRoot(job.ctx), release);
+  fs.mkdirSync(relDir, { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(relDir, '.tmp-'));
+  job.tmp = tmp;
+  for (const [i, t] of tables.entries()) {
+    const s = must(shapes[i], `the shape of ${t.table}`);
+    job.current = s.parent;
+    t.file = `${String(i + 1).padStart(2, '0')}-${t.table}.copy.gz`;
+    const list = s.columns.map((c) => ident(c.name)).join(', ');
+    const written = await copyToFile(client, {
+      failpoint: 'bundle.copy',
+      select: `select ${list} from ${s.parent} where ${s.where}`,
+      file: path.join(tmp, t.file),
+      what: `bundling ${release}: master env ${master.name}, table ${s.parent}`,
+      expectedRows: t.rows,
+      details: { env: master.name, table: s.parent },
+    });
+    t.bytes = written.bytes;
+    t.sha256 = written.sha256;
+    await failpoint('bundle.table-exported');
+  }
+  job.current = '';
+}
+
+interface BundleRecord {
+  code: string;
+  fingerprint: string;
+  migration: string | null;
+  tables: BundleTable[];
+  actor: Actor;
+  same: (b: Bundle) => boolean;
+}
+
+/** Numbers the bundle under a lock (two requests for the same bundle make one), moves its files in place and records it. */
+async function recordBundle(job: BundleJob, r: BundleRecord): Promise<Bundle & { created: boolean }> {
+  const { ctx, release } = job;
+  const tmp = must(job.tmp, 'the directory of the exported tables');
+  return ctx.db.control.transaction(async (trx) => {
+    await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`${BUNDLE_LOCK}:${release}`]);
+    const again = await getBundle(ctx, release, undefined, trx);
+    if (again && r.same(again)) return { ...again, created: false };
+    const version = (again?.version ?? 0) + 1;
+    const dir = path.join(bundleRoot(ctx), release, `v${version}`);
+    // a directory no bundle row names (a rolled-back attempt) is replaced
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.renameSync(tmp, dir);
+    job.tmp = dir;
+    const [row] = (await trx('bundles')
+      .insert({
+        release, version, code_version: r.code, data_fingerprint: r.fingerprint, manifest: JSON.stringify(r.tables), migration: r.migration,
+        dir, created_by: r.actor,
+      })
+      .returning('*')) as BundleRow[];
+    const bundle = fromRow(must(row, `the bundles row of ${release} v${version}`));
+    await recordAudit(trx, {
+      actor: r.actor,
+      action: 'bundle.create',
+      release,
+      subject: `v${version}`,
+      details: {
+        version,
+        codeVersion: r.code,
+        dataFingerprint: r.fingerprint,
+        migration: r.migration,
+        previous: again ? { version: again.version, codeVersion: again.codeVersion, dataFingerprint: again.dataFingerprint } : null,
+        tables: r.tables.map((t) => ({ entity: t.entity, table: t.table, rows: t.rows, checksum: t.checksum })),
+      },
+    });
+    await failpoint('bundle.before-commit');
+    return { ...bundle, created: true };
+  });
+}
+
+/** A failure of the bundling as the error to throw: coded ones as they are, else naming the env and table. */
+function bundleError(job: BundleJob, err: unknown): unknown {
+  if (err instanceof TributaryError) return err;
+  const { ctx, release, master, current } = job;
+  const named = envError(ctx, master, err);
+  if (named instanceof TributaryError && named.code === 'env_unreachable') return named;
+  return new TributaryError(
+    'database',
+    `bundling ${release} from master env ${master.name}${current ? `, table ${current}` : ''} failed: ${redact((err as Error).message)}`,
+    { env: master.name, table: current },
+  );
 }

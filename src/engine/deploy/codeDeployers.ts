@@ -35,8 +35,10 @@ export interface CodeDeployer {
 /** The libpq variables (PGHOST, PGPASSWORD, …) of the env a command targets. */
 export type Credentials = (env: string) => Record<string, string>;
 
-function commandDeployer(spec: DeploySpec, credentials: Credentials): CodeDeployer {
-  const commands = spec.commands!;
+type Commands = NonNullable<DeploySpec['commands']>;
+type Webhook = NonNullable<DeploySpec['webhook']>;
+
+function commandDeployer(spec: DeploySpec, commands: Commands, credentials: Credentials): CodeDeployer {
   return {
     kind: 'commands',
     has: (name) => commands[name] !== undefined,
@@ -48,15 +50,25 @@ function commandDeployer(spec: DeploySpec, credentials: Credentials): CodeDeploy
       if (vars.migration !== undefined) values.migration = vars.migration;
       const line = fillCommand(c.run, values);
       const started = performance.now();
-      const exec = await execShell(line, spec.cwd, commandEnv({ ...credentials(vars.env), TRIBUTARY_RELEASE: vars.release, TRIBUTARY_ENV: vars.env, ...(vars.version ? { TRIBUTARY_VERSION: vars.version } : {}) }), c.timeoutMs, signal);
+      const env = commandEnv({
+        ...credentials(vars.env),
+        TRIBUTARY_RELEASE: vars.release,
+        TRIBUTARY_ENV: vars.env,
+        ...(vars.version ? { TRIBUTARY_VERSION: vars.version } : {}),
+      });
+      const exec = await execShell(line, spec.cwd, env, c.timeoutMs, signal);
       const ms = Math.round(performance.now() - started);
       const output = redact(exec.tail).trim();
       const what = redact(line);
       const last = output.split('\n').slice(-1)[0] ?? '';
-      if (exec.spawnError) return { ok: false, what, output, ms, error: `deploy.commands.${name} could not start: ${redact(exec.spawnError)}` };
-      if (exec.timedOut) return { ok: false, what, output, ms, error: `deploy.commands.${name} timed out after ${Math.round(c.timeoutMs / 1000)} s and was killed` };
+      const failed = (error: string): StepRun => ({ ok: false, what, output, ms, error });
+      if (exec.spawnError) return failed(`deploy.commands.${name} could not start: ${redact(exec.spawnError)}`);
+      if (exec.timedOut) return failed(`deploy.commands.${name} timed out after ${Math.round(c.timeoutMs / 1000)} s and was killed`);
       if (exec.exitCode !== 0) {
-        const why = exec.exitCode === 127 ? 'command not found' : exec.signal ? `killed by ${exec.signal}` : `exit code ${exec.exitCode}`;
+        const why =
+          exec.exitCode === 127 ? 'command not found'
+          : exec.signal ? `killed by ${exec.signal}`
+          : `exit code ${exec.exitCode}`;
         return { ok: false, what, output, ms, error: `deploy.commands.${name} failed (${why})${last ? `: ${last}` : ''}` };
       }
       return { ok: true, what, output, ms };
@@ -64,7 +76,7 @@ function commandDeployer(spec: DeploySpec, credentials: Credentials): CodeDeploy
   };
 }
 
-const WEBHOOK_ACTIONS: Partial<Record<DeployCommandName, string>> = {
+const WEBHOOK_ACTIONS: Record<DeployCommandName, string> = {
   current: 'current',
   deploy: 'deploy',
   rollback: 'rollback',
@@ -77,8 +89,7 @@ const WEBHOOK_ACTIONS: Partial<Record<DeployCommandName, string>> = {
 };
 
 /** A CI/CD webhook: POST { action, version, release, env }; the answer is { status } or { id } to poll. */
-function webhookDeployer(spec: DeploySpec): CodeDeployer {
-  const w = spec.webhook!;
+function webhookDeployer(w: Webhook): CodeDeployer {
   const headers = { 'content-type': 'application/json', ...(w.token ? { authorization: `Bearer ${w.token}` } : {}) };
   const call = async (url: string, init: RequestInit): Promise<Record<string, unknown>> => {
     const res = await fetch(url, { ...init, headers, signal: AbortSignal.timeout(30_000) });
@@ -90,7 +101,7 @@ function webhookDeployer(spec: DeploySpec): CodeDeployer {
     kind: 'webhook',
     has: () => true,
     async run(name, vars) {
-      const action = WEBHOOK_ACTIONS[name]!;
+      const action = WEBHOOK_ACTIONS[name];
       const what = `webhook ${action}${vars.version ? ` ${vars.version}` : ''}`;
       const started = performance.now();
       const ms = () => Math.round(performance.now() - started);
@@ -102,12 +113,18 @@ function webhookDeployer(spec: DeploySpec): CodeDeployer {
             if (body.status === undefined) break; // answered without a job: done
             throw new Error(`answered status "${String(body.status)}" with no job id to poll (set deploy.webhook.statusUrl)`);
           }
-          if (Date.now() > deadline) return { ok: false, what, output: '', ms: ms(), error: `deploy.webhook ${action} timed out after ${Math.round(w.timeoutMs / 1000)} s (job ${String(body.id)})` };
+          if (Date.now() > deadline) {
+            const error = `deploy.webhook ${action} timed out after ${Math.round(w.timeoutMs / 1000)} s (job ${String(body.id)})`;
+            return { ok: false, what, output: '', ms: ms(), error };
+          }
           await new Promise((r) => setTimeout(r, w.pollMs));
           body = { id: body.id, ...(await call(w.statusUrl.replace('{id}', encodeURIComponent(String(body.id))), { method: 'GET' })) };
         }
         const output = redact(String(body.output ?? body.version ?? ''));
-        if (['failed', 'failure', 'error'].includes(String(body.status))) return { ok: false, what, output, ms: ms(), error: `deploy.webhook ${action} failed${body.message ? `: ${redact(String(body.message))}` : ''}` };
+        if (['failed', 'failure', 'error'].includes(String(body.status))) {
+          const error = `deploy.webhook ${action} failed${body.message ? `: ${redact(String(body.message))}` : ''}`;
+          return { ok: false, what, output, ms: ms(), error };
+        }
         return { ok: true, what, output, ms: ms() };
       } catch (err) {
         return { ok: false, what, output: '', ms: ms(), error: `deploy.webhook ${action}: ${redact((err as Error).message)}` };
@@ -118,7 +135,7 @@ function webhookDeployer(spec: DeploySpec): CodeDeployer {
 
 /** Commands get the credentials of the env they target (`credentials`), and no other. */
 export function codeDeployer(spec: DeploySpec, credentials: Credentials = () => ({})): CodeDeployer {
-  if (spec.commands) return commandDeployer(spec, credentials);
-  if (spec.webhook) return webhookDeployer(spec);
+  if (spec.commands) return commandDeployer(spec, spec.commands, credentials);
+  if (spec.webhook) return webhookDeployer(spec.webhook);
   throw new TributaryError('config_invalid', 'deploy: give the code deployer (commands or webhook)');
 }

@@ -5,13 +5,20 @@ import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
 import { requireRationale } from '../kernel/rationale.js';
 import { failpoint } from '../kernel/failpoints.js';
+import type { ApprovalsRow, DeploymentsRow, EnvLocksRow, TestRunsRow } from '../../db/rows.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { passGate } from '../kernel/lifecycle.js';
+import { must } from '../kernel/must.js';
 import { runTests } from '../tiers/index.js';
 import { getBundle, productionEnv, type Bundle } from './bundle.js';
-import { backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures } from './dataDeployer.js';
+import {
+  backupData, changedMessage, changedSince, dataChecksums, deployData, getBackup, restoreData, type Backup, type TableFigures,
+} from './dataDeployer.js';
 import { codeDeployer, type CodeDeployer } from './codeDeployers.js';
-import { IN_FLIGHT_STATES, insertDeployment, OPEN_STATES, ROLLBACK_FROM, SMOKE_AFTER_ROLLBACK, transitionDeployment, transitionWhere, type Deployment, type DeploymentFields, type StepState } from './lifecycle.js';
+import {
+  IN_FLIGHT_STATES, insertDeployment, OPEN_STATES, ROLLBACK_FROM, SMOKE_AFTER_ROLLBACK, toDeployment, transitionDeployment, transitionWhere,
+  type Deployment, type DeploymentEvent, type DeploymentFields, type StepState,
+} from './lifecycle.js';
 import { envCredentials } from '../kernel/shell.js';
 import { holdSessionLock, processName as executorName, sessionLockHeld } from '../kernel/sessionLock.js';
 
@@ -26,7 +33,10 @@ export type { Deployment, DeploymentStatus, StepState } from './lifecycle.js';
  * release_manager unlocks it. A process that dies mid-deployment leaves the deployment `running` with
  * no live executor: `interruptedDeployments` finds it, and it is resumed or rolled back from there.
  */
-export const STEPS = ['lock', 'record-version', 'maintenance-on', 'deploy-code', 'migrate-up', 'backup-data', 'deploy-data', 'restart', 'maintenance-off', 'smoke'] as const;
+export const STEPS = [
+  'lock', 'record-version', 'maintenance-on', 'deploy-code', 'migrate-up', 'backup-data', 'deploy-data', 'restart',
+  'maintenance-off', 'smoke',
+] as const;
 export type StepName = (typeof STEPS)[number];
 
 export interface GoDecision {
@@ -40,14 +50,40 @@ export type DeployProgress = (d: Deployment) => void;
 
 export function deploySpecOf(ctx: Ctx): DeploySpec {
   const d = ctx.config.deploy;
-  if (!d) throw new TributaryError('config_invalid', `${ctx.config.file}: deploy: not configured; add deploy.commands (deploy, rollback, …) or deploy.webhook; see docs/configuration.md, "Deployment"`);
+  if (!d) {
+    throw new TributaryError(
+      'config_invalid',
+      `${ctx.config.file}: deploy: not configured; add deploy.commands (deploy, rollback, …) or deploy.webhook; ` +
+        'see docs/configuration.md, "Deployment"',
+    );
+  }
   return d;
 }
 
+/** An audit event about a deployment: its release, the subject `deployment #<id>`. */
+function auditDeployment(
+  db: Knex | Knex.Transaction,
+  actor: Actor,
+  action: string,
+  d: Pick<Deployment, 'id' | 'release'>,
+  details?: Record<string, unknown>,
+) {
+  return recordAudit(db, { actor, action, release: d.release, subject: `deployment #${d.id}`, ...(details ? { details } : {}) });
+}
+
+/** The deployments table, its rows typed as read (toDeployment narrows them). */
+const deployments = (db: Knex | Knex.Transaction) => db<DeploymentsRow>('deployments');
+
 export async function getDeployment(db: Knex | Knex.Transaction, id: number): Promise<Deployment> {
-  const d = await db('deployments').where({ id }).first();
+  const d = await deployments(db).where({ id }).first();
   if (!d) throw new TributaryError('usage', `no deployment #${id}`);
-  return d as Deployment;
+  return toDeployment(d);
+}
+
+/** Scheduled deployments whose time has come, each with that time. */
+async function dueScheduled(db: Knex): Promise<{ d: Deployment; at: Date }[]> {
+  const rows = await deployments(db).where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now());
+  return rows.map(toDeployment).map((d) => ({ d, at: new Date(must(d.window_at, `the window of scheduled deployment #${d.id}`)) }));
 }
 
 export async function decisionsOf(db: Knex | Knex.Transaction, id: number): Promise<GoDecision[]> {
@@ -59,7 +95,10 @@ export async function decisionsOf(db: Knex | Knex.Transaction, id: number): Prom
 const formats = new Map<string, Intl.DateTimeFormat>();
 function formatIn(timeZone: string): Intl.DateTimeFormat {
   let f = formats.get(timeZone);
-  if (!f) formats.set(timeZone, (f = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })));
+  if (!f) {
+    f = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    formats.set(timeZone, f);
+  }
   return f;
 }
 
@@ -83,47 +122,82 @@ export const APPROVED_GRACE_MS = 30 * 60_000;
 
 async function busyError(db: Knex, env: string): Promise<TributaryError> {
   const open = await db('deployments').where({ env }).whereIn('status', OPEN_STATES).first('id', 'release', 'status');
-  return new TributaryError('gate_busy', open ? `${env} already has deployment #${String(open.id)} of ${String(open.release)} (${String(open.status)}): one deployment at a time` : `${env} already has an open deployment: one deployment at a time`, { env });
+  const message = open
+    ? `${env} already has deployment #${String(open.id)} of ${String(open.release)} (${String(open.status)}): one deployment at a time`
+    : `${env} already has an open deployment: one deployment at a time`;
+  return new TributaryError('gate_busy', message, { env });
 }
 
-export async function requestDeployment(ctx: Ctx, release: string, opts: { actor: Actor; at?: Date; bundleVersion?: number; slack?: { channel?: string } }): Promise<Deployment> {
+type RequestOpts = { actor: Actor; at?: Date; bundleVersion?: number };
+
+/**
+ * A deployment asked for: the release must be approved and bundled, the time (if any) in a maintenance
+ * window, the env free of other deployments and unlocked. Then it awaits Go.
+ */
+export async function requestDeployment(ctx: Ctx, release: string, opts: RequestOpts): Promise<Deployment> {
   releaseOrThrow(ctx.config, release);
   const spec = deploySpecOf(ctx);
-  const db = ctx.db.control;
-  await passGate(db, release, 'deploy', opts.actor, (state) => {
-    if (state !== 'approved') throw new TributaryError('gate_state', `release ${release} is ${state}: only an approved release is deployed; approve it after tier 2 first (tributary approve ${release})`, { release });
-  });
-  const bundle = await getBundle(ctx, release, opts.bundleVersion);
-  if (!bundle) throw new TributaryError('gate_state', `${release} has no release bundle: tributary bundle ${release} --code <version> first`, { release });
-  if (opts.at && !inWindow(spec, opts.at)) {
-    throw new TributaryError('usage', `${opts.at.toISOString()} is outside every maintenance window (${spec.windows.map((w) => `${w.days.join(',')} ${w.start}–${w.end} ${w.timezone}`).join('; ')})`);
-  }
-  await expireStale(ctx);
-  const open = (await db('deployments').where({ env: spec.env }).whereIn('status', OPEN_STATES).first()) as Deployment | undefined;
-  if (open && open.status === 'approved' && !(await executorAlive(ctx, open.id))) {
-    // reached Go, but the process that was to run it died before it started
-    const since = open.approved_at ? new Date(open.approved_at).getTime() : 0;
-    if (Date.now() - since < APPROVED_GRACE_MS) {
+  await passGate(ctx.db.control, release, 'deploy', opts.actor, (state) => {
+    if (state !== 'approved') {
       throw new TributaryError(
-        'gate_busy',
-        `${spec.env} already has deployment #${open.id} of ${open.release}, approved${open.approved_at ? ` at ${new Date(open.approved_at).toISOString()}` : ''} but never started (the process that was to run it is gone): run it (tributary deploy run ${open.id}, or Resume in Slack) or cancel it (tributary rollback ${open.release} --rationale "…"); ${APPROVED_GRACE_MS / 60_000} minutes after its Go a new request supersedes it`,
-        { env: spec.env },
+        'gate_state',
+        `release ${release} is ${state}: only an approved release is deployed; ` +
+          `approve it after tier 2 first (tributary approve ${release})`,
+        { release },
       );
     }
-    const cause = `approved${open.approved_at ? ` at ${new Date(open.approved_at).toISOString()}` : ''} but never started (the process that was to run it died); superseded by a new request from ${opts.actor}: counts as no-go`;
-    await transitionDeployment(db, open, 'expire', { cause });
-    await recordAudit(db, { actor: opts.actor, action: 'deploy.expired', release: open.release, subject: `deployment #${open.id}`, details: { reason: cause } });
-  } else if (open) {
-    throw await busyError(db, spec.env);
+  });
+  const bundle = await getBundle(ctx, release, opts.bundleVersion);
+  if (!bundle) {
+    throw new TributaryError('gate_state', `${release} has no release bundle: tributary bundle ${release} --code <version> first`, {
+      release,
+    });
   }
+  if (opts.at && !inWindow(spec, opts.at)) throw outsideWindows(spec, opts.at);
+  await expireStale(ctx);
+  await refuseIfOpen(ctx, spec, opts.actor);
   await refuseIfLocked(ctx, spec.env, release, opts.actor);
   try {
     return await insertRequest(ctx, release, bundle, spec, opts);
   } catch (err) {
     // a concurrent request got in between the check and the insert: the unique index says so
-    if ((err as { code?: string; constraint?: string }).code === '23505' && (err as { constraint?: string }).constraint === OPEN_INDEX) throw await busyError(db, spec.env);
+    const pg = err as { code?: string; constraint?: string };
+    if (pg.code === '23505' && pg.constraint === OPEN_INDEX) throw await busyError(ctx.db.control, spec.env);
     throw err;
   }
+}
+
+function outsideWindows(spec: DeploySpec, at: Date): TributaryError {
+  const windows = spec.windows.map((w) => `${w.days.join(',')} ${w.start}–${w.end} ${w.timezone}`).join('; ');
+  return new TributaryError('usage', `${at.toISOString()} is outside every maintenance window (${windows})`);
+}
+
+/**
+ * One open deployment per env: another refuses the request, unless it reached Go and the process that was
+ * to run it died more than APPROVED_GRACE_MS ago (then the new request supersedes it, as no-go).
+ */
+async function refuseIfOpen(ctx: Ctx, spec: DeploySpec, actor: Actor): Promise<void> {
+  const db = ctx.db.control;
+  const row = await db<DeploymentsRow>('deployments').where({ env: spec.env }).whereIn('status', OPEN_STATES).first();
+  if (!row) return;
+  const open = toDeployment(row);
+  if (open.status !== 'approved' || (await executorAlive(ctx, open.id))) throw await busyError(db, spec.env);
+  // reached Go, but the process that was to run it died before it started
+  const approved = `approved${open.approved_at ? ` at ${new Date(open.approved_at).toISOString()}` : ''}`;
+  const since = open.approved_at ? new Date(open.approved_at).getTime() : 0;
+  if (Date.now() - since < APPROVED_GRACE_MS) {
+    throw new TributaryError(
+      'gate_busy',
+      `${spec.env} already has deployment #${open.id} of ${open.release}, ${approved} but never started (the process that was to run it ` +
+        `is gone): run it (tributary deploy run ${open.id}, or Resume in Slack) or cancel it (tributary rollback ${open.release} ` +
+        `--rationale "…"); ${APPROVED_GRACE_MS / 60_000} minutes after its Go a new request supersedes it`,
+      { env: spec.env },
+    );
+  }
+  const cause =
+    `${approved} but never started (the process that was to run it died); superseded by a new request from ${actor}: counts as no-go`;
+  await transitionDeployment(db, open, 'expire', { cause });
+  await auditDeployment(db, actor, 'deploy.expired', open, { reason: cause });
 }
 
 /**
@@ -133,28 +207,30 @@ export async function requestDeployment(ctx: Ctx, release: string, opts: { actor
 async function refuseIfLocked(ctx: Ctx, env: string, release: string, actor: Actor): Promise<void> {
   const lock = await envLock(ctx.db.control, env);
   if (!lock) return;
-  await recordAudit(ctx.db.control, { actor, action: 'gate.deploy.refused', release, details: { env, locked: lock.reason, holder: lock.holder } });
+  const details = { env, locked: lock.reason, holder: lock.holder };
+  await recordAudit(ctx.db.control, { actor, action: 'gate.deploy.refused', release, details });
   throw new TributaryError(
     'gate_busy',
-    `${env} is locked by ${lock.reason} (held by ${lock.holder} since ${new Date(lock.locked_at).toISOString()}): no deployment is requested until a release_manager unlocks it: tributary unlock ${env} --rationale "…" (or Unlock on the rollback card in Slack)`,
+    `${env} is locked by ${lock.reason} (held by ${lock.holder} since ${new Date(lock.locked_at).toISOString()}): no deployment is ` +
+      `requested until a release_manager unlocks it: tributary unlock ${env} --rationale "…" (or Unlock on the rollback card in Slack)`,
     { env },
   );
 }
 
-async function insertRequest(ctx: Ctx, release: string, bundle: Bundle, spec: DeploySpec, opts: { actor: Actor; at?: Date; slack?: { channel?: string } }): Promise<Deployment> {
+async function insertRequest(ctx: Ctx, release: string, bundle: Bundle, spec: DeploySpec, opts: RequestOpts): Promise<Deployment> {
   return ctx.db.control.transaction(async (trx) => {
     const row = await insertDeployment(trx, {
-        release,
-        bundle_id: bundle.id,
-        bundle_version: bundle.version,
-        code_version: bundle.codeVersion,
-        env: spec.env,
-        requested_by: opts.actor,
-        window_at: opts.at ?? null,
-        expires_at: new Date(Date.now() + spec.promptMs),
-        slack: JSON.stringify(opts.slack ?? {}),
+      release,
+      bundle_id: bundle.id,
+      bundle_version: bundle.version,
+      code_version: bundle.codeVersion,
+      env: spec.env,
+      requested_by: opts.actor,
+      window_at: opts.at ?? null,
+      expires_at: new Date(Date.now() + spec.promptMs),
     });
-    await recordAudit(trx, { actor: opts.actor, action: 'deploy.requested', release, subject: `deployment #${row.id}`, details: { env: spec.env, bundle: bundle.version, code: bundle.codeVersion, at: opts.at?.toISOString() ?? null } });
+    const details = { env: spec.env, bundle: bundle.version, code: bundle.codeVersion, at: opts.at?.toISOString() ?? null };
+    await recordAudit(trx, { actor: opts.actor, action: 'deploy.requested', release, subject: `deployment #${row.id}`, details });
     return row;
   });
 }
@@ -178,19 +254,21 @@ export function windowDeadline(spec: DeploySpec, at: Date): Date {
  */
 export async function expireStale(ctx: Ctx): Promise<number[]> {
   const db = ctx.db.control;
-  const rows = await transitionWhere(db, 'expire', (q) => q.where({ status: 'awaiting-go' }).where('expires_at', '<=', db.fn.now()), { cause: 'the go/no-go prompt was not answered in time: no-go' });
-  for (const r of rows) await recordAudit(db, { actor: 'tributary', action: 'deploy.expired', release: r.release, subject: `deployment #${r.id}` });
+  const unanswered = (q: Knex.QueryBuilder) => q.where({ status: 'awaiting-go' }).where('expires_at', '<=', db.fn.now());
+  const rows = await transitionWhere(db, 'expire', unanswered, { cause: 'the go/no-go prompt was not answered in time: no-go' });
+  for (const r of rows) await auditDeployment(db, 'tributary', 'deploy.expired', r);
   const out = rows.map((r) => r.id);
   const spec = ctx.config.deploy;
   if (!spec) return out;
-  const due = (await db('deployments').where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now())) as Deployment[];
-  for (const d of due) {
-    const deadline = windowDeadline(spec, new Date(d.window_at!));
+  for (const { d, at } of await dueScheduled(db)) {
+    const deadline = windowDeadline(spec, at);
     if (Date.now() <= deadline.getTime()) continue;
-    const cause = `its window passed before it could start (scheduled for ${new Date(d.window_at!).toISOString()}, to start by ${deadline.toISOString()}; the bot was not running): no-go; request it again`;
+    const cause =
+      `its window passed before it could start (scheduled for ${at.toISOString()}, to start by ${deadline.toISOString()}; ` +
+      'the bot was not running): no-go; request it again';
     // a concurrent claim or expiry moved it first: nothing to do
     if (!(await transitionDeployment(db, d, 'expire', { cause }).catch(movedMeanwhile))) continue;
-    await recordAudit(db, { actor: 'tributary', action: 'deploy.expired', release: d.release, subject: `deployment #${d.id}`, details: { reason: cause } });
+    await auditDeployment(db, 'tributary', 'deploy.expired', d, { reason: cause });
     out.push(d.id);
   }
   return out;
@@ -204,19 +282,17 @@ export interface GoResult {
   needed: number;
 }
 
-export async function decideGo(ctx: Ctx, id: number, opts: { actor: Actor; decision: 'go' | 'no-go'; rationale: string }): Promise<GoResult> {
+type GoOpts = { actor: Actor; decision: 'go' | 'no-go'; rationale: string };
+
+export async function decideGo(ctx: Ctx, id: number, opts: GoOpts): Promise<GoResult> {
   const spec = deploySpecOf(ctx);
   const rationale = requireRationale(opts.rationale, 'a go/no-go decision', 'why go, or why not?', 'usage');
   await expireStale(ctx);
   return ctx.db.control.transaction(async (trx) => {
-    const d = (await trx('deployments').where({ id }).forUpdate().first()) as Deployment | undefined;
-    if (!d) throw new TributaryError('usage', `no deployment #${id}`);
-    if (d.status === 'expired') throw new TributaryError('gate_state', `deployment #${id} expired at ${d.expires_at.toISOString()} without an answer: it counts as no-go; request it again (/release deploy ${d.release})`);
-    if (d.status !== 'awaiting-go') throw new TributaryError('already_decided', `deployment #${id} is ${d.status}: its go/no-go is over`);
-    const earlier = await trx('deploy_decisions').where({ deployment_id: id, actor: opts.actor }).first();
-    if (earlier) throw new TributaryError('already_decided', `${opts.actor} already said ${String(earlier.decision)} on deployment #${id}`, { decidedBy: opts.actor });
+    const d = await awaitingGo(trx, id, opts.actor);
     await trx('deploy_decisions').insert({ deployment_id: id, actor: opts.actor, decision: opts.decision, rationale });
-    await recordAudit(trx, { actor: opts.actor, action: `deploy.${opts.decision}`, release: d.release, subject: `deployment #${id}`, details: { rationale } });
+    const subject = `deployment #${id}`;
+    await recordAudit(trx, { actor: opts.actor, action: `deploy.${opts.decision}`, release: d.release, subject, details: { rationale } });
     if (opts.decision === 'no-go') {
       const row = await transitionDeployment(trx, d, 'no-go', { cause: `no-go by ${opts.actor}: ${rationale}` });
       return { deployment: row, ready: false, gos: 0, needed: spec.quorum };
@@ -224,12 +300,35 @@ export async function decideGo(ctx: Ctx, id: number, opts: { actor: Actor; decis
     const gos = (await trx('deploy_decisions').where({ deployment_id: id, decision: 'go' }).select('actor')).map((r) => r.actor as string);
     const others = gos.filter((a) => a !== d.requested_by);
     const ready = gos.length >= spec.quorum && others.length >= 1;
-    if (!ready) return { deployment: d, ready: false, gos: gos.length, needed: Math.max(spec.quorum, gos.length + (others.length === 0 ? 1 : 0)) };
-    const scheduled = d.window_at && d.window_at.getTime() > Date.now();
-    const row = await transitionDeployment(trx, d, scheduled ? 'schedule' : 'go', scheduled ? {} : { approved_at: trx.fn.now() });
-    await recordAudit(trx, { actor: opts.actor, action: 'deploy.go.quorum', release: d.release, subject: `deployment #${id}`, details: { gos, scheduled: scheduled ? d.window_at!.toISOString() : null } });
-    return { deployment: row, ready: !scheduled, gos: gos.length, needed: spec.quorum };
+    const needed = Math.max(spec.quorum, gos.length + (others.length === 0 ? 1 : 0));
+    if (!ready) return { deployment: d, ready: false, gos: gos.length, needed };
+    const window = d.window_at && d.window_at.getTime() > Date.now() ? d.window_at : null;
+    const row = await transitionDeployment(trx, d, window ? 'schedule' : 'go', window ? {} : { approved_at: trx.fn.now() });
+    const details = { gos, scheduled: window ? window.toISOString() : null };
+    await recordAudit(trx, { actor: opts.actor, action: 'deploy.go.quorum', release: d.release, subject, details });
+    return { deployment: row, ready: !window, gos: gos.length, needed: spec.quorum };
   });
+}
+
+/** The deployment, locked, still awaiting Go and not yet answered by `actor`; else why not. */
+async function awaitingGo(trx: Knex.Transaction, id: number, actor: Actor): Promise<Deployment> {
+  const row = await deployments(trx).where({ id }).forUpdate().first();
+  if (!row) throw new TributaryError('usage', `no deployment #${id}`);
+  const d = toDeployment(row);
+  if (d.status === 'expired') {
+    throw new TributaryError(
+      'gate_state',
+      `deployment #${id} expired at ${d.expires_at.toISOString()} without an answer: it counts as no-go; ` +
+        `request it again (/release deploy ${d.release})`,
+    );
+  }
+  if (d.status !== 'awaiting-go') throw new TributaryError('already_decided', `deployment #${id} is ${d.status}: its go/no-go is over`);
+  const earlier = await trx('deploy_decisions').where({ deployment_id: id, actor }).first();
+  if (earlier) {
+    const message = `${actor} already said ${String(earlier.decision)} on deployment #${id}`;
+    throw new TributaryError('already_decided', message, { decidedBy: actor });
+  }
+  return d;
 }
 
 /**
@@ -240,10 +339,9 @@ export async function claimDue(ctx: Ctx): Promise<number[]> {
   await expireStale(ctx);
   const spec = deploySpecOf(ctx);
   const db = ctx.db.control;
-  const due = (await db('deployments').where({ status: 'scheduled' }).where('window_at', '<=', db.fn.now())) as Deployment[];
   const out: number[] = [];
-  for (const d of due) {
-    if (Date.now() > windowDeadline(spec, new Date(d.window_at!)).getTime()) continue;
+  for (const { d, at } of await dueScheduled(db)) {
+    if (Date.now() > windowDeadline(spec, at).getTime()) continue;
     // claimed once: another watcher that got there first wins
     const claimed = await transitionDeployment(db, d, 'claim', { approved_at: db.fn.now() }).catch(movedMeanwhile);
     if (claimed) out.push(claimed.id);
@@ -259,21 +357,29 @@ function movedMeanwhile(err: unknown): null {
 
 // ---- the env lock ----
 
-export async function envLock(db: Knex | Knex.Transaction, env: string): Promise<{ env: string; deployment_id: number | null; holder: string; reason: string; locked_at: Date } | undefined> {
-  return db('env_locks').where({ env }).first();
+export async function envLock(db: Knex | Knex.Transaction, env: string): Promise<EnvLocksRow | undefined> {
+  return db<EnvLocksRow>('env_locks').where({ env }).first();
 }
 
-export async function unlockEnv(ctx: Ctx, env: string, opts: { actor: Actor; rationale?: string }): Promise<{ env: string; was?: { holder: string; deployment_id: number | null } }> {
+export async function unlockEnv(
+  ctx: Ctx,
+  env: string,
+  opts: { actor: Actor; rationale?: string },
+): Promise<{ env: string; was?: Pick<EnvLocksRow, 'holder' | 'deployment_id'> }> {
   const db = ctx.db.control;
-  const running = await db('deployments').where({ env }).whereIn('status', ['running', 'rolling-back']).first('id', 'executor');
-  if (running && (await executorAlive(ctx, running.id as number))) {
-    throw new TributaryError('gate_busy', `${env} is locked by deployment #${String(running.id)}, which is still running (${String(running.executor)}): wait for it, or stop it first`);
+  const running = await deployments(db).where({ env }).whereIn('status', ['running', 'rolling-back']).first('id', 'executor');
+  if (running && (await executorAlive(ctx, running.id))) {
+    throw new TributaryError(
+      'gate_busy',
+      `${env} is locked by deployment #${running.id}, which is still running (${String(running.executor)}): wait for it, or stop it first`,
+    );
   }
   const lock = await envLock(db, env);
   if (!lock) return { env };
   await db.transaction(async (trx) => {
     await trx('env_locks').where({ env }).delete();
-    await recordAudit(trx, { actor: opts.actor, action: 'env.unlock', subject: env, details: { holder: lock.holder, deployment: lock.deployment_id, rationale: opts.rationale ?? null } });
+    const details = { holder: lock.holder, deployment: lock.deployment_id, rationale: opts.rationale ?? null };
+    await recordAudit(trx, { actor: opts.actor, action: 'env.unlock', subject: env, details });
   });
   return { env, was: { holder: lock.holder, deployment_id: lock.deployment_id } };
 }
@@ -307,21 +413,26 @@ interface Runner {
 /** The steps as they are now, with other columns (never the status: transitions go through lifecycle.ts). */
 async function persist(ctx: Ctx, d: Deployment, fields: DeploymentFields = {}): Promise<Deployment> {
   held.get(d.id)?.throwIfAborted();
-  const [row] = await ctx.db.control('deployments')
+  const [row] = (await ctx.db.control('deployments')
     .where({ id: d.id, executor: d.executor })
     .update({ steps: JSON.stringify(d.steps), undo: JSON.stringify(d.undo), ...fields })
-    .returning('*');
-  return row as Deployment;
+    .returning('*')) as DeploymentsRow[];
+  return toDeployment(must(row, `deployment #${d.id}'s row, run by ${String(d.executor)}`));
 }
 
 /** A transition of the lifecycle table, with the steps as they are now. */
-function move(ctx: Ctx, d: Deployment, event: Parameters<typeof transitionDeployment>[2], fields: DeploymentFields = {}): Promise<Deployment> {
+function move(ctx: Ctx, d: Deployment, event: DeploymentEvent, fields: DeploymentFields = {}): Promise<Deployment> {
   held.get(d.id)?.throwIfAborted();
   return transitionDeployment(ctx.db.control, d, event, { steps: JSON.stringify(d.steps), undo: JSON.stringify(d.undo), ...fields });
 }
 
 function vars(d: Deployment, spec: DeploySpec, version?: string) {
-  return { release: d.release, env: d.env, ...(version !== undefined ? { version } : {}), ...(spec.migration ? { migration: spec.migration } : {}) };
+  return {
+    release: d.release,
+    env: d.env,
+    ...(version !== undefined ? { version } : {}),
+    ...(spec.migration ? { migration: spec.migration } : {}),
+  };
 }
 
 async function smoke(r: Runner, d: Deployment): Promise<{ ok: boolean; detail: string }> {
@@ -352,28 +463,17 @@ interface StepOutcome {
   patch?: DeploymentFields;
 }
 
+type Command = (name: Parameters<CodeDeployer['run']>[0], version?: string) => ReturnType<typeof runOrThrow>;
+
 /** One forward step. Returns what it did, or throws with the cause. */
 async function forward(r: Runner, d: Deployment, step: StepName): Promise<StepOutcome> {
   const { ctx, code, spec } = r;
-  const cmd = (name: Parameters<CodeDeployer['run']>[0], version?: string) => runOrThrow(r, d, name, version);
+  const cmd: Command = (name, version) => runOrThrow(r, d, name, version);
   switch (step) {
-    case 'lock': {
-      const inserted = await ctx.db.control('env_locks').insert({ env: d.env, deployment_id: d.id, holder: d.requested_by, reason: `deployment #${d.id} of ${d.release}` }).onConflict('env').ignore().returning('env');
-      if (inserted.length === 0) {
-        const lock = await envLock(ctx.db.control, d.env);
-        if (lock?.deployment_id !== d.id) {
-          throw new TributaryError('gate_busy', `${d.env} is locked by ${lock?.reason ?? 'another deployment'} (held by ${lock?.holder ?? '?'} since ${lock?.locked_at.toISOString() ?? '?'}); a release_manager unlocks it: tributary unlock ${d.env}`);
-        }
-      }
-      return { detail: `${d.env} locked for deployment #${d.id}` };
-    }
-    case 'record-version': {
-      if (!code.has('current')) return { detail: 'no deploy.commands.current: the previous version is unknown, a code rollback is not possible', skipped: true };
-      const out = await cmd('current');
-      const version = out.output.trim().split('\n').slice(-1)[0]?.trim() ?? '';
-      if (!version) throw new TributaryError('runner_failed', 'deploy.commands.current printed no version');
-      return { detail: `running version: ${version}`, output: out.output, patch: { previous_code_version: version } };
-    }
+    case 'lock':
+      return lockEnv(ctx, d);
+    case 'record-version':
+      return recordVersion(code, cmd);
     case 'maintenance-on':
       if (!code.has('maintenanceOn')) return { detail: 'not configured', skipped: true };
       return { detail: 'maintenance on', output: (await cmd('maintenanceOn')).output };
@@ -384,28 +484,69 @@ async function forward(r: Runner, d: Deployment, step: StepName): Promise<StepOu
       return { detail: `schema migrated up${spec.migration ? ` to ${spec.migration}` : ''}`, output: (await cmd('migrateUp')).output };
     case 'backup-data': {
       const b = await backupData(ctx, r.bundle, { deploymentId: d.id, actor: r.actor });
-      return { detail: `backed up ${b.tables.map((t) => `${t.table} (${t.rows} rows, checksum ${t.checksum})`).join(', ')}`, patch: { backup_id: b.id } };
+      const tables = b.tables.map((t) => `${t.table} (${t.rows} rows, checksum ${t.checksum})`).join(', ');
+      return { detail: `backed up ${tables}`, patch: { backup_id: b.id } };
     }
     case 'deploy-data': {
       // the whole tables' figures as committed: a rollback on demand later refuses if production changed since
       const res = await deployData(ctx, r.bundle, await backupOf(ctx, d), { actor: r.actor, figures: true });
-      return { detail: `data of ${d.release} deployed and verified: ${res.tables.map((t) => `${t.table} ${t.rows} rows`).join(', ')}`, ...(res.after ? { figures: res.after } : {}) };
+      const tables = res.tables.map((t) => `${t.table} ${t.rows} rows`).join(', ');
+      return { detail: `data of ${d.release} deployed and verified: ${tables}`, ...(res.after ? { figures: res.after } : {}) };
     }
-    case 'restart': {
-      const out = code.has('restart') ? (await cmd('restart')).output : '';
-      if (code.has('health')) await cmd('health');
-      return { detail: [code.has('restart') ? 'restarted' : 'no restart configured', code.has('health') ? 'healthy' : ''].filter(Boolean).join(', '), output: out };
-    }
+    case 'restart':
+      return restartStep(code, cmd);
     case 'maintenance-off':
       if (!code.has('maintenanceOff')) return { detail: 'not configured', skipped: true };
       return { detail: 'maintenance off', output: (await cmd('maintenanceOff')).output };
     case 'smoke': {
-      if (!r.spec.smoke || !r.ctx.config.testing) return { detail: 'no smoke tests configured (testing.command, deploy.smoke)', skipped: true };
+      if (!r.spec.smoke || !r.ctx.config.testing) {
+        return { detail: 'no smoke tests configured (testing.command, deploy.smoke)', skipped: true };
+      }
       const s = await smoke(r, d);
       if (!s.ok) throw new TributaryError('runner_failed', s.detail);
       return { detail: s.detail };
     }
   }
+}
+
+/** The lock step: the env locked for this deployment (already its lock: done), or refused. */
+async function lockEnv(ctx: Ctx, d: Deployment): Promise<StepOutcome> {
+  const inserted = await ctx.db.control('env_locks')
+    .insert({ env: d.env, deployment_id: d.id, holder: d.requested_by, reason: `deployment #${d.id} of ${d.release}` })
+    .onConflict('env')
+    .ignore()
+    .returning('env');
+  if (inserted.length === 0) {
+    const lock = await envLock(ctx.db.control, d.env);
+    if (lock?.deployment_id !== d.id) {
+      throw new TributaryError(
+        'gate_busy',
+        `${d.env} is locked by ${lock?.reason ?? 'another deployment'} (held by ${lock?.holder ?? '?'} since ` +
+          `${lock?.locked_at.toISOString() ?? '?'}); a release_manager unlocks it: tributary unlock ${d.env}`,
+      );
+    }
+  }
+  return { detail: `${d.env} locked for deployment #${d.id}` };
+}
+
+/** The record-version step: the version running before this deployment (for a code rollback). */
+async function recordVersion(code: CodeDeployer, cmd: Command): Promise<StepOutcome> {
+  if (!code.has('current')) {
+    return { detail: 'no deploy.commands.current: the previous version is unknown, a code rollback is not possible', skipped: true };
+  }
+  const out = await cmd('current');
+  const version = out.output.trim().split('\n').slice(-1)[0]?.trim() ?? '';
+  if (!version) throw new TributaryError('runner_failed', 'deploy.commands.current printed no version');
+  return { detail: `running version: ${version}`, output: out.output, patch: { previous_code_version: version } };
+}
+
+async function restartStep(code: CodeDeployer, cmd: Command): Promise<StepOutcome> {
+  const out = code.has('restart') ? (await cmd('restart')).output : '';
+  if (code.has('health')) await cmd('health');
+  const detail = [code.has('restart') ? 'restarted' : 'no restart configured', code.has('health') ? 'healthy' : '']
+    .filter(Boolean)
+    .join(', ');
+  return { detail, output: out };
 }
 
 async function backupOf(ctx: Ctx, d: Deployment): Promise<Backup> {
@@ -422,20 +563,25 @@ async function backupOf(ctx: Ctx, d: Deployment): Promise<Backup> {
  */
 async function backward(r: Runner, d: Deployment, key: string, expected: Expected | null): Promise<StepOutcome | null> {
   const { ctx, code } = r;
-  const cmd = (name: Parameters<CodeDeployer['run']>[0], version?: string) => runOrThrow(r, d, name, version);
+  const cmd: Command = (name, version) => runOrThrow(r, d, name, version);
   switch (key) {
     case 'maintenance-off':
       return code.has('maintenanceOn') ? { detail: 'maintenance on for the rollback', output: (await cmd('maintenanceOn')).output } : null;
     case 'deploy-data': {
       // checked again in the restore's transaction, with the tables locked: no write slips in between
-      const res = await restoreData(ctx, await backupOf(ctx, d), { actor: r.actor, ...(expected ? { expect: expected.figures, since: expected.since } : {}) });
-      return { detail: `data restored and verified identical to before the deploy: ${res.tables.map((t) => `${t.table} ${t.rows} rows, checksum ${t.checksum} (before: ${t.before.checksum})`).join(', ')}` };
+      const check = expected ? { expect: expected.figures, since: expected.since } : {};
+      const res = await restoreData(ctx, await backupOf(ctx, d), { actor: r.actor, ...check });
+      const tables = res.tables.map((t) => `${t.table} ${t.rows} rows, checksum ${t.checksum} (before: ${t.before.checksum})`).join(', ');
+      return { detail: `data restored and verified identical to before the deploy: ${tables}` };
     }
     case 'migrate-up':
       return code.has('migrateDown') ? { detail: 'schema migrated down', output: (await cmd('migrateDown')).output } : null;
     case 'deploy-code': {
       const fresh = await getDeployment(ctx.db.control, d.id);
-      if (!fresh.previous_code_version) throw new TributaryError('runner_failed', 'the previous code version was not recorded (deploy.commands.current): roll the code back by hand');
+      if (!fresh.previous_code_version) {
+        const message = 'the previous code version was not recorded (deploy.commands.current): roll the code back by hand';
+        throw new TributaryError('runner_failed', message);
+      }
       return { detail: `code back to ${fresh.previous_code_version}`, output: (await cmd('rollback', fresh.previous_code_version)).output };
     }
     case 'maintenance-on':
@@ -482,7 +628,13 @@ type StepKind = 'forward' | 'undo';
  * timed, run, its outcome persisted and audited. A failure comes back in the step's state: the caller
  * decides what follows (roll back, stop, go on).
  */
-async function runStep(r: Runner, dep: Deployment, kind: StepKind, key: string, work: (d: Deployment) => Promise<StepOutcome | null>): Promise<{ d: Deployment; state: StepState }> {
+async function runStep(
+  r: Runner,
+  dep: Deployment,
+  kind: StepKind,
+  key: string,
+  work: (d: Deployment) => Promise<StepOutcome | null>,
+): Promise<{ d: Deployment; state: StepState }> {
   const list = kind === 'forward' ? 'steps' : 'undo';
   const state: StepState = { name: stepName(kind, key), status: 'running', startedAt: new Date().toISOString() };
   const put = (d: Deployment): Deployment => ({ ...d, [list]: [...d[list].filter((s) => s.name !== state.name), { ...state }] });
@@ -494,16 +646,27 @@ async function runStep(r: Runner, dep: Deployment, kind: StepKind, key: string, 
     await failpoint(`${kind === 'forward' ? 'deploy' : 'rollback'}.step.${key}`);
     const res = (await work(d)) ?? { detail: 'nothing to undo', skipped: true };
     patch = res.patch ?? {};
-    Object.assign(state, { status: res.skipped ? 'skipped' : 'done', detail: res.detail, ...(res.output ? { output: res.output.slice(-1500) } : {}), ...(res.figures ? { figures: res.figures } : {}) });
+    Object.assign(state, {
+      status: res.skipped ? 'skipped' : 'done',
+      detail: res.detail,
+      ...(res.output ? { output: res.output.slice(-1500) } : {}),
+      ...(res.figures ? { figures: res.figures } : {}),
+    });
   } catch (err) {
     // a lost lock stops here: the step stays `running`, as if this process had died
     r.lost.throwIfAborted();
-    Object.assign(state, { status: 'failed', error: redact(err instanceof Error ? err.message : String(err)), ...(err instanceof TributaryError && err.details.output ? { output: String(err.details.output).slice(-1500) } : {}) });
+    Object.assign(state, {
+      status: 'failed',
+      error: redact(err instanceof Error ? err.message : String(err)),
+      ...(err instanceof TributaryError && err.details.output ? { output: String(err.details.output).slice(-1500) } : {}),
+    });
     logger().error({ deployment: d.id, step: state.name }, `${kind === 'forward' ? 'deployment' : 'rollback'} step failed: ${state.error}`);
   }
   state.ms = Math.round(performance.now() - t0);
   d = await persist(r.ctx, put(d), patch);
-  await recordAudit(r.ctx.db.control, { actor: r.actor, action: `${kind === 'forward' ? 'deploy.step' : 'deploy.rollback.step'}.${state.status}`, release: d.release, subject: `deployment #${d.id}`, details: { step: state.name, ms: state.ms, detail: state.detail ?? null, error: state.error ?? null } });
+  const action = `${kind === 'forward' ? 'deploy.step' : 'deploy.rollback.step'}.${state.status}`;
+  const details = { step: state.name, ms: state.ms, detail: state.detail ?? null, error: state.error ?? null };
+  await auditDeployment(r.ctx.db.control, r.actor, action, d, details);
   r.progress?.(d);
   return { d, state };
 }
@@ -518,18 +681,19 @@ function stepName(kind: StepKind, key: string): string {
  * A step found `running` (its process died) is run again: every step is safe to repeat (code deploy of
  * one version, data in one transaction, a backup taken afresh).
  */
-export async function executeDeployment(ctx: Ctx, id: number, opts: { actor: Actor; progress?: DeployProgress }): Promise<Deployment> {
+type ExecOpts = { actor: Actor; progress?: DeployProgress };
+
+export async function executeDeployment(ctx: Ctx, id: number, opts: ExecOpts): Promise<Deployment> {
   return withExecutor(ctx, id, async (lost) => {
     let d = await getDeployment(ctx.db.control, id);
     // a rollback interrupted by a crash: taken up again, production checked first like any restore
     if (d.status === 'rolling-back') return rollBack(ctx, d, opts, d.cause ?? 'resumed rollback', { lost });
-    if (d.status !== 'approved' && d.status !== 'running') {
-      throw new TributaryError('gate_state', `deployment #${id} is ${d.status}: ${d.status === 'awaiting-go' ? 'it waits for Go' : d.status === 'scheduled' ? `it starts in its window at ${d.window_at?.toISOString()}` : 'nothing to run'}`);
-    }
-    const bundle = (await getBundle(ctx, d.release, d.bundle_version))!;
-    const r = runnerOf(ctx, bundle, opts.actor, lost, opts.progress);
+    if (d.status !== 'approved' && d.status !== 'running') throw notRunnable(d);
+    const r = runnerOf(ctx, await bundleOf(ctx, d), opts.actor, lost, opts.progress);
     d = await move(ctx, d, 'start', { executor: executorName(), ...(d.started_at ? {} : { started_at: new Date() }) });
-    if (d.steps.length === 0) await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.start', release: d.release, subject: `deployment #${id}`, details: { env: d.env, code: d.code_version, bundle: d.bundle_version } });
+    if (d.steps.length === 0) {
+      await auditDeployment(ctx.db.control, opts.actor, 'deploy.start', d, { env: d.env, code: d.code_version, bundle: d.bundle_version });
+    }
     opts.progress?.(d);
     for (const step of STEPS) {
       const prev = d.steps.find((s) => s.name === step);
@@ -543,14 +707,30 @@ export async function executeDeployment(ctx: Ctx, id: number, opts: { actor: Act
     }
     await ctx.db.control('env_locks').where({ env: d.env, deployment_id: d.id }).delete();
     d = await move(ctx, d, 'succeed');
-    await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.succeeded', release: d.release, subject: `deployment #${id}`, details: { env: d.env, code: d.code_version, ms: d.steps.reduce((a, s) => a + (s.ms ?? 0), 0) } });
+    const ms = d.steps.reduce((a, s) => a + (s.ms ?? 0), 0);
+    await auditDeployment(ctx.db.control, opts.actor, 'deploy.succeeded', d, { env: d.env, code: d.code_version, ms });
     opts.progress?.(d);
     return d;
   });
 }
 
+function notRunnable(d: Deployment): TributaryError {
+  const why =
+    d.status === 'awaiting-go' ? 'it waits for Go'
+    : d.status === 'scheduled' ? `it starts in its window at ${d.window_at?.toISOString()}`
+    : 'nothing to run';
+  return new TributaryError('gate_state', `deployment #${d.id} is ${d.status}: ${why}`);
+}
+
+/** The deployment's bundle (a deployment is requested only with one, and bundles are never deleted). */
+async function bundleOf(ctx: Ctx, d: Deployment): Promise<Bundle> {
+  return must(await getBundle(ctx, d.release, d.bundle_version), `bundle v${d.bundle_version} of ${d.release}, deployment #${d.id}'s`);
+}
+
 /** Steps whose effects a rollback undoes: done ones, and a failed/interrupted one that may have half-applied. */
 const UNDOABLE: readonly string[] = ['maintenance-on', 'deploy-code', 'migrate-up', 'deploy-data', 'maintenance-off'];
+/** Of those, the ones a failure or a crash may have left half-applied. */
+const HALF_APPLIED: readonly string[] = ['deploy-code', 'migrate-up', 'maintenance-on', 'deploy-data'];
 
 /** Every step a rollback may run, by its key (its failpoint is `rollback.step.<key>`). */
 export const UNDO_STEP_KEYS: readonly string[] = [...UNDOABLE, 'restart', 'smoke'];
@@ -558,7 +738,7 @@ export const UNDO_STEP_KEYS: readonly string[] = [...UNDOABLE, 'restart', 'smoke
 function toUndo(d: Deployment): StepName[] {
   return d.steps
     .filter((s) => UNDOABLE.includes(s.name))
-    .filter((s) => s.status === 'done' || ((s.status === 'failed' || s.status === 'running') && ['deploy-code', 'migrate-up', 'maintenance-on', 'deploy-data'].includes(s.name)))
+    .filter((s) => s.status === 'done' || ((s.status === 'failed' || s.status === 'running') && HALF_APPLIED.includes(s.name)))
     .map((s) => s.name as StepName)
     .sort((a, b) => STEPS.indexOf(b) - STEPS.indexOf(a));
 }
@@ -575,11 +755,19 @@ function undoPlan(d: Deployment, code: CodeDeployer): string[] {
  */
 function standingAfterFailedRestore(d: Deployment, error: string): string {
   const undone = new Set(d.undo.filter((s) => s.status === 'done').map((s) => s.name));
-  const data = d.steps.find((s) => s.name === 'deploy-data')?.status === 'done' ? `data still ${d.release}'s as deployed` : `data either as before the deploy or as deployed (the process died during the data deploy): check it`;
-  const code = d.steps.find((s) => s.name === 'deploy-code')?.status === 'done' ? `code still at ${d.code_version}` : `code possibly at ${d.code_version}`;
-  const schema = d.steps.find((s) => s.name === 'migrate-up')?.status === 'done' ? ', schema still migrated up' : '';
-  const maintenance = undone.has('undo maintenance-off') || (d.steps.some((s) => s.name === 'maintenance-on' && s.status === 'done') && !d.steps.some((s) => s.name === 'maintenance-off' && s.status === 'done')) ? ', maintenance on' : '';
-  return `the data restore failed (${error}), so the rollback stopped there and did not undo the schema or the code: ${code}${schema}, ${data}${maintenance}. Code and data are still together at ${d.release}'s deployment; fix the cause, then roll back again (tributary rollback ${d.release} --rationale "…") or keep this version`;
+  const stepDone = (name: string) => d.steps.some((s) => s.name === name && s.status === 'done');
+  const data = stepDone('deploy-data')
+    ? `data still ${d.release}'s as deployed`
+    : `data either as before the deploy or as deployed (the process died during the data deploy): check it`;
+  const code = stepDone('deploy-code') ? `code still at ${d.code_version}` : `code possibly at ${d.code_version}`;
+  const schema = stepDone('migrate-up') ? ', schema still migrated up' : '';
+  const maintenanceOn = undone.has('undo maintenance-off') || (stepDone('maintenance-on') && !stepDone('maintenance-off'));
+  const maintenance = maintenanceOn ? ', maintenance on' : '';
+  return (
+    `the data restore failed (${error}), so the rollback stopped there and did not undo the schema or the code: ` +
+    `${code}${schema}, ${data}${maintenance}. Code and data are still together at ${d.release}'s deployment; fix the cause, ` +
+    `then roll back again (tributary rollback ${d.release} --rationale "…") or keep this version`
+  );
 }
 
 /** What production's touched tables must hold for the rollback to go on, and since when they should. */
@@ -600,26 +788,44 @@ class RollbackRefused extends TributaryError {}
  * table and what changed, when production differs.
  */
 async function checkProduction(ctx: Ctx, d: Deployment, code: CodeDeployer): Promise<Expected | null> {
-  const plan = undoPlan(d, code).filter((key) => !d.undo.some((s) => s.name === stepName('undo', key) && (s.status === 'done' || s.status === 'skipped')));
+  const finished = (key: string) => d.undo.some((s) => s.name === stepName('undo', key) && (s.status === 'done' || s.status === 'skipped'));
+  const plan = undoPlan(d, code).filter((key) => !finished(key));
   const deployed = d.steps.find((s) => s.name === 'deploy-data');
-  const restore = d.undo.find((s) => s.name === 'undo deploy-data');
   if (!deployed || deployed.status === 'skipped' || plan.length === 0 || !d.backup_id) return null;
-  const backup = await backupOf(ctx, d);
-  const before: Expected = { since: restore?.status === 'done' ? 'the rollback restored it' : 'the backup taken before the deploy', figures: backup.tables.map((t) => ({ table: t.table, exists: t.existed, rows: t.rows, checksum: t.checksum })) };
-  const candidates: Expected[] = [];
-  if (restore?.status === 'done' || deployed.status !== 'done') candidates.push(before);
-  else {
-    if (!deployed.figures) throw new RollbackRefused('gate_state', `cannot roll back ${d.release}: deployment #${d.id} recorded no figures of production after its data deploy, so writes made since cannot be told apart; restore by hand from backup #${String(d.backup_id)} if you are sure`, { release: d.release, env: d.env });
-    candidates.push({ since: 'the deploy', figures: deployed.figures });
-    // the restore's transaction may have committed before its process died
-    if (restore?.status === 'running') candidates.push({ ...before, since: 'the interrupted restore' });
-  }
-  const now = await dataChecksums(ctx, d.env, candidates[0]!.figures.map((f) => f.table));
+  const candidates = await expectedFigures(ctx, d, deployed);
+  const [first] = candidates;
+  if (!first) throw new TributaryError('internal', `deployment #${d.id}: no figures to compare production with`);
+  const now = await dataChecksums(ctx, d.env, first.figures.map((f) => f.table));
   const match = candidates.find((c) => !changedSince(c.figures, now));
   if (match) return match;
-  const changed = changedSince(candidates[0]!.figures, now)!;
+  const changed = must(changedSince(first.figures, now), `a table of ${d.env} that changed since ${first.since}`);
   const schema = productionEnv(ctx).schema;
-  throw new RollbackRefused('gate_state', changedMessage(d.release, d.env, schema ? `${schema}.${changed.table}` : changed.table, changed, candidates[0]!.since), { release: d.release, env: d.env, table: changed.table });
+  const table = schema ? `${schema}.${changed.table}` : changed.table;
+  const details = { release: d.release, env: d.env, table: changed.table };
+  throw new RollbackRefused('gate_state', changedMessage(d.release, d.env, table, changed, first.since), details);
+}
+
+/** The figures production may hold for the rollback to go on, the likeliest first (checkProduction). */
+async function expectedFigures(ctx: Ctx, d: Deployment, deployed: StepState): Promise<Expected[]> {
+  const restore = d.undo.find((s) => s.name === 'undo deploy-data');
+  const backup = await backupOf(ctx, d);
+  const before: Expected = {
+    since: restore?.status === 'done' ? 'the rollback restored it' : 'the backup taken before the deploy',
+    figures: backup.tables.map((t) => ({ table: t.table, exists: t.existed, rows: t.rows, checksum: t.checksum })),
+  };
+  if (restore?.status === 'done' || deployed.status !== 'done') return [before];
+  if (!deployed.figures) {
+    throw new RollbackRefused(
+      'gate_state',
+      `cannot roll back ${d.release}: deployment #${d.id} recorded no figures of production after its data deploy, so writes made since ` +
+        `cannot be told apart; restore by hand from backup #${String(d.backup_id)} if you are sure`,
+      { release: d.release, env: d.env },
+    );
+  }
+  const candidates: Expected[] = [{ since: 'the deploy', figures: deployed.figures }];
+  // the restore's transaction may have committed before its process died
+  if (restore?.status === 'running') candidates.push({ ...before, since: 'the interrupted restore' });
+  return candidates;
 }
 
 /** checkProduction for a rollback asked for: a refusal is audited and thrown, nothing changed. */
@@ -627,10 +833,14 @@ async function refuseIfWrittenSince(ctx: Ctx, d: Deployment, actor: Actor): Prom
   try {
     return await checkProduction(ctx, d, codeDeployer(deploySpecOf(ctx)));
   } catch (err) {
-    if (err instanceof RollbackRefused) await recordAudit(ctx.db.control, { actor, action: 'deploy.rollback.refused', release: d.release, subject: `deployment #${d.id}`, details: { reason: err.message, ...err.details } });
+    if (err instanceof RollbackRefused) {
+      await auditDeployment(ctx.db.control, actor, 'deploy.rollback.refused', d, { reason: err.message, ...err.details });
+    }
     throw err;
   }
 }
+
+type RollbackHow = { lost: AbortSignal; runner?: Runner; checked?: Expected | null };
 
 /**
  * The rollback: code and data back together, in the exact reverse order of what was done. `checked`:
@@ -638,8 +848,8 @@ async function refuseIfWrittenSince(ctx: Ctx, d: Deployment, actor: Actor): Prom
  * it, the rollback is under way (resumed, or automatic after a failed step) and a refusal stops it,
  * as rollback-failed, with code and data left as they are.
  */
-async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, how: { lost: AbortSignal; runner?: Runner; checked?: Expected | null }): Promise<Deployment> {
-  const r = how.runner ?? runnerOf(ctx, (await getBundle(ctx, dep.release, dep.bundle_version))!, opts.actor, how.lost, opts.progress);
+async function rollBack(ctx: Ctx, dep: Deployment, opts: ExecOpts, cause: string, how: RollbackHow): Promise<Deployment> {
+  const r = how.runner ?? runnerOf(ctx, await bundleOf(ctx, dep), opts.actor, how.lost, opts.progress);
   let expected: Expected | null;
   if (how.checked !== undefined) expected = how.checked;
   else {
@@ -651,7 +861,7 @@ async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progres
     }
   }
   let d = await move(ctx, dep, 'roll-back', { cause, executor: executorName() });
-  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.start', release: d.release, subject: `deployment #${d.id}`, details: { cause } });
+  await auditDeployment(ctx.db.control, opts.actor, 'deploy.rollback.start', d, { cause });
   opts.progress?.(d);
   for (const key of undoPlan(d, r.code)) {
     const prev = d.undo.find((s) => s.name === stepName('undo', key));
@@ -661,27 +871,45 @@ async function rollBack(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progres
     // the data may be deployed and was not restored: undoing the schema and the code now would leave
     // code and data at different versions; stop (a data deploy that failed committed nothing: go on)
     if (ran.state.status === 'failed' && key === 'deploy-data' && d.steps.find((s) => s.name === 'deploy-data')?.status !== 'failed') {
-      const stopped = standingAfterFailedRestore(d, ran.state.error!);
-      d = await move(ctx, d, 'rollback-failed', { cause: `${cause}; ROLLBACK STOPPED: ${stopped}` });
-      await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.failed', release: d.release, subject: `deployment #${d.id}`, details: { cause, stopped, env: d.env, locked: true } });
-      opts.progress?.(d);
-      return d;
+      return stopAfterFailedRestore(ctx, d, opts, cause, ran.state);
     }
   }
-  const failed = d.undo.filter((s) => s.status === 'failed').map((s) => s.name);
-  const outcome = failed.length === 0 ? 'rolled-back' : failed.every((n) => n === SMOKE_AFTER_ROLLBACK) ? 'smoke-failing-after-rollback' : 'rollback-failed';
-  d = await move(ctx, d, outcome);
-  const action = { 'rolled-back': 'deploy.rolled-back', 'smoke-failing-after-rollback': 'deploy.rolled-back.smoke-failing', 'rollback-failed': 'deploy.rollback.failed' }[outcome];
-  await recordAudit(ctx.db.control, { actor: opts.actor, action, release: d.release, subject: `deployment #${d.id}`, details: { cause, env: d.env, locked: true, ...(failed.length ? { failed } : {}) } });
+  return finishRollback(ctx, d, opts, cause);
+}
+
+/** The data restore failed: the rollback stops there, saying where code and data stand. */
+async function stopAfterFailedRestore(ctx: Ctx, dep: Deployment, opts: ExecOpts, cause: string, restore: StepState): Promise<Deployment> {
+  const stopped = standingAfterFailedRestore(dep, must(restore.error, 'the error of the failed data restore'));
+  const d = await move(ctx, dep, 'rollback-failed', { cause: `${cause}; ROLLBACK STOPPED: ${stopped}` });
+  await auditDeployment(ctx.db.control, opts.actor, 'deploy.rollback.failed', d, { cause, stopped, env: d.env, locked: true });
+  opts.progress?.(d);
+  return d;
+}
+
+/** Every undo step ran: rolled back, rolled back with the smoke tests failing, or failed. */
+async function finishRollback(ctx: Ctx, dep: Deployment, opts: ExecOpts, cause: string): Promise<Deployment> {
+  const failed = dep.undo.filter((s) => s.status === 'failed').map((s) => s.name);
+  const outcome =
+    failed.length === 0 ? 'rolled-back'
+    : failed.every((n) => n === SMOKE_AFTER_ROLLBACK) ? 'smoke-failing-after-rollback'
+    : 'rollback-failed';
+  const d = await move(ctx, dep, outcome);
+  const action = {
+    'rolled-back': 'deploy.rolled-back',
+    'smoke-failing-after-rollback': 'deploy.rolled-back.smoke-failing',
+    'rollback-failed': 'deploy.rollback.failed',
+  }[outcome];
+  await auditDeployment(ctx.db.control, opts.actor, action, d, { cause, env: d.env, locked: true, ...(failed.length ? { failed } : {}) });
   opts.progress?.(d);
   return d;
 }
 
 /** A rollback under way refused (production written since): it stops there, saying where code and data stand. */
-async function refusedUnderWay(ctx: Ctx, dep: Deployment, opts: { actor: Actor; progress?: DeployProgress }, cause: string, err: RollbackRefused): Promise<Deployment> {
-  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.refused', release: dep.release, subject: `deployment #${dep.id}`, details: { reason: err.message, ...err.details } });
-  const d = await move(ctx, dep, 'rollback-failed', { cause: `${cause}; ROLLBACK REFUSED: ${err.message}. Nothing more was undone: ${standing(dep)}` });
-  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.failed', release: d.release, subject: `deployment #${d.id}`, details: { cause, refused: err.message, env: d.env } });
+async function refusedUnderWay(ctx: Ctx, dep: Deployment, opts: ExecOpts, cause: string, err: RollbackRefused): Promise<Deployment> {
+  await auditDeployment(ctx.db.control, opts.actor, 'deploy.rollback.refused', dep, { reason: err.message, ...err.details });
+  const stopped = `${cause}; ROLLBACK REFUSED: ${err.message}. Nothing more was undone: ${standing(dep)}`;
+  const d = await move(ctx, dep, 'rollback-failed', { cause: stopped });
+  await auditDeployment(ctx.db.control, opts.actor, 'deploy.rollback.failed', d, { cause, refused: err.message, env: d.env });
   opts.progress?.(d);
   return d;
 }
@@ -691,7 +919,7 @@ async function refusedUnderWay(ctx: Ctx, dep: Deployment, opts: { actor: Actor; 
  * that never started (the process that reached Go, or claimed the window, died before running it).
  */
 export async function interruptedDeployments(ctx: Ctx): Promise<Deployment[]> {
-  const rows = (await ctx.db.control('deployments').whereIn('status', IN_FLIGHT_STATES).orderBy('id')) as Deployment[];
+  const rows = (await deployments(ctx.db.control).whereIn('status', IN_FLIGHT_STATES).orderBy('id')).map(toDeployment);
   const out: Deployment[] = [];
   for (const d of rows) if (!(await executorAlive(ctx, d.id))) out.push(d);
   return out;
@@ -700,12 +928,18 @@ export async function interruptedDeployments(ctx: Ctx): Promise<Deployment[]> {
 /** What an interrupted deployment left behind, in words: never code and data at different versions unsaid. */
 export function whereItStopped(d: Deployment): string {
   if (d.status === 'approved' && d.steps.length === 0) {
-    return `approved${d.approved_at ? ` at ${new Date(d.approved_at).toISOString()}` : ''} but never started (the process that was to run it died): nothing was done, code at ${d.previous_code_version ?? 'the previous version'}, data as before; Resume runs it`;
+    return (
+      `approved${d.approved_at ? ` at ${new Date(d.approved_at).toISOString()}` : ''} but never started (the process that was to run it ` +
+      `died): nothing was done, code at ${d.previous_code_version ?? 'the previous version'}, data as before; Resume runs it`
+    );
   }
   const done = d.steps.filter((s) => s.status === 'done').map((s) => s.name);
   const running = d.steps.find((s) => s.status === 'running' || s.status === 'failed');
   const undone = d.undo.filter((s) => s.status === 'done').map((s) => s.name);
-  const where = d.status === 'rolling-back' ? `stopped while rolling back (${undone.length ? `done: ${undone.join(', ')}` : 'nothing undone yet'})` : `stopped at ${running ? running.name : `the step after ${done.slice(-1)[0]}`}`;
+  const where =
+    d.status === 'rolling-back'
+      ? `stopped while rolling back (${undone.length ? `done: ${undone.join(', ')}` : 'nothing undone yet'})`
+      : `stopped at ${running ? running.name : `the step after ${done.slice(-1)[0]}`}`;
   return `${where}: ${standing(d)}`;
 }
 
@@ -717,13 +951,15 @@ export function standing(d: Deployment): string {
   const half = (s: string | undefined) => s === 'running' || s === 'failed';
   const code =
     back('deploy-code') === 'done' ? `code back at ${previous}`
-    : half(back('deploy-code')) ? `code possibly half-way back to ${previous} (its undo ${back('deploy-code') === 'failed' ? 'failed' : 'was interrupted'})`
+    : half(back('deploy-code'))
+      ? `code possibly half-way back to ${previous} (its undo ${back('deploy-code') === 'failed' ? 'failed' : 'was interrupted'})`
     : ahead('deploy-code') === 'done' ? `code at ${d.code_version}`
     : half(ahead('deploy-code')) ? `code possibly half-way to ${d.code_version}`
     : `code at ${previous}`;
   const data =
     back('deploy-data') === 'done' ? 'data restored to before the deploy (verified)'
-    : back('deploy-data') === 'running' ? `data restore interrupted (its transaction committed only if verified): data as deployed or as before the deploy`
+    : back('deploy-data') === 'running'
+      ? `data restore interrupted (its transaction committed only if verified): data as deployed or as before the deploy`
     : ahead('deploy-data') === 'done' ? `data of ${d.release} deployed`
     : ahead('deploy-data') === 'running' ? 'data deployment interrupted (its transaction did not commit unless verified)'
     : ahead('deploy-data') === 'failed' ? 'data as before (the data deploy failed and committed nothing)'
@@ -731,28 +967,56 @@ export function standing(d: Deployment): string {
   return `${code}, ${data}`;
 }
 
+type RollbackOpts = { actor: Actor; rationale: string; progress?: DeployProgress };
+
 /** `/rollback R2`: the same rollback, on demand, after a deployment that succeeded; says why when it cannot. */
-export async function rollbackRelease(ctx: Ctx, release: string, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
+export async function rollbackRelease(ctx: Ctx, release: string, opts: RollbackOpts): Promise<Deployment> {
   releaseOrThrow(ctx.config, release);
   const spec = deploySpecOf(ctx);
   requireRationale(opts.rationale, 'a rollback', `why roll ${release} back?`, 'usage');
-  // the last one that succeeded, or whose rollback stopped (it is taken up again where it stopped)
-  const d = (await ctx.db.control('deployments').where({ release, env: spec.env }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined;
-  if (!d) throw new TributaryError('gate_state', `${release} has no successful deployment to ${spec.env} to roll back`);
-  const later = await ctx.db.control('deployments').where({ env: spec.env, status: 'succeeded' }).where('id', '>', d.id).first('id', 'release');
-  if (later) throw new TributaryError('gate_state', `cannot roll back ${release}: ${String(later.release)} was deployed to ${spec.env} after it (deployment #${String(later.id)}); roll that back first`);
-  if (!d.backup_id) throw new TributaryError('gate_state', `cannot roll back ${release}'s data: deployment #${d.id} recorded no backup`);
-  if (!d.previous_code_version) throw new TributaryError('gate_state', `cannot roll back ${release}'s code: the version before it was not recorded (configure deploy.commands.current)`);
-  const lock = await envLock(ctx.db.control, spec.env);
-  if (lock && lock.deployment_id !== d.id) throw new TributaryError('gate_busy', `${spec.env} is locked by ${lock.reason} (held by ${lock.holder}); unlock it first: tributary unlock ${spec.env}`);
+  const d = await rollbackable(ctx, release, spec.env);
   const checked = await refuseIfWrittenSince(ctx, d, opts.actor);
-  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release, subject: `deployment #${d.id}`, details: { rationale: opts.rationale } });
-  await ctx.db.control('env_locks').insert({ env: spec.env, deployment_id: d.id, holder: opts.actor, reason: `rollback of deployment #${d.id} of ${release}` }).onConflict('env').ignore();
-  return withExecutor(ctx, d.id, (lost) => rollBack(ctx, d, opts, `rollback requested by ${opts.actor}: ${opts.rationale}`, { lost, checked }));
+  await auditDeployment(ctx.db.control, opts.actor, 'deploy.rollback.requested', d, { rationale: opts.rationale });
+  await ctx.db.control('env_locks')
+    .insert({ env: spec.env, deployment_id: d.id, holder: opts.actor, reason: `rollback of deployment #${d.id} of ${release}` })
+    .onConflict('env')
+    .ignore();
+  const cause = `rollback requested by ${opts.actor}: ${opts.rationale}`;
+  return withExecutor(ctx, d.id, (lost) => rollBack(ctx, d, opts, cause, { lost, checked }));
+}
+
+/**
+ * The release's deployment a rollback on demand takes back: the last one that succeeded, or whose
+ * rollback stopped (it is taken up again where it stopped); refused, saying why, when it cannot be.
+ */
+async function rollbackable(ctx: Ctx, release: string, env: string): Promise<Deployment> {
+  const row = await deployments(ctx.db.control).where({ release, env }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first();
+  if (!row) throw new TributaryError('gate_state', `${release} has no successful deployment to ${env} to roll back`);
+  const d = toDeployment(row);
+  const later = await deployments(ctx.db.control).where({ env, status: 'succeeded' }).where('id', '>', d.id).first('id', 'release');
+  if (later) {
+    throw new TributaryError(
+      'gate_state',
+      `cannot roll back ${release}: ${later.release} was deployed to ${env} after it (deployment #${later.id}); roll that back first`,
+    );
+  }
+  if (!d.backup_id) throw new TributaryError('gate_state', `cannot roll back ${release}'s data: deployment #${d.id} recorded no backup`);
+  if (!d.previous_code_version) {
+    throw new TributaryError(
+      'gate_state',
+      `cannot roll back ${release}'s code: the version before it was not recorded (configure deploy.commands.current)`,
+    );
+  }
+  const lock = await envLock(ctx.db.control, env);
+  if (lock && lock.deployment_id !== d.id) {
+    const message = `${env} is locked by ${lock.reason} (held by ${lock.holder}); unlock it first: tributary unlock ${env}`;
+    throw new TributaryError('gate_busy', message);
+  }
+  return d;
 }
 
 /** An interrupted deployment (its process died) rolled back from where it stopped; one that never started is cancelled. */
-export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: { actor: Actor; rationale: string; progress?: DeployProgress }): Promise<Deployment> {
+export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: RollbackOpts): Promise<Deployment> {
   requireRationale(opts.rationale, 'a rollback', `why roll deployment #${id} back?`, 'usage');
   const d = await getDeployment(ctx.db.control, id);
   if (!IN_FLIGHT_STATES.includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}, not interrupted`);
@@ -761,36 +1025,45 @@ export async function rollbackInterruptedDeployment(ctx: Ctx, id: number, opts: 
     return withExecutor(ctx, id, async () => {
       const cause = `cancelled before it started by ${opts.actor}: ${opts.rationale} (${whereItStopped(d)})`;
       const row = await transitionDeployment(ctx.db.control, d, 'cancel', { cause });
-      await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.cancelled', release: d.release, subject: `deployment #${id}`, details: { rationale: opts.rationale } });
+      await auditDeployment(ctx.db.control, opts.actor, 'deploy.cancelled', d, { rationale: opts.rationale });
       opts.progress?.(row);
       return row;
     });
   }
   // a rollback already under way is checked as it resumes (a refusal stops it); a running one before it starts
   const checked = d.status === 'running' ? await refuseIfWrittenSince(ctx, d, opts.actor) : undefined;
-  await recordAudit(ctx.db.control, { actor: opts.actor, action: 'deploy.rollback.requested', release: d.release, subject: `deployment #${id}`, details: { rationale: opts.rationale, interrupted: whereItStopped(d) } });
-  return withExecutor(ctx, id, (lost) => rollBack(ctx, d, opts, `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`, checked === undefined ? { lost } : { lost, checked }));
+  const details = { rationale: opts.rationale, interrupted: whereItStopped(d) };
+  await auditDeployment(ctx.db.control, opts.actor, 'deploy.rollback.requested', d, details);
+  const cause = `interrupted (${whereItStopped(d)}); rolled back by ${opts.actor}: ${opts.rationale}`;
+  return withExecutor(ctx, id, (lost) => rollBack(ctx, d, opts, cause, checked === undefined ? { lost } : { lost, checked }));
 }
 
 /** The deployment a rollback of the release takes back: an interrupted one, else the last that succeeded or whose rollback stopped. */
 export async function rollbackTarget(ctx: Ctx, release: string): Promise<Deployment> {
   const interrupted = (await interruptedDeployments(ctx)).find((d) => d.release === release);
-  const d = interrupted ?? ((await ctx.db.control('deployments').where({ release }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first()) as Deployment | undefined);
-  if (!d) throw new TributaryError('gate_state', `${release} has no deployment to roll back (none succeeded, none interrupted)`);
-  return d;
+  if (interrupted) return interrupted;
+  const row = await deployments(ctx.db.control).where({ release }).whereIn('status', ROLLBACK_FROM).orderBy('id', 'desc').first();
+  if (!row) throw new TributaryError('gate_state', `${release} has no deployment to roll back (none succeeded, none interrupted)`);
+  return toDeployment(row);
 }
 
-/** Where a deployment's go/no-go card is (updated in place as it goes). */
-export async function setDeploymentMessage(ctx: Ctx, id: number, where: { channel: string; ts: string | undefined }): Promise<void> {
-  await ctx.db.control('deployments').where({ id }).update({ slack: JSON.stringify(where) });
+export interface GoCardFacts {
+  tiers: { tier: string; runId: number; status: string; passRate: number }[];
+  approval?: { by: string; at: Date; override: boolean; rationale: string };
 }
 
 /** What the go/no-go card shows besides the deployment: the latest finished tier 1 and 2 runs and the approval. */
-export async function goCardFacts(ctx: Ctx, release: string): Promise<{ tiers: { tier: string; runId: number; status: string; passRate: number }[]; approval?: { by: string; at: Date; override: boolean; rationale: string } }> {
-  const tiers = (await ctx.db.control('test_runs').where({ release }).whereIn('tier', ['1', '2']).whereNot({ status: 'running' }).orderBy('id', 'desc').select('id', 'tier', 'status', 'totals'))
+export async function goCardFacts(ctx: Ctx, release: string): Promise<GoCardFacts> {
+  const runs = await ctx.db.control<TestRunsRow>('test_runs')
+    .where({ release })
+    .whereIn('tier', ['1', '2'])
+    .whereNot({ status: 'running' })
+    .orderBy('id', 'desc')
+    .select('id', 'tier', 'status', 'totals');
+  const tiers = runs
     .filter((r, i, all) => all.findIndex((x) => x.tier === r.tier) === i)
-    .map((r) => ({ tier: r.tier as string, runId: r.id as number, status: r.status as string, passRate: Number((r.totals as { passRate?: number }).passRate ?? 0) }))
+    .map((r) => ({ tier: r.tier, runId: r.id, status: r.status, passRate: Number((r.totals as { passRate?: number }).passRate ?? 0) }))
     .reverse();
-  const a = await ctx.db.control('approvals').where({ release }).orderBy('id', 'desc').first();
+  const a = await ctx.db.control<ApprovalsRow>('approvals').where({ release }).orderBy('id', 'desc').first();
   return { tiers, ...(a ? { approval: { by: a.approved_by, at: a.approved_at, override: a.override, rationale: a.rationale } } : {}) };
 }

@@ -10,7 +10,10 @@
 export { createBundle, getBundle, listBundles, requireBundle } from './bundle.js';
 export type { Bundle } from './bundle.js';
 export { backupData, dataChecksums, deployData, restoreData } from './dataDeployer.js';
-export { claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, interruptedDeployments, requestDeployment, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, setDeploymentMessage, standing, unlockEnv, whereItStopped } from './deployment.js';
+export {
+  claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, interruptedDeployments,
+  requestDeployment, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, standing, unlockEnv, whereItStopped,
+} from './deployment.js';
 export type { GoDecision } from './deployment.js';
 export { IN_FLIGHT_STATES, ROLLBACK_FROM } from './lifecycle.js';
 export type { Deployment, DeploymentStatus, StepState } from './lifecycle.js';

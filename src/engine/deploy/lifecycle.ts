@@ -1,5 +1,7 @@
 import type { Knex } from 'knex';
+import type { DeploymentsRow } from '../../db/rows.js';
 import { TributaryError } from '../../errors.js';
+import { must } from '../kernel/must.js';
 import type { TableFigures } from './dataDeployer.js';
 
 /**
@@ -33,29 +35,28 @@ export interface StepState {
   figures?: TableFigures[];
 }
 
-export interface Deployment {
-  id: number;
-  release: string;
-  bundle_id: number;
-  bundle_version: number;
-  code_version: string;
-  env: string;
+/**
+ * A `deployments` row (src/db/rows.ts) with its status and step lists narrowed (toDeployment checks them).
+ * `approved_at`: when it reached Go (approved, or claimed in its window).
+ */
+export type Deployment = Omit<DeploymentsRow, 'status' | 'steps' | 'undo'> & {
   status: DeploymentStatus;
-  requested_by: string;
-  requested_at: Date;
-  window_at: Date | null;
-  expires_at: Date;
-  /** When it reached Go (approved, or claimed in its window). */
-  approved_at: Date | null;
-  previous_code_version: string | null;
-  backup_id: number | null;
   steps: StepState[];
   undo: StepState[];
-  cause: string | null;
-  slack: { channel?: string; ts?: string; progressTs?: string };
-  executor: string | null;
-  started_at: Date | null;
-  finished_at: Date | null;
+};
+
+/** A `deployments` row as a Deployment: its status one of the lifecycle's, its steps and undo steps lists. */
+export function toDeployment(row: DeploymentsRow): Deployment {
+  const { status, steps, undo } = row;
+  if (!(DEPLOYMENT_STATES as readonly string[]).includes(status)) {
+    const message = `deployment #${row.id} has the status "${status}", which is none of ${DEPLOYMENT_STATES.join(', ')}`;
+    throw new TributaryError('internal', message);
+  }
+  if (!Array.isArray(steps) || !Array.isArray(undo)) {
+    const message = `deployment #${row.id}: its steps and undo steps are not lists (deployments.steps, deployments.undo)`;
+    throw new TributaryError('internal', message);
+  }
+  return { ...row, status: status as DeploymentStatus, steps: steps as StepState[], undo: undo as StepState[] };
 }
 
 /** Columns written with a transition (or a step's progress): anything but the status itself. */
@@ -80,22 +81,46 @@ const undoSteps = (d: Deployment) => d.undo.filter((s) => s.name !== SMOKE_AFTER
 /** The last undo step: the smoke tests run on the restored state. */
 export const SMOKE_AFTER_ROLLBACK = 'smoke after rollback';
 
+const awaitingGoFirst = (d: Pick<Deployment, 'release'>) =>
+  `only a deployment awaiting Go gets one; request it again (/release deploy ${d.release})`;
+
 const TRANSITIONS: Record<DeploymentEvent, Transition> = {
   /** The Go that completes the quorum, to run now. */
-  go: { from: ['awaiting-go'], to: 'approved', first: (d) => `only a deployment awaiting Go gets one; request it again (/release deploy ${d.release})` },
+  go: { from: ['awaiting-go'], to: 'approved', first: awaitingGoFirst },
   /** The Go that completes the quorum, to run in its window. */
-  schedule: { from: ['awaiting-go'], to: 'scheduled', first: (d) => `only a deployment awaiting Go gets one; request it again (/release deploy ${d.release})` },
+  schedule: { from: ['awaiting-go'], to: 'scheduled', first: awaitingGoFirst },
   'no-go': { from: ['awaiting-go'], to: 'rejected', first: () => 'its go/no-go is over', ends: true },
   /** Unanswered prompt, a window passed, or an approved one whose process died, superseded. */
-  expire: { from: ['awaiting-go', 'scheduled', 'approved'], to: 'expired', first: () => 'only a deployment not yet started expires', ends: true },
+  expire: {
+    from: ['awaiting-go', 'scheduled', 'approved'],
+    to: 'expired',
+    first: () => 'only a deployment not yet started expires',
+    ends: true,
+  },
   /** Its window came: claimed once. */
   claim: { from: ['scheduled'], to: 'approved', first: () => 'only a scheduled deployment is claimed in its window' },
   /** Run, or resumed after its process died (running again). */
-  start: { from: ['approved', 'running'], to: 'running', first: (d) => `only an approved (or interrupted) deployment runs; see tributary deploy status ${d.id}` },
+  start: {
+    from: ['approved', 'running'],
+    to: 'running',
+    first: (d) => `only an approved (or interrupted) deployment runs; see tributary deploy status ${d.id}`,
+  },
   /** The lock step found the env locked: nothing was done. */
-  'lock-refused': { from: ['running'], to: 'rejected', first: () => 'only a running deployment takes the env lock', guard: (d) => (d.steps.some((s) => s.name !== 'lock' && s.status !== 'skipped') ? 'steps after the lock ran' : null), ends: true },
+  'lock-refused': {
+    from: ['running'],
+    to: 'rejected',
+    first: () => 'only a running deployment takes the env lock',
+    guard: (d) => (d.steps.some((s) => s.name !== 'lock' && s.status !== 'skipped') ? 'steps after the lock ran' : null),
+    ends: true,
+  },
   /** It reached Go but never started: nothing to undo. */
-  cancel: { from: ['approved'], to: 'cancelled', first: (d) => `only an approved deployment that never started is cancelled; see tributary deploy status ${d.id}`, guard: (d) => (d.steps.length > 0 ? 'it has started' : null), ends: true },
+  cancel: {
+    from: ['approved'],
+    to: 'cancelled',
+    first: (d) => `only an approved deployment that never started is cancelled; see tributary deploy status ${d.id}`,
+    guard: (d) => (d.steps.length > 0 ? 'it has started' : null),
+    ends: true,
+  },
   succeed: {
     from: ['running'],
     to: 'succeeded',
@@ -115,19 +140,28 @@ const TRANSITIONS: Record<DeploymentEvent, Transition> = {
     guard: (d) => (d.undo.every((s) => s.status === 'done' || s.status === 'skipped') ? null : 'an undo step is not done'),
     ends: true,
   },
-  /** Code and data restored and verified; only the smoke tests on the restored state fail (the earlier release fails them too). */
+  /**
+   * Code and data restored and verified; only the smoke tests on the restored state fail (the earlier
+   * release fails them too).
+   */
   'smoke-failing-after-rollback': {
     from: ['rolling-back'],
     to: 'restored-smoke-failing',
     first: (d) => `only a rollback under way finishes; see tributary deploy status ${d.id}`,
     guard: (d) =>
-      undoSteps(d).every((s) => s.status === 'done' || s.status === 'skipped') && d.undo.find((s) => s.name === SMOKE_AFTER_ROLLBACK)?.status === 'failed'
+      undoSteps(d).every((s) => s.status === 'done' || s.status === 'skipped') &&
+      d.undo.find((s) => s.name === SMOKE_AFTER_ROLLBACK)?.status === 'failed'
         ? null
         : 'an undo step other than the smoke after rollback is not done, or that smoke passed',
     ends: true,
   },
   /** An undo step failed, or the rollback was refused (production written since): the rollback stopped. */
-  'rollback-failed': { from: ['rolling-back', 'running'], to: 'rollback-failed', first: (d) => `only a rollback under way (or a failed deployment's) stops; see tributary deploy status ${d.id}`, ends: true },
+  'rollback-failed': {
+    from: ['rolling-back', 'running'],
+    to: 'rollback-failed',
+    first: (d) => `only a rollback under way (or a failed deployment's) stops; see tributary deploy status ${d.id}`,
+    ends: true,
+  },
 };
 
 /** The state a deployment reaches on an event, or a coded error saying what must happen first. */
@@ -140,23 +174,30 @@ export function nextDeploymentState(d: Deployment, event: DeploymentEvent): Depl
 }
 
 function refusal(d: Pick<Deployment, 'id' | 'release'>, status: string, event: DeploymentEvent, first: string): TributaryError {
-  return new TributaryError('gate_state', `deployment #${d.id} of ${d.release} is ${status}: cannot ${event} it; ${first}`, { release: d.release, state: status, event });
+  const message = `deployment #${d.id} of ${d.release} is ${status}: cannot ${event} it; ${first}`;
+  return new TributaryError('gate_state', message, { release: d.release, state: status, event });
 }
 
 /**
  * Applies a transition: the status moves only if the row is still in an allowed state (a concurrent
  * process may have moved it), with the fields given; returns the row.
  */
-export async function transitionDeployment(db: Knex | Knex.Transaction, d: Deployment, event: DeploymentEvent, fields: DeploymentFields = {}): Promise<Deployment> {
+export async function transitionDeployment(
+  db: Knex | Knex.Transaction,
+  d: Deployment,
+  event: DeploymentEvent,
+  fields: DeploymentFields = {},
+): Promise<Deployment> {
   const t = TRANSITIONS[event];
   nextDeploymentState(d, event);
-  const [row] = await db('deployments')
+  // the fields are columns' values as written (JSON texts, db.fn.now()): the row comes back as read
+  const [row] = (await db('deployments')
     .where({ id: d.id })
     .whereIn('status', t.from)
     .update({ ...fields, status: t.to, ...(t.ends ? { finished_at: db.fn.now() } : {}) })
-    .returning('*');
-  if (row) return row as Deployment;
-  const now = await db('deployments').where({ id: d.id }).first('status');
+    .returning('*')) as DeploymentsRow[];
+  if (row) return toDeployment(row);
+  const now = await db<DeploymentsRow>('deployments').where({ id: d.id }).first('status');
   throw refusal(d, String(now?.status ?? 'gone'), event, t.first(d));
 }
 
@@ -164,13 +205,21 @@ export async function transitionDeployment(db: Knex | Knex.Transaction, d: Deplo
  * The same transition for every row in `from` matching `where` (expiry of unanswered prompts);
  * returns the rows moved.
  */
-export async function transitionWhere(db: Knex | Knex.Transaction, event: 'expire', where: (q: Knex.QueryBuilder) => Knex.QueryBuilder, fields: DeploymentFields = {}): Promise<Deployment[]> {
+export async function transitionWhere(
+  db: Knex | Knex.Transaction,
+  event: 'expire',
+  where: (q: Knex.QueryBuilder) => Knex.QueryBuilder,
+  fields: DeploymentFields = {},
+): Promise<Deployment[]> {
   const t = TRANSITIONS[event];
-  return (await where(db('deployments').whereIn('status', t.from)).update({ ...fields, status: t.to, finished_at: db.fn.now() }).returning('*')) as Deployment[];
+  const rows = (await where(db('deployments').whereIn('status', t.from))
+    .update({ ...fields, status: t.to, finished_at: db.fn.now() })
+    .returning('*')) as DeploymentsRow[];
+  return rows.map(toDeployment);
 }
 
 /** A new request: every deployment starts awaiting Go. */
 export async function insertDeployment(db: Knex | Knex.Transaction, fields: DeploymentFields): Promise<Deployment> {
-  const [row] = await db('deployments').insert({ ...fields, status: 'awaiting-go' }).returning('*');
-  return row as Deployment;
+  const [row] = (await db('deployments').insert({ ...fields, status: 'awaiting-go' }).returning('*')) as DeploymentsRow[];
+  return toDeployment(must(row, 'the inserted deployment row'));
 }

@@ -10,7 +10,7 @@ export { archivedReleases, archiveReleases, restoreRelease } from './archive.js'
 export type { ArchiveReport } from './archive.js';
 export { coverageGrowth } from './coverage.js';
 export type { Coverage } from './coverage.js';
-export { decideProposal, setProposalMessage } from './prune.js';
+export { decideProposal } from './prune.js';
 export type { PruneProposal } from './prune.js';
 export { recentNights, runNightlyNow, setChartPath } from './run.js';
 export type { SlotRow } from './run.js';

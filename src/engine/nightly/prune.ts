@@ -71,10 +71,6 @@ export async function proposalOf(ctx: Ctx, id: number): Promise<PruneProposal | 
   return r ? view(r) : undefined;
 }
 
-export async function setProposalMessage(ctx: Ctx, id: number, channel: string, ts: string): Promise<void> {
-  await ctx.db.control('prune_proposals').where({ id }).update({ channel, ts });
-}
-
 export interface PruneDecision {
   proposal: PruneProposal;
   removed: string[];

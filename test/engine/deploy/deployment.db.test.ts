@@ -431,8 +431,8 @@ describe('one open deployment per env', () => {
     // a second open row is refused by the partial unique index itself, whatever the code checks
     const row = (await e.db.control('deployments').first())!;
     const { id: _id, ...copy } = row as Record<string, unknown>;
-    await expect(e.db.control('deployments').insert({ ...copy, status: 'scheduled', steps: '[]', undo: '[]', slack: '{}' })).rejects.toThrow(/deployments_one_open_per_env/);
-    await e.db.control('deployments').insert({ ...copy, status: 'rejected', steps: '[]', undo: '[]', slack: '{}' });
+    await expect(e.db.control('deployments').insert({ ...copy, status: 'scheduled', steps: '[]', undo: '[]' })).rejects.toThrow(/deployments_one_open_per_env/);
+    await e.db.control('deployments').insert({ ...copy, status: 'rejected', steps: '[]', undo: '[]' });
   });
 });
 

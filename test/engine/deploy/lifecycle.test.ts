@@ -33,7 +33,7 @@ describe('writes of a deployment status', () => {
     expect(statusWrites(`await trx("deployments")\n  .insert({ release, status: 'awaiting-go' })\n  .returning('*');`)).toHaveLength(1);
     expect(statusWrites(`await db.raw("UPDATE deployments SET cause = 'x', status = 'expired' WHERE id = 1");`)).toHaveLength(1);
     expect(statusWrites(`await db.raw('insert into deployments (release) values (?)', [r]);`)).toHaveLength(1);
-    expect(statusWrites(`await ctx.db.control('deployments').where({ id: d.id }).update({ slack: JSON.stringify(s) });`)).toEqual([]);
+    expect(statusWrites(`await ctx.db.control('deployments').where({ id: d.id }).update({ steps: JSON.stringify(s) });`)).toEqual([]);
     expect(statusWrites(`const open = await db('deployments').where({ env }).whereIn('status', OPEN).first();`)).toEqual([]);
   });
 
