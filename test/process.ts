@@ -67,3 +67,33 @@ export function processAlive(pid: number): boolean {
 export function processState(pid: number): string {
   return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0]!;
 }
+
+/** A bot as `npm start` runs it (dist/src/start.js), over HTTP on `port`, against a fake Slack API. */
+export interface BotProcess {
+  child: ChildProcess;
+  /** Everything it printed so far (stdout and stderr). */
+  out(): string;
+  /** Its exit: the code, and the signal that ended it, if one did. */
+  exited: Promise<[number | null, NodeJS.Signals | null]>;
+}
+
+export function startBot(opts: { configFile: string; apiUrl: string; port: number; botToken: string; signingSecret: string; env?: NodeJS.ProcessEnv }): BotProcess {
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/src/start.js')], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      TRIBUTARY_CONFIG: opts.configFile,
+      TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY,
+      SLACK_BOT_TOKEN: opts.botToken,
+      SLACK_SIGNING_SECRET: opts.signingSecret,
+      SLACK_API_URL: opts.apiUrl,
+      PORT: String(opts.port),
+      ...opts.env,
+    },
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('exit', (code, signal) => r([code, signal])));
+  return { child, out: () => out, exited };
+}

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,8 +5,8 @@ import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { getDeployment } from '../../src/engine/deploy/deployment.js';
 import { ACTIONS } from '../../src/slack/ids.js';
 import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
-import { ROOT, TEST_AUDIT_KEY, type TestEnv } from '../helpers.js';
-import { cli, freePort, output, processAlive, startCli } from '../process.js';
+import type { TestEnv } from '../helpers.js';
+import { cli, freePort, output, processAlive, startBot, startCli } from '../process.js';
 import { actionBody, FakeSlack, signedPost } from '../slack/fake-slack.js';
 
 /**
@@ -57,24 +56,9 @@ it('the CLI running a deployment is killed; a new bot process reports it with Re
   expect(await dumpProduction(env)).toBe(dataBefore);
 
   const port = await freePort();
-  const bot = spawn(process.execPath, [path.join(ROOT, 'dist/src/start.js')], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH,
-      TRIBUTARY_CONFIG: env.configFile,
-      TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY,
-      SLACK_BOT_TOKEN: 'xoxb-proc-deploy',
-      SLACK_SIGNING_SECRET: SECRET,
-      SLACK_API_URL: fake.apiUrl(),
-      PORT: String(port),
-    },
-  });
-  let out = '';
-  bot.stdout.on('data', (d) => (out += d));
-  bot.stderr.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((r) => bot.on('exit', (code) => r(code)));
+  const bot = startBot({ configFile: env.configFile, apiUrl: fake.apiUrl(), port, botToken: 'xoxb-proc-deploy', signingSecret: SECRET });
   try {
-    await vi.waitFor(() => expect(out).toContain('listening on /slack/events'), { timeout: 120_000 });
+    await vi.waitFor(() => expect(bot.out()).toContain('listening on /slack/events'), { timeout: 120_000 });
     await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes(`Deployment #${id} of R2 was interrupted`))).toBe(true), { timeout: 120_000 });
     const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('was interrupted'))!;
     expect(card.channel).toBe('C_REL');
@@ -93,8 +77,8 @@ it('the CLI running a deployment is killed; a new bot process reports it with Re
     expect((await env.sql(`select count(*)::int as n from prod.users where release = 'R2'`)).rows[0].n).toBeGreaterThan(1);
     expect(fs.readFileSync(path.join(app, 'calls'), 'utf8').split('\n').filter((c) => c === 'deploy v2')).toHaveLength(1);
   } finally {
-    bot.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    bot.child.kill('SIGTERM');
+    expect(await bot.exited).toEqual([0, null]);
   }
-  expect(out).not.toContain('xoxb-proc-deploy');
+  expect(bot.out()).not.toContain('xoxb-proc-deploy');
 }, 120_000);

@@ -1,11 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { recentNights } from '../../src/engine/nightly/run.js';
-import { configDoc, ROOT, TEST_AUDIT_KEY, testEnv, type TestEnv } from '../helpers.js';
-import { freePort, processAlive } from '../process.js';
+import { configDoc, ROOT, testEnv, type TestEnv } from '../helpers.js';
+import { freePort, processAlive, startBot, type BotProcess } from '../process.js';
 import { FakeSlack } from '../slack/fake-slack.js';
 
 /**
@@ -19,11 +18,7 @@ let fake: FakeSlack;
 let behaviour: string;
 const bots: Bot[] = [];
 
-interface Bot {
-  child: ChildProcess;
-  out(): string;
-  exited: Promise<number | null>;
-}
+type Bot = BotProcess;
 
 function writeConfig(nightly: Record<string, unknown>): void {
   const doc = configDoc(env.database, 1, {
@@ -34,24 +29,16 @@ function writeConfig(nightly: Record<string, unknown>): void {
   fs.writeFileSync(env.configFile, stringify(doc));
 }
 
-async function startBot(): Promise<Bot> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist/src/start.js')], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH, TRIBUTARY_CONFIG: env.configFile, TRIBUTARY_AUDIT_KEY: TEST_AUDIT_KEY, SLACK_BOT_TOKEN: 'xoxb-proc-test', SLACK_SIGNING_SECRET: 'proc-secret', SLACK_API_URL: fake.apiUrl(), PORT: String(port) },
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const bot: Bot = { child, out: () => out, exited: new Promise((r) => child.on('exit', (code) => r(code))) };
+async function start(): Promise<Bot> {
+  const bot = startBot({ configFile: env.configFile, apiUrl: fake.apiUrl(), port: await freePort(), botToken: 'xoxb-proc-test', signingSecret: 'proc-secret' });
   bots.push(bot);
-  await vi.waitFor(() => expect(out).toContain('nightly regression scheduled'), { timeout: 120_000, interval: 100 });
+  await vi.waitFor(() => expect(bot.out()).toContain('nightly regression scheduled'), { timeout: 120_000, interval: 100 });
   return bot;
 }
 
 async function stop(bot: Bot): Promise<void> {
   bot.child.kill('SIGTERM');
-  expect(await bot.exited, bot.out()).toBe(0);
+  expect(await bot.exited, bot.out()).toEqual([0, null]);
 }
 
 const nightlyPosts = () => fake.of('chat.postMessage').filter((p) => String(p.text).startsWith('Nightly regression'));
@@ -73,7 +60,7 @@ afterAll(async () => {
 describe('the nightly schedule across bot processes', () => {
   it('two bots on one control database run each slot once, never overlapping, and post it once', async () => {
     writeConfig({ schedule: '*/3 * * * * *', timezone: 'Europe/Berlin', channel: 'C_NIGHT' });
-    const [a, b] = await Promise.all([startBot(), startBot()]);
+    const [a, b] = await Promise.all([start(), start()]);
     const db = env.db.control;
     await vi.waitFor(async () => expect((await db('nightly_runs').where({ kind: 'nightly', status: 'done' })).length).toBeGreaterThanOrEqual(3), { timeout: 120_000, interval: 200 });
     await Promise.all([stop(a), stop(b)]);
@@ -106,7 +93,7 @@ describe('the nightly schedule across bot processes', () => {
     const oldKey = `${old.toISOString().slice(0, 10)}T03:00:00[UTC]`;
     await db('nightly_runs').insert({ kind: 'nightly', slot: oldKey, scheduled_for: new Date(`${old.toISOString().slice(0, 10)}T03:00:00Z`), trigger: 'schedule', status: 'done', claimed_by: 'gone:1', finished_at: old, posted_at: old });
 
-    const bot = await startBot();
+    const bot = await start();
     await vi.waitFor(async () => expect(await db('nightly_runs').where({ trigger: 'catch-up' }).whereNotNull('posted_at')).toHaveLength(1), { timeout: 120_000, interval: 200 });
     await stop(bot);
     const now = new Date();
@@ -119,7 +106,7 @@ describe('the nightly schedule across bot processes', () => {
     expect(nightlyPosts()).toHaveLength(1);
 
     // (a clean stop waits for its start's catch-up and post sweep to finish)
-    const again = await startBot();
+    const again = await start();
     await stop(again);
     expect(await db('nightly_runs').where({ kind: 'nightly' })).toHaveLength(2);
     expect(nightlyPosts()).toHaveLength(1);
@@ -140,7 +127,7 @@ describe('the nightly schedule across bot processes', () => {
     await db('nightly_runs').insert({ kind: 'nightly', slot: `${day}T03:00:00[UTC]`, scheduled_for: new Date(`${day}T03:00:00Z`), trigger: 'schedule', status: 'done', claimed_by: 'gone:1', finished_at: old, posted_at: old });
 
     // bot A catches up the newest slot; its test command hangs; A is killed with SIGKILL mid-run
-    const a = await startBot();
+    const a = await start();
     await vi.waitFor(() => expect(fs.existsSync(`${hang}.pid`)).toBe(true), { timeout: 120_000, interval: 100 });
     const runnerPid = Number(fs.readFileSync(`${hang}.pid`, 'utf8'));
     const [slot] = await db('nightly_runs').where({ trigger: 'catch-up' });
@@ -157,7 +144,7 @@ describe('the nightly schedule across bot processes', () => {
     expect((await nightlyRuns()).map((r) => r.status)).toEqual(['running']);
 
     // bot B starts: the slot is run again, once, and posted once
-    const b = await startBot();
+    const b = await start();
     await vi.waitFor(async () => expect((await db('nightly_runs').where({ id: slot.id }).first()).posted_at).not.toBeNull(), { timeout: 120_000, interval: 200 });
     await stop(b);
     const again = await db('nightly_runs').where({ id: slot.id }).first();
@@ -173,7 +160,7 @@ describe('the nightly schedule across bot processes', () => {
 
     // bot C: nothing to run again, nothing posted again
     // (a clean stop waits for its start's catch-up to finish)
-    const c = await startBot();
+    const c = await start();
     await stop(c);
     expect(await db('nightly_runs').where({ id: slot.id }).first()).toMatchObject({ status: 'done', attempts: 2 });
     expect(await nightlyRuns()).toHaveLength(2);
