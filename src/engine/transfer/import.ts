@@ -12,6 +12,7 @@ import { copyFromFile, requireChecksum, targetChecksum } from '../kernel/copy.js
 import { failpoint } from '../kernel/failpoints.js';
 import { nextState, releaseState, transition } from '../kernel/lifecycle.js';
 import { readVerifiedPackage, trustedKeys, type VerifiedPackage } from '../kernel/package.js';
+import { must } from '../kernel/must.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 import { ensureUserTypes } from '../kernel/types.js';
 import { runTables } from '../kernel/workArea.js';
@@ -83,7 +84,9 @@ async function loadLineage(conn: pg.Client, dir: string, runId: number, what: ke
 }
 
 /** The package, verified and checked against this side (release, dataset, run); a refusal is audited. */
-async function verified(ctx: Ctx, release: string, opts: { actor: Actor; from: string }): Promise<VerifiedPackage<TransferManifest>> {
+type SignedPackage = VerifiedPackage<TransferManifest> & { keyId: string; signature: string };
+
+async function verified(ctx: Ctx, release: string, opts: { actor: Actor; from: string }): Promise<SignedPackage> {
   const trusted = trustedKeys(ctx.config.transfer.publicKeys, `${ctx.config.file}: transfer.publicKeys`);
   if (trusted.size === 0) {
     throw new TributaryError('config_invalid', `${ctx.config.file}: transfer.publicKeys lists no key, so no package can be trusted: add the cloud side's public key (the .pub file tributary keys generate wrote)`);
@@ -101,7 +104,8 @@ async function verified(ctx: Ctx, release: string, opts: { actor: Actor; from: s
         held: held.run,
       });
     }
-    return pkg;
+    const keyId = must(pkg.keyId, 'the signing key of a signed package');
+    return { ...pkg, keyId, signature: must(pkg.signature, 'the signature of a signed package') };
   } catch (err) {
     if (err instanceof TributaryError && err.code === 'package_refused') {
       await recordAudit(ctx.db.control, { actor: opts.actor, action: 'load.refused', release, subject: String(err.details.file), details: { from: path.resolve(opts.from), error: err.message } });

@@ -1,21 +1,14 @@
-import type { SignedManifest } from '../kernel/package.js';
+import { FORMATS, type PackageManifest, type PackageTable } from '../kernel/package.js';
 import type { UserType } from '../kernel/types.js';
 import type { AuditEventView } from '../report/index.js';
 
-/** The transfer package's manifest (manifest.json), signed by the cloud side's key. */
-export const TRANSFER_FORMAT = 'tributary-transfer-v1';
+/** The transfer package's manifest (manifest.json), signed by the cloud side's key (kernel/package.ts). */
+export const TRANSFER_FORMAT = FORMATS.transfer;
 
-export interface TransferTable {
-  entity: string;
-  table: string;
-  /** The gzip file of its rows as COPY text, columns in `columns` order. */
-  file: string;
-  /** Count and checksum of the rows (kernel/checksum.ts), from the cloud's control database. */
-  rows: number;
-  checksum: string;
+/** A table of the package (kernel/package.ts's shape): counts and checksums from the cloud's control database. */
+export interface TransferTable extends PackageTable {
   columns: { name: string; type: string; notNull: boolean; num: number }[];
   primaryKey: string[];
-  /** The enums, domains and composites its columns use, with their definitions. */
   types: UserType[];
 }
 
@@ -28,7 +21,7 @@ export interface LineageFile {
 /** A travelled audit event, exactly as the cloud's chain holds it (at: ISO UTC with microseconds). */
 export type TravelledEvent = AuditEventView;
 
-export interface TransferManifest extends SignedManifest {
+export interface TransferManifest extends PackageManifest {
   release: string;
   createdAt: string;
   createdBy: string;
