@@ -13,6 +13,7 @@ import { checksumSql, COLUMNS_SQL, type TableColumn, textSettingsSql } from '../
 import { copyToFile } from '../kernel/copy.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { passGate, type ReleaseState } from '../kernel/lifecycle.js';
+import { FORMATS, localKeys, MANIFEST_FILE, readVerifiedPackage, writePackageManifest, type PackageManifest } from '../kernel/package.js';
 import { must } from '../kernel/must.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 import { userTypesOf, type UserType } from '../kernel/types.js';
@@ -24,6 +25,12 @@ import { userTypesOf, type UserType } from '../kernel/types.js';
  * exported rows, in the same snapshot) and the migration step (deploy.migration). The same code version,
  * migration and data (fingerprint) give back the latest bundle; a change of any makes version N+1.
  * Only an approved release is bundled.
+ *
+ * The bundle's directory holds its manifest (manifest.json, format tributary-bundle-v2: the package format
+ * of archives and transfer packages, kernel/package.ts), signed when this side has a signing key; deploying
+ * verifies it first (verifiedBundle). The bundles row keeps the tables too, for listing. A bundle made
+ * before (format tributary-bundle-v1: no manifest.json, its manifest only in the bundles row) still
+ * deploys: its files are checked against the row's SHA-256 as they load.
  */
 export interface BundleColumn {
   name: string;
@@ -65,6 +72,21 @@ export interface Bundle {
   dir: string;
   createdBy: string;
   createdAt: string;
+}
+
+export const BUNDLE_FORMAT = FORMATS.bundle;
+
+/** manifest.json of a bundle's directory. */
+export interface BundleManifest extends PackageManifest {
+  format: typeof BUNDLE_FORMAT;
+  release: string;
+  version: number;
+  codeVersion: string;
+  migration: string | null;
+  dataFingerprint: string;
+  createdBy: string;
+  createdAt: string;
+  tables: Omit<BundleTable, 'bytes' | 'sha256'>[];
 }
 
 /** States a release may be bundled from (the deployment machine may add states after approval). */
@@ -186,8 +208,40 @@ type TableShape = { columns: BundleColumn[]; where: string; parent: string };
 
 type BundleRequest = { code: string; actor: Actor };
 
+function bundleManifest(head: Omit<BundleManifest, 'format' | 'tables' | 'files' | 'createdAt'>, tables: BundleTable[]): BundleManifest {
+  const files = Object.fromEntries(tables.map((t) => [t.file, { sha256: t.sha256, bytes: t.bytes }]));
+  const listed = tables.map(({ bytes: _b, sha256: _s, ...t }) => t);
+  return { format: BUNDLE_FORMAT, ...head, createdAt: new Date().toISOString(), tables: listed, files };
+}
+
+/**
+ * The bundle as deploying uses it: its directory's manifest verified (kernel/package.ts: the signature when
+ * signed, each file's size and SHA-256) and agreeing with the bundles row; the tables from the manifest.
+ * A bundle of the older format (no manifest.json) is used as its row describes it.
+ */
+export async function verifiedBundle(ctx: Ctx, bundle: Bundle): Promise<Bundle> {
+  if (!fs.existsSync(path.join(bundle.dir, MANIFEST_FILE))) return bundle;
+  const { trusted } = localKeys(ctx.config.transfer, ctx.config.file);
+  const pkg = await readVerifiedPackage<BundleManifest>(bundle.dir, trusted, BUNDLE_FORMAT, { unsigned: 'accept' });
+  const m = pkg.manifest;
+  const same = m.release === bundle.release && m.version === bundle.version && m.codeVersion === bundle.codeVersion;
+  if (!same || dataFingerprint(m.tables) !== bundle.dataFingerprint) {
+    const file = path.join(pkg.dir, MANIFEST_FILE);
+    const recorded = `code ${bundle.codeVersion}, data ${bundle.dataFingerprint.slice(0, 12)}…`;
+    const was = `bundle v${bundle.version} of ${bundle.release} as the control database records it (${recorded})`;
+    const what = `is the manifest of ${m.release} v${m.version} (code ${m.codeVersion}), not of ${was}`;
+    throw new TributaryError('package_refused', `${file}: ${what}; nothing was loaded`, { file });
+  }
+  const tables = m.tables.map((t) => {
+    const { sha256, bytes } = must(m.files[t.file], `the manifest's entry of ${t.file}`);
+    return { ...t, sha256, bytes };
+  });
+  return { ...bundle, tables };
+}
+
 export async function createBundle(ctx: Ctx, release: string, opts: BundleRequest): Promise<Bundle & { created: boolean }> {
   const { code, master } = await checkBundleRequest(ctx, release, opts);
+  const { signing } = localKeys(ctx.config.transfer, ctx.config.file);
   const migration = ctx.config.deploy?.migration ?? null;
   const client = pgClient(ctx.db.envParams(master) as pg.ClientConfig);
   client.on('error', () => undefined);
@@ -208,7 +262,7 @@ export async function createBundle(ctx: Ctx, release: string, opts: BundleReques
     if (latest && same(latest)) return { ...latest, created: false };
     await exportTables(job, tables, shapes);
     await client.query('commit');
-    const made = await recordBundle(job, { code, fingerprint, migration, tables, actor: opts.actor, same });
+    const made = await recordBundle(job, { code, fingerprint, migration, tables, actor: opts.actor, same, signing });
     if (!made.created && job.tmp) fs.rmSync(job.tmp, { recursive: true, force: true });
     job.tmp = undefined;
     return made;
@@ -313,6 +367,8 @@ interface BundleRecord {
   tables: BundleTable[];
   actor: Actor;
   same: (b: Bundle) => boolean;
+  /** This side's signing key, if it has one: the bundle's manifest is signed with it. */
+  signing: crypto.KeyObject | null;
 }
 
 /** Numbers the bundle under a lock (two requests for the same bundle make one), moves its files in place and records it. */
@@ -325,6 +381,8 @@ async function recordBundle(job: BundleJob, r: BundleRecord): Promise<Bundle & {
     if (again && r.same(again)) return { ...again, created: false };
     const version = (again?.version ?? 0) + 1;
     const dir = path.join(bundleRoot(ctx), release, `v${version}`);
+    const head = { release, version, codeVersion: r.code, migration: r.migration, dataFingerprint: r.fingerprint, createdBy: r.actor };
+    writePackageManifest(tmp, bundleManifest(head, r.tables), r.signing);
     // a directory no bundle row names (a rolled-back attempt) is replaced
     fs.rmSync(dir, { recursive: true, force: true });
     fs.renameSync(tmp, dir);

@@ -12,7 +12,7 @@ import { must } from '../kernel/must.js';
 import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { ident, literal, qualified } from '../kernel/sql.js';
 import { ensureUserTypes } from '../kernel/types.js';
-import { productionEnv, type Bundle, type BundleTable } from './bundle.js';
+import { productionEnv, verifiedBundle, type Bundle, type BundleTable } from './bundle.js';
 
 /**
  * The built-in data deployer: a bundle's data package into the production env's tables (the same shape
@@ -365,7 +365,9 @@ interface DataJob {
  * Deploys the bundle's data package into production in one transaction: the release's rows replaced,
  * then verified per table by count and checksum against the manifest. Needs the backup taken for it.
  */
-export async function deployData(ctx: Ctx, bundle: Bundle, input: Backup, opts: DeployOpts): Promise<DataDeployResult> {
+export async function deployData(ctx: Ctx, given: Bundle, input: Backup, opts: DeployOpts): Promise<DataDeployResult> {
+  // the bundle's manifest verified first (its signature when signed, every file's SHA-256)
+  const bundle = await verifiedBundle(ctx, given);
   const backup = asBackup(input);
   const env = productionEnv(ctx);
   const started = performance.now();

@@ -242,14 +242,17 @@ describe('data deployer', () => {
     const err2 = (await deployData(e.ctx, bundle, backup, by).catch((x: unknown) => x)) as TributaryError;
     expect(err2.message).toMatch(/env production, table prod\.accounts failed: .*"region".*; production is unchanged/);
 
-    // a bundle file altered since: refused by its sha256, naming the table
+    // a bundle file altered since: refused by the bundle's manifest before production is touched, naming the file
     await e.sql(`alter table prod.accounts drop column region`);
     const file = path.join(bundle.dir, bundle.tables[2]!.file);
-    fs.writeFileSync(file, zlib.gzipSync(zlib.gunzipSync(fs.readFileSync(file)).toString().replace('12.50', '99.00')));
+    const unaltered = fs.readFileSync(file);
+    fs.writeFileSync(file, zlib.gzipSync(zlib.gunzipSync(unaltered).toString().replace('12.50', '99.00')));
     const err3 = (await deployData(e.ctx, bundle, backup, by).catch((x: unknown) => x)) as TributaryError;
-    expect(err3.message).toMatch(/^deploying R2 into env production, table prod\.transactions: bundle file .* changed since bundle v1 was made/);
+    expect(err3.code).toBe('package_refused');
+    expect(err3.message).toMatch(/^.*\/03-transactions\.copy\.gz: altered: its SHA-256 [0-9a-f]{16}… \(\d+ bytes\) is not the manifest's/);
     expect(await dataChecksums(e.ctx, 'production', TABLES)).toEqual(before);
     expect(await rowsOf(e, 'prod.users')).toEqual(rowsBefore);
+    fs.writeFileSync(file, unaltered);
 
     // production unreachable: the env is named, its password never appears
     const envs = new Map(e.config.envs);
