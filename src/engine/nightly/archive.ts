@@ -12,7 +12,16 @@ import { envError, type Actor, type Ctx } from '../kernel/context.js';
 import { must } from '../kernel/must.js';
 import { localKeys, writePackageManifest, type PackageFile } from '../kernel/package.js';
 import { qualified, ident } from '../kernel/sql.js';
-import { ARCHIVE_FORMAT, connect, masterOf, PROMOTE_LOCK, readManifest, SHAPE_SQL, type ArchivedTable, type Manifest } from './archiveFormat.js';
+import {
+  ARCHIVE_FORMAT,
+  connect,
+  masterOf,
+  PROMOTE_LOCK,
+  readManifest,
+  SHAPE_SQL,
+  type ArchivedTable,
+  type Manifest,
+} from './archiveFormat.js';
 import { masterPartitions, type MasterPartition } from './coverage.js';
 
 export { archivedReleases, findManifest, restoreRelease, type RestoreResult } from './restore.js';
@@ -68,7 +77,8 @@ async function recordArchive(ctx: Ctx, manifestFile: string, m: Manifest): Promi
   const rows = m.tables.reduce((n, t) => n + t.rows, 0);
   const summary = m.tables.map((t) => ({ table: t.partition, rows: t.rows, checksum: t.checksum, bytes: m.files[t.file]?.bytes ?? 0 }));
   await ctx.db.control.transaction(async (trx) => {
-    const row = { release: m.release, env: m.env, manifest: manifestFile, row_count: rows, tables: JSON.stringify(summary), archived_by: m.archivedBy };
+    const tables = JSON.stringify(summary);
+    const row = { release: m.release, env: m.env, manifest: manifestFile, row_count: rows, tables, archived_by: m.archivedBy };
     await trx('archives').insert(row);
     const details = { env: m.env, promotedAt: m.promotedAt, ...(m.olderThan ? { olderThan: m.olderThan } : {}), rows, tables: summary };
     await recordAudit(trx, { actor: m.archivedBy, action: 'archive.release', release: m.release, subject: manifestFile, details });
@@ -237,7 +247,9 @@ export async function archiveRelease(ctx: Ctx, release: string, opts: ArchiveOpt
   const started = performance.now();
   const master = masterOf(ctx);
   const parts = (await masterPartitions(ctx)).filter((p) => p.release === release);
-  if (parts.length === 0) throw new TributaryError('no_rows', `master env ${master.name} has no partition of ${release} to archive`, { release });
+  if (parts.length === 0) {
+    throw new TributaryError('no_rows', `master env ${master.name} has no partition of ${release} to archive`, { release });
+  }
   const { signing } = localKeys(ctx.config.transfer, ctx.config.file);
   const now = new Date();
   const dir = newDirectory(ctx.config.archive.dir, `${release.replace(/[^A-Za-z0-9._-]/g, '_')}-${stamp(now)}`);
@@ -264,7 +276,8 @@ export async function archiveRelease(ctx: Ctx, release: string, opts: ArchiveOpt
     await failpoint('archive.after-master-commit');
     const manifestFile = path.join(dir, 'manifest.json');
     const { rows, summary } = await recordArchive(ctx, manifestFile, manifest);
-    return { release, promotedAt: manifest.promotedAt, manifest: manifestFile, rows, tables: summary, ms: Math.round(performance.now() - started) };
+    const ms = Math.round(performance.now() - started);
+    return { release, promotedAt: manifest.promotedAt, manifest: manifestFile, rows, tables: summary, ms };
   } catch (err) {
     if (!committed) {
       await a.query('rollback').catch(() => undefined);

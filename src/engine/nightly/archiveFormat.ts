@@ -75,7 +75,8 @@ export async function connect(ctx: Ctx, env: EnvSpec): Promise<pg.Client> {
 }
 
 type Fields = Record<string, unknown>;
-const bad = (file: string, field: string, what: string) => new TributaryError('config_invalid', `${file}: ${field}: ${what}`, { file, field });
+const bad = (file: string, field: string, what: string) =>
+  new TributaryError('config_invalid', `${file}: ${field}: ${what}`, { file, field });
 
 function parse(file: string): Fields {
   try {
@@ -87,7 +88,9 @@ function parse(file: string): Fields {
 
 /** The archive's own fields, in either format. */
 function checkArchiveFields(file: string, m: Fields): void {
-  for (const f of ['release', 'env', 'releaseColumn', 'archivedAt'] as const) if (typeof m[f] !== 'string' || !m[f]) throw bad(file, f, 'missing');
+  for (const f of ['release', 'env', 'releaseColumn', 'archivedAt'] as const) {
+    if (typeof m[f] !== 'string' || !m[f]) throw bad(file, f, 'missing');
+  }
   if (!Array.isArray(m.tables) || m.tables.length === 0) throw bad(file, 'tables', 'missing or empty');
   (m.tables as Fields[]).forEach((t, i) => {
     if (typeof t.partition !== 'string' || !t.partition) throw bad(file, `tables[${i}].partition`, 'missing');
@@ -98,7 +101,9 @@ function checkArchiveFields(file: string, m: Fields): void {
 function fromOldFormat(file: string, m: Fields): Manifest {
   const files: Record<string, PackageFile> = {};
   const tables = (m.tables as Fields[]).map((t, i) => {
-    for (const f of ['entity', 'table', 'file', 'checksum', 'sha256'] as const) if (typeof t[f] !== 'string' || !t[f]) throw bad(file, `tables[${i}].${f}`, 'missing');
+    for (const f of ['entity', 'table', 'file', 'checksum', 'sha256'] as const) {
+      if (typeof t[f] !== 'string' || !t[f]) throw bad(file, `tables[${i}].${f}`, 'missing');
+    }
     if (typeof t.rows !== 'number' || t.rows < 0) throw bad(file, `tables[${i}].rows`, 'not a row count');
     if (!Array.isArray(t.columns) || t.columns.length === 0) throw bad(file, `tables[${i}].columns`, 'missing');
     const name = t.file as string;
@@ -118,7 +123,8 @@ export function readManifest(file: string): Manifest {
   const m = parse(file);
   if (m.format !== ARCHIVE_FORMAT && m.format !== OLD_ARCHIVE_FORMAT) {
     const what = `${JSON.stringify(m.format)} is not an archive format this version restores`;
-    throw bad(file, 'format', `${what} (it reads ${ARCHIVE_FORMAT}, and the older ${OLD_ARCHIVE_FORMAT}); restore it with the version that wrote it`);
+    const reads = `it reads ${ARCHIVE_FORMAT}, and the older ${OLD_ARCHIVE_FORMAT}`;
+    throw bad(file, 'format', `${what} (${reads}); restore it with the version that wrote it`);
   }
   checkArchiveFields(file, m);
   return m.format === OLD_ARCHIVE_FORMAT ? fromOldFormat(file, m) : (m as unknown as Manifest);

@@ -1,4 +1,6 @@
 import { envByRole } from '../../config/load.js';
+import type { ArchivesRow } from '../../db/rows.js';
+import { must } from '../kernel/must.js';
 import { TributaryError } from '../../errors.js';
 import { envError, type Ctx } from '../kernel/context.js';
 import { qualified } from '../kernel/sql.js';
@@ -45,12 +47,16 @@ export async function masterPartitions(ctx: Ctx): Promise<MasterPartition[]> {
     for (const e of ctx.config.entities) {
       const res = await k.raw<{ rows: { name: string; bound: string; schema: string; relname: string }[] }>(
         `select c.oid::regclass::text as name, pg_get_expr(c.relpartbound, c.oid) as bound, n.nspname as schema, c.relname
-           from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace n on n.oid = c.relnamespace where i.inhparent = to_regclass(?)`,
+           from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace n on n.oid = c.relnamespace
+          where i.inhparent = to_regclass(?)`,
         [qualified(master.schema, e.table)],
       );
       for (const r of res.rows) {
         const m = /^FOR VALUES IN \('((?:[^']|'')*)'\)$/.exec(r.bound);
-        if (m) out.push({ entity: e.name, table: e.table, release: m[1]!.replace(/''/g, "'"), partition: r.name, schema: r.schema, name: r.relname });
+        const bound = m?.[1];
+        if (bound === undefined) continue;
+        const release = bound.replace(/''/g, "'");
+        out.push({ entity: e.name, table: e.table, release, partition: r.name, schema: r.schema, name: r.relname });
       }
     }
   } catch (err) {
@@ -60,16 +66,20 @@ export async function masterPartitions(ctx: Ctx): Promise<MasterPartition[]> {
 }
 
 export async function coverageGrowth(ctx: Ctx): Promise<Coverage> {
-  const master = envByRole(ctx.config, 'master')!;
   const parts = await masterPartitions(ctx);
+  const master = must(envByRole(ctx.config, 'master'), 'the env with role master (masterPartitions checked it)');
   const records = new Map<string, number>();
   if (parts.length > 0) {
-    const res = await ctx.db.env(master).raw<{ rows: { release: string; n: number }[] }>(parts.map((p) => `select ?::text as release, count(*)::bigint as n from ${p.partition}`).join(' union all '), parts.map((p) => p.release));
+    const sql = parts.map((p) => `select ?::text as release, count(*)::bigint as n from ${p.partition}`).join(' union all ');
+    const res = await ctx.db.env(master).raw<{ rows: { release: string; n: number }[] }>(sql, parts.map((p) => p.release));
     for (const r of res.rows) records.set(r.release, (records.get(r.release) ?? 0) + Number(r.n));
   }
   const db = ctx.db.control;
   const archived = new Map<string, number>();
-  const arch = (await db('archives').whereNull('restored_at').select('release', 'row_count').orderBy('id')) as { release: string; row_count: number }[];
+  const arch: Pick<ArchivesRow, 'release' | 'row_count'>[] = await db<ArchivesRow>('archives')
+    .whereNull('restored_at')
+    .select('release', 'row_count')
+    .orderBy('id');
   for (const a of arch) if (!records.has(a.release)) archived.set(a.release, Number(a.row_count));
 
   const features: string[] = [];

@@ -63,7 +63,8 @@ async function recordRestore(ctx: Ctx, file: string, m: Manifest, restored: Rest
       .where({ release: m.release, manifest: file })
       .whereNull('restored_at')
       .update({ restored_at: trx.fn.now(), restored_by: actor });
-    await recordAudit(trx, { actor, action: 'archive.restored', release: m.release, subject: file, details: { env, rows, tables: restored } });
+    const details = { env, rows, tables: restored };
+    await recordAudit(trx, { actor, action: 'archive.restored', release: m.release, subject: file, details });
   });
   return rows;
 }
@@ -82,7 +83,11 @@ async function partitionFigures(a: pg.Client, master: EnvSpec, part: string): Pr
  * manifest's rows and checksum. Its tables, to record; else null.
  */
 async function committedRestore(ctx: Ctx, a: pg.Client, file: string, m: Manifest): Promise<RestoreResult['tables'] | null> {
-  const pending = await ctx.db.control<ArchivesRow>('archives').where({ release: m.release, manifest: file }).whereNull('restored_at').first('id');
+  const pending = await ctx.db
+    .control<ArchivesRow>('archives')
+    .where({ release: m.release, manifest: file })
+    .whereNull('restored_at')
+    .first('id');
   if (!pending) return null;
   const master = masterOf(ctx);
   const tables: RestoreResult['tables'] = [];
@@ -129,10 +134,13 @@ async function checkTarget(x: Restore, t: ArchivedTable, parent: string, partQ: 
   const shape = (await a.query<TableColumn>(SHAPE_SQL, [parent])).rows;
   const want = new Map(t.columns.map((c) => [c.name, c.type]));
   const gone = t.columns.filter((c) => !shape.some((s) => s.name === c.name)).map((c) => `${c.name} is gone`);
-  const changed = shape.filter((s) => want.has(s.name) && want.get(s.name) !== s.type).map((s) => `${s.name} is ${s.type} (archived: ${want.get(s.name)})`);
+  const changed = shape
+    .filter((s) => want.has(s.name) && want.get(s.name) !== s.type)
+    .map((s) => `${s.name} is ${s.type} (archived: ${want.get(s.name)})`);
   const problems = [...gone, ...changed];
   if (problems.length > 0) {
-    throw new TributaryError('gate_state', `master table ${parent} changed since ${release} was archived (${problems.join('; ')}): align it first`, { table: parent });
+    const what = `master table ${parent} changed since ${release} was archived (${problems.join('; ')}): align it first`;
+    throw new TributaryError('gate_state', what, { table: parent });
   }
 }
 
@@ -152,9 +160,8 @@ async function restoreTable(x: Restore, t: ArchivedTable): Promise<RestoreResult
   const s = await partitionFigures(a, master, part);
   if (s.rows !== t.rows || s.checksum !== t.checksum) {
     const says = `the manifest ${file} says ${t.rows} rows, checksum ${t.checksum}`;
-    throw new TributaryError('gate_drift', `restore of ${release}: ${partQ} has ${s.rows} rows, checksum ${s.checksum}, but ${says}: nothing restored`, {
-      table: partQ,
-    });
+    const what = `restore of ${release}: ${partQ} has ${s.rows} rows, checksum ${s.checksum}, but ${says}: nothing restored`;
+    throw new TributaryError('gate_drift', what, { table: partQ });
   }
   await a.query(`alter table ${parent} attach partition ${partQ} for values in (${literal(release)})`);
   await a.query(`alter table ${partQ} drop constraint tributary_restore_bound`);
@@ -176,7 +183,11 @@ async function restoreTables(x: Restore, progress?: (table: string) => void): Pr
   return restored;
 }
 
-export async function restoreRelease(ctx: Ctx, release: string, opts: { actor: Actor; manifest?: string; progress?: (table: string) => void }): Promise<RestoreResult> {
+export async function restoreRelease(
+  ctx: Ctx,
+  release: string,
+  opts: { actor: Actor; manifest?: string; progress?: (table: string) => void },
+): Promise<RestoreResult> {
   const started = performance.now();
   const file = opts.manifest ?? (await findManifest(ctx, release));
   // the files are what the manifest says, before master is touched

@@ -26,7 +26,14 @@ export interface TransferManifest extends PackageManifest {
   createdAt: string;
   createdBy: string;
   /** The cloud's consolidation run: a package is accepted only for a later run than staging holds. */
-  run: { id: number; startedBy: string; startedAt: string; finishedAt: string | null; steps: Record<string, unknown>; counts: Record<string, unknown> };
+  run: {
+    id: number;
+    startedBy: string;
+    startedAt: string;
+    finishedAt: string | null;
+    steps: Record<string, unknown>;
+    counts: Record<string, unknown>;
+  };
   /** The release tag column of the tables. */
   releaseTag: string;
   tables: TransferTable[];
@@ -51,8 +58,17 @@ export interface TransferManifest extends PackageManifest {
  */
 const K = 'text collate "C"';
 export const LINEAGE_COLUMNS: Record<'records' | 'result' | 'keyMap' | 'autoResolutions', [string, string][]> = {
-  records: [['entity', K], ['env', K], ['env_rank', 'int'], ['pk', K], ['identity', K], ['feature', K], ['created_by', 'text'], ['created_at', 'text']],
-  result: [['entity', K], ['identity', K], ['pk', K], ['sources', 'jsonb'], ['rule', 'text'], ['reason', 'text'], ['conflict', 'text'], ['status', 'text'], ['rep_env', K], ['rep_pk', K], ['feature', K]],
+  records: [
+    ['entity', K], ['env', K], ['env_rank', 'int'], ['pk', K], ['identity', K], ['feature', K],
+    ['created_by', 'text'], ['created_at', 'text'],
+  ],
+  result: [
+    ['entity', K], ['identity', K], ['pk', K], ['sources', 'jsonb'], ['rule', 'text'], ['reason', 'text'], ['conflict', 'text'],
+    ['status', 'text'], ['rep_env', K], ['rep_pk', K], ['feature', K],
+  ],
   keyMap: [['entity', K], ['env', K], ['old_pk', K], ['new_pk', K]],
-  autoResolutions: [['release', 'text'], ['code', 'text'], ['entity', 'text'], ['identity', 'text'], ['key_label', 'text'], ['rule', 'text'], ['reason', 'text'], ['detail', 'jsonb']],
+  autoResolutions: [
+    ['release', 'text'], ['code', 'text'], ['entity', 'text'], ['identity', 'text'], ['key_label', 'text'],
+    ['rule', 'text'], ['reason', 'text'], ['detail', 'jsonb'],
+  ],
 };
