@@ -1,4 +1,6 @@
 import { envByRole } from '../../config/load.js';
+import type { NightlyRunsRow, PromotionsRow } from '../../db/rows.js';
+import { firstRow, must } from '../kernel/must.js';
 import { TributaryError } from '../../errors.js';
 import { logger, redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
@@ -23,25 +25,13 @@ export type Trigger = 'schedule' | 'catch-up' | 'manual';
 
 export const NIGHTLY_LOCK = 'tributary:nightly';
 
-export interface SlotRow {
-  id: number;
+/** A `nightly_runs` row (src/db/rows.ts), its text and json columns narrowed to what the engine writes. */
+export type SlotRow = Omit<NightlyRunsRow, 'kind' | 'trigger' | 'status' | 'summary'> & {
   kind: SlotKind;
-  slot: string;
-  scheduled_for: Date;
   trigger: Trigger;
   status: 'running' | 'done' | 'failed';
-  attempts: number;
-  claimed_by: string;
-  test_run_id: number | null;
-  release: string | null;
   summary: NightlySummary | Record<string, unknown> | null;
-  chart_path: string | null;
-  error: string | null;
-  started_at: Date;
-  finished_at: Date | null;
-  post_due: Date | null;
-  posted_at: Date | null;
-}
+};
 
 export interface NightlyOutcome {
   row: SlotRow;
@@ -53,17 +43,25 @@ export const me = processName;
 
 /** The release whose plan splits new features from regression in a nightly run: the newest one in master. */
 export async function newestMasterRelease(ctx: Ctx): Promise<string> {
-  const rows = (await ctx.db.control('promotions').groupBy('release').select('release').max('promoted_at as at').orderBy('at', 'desc')) as { release: string }[];
+  const rows: Pick<PromotionsRow, 'release'>[] = await ctx.db
+    .control<PromotionsRow>('promotions')
+    .groupBy('release')
+    .select('release')
+    .max('promoted_at as at')
+    .orderBy('at', 'desc');
   const promoted = rows.find((r) => ctx.config.releases.has(r.release));
   if (promoted) return promoted.release;
   const plan = [...ctx.config.releases.keys()];
-  return plan[plan.length - 1]!;
+  return must(plan.at(-1), `a release in ${ctx.config.file} (releases)`);
 }
 
 /**
  * Runs `fn` holding the nightly lock (on a dedicated connection); `busy` when another process holds it.
  */
-export async function withNightlyLock<T>(ctx: Ctx, fn: (lost: AbortSignal) => Promise<T>): Promise<{ busy: true } | { busy: false; value: T }> {
+export async function withNightlyLock<T>(
+  ctx: Ctx,
+  fn: (lost: AbortSignal) => Promise<T>,
+): Promise<{ busy: true } | { busy: false; value: T }> {
   const lock = await holdSessionLock(ctx.db.controlParams, NIGHTLY_LOCK, 'the nightly run');
   if (!lock) return { busy: true };
   try {
@@ -117,11 +115,16 @@ async function closeInterrupted(ctx: Ctx, claimed: SlotRow): Promise<void> {
   await db('nightly_runs')
     .where({ kind: claimed.kind, status: 'running' })
     .whereNot({ id: claimed.id })
-    .update({ status: 'failed', finished_at: db.fn.now(), error: `interrupted: the process running it stopped; superseded by ${claimed.slot}` });
+    .update({
+      status: 'failed',
+      finished_at: db.fn.now(),
+      error: `interrupted: the process running it stopped; superseded by ${claimed.slot}`,
+    });
   if (claimed.kind !== 'nightly') return;
   // a process that lost the nightly lock but lives stops its test run (its shards killed): waited for,
   // so no two nightly runs ever test master at once
-  await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found by ${me()} running nightly ${claimed.slot})`, { tier: 'nightly', waitMs: OWNER_STOP_MS });
+  const why = `interrupted: the process running it stopped (found by ${me()} running nightly ${claimed.slot})`;
+  await closeAbandonedTestRuns(ctx, why, { tier: 'nightly', waitMs: OWNER_STOP_MS });
 }
 
 /** How long a process that lost the nightly lock is given to stop its test run before a new run is refused. */
@@ -129,7 +132,11 @@ const OWNER_STOP_MS = 30_000;
 
 /** The slot's row, if a process ever claimed it. */
 export async function slotRow(ctx: Ctx, kind: SlotKind, key: string): Promise<Pick<SlotRow, 'id' | 'status'> | undefined> {
-  return (await ctx.db.control('nightly_runs').where({ kind, slot: key }).first('id', 'status')) as Pick<SlotRow, 'id' | 'status'> | undefined;
+  const row: Pick<SlotRow, 'id' | 'status'> | undefined = await ctx.db
+    .control('nightly_runs')
+    .where({ kind, slot: key })
+    .first('id', 'status');
+  return row;
 }
 
 /**
@@ -147,7 +154,7 @@ export async function nightlyLockHeld(ctx: Ctx): Promise<boolean> {
      ) as held`,
     [NIGHTLY_LOCK, NIGHTLY_LOCK],
   );
-  return res.rows[0]!.held;
+  return firstRow(res.rows, 'whether the nightly lock is held').held;
 }
 
 /** When the post of a run that falls due at `at` may go out: null = at once. */
@@ -160,7 +167,10 @@ export function postDueOf(ctx: Ctx, at: Date, now = new Date()): Date | null {
 
 /** The slot remembers its test run as soon as it starts: a slot run again after a crash resumes from it. */
 async function recordTestRun(ctx: Ctx, row: SlotRow, testRunId: number): Promise<void> {
-  await ctx.db.control('nightly_runs').where({ id: row.id, claimed_by: row.claimed_by, attempts: row.attempts }).update({ test_run_id: testRunId });
+  await ctx.db
+    .control<NightlyRunsRow>('nightly_runs')
+    .where({ id: row.id, claimed_by: row.claimed_by, attempts: row.attempts })
+    .update({ test_run_id: testRunId });
 }
 
 /** The test run of a slot whose process died after its tests had finished (passed or failed): not run twice. */
@@ -187,7 +197,9 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor, lost?
     const env = envByRole(ctx.config, 'master');
     const [previous] = env ? await previousNights(db, env.name, null, 1) : [];
     await failpoint('nightly.after-claim');
-    const report = (await finishedTestRun(ctx, row)) ?? (await runTests(ctx, release, { tier: 'nightly', actor, baselineRunId: previous?.id ?? null, onRun: (id) => recordTestRun(ctx, row, id), ...(lost ? { signal: lost } : {}) }));
+    const testOpts = { tier: 'nightly' as const, actor, baselineRunId: previous?.id ?? null, ...(lost ? { signal: lost } : {}) };
+    const onRun = (id: number) => recordTestRun(ctx, row, id);
+    const report = (await finishedTestRun(ctx, row)) ?? (await runTests(ctx, release, { ...testOpts, onRun }));
     await failpoint('nightly.after-tests');
     lost?.throwIfAborted();
     const summary = await nightlySummary(db, ctx.config, report.runId);
@@ -207,9 +219,16 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor, lost?
       action: 'nightly.finish',
       release,
       subject: `nightly ${row.slot}`,
-      details: { trigger: row.trigger, testRunId: report.runId, passRate: summary.totals.passRate, total: summary.totals.total, newRegressions: summary.newRegressions.count, fixed: summary.fixed.count },
+      details: {
+        trigger: row.trigger,
+        testRunId: report.runId,
+        passRate: summary.totals.passRate,
+        total: summary.totals.total,
+        newRegressions: summary.newRegressions.count,
+        fixed: summary.fixed.count,
+      },
     });
-    return { row: done!, summary, ...(coverage ? { coverage } : {}) };
+    return { row: done, summary, ...(coverage ? { coverage } : {}) };
   } catch (err) {
     const message = redact(err instanceof Error ? err.message : String(err));
     const [failed] = (await mine().update({ status: 'failed', error: message, finished_at: db.fn.now() }).returning('*')) as SlotRow[];
@@ -217,8 +236,9 @@ export async function executeNightly(ctx: Ctx, row: SlotRow, actor: Actor, lost?
       logger().error({ slot: row.slot }, 'nightly: the slot was taken over by another process: this run records nothing');
       return { row: { ...row, status: 'failed', error: message } };
     }
-    await recordAudit(db, { actor, action: 'nightly.failed', subject: `nightly ${row.slot}`, details: { trigger: row.trigger, error: message } });
-    return { row: failed! };
+    const details = { trigger: row.trigger, error: message };
+    await recordAudit(db, { actor, action: 'nightly.failed', subject: `nightly ${row.slot}`, details });
+    return { row: failed };
   }
 }
 
@@ -227,16 +247,28 @@ export async function runNightlyNow(ctx: Ctx, actor: Actor): Promise<NightlyOutc
   const now = new Date();
   const r = await withNightlyLock(ctx, async (lost) => {
     // a manual run whose process died after its tests finished is taken up, not run again
-    const interrupted = (await ctx.db.control('nightly_runs').where({ kind: 'nightly', trigger: 'manual', status: 'running' }).whereNotNull('test_run_id').orderBy('id', 'desc').first()) as SlotRow | undefined;
+    const interrupted = (await ctx.db
+      .control('nightly_runs')
+      .where({ kind: 'nightly', trigger: 'manual', status: 'running' })
+      .whereNotNull('test_run_id')
+      .orderBy('id', 'desc')
+      .first()) as SlotRow | undefined;
     const resume = interrupted && (await finishedTestRun(ctx, interrupted)) ? interrupted : undefined;
-    const slot = resume ? { key: resume.slot, at: new Date(resume.scheduled_for) } : { key: `manual:${now.toISOString()}:${me()}`, at: now };
+    const slot = resume
+      ? { key: resume.slot, at: new Date(resume.scheduled_for) }
+      : { key: `manual:${now.toISOString()}:${me()}`, at: now };
     const row = await claimSlot(ctx, 'nightly', slot, 'manual');
     if (!row) throw new TributaryError('gate_busy', 'a nightly run was already started at this instant');
     return executeNightly(ctx, row, actor, lost);
   });
   if (r.busy) {
-    const running = await ctx.db.control('nightly_runs').where({ status: 'running' }).orderBy('id', 'desc').first('slot', 'claimed_by', 'started_at');
-    throw new TributaryError('gate_busy', `a nightly run is in progress${running ? ` (${running.slot}, by ${running.claimed_by} since ${new Date(running.started_at).toISOString()})` : ''}: runs never overlap; try again when it is done`);
+    const running: Pick<NightlyRunsRow, 'slot' | 'claimed_by' | 'started_at'> | undefined = await ctx.db
+      .control<NightlyRunsRow>('nightly_runs')
+      .where({ status: 'running' })
+      .orderBy('id', 'desc')
+      .first('slot', 'claimed_by', 'started_at');
+    const who = running ? ` (${running.slot}, by ${running.claimed_by} since ${new Date(running.started_at).toISOString()})` : '';
+    throw new TributaryError('gate_busy', `a nightly run is in progress${who}: runs never overlap; try again when it is done`);
   }
   return r.value;
 }

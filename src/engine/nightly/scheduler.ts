@@ -3,7 +3,19 @@ import { nodeCron } from '../../config/cron.js';
 import { logger, redact } from '../../log.js';
 import type { Ctx } from '../kernel/context.js';
 import { proposePruning, type PruneProposal } from './prune.js';
-import { claimPost, claimSlot, executeNightly, slotRow, unclaimPost, unposted, withNightlyLock, type NightlyOutcome, type SlotKind, type SlotRow, type Trigger } from './run.js';
+import {
+  claimPost,
+  claimSlot,
+  executeNightly,
+  slotRow,
+  unclaimPost,
+  unposted,
+  withNightlyLock,
+  type NightlyOutcome,
+  type SlotKind,
+  type SlotRow,
+  type Trigger,
+} from './run.js';
 import { latestSlot, makeSchedule, nextSlot, type Schedule } from '../kernel/schedule.js';
 
 /**
@@ -48,15 +60,23 @@ export class NightlyScheduler {
 
   async start(): Promise<void> {
     const log = logger().child({ component: 'node-cron' });
-    const cronLogger = { info: (m: string) => log.debug(m), warn: (m: string) => log.warn(m), error: (m: string | Error) => log.error(String(m)), debug: (m: string | Error) => log.debug(String(m)) };
+    const cronLogger = {
+      info: (m: string) => log.debug(m),
+      warn: (m: string) => log.warn(m),
+      error: (m: string | Error) => log.error(String(m)),
+      debug: (m: string | Error) => log.debug(String(m)),
+    };
     for (const kind of ['nightly', 'prune-digest'] as const) {
       const s = this.schedules[kind];
-      const task = nodeCron().createTask(s.expression, () => this.track(this.tick(kind, 'schedule')), { name: `tributary:${kind}`, timezone: s.timezone, noOverlap: true, logger: cronLogger });
+      const options = { name: `tributary:${kind}`, timezone: s.timezone, noOverlap: true, logger: cronLogger };
+      const task = nodeCron().createTask(s.expression, () => this.track(this.tick(kind, 'schedule')), options);
       await task.start();
       this.tasks.push(task);
       this.armGap(kind);
     }
-    logger().info({ schedule: this.schedules.nightly.expression, timezone: this.schedules.nightly.timezone, next: nextSlot(this.schedules.nightly, new Date())?.key }, 'nightly regression scheduled');
+    const nightly = this.schedules.nightly;
+    const next = nextSlot(nightly, new Date())?.key;
+    logger().info({ schedule: nightly.expression, timezone: nightly.timezone, next }, 'nightly regression scheduled');
     // catch up what was missed while no bot ran, and posts that did not go out
     this.track(this.tick('nightly', 'catch-up'));
     this.track(this.tick('prune-digest', 'catch-up'));
@@ -74,7 +94,9 @@ export class NightlyScheduler {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     const deadline = Date.now() + graceMs;
-    while (this.inflight.size > 0 && Date.now() < deadline) await Promise.race([Promise.allSettled([...this.inflight]), new Promise((r) => setTimeout(r, 500))]);
+    while (this.inflight.size > 0 && Date.now() < deadline) {
+      await Promise.race([Promise.allSettled([...this.inflight]), new Promise((r) => setTimeout(r, 500))]);
+    }
   }
 
   /** Resolves when nothing is running (tests). */
@@ -84,7 +106,9 @@ export class NightlyScheduler {
 
   private track(p: Promise<unknown>): Promise<unknown> {
     this.inflight.add(p);
-    void p.catch((err: unknown) => logger().error({ err: redact(String((err as Error)?.stack ?? err)) }, 'nightly scheduler error')).finally(() => this.inflight.delete(p));
+    void p
+      .catch((err: unknown) => logger().error({ err: redact(String((err as Error)?.stack ?? err)) }, 'nightly scheduler error'))
+      .finally(() => this.inflight.delete(p));
     return p;
   }
 
@@ -146,19 +170,22 @@ export class NightlyScheduler {
     const db = this.ctx.db.control;
     try {
       const proposals = await proposePruning(this.ctx, { digestId: row.id, actor: ACTOR });
-      await db('nightly_runs').where({ id: row.id }).update({ status: 'done', finished_at: db.fn.now(), summary: JSON.stringify({ proposals: proposals.map((p) => p.id) }), posted_at: db.fn.now() });
+      const summary = JSON.stringify({ proposals: proposals.map((p) => p.id) });
+      await db('nightly_runs').where({ id: row.id }).update({ status: 'done', finished_at: db.fn.now(), summary, posted_at: db.fn.now() });
       if (proposals.length > 0) await this.hooks.postDigest(proposals);
     } catch (err) {
-      await db('nightly_runs').where({ id: row.id }).update({ status: 'failed', finished_at: db.fn.now(), error: redact((err as Error).message), posted_at: db.fn.now() });
+      const error = redact((err as Error).message);
+      await db('nightly_runs').where({ id: row.id }).update({ status: 'failed', finished_at: db.fn.now(), error, posted_at: db.fn.now() });
       throw err;
     }
     return null;
   }
 
   private async afterRun(o: NightlyOutcome): Promise<void> {
-    const due = o.row.post_due ? new Date(o.row.post_due).getTime() - Date.now() : 0;
-    if (due > 0) {
-      logger().info({ slot: o.row.slot, postAt: new Date(o.row.post_due!).toISOString() }, 'nightly: done; posting at the morning hour');
+    const postDue = o.row.post_due;
+    const due = postDue ? new Date(postDue).getTime() - Date.now() : 0;
+    if (postDue && due > 0) {
+      logger().info({ slot: o.row.slot, postAt: new Date(postDue).toISOString() }, 'nightly: done; posting at the morning hour');
       this.later(due + 50, () => this.post(o.row.id));
       return;
     }
@@ -172,7 +199,8 @@ export class NightlyScheduler {
       await this.hooks.postNightly(row);
     } catch (err) {
       await unclaimPost(this.ctx, id);
-      logger().error({ err: redact((err as Error).message), slot: row.slot }, 'nightly: the post failed; it is tried again at the next start');
+      const why = redact((err as Error).message);
+      logger().error({ err: why, slot: row.slot }, 'nightly: the post failed; it is tried again at the next start');
     }
   }
 
