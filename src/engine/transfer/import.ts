@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type pg from 'pg';
 import { pgClient } from '../../db/pg.js';
 import { envByRole, releaseOrThrow, type EnvSpec } from '../../config/load.js';
-import type { ConflictsRow, RunsRow, TransferPackagesRow } from '../../db/rows.js';
+import type { ConflictsRow, DecisionsRow, RunsRow, TransferPackagesRow } from '../../db/rows.js';
 import { TributaryError } from '../../errors.js';
 import { redact } from '../../log.js';
 import { recordAudit } from '../kernel/audit.js';
@@ -225,18 +225,15 @@ async function insertConflictsAndDecisions(trx: Knex.Transaction, x: Import, run
   const m = x.pkg.manifest;
   const conflictIds = new Map<number, number>();
   for (const c of m.lineage.conflicts) {
-    const { id, run_id: _run, detail, ...rest } = c as { id: number; run_id: number; detail: unknown };
+    const { id, run_id: _run, detail, ...rest } = c as Pick<ConflictsRow, 'id' | 'run_id' | 'detail'>;
     const [row] = await trx<ConflictsRow>('conflicts').insert({ ...rest, run_id: runId, detail: JSON.stringify(detail) }).returning('id');
     conflictIds.set(id, Number(must(row, 'the imported conflict\'s id').id));
   }
   for (const d of m.lineage.decisions) {
-    const { id: _id, conflict_id, run_id: _run, params, blast, ...rest } = d as {
-      id: number;
-      conflict_id: number;
-      run_id: number;
-      params: unknown;
-      blast: unknown;
-    };
+    const { id: _id, conflict_id, run_id: _run, params, blast, ...rest } = d as Pick<
+      DecisionsRow,
+      'id' | 'conflict_id' | 'run_id' | 'params' | 'blast'
+    >;
     const conflictId = conflictIds.get(conflict_id);
     if (conflictId === undefined) {
       throw refuse(path.join(x.pkg.dir, 'manifest.json'), `a decision names conflict id ${conflict_id}, which the package does not carry`);
