@@ -222,7 +222,13 @@ function bundleManifest(head: Omit<BundleManifest, 'format' | 'tables' | 'files'
 export async function verifiedBundle(ctx: Ctx, bundle: Bundle): Promise<Bundle> {
   if (!fs.existsSync(path.join(bundle.dir, MANIFEST_FILE))) return bundle;
   const { trusted } = localKeys(ctx.config.transfer, ctx.config.file);
-  const pkg = await readVerifiedPackage<BundleManifest>(bundle.dir, trusted, BUNDLE_FORMAT, { unsigned: 'accept' });
+  const verified = readVerifiedPackage<BundleManifest>(bundle.dir, trusted, BUNDLE_FORMAT, { unsigned: 'accept' });
+  const pkg = await verified.catch((err: unknown) => {
+    // a damaged bundle is not repaired: a new one is made from master
+    if (!(err instanceof TributaryError) || err.code !== 'package_refused') throw err;
+    const hint = `make a new bundle (tributary bundle ${bundle.release} --code ${bundle.codeVersion})`;
+    throw new TributaryError('package_refused', `${err.message}; ${hint}`, err.details);
+  });
   const m = pkg.manifest;
   const same = m.release === bundle.release && m.version === bundle.version && m.codeVersion === bundle.codeVersion;
   if (!same || dataFingerprint(m.tables) !== bundle.dataFingerprint) {

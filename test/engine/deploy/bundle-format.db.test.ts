@@ -77,7 +77,7 @@ describe('bundles in the package format', () => {
     const file = path.join(bundle.dir, '01-users.copy.gz');
     const good = fs.readFileSync(file);
     fs.rmSync(file);
-    expect((await refusal(deployData(e.ctx, bundle, backup, by))).message).toBe(`${file}: missing from the package; nothing was loaded`);
+    expect((await refusal(deployData(e.ctx, bundle, backup, by))).message).toBe(`${file}: missing from the package; nothing was loaded; make a new bundle (tributary bundle R2 --code v1)`);
     fs.writeFileSync(file, good);
     expect((await deployData(e.ctx, bundle, backup, by)).tables.map((t) => t.rows)).toEqual([4, 2, 1]);
   });
