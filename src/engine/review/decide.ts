@@ -17,6 +17,7 @@ import { childEntities, renderTemplate } from '../kernel/entities.js';
 import { requireRationale } from '../kernel/rationale.js';
 import { freshKeys, keyFloor, masterMaxKey, maxIntegerKeySql } from '../kernel/freshKeys.js';
 import { startUndoLog, stopUndoLog } from './undoLog.js';
+import { parentContradictions } from './targets.js';
 
 /**
  * Human decisions on complex conflicts. Each needs a rationale and the decider's identity, shows its
@@ -365,6 +366,11 @@ async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx
   return ctx.db.control.transaction(async (trx) => fn(trx, await lockedConflict(ctx, trx, release, code)));
 }
 
+/** What a decision contradicts, said before and after it is taken: a re-pointed parent's relied-on columns. */
+function warningsOf(ctx: Ctx, trx: Knex.Transaction, c: ConflictRow, d: Decision): Promise<string[]> {
+  return d.action === 'repoint' && c.kind !== CROSS_RELEASE ? parentContradictions(ctx, c, d.to, trx) : Promise.resolve([]);
+}
+
 /** Carries a plan out of a transaction that must not commit. */
 class PlanOnly {
   constructor(readonly outcome: DecisionOutcome) {}
@@ -376,7 +382,8 @@ export async function planDecision(ctx: Ctx, release: string, code: string, d: D
     await withConflict(ctx, release, code, async (trx, c) => {
       validate(ctx, c, d);
       const plan = await planFor(ctx, trx, c, d, '');
-      throw new PlanOnly({ conflict: c, decision: d, blast: plan.blast, applied: false });
+      const warnings = await warningsOf(ctx, trx, c, d);
+      throw new PlanOnly({ conflict: c, decision: d, blast: plan.blast, applied: false, ...(warnings.length > 0 ? { warnings } : {}) });
     });
   } catch (err) {
     if (err instanceof PlanOnly) return err.outcome;
@@ -413,6 +420,7 @@ export async function applyDecisionIn(ctx: Ctx, trx: Knex.Transaction, release: 
   await trx('release_states').where({ release }).forUpdate().first();
   const summary = `${by.actor}: ${describeDecision(c, d)} — ${rationale}${by.pattern ? ` (pattern decision ${by.pattern.code})` : ''}`;
   const plan = await planFor(ctx, trx, c, d, summary);
+  const warnings = await warningsOf(ctx, trx, c, d);
   // the rows it changes are logged with their image before, so the decision can be undone (undo.ts)
   if (c.kind !== CROSS_RELEASE) await startUndoLog(trx, c.run_id, c.id);
   await plan.apply();
@@ -443,7 +451,7 @@ export async function applyDecisionIn(ctx: Ctx, trx: Knex.Transaction, release: 
     details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast: plan.blast, ...(c.detail.overrules ? { overrules: c.detail.overrules } : {}), ...(by.pattern ? { patternDecision: by.pattern.code } : {}) },
   });
   await failpoint('decide.before-commit');
-  return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale };
+  return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale, ...(warnings.length > 0 ? { warnings } : {}) };
 }
 
 export interface RecordedDecision {

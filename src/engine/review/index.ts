@@ -14,10 +14,12 @@ export { autoResolutionCounts, autoResolutionDigest, isAutoCode, listAutoResolut
 export type { AutoCounts, AutoDigest, AutoFilter, AutoResolution, AutoResolutionDetail, Overrule } from './autoResolved.js';
 export { decidePattern, describeChoice, latestPatternDecision, listPatterns, signatureText } from './patterns.js';
 export type { Pattern, PatternChoice, PatternOutcome, Signature } from './patterns.js';
+export { keyDistance, parentContradictions, rankTargets, repointTargets, TARGET_LIMIT } from './targets.js';
+export type { RepointTarget } from './targets.js';
 export { undoDecision } from './undo.js';
 export type { UndoBlast, UndoOutcome } from './undo.js';
 export { acceptProposal, listProposals, MIN_AGREEING } from './learn.js';
 export type { Proposal } from './learn.js';
 export { assignedConflicts, getConflict, listConflicts, nextConflict, onlyReleaseWithOpenConflicts, queueSummary, releaseOfCode, showConflict } from './queue.js';
 export type { QueueSummary } from './queue.js';
-export type { BlastRadius, ConflictDetail, ConflictRow, CrossReleaseInfo, Decision, DecisionOutcome, VersionView } from './types.js';
+export type { BlastRadius, ConflictDetail, ConflictRow, CrossReleaseInfo, Decision, DecisionOutcome, ReferenceForms, VersionView } from './types.js';

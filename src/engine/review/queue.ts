@@ -8,6 +8,7 @@ import { literal } from '../kernel/sql.js';
 import { childEntities } from '../kernel/entities.js';
 import { isAutoCode } from './autoResolved.js';
 import type { ConflictRow } from './types.js';
+import { referenceForms } from './targets.js';
 
 /** The review queue: listing, showing with live child counts, and handing out the next conflict. */
 
@@ -100,6 +101,11 @@ export async function showConflict(ctx: Ctx, release: string, code: string): Pro
     const recs = c.detail.versions.flatMap((v) => v.envs.map((env, i) => ({ env, pk: v.pks[i]!, key: String(v.no) })));
     const counts = await childCounts(ctx, c.run_id, c.entity, recs);
     for (const v of c.detail.versions) v.children = counts.get(String(v.no)) ?? 0;
+  }
+  // a reference conflict: the key as the record holds it now, and as its env's key map reads it
+  if (!c.detail.versions && c.kind !== CROSS_RELEASE) {
+    const forms = await referenceForms(ctx, c);
+    if (forms) c.detail.reference = forms;
   }
   return c;
 }
