@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
+import { undoDecision } from '../../src/engine/review/undo.js';
 import { listConflicts, showConflict } from '../../src/engine/review/queue.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
@@ -55,6 +56,9 @@ async function seed(e: TestEnv): Promise<void> {
   // plenty of parents: more than a select may show
   await insertAccounts(e, 'st1', Array.from({ length: 120 }, (_, i) => ({ id: 100 + i, number: `AC-M${i}`, user_id: null })));
   await insertTransactions(e, 'st3', [{ id: 40, account_id: 50, currency: 'USD' }]);
+  // two core conflicts (dana's role; erin's role), decided elsewhere while their cards are out
+  await insertUsers(e, 'st1', [{ id: 7, email: 'erin@x', role: 'Administrator', feature: 'FEAT-C' }]);
+  await insertUsers(e, 'st3', [{ id: 8, email: 'erin@x', role: 'Support', feature: 'FEAT-C' }]);
   await tagRelease(e.ctx, 'R2', { actor: 'cli:test' });
   await consolidate(e.ctx, 'R2', { actor: 'cli:test' });
 }
@@ -75,6 +79,7 @@ afterAll(async () => {
 
 beforeEach(() => fake.reset());
 
+const conflictOf = async (key: string) => must((await listConflicts(env.ctx, 'R2', { status: 'all' })).find((c) => c.key_label === key), `the conflict on ${key}`);
 const dangling = async () => must((await listConflicts(env.ctx, 'R2', { status: 'all' })).find((c) => c.kind === 'dangling-reference'), 'the dangling reference');
 
 function must<T>(v: T | undefined, what: string): T {
@@ -148,5 +153,79 @@ describe('a reference conflict decided from Slack', () => {
     // the card is updated in place: decided, no buttons
     const card = await cardOf(c.code);
     await vi.waitFor(() => expect(fake.of('chat.update').some((u) => u.ts === card.ts && JSON.stringify(u.blocks).includes('re-pointed account_id to 51'))).toBe(true), { timeout: 60_000 });
+  });
+});
+
+/** A click on a card shown ephemerally (Review next): Slack marks its container so. */
+function ephemeralActionBody(user: string, actionId: string, value: string): string {
+  const body = new URLSearchParams(actionBody(fake, user, actionId, value, { channel: 'C_REVIEW', ts: '1700000999.000100' }));
+  const payload = JSON.parse(must(body.get('payload') ?? undefined, 'the payload')) as { container: Record<string, unknown>; message?: unknown };
+  payload.container = { type: 'message', channel_id: 'C_REVIEW', message_ts: '1700000999.000100', is_ephemeral: true };
+  delete payload.message;
+  return new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
+}
+
+describe('cards that stay current', () => {
+  it('a decision taken in the CLI updates every card of the conflict, in every channel, and the queue summaries', async () => {
+    const c = await conflictOf('email=dana@x');
+    // a second channel gets its own card of the same conflict
+    await bot.deps.cards.postCards('R2', 'C_SECOND');
+    const cards = await env.db.control('slack_messages').where({ kind: 'card', code: c.code });
+    expect(cards.map((x) => x.channel).sort()).toEqual(['C_REVIEW', 'C_SECOND']);
+    fake.reset();
+    await applyDecision(env.ctx, 'R2', c.code, { action: 'keep', version: 1 }, { actor: 'cli:alice', rationale: 'the admin role is what FEAT-C tests' });
+    // the bot reads the audit trail (every few seconds; here one pass) and updates both cards in place
+    await bot.deps.cards.catchUp();
+    await bot.deps.cards.idle();
+    const updated = fake.of('chat.update').filter((u) => cards.some((x) => x.ts === u.ts));
+    expect(updated.map((u) => u.channel).sort()).toEqual(['C_REVIEW', 'C_SECOND']);
+    for (const u of updated) {
+      expect(JSON.stringify(u.blocks)).toContain('Decided* by cli:alice');
+      expect((u.blocks as Block[]).some((b) => b.type === 'actions')).toBe(false);
+    }
+    const summaries = await env.db.control('slack_messages').where({ kind: 'summary', release: 'R2' });
+    expect(fake.of('chat.update').filter((u) => summaries.some((x) => x.ts === u.ts)).length).toBe(summaries.length);
+    // a second pass finds nothing new: no update twice
+    fake.reset();
+    await bot.deps.cards.catchUp();
+    expect(fake.of('chat.update')).toHaveLength(0);
+  });
+
+  it('a click on a card decided in the CLI (not yet updated) answers with the current state and changes nothing', async () => {
+    const c = await conflictOf('email=erin@x');
+    const card = await cardOf(c.code);
+    await applyDecision(env.ctx, 'R2', c.code, { action: 'keep', version: 2 }, { actor: 'cli:bob', rationale: 'support is what erin tests' });
+    const decisions = await env.db.control('decisions').count<{ count: string }[]>({ count: '*' });
+    fake.reset();
+    await send(actionBody(fake, 'U0REV', 'review:keep:1', JSON.stringify({ release: 'R2', code: c.code, runId: c.run_id, version: 1 }), card));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
+    const reply = fake.of('response_url')[0]!;
+    expect(reply.response_type).toBe('ephemeral');
+    expect(String(reply.text)).toContain(`${c.code} was already decided by cli:bob: kept version 2 (ST-3); the card is refreshed.`);
+    expect(fake.of('views.open')).toHaveLength(0);
+    const refreshed = must(fake.of('chat.update').find((u) => u.ts === card.ts), 'the card updated');
+    expect(JSON.stringify(refreshed.blocks)).toContain('support is what erin tests');
+    expect(await env.db.control('decisions').count<{ count: string }[]>({ count: '*' })).toEqual(decisions);
+    expect((await env.db.control('conflicts').where({ id: c.id }).first()).decided_by).toBe('cli:bob');
+  });
+
+  it('an ephemeral card is updated through its response_url after a decision elsewhere', async () => {
+    const c = await conflictOf('email=erin@x');
+    // erin's decision is undone in the CLI: the follower brings the card back with its buttons
+    await undoDecision(env.ctx, c.code, { actor: 'cli:bob', rationale: 'asked the wrong team', release: 'R2' });
+    fake.reset();
+    await bot.deps.cards.catchUp();
+    await bot.deps.cards.idle();
+    const card = await cardOf(c.code);
+    const reopened = must(fake.of('chat.update').find((u) => u.ts === card.ts), 'the card reopened');
+    expect((reopened.blocks as Block[]).some((b) => b.type === 'actions')).toBe(true);
+    fake.reset();
+    const click = ephemeralActionBody('U0REV2', 'review:keep:1', JSON.stringify({ release: 'R2', code: c.code, runId: c.run_id, version: 1 }));
+    await send(click);
+    await vi.waitFor(() => expect(fake.of('views.open')).toHaveLength(1), { timeout: 60_000 });
+    // someone else decides it (the CLI), and the bot follows the trail
+    await applyDecision(env.ctx, 'R2', c.code, { action: 'keep', version: 1 }, { actor: 'cli:carol', rationale: 'the admin role after all' });
+    await bot.deps.cards.catchUp();
+    await vi.waitFor(() => expect(fake.of('response_url').some((r) => r.replace_original === true && JSON.stringify(r.blocks).includes('Decided* by cli:carol'))).toBe(true), { timeout: 60_000 });
   });
 });
