@@ -6,7 +6,8 @@ import { failpoint } from '../kernel/failpoints.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { getConflict } from './queue.js';
 import { isAutoCode, reopenAutoResolution } from './autoResolved.js';
-import type { ConflictRow, BlastRadius, Decision, DecisionOutcome, Dependent, Plan } from './types.js';
+import type { ConflictRow, BlastRadius, Decision, DecisionOutcome, Dependent, Plan, VersionView } from './types.js';
+import { must } from '../kernel/must.js';
 import { CROSS_RELEASE, planCrossRelease, validateCrossRelease } from './crossRelease.js';
 import { masterKeys } from '../kernel/master.js';
 import { materializeRefs, rawRefs, refsObject, runTables, type RunTables } from '../kernel/workArea.js';
@@ -112,160 +113,238 @@ function validate(ctx: Ctx, c: ConflictRow, d: Decision): void {
   }
 }
 
+/** What every version decision works with: the work tables, the entity, its records and their versions. */
+interface VersionScope {
+  ctx: Ctx;
+  k: Knex.Transaction;
+  c: ConflictRow;
+  t: RunTables;
+  e: EntitySpec;
+  recs: RecordRef[];
+  versions: VersionView[];
+  blast: BlastRadius;
+  summary: string;
+}
+
+/** The representative record of version `no` (its first env's). */
+function repOf(s: VersionScope, no: number): RecordRef {
+  const v = must(s.versions.find((x) => x.no === no), `version ${no} of ${s.c.code}`);
+  return must(s.recs.find((r) => r.version === no && r.env === v.envs[0]), `the record of version ${no} of ${s.c.code} in ${v.envs[0]}`);
+}
+
+/** A version's record data as SQL, its primary key set to the key it keeps. */
+function recordData(s: VersionScope, no: number): { sql: string; bindings: Knex.RawBinding[] } {
+  const rep = repOf(s, no);
+  const { t, e, c } = s;
+  const pkPath = literal(`{${e.primaryKey}}`);
+  return {
+    sql: `(select jsonb_set(o.data, ${pkPath}, work.key_value(o.data->${literal(e.primaryKey)}, ?))
+             from ${t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`,
+    bindings: [rep.effPk, c.entity, rep.env, rep.pk],
+  };
+}
+
+/** One version survives with the data of `dataSql`: the other records' keys map to it. */
+async function keepOne(s: VersionScope, survivorNo: number, dataSql: string, bindings: Knex.RawBinding[]): Promise<() => Promise<void>> {
+  const { ctx, k, c, t, e, recs, summary } = s;
+  const rep = repOf(s, survivorNo);
+  const moved = recs.filter((r) => r.pk !== rep.effPk);
+  s.blast.rewritten = await childCountFor(ctx, k, t, c.entity, moved);
+  return async () => {
+    await k.raw(
+      `update ${t.result} r set data = x.data, pk = ?, raw_refs = ${refsObject(e, 'x.data')}, status = 'final', rule = 'decision', reason = ?,
+                rep_env = ?, rep_pk = ?
+           from (select ${dataSql} as data) x
+          where r.entity = ? and r.identity = ?`,
+      [rep.effPk, summary, rep.env, rep.pk, ...bindings, c.entity, c.identity],
+    );
+    await deleteKeyMap(s);
+    if (moved.length > 0) await mapKeys(s, rep.effPk, moved);
+  };
+}
+
+/** The key map's entries of the conflict's records go: the decision writes them anew. */
+async function deleteKeyMap(s: VersionScope): Promise<void> {
+  await s.k.raw(`delete from ${s.t.keyMap} where entity = ? and (env, old_pk) in (select * from unnest(?::text[], ?::text[]))`, [
+    s.c.entity,
+    s.recs.map((r) => r.env),
+    s.recs.map((r) => r.pk),
+  ]);
+}
+
+/** The records `moved` now map to key `to`. */
+async function mapKeys(s: VersionScope, to: string, moved: RecordRef[]): Promise<void> {
+  await s.k.raw(`insert into ${s.t.keyMap} (entity, env, old_pk, new_pk) select ?, env, pk, ? from unnest(?::text[], ?::text[]) as m(env, pk)`, [
+    s.c.entity,
+    to,
+    moved.map((r) => r.env),
+    moved.map((r) => r.pk),
+  ]);
+}
+
+/** Merge: version 1's record with each picked attribute taken from its version. */
+function planMerge(s: VersionScope, picks: Record<string, number>): Promise<() => Promise<void>> {
+  const base = recordData(s, 1);
+  const patch = Object.entries(picks).map(([attr, v]) => {
+    const rep = repOf(s, v);
+    return {
+      sql: `(select jsonb_build_object(?::text, o.data->?) from ${s.t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`,
+      bindings: [attr, attr, s.c.entity, rep.env, rep.pk],
+    };
+  });
+  const sql = [base.sql, ...patch.map((p) => p.sql)].join(' || ');
+  return keepOne(s, 1, sql, [...base.bindings, ...patch.flatMap((p) => p.bindings)]);
+}
+
+interface KeptVersion {
+  no: number;
+  pk: string;
+  values: Record<string, string>;
+}
+
+/** Keep both: each version keeps its key (or a fresh one when taken) and, past version 1, new natural keys. */
+async function keepBothPlan(s: VersionScope, rename: Record<number, Record<string, string>> | undefined): Promise<KeptVersion[]> {
+  const { ctx, k, c, t, e, versions } = s;
+  const template = ctx.config.policy.renameTemplate;
+  const nkCols = [...new Set(e.naturalKeys.flat())];
+  const usedPks = new Set<string>();
+  const maxPk = await k.raw<{ rows: { m: string | null }[] }>(
+    `select greatest(${maxIntegerKeySql('pk', t.result, 'entity = :entity')}, ${maxIntegerKeySql('pk', t.records, 'entity = :entity')})::text as m`,
+    { entity: c.entity },
+  );
+  const freshKey = freshKeys(keyFloor(maxPk.rows[0]?.m, await masterMaxKey(ctx, e)));
+  const plan: KeptVersion[] = [];
+  for (const v of versions) {
+    const rep = repOf(s, v.no);
+    let pk = rep.effPk;
+    if (usedPks.has(pk)) pk = freshKey(pk, rep.env);
+    usedPks.add(pk);
+    const values: Record<string, string> = {};
+    if (v.no !== 1) {
+      for (const col of nkCols) {
+        const given = rename?.[v.no]?.[col];
+        const current = v.data[col];
+        if (given !== undefined) values[col] = given;
+        else if (current !== null && current !== undefined && versions.some((o) => o.no !== v.no && o.data[col] === current)) {
+          values[col] = renderTemplate(template, String(current), rep.env, v.feature, v.no);
+        }
+      }
+    }
+    plan.push({ no: v.no, pk, values });
+    if (v.no !== 1) s.blast.renamed.push({ version: v.no, values, pk });
+  }
+  return plan;
+}
+
+/** New natural keys must be unique among the entity's records and among themselves. */
+async function checkNewKeys(s: VersionScope, plan: KeptVersion[]): Promise<void> {
+  const seen = new Map<string, number>();
+  for (const p of plan) {
+    for (const [col, value] of Object.entries(p.values)) {
+      const key = `${col}=${value}`;
+      const other = seen.get(key);
+      if (other !== undefined) {
+        throw new TributaryError('decision_invalid', `keep-both: versions ${other} and ${p.no} would both get ${key}; give distinct values`, { field: col });
+      }
+      seen.set(key, p.no);
+      const taken = await s.k.raw<{ rows: { pk: string }[] }>(
+        `select pk from ${s.t.result} where entity = ? and status <> 'deleted' and data->>? = ? limit 1`,
+        [s.c.entity, col, value],
+      );
+      const holder = taken.rows[0];
+      if (holder) {
+        throw new TributaryError(
+          'decision_invalid',
+          `keep-both: ${s.c.entity} ${key} is already taken (by ${s.e.primaryKey} ${holder.pk}); give another value for version ${p.no}`,
+          { field: col, value },
+        );
+      }
+    }
+  }
+}
+
+/** Writes one kept version as a result row of its own identity (version 1 keeps the conflict's). */
+async function writeKeptVersion(s: VersionScope, p: KeptVersion): Promise<void> {
+  const { k, c, t, e, recs, versions, summary } = s;
+  const rep = repOf(s, p.no);
+  const identity = p.no === 1 ? c.identity : `${c.identity}#${p.no}`;
+  const patch = JSON.stringify(p.values);
+  const sources = JSON.stringify(recs.filter((r) => r.version === p.no).map((r) => ({ env: r.env, pk: r.pk, version: p.no })));
+  const data = `(select jsonb_set(o.data, ${literal(`{${e.primaryKey}}`)}, work.key_value(o.data->${literal(e.primaryKey)}, ?)) || ?::jsonb
+                   from ${t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`;
+  const renamed = Object.entries(p.values).map(([kk, vv]) => `${kk} → ${vv}`).join(', ') || `${e.primaryKey} → ${p.pk}`;
+  const reason = p.no === 1 ? summary : `${summary} (renamed: ${renamed})`;
+  const feature = must(versions.find((v) => v.no === p.no), `version ${p.no} of ${c.code}`).feature;
+  await k.raw(
+    `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, conflict, status, rep_env, rep_pk, feature)
+             select ?, ?, ?, x.data, ${refsObject(e, 'x.data')}, ?::jsonb, 'decision', ?, ?, 'final', ?, ?, ?
+               from (select ${data} as data) x
+             on conflict (entity, identity) do update set pk = excluded.pk, data = excluded.data, raw_refs = excluded.raw_refs,
+               sources = excluded.sources, rule = excluded.rule, reason = excluded.reason, status = excluded.status,
+               rep_env = excluded.rep_env, rep_pk = excluded.rep_pk`,
+    [c.entity, identity, p.pk, sources, reason, c.code, rep.env, rep.pk, feature, p.pk, patch, c.entity, rep.env, rep.pk],
+  );
+  const mv = recs.filter((r) => r.version === p.no && r.pk !== p.pk);
+  if (mv.length > 0) await mapKeys(s, p.pk, mv);
+}
+
+/** Keep both, renamed: the plan, its keys checked, and the rows it writes. */
+async function planKeepBoth(s: VersionScope, rename: Record<number, Record<string, string>> | undefined): Promise<() => Promise<void>> {
+  const plan = await keepBothPlan(s, rename);
+  await checkNewKeys(s, plan);
+  const keyOf = (version: number) => must(plan.find((p) => p.no === version), `the kept key of version ${version}`).pk;
+  const moved = s.recs.filter((r) => r.pk !== keyOf(r.version));
+  s.blast.rewritten = await childCountFor(s.ctx, s.k, s.t, s.c.entity, moved);
+  return async () => {
+    await deleteKeyMap(s);
+    for (const p of plan) await writeKeptVersion(s, p);
+  };
+}
+
+/** The version decision's own writes, by action. */
+function planVersionAction(s: VersionScope, d: Decision): Promise<() => Promise<void>> {
+  switch (d.action) {
+    case 'keep': {
+      const rd = recordData(s, d.version);
+      return keepOne(s, d.version, rd.sql, rd.bindings);
+    }
+    case 'merge':
+      return planMerge(s, d.picks);
+    case 'keep-both':
+      return planKeepBoth(s, d.rename);
+    case 'delete-both':
+      return planDelete(s.ctx, s.k, s.t, s.c, s.recs, d.cascade ?? false, s.blast, s.summary);
+    default:
+      throw new TributaryError('decision_invalid', `unsupported action ${d.action}`);
+  }
+}
+
+/** After the writes: the kept rows' own references follow their env's key map, like every consolidated row's, and so do the children's. */
+async function rematerialize(s: VersionScope): Promise<void> {
+  const { ctx, k, c, t, e, recs } = s;
+  const kept = await k.raw<{ rows: { identity: string }[] }>(
+    `select identity from ${t.result} where entity = ? and (identity = ? or identity like ?)`,
+    [c.entity, c.identity, `${c.identity}#%`],
+  );
+  await materializeRefs(k, t, e, { identities: kept.rows.map((r) => r.identity) });
+  for (const child of childEntities(ctx.config, c.entity)) {
+    await materializeRefs(k, t, child.e, { parent: c.entity, envs: recs.map((r) => r.env), pks: recs.map((r) => r.pk) });
+  }
+}
+
 async function planVersionDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
   const t = runTables(c.run_id);
   const e = entityOf(ctx, c.entity);
   const recs = await recordsOf(k, t, c.entity, c.identity);
-  const versions = c.detail.versions!;
-  const repOf = (no: number) => recs.find((r) => r.version === no && r.env === versions.find((v) => v.no === no)!.envs[0])!;
+  const versions = must(c.detail.versions, `the versions of ${c.code}`);
   const blast: BlastRadius = { rewritten: 0, removed: 0, renamed: [], dependents: [], dependentCount: 0 };
-  const pkPath = literal(`{${e.primaryKey}}`);
-
-  const keepOne = async (survivorNo: number, dataSql: string, bindings: Knex.RawBinding[]) => {
-    const rep = repOf(survivorNo);
-    const moved = recs.filter((r) => r.pk !== rep.effPk);
-    blast.rewritten = await childCountFor(ctx, k, t, c.entity, moved);
-    return async () => {
-      await k.raw(
-        `update ${t.result} r set data = x.data, pk = ?, raw_refs = ${refsObject(e, 'x.data')}, status = 'final', rule = 'decision', reason = ?,
-                rep_env = ?, rep_pk = ?
-           from (select ${dataSql} as data) x
-          where r.entity = ? and r.identity = ?`,
-        [rep.effPk, summary, rep.env, rep.pk, ...bindings, c.entity, c.identity],
-      );
-      await k.raw(`delete from ${t.keyMap} where entity = ? and (env, old_pk) in (select * from unnest(?::text[], ?::text[]))`, [c.entity, recs.map((r) => r.env), recs.map((r) => r.pk)]);
-      if (moved.length > 0) {
-        await k.raw(`insert into ${t.keyMap} (entity, env, old_pk, new_pk) select ?, env, pk, ? from unnest(?::text[], ?::text[]) as m(env, pk)`, [
-          c.entity,
-          rep.effPk,
-          moved.map((r) => r.env),
-          moved.map((r) => r.pk),
-        ]);
-      }
-    };
-  };
-
-  const recordData = (no: number) => {
-    const rep = repOf(no);
-    return {
-      sql: `(select jsonb_set(o.data, ${pkPath}, work.key_value(o.data->${literal(e.primaryKey)}, ?)) from ${t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`,
-      bindings: [rep.effPk, c.entity, rep.env, rep.pk],
-    };
-  };
-
-  let apply: () => Promise<void>;
-  switch (d.action) {
-    case 'keep': {
-      const rd = recordData(d.version);
-      apply = await keepOne(d.version, rd.sql, rd.bindings);
-      break;
-    }
-    case 'merge': {
-      const base = recordData(1);
-      const picks = Object.entries(d.picks);
-      const patch = picks.map(([attr, v]) => {
-        const rep = repOf(v);
-        return {
-          sql: `(select jsonb_build_object(?::text, o.data->?) from ${t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`,
-          bindings: [attr, attr, c.entity, rep.env, rep.pk],
-        };
-      });
-      const sql = [base.sql, ...patch.map((p) => p.sql)].join(' || ');
-      apply = await keepOne(1, sql, [...base.bindings, ...patch.flatMap((p) => p.bindings)]);
-      break;
-    }
-    case 'keep-both': {
-      const template = ctx.config.policy.renameTemplate;
-      const nkCols = [...new Set(e.naturalKeys.flat())];
-      const usedPks = new Set<string>();
-      const maxPk = await k.raw<{ rows: { m: string | null }[] }>(
-        `select greatest(${maxIntegerKeySql('pk', t.result, 'entity = :entity')}, ${maxIntegerKeySql('pk', t.records, 'entity = :entity')})::text as m`,
-        { entity: c.entity },
-      );
-      const freshKey = freshKeys(keyFloor(maxPk.rows[0]?.m, await masterMaxKey(ctx, e)));
-      const plan: { no: number; pk: string; values: Record<string, string> }[] = [];
-      for (const v of versions) {
-        const rep = repOf(v.no);
-        let pk = rep.effPk;
-        if (usedPks.has(pk)) pk = freshKey(pk, rep.env);
-        usedPks.add(pk);
-        const values: Record<string, string> = {};
-        if (v.no !== 1) {
-          for (const col of nkCols) {
-            const given = d.rename?.[v.no]?.[col];
-            const current = v.data[col];
-            if (given !== undefined) values[col] = given;
-            else if (current !== null && current !== undefined && versions.some((o) => o.no !== v.no && o.data[col] === current)) {
-              values[col] = renderTemplate(template, String(current), rep.env, v.feature, v.no);
-            }
-          }
-        }
-        plan.push({ no: v.no, pk, values });
-        if (v.no !== 1) blast.renamed.push({ version: v.no, values, pk });
-      }
-      // new natural keys must be unique among the entity's records and among themselves
-      const seen = new Map<string, number>();
-      for (const p of plan) {
-        for (const [col, value] of Object.entries(p.values)) {
-          const key = `${col}=${value}`;
-          if (seen.has(key)) throw new TributaryError('decision_invalid', `keep-both: versions ${seen.get(key)} and ${p.no} would both get ${key}; give distinct values`, { field: col });
-          seen.set(key, p.no);
-          const taken = await k.raw<{ rows: { pk: string }[] }>(
-            `select pk from ${t.result} where entity = ? and status <> 'deleted' and data->>? = ? limit 1`,
-            [c.entity, col, value],
-          );
-          if (taken.rows[0]) throw new TributaryError('decision_invalid', `keep-both: ${c.entity} ${key} is already taken (by ${e.primaryKey} ${taken.rows[0].pk}); give another value for version ${p.no}`, { field: col, value });
-        }
-      }
-      const moved = recs.filter((r) => r.pk !== plan.find((p) => p.no === r.version)!.pk);
-      blast.rewritten = await childCountFor(ctx, k, t, c.entity, moved);
-      apply = async () => {
-        await k.raw(`delete from ${t.keyMap} where entity = ? and (env, old_pk) in (select * from unnest(?::text[], ?::text[]))`, [c.entity, recs.map((r) => r.env), recs.map((r) => r.pk)]);
-        for (const p of plan) {
-          const rep = repOf(p.no);
-          const identity = p.no === 1 ? c.identity : `${c.identity}#${p.no}`;
-          const patch = JSON.stringify(p.values);
-          const sources = JSON.stringify(recs.filter((r) => r.version === p.no).map((r) => ({ env: r.env, pk: r.pk, version: p.no })));
-          const data = `(select jsonb_set(o.data, ${pkPath}, work.key_value(o.data->${literal(e.primaryKey)}, ?)) || ?::jsonb from ${t.records} o where o.entity = ? and o.env = ? and o.pk = ?)`;
-          const reason = p.no === 1 ? summary : `${summary} (renamed: ${Object.entries(p.values).map(([kk, vv]) => `${kk} → ${vv}`).join(', ') || `${e.primaryKey} → ${p.pk}`})`;
-          await k.raw(
-            `insert into ${t.result} (entity, identity, pk, data, raw_refs, sources, rule, reason, conflict, status, rep_env, rep_pk, feature)
-             select ?, ?, ?, x.data, ${refsObject(e, 'x.data')}, ?::jsonb, 'decision', ?, ?, 'final', ?, ?, ?
-               from (select ${data} as data) x
-             on conflict (entity, identity) do update set pk = excluded.pk, data = excluded.data, raw_refs = excluded.raw_refs, sources = excluded.sources,
-               rule = excluded.rule, reason = excluded.reason, status = excluded.status, rep_env = excluded.rep_env, rep_pk = excluded.rep_pk`,
-            [c.entity, identity, p.pk, sources, reason, c.code, rep.env, rep.pk, versions.find((v) => v.no === p.no)!.feature, p.pk, patch, c.entity, rep.env, rep.pk],
-          );
-          const mv = recs.filter((r) => r.version === p.no && r.pk !== p.pk);
-          if (mv.length > 0) {
-            await k.raw(`insert into ${t.keyMap} (entity, env, old_pk, new_pk) select ?, env, pk, ? from unnest(?::text[], ?::text[]) as m(env, pk)`, [
-              c.entity,
-              p.pk,
-              mv.map((r) => r.env),
-              mv.map((r) => r.pk),
-            ]);
-          }
-        }
-      };
-      break;
-    }
-    case 'delete-both': {
-      apply = await planDelete(ctx, k, t, c, recs, d.cascade ?? false, blast, summary);
-      break;
-    }
-    default:
-      throw new TributaryError('decision_invalid', `unsupported action ${d.action}`);
-  }
+  const s: VersionScope = { ctx, k, c, t, e, recs, versions, blast, summary };
+  const apply = await planVersionAction(s, d);
   return {
     blast,
     apply: async () => {
       await apply();
-      // the kept rows' own references follow their env's key map, like every consolidated row's
-      const kept = await k.raw<{ rows: { identity: string }[] }>(`select identity from ${t.result} where entity = ? and (identity = ? or identity like ?)`, [c.entity, c.identity, `${c.identity}#%`]);
-      await materializeRefs(k, t, e, { identities: kept.rows.map((r) => r.identity) });
-      for (const child of childEntities(ctx.config, c.entity)) {
-        await materializeRefs(k, t, child.e, { parent: c.entity, envs: recs.map((r) => r.env), pks: recs.map((r) => r.pk) });
-      }
+      await rematerialize(s);
     },
   };
 }
