@@ -8,6 +8,7 @@ import { getConflict } from './queue.js';
 import { isAutoCode, reopenAutoResolution } from './autoResolved.js';
 import type { ConflictRow, BlastRadius, Decision, DecisionOutcome, Dependent, Plan, VersionView } from './types.js';
 import { must } from '../kernel/must.js';
+import type { DecisionsRow } from '../../db/rows.js';
 import { CROSS_RELEASE, planCrossRelease, validateCrossRelease } from './crossRelease.js';
 import { masterKeys } from '../kernel/master.js';
 import { materializeRefs, rawRefs, refsObject, runTables, type RunTables } from '../kernel/workArea.js';
@@ -37,7 +38,7 @@ interface RecordRef {
 }
 
 function entityOf(ctx: Ctx, name: string): EntitySpec {
-  return ctx.config.entities.find((e) => e.name === name)!;
+  return must(ctx.config.entities.find((e) => e.name === name), `entity ${name} in the config`);
 }
 
 async function recordsOf(k: Knex.Transaction, t: RunTables, entity: string, identity: string): Promise<RecordRef[]> {
@@ -51,7 +52,16 @@ async function recordsOf(k: Knex.Transaction, t: RunTables, entity: string, iden
 }
 
 /** Child result rows whose reference resolves to one of the given parent records (through their env). */
-async function directChildren(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[], finalPk?: string): Promise<Dependent[]> {
+type EnvKey = { env: string; pk: string };
+
+async function directChildren(
+  ctx: Ctx,
+  k: Knex.Transaction,
+  t: RunTables,
+  entity: string,
+  recs: EnvKey[],
+  finalPk?: string,
+): Promise<Dependent[]> {
   const out: Dependent[] = [];
   for (const { e, column } of childEntities(ctx.config, entity)) {
     const col = literal(column);
@@ -68,7 +78,14 @@ async function directChildren(ctx: Ctx, k: Knex.Transaction, t: RunTables, entit
 }
 
 /** Every row that depends, directly or transitively, on the given records. */
-async function allDependents(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[], finalPk?: string): Promise<(Dependent & { identity: string })[]> {
+async function allDependents(
+  ctx: Ctx,
+  k: Knex.Transaction,
+  t: RunTables,
+  entity: string,
+  recs: EnvKey[],
+  finalPk?: string,
+): Promise<(Dependent & { identity: string })[]> {
   const seen = new Map<string, Dependent & { identity: string }>();
   let frontier = (await directChildren(ctx, k, t, entity, recs, finalPk)) as (Dependent & { identity: string })[];
   while (frontier.length > 0) {
@@ -88,7 +105,7 @@ async function allDependents(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity
   return [...seen.values()];
 }
 
-async function childCountFor(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: { env: string; pk: string }[]): Promise<number> {
+async function childCountFor(ctx: Ctx, k: Knex.Transaction, t: RunTables, entity: string, recs: EnvKey[]): Promise<number> {
   if (recs.length === 0) return 0;
   return (await directChildren(ctx, k, t, entity, recs)).length;
 }
@@ -98,17 +115,27 @@ function validate(ctx: Ctx, c: ConflictRow, d: Decision): void {
   const isVersion = !!c.detail.versions;
   const allowed: readonly string[] = isVersion ? VERSION_ACTIONS : RECORD_ACTIONS;
   if (!allowed.includes(d.action)) {
-    throw new TributaryError('decision_invalid', `${c.code} is a ${c.kind} conflict: decide it with ${allowed.join(', ')} (not ${d.action})`, { code: c.code });
+    const message = `${c.code} is a ${c.kind} conflict: decide it with ${allowed.join(', ')} (not ${d.action})`;
+    throw new TributaryError('decision_invalid', message, { code: c.code });
   }
   const versions = c.detail.versions ?? [];
   if (d.action === 'keep' && !versions.some((v) => v.no === d.version)) {
-    throw new TributaryError('decision_invalid', `${c.code} has versions ${versions.map((v) => v.no).join(', ')}; there is no version ${d.version}`);
+    const nos = versions.map((v) => v.no).join(', ');
+    throw new TributaryError('decision_invalid', `${c.code} has versions ${nos}; there is no version ${d.version}`);
   }
-  if (d.action === 'merge') {
-    if (Object.keys(d.picks).length === 0) throw new TributaryError('decision_invalid', `merge needs a pick per differing attribute (${(c.detail.differing ?? []).join(', ')})`);
-    for (const [attr, v] of Object.entries(d.picks)) {
-      if (!versions.some((x) => x.no === v)) throw new TributaryError('decision_invalid', `merge pick ${attr}=${v}: ${c.code} has no version ${v}`);
-      if (!(attr in (versions[0]?.data ?? {}))) throw new TributaryError('decision_invalid', `merge pick ${attr}: ${c.entity} has no attribute "${attr}"`);
+  if (d.action === 'merge') validatePicks(c, versions, d.picks);
+}
+
+function validatePicks(c: ConflictRow, versions: VersionView[], picks: Record<string, number>): void {
+  if (Object.keys(picks).length === 0) {
+    throw new TributaryError('decision_invalid', `merge needs a pick per differing attribute (${(c.detail.differing ?? []).join(', ')})`);
+  }
+  for (const [attr, v] of Object.entries(picks)) {
+    if (!versions.some((x) => x.no === v)) {
+      throw new TributaryError('decision_invalid', `merge pick ${attr}=${v}: ${c.code} has no version ${v}`);
+    }
+    if (!(attr in (versions[0]?.data ?? {}))) {
+      throw new TributaryError('decision_invalid', `merge pick ${attr}: ${c.entity} has no attribute "${attr}"`);
     }
   }
 }
@@ -152,8 +179,8 @@ async function keepOne(s: VersionScope, survivorNo: number, dataSql: string, bin
   s.blast.rewritten = await childCountFor(ctx, k, t, c.entity, moved);
   return async () => {
     await k.raw(
-      `update ${t.result} r set data = x.data, pk = ?, raw_refs = ${refsObject(e, 'x.data')}, status = 'final', rule = 'decision', reason = ?,
-                rep_env = ?, rep_pk = ?
+      `update ${t.result} r set data = x.data, pk = ?, raw_refs = ${refsObject(e, 'x.data')}, status = 'final', rule = 'decision',
+                reason = ?, rep_env = ?, rep_pk = ?
            from (select ${dataSql} as data) x
           where r.entity = ? and r.identity = ?`,
       [rep.effPk, summary, rep.env, rep.pk, ...bindings, c.entity, c.identity],
@@ -174,7 +201,9 @@ async function deleteKeyMap(s: VersionScope): Promise<void> {
 
 /** The records `moved` now map to key `to`. */
 async function mapKeys(s: VersionScope, to: string, moved: RecordRef[]): Promise<void> {
-  await s.k.raw(`insert into ${s.t.keyMap} (entity, env, old_pk, new_pk) select ?, env, pk, ? from unnest(?::text[], ?::text[]) as m(env, pk)`, [
+  const sql = `insert into ${s.t.keyMap} (entity, env, old_pk, new_pk)
+               select ?, env, pk, ? from unnest(?::text[], ?::text[]) as m(env, pk)`;
+  await s.k.raw(sql, [
     s.c.entity,
     to,
     moved.map((r) => r.env),
@@ -209,7 +238,8 @@ async function keepBothPlan(s: VersionScope, rename: Record<number, Record<strin
   const nkCols = [...new Set(e.naturalKeys.flat())];
   const usedPks = new Set<string>();
   const maxPk = await k.raw<{ rows: { m: string | null }[] }>(
-    `select greatest(${maxIntegerKeySql('pk', t.result, 'entity = :entity')}, ${maxIntegerKeySql('pk', t.records, 'entity = :entity')})::text as m`,
+    `select greatest(${maxIntegerKeySql('pk', t.result, 'entity = :entity')},
+                     ${maxIntegerKeySql('pk', t.records, 'entity = :entity')})::text as m`,
     { entity: c.entity },
   );
   const freshKey = freshKeys(keyFloor(maxPk.rows[0]?.m, await masterMaxKey(ctx, e)));
@@ -244,7 +274,8 @@ async function checkNewKeys(s: VersionScope, plan: KeptVersion[]): Promise<void>
       const key = `${col}=${value}`;
       const other = seen.get(key);
       if (other !== undefined) {
-        throw new TributaryError('decision_invalid', `keep-both: versions ${other} and ${p.no} would both get ${key}; give distinct values`, { field: col });
+        const message = `keep-both: versions ${other} and ${p.no} would both get ${key}; give distinct values`;
+        throw new TributaryError('decision_invalid', message, { field: col });
       }
       seen.set(key, p.no);
       const taken = await s.k.raw<{ rows: { pk: string }[] }>(
@@ -359,7 +390,10 @@ async function planDelete(
   blast: BlastRadius,
   summary: string,
 ): Promise<() => Promise<void>> {
-  const current = await k.raw<{ rows: { pk: string }[] }>(`select pk from ${t.result} where entity = ? and identity = ?`, [c.entity, c.identity]);
+  const current = await k.raw<{ rows: { pk: string }[] }>(`select pk from ${t.result} where entity = ? and identity = ?`, [
+    c.entity,
+    c.identity,
+  ]);
   const deps = await allDependents(ctx, k, t, c.entity, recs, current.rows[0]?.pk);
   blast.dependentCount = deps.length;
   blast.dependents = deps.slice(0, 50).map((d) => ({ entity: d.entity, pk: d.pk }));
@@ -368,13 +402,18 @@ async function planDelete(
     return async () => {
       throw new TributaryError(
         'decision_invalid',
-        `${c.code}: ${deps.length} row(s) depend on it (${blast.dependents.slice(0, 5).map((d) => `${d.entity} ${d.pk}`).join(', ')}${deps.length > 5 ? ', …' : ''}); delete with cascade, or choose another resolution`,
+        `${c.code}: ${deps.length} row(s) depend on it (${blast.dependents.slice(0, 5).map((d) => `${d.entity} ${d.pk}`).join(', ')}` +
+          `${deps.length > 5 ? ', …' : ''}); delete with cascade, or choose another resolution`,
         { dependents: deps.length },
       );
     };
   }
   return async () => {
-    await k.raw(`update ${t.result} set status = 'deleted', rule = 'decision', reason = ? where entity = ? and identity = ?`, [summary, c.entity, c.identity]);
+    await k.raw(`update ${t.result} set status = 'deleted', rule = 'decision', reason = ? where entity = ? and identity = ?`, [
+      summary,
+      c.entity,
+      c.identity,
+    ]);
     for (const d of deps) {
       await k.raw(`update ${t.result} set status = 'deleted', rule = 'decision', reason = ? where entity = ? and identity = ?`, [
         `${summary} (cascade from ${c.entity} ${c.key_label})`,
@@ -385,41 +424,58 @@ async function planDelete(
   };
 }
 
+/** Re-point: the parent must be consolidated or in master; the reference is pinned to it. */
+async function planRepoint(ctx: Ctx, k: Knex.Transaction, c: ConflictRow, to: string, blast: BlastRadius, summary: string): Promise<Plan> {
+  const t = runTables(c.run_id);
+  const column = must(c.detail.column, `the reference column of ${c.code}`);
+  const parent = must(c.detail.parent, `the parent entity of ${c.code}`);
+  const found = await k.raw<{ rows: { pk: string }[] }>(`select pk from ${t.result} where entity = ? and pk = ? and status = 'final'`, [
+    parent,
+    to,
+  ]);
+  if (found.rows.length === 0 && !(await masterKeys(ctx, parent, [to])).has(to)) {
+    const message = `re-point ${c.code}: ${parent} ${to} is neither in the consolidated ${parent} nor in master`;
+    throw new TributaryError('decision_invalid', message, { field: column, value: to });
+  }
+  blast.rewritten = 1;
+  const refs = refsObject(entityOf(ctx, c.entity), 'data');
+  return {
+    blast,
+    apply: async () => {
+      await k.raw(
+        `update ${t.result} set status = 'final', rule = 'decision', reason = ?,
+                    raw_refs = coalesce(raw_refs, ${refs}) || jsonb_build_object(?::text, ?::text),
+                    data = jsonb_set(data, ?::text[], work.key_value(data->?, ?))
+              where entity = ? and identity = ?`,
+        [summary, `!${column}`, to, `{${column}}`, column, to, c.entity, c.identity],
+      );
+    },
+  };
+}
+
 /** A decision on one record (also used for validation findings: src/engine/validate/validate.ts). */
 export async function planRecordDecision(ctx: Ctx, k: Knex.Transaction, c: ConflictRow, d: Decision, summary: string): Promise<Plan> {
   const t = runTables(c.run_id);
   const blast: BlastRadius = { rewritten: 0, removed: 0, renamed: [], dependents: [], dependentCount: 0 };
-  const column = c.detail.column!;
-  const parent = c.detail.parent!;
   switch (d.action) {
     case 'waive':
       return {
         blast,
         apply: async () => {
-          await k.raw(`update ${t.result} set status = 'final', rule = 'decision', reason = ? where entity = ? and identity = ?`, [summary, c.entity, c.identity]);
+          await k.raw(`update ${t.result} set status = 'final', rule = 'decision', reason = ? where entity = ? and identity = ?`, [
+            summary,
+            c.entity,
+            c.identity,
+          ]);
         },
       };
-    case 'repoint': {
-      const found = await k.raw<{ rows: { pk: string }[] }>(`select pk from ${t.result} where entity = ? and pk = ? and status = 'final'`, [parent, d.to]);
-      if (found.rows.length === 0 && !(await masterKeys(ctx, parent, [d.to])).has(d.to)) {
-        throw new TributaryError('decision_invalid', `re-point ${c.code}: ${parent} ${d.to} is neither in the consolidated ${parent} nor in master`, { field: column, value: d.to });
-      }
-      blast.rewritten = 1;
-      return {
-        blast,
-        apply: async () => {
-          await k.raw(
-            `update ${t.result} set status = 'final', rule = 'decision', reason = ?,
-                    raw_refs = coalesce(raw_refs, ${refsObject(ctx.config.entities.find((x) => x.name === c.entity)!, 'data')}) || jsonb_build_object(?::text, ?::text),
-                    data = jsonb_set(data, ?::text[], work.key_value(data->?, ?))
-              where entity = ? and identity = ?`,
-            [summary, `!${column}`, d.to, `{${column}}`, column, d.to, c.entity, c.identity],
-          );
-        },
-      };
-    }
+    case 'repoint':
+      return planRepoint(ctx, k, c, d.to, blast, summary);
     case 'delete': {
-      const src = await k.raw<{ rows: { env: string; pk: string }[] }>(`select env, pk from ${t.records} where entity = ? and identity = ?`, [c.entity, c.identity]);
+      const src = await k.raw<{ rows: EnvKey[] }>(`select env, pk from ${t.records} where entity = ? and identity = ?`, [
+        c.entity,
+        c.identity,
+      ]);
       return { blast, apply: await planDelete(ctx, k, t, c, src.rows, d.cascade ?? false, blast, summary) };
     }
     default:
@@ -436,12 +492,18 @@ function planFor(ctx: Ctx, trx: Knex.Transaction, c: ConflictRow, d: Decision, s
 /** The conflict, locked: an automatic resolution (A-…) not re-opened yet becomes a conflict of the same code, in this transaction. */
 function lockedConflict(ctx: Ctx, trx: Knex.Transaction, release: string, code: string): Promise<ConflictRow> {
   return getConflict(ctx, release, code, trx, true).catch((err: unknown) => {
-    if (isAutoCode(code) && err instanceof TributaryError && err.code === 'unknown_conflict') return reopenAutoResolution(ctx, trx, release, code);
+    const notOpenedYet = isAutoCode(code) && err instanceof TributaryError && err.code === 'unknown_conflict';
+    if (notOpenedYet) return reopenAutoResolution(ctx, trx, release, code);
     throw err;
   });
 }
 
-async function withConflict<T>(ctx: Ctx, release: string, code: string, fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>): Promise<T> {
+async function withConflict<T>(
+  ctx: Ctx,
+  release: string,
+  code: string,
+  fn: (trx: Knex.Transaction, c: ConflictRow) => Promise<T>,
+): Promise<T> {
   return ctx.db.control.transaction(async (trx) => fn(trx, await lockedConflict(ctx, trx, release, code)));
 }
 
@@ -482,17 +544,68 @@ export async function applyDecision(ctx: Ctx, release: string, code: string, d: 
   return ctx.db.control.transaction((trx) => applyDecisionIn(ctx, trx, release, code, d, by));
 }
 
+/** A decided conflict is refused, saying who decided it, when, and what. */
+async function refuseDecided(trx: Knex.Transaction, c: ConflictRow): Promise<void> {
+  if (c.status !== 'decided') return;
+  const prev = await trx<DecisionsRow>('decisions').where({ conflict_id: c.id }).first();
+  const what = prev ? describeDecision(c, prev.params as Decision) : '';
+  const message = `${c.code} was already decided by ${c.decided_by} at ${c.decided_at?.toISOString()}: ${what}`;
+  throw new TributaryError('already_decided', message, { code: c.code, decidedBy: c.decided_by });
+}
+
+/** The decision's row, the conflict decided, the release sent back to validation when it changed, and the audit event. */
+async function recordDecision(
+  trx: Knex.Transaction,
+  c: ConflictRow,
+  d: Decision,
+  by: DecidedBy,
+  rationale: string,
+  blast: BlastRadius,
+): Promise<Date> {
+  const now = new Date();
+  await trx('decisions').insert({
+    conflict_id: c.id,
+    release: c.release,
+    run_id: c.run_id,
+    action: d.action,
+    params: JSON.stringify(d),
+    blast: JSON.stringify(blast),
+    rationale,
+    decided_by: by.actor,
+    decided_at: now,
+    ...(by.pattern ? { pattern_decision_id: by.pattern.id } : {}),
+  });
+  await trx('conflicts').where({ id: c.id }).update({ status: 'decided', decided_by: by.actor, decided_at: now });
+  // the dataset changed: a validated (or loaded) release must be validated again. A cross-release
+  // decision changes nothing yet: tributary promote applies it to master
+  const { state } = await releaseState(trx, c.release);
+  if (c.kind !== CROSS_RELEASE && isValidated(state)) await transition(trx, c.release, 'invalidate');
+  const extra = {
+    ...(c.detail.overrules ? { overrules: c.detail.overrules } : {}),
+    ...(by.pattern ? { patternDecision: by.pattern.code } : {}),
+  };
+  await recordAudit(trx, {
+    actor: by.actor,
+    action: 'decision',
+    release: c.release,
+    subject: c.code,
+    details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast, ...extra },
+  });
+  return now;
+}
+
 /** applyDecision inside the caller's transaction (a pattern decision takes all of its decisions in one). */
-export async function applyDecisionIn(ctx: Ctx, trx: Knex.Transaction, release: string, code: string, d: Decision, by: DecidedBy): Promise<DecisionOutcome> {
+export async function applyDecisionIn(
+  ctx: Ctx,
+  trx: Knex.Transaction,
+  release: string,
+  code: string,
+  d: Decision,
+  by: DecidedBy,
+): Promise<DecisionOutcome> {
   const rationale = requireRationale(by.rationale, 'a decision', `why ${describeDecision({ detail: {} } as ConflictRow, d)}?`);
   const c = await lockedConflict(ctx, trx, release, code);
-  if (c.status === 'decided') {
-    const prev = await trx('decisions').where({ conflict_id: c.id }).first();
-    throw new TributaryError('already_decided', `${c.code} was already decided by ${c.decided_by} at ${c.decided_at?.toISOString()}: ${prev ? describeDecision(c, prev.params as Decision) : ''}`, {
-      code: c.code,
-      decidedBy: c.decided_by,
-    });
-  }
+  await refuseDecided(trx, c);
   validate(ctx, c, d);
   // the release's state row, locked before the data changes: a validation running now finishes first,
   // and this decision then sees it validated and sends it back to validation
@@ -504,33 +617,18 @@ export async function applyDecisionIn(ctx: Ctx, trx: Knex.Transaction, release: 
   if (c.kind !== CROSS_RELEASE) await startUndoLog(trx, c.run_id, c.id);
   await plan.apply();
   if (c.kind !== CROSS_RELEASE) await stopUndoLog(trx);
-  const now = new Date();
-  await trx('decisions').insert({
-    conflict_id: c.id,
-    release,
-    run_id: c.run_id,
-    action: d.action,
-    params: JSON.stringify(d),
-    blast: JSON.stringify(plan.blast),
-    rationale,
-    decided_by: by.actor,
-    decided_at: now,
-    ...(by.pattern ? { pattern_decision_id: by.pattern.id } : {}),
-  });
-  await trx('conflicts').where({ id: c.id }).update({ status: 'decided', decided_by: by.actor, decided_at: now });
-  // the dataset changed: a validated (or loaded) release must be validated again. A cross-release
-  // decision changes nothing yet: tributary promote applies it to master
-  const { state } = await releaseState(trx, release);
-  if (c.kind !== CROSS_RELEASE && isValidated(state)) await transition(trx, release, 'invalidate');
-  await recordAudit(trx, {
-    actor: by.actor,
-    action: 'decision',
-    release,
-    subject: c.code,
-    details: { entity: c.entity, key: c.key_label, kind: c.kind, decision: d, rationale, blast: plan.blast, ...(c.detail.overrules ? { overrules: c.detail.overrules } : {}), ...(by.pattern ? { patternDecision: by.pattern.code } : {}) },
-  });
+  const now = await recordDecision(trx, { ...c, release }, d, by, rationale, plan.blast);
   await failpoint('decide.before-commit');
-  return { conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now }, decision: d, blast: plan.blast, applied: true, decidedBy: by.actor, decidedAt: now, rationale, ...(warnings.length > 0 ? { warnings } : {}) };
+  return {
+    conflict: { ...c, status: 'decided', decided_by: by.actor, decided_at: now },
+    decision: d,
+    blast: plan.blast,
+    applied: true,
+    decidedBy: by.actor,
+    decidedAt: now,
+    rationale,
+    ...(warnings.length > 0 ? { warnings } : {}),
+  };
 }
 
 export interface RecordedDecision {
@@ -543,7 +641,9 @@ export interface RecordedDecision {
 
 /** The decision taken on a conflict, if any (to render a decided card). */
 export async function decisionOf(ctx: Ctx, conflictId: number): Promise<RecordedDecision | undefined> {
-  const row = await ctx.db.control('decisions').where({ conflict_id: conflictId }).first();
+  const row = await ctx.db.control<DecisionsRow>('decisions').where({ conflict_id: conflictId }).first();
   if (!row) return undefined;
-  return { decision: row.params as Decision, by: row.decided_by, at: row.decided_at, rationale: row.rationale, blast: row.blast as BlastRadius };
+  // params and blast are written by recordDecision from a Decision and a BlastRadius
+  const { decided_by: by, decided_at: at, rationale } = row;
+  return { decision: row.params as Decision, by, at, rationale, blast: row.blast as BlastRadius };
 }
