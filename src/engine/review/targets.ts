@@ -59,7 +59,11 @@ function compareKeys(a: string, b: string): number {
  * then by closeness of key to the reference as collected (integers by difference, other keys by edit
  * distance), then by key.
  */
-export function rankTargets<T extends { key: string; env: string }>(candidates: readonly T[], from: { env: string; value: string }, limit = TARGET_LIMIT): T[] {
+export function rankTargets<T extends { key: string; env: string }>(
+  candidates: readonly T[],
+  from: { env: string; value: string },
+  limit = TARGET_LIMIT,
+): T[] {
   const scored = candidates.map((c) => ({ c, same: c.env === from.env ? 0 : 1, distance: keyDistance(c.key, from.value) }));
   scored.sort((x, y) => x.same - y.same || x.distance - y.distance || compareKeys(x.c.key, y.c.key));
   return scored.slice(0, Math.max(0, limit)).map((s) => s.c);
@@ -69,13 +73,17 @@ export function rankTargets<T extends { key: string; env: string }>(candidates: 
 function referenceOf(ctx: Ctx, c: ConflictRow): ReferenceSpec {
   const column = c.detail.column;
   const parent = c.detail.parent;
-  if (!column || !parent) throw new TributaryError('decision_invalid', `${c.code} is a ${c.kind} conflict: it has no reference to re-point`, { code: c.code });
+  if (!column || !parent) {
+    throw new TributaryError('decision_invalid', `${c.code} is a ${c.kind} conflict: it has no reference to re-point`, { code: c.code });
+  }
   const e = must(ctx.config.entities.find((x) => x.name === c.entity), `entity ${c.entity} of ${c.code} in the config`);
-  return must(e.references.find((r) => r.column === column && r.entity === parent), `reference ${c.entity}.${column} → ${parent} in the config`);
+  const ref = e.references.find((r) => r.column === column && r.entity === parent);
+  return must(ref, `reference ${c.entity}.${column} → ${parent} in the config`);
 }
 
 function columnsSql(cols: string[], data: string): string {
-  return cols.length === 0 ? `'{}'::jsonb` : `jsonb_build_object(${cols.map((col) => `${literal(col)}, ${data}->${literal(col)}`).join(', ')})`;
+  if (cols.length === 0) return `'{}'::jsonb`;
+  return `jsonb_build_object(${cols.map((col) => `${literal(col)}, ${data}->${literal(col)}`).join(', ')})`;
 }
 
 /**
@@ -93,7 +101,8 @@ export async function repointTargets(ctx: Ctx, c: ConflictRow, opts: { query?: s
        from ${t.result} p
       where p.entity = ? and p.status = 'final' and (?::text = '' or strpos(lower(p.pk), lower(?::text)) > 0)
       order by (p.rep_env = ?) desc,
-               case when p.pk ~ '^-{0,1}[0-9]{1,15}$' and ?::text ~ '^-{0,1}[0-9]{1,15}$' then abs(p.pk::numeric - ?::numeric) end nulls last,
+               case when p.pk ~ '^-{0,1}[0-9]{1,15}$' and ?::text ~ '^-{0,1}[0-9]{1,15}$'
+                    then abs(p.pk::numeric - ?::numeric) end nulls last,
                p.pk
       limit ${CANDIDATE_CAP}`,
     [ref.entity, query, query, env, value, value],
@@ -124,10 +133,17 @@ async function masterParent(ctx: Ctx, ref: ReferenceSpec, key: string): Promise<
 }
 
 /** The parent's relied-on columns: the consolidated parent with that key, else master's. */
-async function parentColumns(ctx: Ctx, k: Knex, c: ConflictRow, ref: ReferenceSpec, key: string): Promise<Record<string, unknown> | undefined> {
+async function parentColumns(
+  ctx: Ctx,
+  k: Knex,
+  c: ConflictRow,
+  ref: ReferenceSpec,
+  key: string,
+): Promise<Record<string, unknown> | undefined> {
   const t = runTables(c.run_id);
   const res = await k.raw<{ rows: { columns: Record<string, unknown> }[] }>(
-    `select ${columnsSql(ref.columns, 'p.data')} as columns from ${t.result} p where p.entity = ? and p.pk = ? and p.status = 'final' limit 1`,
+    `select ${columnsSql(ref.columns, 'p.data')} as columns
+       from ${t.result} p where p.entity = ? and p.pk = ? and p.status = 'final' limit 1`,
     [ref.entity, key],
   );
   return res.rows[0]?.columns ?? (await masterParent(ctx, ref, key));
