@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
 import { undoDecision } from '../../src/engine/review/undo.js';
-import { listConflicts, showConflict } from '../../src/engine/review/queue.js';
+import { getConflict, listConflicts, showConflict } from '../../src/engine/review/queue.js';
+import { messageAbout, messagesAbout } from '../../src/slack/messages.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import type { Bot } from '../../src/slack/app.js';
@@ -87,8 +88,12 @@ function must<T>(v: T | undefined, what: string): T {
   return v;
 }
 
+/** Where the bot posted a conflict's card (the Slack adapter's record of it), with the conflict's run. */
 async function cardOf(code: string): Promise<{ channel: string; ts: string; run_id: number }> {
-  return (await env.db.control('slack_messages').where({ kind: 'card', code }).first()) as { channel: string; ts: string; run_id: number };
+  const c = await getConflict(env.ctx, 'R2', code);
+  const at = await messageAbout(env.db.control, 'conflict', c.id);
+  if (!at) throw new Error(`the card of ${code} was not recorded`);
+  return { ...at, run_id: c.run_id };
 }
 
 async function openRepoint(user: string): Promise<View> {
@@ -107,7 +112,7 @@ describe('a reference conflict decided from Slack', () => {
     expect(accounts.filter((a) => ['AC-1', 'AC-2'].includes(String((a.data as { number: string }).number))).map((a) => a.pk).sort()).not.toEqual(['50', '50']);
     await send(slashBody(fake, 'review R2', 'U0LEAD'));
     const c = await dangling();
-    await vi.waitFor(async () => expect(await cardOf(c.code)).toBeDefined(), { timeout: 120_000 });
+    await vi.waitFor(async () => expect(await messageAbout(env.db.control, 'conflict', c.id)).toBeDefined(), { timeout: 120_000 });
     const card = must(fake.of('chat.postMessage').find((p) => String(p.text).startsWith(`${c.code} `)), 'the card');
     const text = JSON.stringify(card.blocks);
     expect(text).toContain("the record holds account_id = 50; collected as 50 in ST-3, ST-3's key map has no accounts 50");
@@ -170,7 +175,7 @@ describe('cards that stay current', () => {
     const c = await conflictOf('email=dana@x');
     // a second channel gets its own card of the same conflict
     await bot.deps.cards.postCards('R2', 'C_SECOND');
-    const cards = await env.db.control('slack_messages').where({ kind: 'card', code: c.code });
+    const cards = await messagesAbout(env.db.control, 'conflict', c.id);
     expect(cards.map((x) => x.channel).sort()).toEqual(['C_REVIEW', 'C_SECOND']);
     fake.reset();
     await applyDecision(env.ctx, 'R2', c.code, { action: 'keep', version: 1 }, { actor: 'cli:alice', rationale: 'the admin role is what FEAT-C tests' });
@@ -183,7 +188,8 @@ describe('cards that stay current', () => {
       expect(JSON.stringify(u.blocks)).toContain('Decided* by cli:alice');
       expect((u.blocks as Block[]).some((b) => b.type === 'actions')).toBe(false);
     }
-    const summaries = await env.db.control('slack_messages').where({ kind: 'summary', release: 'R2' });
+    const summaries = await messagesAbout(env.db.control, 'summary', c.run_id);
+    expect(summaries.length).toBeGreaterThan(0);
     expect(fake.of('chat.update').filter((u) => summaries.some((x) => x.ts === u.ts)).length).toBe(summaries.length);
     // a second pass finds nothing new: no update twice
     fake.reset();
