@@ -38,6 +38,11 @@ export interface BotOptions {
   backgroundConcurrency?: number;
   /** How long a release status may be reused (default 1 s; 0 in tests that change state between requests). */
   statusTtlMs?: number;
+  /**
+   * How often the audit trail is read for decisions taken elsewhere (the CLI, another bot), whose cards
+   * are then brought up to date (default 5 s; 0: never, the cards refresh when clicked).
+   */
+  cardFollowMs?: number;
   /** Run the nightly schedule when the config has one (default true). */
   scheduler?: boolean;
 }
@@ -162,6 +167,8 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
       await closeAbandonedTestRuns(ctx, `interrupted: the process running it stopped (found at the start of bot ${processName()})`);
       await scheduler?.start();
       await deployWatcher?.start();
+      const followMs = opts.cardFollowMs ?? 5000;
+      if (followMs > 0) await deps.cards.follow(followMs);
       // a rule accepted into the config file (tributary policy accept) reaches the running bot
       unwatchPolicy = watchPolicy(ctx.config);
       await failpoint('bot.before-listen');
@@ -186,6 +193,7 @@ export function createBot(ctx: Ctx, settings: SlackSettings, opts: BotOptions = 
     async stop() {
       await scheduler?.stop();
       deployWatcher?.stop();
+      await deps.cards.unfollow();
       unwatchPolicy?.();
       await app.stop();
       const deadline = Date.now() + 25_000;

@@ -1,5 +1,5 @@
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
-import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, IN_FLIGHT_STATES, interruptedDeployments, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
+import { getBundle, claimDue, decideGo, decisionsOf, envLock, executeDeployment, expireStale, getDeployment, goCardFacts, IN_FLIGHT_STATES, interruptedDeployments, ROLLBACK_FROM, rollbackInterruptedDeployment, rollbackRelease, rollbackTarget, unlockEnv, whereItStopped, type Deployment } from '../engine/deploy/index.js';
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
@@ -147,6 +147,11 @@ export function register(app: App, deps: BotDeps): void {
           if (decision !== 'rollback' && d.status !== 'awaiting-go') {
             await refreshGoCard(deps, d.id).catch(() => undefined);
             await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`Deployment #${d.id} is ${d.status}: its go/no-go is over.`) });
+            return;
+          }
+          // a rollback that cannot succeed (already rolled back, never deployed) is refused before its modal opens
+          if (decision === 'rollback' && ![...ROLLBACK_FROM, ...IN_FLIGHT_STATES].includes(d.status)) {
+            await respond({ response_type: 'ephemeral', replace_original: false, ...textMessage(`Deployment #${d.id} is ${d.status}: there is nothing to roll back.`) });
             return;
           }
           await openConfirm(deps, body.trigger_id, { ...ref, decision, ...(body.container?.channel_id ? { channel: body.container.channel_id } : {}) });

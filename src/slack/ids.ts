@@ -48,6 +48,12 @@ export const PATTERN_ACTIONS = {
   accept: 'policy:accept',
 } as const;
 
+/** External selects whose options the bot answers (block_suggestion, within Slack's 3 s). */
+export const OPTIONS = {
+  /** The re-point modal's parent: the targets, same env first, then by closeness of key. */
+  repointTargets: 'review:repoint-targets',
+} as const;
+
 export const VIEWS = {
   decide: 'review:decide',
   approve: 'tests:approve',
@@ -66,6 +72,8 @@ export const BLOCKS = {
   rationale: 'decide:rationale',
   cascade: 'decide:cascade',
   repointTo: 'decide:repoint-to',
+  /** Ticked to re-point to a parent whose columns contradict the child's (the warning says which). */
+  repointConfirm: 'decide:repoint-confirm',
   renamePrefix: 'decide:rename:',
   mergePrefix: 'decide:merge:',
   approveRationale: 'approve:rationale',

@@ -1,11 +1,12 @@
-import type { App, BlockAction, ButtonAction, RespondFn, ViewOutput } from '@slack/bolt';
-import { getConflict, isAutoCode, nextConflict, showConflict, type ConflictRow, applyDecision, planDecision, type Decision } from '../engine/review/index.js';
+import type { App, BlockAction, BlockSuggestion, ButtonAction, RespondFn, ViewOutput } from '@slack/bolt';
+import { getConflict, isAutoCode, nextConflict, showConflict, type ConflictRow, applyDecision, decisionOf, describeDecision, planDecision, repointTargets, TARGET_LIMIT, type Decision } from '../engine/review/index.js';
 import { authorize } from '../engine/kernel/roles.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
-import { ACTIONS, BLOCKS, KEEP_ACTION, VIEWS } from './ids.js';
-import { composed, conflictCard, mention, decisionModal, plainTimes, textMessage, type CardRef, type ModalMeta } from '../views/blocks.js';
+import { ACTIONS, BLOCKS, KEEP_ACTION, OPTIONS, VIEWS } from './ids.js';
+import { composed, conflictCard, mention, decisionModal, plainTimes, targetOptions, textMessage, type CardRef, type ModalMeta } from '../views/blocks.js';
+import { clip } from '../views/limits.js';
 import { readSubmission, replyError } from './common.js';
 
 /**
@@ -66,8 +67,11 @@ async function staleCheck(deps: BotDeps, ref: CardRef, respond: RespondFn): Prom
     return undefined;
   }
   if (c.status === 'decided') {
+    // the card is brought up to date (with every other card of the conflict); the click changes nothing
     await deps.cards.refresh(ref.release, ref.code);
-    await respond({ response_type: 'ephemeral', replace_original: false, ...composed`${c.code} was already decided by ${mention(c.decided_by)}; the card is refreshed.` });
+    const d = await decisionOf(deps.ctx, c.id);
+    const what = d ? `: ${describeDecision(c, d.decision, 'done')}` : '';
+    await respond({ response_type: 'ephemeral', replace_original: false, ...composed`${c.code} was already decided by ${mention(c.decided_by)}${what}; the card is refreshed.` });
     return undefined;
   }
   return c;
@@ -79,7 +83,29 @@ async function openDecisionModal(deps: BotDeps, triggerId: string, c: ConflictRo
   // an automatic resolution not re-opened yet: the plan's conflict (re-opened in its rolled-back transaction)
   const full = isAutoCode(ref.code) ? await showConflict(deps.ctx, ref.release, ref.code).catch(() => plan.conflict) : await showConflict(deps.ctx, ref.release, ref.code);
   const meta: ModalMeta = { ...ref, action, ...where };
-  await deps.client.views.open({ trigger_id: triggerId, view: decisionModal({ conflict: full, meta, blast: plan.blast }) });
+  const reliesOn = action === 'repoint' ? reliedColumns(deps, full) : [];
+  await deps.client.views.open({ trigger_id: triggerId, view: decisionModal({ conflict: full, meta, blast: plan.blast, reliesOn }) });
+}
+
+/** The columns a record conflict's child relies on its parent for (the config's reference `columns`). */
+function reliedColumns(deps: BotDeps, c: ConflictRow): string[] {
+  const e = deps.ctx.config.entities.find((x) => x.name === c.entity);
+  return e?.references.find((r) => r.column === c.detail.column && r.entity === c.detail.parent)?.columns ?? [];
+}
+
+/**
+ * The re-point select's options (block_suggestion): the engine's ranked targets for the modal's conflict,
+ * at most 100, answered in the ack (Slack waits 3 s). A modal it cannot read gets no options.
+ */
+async function answerTargets(deps: BotDeps, ack: (o: { options: ReturnType<typeof targetOptions>['options'] }) => Promise<void>, body: BlockSuggestion): Promise<void> {
+  try {
+    const meta = JSON.parse(body.view?.private_metadata ?? '') as ModalMeta;
+    const c = await getConflict(deps.ctx, meta.release, meta.code);
+    await ack(targetOptions(await repointTargets(deps.ctx, c, { query: body.value ?? '', limit: TARGET_LIMIT })));
+  } catch (err) {
+    logger().warn({ err: redact((err as Error).message) }, 'could not list the re-point targets');
+    await ack({ options: [] });
+  }
 }
 
 /** A conflict, or an automatic resolution (A-…) as the conflict deciding it re-opens (planned, nothing written). */
@@ -105,9 +131,13 @@ export async function openDecisionFromCommand(deps: BotDeps, triggerId: string, 
 export function register(app: App, deps: BotDeps): void {
   const { ctx } = deps;
 
+  app.options<'block_suggestion'>({ action_id: OPTIONS.repointTargets }, async ({ ack, body }) => answerTargets(deps, ack, body));
+
   const openModal = async (body: BlockAction, respond: RespondFn, ref: CardRef, pick: (c: ConflictRow) => Decision['action']) => {
     const user = body.user.id;
     try {
+      // an ephemeral card (Review next) can be updated later only through the response_url of a click on it
+      if (body.container?.is_ephemeral && body.response_url) deps.cards.rememberEphemeral(ref.release, ref.code, body.response_url);
       await authorize(ctx, user, await deps.groupsOf(user), 'decide', ref.release);
       const c = await staleCheck(deps, ref, respond);
       if (!c) return;
@@ -185,6 +215,15 @@ export function register(app: App, deps: BotDeps): void {
       await authorize(ctx, user, await deps.groupsOf(user), 'decide', meta.release);
       const current = await conflictOrAuto(deps, meta.release, meta.code);
       if (current.run_id !== meta.runId) throw new TributaryError('gate_state', `${meta.code} belongs to an earlier consolidation of ${meta.release}; open the new card`);
+      if (decision.action === 'repoint' && !confirmed(values)) {
+        // a parent that contradicts the columns the child relies on: said on the form, recorded only once confirmed
+        const warnings = (await planDecision(ctx, meta.release, meta.code, decision)).warnings ?? [];
+        if (warnings.length > 0) {
+          const tick = values[BLOCKS.repointConfirm] ? ' Tick "Re-point even if …" below to re-point regardless.' : '';
+          await ack({ response_action: 'errors', errors: { [BLOCKS.repointTo]: clip(`Warning: ${warnings.join('; ')}.${tick}`, 300) } });
+          return;
+        }
+      }
       await applyDecision(ctx, meta.release, meta.code, decision, { actor: user, rationale });
       await ack();
     } catch (err) {
@@ -239,13 +278,19 @@ function decisionFromView(meta: ModalMeta, values: Values): Decision {
       return { action: meta.action, cascade };
     }
     case 'repoint': {
-      const to = values[BLOCKS.repointTo]?.value?.value?.trim();
+      const picked = values[BLOCKS.repointTo]?.[OPTIONS.repointTargets] ?? values[BLOCKS.repointTo]?.value;
+      const to = (picked?.selected_option?.value ?? picked?.value ?? undefined)?.trim();
       if (!to) throw new TributaryError('decision_invalid', 'give the key of the parent to point at', { block: BLOCKS.repointTo });
       return { action: 'repoint', to };
     }
     case 'waive':
       return { action: 'waive' };
   }
+}
+
+/** The re-point modal's confirmation, ticked. */
+function confirmed(values: Values): boolean {
+  return (values[BLOCKS.repointConfirm]?.value?.selected_options ?? []).some((o) => o.value === 'confirm');
 }
 
 function blockForError(err: TributaryError, meta: ModalMeta, view: { state: { values: Values } }): string {

@@ -3,13 +3,13 @@ import path from 'node:path';
 import type { App, BlockAction, ButtonAction, RespondFn } from '@slack/bolt';
 import type { PromoteResult } from '../engine/promote/index.js';
 import { authorize } from '../engine/kernel/roles.js';
-import { type Tier, approveRelease, latestTier2Run, reportOfRun, type TestRunReport } from '../engine/tiers/index.js';
+import { type Tier, approvalOfRun, approveRelease, latestTier2Run, reportOfRun, type TestRunReport } from '../engine/tiers/index.js';
 import type { Parsed } from '../commands/table.js';
 import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
-import { plainTimes, textMessage } from '../views/blocks.js';
+import { composed, mention, plainTimes, textMessage } from '../views/blocks.js';
 import { esc, type Message } from '../views/limits.js';
 import { approveModal, promoteCardText, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
 import { inProgress, readSubmission, replyError, type Runner } from './common.js';
@@ -108,6 +108,17 @@ export function register(app: App, deps: BotDeps): void {
           return;
         }
         const meta: ApproveRef = { ...ref, ...(body.container?.channel_id ? { channel: body.container.channel_id } : {}), ...(body.container?.message_ts ? { ts: body.container.message_ts } : {}) };
+        // approved already (from the CLI, another card, a double click): the card is brought up to date, no modal opens
+        const approval = await approvalOfRun(ctx, run.id);
+        if (approval) {
+          await refreshApprovedCard(deps, meta, approval);
+          await respond({
+            response_type: 'ephemeral',
+            replace_original: false,
+            ...composed`Tier 2 run #${run.id} of ${ref.release} was already approved by ${mention(approval.approved_by)}; the card is refreshed.`,
+          });
+          return;
+        }
         await deps.client.views.open({ trigger_id: body.trigger_id, view: approveModal(meta, { passed: run.status === 'passed', reasons: run.gate.reasons ?? [] }) });
       } catch (err) {
         await replyError(respond, err, 'approve');
@@ -145,6 +156,19 @@ export function register(app: App, deps: BotDeps): void {
       await ack({ response_action: 'errors', errors: { [BLOCKS.approveRationale]: plainTimes(redact(message)).slice(0, 300) } });
     }
   });
+}
+
+/** Redraws a tier 2 card as approved (where it is known), the approval as it was recorded. */
+async function refreshApprovedCard(deps: BotDeps, ref: ApproveRef, a: { approved_by: string; approved_at: Date; rationale: string; override: boolean }): Promise<void> {
+  if (!ref.channel || !ref.ts) return;
+  try {
+    const report = await reportOf(deps, ref.release, ref.runId);
+    if (!report) return;
+    const card = testRunCard(report, { by: a.approved_by, at: a.approved_at, rationale: a.rationale, override: a.override });
+    await deps.client.chat.update({ channel: ref.channel, ts: ref.ts, text: card.text, blocks: card.blocks });
+  } catch (err) {
+    logger().warn({ err: redact((err as Error).message) }, 'could not update the tier 2 card');
+  }
 }
 
 /** Rebuilds a run's report from the database (to redraw its card after an approval). */

@@ -1,13 +1,14 @@
 import type { ActionsBlock, Button, HomeView, KnownBlock, ModalView, SectionBlock } from '@slack/types';
-import { describeDecision, type Pattern, type QueueSummary, type ConflictRow, type VersionView, type BlastRadius, type Decision } from '../engine/review/index.js';
+import { describeDecision, type Pattern, type QueueSummary, type ConflictRow, type VersionView, type BlastRadius, type Decision, type RepointTarget } from '../engine/review/index.js';
 import type { ReleaseStatus } from '../engine/report/index.js';
 import type { LoadResult } from '../engine/load/index.js';
 import type { FindingDecisionOutcome, ValidationReport } from '../engine/validate/index.js';
-import { ACTIONS, BLOCKS, COMMANDS, VIEWS } from '../slack/ids.js';
+import { ACTIONS, BLOCKS, COMMANDS, OPTIONS, VIEWS } from '../slack/ids.js';
 import { checkMessage, checkView, clip, esc, hidePaths, LIMITS, type Message } from './limits.js';
 import { button, chainHeadContext, context, header, ENDING_ICON, type Ending, plain, section } from './kit.js';
 import { RATIONALE_MIN } from '../engine/kernel/rationale.js';
 import { renderFindingDecision } from './validation.js';
+import { referenceText } from './text.js';
 
 /**
  * Block Kit views: pure functions from domain objects to messages, modals and the App Home tab.
@@ -207,6 +208,7 @@ function cardBody(c: ConflictRow): KnownBlock[] {
         `*Record ${esc(r.pk)}* from ${esc(r.env)}: \`${esc(c.detail.column ?? '')} = ${esc(c.detail.value ?? '')}\`\n_${esc(clip(Object.entries(r.data).map(([k, v]) => `${k}: ${cell(v)}`).join(' · '), 1500))}_`,
       ),
     );
+    if (c.detail.reference) blocks.push(context(`:link: ${esc(referenceText(c.detail.reference, c.detail.parent ?? 'parent'))}`));
   }
   return blocks;
 }
@@ -286,6 +288,18 @@ export interface ModalArgs {
   conflict: ConflictRow;
   meta: ModalMeta;
   blast: BlastRadius;
+  /** Re-point: the columns the child relies on its parent for (a parent that differs there is confirmed). */
+  reliesOn?: readonly string[];
+}
+
+/** The options of the re-point select (at most 100, as ranked by the engine): key, env and the relied-on columns. */
+export function targetOptions(targets: readonly RepointTarget[]): { options: { text: { type: 'plain_text'; text: string }; value: string }[] } {
+  return {
+    options: targets.slice(0, 100).map((t) => {
+      const cols = Object.entries(t.columns).map(([k, v]) => `${k} ${cell(v)}`).join(', ');
+      return { text: plain(clip(`${t.key} · ${t.env}${cols ? ` · ${cols}` : ''}`, LIMITS.optionText)), value: clip(t.key, 150) };
+    }),
+  };
 }
 
 function blastText(b: BlastRadius): string {
@@ -304,7 +318,35 @@ const TITLES: Record<Decision['action'], string> = {
   waive: 'Waive',
 };
 
-export function decisionModal({ conflict: c, meta, blast }: ModalArgs): ModalView {
+/** The re-point modal's inputs: the reference in both forms, the parent (options answered by the bot), the confirmation. */
+function repointInputs(c: ConflictRow, reliesOn: readonly string[]): KnownBlock[] {
+  const parent = c.detail.parent ?? 'parent';
+  const blocks: KnownBlock[] = [];
+  if (c.detail.reference) blocks.push(context(`:link: ${esc(referenceText(c.detail.reference, parent))}`));
+  blocks.push({
+    type: 'input',
+    block_id: BLOCKS.repointTo,
+    label: plain(clip(`New ${parent} for ${c.detail.column ?? 'the reference'}`, 2000)),
+    hint: plain(`Type to search; ${parent} from ${c.detail.env ?? 'the same env'} first, then the nearest keys`),
+    element: { type: 'external_select', action_id: OPTIONS.repointTargets, min_query_length: 0, placeholder: plain(`a ${parent} key`) },
+  });
+  if (reliesOn.length > 0) {
+    blocks.push({
+      type: 'input',
+      block_id: BLOCKS.repointConfirm,
+      optional: true,
+      label: plain('Relied-on columns'),
+      element: {
+        type: 'checkboxes',
+        action_id: 'value',
+        options: [{ text: plain(clip(`Re-point even if the ${parent}'s ${reliesOn.join(', ')} differ from the record's`, 75)), value: 'confirm' }],
+      },
+    });
+  }
+  return blocks;
+}
+
+export function decisionModal({ conflict: c, meta, blast, reliesOn = [] }: ModalArgs): ModalView {
   const blocks: KnownBlock[] = [section(`*${c.code}* · ${c.priority} · ${esc(c.kind)} · ${esc(c.entity)} \`${esc(c.key_label)}\``)];
   const versions = c.detail.versions ?? [];
   switch (meta.action) {
@@ -353,12 +395,7 @@ export function decisionModal({ conflict: c, meta, blast }: ModalArgs): ModalVie
       }
       break;
     case 'repoint':
-      blocks.push({
-        type: 'input',
-        block_id: BLOCKS.repointTo,
-        label: plain(`New ${c.detail.parent ?? 'parent'} key for ${c.detail.column ?? 'the reference'}`),
-        element: { type: 'plain_text_input', action_id: 'value' },
-      });
+      blocks.push(...repointInputs(c, reliesOn));
       break;
     case 'waive':
       blocks.push(section(esc(c.detail.reason)));

@@ -1,4 +1,4 @@
-import type { ConflictRow, DecisionOutcome } from '../engine/review/index.js';
+import type { ConflictRow, DecisionOutcome, ReferenceForms } from '../engine/review/index.js';
 import type { ResultCounts, ReleaseStatus, Lineage } from '../engine/report/index.js';
 import type { TagResult } from '../engine/gate/index.js';
 import type { LoadResult } from '../engine/load/index.js';
@@ -64,9 +64,17 @@ export function renderConflict(c: ConflictRow): string {
     lines.push(`  decide: tributary decide ${c.code} --release ${c.release} --keep <version> | --keep-both | --merge attr=<version> … | --delete [--cascade]  --rationale "…"`);
   } else if (c.detail.record) {
     lines.push(`  record ${c.entity} ${c.detail.record.pk} from ${c.detail.record.env}: ${c.detail.column} = ${c.detail.value}`);
+    if (c.detail.reference) lines.push(`  reference: ${referenceText(c.detail.reference, c.detail.parent ?? 'parent')}`);
     lines.push(`  decide: tributary decide ${c.code} --release ${c.release} --repoint <key> | --delete [--cascade] | --waive  --rationale "…"`);
   }
   return lines.join('\n');
+}
+
+/** A reference in both forms: as the record holds it, and as its env's key map reads the collected key. */
+export function referenceText(r: ReferenceForms, parent: string): string {
+  const held = `the record holds ${r.column} = ${r.held ?? '∅'}`;
+  const mapped = r.mapped === null ? `${r.env}'s key map has no ${parent} ${r.collected}` : `${r.env}'s key map reads ${r.collected} as ${parent} ${r.mapped}`;
+  return `${held}; collected as ${r.collected} in ${r.env}, ${mapped}`;
 }
 
 export function renderDecision(o: DecisionOutcome): string {
@@ -77,6 +85,7 @@ export function renderDecision(o: DecisionOutcome): string {
   ];
   for (const r of b.renamed) lines.push(`  version ${r.version} → key ${r.pk}${Object.keys(r.values).length ? `, ${Object.entries(r.values).map(([k, v]) => `${k} = ${v}`).join(', ')}` : ''}`);
   for (const d of b.dependents.slice(0, 10)) lines.push(`  depends: ${d.entity} ${d.pk}`);
+  for (const w of o.warnings ?? []) lines.push(`  warning: ${w}`);
   return lines.join('\n');
 }
 

@@ -164,6 +164,17 @@ describe('a bot that starts after a crash', () => {
       await env.db.control('deployments').where({ status: 'running' }).update({ status: 'rolled-back' });
     }
   });
+
+  it('Roll back on a deployment with nothing left to roll back answers the presser and opens no modal', async () => {
+    const d = (await env.db.control('deployments').where({ status: 'rolled-back' }).orderBy('id', 'desc').first()) as { id: number };
+    fake.reset();
+    await send(actionBody(fake, 'U0RM1', ACTIONS.deployRollback, JSON.stringify({ id: d.id, release: 'R2' }), { channel: 'C_REL', ts: '1700000123.000100' }));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
+    const reply = fake.of('response_url')[0]!;
+    expect(reply.response_type).toBe('ephemeral');
+    expect(String(reply.text)).toContain(`Deployment #${d.id} is rolled-back: there is nothing to roll back.`);
+    expect(fake.of('views.open')).toHaveLength(0);
+  });
 });
 
 describe('scheduled and approved deployments that did not start', () => {

@@ -211,6 +211,8 @@ export async function startTestBot(
     progressIntervalMs: 20,
     cardIntervalMs: 5,
     statusTtlMs: 0,
+    // tests that follow the audit trail for card updates turn it on (and call deps.cards.catchUp())
+    cardFollowMs: 0,
     ...opts,
   });
   const { port } = await bot.start();

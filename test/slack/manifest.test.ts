@@ -39,6 +39,15 @@ it('enables interactivity exactly when the code handles actions or views, and Ap
   expect(manifest.settings.socket_mode_enabled).toBe(true);
 });
 
+it('names an options load URL exactly when the code answers external selects (block_suggestion)', () => {
+  const answers = /app\.options[<(]/.test(sources);
+  expect(answers).toBe(true);
+  const url = manifest.settings.interactivity.message_menu_options_url as string | undefined;
+  expect(url).toMatch(/^https:\/\/[^/]+\/slack\/events$/);
+  // every external select a view builds is answered by a registered options listener
+  for (const id of Object.values(ids.OPTIONS)) expect(sources).toMatch(new RegExp(`app\\.options[^\\n]*OPTIONS\\.${Object.entries(ids.OPTIONS).find(([, v]) => v === id)![0]}`));
+});
+
 it('asks for the least bot scopes the code uses', () => {
   expect([...manifest.oauth_config.scopes.bot].sort()).toEqual(['chat:write', 'commands', 'files:write', 'usergroups:read']);
   const src = fs.readFileSync(path.join(ROOT, 'src/slack/app.ts'), 'utf8') + sources + fs.readFileSync(path.join(ROOT, 'src/slack/cards.ts'), 'utf8');

@@ -124,5 +124,17 @@ describe('/release test and approve', () => {
     expect(JSON.parse(twice.body).errors[BLOCKS.approveRationale]).toMatch(/already approved by U0LEAD/);
     const events = await env.db.control('audit_events').where({ action: 'release.approved.override' });
     expect(events).toHaveLength(1);
+
+    // Approve on the card of a run approved already (an old copy of the card, another channel): no modal
+    // opens; the presser is told who approved it, and the card is redrawn as approved
+    fake.reset();
+    await send(actionBody(fake, 'U0LEAD', ACTIONS.approve, button.value, { channel: 'C_OTHER', ts: '1700000009.000100' }));
+    await vi.waitFor(() => expect(fake.of('response_url')).toHaveLength(1), { timeout: 60_000 });
+    expect(fake.of('response_url')[0]!.response_type).toBe('ephemeral');
+    expect(String(fake.of('response_url')[0]!.text)).toMatch(/was already approved by <@U0LEAD>; the card is refreshed/);
+    expect(fake.of('views.open')).toHaveLength(0);
+    await vi.waitFor(() => expect(fake.of('chat.update').map((u) => u.ts)).toEqual(['1700000009.000100']), { timeout: 60_000 });
+    expect(JSON.stringify(fake.of('chat.update')[0]!.blocks)).toContain('Approved with an override');
+    expect(await env.db.control('approvals').where({ release: 'R2' })).toHaveLength(1);
   });
 });

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import { releaseOrThrow } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
 import type { Ctx } from '../kernel/context.js';
+import { firstRow } from '../kernel/must.js';
 import { currentRunId, runTables } from '../kernel/workArea.js';
 import type { ConflictRow, Decision, VersionView } from './types.js';
 
@@ -83,7 +84,9 @@ const toView = (r: Row): AutoResolution => ({
   rule: r.rule,
   reason: r.reason,
   detail: r.detail,
-  overrule: r.c_status ? { status: r.c_status, decidedBy: r.decided_by, decidedAt: r.decided_at, decision: r.params, rationale: r.rationale } : null,
+  overrule: r.c_status
+    ? { status: r.c_status, decidedBy: r.decided_by, decidedAt: r.decided_at, decision: r.params, rationale: r.rationale }
+    : null,
 });
 
 function query(db: Knex | Knex.Transaction, runId: number): Knex.QueryBuilder {
@@ -91,22 +94,38 @@ function query(db: Knex | Knex.Transaction, runId: number): Knex.QueryBuilder {
     .leftJoin('conflicts as c', (j) => j.on('c.run_id', 'a.run_id').andOn('c.code', 'a.code'))
     .leftJoin('decisions as d', 'd.conflict_id', 'c.id')
     .where('a.run_id', runId)
-    .select('a.code', 'a.release', 'a.run_id', 'a.entity', 'a.identity', 'a.key_label', 'a.rule', 'a.reason', 'a.detail', 'c.status as c_status', 'c.decided_by', 'c.decided_at', 'd.params', 'd.rationale');
+    .select('a.code', 'a.release', 'a.run_id', 'a.entity', 'a.identity', 'a.key_label', 'a.rule', 'a.reason', 'a.detail')
+    .select('c.status as c_status', 'c.decided_by', 'c.decided_at', 'd.params', 'd.rationale');
+}
+
+function unknownAuto(release: string, code: string): TributaryError {
+  const message =
+    `no automatic resolution ${code} in release ${release}'s current consolidation ` +
+    `(tributary conflicts ${release} --status auto-resolved lists them)`;
+  return new TributaryError('unknown_conflict', message, { code });
 }
 
 function checkFilter(ctx: Ctx, f: AutoFilter): void {
   if (f.entity && !ctx.config.entities.some((e) => e.name === f.entity)) {
-    throw new TributaryError('usage', `unknown entity "${f.entity}" (dataset: ${ctx.config.entities.map((e) => e.name).join(', ')})`, { field: 'entity' });
+    const known = ctx.config.entities.map((e) => e.name).join(', ');
+    throw new TributaryError('usage', `unknown entity "${f.entity}" (dataset: ${known})`, { field: 'entity' });
   }
   const rules = ['re-key', ...ctx.config.policy.rules];
-  if (f.rule && !rules.includes(f.rule)) throw new TributaryError('usage', `unknown rule "${f.rule}" (rules: ${rules.join(', ')})`, { field: 'rule' });
+  if (f.rule && !rules.includes(f.rule)) {
+    throw new TributaryError('usage', `unknown rule "${f.rule}" (rules: ${rules.join(', ')})`, { field: 'rule' });
+  }
 }
 
 /**
  * The automatic resolutions of the release's current consolidation, in code order, streamed: read in
  * pages by code (the table's key), so memory holds one page whatever the count.
  */
-export async function* listAutoResolutions(ctx: Ctx, release: string, filter: AutoFilter = {}, pageSize = 500): AsyncGenerator<AutoResolution> {
+export async function* listAutoResolutions(
+  ctx: Ctx,
+  release: string,
+  filter: AutoFilter = {},
+  pageSize = 500,
+): AsyncGenerator<AutoResolution> {
   releaseOrThrow(ctx.config, release);
   checkFilter(ctx, filter);
   const runId = await currentRunId(ctx, release);
@@ -117,8 +136,9 @@ export async function* listAutoResolutions(ctx: Ctx, release: string, filter: Au
     if (filter.entity) q.where('a.entity', filter.entity);
     const rows = (await q) as Row[];
     for (const r of rows) yield toView(r);
-    if (rows.length < pageSize) return;
-    after = rows[rows.length - 1]!.code;
+    const last = rows[rows.length - 1];
+    if (rows.length < pageSize || !last) return;
+    after = last.code;
   }
 }
 
@@ -126,7 +146,7 @@ export async function showAutoResolution(ctx: Ctx, release: string, code: string
   releaseOrThrow(ctx.config, release);
   const runId = await currentRunId(ctx, release);
   const row = (await query(ctx.db.control, runId).where('a.code', code.toUpperCase()).first()) as Row | undefined;
-  if (!row) throw new TributaryError('unknown_conflict', `no automatic resolution ${code} in release ${release}'s current consolidation (tributary conflicts ${release} --status auto-resolved lists them)`, { code });
+  if (!row) throw unknownAuto(release, code);
   return toView(row);
 }
 
@@ -147,7 +167,12 @@ export async function autoResolutionCounts(ctx: Ctx, release: string, filter: Au
     .leftJoin('conflicts as c', (j) => j.on('c.run_id', 'a.run_id').andOn('c.code', 'a.code'))
     .where('a.run_id', runId)
     .groupBy('a.rule')
-    .select('a.rule', ctx.db.control.raw('count(*)::int as n'), ctx.db.control.raw(`count(*) filter (where c.status = 'decided')::int as overruled`), ctx.db.control.raw(`count(*) filter (where c.status = 'open')::int as reopened`));
+    .select(
+      'a.rule',
+      ctx.db.control.raw('count(*)::int as n'),
+      ctx.db.control.raw(`count(*) filter (where c.status = 'decided')::int as overruled`),
+      ctx.db.control.raw(`count(*) filter (where c.status = 'open')::int as reopened`),
+    );
   if (filter.rule) q.where('a.rule', filter.rule);
   if (filter.entity) q.where('a.entity', filter.entity);
   const rows = (await q) as { rule: string; n: number; overruled: number; reopened: number }[];
@@ -175,12 +200,14 @@ export interface AutoDigest {
 export async function autoResolutionDigest(db: Knex | Knex.Transaction, runId: number): Promise<AutoDigest> {
   const res = await db.raw<{ rows: { count: number; digest: string; by_rule: Record<string, number> | null }[] }>(
     `select count(*)::int as count,
-            encode(sha256(convert_to(coalesce(string_agg(concat_ws(E'\\t', code, entity, identity, rule, reason, detail::text), E'\\n' order by code), ''), 'UTF8')), 'hex') as digest,
-            (select jsonb_object_agg(rule, n) from (select rule, count(*)::int as n from auto_resolutions where run_id = ? group by rule) r) as by_rule
+            encode(sha256(convert_to(coalesce(string_agg(concat_ws(E'\\t', code, entity, identity, rule, reason, detail::text),
+                                                         E'\\n' order by code), ''), 'UTF8')), 'hex') as digest,
+            (select jsonb_object_agg(rule, n)
+               from (select rule, count(*)::int as n from auto_resolutions where run_id = ? group by rule) r) as by_rule
        from auto_resolutions where run_id = ?`,
     [runId, runId],
   );
-  const r = res.rows[0]!;
+  const r = firstRow(res.rows, `the digest of run ${runId}'s automatic resolutions`);
   return { count: r.count, byRule: r.by_rule ?? {}, digest: r.digest };
 }
 
@@ -192,15 +219,22 @@ export async function autoResolutionDigest(db: Knex | Knex.Transaction, runId: n
 export async function reopenAutoResolution(ctx: Ctx, trx: Knex.Transaction, release: string, code: string): Promise<ConflictRow> {
   const runId = await currentRunId({ db: { control: trx as unknown as Knex } }, release);
   const row = (await query(trx, runId).where('a.code', code.toUpperCase()).first()) as Row | undefined;
-  if (!row) throw new TributaryError('unknown_conflict', `no automatic resolution ${code} in release ${release}'s current consolidation (tributary conflicts ${release} --status auto-resolved lists them)`, { code });
+  if (!row) throw unknownAuto(release, code);
   if (row.rule === 're-key') {
-    throw new TributaryError('decision_invalid', `${row.code} is a re-key: every record was kept, under keys of its own (${row.reason}); there is no version to overrule`, { code: row.code });
+    const message =
+      `${row.code} is a re-key: every record was kept, under keys of its own (${row.reason}); ` + 'there is no version to overrule';
+    throw new TributaryError('decision_invalid', message, { code: row.code });
   }
   const t = runTables(runId);
-  const held = await trx.raw<{ rows: { status: string; conflict: string | null }[] }>(`select status, conflict from ${t.result} where entity = ? and identity = ?`, [row.entity, row.identity]);
+  const held = await trx.raw<{ rows: { status: string; conflict: string | null }[] }>(
+    `select status, conflict from ${t.result} where entity = ? and identity = ?`,
+    [row.entity, row.identity],
+  );
   const current = held.rows[0];
   if (current && current.status !== 'final') {
-    throw new TributaryError('decision_invalid', `${row.code}: ${row.entity} ${row.key_label} is ${current.status}${current.conflict ? ` (${current.conflict})` : ''}; decide that first`, { code: row.code });
+    const where = current.conflict ? ` (${current.conflict})` : '';
+    const message = `${row.code}: ${row.entity} ${row.key_label} is ${current.status}${where}; decide that first`;
+    throw new TributaryError('decision_invalid', message, { code: row.code });
   }
   const detail = {
     reason: `resolved by ${row.rule}: ${row.reason} — re-opened to overrule`,
@@ -211,12 +245,27 @@ export async function reopenAutoResolution(ctx: Ctx, trx: Knex.Transaction, rele
     overrules: { code: row.code, rule: row.rule, reason: row.reason, kept: row.detail.kept },
   };
   const [inserted] = await trx('conflicts')
-    .insert({ release, run_id: runId, code: row.code, entity: row.entity, identity: row.identity, key_label: row.key_label, kind: row.rule, priority: 'P3', status: 'open', detail: JSON.stringify(detail) })
+    .insert({
+      release,
+      run_id: runId,
+      code: row.code,
+      entity: row.entity,
+      identity: row.identity,
+      key_label: row.key_label,
+      kind: row.rule,
+      priority: 'P3',
+      status: 'open',
+      detail: JSON.stringify(detail),
+    })
     .onConflict(['run_id', 'code'])
     .ignore()
     .returning('*');
   // another reviewer re-opened it first (and has committed): theirs, as it is now (decided, most likely)
   if (!inserted) return (await trx('conflicts').where({ run_id: runId, code: row.code }).forUpdate().first()) as ConflictRow;
-  await trx.raw(`update ${t.result} set status = 'pending', conflict = ? where entity = ? and identity = ?`, [row.code, row.entity, row.identity]);
+  await trx.raw(`update ${t.result} set status = 'pending', conflict = ? where entity = ? and identity = ?`, [
+    row.code,
+    row.entity,
+    row.identity,
+  ]);
   return inserted as ConflictRow;
 }

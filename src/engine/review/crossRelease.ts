@@ -6,6 +6,8 @@ import type { ConflictRow, CrossReleaseInfo, BlastRadius, Decision, Dependent, P
 import { onEnv, type Ctx } from '../kernel/context.js';
 import { ident, qualified } from '../kernel/sql.js';
 import { childEntities, displayValue, renderTemplate } from '../kernel/entities.js';
+import { must } from '../kernel/must.js';
+import type { RunsRow } from '../../db/rows.js';
 
 /**
  * Cross-release conflicts: what `tributary promote` finds between a release's staging rows and the rows
@@ -20,7 +22,7 @@ export const CROSS_RELEASE_ACTIONS = ['keep', 'keep-both', 'delete-both'] as con
 
 /** The latest open promote run of a release: its cross-release conflicts are in the review queue. */
 export async function openPromoteRunId(db: Knex | Knex.Transaction, release: string): Promise<number | null> {
-  const row = (await db('runs').where({ release, kind: 'promote', status: 'open' }).orderBy('id', 'desc').first('id')) as { id: number } | undefined;
+  const row = await db<RunsRow>('runs').where({ release, kind: 'promote', status: 'open' }).orderBy('id', 'desc').first('id');
   return row ? Number(row.id) : null;
 }
 
@@ -58,18 +60,29 @@ export function renameValues(
 /** Checks a decision's shape against a cross-release conflict (version 1: master's row, 2: the release's). */
 export function validateCrossRelease(config: Config, c: ConflictRow, d: Decision): void {
   if (!(CROSS_RELEASE_ACTIONS as readonly string[]).includes(d.action)) {
-    throw new TributaryError('decision_invalid', `${c.code} is a ${CROSS_RELEASE} conflict: decide it with ${CROSS_RELEASE_ACTIONS.join(', ')} (not ${d.action})`, { code: c.code });
+    const message = `${c.code} is a ${CROSS_RELEASE} conflict: decide it with ${CROSS_RELEASE_ACTIONS.join(', ')} (not ${d.action})`;
+    throw new TributaryError('decision_invalid', message, { code: c.code });
   }
   if (d.action === 'keep' && d.version !== 1 && d.version !== 2) {
-    throw new TributaryError('decision_invalid', `${c.code} has versions 1 (master's row of ${c.detail.crossRelease?.masterRelease ?? 'an earlier release'}) and 2 (${c.release}'s row); there is no version ${d.version}`);
+    const earlier = c.detail.crossRelease?.masterRelease ?? 'an earlier release';
+    throw new TributaryError(
+      'decision_invalid',
+      `${c.code} has versions 1 (master's row of ${earlier}) and 2 (${c.release}'s row); there is no version ${d.version}`,
+    );
   }
   if (d.action === 'keep-both') {
     const e = entityOf(config, c.entity);
     const nk = new Set(e.naturalKeys.flat());
     for (const [v, cols] of Object.entries(d.rename ?? {})) {
-      if (Number(v) !== 2) throw new TributaryError('decision_invalid', `keep-both on ${c.code}: only version 2 (${c.release}'s row) is renamed; master's row keeps its keys`, { field: Object.keys(cols)[0] });
+      if (Number(v) !== 2) {
+        const message = `keep-both on ${c.code}: only version 2 (${c.release}'s row) is renamed; master's row keeps its keys`;
+        throw new TributaryError('decision_invalid', message, { field: Object.keys(cols)[0] });
+      }
       for (const col of Object.keys(cols)) {
-        if (!nk.has(col)) throw new TributaryError('decision_invalid', `keep-both on ${c.code}: ${col} is not a natural key of ${c.entity} (${[...nk].join(', ') || 'none'})`, { field: col });
+        if (!nk.has(col)) {
+          const message = `keep-both on ${c.code}: ${col} is not a natural key of ${c.entity} (${[...nk].join(', ') || 'none'})`;
+          throw new TributaryError('decision_invalid', message, { field: col });
+        }
       }
     }
   }
@@ -108,18 +121,30 @@ async function rowsReferencing(
 async function masterDependents(ctx: Ctx, e: EntitySpec, x: CrossReleaseInfo): Promise<Found> {
   const master = envByRole(ctx.config, 'master');
   if (!master) return { count: 0, sample: [] };
-  return onEnv(ctx, master, () => rowsReferencing(ctx.db.env(master), master, childEntities(ctx.config, e.name), ctx.config.tags.release, x.masterPk, { not: x.release }));
+  const children = childEntities(ctx.config, e.name);
+  const { release } = ctx.config.tags;
+  return onEnv(ctx, master, () => rowsReferencing(ctx.db.env(master), master, children, release, x.masterPk, { not: x.release }));
 }
 
 /** The release's rows in staging that reference its row of a cross-release conflict. */
 async function stagingDependents(ctx: Ctx, e: EntitySpec, x: CrossReleaseInfo): Promise<Found> {
   const staging = envByRole(ctx.config, 'staging');
   if (!staging) return { count: 0, sample: [] };
-  return onEnv(ctx, staging, () => rowsReferencing(ctx.db.env(staging), staging, childEntities(ctx.config, e.name), ctx.config.tags.release, x.stagingPk, { eq: x.release }));
+  const children = childEntities(ctx.config, e.name);
+  const { release } = ctx.config.tags;
+  return onEnv(ctx, staging, () => rowsReferencing(ctx.db.env(staging), staging, children, release, x.stagingPk, { eq: x.release }));
 }
 
 /** Who already has `col` = `value`: in master a row of another release; in staging another row of the release. */
-async function takenIn(ctx: Ctx, env: EnvSpec | undefined, e: EntitySpec, col: string, value: string, release: string, exceptPk?: string): Promise<string | null> {
+async function takenIn(
+  ctx: Ctx,
+  env: EnvSpec | undefined,
+  e: EntitySpec,
+  col: string,
+  value: string,
+  release: string,
+  exceptPk?: string,
+): Promise<string | null> {
   if (!env) return null;
   return onEnv(ctx, env, async () => {
     const k = ctx.db.env(env);
@@ -127,7 +152,8 @@ async function takenIn(ctx: Ctx, env: EnvSpec | undefined, e: EntitySpec, col: s
     const rel = ident(ctx.config.tags.release);
     const scope = exceptPk === undefined ? `${rel} is distinct from ?` : `${rel} = ? and ${ident(e.primaryKey)}::text <> ?`;
     const res = await k.raw<{ rows: { pk: string; rel: string | null }[] }>(
-      `select ${ident(e.primaryKey)}::text as pk, ${rel}::text as rel from ${qualified(env.schema, e.table)} where ${ident(col)}::text = ? and ${scope} limit 1`,
+      `select ${ident(e.primaryKey)}::text as pk, ${rel}::text as rel
+         from ${qualified(env.schema, e.table)} where ${ident(col)}::text = ? and ${scope} limit 1`,
       exceptPk === undefined ? [value, release] : [value, release, exceptPk],
     );
     const r = res.rows[0];
@@ -146,6 +172,32 @@ async function takenIn(ctx: Ctx, env: EnvSpec | undefined, e: EntitySpec, col: s
  *   delete-both neither row stays; refused while any row references either of them (no cascade into
  *               earlier releases).
  */
+/** Keep both: version 2's new natural keys, free in master and staging; its key is given anew at promotion when master has it. */
+async function planKeepBothAcross(ctx: Ctx, c: ConflictRow, given: Record<string, string> | undefined, blast: BlastRadius): Promise<void> {
+  const x = must(c.detail.crossRelease, `the rows of ${c.code}`);
+  const versions = c.detail.versions ?? [];
+  const e = entityOf(ctx.config, c.entity);
+  const samePk = x.stagingPk === x.masterPk;
+  const [mastersRow, stagingsRow] = [must(versions[0], `version 1 of ${c.code}`), must(versions[1], `version 2 of ${c.code}`)];
+  const values = renameValues(ctx.config, e, c.release, stagingsRow.data, mastersRow.data, given);
+  const renewed = `${x.stagingPk} (a new key is given at promotion: master's ${x.masterRelease} row has ${x.stagingPk})`;
+  const pk = samePk ? renewed : x.stagingPk;
+  blast.renamed.push({ version: 2, values, pk });
+  if (samePk) blast.rewritten = (await stagingDependents(ctx, e, x)).count;
+  const master = envByRole(ctx.config, 'master');
+  const staging = envByRole(ctx.config, 'staging');
+  for (const [col, value] of Object.entries(values)) {
+    const inMaster = await takenIn(ctx, master, e, col, value, c.release);
+    const taken = inMaster ?? (await takenIn(ctx, staging, e, col, value, c.release, x.stagingPk));
+    if (taken) {
+      const message =
+        `keep-both on ${c.code}: ${e.name} ${col}=${value} is already taken (by ${taken}); ` +
+        `give version 2 another value (--rename 2.${col}=…)`;
+      throw new TributaryError('decision_invalid', message, { field: col, value });
+    }
+  }
+}
+
 export async function planCrossRelease(ctx: Ctx, c: ConflictRow, d: Decision): Promise<Plan> {
   const x = c.detail.crossRelease;
   const versions = c.detail.versions ?? [];
@@ -163,33 +215,29 @@ export async function planCrossRelease(ctx: Ctx, c: ConflictRow, d: Decision): P
         blast.dependentCount = deps.count;
         blast.dependents = deps.sample;
         if (deps.count > 0) {
-          refusal = `${c.code}: keeping ${c.release}'s row would delete master's ${e.name} ${x.masterPk} of ${x.masterRelease}, but ${deps.count} row(s) of earlier releases reference it (${deps.sample.slice(0, 5).map((r) => `${r.entity} ${r.pk}`).join(', ')}${deps.count > 5 ? ', …' : ''}) and ${c.release}'s row has another key (${x.stagingPk}); keep version 1, or keep both`;
+          const sample = `${deps.sample.slice(0, 5).map((r) => `${r.entity} ${r.pk}`).join(', ')}${deps.count > 5 ? ', …' : ''}`;
+          refusal =
+            `${c.code}: keeping ${c.release}'s row would delete master's ${e.name} ${x.masterPk} of ${x.masterRelease}, ` +
+            `but ${deps.count} row(s) of earlier releases reference it (${sample}) ` +
+            `and ${c.release}'s row has another key (${x.stagingPk}); keep version 1, or keep both`;
         }
       }
       break;
     }
-    case 'keep-both': {
-      const given = d.rename?.[2];
-      const values = renameValues(ctx.config, e, c.release, versions[1]!.data, versions[0]!.data, given);
-      blast.renamed.push({ version: 2, values, pk: samePk ? `${x.stagingPk} (a new key is given at promotion: master's ${x.masterRelease} row has ${x.stagingPk})` : x.stagingPk });
-      if (samePk) blast.rewritten = (await stagingDependents(ctx, e, x)).count;
-      const master = envByRole(ctx.config, 'master');
-      const staging = envByRole(ctx.config, 'staging');
-      for (const [col, value] of Object.entries(values)) {
-        const taken = (await takenIn(ctx, master, e, col, value, c.release)) ?? (await takenIn(ctx, staging, e, col, value, c.release, x.stagingPk));
-        if (taken) {
-          throw new TributaryError('decision_invalid', `keep-both on ${c.code}: ${e.name} ${col}=${value} is already taken (by ${taken}); give version 2 another value (--rename 2.${col}=…)`, { field: col, value });
-        }
-      }
+    case 'keep-both':
+      await planKeepBothAcross(ctx, c, d.rename?.[2], blast);
       break;
-    }
     case 'delete-both': {
       blast.removed = 2;
       const [mine, theirs] = [await stagingDependents(ctx, e, x), await masterDependents(ctx, e, x)];
       blast.dependentCount = mine.count + theirs.count;
       blast.dependents = [...mine.sample, ...theirs.sample].slice(0, 50);
       if (blast.dependentCount > 0) {
-        refusal = `${c.code}: ${blast.dependentCount} row(s) reference the two rows (${blast.dependents.slice(0, 5).map((r) => `${r.entity} ${r.pk}`).join(', ')}${blast.dependentCount > 5 ? ', …' : ''}): deleting both would orphan them, and a cross-release conflict does not cascade into earlier releases; keep one version, or keep both`;
+        const more = blast.dependentCount > 5 ? ', …' : '';
+        const sample = `${blast.dependents.slice(0, 5).map((r) => `${r.entity} ${r.pk}`).join(', ')}${more}`;
+        refusal =
+          `${c.code}: ${blast.dependentCount} row(s) reference the two rows (${sample}): deleting both would orphan them, ` +
+          'and a cross-release conflict does not cascade into earlier releases; keep one version, or keep both';
       }
       break;
     }

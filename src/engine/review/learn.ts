@@ -1,6 +1,7 @@
 import { addScopedRule } from '../../config/policyFile.js';
 import type { KeepChoice, ScopedRule } from '../../config/load.js';
 import { TributaryError } from '../../errors.js';
+import { must } from '../kernel/must.js';
 import { recordAudit } from '../kernel/audit.js';
 import type { Actor, Ctx } from '../kernel/context.js';
 import { attributesSql, envsSql, signatureText, type PatternChoice, type Signature } from './patterns.js';
@@ -78,8 +79,9 @@ export async function listProposals(ctx: Ctx): Promise<Proposal[]> {
   const taken = new Set(existing.map((r) => r.name));
   const out: Proposal[] = [];
   for (const [key, g] of [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    if (g.rows.length < MIN_AGREEING || g.choices.size !== 1 || !RULE_KINDS.has(g.sig.kind) || g.sig.attributes.length === 0 || g.sig.envs.length < 2) continue;
-    const choice = choiceOf(g.rows[0]!);
+    const agreeing = g.rows.length >= MIN_AGREEING && g.choices.size === 1;
+    if (!agreeing || !RULE_KINDS.has(g.sig.kind) || g.sig.attributes.length === 0 || g.sig.envs.length < 2) continue;
+    const choice = choiceOf(must(g.rows[0], `a decision of group ${key}`));
     if ('other' in choice) continue;
     if (existing.some((r) => signatureText(r) === key)) continue;
     let name = `${choiceSlug(choice)}-${slug(g.sig.entity)}-${g.sig.attributes.map(slug).join('-')}`.slice(0, 70).replace(/-$/, '');
@@ -98,16 +100,29 @@ export async function listProposals(ctx: Ctx): Promise<Proposal[]> {
 }
 
 /** Writes a proposal into the config file as a scoped rule (qa_lead), audited; the caller's config takes it too. */
-export async function acceptProposal(ctx: Ctx, name: string, by: { actor: Actor }): Promise<{ rule: ScopedRule; file: string; decisions: Proposal['decisions'] }> {
+export async function acceptProposal(
+  ctx: Ctx,
+  name: string,
+  by: { actor: Actor },
+): Promise<{ rule: ScopedRule; file: string; decisions: Proposal['decisions'] }> {
   const proposals = await listProposals(ctx);
   const p = proposals.find((x) => x.name === name);
   if (!p) {
-    throw new TributaryError('unknown_conflict', `no proposal ${name}${proposals.length ? ` (proposals: ${proposals.map((x) => x.name).join(', ')})` : ' (there are none: tributary policy proposals lists them)'}`, { code: name });
+    const known = proposals.length
+      ? ` (proposals: ${proposals.map((x) => x.name).join(', ')})`
+      : ' (there are none: tributary policy proposals lists them)';
+    throw new TributaryError('unknown_conflict', `no proposal ${name}${known}`, { code: name });
   }
   const rule: ScopedRule = { name: p.name, entity: p.entity, kind: p.kind, attributes: p.attributes, envs: p.envs, choice: p.choice };
   const cites = p.decisions.map((d) => `${d.release} ${d.code} (${d.decision}, ${d.by})`).join(', ');
-  addScopedRule(ctx.config.file, rule, `learnt from ${p.decisions.length} agreeing decisions: ${cites}; accepted by ${by.actor} on ${new Date().toISOString().slice(0, 10)}`);
+  const day = new Date().toISOString().slice(0, 10);
+  addScopedRule(ctx.config.file, rule, `learnt from ${p.decisions.length} agreeing decisions: ${cites}; accepted by ${by.actor} on ${day}`);
   ctx.config.policy.scoped = [...ctx.config.policy.scoped, rule];
-  await recordAudit(ctx.db.control, { actor: by.actor, action: 'policy.accept', subject: rule.name, details: { rule, signature: p.signature, decisions: p.decisions } });
+  await recordAudit(ctx.db.control, {
+    actor: by.actor,
+    action: 'policy.accept',
+    subject: rule.name,
+    details: { rule, signature: p.signature, decisions: p.decisions },
+  });
   return { rule, file: ctx.config.file, decisions: p.decisions };
 }

@@ -7,6 +7,8 @@ import type { Actor, Ctx } from '../kernel/context.js';
 import { applyDecisionIn } from './decide.js';
 import { queueRunIds } from './queue.js';
 import type { BlastRadius, ConflictRow, Decision, VersionView } from './types.js';
+import { must } from '../kernel/must.js';
+import type { PatternDecisionsRow } from '../../db/rows.js';
 
 /**
  * Review at scale. An open conflict's signature is (entity, kind, the sorted attributes that differ, the
@@ -35,7 +37,11 @@ export interface Pattern extends Signature {
 }
 
 /** A pattern decision's choice: a kept version by env, feature or rule, or one that needs no version. */
-export type PatternChoice = KeepChoice | { action: 'keep-both' } | { action: 'delete-both' | 'delete'; cascade?: boolean } | { action: 'waive' };
+export type PatternChoice =
+  | KeepChoice
+  | { action: 'keep-both' }
+  | { action: 'delete-both' | 'delete'; cascade?: boolean }
+  | { action: 'waive' };
 
 export function signatureText(s: Signature): string {
   return `${s.entity}/${s.kind}/${s.attributes.join('+') || '-'}/${s.envs.join('+') || '-'}`;
@@ -50,7 +56,8 @@ export function attributesSql(c: string): string {
 /** SQL over a conflicts row `c`: the sorted envs its versions (or its record) come from. */
 export function envsSql(c: string): string {
   return `case when jsonb_exists(${c}.detail, 'versions')
-               then array(select distinct e collate "C" from jsonb_array_elements(${c}.detail->'versions') v, jsonb_array_elements_text(v->'envs') e order by 1)
+               then array(select distinct e collate "C"
+                            from jsonb_array_elements(${c}.detail->'versions') v, jsonb_array_elements_text(v->'envs') e order by 1)
                else array_remove(array[${c}.detail->>'env'], null) end`;
 }
 
@@ -74,7 +81,8 @@ async function patternRows(k: Knex | Knex.Transaction, runIds: number[]): Promis
   );
   const rows = res.rows;
   const text = new Map(rows.map((r) => [r, signatureText({ entity: r.entity, kind: r.kind, attributes: r.attributes, envs: r.envs })]));
-  return rows.sort((a, b) => b.n - a.n || (text.get(a)! < text.get(b)! ? -1 : text.get(a)! > text.get(b)! ? 1 : 0));
+  const textOf = (r: (typeof rows)[number]) => must(text.get(r), 'the signature of a pattern');
+  return rows.sort((a, b) => b.n - a.n || (textOf(a) < textOf(b) ? -1 : textOf(a) > textOf(b) ? 1 : 0));
 }
 
 /** The open conflicts of a release's review queue, grouped into patterns: largest first. */
@@ -82,21 +90,38 @@ export async function listPatterns(ctx: Ctx, release: string, db: Knex | Knex.Tr
   releaseOrThrow(ctx.config, release);
   const runIds = await queueRunIds(db, release);
   const rows = await patternRows(db, runIds);
-  const samples = rows.length === 0 ? [] : ((await db('conflicts').whereIn('run_id', runIds).whereIn('code', rows.map((r) => r.sample)).select('code', 'key_label', 'detail')) as ConflictRow[]);
+  const samples =
+    rows.length === 0
+      ? []
+      : ((await db('conflicts')
+          .whereIn('run_id', runIds)
+          .whereIn('code', rows.map((r) => r.sample))
+          .select('code', 'key_label', 'detail')) as ConflictRow[]);
   return rows.map((r, i) => {
-    const s = samples.find((x) => x.code === r.sample)!;
+    const s = must(samples.find((x) => x.code === r.sample), `the sample conflict ${r.sample}`);
     const sig: Signature = { entity: r.entity, kind: r.kind, attributes: r.attributes, envs: r.envs };
-    return { id: `P-${i + 1}`, ...sig, count: r.n, priority: r.priority, signature: signatureText(sig), sample: { code: r.sample, key: s.key_label, reason: s.detail.reason } };
+    const sample = { code: r.sample, key: s.key_label, reason: s.detail.reason };
+    return { id: `P-${i + 1}`, ...sig, count: r.n, priority: r.priority, signature: signatureText(sig), sample };
   });
 }
 
 /** The open conflicts of one pattern (P-3), in code order. */
-async function patternMembers(ctx: Ctx, k: Knex.Transaction, release: string, id: string): Promise<{ pattern: Pattern; members: ConflictRow[] }> {
+async function patternMembers(
+  ctx: Ctx,
+  k: Knex.Transaction,
+  release: string,
+  id: string,
+): Promise<{ pattern: Pattern; members: ConflictRow[] }> {
   const m = /^P-(\d+)$/i.exec(id);
   if (!m) throw new TributaryError('usage', `a pattern is named P-<n> (got "${id}"; tributary conflicts ${release} --patterns lists them)`);
   const patterns = await listPatterns(ctx, release, k);
   const pattern = patterns[Number(m[1]) - 1];
-  if (!pattern) throw new TributaryError('unknown_conflict', `no pattern ${id.toUpperCase()} in ${release}'s open conflicts (there are ${patterns.length}; tributary conflicts ${release} --patterns lists them)`, { code: id });
+  if (!pattern) {
+    const message =
+      `no pattern ${id.toUpperCase()} in ${release}'s open conflicts ` +
+      `(there are ${patterns.length}; tributary conflicts ${release} --patterns lists them)`;
+    throw new TributaryError('unknown_conflict', message, { code: id });
+  }
   const runIds = await queueRunIds(k, release);
   const res = await k.raw<{ rows: ConflictRow[] }>(
     `select c.* from conflicts c
@@ -120,10 +145,16 @@ const featureRank = (ctx: Ctx, release: string, v: VersionView): number => {
 /** The version a keep choice keeps in one conflict: the first (by number) that holds the env or feature, or the rule's survivor. */
 export function keptVersion(ctx: Ctx, release: string, c: ConflictRow, choice: KeepChoice): number {
   const versions = c.detail.versions;
-  if (!versions || versions.length === 0) throw new TributaryError('decision_invalid', `${c.code} is a ${c.kind} conflict of one record: there is no version to keep (waive or delete it)`, { code: c.code });
+  if (!versions || versions.length === 0) {
+    const message = `${c.code} is a ${c.kind} conflict of one record: there is no version to keep (waive or delete it)`;
+    throw new TributaryError('decision_invalid', message, { code: c.code });
+  }
   if ('keepEnv' in choice) {
     const v = versions.find((x) => x.envs.includes(choice.keepEnv));
-    if (!v) throw new TributaryError('decision_invalid', `${c.code} has no version from ${choice.keepEnv} (its envs: ${[...new Set(versions.flatMap((x) => x.envs))].join(', ')})`, { code: c.code });
+    if (!v) {
+      const envs = [...new Set(versions.flatMap((x) => x.envs))].join(', ');
+      throw new TributaryError('decision_invalid', `${c.code} has no version from ${choice.keepEnv} (its envs: ${envs})`, { code: c.code });
+    }
     return v.no;
   }
   if ('keepFeature' in choice) {
@@ -134,7 +165,7 @@ export function keptVersion(ctx: Ctx, release: string, c: ConflictRow, choice: K
   const byNo = [...versions].sort((a, b) => a.no - b.no);
   switch (choice.keepByRule) {
     case 'env-precedence':
-      return byNo[0]!.no;
+      return must(byNo[0], `a version of ${c.code}`).no;
     case 'newest-wins': {
       const ts = (v: VersionView) => (v.ts ? Date.parse(v.ts) : Number.NEGATIVE_INFINITY);
       return byNo.reduce((best, v) => (ts(v) > ts(best) ? v : best)).no;
@@ -199,22 +230,33 @@ class DryRun {
  * Decides every open conflict of a pattern with one choice. With dryRun the decisions are taken and
  * rolled back: the combined blast radius is exactly what applying them would do, one after the other.
  */
-export async function decidePattern(ctx: Ctx, release: string, id: string, choice: PatternChoice, by: { actor: Actor; rationale: string; dryRun?: boolean; signature?: string }): Promise<PatternOutcome> {
+export async function decidePattern(
+  ctx: Ctx,
+  release: string,
+  id: string,
+  choice: PatternChoice,
+  by: { actor: Actor; rationale: string; dryRun?: boolean; signature?: string },
+): Promise<PatternOutcome> {
   validChoice(choice);
   const rationale = by.rationale?.trim() || (by.dryRun ? '(dry run)' : '');
-  if (!rationale) throw new TributaryError('decision_invalid', `a pattern decision needs a rationale (why ${describeChoice(choice)} for all of ${id}?)`, { field: 'rationale' });
+  if (!rationale) {
+    const message = `a pattern decision needs a rationale (why ${describeChoice(choice)} for all of ${id}?)`;
+    throw new TributaryError('decision_invalid', message, { field: 'rationale' });
+  }
   try {
     return await ctx.db.control.transaction(async (trx) => {
       const { pattern, members } = await patternMembers(ctx, trx, release, id);
       // a card's pattern: refused when the id now names other conflicts (the queue changed since it was shown)
       if (by.signature && pattern.signature !== by.signature) {
-        throw new TributaryError('gate_state', `${pattern.id} of ${release} now is ${pattern.signature}, not ${by.signature}: the queue changed since it was shown`, { code: id });
+        const message =
+          `${pattern.id} of ${release} now is ${pattern.signature}, not ${by.signature}: ` + 'the queue changed since it was shown';
+        throw new TributaryError('gate_state', message, { code: id });
       }
       const decisions = members.map((c) => ({ c, d: memberDecision(ctx, release, c, choice) }));
       const [row] = await trx('pattern_decisions')
         .insert({
           release,
-          run_id: members[0]!.run_id,
+          run_id: must(members[0], `a member of ${pattern.id}`).run_id,
           signature: JSON.stringify({ entity: pattern.entity, kind: pattern.kind, attributes: pattern.attributes, envs: pattern.envs }),
           choice: JSON.stringify(choice),
           conflicts: members.length,
@@ -248,8 +290,17 @@ export async function decidePattern(ctx: Ctx, release: string, id: string, choic
 }
 
 /** The latest pattern decision on a signature (its text) in a release: who took it, for a card shown before it. */
-export async function latestPatternDecision(ctx: Ctx, release: string, signature: string): Promise<{ code: string; decidedBy: string } | undefined> {
-  const rows = (await ctx.db.control('pattern_decisions').where({ release }).orderBy('id', 'desc').select('id', 'signature', 'decided_by')) as { id: number; signature: Signature | string; decided_by: string }[];
-  const hit = rows.find((r) => signatureText(typeof r.signature === 'string' ? (JSON.parse(r.signature) as Signature) : r.signature) === signature);
+export async function latestPatternDecision(
+  ctx: Ctx,
+  release: string,
+  signature: string,
+): Promise<{ code: string; decidedBy: string } | undefined> {
+  const rows = await ctx.db.control<PatternDecisionsRow>('pattern_decisions')
+    .where({ release })
+    .orderBy('id', 'desc')
+    .select('id', 'signature', 'decided_by');
+  // signature is jsonb: written by decidePattern from a Signature (older rows hold it as a JSON string)
+  const sigOf = (v: unknown) => (typeof v === 'string' ? (JSON.parse(v) as Signature) : (v as Signature));
+  const hit = rows.find((r) => signatureText(sigOf(r.signature)) === signature);
   return hit ? { code: `PD-${hit.id}`, decidedBy: hit.decided_by } : undefined;
 }

@@ -8,6 +8,8 @@ import { literal } from '../kernel/sql.js';
 import { childEntities } from '../kernel/entities.js';
 import { isAutoCode } from './autoResolved.js';
 import type { ConflictRow } from './types.js';
+import { referenceForms } from './targets.js';
+import { must } from '../kernel/must.js';
 
 /** The review queue: listing, showing with live child counts, and handing out the next conflict. */
 
@@ -41,7 +43,13 @@ export async function listConflicts(ctx: Ctx, release: string, filter: ListFilte
   return q;
 }
 
-export async function getConflict(ctx: Ctx, release: string, code: string, db: Knex | Knex.Transaction = ctx.db.control, forUpdate = false): Promise<ConflictRow> {
+export async function getConflict(
+  ctx: Ctx,
+  release: string,
+  code: string,
+  db: Knex | Knex.Transaction = ctx.db.control,
+  forUpdate = false,
+): Promise<ConflictRow> {
   const runIds = await queueRunIds(db, release);
   const q = db<ConflictRow>('conflicts').whereIn('run_id', runIds).where({ code: code.toUpperCase() }).first();
   if (forUpdate) q.forUpdate();
@@ -49,7 +57,9 @@ export async function getConflict(ctx: Ctx, release: string, code: string, db: K
   if (!row) {
     // a mistyped code: the one it most likely meant
     const close = suggest(code.toUpperCase(), (await db('conflicts').whereIn('run_id', runIds).pluck('code')) as string[]);
-    throw new TributaryError('unknown_conflict', `no conflict ${code} in release ${release}'s current consolidation or open promotion${close ? `: did you mean ${close}?` : ` (tributary conflicts ${release} lists them)`}`, { code, ...(close ? { suggestion: close } : {}) });
+    const hint = close ? `: did you mean ${close}?` : ` (tributary conflicts ${release} lists them)`;
+    const message = `no conflict ${code} in release ${release}'s current consolidation or open promotion${hint}`;
+    throw new TributaryError('unknown_conflict', message, { code, ...(close ? { suggestion: close } : {}) });
   }
   return row as ConflictRow;
 }
@@ -66,15 +76,25 @@ export async function releaseOfCode(ctx: Ctx, code: string): Promise<string> {
     )
     .select('c.release');
   if (rows.length === 0 && isAutoCode(code)) {
-    rows.push(...(await k('auto_resolutions as a').where('a.code', code.toUpperCase()).whereIn('a.run_id', k('release_states').whereNotNull('current_run_id').select('current_run_id')).select('a.release')));
+    const current = k('release_states').whereNotNull('current_run_id').select('current_run_id');
+    rows.push(...(await k('auto_resolutions as a').where('a.code', code.toUpperCase()).whereIn('a.run_id', current).select('a.release')));
   }
-  if (rows.length === 0) throw new TributaryError('unknown_conflict', `no conflict ${code} in any release's current consolidation or open promotion`, { code });
-  if (rows.length > 1) throw new TributaryError('usage', `${code} exists in several releases (${rows.map((r) => r.release).join(', ')}): pass --release`);
+  if (rows.length === 0) {
+    throw new TributaryError('unknown_conflict', `no conflict ${code} in any release's current consolidation or open promotion`, { code });
+  }
+  if (rows.length > 1) {
+    throw new TributaryError('usage', `${code} exists in several releases (${rows.map((r) => r.release).join(', ')}): pass --release`);
+  }
   return rows[0].release as string;
 }
 
 /** Child rows hanging on each version's records, counted over every child entity. */
-export async function childCounts(ctx: Ctx, runId: number, entity: string, records: { env: string; pk: string; key: string }[]): Promise<Map<string, number>> {
+export async function childCounts(
+  ctx: Ctx,
+  runId: number,
+  entity: string,
+  records: { env: string; pk: string; key: string }[],
+): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
   const t = runTables(runId);
   const children = childEntities(ctx.config, entity);
@@ -97,9 +117,16 @@ export async function showConflict(ctx: Ctx, release: string, code: string): Pro
   const c = await getConflict(ctx, release, code);
   // a cross-release conflict's child counts were taken in master and staging when promote found it
   if (c.detail.versions && c.kind !== CROSS_RELEASE) {
-    const recs = c.detail.versions.flatMap((v) => v.envs.map((env, i) => ({ env, pk: v.pks[i]!, key: String(v.no) })));
+    const recs = c.detail.versions.flatMap((v) =>
+      v.envs.map((env, i) => ({ env, pk: must(v.pks[i], `the key of version ${v.no} in ${env}`), key: String(v.no) })),
+    );
     const counts = await childCounts(ctx, c.run_id, c.entity, recs);
     for (const v of c.detail.versions) v.children = counts.get(String(v.no)) ?? 0;
+  }
+  // a reference conflict: the key as the record holds it now, and as its env's key map reads it
+  if (!c.detail.versions && c.kind !== CROSS_RELEASE) {
+    const forms = await referenceForms(ctx, c);
+    if (forms) c.detail.reference = forms;
   }
   return c;
 }
@@ -112,7 +139,11 @@ export async function nextConflict(ctx: Ctx, release: string, actor: Actor): Pro
   releaseOrThrow(ctx.config, release);
   const runIds = await queueRunIds(ctx.db.control, release);
   return ctx.db.control.transaction(async (trx) => {
-    const mine = await trx<ConflictRow>('conflicts').whereIn('run_id', runIds).where({ status: 'open', assigned_to: actor }).orderBy(['priority', 'code']).first();
+    const mine = await trx<ConflictRow>('conflicts')
+      .whereIn('run_id', runIds)
+      .where({ status: 'open', assigned_to: actor })
+      .orderBy(['priority', 'code'])
+      .first();
     if (mine) return mine as ConflictRow;
     const res = await trx.raw<{ rows: ConflictRow[] }>(
       `update conflicts set assigned_to = ?, assigned_at = now()
@@ -135,8 +166,12 @@ export interface QueueSummary {
 
 export async function queueSummary(ctx: Ctx, release: string): Promise<QueueSummary> {
   const runIds = await queueRunIds(ctx.db.control, release);
-  const runId = runIds[0]!;
-  const rows = await ctx.db.control('conflicts').whereIn('run_id', runIds).groupBy('status', 'priority').select('status', 'priority').count<{ status: string; priority: string; count: number }[]>('* as count');
+  const runId = must(runIds[0], `the current run of ${release}`);
+  const rows = await ctx.db.control('conflicts')
+    .whereIn('run_id', runIds)
+    .groupBy('status', 'priority')
+    .select('status', 'priority')
+    .count<{ status: string; priority: string; count: number }[]>('* as count');
   const open: Record<string, number> = { P1: 0, P2: 0, P3: 0 };
   let decided = 0;
   let total = 0;
@@ -153,12 +188,21 @@ export async function queueSummary(ctx: Ctx, release: string): Promise<QueueSumm
 /** The open conflicts of these runs assigned to a reviewer (the App Home's "assigned to you"). */
 export async function assignedConflicts(ctx: Ctx, runIds: number[], user: string): Promise<ConflictRow[]> {
   if (runIds.length === 0) return [];
-  return (await ctx.db.control('conflicts').whereIn('run_id', runIds).where({ status: 'open', assigned_to: user }).orderBy(['priority', 'code'])) as ConflictRow[];
+  const rows = await ctx.db.control('conflicts')
+    .whereIn('run_id', runIds)
+    .where({ status: 'open', assigned_to: user })
+    .orderBy(['priority', 'code']);
+  return rows as ConflictRow[];
 }
 
 /** The release a pattern decision is for when none is named: the only release with open conflicts. */
 export async function onlyReleaseWithOpenConflicts(ctx: Ctx): Promise<string> {
-  const rows = await ctx.db.control('conflicts as c').join('release_states as s', 's.current_run_id', 'c.run_id').where('c.status', 'open').distinct('c.release').orderBy('c.release');
+  const rows = await ctx.db.control('conflicts as c')
+    .join('release_states as s', 's.current_run_id', 'c.run_id')
+    .where('c.status', 'open')
+    .distinct('c.release')
+    .orderBy('c.release');
   if (rows.length === 1) return rows[0].release as string;
-  throw new TributaryError('usage', rows.length === 0 ? 'no release has open conflicts' : `several releases have open conflicts (${rows.map((r) => r.release).join(', ')}): pass --release`);
+  const several = `several releases have open conflicts (${rows.map((r) => r.release).join(', ')}): pass --release`;
+  throw new TributaryError('usage', rows.length === 0 ? 'no release has open conflicts' : several);
 }

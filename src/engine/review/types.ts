@@ -51,7 +51,21 @@ export interface ConflictDetail {
   record?: { data: Record<string, unknown>; env: string; pk: string; sources: unknown[] };
   crossRelease?: CrossReleaseInfo;
   /** A re-opened automatic resolution (same code): the rule, its reason and what it had kept. */
+  /** A record conflict's reference, read live when the conflict is shown (queue.ts showConflict). */
+  reference?: ReferenceForms;
   overrules?: { code: string; rule: string; reason: string; kept: { version?: number; env: string; pk: string; key: string } };
+}
+
+/** A reference as the record holds it now, and as its env's key map reads the key it was collected with. */
+export interface ReferenceForms {
+  column: string;
+  env: string;
+  /** The key as collected in `env`. */
+  collected: string;
+  /** The key the consolidated record holds now (null: none). */
+  held: string | null;
+  /** Where `env`'s key map sends the collected key (null: nowhere, the parent is missing there). */
+  mapped: string | null;
 }
 
 export interface ConflictRow {
@@ -107,6 +121,8 @@ export interface DecisionOutcome {
   decidedBy?: string;
   decidedAt?: Date;
   rationale?: string;
+  /** What the decision contradicts, said before it is taken (a re-pointed parent's columns: targets.ts). */
+  warnings?: string[];
 }
 
 export interface Plan {

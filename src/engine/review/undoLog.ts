@@ -18,12 +18,15 @@ async function ensureUndoLog(k: Knex.Transaction, runId: number): Promise<void> 
   await k.raw('select pg_advisory_xact_lock(hashtext(?))', [`tributary:undo-log:${runId}`]);
   if (await exists()) return;
   const t = runTables(runId);
-  await k.raw(`create unlogged table ${log} (seq bigserial primary key, conflict_id int not null, tbl text not null, op char(1) not null, row_key text not null, old jsonb)`);
+  await k.raw(`create unlogged table ${log} (seq bigserial primary key, conflict_id int not null, tbl text not null, op char(1) not null,
+                 row_key text not null, old jsonb)`);
   await k.raw(`create index on ${log} (conflict_id)`);
   await k.raw(`create index on ${log} (tbl, row_key)`);
   const arg = (s: string) => `'${s.replace(/'/g, "''")}'`;
-  await k.raw(`create trigger undo_log after insert or update or delete on ${t.result} for each row execute function work.undo_log(${arg(log)}, 'result', 'entity', 'identity')`);
-  await k.raw(`create trigger undo_log after insert or update or delete on ${t.keyMap} for each row execute function work.undo_log(${arg(log)}, 'key_map', 'entity', 'env', 'old_pk')`);
+  await k.raw(`create trigger undo_log after insert or update or delete on ${t.result}
+                 for each row execute function work.undo_log(${arg(log)}, 'result', 'entity', 'identity')`);
+  await k.raw(`create trigger undo_log after insert or update or delete on ${t.keyMap}
+                 for each row execute function work.undo_log(${arg(log)}, 'key_map', 'entity', 'env', 'old_pk')`);
 }
 
 /** From here to stopUndoLog, in this transaction, the run's rows changed are logged under the conflict. */

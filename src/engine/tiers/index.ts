@@ -12,6 +12,6 @@ export type { Tier } from './catalog.js';
 export { parseJUnit, writeJUnit } from './junit.js';
 export { classifyRun } from './results.js';
 export type { RunTotals, Totals } from './results.js';
-export { approveRelease, closeAbandonedTestRuns, latestTier2Run, reportOfRun, runTests } from './run.js';
+export { approvalOfRun, approveRelease, closeAbandonedTestRuns, latestTier2Run, reportOfRun, runTests } from './run.js';
 export type { FailureView, TestProgress, TestRunReport } from './run.js';
 export type { TestCaseResult } from './types.js';

@@ -763,6 +763,16 @@ export interface ApprovalResult {
   approvedBy: Actor;
 }
 
+/** The approval of a tier 2 run, if it has one (who, when, why): a second approval is refused before it is asked for. */
+export async function approvalOfRun(
+  ctx: Ctx,
+  runId: number,
+): Promise<Pick<ApprovalsRow, 'approved_by' | 'approved_at' | 'rationale' | 'override'> | undefined> {
+  return ctx.db.control<ApprovalsRow>('approvals')
+    .where({ test_run_id: runId })
+    .first('approved_by', 'approved_at', 'rationale', 'override');
+}
+
 /** A qa_lead's approval of the latest tier 2 run: ready for production; past a failed gate only with override. */
 export async function approveRelease(
   ctx: Ctx,
