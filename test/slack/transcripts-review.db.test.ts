@@ -176,7 +176,7 @@ describe('review transcripts', () => {
     // the same card pressed again (a stale copy): the presser is told who decided, as a mention (points 3, 7)
     await t.press('U0REV2', { ...card, call: { ...card.call, blocks: fake.calls.find((c) => c.method === 'chat.postMessage' && String(c.args.text).startsWith(`${ref.code} `))!.args.blocks } }, ACTIONS.waive);
     const told = t.toldTo('U0REV2').at(-1)!;
-    expect(JSON.stringify(told.blocks)).toContain(`${ref.code} was already decided by <@U0REV>; the card is refreshed.`);
+    expect(JSON.stringify(told.blocks)).toContain(`${ref.code} was already decided by <@U0REV>: waived; the card is refreshed.`);
     t.check();
   });
 
