@@ -4,7 +4,7 @@ import type { Message } from './limits.js';
 /**
  * A Slack message as readable text, the way a person sees it: headers, sections and their fields,
  * context lines, buttons as `[Label]` (`[*Label*]` for the primary one), a modal's inputs as
- * `Label: [input]`. Used by the Slack transcripts (test/slack/transcripts), from which docs/slack.md
+ * `Label: [input]` (a select the bot fills as `[placeholder ▾]`), their hints in italics below. Used by the Slack transcripts (test/slack/transcripts), from which docs/slack.md
  * shows the cards; mrkdwn is shown as written, with Slack's escapes undone.
  */
 type Text = { text?: string } | undefined;
@@ -26,6 +26,8 @@ function elementText(e: Element): string {
   if (e.type === 'button') return e.style === 'primary' ? `[*${textOf(e.text)}*]` : `[${textOf(e.text)}]`;
   if (e.type === 'mrkdwn' || e.type === 'plain_text') return textOf(e as Text);
   if (e.type === 'plain_text_input') return `[${e.initial_value ?? (textOf(e.placeholder) || '…')}]`;
+  // a select whose options the bot answers when it opens (block_suggestion): its placeholder and a drop-down mark
+  if (e.type === 'external_select') return `[${e.initial_option ? textOf(e.initial_option.text) : textOf(e.placeholder) || 'choose'} ▾]`;
   if (e.options) {
     const chosen = new Set([e.initial_option, ...(e.initial_options ?? [])].filter(Boolean).map((o) => o!.value));
     return e.options.map((o) => `${e.type === 'checkboxes' ? (chosen.has(o.value) ? '[x]' : '[ ]') : chosen.has(o.value) ? '(•)' : '( )'} ${textOf(o.text)}`).join('  ');
@@ -34,7 +36,7 @@ function elementText(e: Element): string {
 }
 
 function blockText(b: KnownBlock): string[] {
-  const block = b as KnownBlock & { text?: Text; fields?: Text[]; elements?: Element[]; accessory?: Element; label?: Text; element?: Element; optional?: boolean };
+  const block = b as KnownBlock & { text?: Text; fields?: Text[]; elements?: Element[]; accessory?: Element; label?: Text; element?: Element; optional?: boolean; hint?: Text };
   switch (block.type) {
     case 'header':
       return [`# ${textOf(block.text)}`];
@@ -50,8 +52,10 @@ function blockText(b: KnownBlock): string[] {
       return [(block.elements ?? []).map(elementText).join(' ')];
     case 'divider':
       return ['---'];
-    case 'input':
-      return [`${textOf(block.label)}${block.optional ? ' (optional)' : ''}: ${block.element ? elementText(block.element) : ''}`];
+    case 'input': {
+      const line = `${textOf(block.label)}${block.optional ? ' (optional)' : ''}: ${block.element ? elementText(block.element) : ''}`;
+      return block.hint ? [line, `  _${textOf(block.hint)}_`] : [line];
+    }
     default:
       return [`(${block.type})`];
   }

@@ -129,7 +129,11 @@ export class Transcript {
     const view = this.modalOf(user);
     this.note(`${user} submits the modal «${view.title?.text ?? ''}»: ${what}`);
     const state: Record<string, Record<string, unknown>> = {};
-    for (const [block, v] of Object.entries(values)) state[block] = { value: typeof v === 'string' ? { type: 'plain_text_input', value: v } : v };
+    for (const [block, v] of Object.entries(values)) {
+      // an element's state under its own action id (`action_id` given), else under "value"
+      const { action_id: id, ...element } = typeof v === 'string' ? { type: 'plain_text_input', value: v } : (v as Record<string, unknown>);
+      state[block] = { [typeof id === 'string' ? id : 'value']: element };
+    }
     const res = await signedPost(this.url, viewSubmissionBody(user, view, state), TEST_SIGNING_SECRET);
     if (res.body) {
       const ack = JSON.parse(res.body) as { response_action?: string; errors?: Record<string, string> };
@@ -137,6 +141,32 @@ export class Transcript {
     } else this.out.push(`  the modal closes for ${user}`, '');
     await this.settle();
     return res.body;
+  }
+
+  /**
+   * `user` opens (or types `query` into) the external select `actionId` of the modal opened last for them:
+   * Slack asks the bot for its options (a signed block_suggestion) and shows what the bot answers.
+   */
+  async suggest(user: string, blockId: string, actionId: string, query: string): Promise<{ ms: number; options: { text: { text: string }; value: string }[] }> {
+    const view = this.modalOf(user);
+    this.note(query ? `${user} types "${query}" into the select of the modal «${view.title?.text ?? ''}»` : `${user} opens the select of the modal «${view.title?.text ?? ''}»`);
+    const payload = {
+      type: 'block_suggestion',
+      user: { id: user, name: user.toLowerCase(), team_id: 'T1' },
+      team: { id: 'T1', domain: 'acme' },
+      api_app_id: 'A1',
+      token: 'x',
+      container: { type: 'view', view_id: 'V1' },
+      action_id: actionId,
+      block_id: blockId,
+      value: query,
+      view: { id: 'V1', type: 'modal', callback_id: view.callback_id, private_metadata: view.private_metadata, state: { values: {} }, hash: 'h' },
+    };
+    const res = await signedPost(this.url, new URLSearchParams({ payload: JSON.stringify(payload) }).toString(), TEST_SIGNING_SECRET);
+    const options = ((res.body ? JSON.parse(res.body) : {}) as { options?: { text: { text: string }; value: string }[] }).options ?? [];
+    this.out.push(`  the select offers ${user} ${options.length} option(s) (the request's answer):`, indent(normalise(options.map((o) => `( ) ${o.text.text}`).join('\n') || '(none)')), '');
+    await this.settle();
+    return { ms: res.ms, options };
   }
 
   /** Two submissions sent at once (the race): both acks, in the order given. */

@@ -46,7 +46,8 @@ it('renders a modal: its title, its inputs and options, its buttons', async () =
       { type: 'input', label: { text: 'Rationale' }, element: { type: 'plain_text_input', placeholder: { text: 'Why?' } } },
       { type: 'input', label: { text: 'New number' }, element: { type: 'plain_text_input', initial_value: 'M-1-st-2' } },
       { type: 'input', optional: true, label: { text: 'Cascade' }, element: { type: 'checkboxes', options: [{ text: { text: 'delete dependants' }, value: 'cascade' }], initial_options: [{ value: 'cascade' }] } },
+      { type: 'input', label: { text: 'New accounts' }, hint: { text: 'Type to search' }, element: { type: 'external_select', placeholder: { text: 'an accounts key' } } },
     ],
   });
-  expect(text).toBe('«Keep one version»\n*C-001*\nRationale: [Why?]\nNew number: [M-1-st-2]\nCascade (optional): [x] delete dependants\n[*Decide*] [Cancel]');
+  expect(text).toBe('«Keep one version»\n*C-001*\nRationale: [Why?]\nNew number: [M-1-st-2]\nCascade (optional): [x] delete dependants\nNew accounts: [an accounts key ▾]\n  _Type to search_\n[*Decide*] [Cancel]');
 });
