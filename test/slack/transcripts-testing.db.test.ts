@@ -11,7 +11,7 @@ import { Transcript } from './transcript.js';
 
 /**
  * Test runs as people see them in Slack, each flow rendered into a committed transcript
- * (test/slack/transcripts/tier-1-and-2.txt, nightly.txt) and asserted point by point (issue 20).
+ * (test/slack/transcripts/tier-1-and-2.txt, nightly.txt, approve-again.txt) and asserted point by point (issue 20).
  */
 let env: TestEnv;
 let fake: FakeSlack;
@@ -111,6 +111,27 @@ describe('test-run transcripts', () => {
     expect(Transcript.text(post.call)).toMatch(/^:warning: \*Nightly regression on master\*: pass rate \*75%\*/);
     expect(JSON.stringify(post.call.blocks)).not.toContain(':white_check_mark: *Nightly');
     expect(t.of('files.completeUploadExternal').at(-1)!.channel_id).toBe('C_NIGHT');
+    t.check();
+  });
+
+  it('approve again: Approve on a copy of the card taken before the approval opens no modal, says who approved, changes nothing', async () => {
+    const t = new Transcript('approve-again', fake, bot, url, 'Approve pressed on an old copy of an approved tier 2 card');
+    const card = t.message('C_RELEASE', 'R2 tier 2:');
+    // the card as it was posted, its Approve button still there (a copy not yet refreshed on someone's screen)
+    const posted = fake.calls.find((c) => c.method === 'chat.postMessage' && c.args.channel === 'C_RELEASE' && String(c.args.text).startsWith('R2 tier 2:'))!;
+    const stale = { ...card, call: { ...card.call, blocks: posted.args.blocks } };
+    expect(JSON.stringify(stale.call.blocks)).toContain(ACTIONS.approve);
+    const approvals = await env.db.control('approvals').count<{ count: string }[]>({ count: '*' });
+    const opened = t.of('views.open').length;
+    await t.press('U0LEAD', stale, ACTIONS.approve);
+    // point 7: refused before a modal that cannot succeed opens; the presser is told who approved; the card is brought up to date
+    expect(t.of('views.open')).toHaveLength(opened);
+    expect(JSON.stringify(t.toldTo('U0LEAD').at(-1)!.blocks)).toMatch(/Tier 2 run #\d+ of R2 was already approved by <@U0LEAD>; the card is refreshed\./);
+    const refreshed = t.message('C_RELEASE', 'R2 tier 2:');
+    expect(JSON.stringify(refreshed.call.blocks)).toContain('Approved with an override of the failed gate* by <@U0LEAD>');
+    expect(JSON.stringify(refreshed.call.blocks)).not.toContain(ACTIONS.approve);
+    expect(await env.db.control('approvals').count<{ count: string }[]>({ count: '*' })).toEqual(approvals);
+    expect((await env.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('approved');
     t.check();
   });
 });
