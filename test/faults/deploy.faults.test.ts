@@ -60,13 +60,16 @@ async function deployed(): Promise<{ id: number; before: string; data: string }>
 }
 
 /** Starts the CLI with a failpoint paused; resolves once it printed that it is paused there, then kills it. */
-async function killedAt(point: string, args: string[]): Promise<void> {
+async function killedAt(point: string, args: string[], deployment: number): Promise<void> {
   const run: CliProcess = startCli([...config(), ...args], { env: { TRIBUTARY_FAILPOINTS: `${point}=pause` } });
   let stderr = '';
   run.child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   await vi.waitFor(() => expect(stderr).toContain(`failpoint ${point}: paused (pid ${run.child.pid})`), { timeout: 60_000, interval: 50 });
   run.child.kill('SIGKILL');
   expect((await run.done).signal).toBe('SIGKILL');
+  // the server ends the killed process's sessions, and with them its hold on the deployment, a moment later
+  // (on a busy machine, later still): the deployment reads as interrupted only from then on
+  await vi.waitFor(async () => expect((await interruptedDeployments(env.ctx)).map((d) => d.id)).toContain(deployment), { timeout: 60_000, interval: 50 });
 }
 
 /** A customer signs up: a write to prod.users, a table the deploy touched. */
@@ -81,7 +84,7 @@ describe('a rollback killed with SIGKILL at each undo step, then a write to prod
     const resume = i % 2 === 0 ? ['deploy', 'run'] : ['rollback', 'R2', '--rationale', 'taking it up again'];
     it(`at ${step}: \`${resume.slice(0, 2).join(' ')}\` refuses, names prod.users, leaves code and data as they are; after the write is undone it finishes`, () => verdict(`rollback.step.${step}`, async (paused) => {
       const { id, before, data } = await deployed();
-      await killedAt(`rollback.step.${step}`, ['--as', 'rm1', 'rollback', 'R2', '--rationale', 'customer reports']);
+      await killedAt(`rollback.step.${step}`, ['--as', 'rm1', 'rollback', 'R2', '--rationale', 'customer reports'], id);
       paused();
       const stopped = (await interruptedDeployments(env.ctx)).find((d) => d.id === id)!;
       expect(stopped.status).toBe('rolling-back');
@@ -133,7 +136,7 @@ describe('a deployment killed with SIGKILL at each forward step (and in the data
       await createBundle(env.ctx, 'R2', { code: `v${version}`, actor: 'U0RM1' });
       const d = await requestDeployment(env.ctx, 'R2', { actor: 'U0RM1' });
       await decideGo(env.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'go ahead' });
-      await killedAt(point, ['--as', 'rm2', 'deploy', 'run', String(d.id)]);
+      await killedAt(point, ['--as', 'rm2', 'deploy', 'run', String(d.id)], d.id);
       paused();
       const r = await cli([...config(), '--as', 'rm2', 'deploy', 'run', String(d.id)]);
       expect(r.code, output(r)).toBe(0);
@@ -152,7 +155,7 @@ describe('the automatic rollback after a failed forward step', () => {
     await createBundle(env.ctx, 'R2', { code: `v${version}`, actor: 'U0RM1' });
     const d = await requestDeployment(env.ctx, 'R2', { actor: 'U0RM1' });
     await decideGo(env.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'go ahead' });
-    await killedAt('deploy.step.restart', ['--as', 'rm2', 'deploy', 'run', String(d.id)]);
+    await killedAt('deploy.step.restart', ['--as', 'rm2', 'deploy', 'run', String(d.id)], d.id);
     await customerWrites(9100);
     const written = await dumpProduction(env);
     fs.rmSync(path.join(app, 'failed-restart'), { force: true });
