@@ -15,7 +15,8 @@ import { Transcript } from './transcript.js';
  * Review at scale and what follows it, each rendered into a committed transcript (issue 18: docs/slack.md
  * shows every card kind) and asserted: pattern cards and a pattern decided from its card (patterns.txt), a
  * rule learnt from those decisions proposed and accepted (rule-proposal.txt), the conflicts the rules
- * resolved (auto-resolved.txt), and a validation finding waived from its card (findings.txt). Its world:
+ * resolved (auto-resolved.txt), a validation finding waived from its card (findings.txt), then the release
+ * loaded and its audit trail (load-audit.txt). Its world:
  * four users whose role differs between ST-1 and ST-2 (one pattern), one between ST-1 and ST-3 (another),
  * one the newest-wins rule decides.
  */
@@ -145,6 +146,30 @@ describe('review-at-scale transcripts', () => {
     expect(await t.submit('U0LEAD', { [BLOCKS.waiveRationale]: 'test data, known orphan' }, '"test data, known orphan"')).toBe('');
     expect((await listFindings(env.ctx, 'R2', { status: 'all' })).find((f) => f.code === finding!.code)!.status).toBe('waived');
     expect(Transcript.text(t.message('C_OPS', `${finding!.code} of R2 waived by <@U0LEAD>`).call)).toContain('test data, known orphan');
+    t.check();
+  });
+
+  it('load and audit: validated again, loaded into staging by a qa_lead, and the audit summary with the trail as a file', async () => {
+    const t = new Transcript('load-audit', fake, bot, url, 'a valid release loaded into staging, and its audit trail');
+    await t.slash('U0LEAD', 'validate R2');
+    const valid = t.message('C_OPS', 'R2: 0 open finding');
+    expect(Transcript.text(valid.call)).toContain('is valid');
+
+    await t.slash('U0REV', 'load R2');
+    expect(Transcript.text(t.toldTo('U0REV').at(-1)!)).toContain('load needs the qa_lead role');
+    expect((await env.db.control('release_states').where({ release: 'R2' }).first()).state).not.toBe('loaded');
+
+    await t.slash('U0LEAD', 'load R2');
+    const loaded = t.message('C_OPS', 'R2 loaded into staging');
+    expect(Transcript.text(loaded.call)).toMatch(/`users` \d+ rows · checksum `\{checksum\}`/);
+    expect((await env.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('loaded');
+
+    const from = fake.calls.length;
+    await t.slash('U0REV', 'audit R2');
+    const summary = t.posted('C_OPS').at(-1)!;
+    expect(Transcript.text(summary.call)).toContain('Chain head');
+    expect(t.of('files.completeUploadExternal', from)).toHaveLength(1);
+    expect(fake.calls.slice(from).filter((c) => c.method === 'file_upload').map((c) => String(c.args.body)).at(-1)).toContain('"action": "load.finish"');
     t.check();
   });
 });
