@@ -16,7 +16,7 @@ import { Transcript } from './transcript.js';
  * shows every card kind) and asserted: pattern cards and a pattern decided from its card (patterns.txt), a
  * rule learnt from those decisions proposed and accepted (rule-proposal.txt), the conflicts the rules
  * resolved (auto-resolved.txt), a validation finding waived from its card (findings.txt), then the release
- * loaded and its audit trail (load-audit.txt). Its world:
+ * loaded and its audit trail (load-audit.txt), its status and the help (status-help.txt). Its world:
  * four users whose role differs between ST-1 and ST-2 (one pattern), one between ST-1 and ST-3 (another),
  * one the newest-wins rule decides.
  */
@@ -170,6 +170,21 @@ describe('review-at-scale transcripts', () => {
     expect(Transcript.text(summary.call)).toContain('Chain head');
     expect(t.of('files.completeUploadExternal', from)).toHaveLength(1);
     expect(fake.calls.slice(from).filter((c) => c.method === 'file_upload').map((c) => String(c.args.body)).at(-1)).toContain('"action": "load.finish"');
+    t.check();
+  });
+
+  it('status and help: what one person asks for, answered to them only', async () => {
+    const t = new Transcript('status-help', fake, bot, url, "a release's status and the help, asked for in Slack");
+    const posts = t.of('chat.postMessage').length;
+    await t.slash('U0REV', 'status R2');
+    const status = Transcript.text(t.toldTo('U0REV').at(-1)!);
+    expect(status).toContain('R2');
+    expect(status).toContain('loaded');
+    const { body } = await t.slash('U0REV', 'help');
+    const help = Transcript.text(JSON.parse(body) as Record<string, unknown>);
+    for (const command of ['review', 'validate', 'load', 'deploy']) expect(help).toContain(command);
+    // nothing was posted to a channel
+    expect(t.of('chat.postMessage')).toHaveLength(posts);
     t.check();
   });
 });
