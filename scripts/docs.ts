@@ -105,6 +105,8 @@ function fromTranscript(name: string, head: RegExp): string {
 
 /** One card of each kind, and the flow it is taken from. */
 const CARDS: [title: string, flow: string, head: RegExp][] = [
+  ['Status of a release, for the asker', 'status-help', /^to U0REV only:/],
+  ['Help, for the asker', 'status-help', /^to U0REV only \(the request's answer\):/],
   ['Progress message (consolidation, tests, validation, load), updated in place until it ends', 'tier-1-and-2', /^#C_RELEASE, message 1 updated:/],
   ['Conflict card: keeping one version is suggested', 'review-race', /^#C_REVIEW, new message 1,/],
   ['Conflict card: keeping both, renamed, is suggested', 'review-race', /^#C_REVIEW, new message 3,/],
