@@ -160,7 +160,7 @@ export const TABLE: CommandDef[] = [
   {
     id: 'policy accept',
     example: 'keep-st-1-users-role',
-    summary: 'write a proposed rule into the config file (policy.scoped, with a comment naming its decisions); the next consolidation applies it (qa_lead)',
+    summary: 'write a proposed rule into the config file (policy.scoped, with a comment naming its decisions); the next consolidation applies it',
     args: [{ name: 'name', required: true }],
     flags: [],
     needs: 'policy',
@@ -187,7 +187,7 @@ export const TABLE: CommandDef[] = [
   {
     id: 'waive',
     example: 'F-001 --release R2 --rationale "known gap"',
-    summary: 'accept a validation finding as it is (qa_lead; audited)',
+    summary: 'accept a validation finding as it is (audited)',
     args: [{ name: 'finding', required: true }],
     flags: [{ name: 'release', type: 'value', arg: 'release', kind: 'release', required: true, help: 'the release' }, { ...RATIONALE, modal: true, help: 'why (required; audited); in Slack, without it the waiver modal opens' }],
     needs: 'waive',
@@ -214,7 +214,7 @@ export const TABLE: CommandDef[] = [
   {
     id: 'export',
     example: 'R2 --out /srv/transfer/R2',
-    summary: 'cloud side: write the validated release as a signed transfer package (gzip COPY files, manifest, Ed25519 signature) into a new folder (qa_lead)',
+    summary: 'cloud side: write the validated release as a signed transfer package (gzip COPY files, manifest, Ed25519 signature) into a new folder',
     args: [RELEASE],
     flags: [
       { name: 'out', type: 'value', arg: 'dir', required: true, help: 'the package folder (new or empty)' },
@@ -260,7 +260,7 @@ export const TABLE: CommandDef[] = [
   {
     id: 'approve',
     example: 'R2 --rationale "tier 2 green"',
-    summary: 'approve the release after tier 2 (qa_lead): it becomes ready for production',
+    summary: 'approve the release after tier 2: it becomes ready for production',
     args: [RELEASE],
     flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (recorded in the audit trail); in Slack, without it the approval modal opens' }, { name: 'override', type: 'switch', help: 'approve past a failed tier 2 gate (the rationale says why)' }],
     needs: 'approve',
@@ -297,20 +297,20 @@ export const TABLE: CommandDef[] = [
     ],
     needs: 'deploy',
   },
-  { id: 'deploy go', example: '1 --rationale "checked"', summary: 'say Go (release_manager); the Go that completes the quorum runs it now (or at its window)', args: [{ name: 'id', required: true }], flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (audited); in Slack, without it the confirmation modal opens' }], needs: 'go' },
+  { id: 'deploy go', example: '1 --rationale "checked"', summary: 'say Go; the Go that completes the quorum runs it now (or at its window)', args: [{ name: 'id', required: true }], flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (audited); in Slack, without it the confirmation modal opens' }], needs: 'go' },
   { id: 'deploy no-go', example: '1 --rationale "not tonight"', summary: 'say No-go: the deployment is rejected', args: [{ name: 'id', required: true }], flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (audited); in Slack, without it the confirmation modal opens' }], needs: 'go' },
   { id: 'deploy run', example: '1', summary: 'run an approved deployment now, or resume an interrupted one (its process died)', args: [{ name: 'id', required: true }], flags: [], needs: 'deploy', long: true },
   { id: 'deploy status', example: '', summary: 'one deployment, or the interrupted ones', args: [{ name: 'id', required: false }], flags: [] },
   {
     id: 'rollback',
     example: 'R2 --rationale "smoke failing"',
-    summary: "roll back the release's last deployment: data restored from its backup and verified, schema down, code back (release_manager)",
+    summary: "roll back the release's last deployment: data restored from its backup and verified, schema down, code back",
     args: [RELEASE],
     flags: [{ ...RATIONALE, required: true, modal: true, help: 'why (audited); in Slack, without it the confirmation modal opens' }],
     needs: 'rollback',
     long: true,
   },
-  { id: 'unlock', example: 'production', summary: 'release the env lock a deployment or a rollback left (release_manager)', args: [{ name: 'env', required: true }], flags: [RATIONALE], needs: 'unlock' },
+  { id: 'unlock', example: 'production', summary: 'release the env lock a deployment or a rollback left', args: [{ name: 'env', required: true }], flags: [RATIONALE], needs: 'unlock' },
   {
     id: 'nightly',
     example: '--now',

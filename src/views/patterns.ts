@@ -124,7 +124,7 @@ export function patternDecidedMessage(o: PatternOutcome): Message {
   return checkMessage({
     text: `${o.code}: ${o.pattern.id} decided by ${o.decidedBy}`,
     blocks: [
-      section(`:white_check_mark: *${o.code}* · ${o.pattern.id} (${esc(o.pattern.signature)}) decided by ${esc(o.decidedBy ?? '')}: ${esc(describeChoice(o.choice))} for ${o.decisions.length} conflict(s)\n>${esc(clip(o.rationale ?? '', 1500))}`),
+      section(`:white_check_mark: *${o.code}* · ${o.pattern.id} (${esc(o.pattern.signature)}) decided by ${who(o.decidedBy)}: ${esc(describeChoice(o.choice))} for ${o.decisions.length} conflict(s)\n>${esc(clip(o.rationale ?? '', 1500))}`),
       context(`${b.rewritten} re-pointed · ${b.removed} removed · ${b.renamed.length} renamed · undo with \`tributary undo ${o.code} --rationale …\``),
     ],
   });

@@ -83,6 +83,8 @@ describe('review-at-scale transcripts', () => {
     const decided = t.posted('C_REVIEW').find((m) => m.n === p1.n)!;
     expect(Transcript.text(decided.call)).toContain(`PD-${pd.id}* · P-1`);
     expect(Transcript.text(decided.call)).toContain('for 4 conflict(s)');
+    // the decider as a mention, not a raw user id (issue 20 items 3 and 8)
+    expect(JSON.stringify(decided.call.blocks)).toContain('decided by <@U0REV>');
     expect(buttonsOf(decided.call)).toEqual([]);
     t.check();
   });
