@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
 import { listFindings } from '../../src/engine/validate/index.js';
 import { getConflict, listConflicts } from '../../src/engine/review/queue.js';
@@ -6,17 +6,15 @@ import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import { transition } from '../../src/engine/kernel/lifecycle.js';
 import { currentRunId } from '../../src/engine/kernel/workArea.js';
-import type { Bot } from '../../src/slack/app.js';
 import { BLOCKS } from '../../src/slack/ids.js';
 import { messageAbout } from '../../src/slack/messages.js';
 import { insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
+import { actionBody, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 
 /** The bot as Slack talks to it: signed requests into the real HTTP receiver, Web API calls to a local fake. */
-const SECRET = 'test-signing-secret';
 let env: TestEnv;
 let fake: FakeSlack;
-let bot: Bot;
 let url: string;
 
 /** Where the bot posted a conflict's card (the Slack adapter's record of it), with the conflict's run. */
@@ -45,24 +43,20 @@ async function seedAndConsolidate(e: TestEnv): Promise<void> {
   await consolidate(e.ctx, 'R2', { actor: 'cli:test' });
 }
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  env = await testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'S0QA'], qa_lead: ['U0LEAD'], release_manager: [] } });
-  fake.groups = { S0QA: ['U0GROUPIE'] };
-  await seedAndConsolidate(env);
-  ({ bot, url } = await startTestBot(env.ctx, fake));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+slackScaffold(
+  {
+    env: () => testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'S0QA'], qa_lead: ['U0LEAD'], release_manager: [] } }),
+    prepare: async (e, f) => {
+      f.groups = { S0QA: ['U0GROUPIE'] };
+      await seedAndConsolidate(e);
+    },
+  },
+  (s) => ({ env, fake, url } = s),
+);
 
 beforeEach(() => fake.reset());
 
-const send = (body: string, opts: Parameters<typeof signedPost>[3] = {}) => signedPost(url, body, SECRET, opts);
+const send = (body: string, opts: Parameters<typeof signedPost>[3] = {}) => signedPost(url, body, TEST_SIGNING_SECRET, opts);
 
 describe('requests as Slack sends them', () => {
   it('refuses a bad signature and an old timestamp', async () => {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { DeployWatcher } from '../../src/slack/deploy.js';
 import { decideGo, getDeployment, rollbackInterruptedDeployment } from '../../src/engine/deploy/deployment.js';
 import { createBot, type Bot } from '../../src/slack/app.js';
@@ -9,36 +9,33 @@ import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { messageAbout, recordMessage } from '../../src/slack/messages.js';
 import { dumpProduction, readyToDeploy } from '../deploy-setup.js';
 import type { TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
+import { actionBody, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 
 /** Deployment from Slack: the go/no-go card, confirmation modals, progress, /rollback, Unlock. */
-const SECRET = 'test-signing-secret';
 let env: TestEnv;
 let fake: FakeSlack;
 let bot: Bot;
 let url: string;
 let app: string;
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-slack-app-'));
-  env = await readyToDeploy(app, {
-    roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2'] },
-    slack: { releaseChannel: 'C_REL' },
-  });
-  ({ bot, url } = await startTestBot(env.ctx, fake, { scheduler: false }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+slackScaffold(
+  {
+    env: () => {
+      app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-slack-app-'));
+      return readyToDeploy(app, {
+        roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2'] },
+        slack: { releaseChannel: 'C_REL' },
+      });
+    },
+    bot: { scheduler: false },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 beforeEach(() => fake.reset());
 
-const send = (body: string) => signedPost(url, body, SECRET);
+const send = (body: string) => signedPost(url, body, TEST_SIGNING_SECRET);
 type Blocks = { type: string; elements?: { action_id: string; value: string }[] }[];
 const rationale = (text: string) => ({ [BLOCKS.deployRationale]: { value: { type: 'plain_text_input', value: text } } });
 
@@ -149,7 +146,7 @@ describe('a bot that starts after a crash', () => {
     }).returning('id');
     // its go/no-go card went to another channel than the configured one: the report follows the card
     await recordMessage(env.db.control, 'deployment', Number(row.id), { channel: 'C_DEPLOYS', ts: '1700000000.000001' });
-    const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
+    const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: TEST_SIGNING_SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
     await second.start();
     try {
       await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes('was interrupted'))).toBe(true), { timeout: 60_000 });
@@ -204,7 +201,7 @@ describe('scheduled and approved deployments that did not start', () => {
     // Go reached outside this bot (the CLI), whose process then died before running it
     expect((await decideGo(env.ctx, d.id, { actor: 'U0RM2', decision: 'go', rationale: 'go ahead' })).ready).toBe(true);
     fake.reset();
-    const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
+    const second = createBot(env.ctx, { mode: 'http', botToken: 'xoxb-test-token', signingSecret: TEST_SIGNING_SECRET, port: 0, apiUrl: fake.apiUrl() }, { botId: 'BBOT', botUserId: 'UBOT', retries: 0 });
     await second.start();
     try {
       await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes(`Deployment #${d.id} of R2 was interrupted`))).toBe(true), { timeout: 60_000 });

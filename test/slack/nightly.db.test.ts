@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { nightlyHooks } from '../../src/slack/nightly.js';
 import { proposePruning } from '../../src/engine/nightly/prune.js';
 import { runNightlyNow } from '../../src/engine/nightly/run.js';
@@ -8,14 +8,14 @@ import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS } from '../../src/slack/ids.js';
 import { messageAbout } from '../../src/slack/messages.js';
 import { ROOT, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, startTestBot, signedPost, slashBody } from './fake-slack.js';
+import { actionBody, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 
 /**
  * The nightly regression in Slack, over signed requests and a local fake Web API: the morning post with
  * the coverage chart as a PNG file, `/release coverage`, smoke tests on production on demand, the
  * pruning proposal whose buttons only the feature's owner may use, and the App Home's last nights.
  */
-const SECRET = 'test-signing-secret';
 const SUITE = ['login works @FEAT-C', 'service answers @smoke', 'health page @smoke', 'R1 statements @FEAT-OLD', 'fax @FEAT-GONE'];
 let env: TestEnv;
 let fake: FakeSlack;
@@ -23,39 +23,36 @@ let bot: Bot;
 let url: string;
 let behaviour: string;
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-slack-nightly-')), 'behaviour.json');
-  fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
-  env = await testEnv(1, {
-    environments: {
-      'ST-1': { role: 'source', precedence: 1, schema: 'st1' },
-      staging: { role: 'staging', schema: 'staging' },
-      master: { role: 'master', schema: 'master' },
-      production: { role: 'production', schema: 'prod' },
+slackScaffold(
+  {
+    env: () => {
+      behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-slack-nightly-')), 'behaviour.json');
+      fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
+      return testEnv(1, {
+        environments: {
+          'ST-1': { role: 'source', precedence: 1, schema: 'st1' },
+          staging: { role: 'staging', schema: 'staging' },
+          master: { role: 'master', schema: 'master' },
+          production: { role: 'production', schema: 'prod' },
+        },
+        releases: {
+          R1: { features: { 'FEAT-OLD': { priority: 'high', owner: 'U0ZOE' }, 'FEAT-GONE': { priority: 'low', owner: 'U0FAX', deprecated: true } } },
+          R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'U0ALICE' } } },
+        },
+        roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
+        slack: { releaseChannel: 'C_RELEASE' },
+        nightly: { schedule: '0 2 * * *', timezone: 'UTC', channel: 'C_NIGHT' },
+        testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 2, shards: 2, timeoutSeconds: 30, reportDir: 'reports' },
+      });
     },
-    releases: {
-      R1: { features: { 'FEAT-OLD': { priority: 'high', owner: 'U0ZOE' }, 'FEAT-GONE': { priority: 'low', owner: 'U0FAX', deprecated: true } } },
-      R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'U0ALICE' } } },
-    },
-    roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
-    slack: { releaseChannel: 'C_RELEASE' },
-    nightly: { schedule: '0 2 * * *', timezone: 'UTC', channel: 'C_NIGHT' },
-    testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 2, shards: 2, timeoutSeconds: 30, reportDir: 'reports' },
-  });
-  ({ bot, url } = await startTestBot(env.ctx, fake, { scheduler: false }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+    bot: { scheduler: false },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 beforeEach(() => fake.reset());
 
-const send = (body: string) => signedPost(url, body, SECRET);
+const send = (body: string) => signedPost(url, body, TEST_SIGNING_SECRET);
 type Blocks = { type: string; elements?: { action_id: string; value: string }[] }[];
 
 /** The bytes of the uploaded files, as the fake API saw them (a PNG's bytes decoded as text). */
@@ -115,7 +112,7 @@ describe('the nightly post and coverage', () => {
       event_time: Math.floor(Date.now() / 1000),
       event: { type: 'app_home_opened', user: 'U0LEAD', channel: 'D1', tab: 'home', event_ts: '1.3' },
     });
-    expect((await signedPost(url, body, SECRET, { contentType: 'application/json' })).status).toBe(200);
+    expect((await signedPost(url, body, TEST_SIGNING_SECRET, { contentType: 'application/json' })).status).toBe(200);
     await vi.waitFor(() => expect(fake.of('views.publish')).toHaveLength(1), { timeout: 60_000 });
     const view = JSON.stringify(fake.of('views.publish')[0]!.view);
     expect(view).toContain('Last nights');

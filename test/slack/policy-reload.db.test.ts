@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { addScopedRule } from '../../src/config/policyFile.js';
 import type { ScopedRule } from '../../src/config/load.js';
 import { consolidate } from '../../src/engine/consolidate/run.js';
@@ -8,7 +8,7 @@ import { tagRelease } from '../../src/engine/gate/tag.js';
 import { listConflicts } from '../../src/engine/review/queue.js';
 import type { Bot } from '../../src/slack/app.js';
 import { insertUsers, testEnv, type TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 
 /**
  * The running bot reloads its policy when the config file changes (a rule accepted by tributary policy
@@ -16,7 +16,6 @@ import { FakeSlack, startTestBot } from './fake-slack.js';
  * does not load leaves the policy in use.
  */
 let env: TestEnv;
-let fake: FakeSlack;
 let bot: Bot;
 
 const rule: ScopedRule = { name: 'keep-st-1-users-role', entity: 'users', kind: 'core-conflict', attributes: ['role'], envs: ['ST-1', 'ST-2'], choice: { keepEnv: 'ST-1' } };
@@ -29,23 +28,20 @@ async function until(check: () => boolean, ms = 8000): Promise<void> {
   }
 }
 
-beforeAll(async () => {
-  env = await testEnv(2);
-  for (let i = 1; i <= 3; i++) {
-    await insertUsers(env, 'st1', [{ id: i, email: `u${i}@x`, role: 'Administrator' }]);
-    await insertUsers(env, 'st2', [{ id: 100 + i, email: `u${i}@x`, role: 'Customer' }]);
-  }
-  await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
-  fake = new FakeSlack();
-  await fake.start();
-  ({ bot } = await startTestBot(env.ctx, fake, { scheduler: false }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await fake?.stop();
-  await env?.close();
-});
+slackScaffold(
+  {
+    env: () => testEnv(2),
+    prepare: async (e) => {
+      for (let i = 1; i <= 3; i++) {
+        await insertUsers(e, 'st1', [{ id: i, email: `u${i}@x`, role: 'Administrator' }]);
+        await insertUsers(e, 'st2', [{ id: 100 + i, email: `u${i}@x`, role: 'Customer' }]);
+      }
+      await tagRelease(e.ctx, 'R2', { actor: 'cli:test' });
+    },
+    bot: { scheduler: false },
+  },
+  (s) => ({ env, bot } = s),
+);
 
 it('reloads the policy from the file, and its next consolidation applies the accepted rule', async () => {
   const ctx = bot.deps.ctx;

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { applyDecision } from '../../src/engine/review/decide.js';
 import { undoDecision } from '../../src/engine/review/undo.js';
 import { getConflict, listConflicts, showConflict } from '../../src/engine/review/queue.js';
@@ -8,7 +8,8 @@ import { tagRelease } from '../../src/engine/gate/tag.js';
 import type { Bot } from '../../src/slack/app.js';
 import { BLOCKS, OPTIONS } from '../../src/slack/ids.js';
 import { finalRows, insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, signedPost, slashBody, startTestBot, TEST_SIGNING_SECRET, viewSubmissionBody } from './fake-slack.js';
+import { actionBody, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 
 /**
  * Reference conflicts decided from Slack (the reference in both forms, the parent offered by the bot, a
@@ -64,19 +65,13 @@ async function seed(e: TestEnv): Promise<void> {
   await consolidate(e.ctx, 'R2', { actor: 'cli:test' });
 }
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  env = await testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: [] } });
-  await seed(env);
-  ({ bot, url } = await startTestBot(env.ctx, fake));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+slackScaffold(
+  {
+    env: () => testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: [] } }),
+    prepare: seed,
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 beforeEach(() => fake.reset());
 

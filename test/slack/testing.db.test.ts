@@ -1,49 +1,42 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { Bot } from '../../src/slack/app.js';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { ROOT, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, FakeSlack, startTestBot, signedPost, slashBody, viewSubmissionBody } from './fake-slack.js';
+import { actionBody, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody } from './fake-slack.js';
+import { loadedR2, slackScaffold } from './scaffold.js';
 
 /** Two-tier testing from Slack: signed slash commands, the progress message, the cards, the approval modal. */
-const SECRET = 'test-signing-secret';
 let env: TestEnv;
 let fake: FakeSlack;
-let bot: Bot;
 let url: string;
 let behaviour: string;
 
 const SUITE = ['login works @FEAT-C', 'profile edit @FEAT-M', 'service answers @smoke', 'R1 statements @FEAT-OLD'];
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-slack-tests-')), 'behaviour.json');
-  fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
-  env = await testEnv(1, {
-    releases: {
-      R1: { features: { 'FEAT-OLD': { priority: 'high', owner: 'zoe' } } },
-      R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'alice' }, 'FEAT-M': { priority: 'medium', owner: 'dan' } } },
+slackScaffold(
+  {
+    env: () => {
+      behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-slack-tests-')), 'behaviour.json');
+      fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
+      return testEnv(1, {
+        releases: {
+          R1: { features: { 'FEAT-OLD': { priority: 'high', owner: 'zoe' } } },
+          R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'alice' }, 'FEAT-M': { priority: 'medium', owner: 'dan' } } },
+        },
+        roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
+        slack: { releaseChannel: 'C_RELEASE' },
+        testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 2, shards: 2, timeoutSeconds: 30, reportDir: 'reports' },
+      });
     },
-    roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
-    slack: { releaseChannel: 'C_RELEASE' },
-    testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 2, shards: 2, timeoutSeconds: 30, reportDir: 'reports' },
-  });
-  await env.db.control('release_states').insert({ release: 'R2', state: 'loaded' });
-  await env.db.control('loads').insert({ release: 'R2', run_id: 1, env: 'staging', entity: 'users', table_name: 'users', row_count: 3, checksum: '42', loaded_by: 'cli:test' });
-  ({ bot, url } = await startTestBot(env.ctx, fake));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+    prepare: loadedR2,
+  },
+  (s) => ({ env, fake, url } = s),
+);
 
 beforeEach(() => fake.reset());
 
-const send = (body: string) => signedPost(url, body, SECRET);
+const send = (body: string) => signedPost(url, body, TEST_SIGNING_SECRET);
 type Blocks = { type: string; elements?: { action_id: string; value: string; text: { text: string } }[] }[];
 
 describe('/release test and approve', () => {

@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { readyToDeploy } from '../deploy-setup.js';
 import { ROOT, type TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import type { FakeSlack } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -19,28 +20,25 @@ let bot: Bot;
 let url: string;
 let app: string;
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-transcripts-app-'));
-  const suite = path.join(ROOT, 'test/fixtures/deploy-smoke.test.mjs');
-  env = await readyToDeploy(
-    app,
-    {
-      roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2', 'U0RM3'] },
-      slack: { releaseChannel: 'C_REL' },
-      testing: { command: `SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' },
+slackScaffold(
+  {
+    env: () => {
+      app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-transcripts-app-'));
+      const suite = path.join(ROOT, 'test/fixtures/deploy-smoke.test.mjs');
+      return readyToDeploy(
+        app,
+        {
+          roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2', 'U0RM3'] },
+          slack: { releaseChannel: 'C_REL' },
+          testing: { command: `SMOKE_APP=${app} node --test --test-reporter=junit --test-reporter-destination={junit} ${suite}`, agents: 1, shards: 1, timeoutSeconds: 60, reportDir: 'reports' },
+        },
+        { deploy: { smoke: true, quorum: 2 } },
+      );
     },
-    { deploy: { smoke: true, quorum: 2 } },
-  );
-  ({ bot, url } = await startTestBot(env.ctx, fake, { progressIntervalMs: 3_600_000, scheduler: false }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+    bot: { progressIntervalMs: 3_600_000, scheduler: false },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 const rationale = (text: string) => ({ [BLOCKS.deployRationale]: text });
 

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import { listConflicts } from '../../src/engine/review/queue.js';
@@ -6,7 +6,8 @@ import type { ConflictRow } from '../../src/engine/review/index.js';
 import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS } from '../../src/slack/ids.js';
 import { insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import type { FakeSlack } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 import { Transcript, type Posted } from './transcript.js';
 
 /**
@@ -21,26 +22,23 @@ let url: string;
 
 type Blocks = { type: string; elements?: { action_id: string; text: { text: string }; style?: string }[] }[];
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  env = await testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] } });
-  await insertUsers(env, 'st1', [{ id: 1, email: 'dana@x', role: 'Administrator', feature: 'FEAT-C' }]);
-  await insertUsers(env, 'st2', [{ id: 2, email: 'dana@x', role: 'Customer', feature: 'FEAT-M' }]);
-  await insertAccounts(env, 'st1', [{ id: 11, number: 'AC-D1', user_id: 1 }]);
-  await insertTransactions(env, 'st1', [{ id: 40, account_id: 999 }]);
-  await insertAccounts(env, 'st1', [{ id: 50, number: 'M-1', user_id: null, balance: '1500.00', feature: 'FEAT-H1' }]);
-  await insertAccounts(env, 'st2', [{ id: 50, number: 'M-1', user_id: null, balance: '2750.00', feature: 'FEAT-H2' }]);
-  await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
-  await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
-  ({ bot, url } = await startTestBot(env.ctx, fake, { progressIntervalMs: 3_600_000 }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+slackScaffold(
+  {
+    env: () => testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] } }),
+    prepare: async (e) => {
+      await insertUsers(e, 'st1', [{ id: 1, email: 'dana@x', role: 'Administrator', feature: 'FEAT-C' }]);
+      await insertUsers(e, 'st2', [{ id: 2, email: 'dana@x', role: 'Customer', feature: 'FEAT-M' }]);
+      await insertAccounts(e, 'st1', [{ id: 11, number: 'AC-D1', user_id: 1 }]);
+      await insertTransactions(e, 'st1', [{ id: 40, account_id: 999 }]);
+      await insertAccounts(e, 'st1', [{ id: 50, number: 'M-1', user_id: null, balance: '1500.00', feature: 'FEAT-H1' }]);
+      await insertAccounts(e, 'st2', [{ id: 50, number: 'M-1', user_id: null, balance: '2750.00', feature: 'FEAT-H2' }]);
+      await tagRelease(e.ctx, 'R2', { actor: 'cli:test' });
+      await consolidate(e.ctx, 'R2', { actor: 'cli:test' });
+    },
+    bot: { progressIntervalMs: 3_600_000 },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 const conflicts = async (): Promise<ConflictRow[]> => listConflicts(env.ctx, 'R2');
 const buttons = (m: { blocks?: unknown }) => ((m.blocks ?? []) as Blocks).flatMap((b) => b.elements ?? []).filter((e) => e.action_id);

@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runNightlyNow } from '../../src/engine/nightly/run.js';
 import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { nightlyHooks } from '../../src/slack/nightly.js';
 import { ROOT, testEnv, type TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import type { FakeSlack } from './fake-slack.js';
+import { loadedR2, slackScaffold } from './scaffold.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -22,31 +23,27 @@ let behaviour: string;
 const SUITE = ['login works @FEAT-C', 'profile edit @FEAT-M', 'service answers @smoke', 'R1 statements @FEAT-OLD'];
 type Blocks = { type: string; fields?: { text: string }[]; elements?: { action_id: string; text: { text: string }; style?: string }[] }[];
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-transcripts-')), 'behaviour.json');
-  fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
-  env = await testEnv(1, {
-    releases: {
-      R1: { features: { 'FEAT-OLD': { priority: 'high', owner: 'U0ZOE' } } },
-      R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'U0ALICE' }, 'FEAT-M': { priority: 'medium', owner: 'U0DAN' } } },
+slackScaffold(
+  {
+    env: () => {
+      behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-transcripts-')), 'behaviour.json');
+      fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
+      return testEnv(1, {
+        releases: {
+          R1: { features: { 'FEAT-OLD': { priority: 'high', owner: 'U0ZOE' } } },
+          R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'U0ALICE' }, 'FEAT-M': { priority: 'medium', owner: 'U0DAN' } } },
+        },
+        roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
+        slack: { releaseChannel: 'C_RELEASE' },
+        nightly: { schedule: '0 2 * * *', timezone: 'UTC', channel: 'C_NIGHT' },
+        testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 2, shards: 2, timeoutSeconds: 30, reportDir: 'reports' },
+      });
     },
-    roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
-    slack: { releaseChannel: 'C_RELEASE' },
-    nightly: { schedule: '0 2 * * *', timezone: 'UTC', channel: 'C_NIGHT' },
-    testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 2, shards: 2, timeoutSeconds: 30, reportDir: 'reports' },
-  });
-  await env.db.control('release_states').insert({ release: 'R2', state: 'loaded' });
-  await env.db.control('loads').insert({ release: 'R2', run_id: 1, env: 'staging', entity: 'users', table_name: 'users', row_count: 3, checksum: '42', loaded_by: 'cli:test' });
-  ({ bot, url } = await startTestBot(env.ctx, fake, { progressIntervalMs: 3_600_000, scheduler: false }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+    prepare: loadedR2,
+    bot: { progressIntervalMs: 3_600_000, scheduler: false },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 const fields = (m: { blocks?: unknown }) => ((m.blocks ?? []) as Blocks).flatMap((b) => b.fields ?? []).map((f) => f.text);
 
