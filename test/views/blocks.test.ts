@@ -22,6 +22,7 @@ function conflict(versions: number, attrLength = 10): ConflictRow {
     assigned_at: null,
     decided_by: null,
     decided_at: null,
+    created_at: new Date('2024-01-10T09:00:00Z'),
     detail: {
       reason: 'core attributes differ (role)',
       suggestion: 'keep',

@@ -1,3 +1,4 @@
+import type { ConflictsRow } from '../../db/rows.js';
 import type { ConflictPriority } from '../kernel/priority.js';
 
 /** The review queue's shapes: conflicts as stored, decisions and their blast radius. */
@@ -68,23 +69,15 @@ export interface ReferenceForms {
   mapped: string | null;
 }
 
-export interface ConflictRow {
-  id: number;
-  release: string;
-  run_id: number;
-  code: string;
-  entity: string;
-  identity: string;
-  key_label: string;
-  kind: string;
+/**
+ * A row of `conflicts` (src/db/rows.ts) as the review reads it: its priority, its status and its detail
+ * (jsonb) in the shapes the review writes there.
+ */
+export type ConflictRow = Omit<ConflictsRow, 'priority' | 'status' | 'detail'> & {
   priority: ConflictPriority;
   status: 'open' | 'decided';
   detail: ConflictDetail;
-  assigned_to: string | null;
-  assigned_at: Date | null;
-  decided_by: string | null;
-  decided_at: Date | null;
-}
+};
 
 /** A person's decision on a conflict or a finding. */
 export type Decision =
