@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import { applyDecision } from '../../src/engine/review/decide.js';
@@ -8,7 +8,8 @@ import type { Bot } from '../../src/slack/app.js';
 import { ACTIONS, BLOCKS, OPTIONS } from '../../src/slack/ids.js';
 import { messagesAbout } from '../../src/slack/messages.js';
 import { finalRows, insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import type { FakeSlack } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 import { Transcript, type Posted } from './transcript.js';
 
 /**
@@ -24,29 +25,26 @@ let url: string;
 
 type Blocks = { type: string; elements?: { action_id: string }[] }[];
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  env = await testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] } });
-  // account 50 is two different accounts in ST-1 and ST-2 (one is re-keyed); ST-3 has none: the
-  // transaction of ST-3 that points at 50 is a dangling reference
-  await insertAccounts(env, 'st1', [{ id: 50, number: 'AC-1', user_id: null, currency: 'USD' }]);
-  await insertAccounts(env, 'st2', [{ id: 50, number: 'AC-2', user_id: null, currency: 'EUR' }, { id: 51, number: 'AC-5', user_id: null, currency: 'EUR' }]);
-  await insertAccounts(env, 'st3', [{ id: 60, number: 'AC-3', user_id: null, currency: 'USD' }]);
-  await insertTransactions(env, 'st3', [{ id: 40, account_id: 50, currency: 'USD' }]);
-  // a core conflict (dana's role), decided in the CLI while its cards are out
-  await insertUsers(env, 'st1', [{ id: 1, email: 'dana@x', role: 'Administrator', feature: 'FEAT-C' }]);
-  await insertUsers(env, 'st2', [{ id: 2, email: 'dana@x', role: 'Customer', feature: 'FEAT-M' }]);
-  await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
-  await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
-  ({ bot, url } = await startTestBot(env.ctx, fake, { progressIntervalMs: 3_600_000 }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+slackScaffold(
+  {
+    env: () => testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] } }),
+    prepare: async (e) => {
+      // account 50 is two different accounts in ST-1 and ST-2 (one is re-keyed); ST-3 has none: the
+      // transaction of ST-3 that points at 50 is a dangling reference
+      await insertAccounts(e, 'st1', [{ id: 50, number: 'AC-1', user_id: null, currency: 'USD' }]);
+      await insertAccounts(e, 'st2', [{ id: 50, number: 'AC-2', user_id: null, currency: 'EUR' }, { id: 51, number: 'AC-5', user_id: null, currency: 'EUR' }]);
+      await insertAccounts(e, 'st3', [{ id: 60, number: 'AC-3', user_id: null, currency: 'USD' }]);
+      await insertTransactions(e, 'st3', [{ id: 40, account_id: 50, currency: 'USD' }]);
+      // a core conflict (dana's role), decided in the CLI while its cards are out
+      await insertUsers(e, 'st1', [{ id: 1, email: 'dana@x', role: 'Administrator', feature: 'FEAT-C' }]);
+      await insertUsers(e, 'st2', [{ id: 2, email: 'dana@x', role: 'Customer', feature: 'FEAT-M' }]);
+      await tagRelease(e.ctx, 'R2', { actor: 'cli:test' });
+      await consolidate(e.ctx, 'R2', { actor: 'cli:test' });
+    },
+    bot: { progressIntervalMs: 3_600_000 },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 const conflictOf = async (kind: string): Promise<ConflictRow> => {
   const c = (await listConflicts(env.ctx, 'R2', { status: 'all' })).find((x) => x.kind === kind);
