@@ -1,14 +1,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { decideGo, getDeployment } from '../../src/engine/deploy/deployment.js';
 import type { Bot } from '../../src/slack/app.js';
 import { DeployWatcher } from '../../src/slack/deploy.js';
 import { ACTIONS } from '../../src/slack/ids.js';
 import { readyToDeploy } from '../deploy-setup.js';
 import type { TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import type { FakeSlack } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -23,19 +24,16 @@ let fake: FakeSlack;
 let bot: Bot;
 let url: string;
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  const app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-transcripts-interrupted-'));
-  env = await readyToDeploy(app, { roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2'] }, slack: { releaseChannel: 'C_REL' } });
-  ({ bot, url } = await startTestBot(env.ctx, fake, { progressIntervalMs: 3_600_000, scheduler: false }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+slackScaffold(
+  {
+    env: () => {
+      const app = fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-transcripts-interrupted-'));
+      return readyToDeploy(app, { roles: { reviewer: [], qa_lead: ['U0LEAD'], release_manager: ['U0RM1', 'U0RM2'] }, slack: { releaseChannel: 'C_REL' } });
+    },
+    bot: { progressIntervalMs: 3_600_000, scheduler: false },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 type Blocks = { type: string; elements?: { action_id: string }[] }[];
 const actions = (m: { blocks?: unknown }) => ((m.blocks ?? []) as Blocks).filter((b) => b.type === 'actions').flatMap((b) => b.elements ?? []).map((e) => e.action_id);

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import { applyDecision } from '../../src/engine/review/decide.js';
@@ -8,7 +8,8 @@ import { listFindings } from '../../src/engine/validate/index.js';
 import type { Bot } from '../../src/slack/app.js';
 import { BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { insertAccounts, insertUsers, testEnv, type TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import type { FakeSlack } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -30,30 +31,27 @@ type Blocks = { type: string; elements?: Button[] }[];
 const buttonsOf = (m: { blocks?: unknown }) => ((m.blocks ?? []) as Blocks).filter((b) => b.type === 'actions').flatMap((b) => b.elements ?? []);
 const count = async (table: string) => Number((await env.db.control(table).count('* as n').first())!.n);
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  env = await testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: [] } });
-  for (let i = 1; i <= 4; i++) {
-    await insertUsers(env, 'st1', [{ id: i, email: `u${i}@x`, role: 'Administrator' }]);
-    await insertUsers(env, 'st2', [{ id: 100 + i, email: `u${i}@x`, role: 'Customer' }]);
-    await insertAccounts(env, 'st2', [{ id: 200 + i, number: `AC-${i}`, user_id: 100 + i }]);
-  }
-  await insertUsers(env, 'st1', [{ id: 20, email: 'w@x', role: 'Administrator' }]);
-  await insertUsers(env, 'st3', [{ id: 120, email: 'w@x', role: 'Support' }]);
-  // one the rules decide (newest-wins): A-001
-  await insertUsers(env, 'st1', [{ id: 30, email: 'ivan@x', created_at: '2024-01-10T08:00:00Z' }]);
-  await insertUsers(env, 'st2', [{ id: 130, email: 'ivan@x', created_at: '2024-01-11T08:00:00Z' }]);
-  await tagRelease(env.ctx, 'R2', { actor: 'cli:test' });
-  await consolidate(env.ctx, 'R2', { actor: 'cli:test' });
-  ({ bot, url } = await startTestBot(env.ctx, fake, { progressIntervalMs: 3_600_000 }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+slackScaffold(
+  {
+    env: () => testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: [] } }),
+    prepare: async (e) => {
+      for (let i = 1; i <= 4; i++) {
+        await insertUsers(e, 'st1', [{ id: i, email: `u${i}@x`, role: 'Administrator' }]);
+        await insertUsers(e, 'st2', [{ id: 100 + i, email: `u${i}@x`, role: 'Customer' }]);
+        await insertAccounts(e, 'st2', [{ id: 200 + i, number: `AC-${i}`, user_id: 100 + i }]);
+      }
+      await insertUsers(e, 'st1', [{ id: 20, email: 'w@x', role: 'Administrator' }]);
+      await insertUsers(e, 'st3', [{ id: 120, email: 'w@x', role: 'Support' }]);
+      // one the rules decide (newest-wins): A-001
+      await insertUsers(e, 'st1', [{ id: 30, email: 'ivan@x', created_at: '2024-01-10T08:00:00Z' }]);
+      await insertUsers(e, 'st2', [{ id: 130, email: 'ivan@x', created_at: '2024-01-11T08:00:00Z' }]);
+      await tagRelease(e.ctx, 'R2', { actor: 'cli:test' });
+      await consolidate(e.ctx, 'R2', { actor: 'cli:test' });
+    },
+    bot: { progressIntervalMs: 3_600_000 },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 describe('review-at-scale transcripts', () => {
   it('patterns: a card per pattern, one decided from its card with the combined blast radius first', async () => {

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { proposePruning } from '../../src/engine/nightly/prune.js';
 import { runNightlyNow } from '../../src/engine/nightly/run.js';
 import type { Bot } from '../../src/slack/app.js';
@@ -8,7 +8,8 @@ import { ACTIONS } from '../../src/slack/ids.js';
 import { messageAbout } from '../../src/slack/messages.js';
 import { nightlyHooks } from '../../src/slack/nightly.js';
 import { ROOT, testEnv, type TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import type { FakeSlack } from './fake-slack.js';
+import { slackScaffold } from './scaffold.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -23,34 +24,31 @@ let fake: FakeSlack;
 let bot: Bot;
 let url: string;
 
-beforeAll(async () => {
-  fake = new FakeSlack();
-  await fake.start();
-  const behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-transcript-prune-')), 'behaviour.json');
-  fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
-  env = await testEnv(1, {
-    environments: {
-      'ST-1': { role: 'source', precedence: 1, schema: 'st1' },
-      staging: { role: 'staging', schema: 'staging' },
-      master: { role: 'master', schema: 'master' },
-      production: { role: 'production', schema: 'prod' },
+slackScaffold(
+  {
+    env: () => {
+      const behaviour = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'tributary-transcript-prune-')), 'behaviour.json');
+      fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
+      return testEnv(1, {
+        environments: {
+          'ST-1': { role: 'source', precedence: 1, schema: 'st1' },
+          staging: { role: 'staging', schema: 'staging' },
+          master: { role: 'master', schema: 'master' },
+          production: { role: 'production', schema: 'prod' },
+        },
+        releases: {
+          R1: { features: { 'FEAT-GONE': { priority: 'low', owner: 'U0FAX', deprecated: true } } },
+          R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'U0ALICE' } } },
+        },
+        roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
+        nightly: { schedule: '0 2 * * *', timezone: 'UTC', channel: 'C_NIGHT' },
+        testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 1, shards: 1, timeoutSeconds: 30, reportDir: 'reports' },
+      });
     },
-    releases: {
-      R1: { features: { 'FEAT-GONE': { priority: 'low', owner: 'U0FAX', deprecated: true } } },
-      R2: { features: { 'FEAT-C': { priority: 'critical', owner: 'U0ALICE' } } },
-    },
-    roles: { reviewer: ['U0REV'], qa_lead: ['U0LEAD'], release_manager: ['U0RM'] },
-    nightly: { schedule: '0 2 * * *', timezone: 'UTC', channel: 'C_NIGHT' },
-    testing: { command: `node ${path.join(ROOT, 'test/fixtures/fake-runner.mjs')} {tests} {junit} ${behaviour}`, agents: 1, shards: 1, timeoutSeconds: 30, reportDir: 'reports' },
-  });
-  ({ bot, url } = await startTestBot(env.ctx, fake, { scheduler: false }));
-});
-
-afterAll(async () => {
-  await bot?.stop();
-  await env?.close();
-  await fake?.stop();
-});
+    bot: { scheduler: false },
+  },
+  (s) => ({ env, fake, bot, url } = s),
+);
 
 type Blocks = { type: string; elements?: { action_id: string }[] }[];
 const actions = (m: { blocks?: unknown }) => ((m.blocks ?? []) as Blocks).filter((b) => b.type === 'actions').flatMap((b) => b.elements ?? []).map((e) => e.action_id);
