@@ -1,11 +1,10 @@
 import fs from 'node:fs';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
-import { consolidate } from '../../src/engine/consolidate/run.js';
-import { tagRelease } from '../../src/engine/gate/tag.js';
 import { BLOCKS, VIEWS } from '../../src/slack/ids.js';
-import { insertAccounts, insertUsers, testEnv, type TestEnv } from '../helpers.js';
+import { testEnv, type TestEnv } from '../helpers.js';
 import { actionBody, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody } from './fake-slack.js';
 import { slackScaffold } from './scaffold.js';
+import { patternsWorld } from './worlds.js';
 
 /**
  * Review at scale in Slack, as Slack sends it (signed requests into the real receiver, a fake Web API):
@@ -30,21 +29,7 @@ const buttonsOf = (m: Record<string, unknown>) => (m.blocks as Blocks).filter((b
 slackScaffold(
   {
     env: () => testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: [] } }),
-    prepare: async (e) => {
-      // four users whose role differs between ST-1 and ST-2 (one pattern), each with an ST-2 account that follows the survivor
-      for (let i = 1; i <= 4; i++) {
-        await insertUsers(e, 'st1', [{ id: i, email: `u${i}@x`, role: 'Administrator' }]);
-        await insertUsers(e, 'st2', [{ id: 100 + i, email: `u${i}@x`, role: 'Customer' }]);
-        await insertAccounts(e, 'st2', [{ id: 200 + i, number: `AC-${i}`, user_id: 100 + i }]);
-      }
-      await insertUsers(e, 'st1', [{ id: 20, email: 'w@x', role: 'Administrator' }]);
-      await insertUsers(e, 'st3', [{ id: 120, email: 'w@x', role: 'Support' }]);
-      // one the rules decide (newest-wins): A-001
-      await insertUsers(e, 'st1', [{ id: 30, email: 'ivan@x', created_at: '2024-01-10T08:00:00Z' }]);
-      await insertUsers(e, 'st2', [{ id: 130, email: 'ivan@x', created_at: '2024-01-11T08:00:00Z' }]);
-      await tagRelease(e.ctx, 'R2', { actor: 'cli:test' });
-      await consolidate(e.ctx, 'R2', { actor: 'cli:test' });
-    },
+    prepare: patternsWorld,
   },
   (s) => ({ env, fake, url } = s),
 );

@@ -1,15 +1,14 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { consolidate } from '../../src/engine/consolidate/run.js';
-import { tagRelease } from '../../src/engine/gate/tag.js';
 import { applyDecision } from '../../src/engine/review/decide.js';
 import { listConflicts } from '../../src/engine/review/queue.js';
 import { listFindings } from '../../src/engine/validate/index.js';
 import type { Bot } from '../../src/slack/app.js';
 import { BLOCKS, VIEWS } from '../../src/slack/ids.js';
-import { insertAccounts, insertUsers, testEnv, type TestEnv } from '../helpers.js';
+import { testEnv, type TestEnv } from '../helpers.js';
 import type { FakeSlack } from './fake-slack.js';
 import { slackScaffold } from './scaffold.js';
+import { patternsWorld } from './worlds.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -34,20 +33,7 @@ const count = async (table: string) => Number((await env.db.control(table).count
 slackScaffold(
   {
     env: () => testEnv(3, { slack: { reviewChannel: 'C_REVIEW' }, roles: { reviewer: ['U0REV', 'U0REV2'], qa_lead: ['U0LEAD'], release_manager: [] } }),
-    prepare: async (e) => {
-      for (let i = 1; i <= 4; i++) {
-        await insertUsers(e, 'st1', [{ id: i, email: `u${i}@x`, role: 'Administrator' }]);
-        await insertUsers(e, 'st2', [{ id: 100 + i, email: `u${i}@x`, role: 'Customer' }]);
-        await insertAccounts(e, 'st2', [{ id: 200 + i, number: `AC-${i}`, user_id: 100 + i }]);
-      }
-      await insertUsers(e, 'st1', [{ id: 20, email: 'w@x', role: 'Administrator' }]);
-      await insertUsers(e, 'st3', [{ id: 120, email: 'w@x', role: 'Support' }]);
-      // one the rules decide (newest-wins): A-001
-      await insertUsers(e, 'st1', [{ id: 30, email: 'ivan@x', created_at: '2024-01-10T08:00:00Z' }]);
-      await insertUsers(e, 'st2', [{ id: 130, email: 'ivan@x', created_at: '2024-01-11T08:00:00Z' }]);
-      await tagRelease(e.ctx, 'R2', { actor: 'cli:test' });
-      await consolidate(e.ctx, 'R2', { actor: 'cli:test' });
-    },
+    prepare: patternsWorld,
     bot: { progressIntervalMs: 3_600_000 },
   },
   (s) => ({ env, fake, bot, url } = s),
