@@ -172,6 +172,8 @@ describe('cards that stay current', () => {
     await bot.deps.cards.postCards('R2', 'C_SECOND');
     const cards = await messagesAbout(env.db.control, 'conflict', c.id);
     expect(cards.map((x) => x.channel).sort()).toEqual(['C_REVIEW', 'C_SECOND']);
+    // what earlier steps left in flight (a decision's refresh, a summary update queued) lands before the count starts
+    await bot.idle();
     fake.reset();
     await applyDecision(env.ctx, 'R2', c.code, { action: 'keep', version: 1 }, { actor: 'cli:alice', rationale: 'the admin role is what FEAT-C tests' });
     // the bot reads the audit trail (every few seconds; here one pass) and updates both cards in place
@@ -189,6 +191,7 @@ describe('cards that stay current', () => {
     // a second pass finds nothing new: no update twice
     fake.reset();
     await bot.deps.cards.catchUp();
+    await bot.deps.cards.idle();
     expect(fake.of('chat.update')).toHaveLength(0);
   });
 
