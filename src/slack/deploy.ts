@@ -208,13 +208,8 @@ export function register(app: App, deps: BotDeps): void {
         await ack();
         const channel = ref.channel ?? (await cardChannel(deps, d.id)) ?? channelOf(deps, '');
         const interrupted = IN_FLIGHT_STATES.includes(d.status);
-        runInBackground(
-          deps,
-          d.id,
-          user,
-          channel,
-          (progress) => (interrupted ? rollbackInterruptedDeployment(ctx, d.id, { actor: user, rationale, progress }) : rollbackRelease(ctx, d.release, { actor: user, rationale, progress })),
-          interrupted ? (done) => closeInterruptedCard(deps, done, user, 'rolled back') : undefined,
+        runInBackground(deps, d.id, user, channel, (progress) =>
+          interrupted ? rollbackInterruptedDeployment(ctx, d.id, { actor: user, rationale, progress }) : rollbackRelease(ctx, d.release, { actor: user, rationale, progress }),
         );
         return;
       }
@@ -248,8 +243,8 @@ async function tellWhoElse(deps: BotDeps, ref: DecideRef, user: string, needed: 
   }
 }
 
-/** The interrupted card, once its deployment was resumed or rolled back: updated in place, without its buttons. */
-async function closeInterruptedCard(deps: BotDeps, d: Deployment, by: string, acted: 'resumed' | 'rolled back'): Promise<void> {
+/** The interrupted card, once its deployment was resumed from it and the run has ended: updated in place, without its buttons. */
+async function closeInterruptedCard(deps: BotDeps, d: Deployment, by: string, acted: 'resumed'): Promise<void> {
   const at = await messageAbout(deps.ctx.db.control, 'interrupted', d.id);
   if (!at) return;
   const card = interruptedEndedCard(d, by, acted);
@@ -287,7 +282,7 @@ export class DeployWatcher {
       const card = interruptedCard(d, whereItStopped(d));
       try {
         const res = await this.deps.client.chat.postMessage({ channel, text: card.text, blocks: card.blocks });
-        // recorded: a Resume or Roll back from it updates it in place once it has ended
+        // recorded: a Resume from it updates it in place once the run has ended
         if (res.ts) await recordMessage(ctx.db.control, 'interrupted', d.id, { channel: res.channel ?? channel, ts: res.ts });
       } catch (err) {
         logger().warn({ err: redact((err as Error).message) }, 'could not report an interrupted deployment');

@@ -180,10 +180,10 @@ export function interruptedCard(d: Deployment, where: string): Message {
 }
 
 /**
- * The interrupted card once someone acted on it from Slack: resumed (or rolled back) by whom, and how that
- * ended; no buttons any more (a later press is answered that there is nothing to resume).
+ * The interrupted card once resumed from Slack: by whom, and how the run ended; no buttons any more (a press
+ * on a stale copy is answered that there is nothing to resume).
  */
-export function interruptedEndedCard(d: Deployment, by: string, acted: 'resumed' | 'rolled back'): Message {
+export function interruptedEndedCard(d: Deployment, by: string, acted: 'resumed'): Message {
   const ended = `${esc(d.status)}${MEANING[d.status] ? ` (${esc(MEANING[d.status]!)})` : ''}`;
   return checkMessage({
     text: `Deployment #${d.id} of ${d.release} was interrupted, then ${acted} by ${by}: ${d.status}`,
