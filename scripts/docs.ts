@@ -149,6 +149,7 @@ const CARDS: [title: string, flow: string, head: RegExp][] = [
   ['Deployment progress', 'deploy-quorum', /^#C_REL, message 2 updated:/],
   ['Smoke test card', 'deploy-quorum', /^#C_REL, new message 4,/],
   ['A deployment interrupted by a dead process, reported when the bot starts: Resume or Roll back', 'deploy-interrupted', /^#C_REL, new message 2,/],
+  ['The interrupted card once resumed from it: updated in place, without its buttons', 'deploy-interrupted', /^#C_REL, message 2 updated:/],
   ['Rollback modal', 'rollback', /^a modal opens for U0RM2:/],
   ['Rollback card', 'rollback', /^#C_REL, new message 6,/],
   ['Post-mortem thread', 'rollback', /^#C_REL, new message 7/],

@@ -5,7 +5,7 @@ import { TributaryError } from '../errors.js';
 import { logger, redact } from '../log.js';
 import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
-import { confirmModal, deployProgressMessage, goNoGoCard, goPendingMessage, interruptedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
+import { confirmModal, deployProgressMessage, goNoGoCard, goPendingMessage, interruptedCard, interruptedEndedCard, rollbackCard, timelineText, type DecideRef } from '../views/deploy.js';
 import { channelLink, composed, mention, plainTimes, textMessage } from '../views/blocks.js';
 import { esc } from '../views/limits.js';
 import { readSubmission, replyError, type Runner } from './common.js';
@@ -58,8 +58,11 @@ export async function runDeployRequest(deps: BotDeps, respond: RespondFn, channe
   }
 }
 
-/** Runs a deployment in the background, reporting in one message updated in place; then the outcome. */
-function runInBackground(deps: BotDeps, id: number, actor: string, channel: string, work: (progress: (d: Deployment) => void) => Promise<Deployment>): void {
+/**
+ * Runs a deployment in the background, reporting in one message updated in place; then the outcome.
+ * `ended`, if given, runs once the work has ended (whatever its outcome; not when it could not run).
+ */
+function runInBackground(deps: BotDeps, id: number, actor: string, channel: string, work: (progress: (d: Deployment) => void) => Promise<Deployment>, ended?: (d: Deployment) => Promise<void>): void {
   deps.longRunning(async () => {
     let ts: string | undefined;
     // updates go out one after the other: the final one (with the chain head) is never overtaken by a late progress update
@@ -84,6 +87,7 @@ function runInBackground(deps: BotDeps, id: number, actor: string, channel: stri
       // the final message names the chain head: a witness of the audit trail outside the database
       await send(d, await chainHead(deps.ctx.db.control));
       await refreshGoCard(deps, id).catch(() => undefined);
+      await ended?.(d).catch((err) => logger().warn({ err: redact((err as Error).message), deployment: id }, 'could not update the interrupted-deployment card'));
       if (d.status === 'rolled-back' || d.status === 'restored-smoke-failing' || d.status === 'rollback-failed') await postRollback(deps, channel, d);
     } catch (err) {
       updates.stop();
@@ -169,7 +173,7 @@ export function register(app: App, deps: BotDeps): void {
         const ref = parseRef(action.value);
         await authorize(ctx, body.user.id, await deps.groupsOf(body.user.id), 'deploy', ref.release);
         await recordResume(deps, ref.id, body.user.id);
-        runInBackground(deps, ref.id, body.user.id, body.container?.channel_id ?? channelOf(deps, ''), (progress) => executeDeployment(ctx, ref.id, { actor: body.user.id, progress }));
+        runInBackground(deps, ref.id, body.user.id, body.container?.channel_id ?? channelOf(deps, ''), (progress) => executeDeployment(ctx, ref.id, { actor: body.user.id, progress }), (d) => closeInterruptedCard(deps, d, body.user.id, 'resumed'));
       } catch (err) {
         await replyError(respond, err, 'resume');
       }
@@ -239,6 +243,14 @@ async function tellWhoElse(deps: BotDeps, ref: DecideRef, user: string, needed: 
   }
 }
 
+/** The interrupted card, once its deployment was resumed from it and the run has ended: updated in place, without its buttons. */
+async function closeInterruptedCard(deps: BotDeps, d: Deployment, by: string, acted: 'resumed'): Promise<void> {
+  const at = await messageAbout(deps.ctx.db.control, 'interrupted', d.id);
+  if (!at) return;
+  const card = interruptedEndedCard(d, by, acted);
+  await deps.client.chat.update({ channel: at.channel, ts: at.ts, text: card.text, blocks: card.blocks });
+}
+
 async function recordResume(deps: BotDeps, id: number, user: string): Promise<void> {
   const d = await getDeployment(deps.ctx.db.control, id);
   if (!IN_FLIGHT_STATES.includes(d.status)) throw new TributaryError('gate_state', `deployment #${id} is ${d.status}: nothing to resume`);
@@ -268,7 +280,13 @@ export class DeployWatcher {
         continue;
       }
       const card = interruptedCard(d, whereItStopped(d));
-      await this.deps.client.chat.postMessage({ channel, text: card.text, blocks: card.blocks }).catch((err) => logger().warn({ err: redact((err as Error).message) }, 'could not report an interrupted deployment'));
+      try {
+        const res = await this.deps.client.chat.postMessage({ channel, text: card.text, blocks: card.blocks });
+        // recorded: a Resume from it updates it in place once the run has ended
+        if (res.ts) await recordMessage(ctx.db.control, 'interrupted', d.id, { channel: res.channel ?? channel, ts: res.ts });
+      } catch (err) {
+        logger().warn({ err: redact((err as Error).message) }, 'could not report an interrupted deployment');
+      }
     }
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
     this.timer.unref();

@@ -14,6 +14,8 @@ export type MessageKind =
   | 'summary'
   /** a deployment's go/no-go card (subject: deployments.id) */
   | 'deployment'
+  /** the card of a deployment interrupted by a dead process, with Resume and Roll back (subject: deployments.id) */
+  | 'interrupted'
   /** a pruning proposal sent to its feature's owner (subject: prune_proposals.id) */
   | 'prune';
 

@@ -72,7 +72,7 @@ const SLACK_RUNS: Record<string, { when?: (p: Parsed) => boolean; run: SlackRun 
         if (patterns.length > 0) await postPatternCards(deps, rel(r), deps.ctx.config.slack.reviewChannel ?? r.channel, patterns);
         return;
       }
-      await respond({ response_type: 'ephemeral', ...conflictListMessage(rel(r), o.value as ConflictRow[], str(r.parsed.flags.priority)) });
+      await respond({ response_type: 'ephemeral', ...conflictListMessage(rel(r), o.value as ConflictRow[], str(r.parsed.flags.priority), (str(r.parsed.flags.status) ?? 'open') as 'open' | 'decided' | 'all') });
     },
   },
   tag: { when: (p) => p.flags.install === undefined && !!p.args.release, run: (deps, respond, r, run) => runTag(deps, respond, r, run) },

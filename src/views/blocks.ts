@@ -266,15 +266,23 @@ export function queueSummaryMessage(q: QueueSummary, patterns: readonly Pattern[
   return checkMessage({ text: `Review queue of ${q.release}: ${open} open, ${q.decided} decided`, blocks });
 }
 
-export function conflictListMessage(release: string, rows: ConflictRow[], filter?: string): Message {
+const LIST_TITLE = { open: 'Open conflicts', decided: 'Decided conflicts', all: 'Conflicts' } as const;
+
+/**
+ * `/release conflicts R2 [--status open|decided|all] [--priority P1]`: the list, titled by the status asked
+ * for; each conflict's status is shown when not only open ones are listed; Review next only while one of
+ * those listed is open.
+ */
+export function conflictListMessage(release: string, rows: ConflictRow[], filter?: string, status: 'open' | 'decided' | 'all' = 'open'): Message {
   const shown = rows.slice(0, 40);
-  const blocks: KnownBlock[] = [section(`*Open conflicts of ${esc(release)}*${filter ? ` (${esc(filter)})` : ''}: ${rows.length}`)];
+  const title = `${LIST_TITLE[status]} of ${release}${status === 'all' ? ' (open and decided)' : ''}`;
+  const blocks: KnownBlock[] = [section(`*${esc(title)}*${filter ? ` (${esc(filter)})` : ''}: ${rows.length}`)];
   for (let i = 0; i < shown.length; i += 10) {
-    blocks.push(section(shown.slice(i, i + 10).map((c) => `${PRIORITY_EMOJI[c.priority] ?? ''} *${c.code}* ${c.kind} · ${esc(c.entity)} \`${esc(clip(c.key_label, 80))}\`${c.assigned_to ? ` · ${who(c.assigned_to)}` : ''}`).join('\n')));
+    blocks.push(section(shown.slice(i, i + 10).map((c) => `${PRIORITY_EMOJI[c.priority] ?? ''} *${c.code}* ${c.kind} · ${esc(c.entity)} \`${esc(clip(c.key_label, 80))}\`${status !== 'open' ? ` · ${c.status === 'decided' ? ':white_check_mark: decided' : '*open*'}` : ''}${c.assigned_to ? ` · ${who(c.assigned_to)}` : ''}`).join('\n')));
   }
   if (rows.length > shown.length) blocks.push(context(`… ${rows.length - shown.length} more: filter with --priority P1, or \`tributary conflicts ${esc(release)}\``));
-  if (rows.length > 0) blocks.push({ type: 'actions', elements: [button('Review next', ACTIONS.next, JSON.stringify({ release }), 'primary')] });
-  return checkMessage({ text: `${rows.length} open conflicts in ${release}`, blocks });
+  if (rows.some((c) => c.status === 'open')) blocks.push({ type: 'actions', elements: [button('Review next', ACTIONS.next, JSON.stringify({ release }), 'primary')] });
+  return checkMessage({ text: `${rows.length} ${LIST_TITLE[status].toLowerCase()} in ${release}`, blocks });
 }
 
 /** What a decision modal carries between opening and submission. */

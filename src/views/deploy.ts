@@ -159,13 +159,13 @@ export function timelineText(d: Deployment): string {
   return `*Post-mortem timeline of deployment #${d.id}* (${esc(d.release)} to ${esc(d.env)}, UTC)\n${rows.join('\n')}`;
 }
 
-/** Found at start-up: a deployment whose process died; Resume or Roll back. */
+/** Found at start-up: a deployment whose process died; Resume or Roll back. Its times show as Slack dates. */
 export function interruptedCard(d: Deployment, where: string): Message {
   const value = JSON.stringify({ id: d.id, release: d.release });
   return checkMessage({
     text: `Deployment #${d.id} of ${d.release} was interrupted`,
     blocks: [
-      section(`:warning: *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)} was interrupted* (the process running it died): ${esc(where)}`),
+      section(`:warning: *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)} was interrupted* (the process running it died): ${slackWords(esc(where))}`),
       section(d.steps.map((s) => stepLine(s, true)).join('\n') || 'no step started'),
       {
         type: 'actions',
@@ -175,6 +175,21 @@ export function interruptedCard(d: Deployment, where: string): Message {
           { type: 'button', action_id: ACTIONS.deployRollback, text: plain('Roll back'), value, style: 'danger' },
         ],
       },
+    ],
+  });
+}
+
+/**
+ * The interrupted card once resumed from Slack: by whom, and how the run ended; no buttons any more (a press
+ * on a stale copy is answered that there is nothing to resume).
+ */
+export function interruptedEndedCard(d: Deployment, by: string, acted: 'resumed'): Message {
+  const ended = `${esc(d.status)}${MEANING[d.status] ? ` (${esc(MEANING[d.status]!)})` : ''}`;
+  return checkMessage({
+    text: `Deployment #${d.id} of ${d.release} was interrupted, then ${acted} by ${by}: ${d.status}`,
+    blocks: [
+      section(`${deploymentIcon(d.status)} *Deployment #${d.id} of ${esc(d.release)} to ${esc(d.env)} was interrupted* (the process running it died), *then ${acted}* by ${who(by)}: ${ended}`),
+      context(`The steps are in the deployment's progress message below. \`tributary deploy status ${d.id}\` shows it too.`),
     ],
   });
 }

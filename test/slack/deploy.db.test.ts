@@ -206,7 +206,7 @@ describe('scheduled and approved deployments that did not start', () => {
     try {
       await vi.waitFor(() => expect(fake.of('chat.postMessage').some((m) => String(m.text).includes(`Deployment #${d.id} of R2 was interrupted`))).toBe(true), { timeout: 60_000 });
       const card = fake.of('chat.postMessage').find((m) => String(m.text).includes('was interrupted'))!;
-      expect(JSON.stringify(card.blocks)).toMatch(/approved at \S+ but never started \(the process that was to run it died\): nothing was done/);
+      expect(JSON.stringify(card.blocks)).toMatch(/approved at <!date\^\d+\^\{date_short_pretty\} \{time\}\|[^>]+> but never started \(the process that was to run it died\): nothing was done/);
       expect((card.blocks as Blocks).flatMap((b) => b.elements ?? []).map((e) => e.action_id)).toEqual([ACTIONS.deployResume, ACTIONS.deployRollback]);
     } finally {
       await second.stop();

@@ -15,9 +15,10 @@ import { Transcript } from './transcript.js';
 /**
  * A deployment left in flight by a dead process, as the bot reports it when it starts again, rendered
  * into a committed transcript (test/slack/transcripts/deploy-interrupted.txt; issue 18: docs/slack.md
- * shows every card kind) and asserted: the card says where it stopped and offers Resume and Roll back;
- * Resume needs the release_manager role; a release manager's Resume runs it to the end; a second Resume
- * on the old card answers its presser that there is nothing to resume.
+ * shows every card kind) and asserted: the card says where it stopped (its time a Slack date) and offers
+ * Resume and Roll back; Resume needs the release_manager role; a release manager's Resume runs it to the
+ * end, and the card is updated in place to say so, without its buttons; a second Resume on the old card
+ * (a stale client still showing the button) answers its presser that there is nothing to resume.
  */
 let env: TestEnv;
 let fake: FakeSlack;
@@ -52,8 +53,14 @@ describe('interrupted deployment transcript', () => {
     watcher.stop();
     await t.settle();
     const card = t.message('C_REL', `Deployment #${id} of R2 was interrupted`);
-    expect(Transcript.text(card.call)).toMatch(/approved at \S+ but never started \(the process that was to run it died\): nothing was done/);
+    // the time it was approved shows as a Slack date (each reader's own time zone), its ISO time the fallback
+    const approvedAt = (await getDeployment(env.db.control, id)).approved_at!;
+    const unix = Math.floor(new Date(approvedAt).getTime() / 1000);
+    expect(JSON.stringify(card.call.blocks)).toContain(`approved at <!date^${unix}^{date_short_pretty} {time}|${new Date(approvedAt).toISOString()}> but never started (the process that was to run it died): nothing was done`);
+    expect(Transcript.text(card.call)).toContain('approved at {slack date} but never started');
     expect(actions(card.call)).toEqual([ACTIONS.deployResume, ACTIONS.deployRollback]);
+    // the card as posted, its buttons still there (a copy not yet refreshed on someone's screen)
+    const stale = { ...card, call: { ...card.call } };
 
     await t.press('U0LEAD', card, ACTIONS.deployResume);
     expect(Transcript.text(t.toldTo('U0LEAD').at(-1)!)).toContain('deploy needs the release_manager role');
@@ -65,8 +72,13 @@ describe('interrupted deployment transcript', () => {
     expect(progress).toContain(`*Deployment #${id} of R2 to production*: succeeded`);
     // the go/no-go card follows: the deployment succeeded
     expect(Transcript.text(t.posted('C_REL').find((m) => m.n === goCard.n)!.call)).toContain(`Deployment #${id}: *succeeded*`);
+    // the interrupted card follows too: updated in place, it says who resumed it and how it ended, without its buttons
+    const closed = t.posted('C_REL').find((m) => m.n === card.n)!.call;
+    expect(Transcript.text(closed)).toContain(`*then resumed* by @U0RM1: succeeded`);
+    expect(actions(closed)).toEqual([]);
 
-    await t.press('U0RM2', card, ACTIONS.deployResume);
+    t.note("(U0RM2's screen still shows the card as it was first posted, with its buttons)");
+    await t.press('U0RM2', stale, ACTIONS.deployResume);
     expect(Transcript.text(t.toldTo('U0RM2').at(-1)!)).toContain(`deployment #${id} is succeeded: nothing to resume`);
     expect((await getDeployment(env.db.control, id)).status).toBe('succeeded');
     t.check();

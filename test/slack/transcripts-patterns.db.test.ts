@@ -4,7 +4,7 @@ import { applyDecision } from '../../src/engine/review/decide.js';
 import { listConflicts } from '../../src/engine/review/queue.js';
 import { listFindings } from '../../src/engine/validate/index.js';
 import type { Bot } from '../../src/slack/app.js';
-import { BLOCKS, VIEWS } from '../../src/slack/ids.js';
+import { ACTIONS, BLOCKS, VIEWS } from '../../src/slack/ids.js';
 import { testEnv, type TestEnv } from '../helpers.js';
 import type { FakeSlack } from './fake-slack.js';
 import { slackScaffold } from './scaffold.js';
@@ -159,7 +159,7 @@ describe('review-at-scale transcripts', () => {
     t.check();
   });
 
-  it('status and help: what one person asks for, answered to them only', async () => {
+  it('status and help: what one person asks for (the status, the help, the list of conflicts by status), answered to them only', async () => {
     const t = new Transcript('status-help', fake, bot, url, "a release's status and the help, asked for in Slack");
     const posts = t.of('chat.postMessage').length;
     await t.slash('U0REV', 'status R2');
@@ -169,6 +169,17 @@ describe('review-at-scale transcripts', () => {
     const { body } = await t.slash('U0REV', 'help');
     const help = Transcript.text(JSON.parse(body) as Record<string, unknown>);
     for (const command of ['review', 'validate', 'load', 'deploy']) expect(help).toContain(command);
+    // every conflict, whatever its status: titled so, each with its status; Review next only if one is open (issue 20)
+    const all = await listConflicts(env.ctx, 'R2', { status: 'all' });
+    const open = all.filter((c) => c.status === 'open');
+    expect(all.length).toBeGreaterThan(open.length);
+    await t.slash('U0REV', 'conflicts R2 --status all');
+    const listed = t.toldTo('U0REV').at(-1)!;
+    const text = Transcript.text(listed);
+    expect(text).toContain(`*Conflicts of R2 (open and decided)*: ${all.length}`);
+    expect(text).not.toContain('Open conflicts');
+    for (const c of all) expect(text).toMatch(new RegExp(`\\*${c.code}\\* .*· ${c.status === 'decided' ? ':white_check_mark: decided' : '\\*open\\*'}`));
+    expect(buttonsOf(listed).map((b) => b.action_id)).toEqual(open.length > 0 ? [ACTIONS.next] : []);
     // nothing was posted to a channel
     expect(t.of('chat.postMessage')).toHaveLength(posts);
     t.check();

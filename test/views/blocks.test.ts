@@ -91,6 +91,24 @@ describe('limits', () => {
     expect(m.blocks.length).toBeLessThanOrEqual(LIMITS.messageBlocks);
   });
 
+  it('a list of conflicts is titled by the status asked for, shows each status unless only open ones are listed, and offers Review next only while one is open', () => {
+    const open = { ...conflict(2), code: 'C-1', status: 'open' as const };
+    const decided = { ...conflict(2), code: 'C-2', status: 'decided' as const };
+    const actionsOf = (m: { blocks: unknown[] }) => JSON.stringify(m.blocks.filter((b) => (b as { type: string }).type === 'actions'));
+    const onlyOpen = conflictListMessage('R2', [open]);
+    expect(JSON.stringify(onlyOpen.blocks)).toContain('*Open conflicts of R2*: 1');
+    expect(JSON.stringify(onlyOpen.blocks)).not.toContain('*open*');
+    expect(actionsOf(onlyOpen)).toContain('Review next');
+    const all = conflictListMessage('R2', [open, decided], undefined, 'all');
+    expect(JSON.stringify(all.blocks)).toContain('*Conflicts of R2 (open and decided)*: 2');
+    expect(JSON.stringify(all.blocks)).toMatch(/\*C-1\*[^\n]* · \*open\*/);
+    expect(JSON.stringify(all.blocks)).toMatch(/\*C-2\*[^\n]* · :white_check_mark: decided/);
+    expect(actionsOf(all)).toContain('Review next');
+    const done = conflictListMessage('R2', [decided], undefined, 'decided');
+    expect(JSON.stringify(done.blocks)).toContain('*Decided conflicts of R2*: 1');
+    expect(actionsOf(done)).toBe('[]');
+  });
+
   it('modals fit: merge offers a choice per differing attribute', () => {
     const v = decisionModal({ conflict: conflict(3), meta: { release: 'R2', code: 'C-015', runId: 7, action: 'merge' }, blast: { rewritten: 2, removed: 0, renamed: [], dependents: [], dependentCount: 0 } });
     const inputs = v.blocks.filter((b) => b.type === 'input').map((b) => (b as { block_id: string }).block_id);
