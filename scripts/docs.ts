@@ -143,6 +143,8 @@ const CARDS: [title: string, flow: string, head: RegExp][] = [
   ['Tier 2 card, approved', 'tier-1-and-2', /^#C_RELEASE, message 4 updated:/],
   ['Approve pressed on an approved run: no modal, for the presser only', 'approve-again', /^to U0LEAD only:/],
   ['Nightly regression card', 'nightly', /^#C_NIGHT, new message 1,/],
+  ['Nightly regression card: a new regression since the previous night', 'nightly-regression', /^#C_NIGHT, new message 2,/],
+  ['A night that did not run to the end', 'nightly-regression', /^#C_NIGHT, new message 3,/],
   ['Pruning proposal, addressed to the owner of a deprecated feature', 'prune', /^#C_NIGHT, new message 1,/],
   ['A pruning proposal answered by its owner', 'prune', /^#C_NIGHT, message 1 updated:/],
   ['Go / no-go card', 'deploy-quorum', /^#C_REL, new message 1,/],

@@ -5,7 +5,10 @@ import { consolidate } from '../../src/engine/consolidate/run.js';
 import { tagRelease } from '../../src/engine/gate/tag.js';
 import { transition } from '../../src/engine/kernel/lifecycle.js';
 import { loadRelease } from '../../src/engine/load/load.js';
+import { claimSlot, executeNightly } from '../../src/engine/nightly/run.js';
 import type { Bot } from '../../src/slack/app.js';
+import { TributaryError } from '../../src/errors.js';
+import { nightlyHooks } from '../../src/slack/nightly.js';
 import { insertUsers, ROOT, testEnv, type TestEnv } from '../helpers.js';
 import { FakeSlack, startTestBot } from './fake-slack.js';
 import { Transcript } from './transcript.js';
@@ -69,6 +72,41 @@ describe('more card transcripts', () => {
     expect(text).toContain('*R2 promoted into master*');
     expect(text).toMatch(/`users` 2 rows · checksum `\{checksum\}`/);
     expect((await env.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('promoted');
+    t.check();
+  });
+
+  it('nightly: a night with a new regression, then a night that did not run to the end', async () => {
+    const t = new Transcript('nightly-regression', fake, bot, url, 'a regression found by the nightly run, then a night that failed');
+    const hooks = nightlyHooks(bot.deps);
+    // scheduled nights (a night is compared with the previous scheduled one, never with a manual run)
+    const night = async (day: number, lost?: AbortSignal) => {
+      const row = await claimSlot(env.ctx, 'nightly', { key: `2026-11-0${day}T02:00:00[UTC]`, at: new Date(`2026-11-0${day}T02:00:00Z`) }, 'schedule');
+      return executeNightly(env.ctx, row!, 'scheduler', lost);
+    };
+    t.note('the scheduler runs the nightly regression: every test passes');
+    await hooks.postNightly((await night(1)).row);
+    await t.settle();
+    expect(Transcript.text(t.message('C_NIGHT', 'Nightly regression').call)).toMatch(/^:white_check_mark: \*Nightly regression on master\*: pass rate \*100%\*/);
+
+    fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE, results: { 'profile edit @FEAT-M': 'fail' } }));
+    t.note('the next night, "profile edit @FEAT-M" fails');
+    const second = await night(2);
+    await hooks.postNightly(second.row);
+    await t.settle();
+    const regression = t.message('C_NIGHT', 'Nightly regression');
+    expect(String(regression.call.text)).toMatch(/^Nightly regression: pass rate 66.66%, 1 new regression\(s\), 0 fixed/);
+    expect(Transcript.text(regression.call)).toMatch(/^:rotating_light: \*Nightly regression on master\*: pass rate \*66.66%\*/);
+    expect(Transcript.text(regression.call)).toContain('profile edit @FEAT-M');
+
+    fs.writeFileSync(behaviour, JSON.stringify({ suite: SUITE }));
+    // the reason as src/engine/kernel/sessionLock.ts gives it when the lock's connection ends
+    t.note('the next night, the process running it loses its hold on the nightly lock (its database session ends)');
+    const third = await night(3, AbortSignal.abort(new TributaryError('gate_busy', 'the nightly run lost its lock (connection closed): another process may have taken over')));
+    expect(third.row.status).toBe('failed');
+    await hooks.postNightly(third.row);
+    await t.settle();
+    const failed = t.message('C_NIGHT', 'Nightly regression failed');
+    expect(Transcript.text(failed.call)).toMatch(/^:warning: \*The nightly regression \(\{time\}\[UTC\]\) did not run to the end\*: the nightly run lost its lock/);
     t.check();
   });
 
