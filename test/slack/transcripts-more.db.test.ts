@@ -110,4 +110,15 @@ describe('more card transcripts', () => {
     t.check();
   });
 
+  it('/release coverage: the table in the channel asked from, the chart shared with it', async () => {
+    const t = new Transcript('coverage', fake, bot, url, 'coverage growth per release, asked for in a channel');
+    await t.slash('U0REV', 'coverage', 'C_OPS');
+    const table = t.message('C_OPS', 'Coverage:');
+    expect(Transcript.text(table.call)).toMatch(/^:chart_with_upwards_trend: \*Coverage growth per release\* \(master\)\n• \*R2\*: \d+ tests \(\d+ cumulative\) · 2 records \(2 cumulative\)/);
+    const upload = t.of('files.completeUploadExternal').at(-1)!;
+    expect(upload.channel_id).toBe('C_OPS');
+    expect(String(upload.initial_comment)).toBe('Coverage growth, requested by <@U0REV>');
+    t.check();
+  });
+
 });
