@@ -146,6 +146,7 @@ const CARDS: [title: string, flow: string, head: RegExp][] = [
   ['Nightly regression card: a new regression since the previous night', 'nightly-regression', /^#C_NIGHT, new message 2,/],
   ['A night that did not run to the end', 'nightly-regression', /^#C_NIGHT, new message 3,/],
   ['Coverage growth per release (`/release coverage`; the chart shared with it)', 'coverage', /^#C_OPS, new message 1,/],
+  ['App Home: the last nights, each release, the conflicts assigned to the viewer', 'app-home', /^U0LEAD's App Home is redrawn/],
   ['Pruning proposal, addressed to the owner of a deprecated feature', 'prune', /^#C_NIGHT, new message 1,/],
   ['A pruning proposal answered by its owner', 'prune', /^#C_NIGHT, message 1 updated:/],
   ['Go / no-go card', 'deploy-quorum', /^#C_REL, new message 1,/],

@@ -344,7 +344,9 @@ export class Transcript {
           people.push(['  the modal is updated:', indent(normalise(viewText(slackDates(a.view) as Parameters<typeof viewText>[0])))]);
           break;
         case 'views.publish':
-          people.push([`  ${String(a.user_id)}'s App Home is redrawn`]);
+          // the Home view's content, as its viewer reads it (a Home view has no title or buttons of its own;
+          // its nights are dated "YYYY-MM-DD hh:mm", normalised here too)
+          people.push([`  ${String(a.user_id)}'s App Home is redrawn, and reads:`, indent(normalise(messageText({ text: '', blocks: slackDates((a.view as { blocks?: unknown[] } | undefined)?.blocks ?? []) as Message['blocks'] })).replace(/\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}\b/g, '{time}'))]);
           break;
         case 'files.completeUploadExternal': {
           let titles = String(a.files ?? '');

@@ -10,7 +10,7 @@ import type { Bot } from '../../src/slack/app.js';
 import { TributaryError } from '../../src/errors.js';
 import { nightlyHooks } from '../../src/slack/nightly.js';
 import { insertUsers, ROOT, testEnv, type TestEnv } from '../helpers.js';
-import { FakeSlack, startTestBot } from './fake-slack.js';
+import { FakeSlack, signedPost, TEST_SIGNING_SECRET, startTestBot } from './fake-slack.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -121,4 +121,27 @@ describe('more card transcripts', () => {
     t.check();
   });
 
+  it('App Home: the last nights, each release, and what is assigned to the viewer', async () => {
+    const t = new Transcript('app-home', fake, bot, url, "the App Home, as its viewer sees it");
+    t.note('U0LEAD opens the Home tab of the Tributary app');
+    const body = JSON.stringify({
+      token: 'x',
+      team_id: 'T1',
+      api_app_id: 'A1',
+      type: 'event_callback',
+      event_id: 'EvHome',
+      event_time: Math.floor(Date.now() / 1000),
+      event: { type: 'app_home_opened', user: 'U0LEAD', channel: 'D1', tab: 'home', event_ts: '1.3' },
+    });
+    expect((await signedPost(url, body, TEST_SIGNING_SECRET, { contentType: 'application/json' })).status).toBe(200);
+    await t.settle();
+    const published = t.of('views.publish').at(-1)!;
+    expect(published.user_id).toBe('U0LEAD');
+    const text = t.check();
+    expect(text).toContain("U0LEAD's App Home is redrawn, and reads:");
+    // the last nights, newest first: the failed one, the regression, the clean one; then the release and the viewer's queue
+    expect(text).toMatch(/\*Last nights\*.*\n +:warning: \{time\} · did not finish: the nightly run lost its lock.*\n +:rotating_light: \{time\} · pass rate \*66\.66%\* · 1 new regression\(s\).*\n +:white_check_mark: \{time\} · pass rate \*100%\*/);
+    expect(text).toContain('*R2* · promoted');
+    expect(text).toContain('*Assigned to you* (0)');
+  });
 });
