@@ -133,6 +133,8 @@ const CARDS: [title: string, flow: string, head: RegExp][] = [
   ['Validation findings card', 'findings', /^#C_OPS, new message 2,/],
   ['Waive modal (a finding)', 'findings', /^a modal opens for U0LEAD:/],
   ['A finding waived, announced in the channel', 'findings', /^#C_OPS, new message 3,/],
+  ['Finding decision modal (`/release decide F-… --delete | --repoint <key>` without a rationale): the plan, then the rationale', 'finding-decision', /^a modal opens for U0LEAD:/],
+  ['A finding decided, announced in the channel', 'finding-decision', /^#C_OPS, new message 1,/],
   ['Validation card: the release is valid', 'load-audit', /^#C_OPS, new message 5,/],
   ['Load card: counts and checksums verified on both sides', 'load-audit', /^#C_OPS, new message 7,/],
   ['Audit summary (the whole trail shared as a file with it)', 'load-audit', /^#C_OPS, new message 8,/],
