@@ -138,7 +138,7 @@ const CARDS: [title: string, flow: string, head: RegExp][] = [
   ['Validation card: the release is valid', 'load-audit', /^#C_OPS, new message 5,/],
   ['Load card: counts and checksums verified on both sides', 'load-audit', /^#C_OPS, new message 7,/],
   ['Audit summary (the whole trail shared as a file with it)', 'load-audit', /^#C_OPS, new message 8,/],
-  ['Promotion into master: the progress message ends as its card (no card of its own)', 'promotion', /^#C_RELEASE, message 1 updated:/],
+  ['Promotion into master: the card that follows its progress message', 'promotion', /^#C_RELEASE, new message 2/],
   ['Tier 1 card', 'tier-1-and-2', /^#C_RELEASE, new message 2,/],
   ['Tier 2 card: the gate failed', 'tier-1-and-2', /^#C_RELEASE, new message 4,/],
   ['Approval modal (an override)', 'tier-1-and-2', /^a modal opens for U0LEAD:/],

@@ -11,7 +11,7 @@ import type { BotDeps } from './deps.js';
 import { ACTIONS, BLOCKS, VIEWS } from './ids.js';
 import { composed, mention, plainTimes, textMessage } from '../views/blocks.js';
 import { esc, type Message } from '../views/limits.js';
-import { approveModal, promoteCardText, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
+import { approveModal, promoteCard, testRunCard, tierLabel, type ApproveRef } from '../views/testing.js';
 import { inProgress, readSubmission, replyError, type Runner } from './common.js';
 
 /**
@@ -77,7 +77,9 @@ export async function runPromote(deps: BotDeps, respond: RespondFn, user: string
     const o = await run((step, info) => progress.step(step, info?.table ? `table ${String(info.table)}` : undefined));
     // cross-release conflicts go to the same review cards: say where to decide them
     if (o.code !== 0) return progress.fail(`${redact(String((o.value as { message?: string }).message ?? o.text))}\nDecide them in Slack: /release review ${release} posts their cards; then /release promote ${release} again.`);
-    await progress.done('promoted and verified', promoteCardText(o.value as PromoteResult));
+    await progress.done('promoted and verified');
+    const card = promoteCard(o.value as PromoteResult);
+    await deps.client.chat.postMessage({ channel: target, text: card.text, blocks: card.blocks });
   });
 }
 

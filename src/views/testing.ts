@@ -165,6 +165,12 @@ export function approveModal(ref: ApproveRef, gate: { passed: boolean; reasons: 
   });
 }
 
+/** The promotion's card, posted on its own once the progress message says it ended. */
+export function promoteCard(r: Parameters<typeof promoteCardText>[0]): Message {
+  const text = promoteCardText(r);
+  return checkMessage({ text: clip(text, 3000), blocks: [section(clip(text, 2900))] });
+}
+
 export function promoteCardText(r: { release: string; env: string; tables: { table: string; rows: number; checksum: string; skipped?: number }[]; ms: number }): string {
   return `:white_check_mark: *${esc(r.release)} promoted into ${esc(r.env)}* (${(r.ms / 1000).toFixed(1)} s), its own partition, verified by counts and checksums:\n${r.tables.map((t) => `\`${esc(t.table)}\` ${t.rows} rows${t.skipped ? ` (${t.skipped} already in master, not promoted twice)` : ''} · checksum \`${esc(t.checksum)}\``).join('\n')}`;
 }

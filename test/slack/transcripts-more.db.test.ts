@@ -59,17 +59,20 @@ afterAll(async () => {
 });
 
 describe('more card transcripts', () => {
-  it('promotion: the progress message ends as the promotion card, in the release channel', async () => {
+  it('promotion: the progress message ends, then the promotion card follows in the release channel', async () => {
     const t = new Transcript('promotion', fake, bot, url, 'a release promoted into master from Slack');
     await t.slash('U0REV', 'promote R2');
     expect(String(t.toldTo('U0REV').at(-1)!.text)).toContain('promote needs the qa_lead role');
     const before = t.of('chat.postMessage').length;
     await t.slash('U0LEAD', 'promote R2');
-    // no card of its own: the progress message is updated into the promotion card
-    expect(t.of('chat.postMessage').slice(before).filter((m) => m.channel === 'C_RELEASE')).toHaveLength(1);
-    const card = t.message('C_RELEASE', 'Promotion of R2');
+    // the progress message, then the card: two posts in the release channel
+    expect(t.of('chat.postMessage').slice(before).filter((m) => m.channel === 'C_RELEASE')).toHaveLength(2);
+    const progress = Transcript.text(t.message('C_RELEASE', 'Promotion of R2').call);
+    expect(progress).toContain('promoted and verified');
+    // the card's own formatting renders: no code block around it (it read as raw markup there)
+    const card = t.message('C_RELEASE', ':white_check_mark: *R2 promoted into master*');
     const text = Transcript.text(card.call);
-    expect(text).toContain('*R2 promoted into master*');
+    expect(text).not.toContain('```');
     expect(text).toMatch(/`users` 2 rows · checksum `\{checksum\}`/);
     expect((await env.db.control('release_states').where({ release: 'R2' }).first()).state).toBe('promoted');
     t.check();
