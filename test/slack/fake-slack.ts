@@ -161,6 +161,23 @@ export function slashBody(fake: FakeSlack, text: string, user = 'U0LEAD', channe
   }).toString();
 }
 
+/** A block_suggestion request as Slack sends it when an external select of a modal opens or the person types. */
+export function suggestionBody(user: string, view: { callback_id?: string; private_metadata?: string }, blockId: string, actionId: string, value: string): string {
+  const payload = {
+    type: 'block_suggestion',
+    user: { id: user, name: user.toLowerCase(), team_id: 'T1' },
+    team: { id: 'T1', domain: 'acme' },
+    api_app_id: 'A1',
+    token: 'x',
+    container: { type: 'view', view_id: 'V1' },
+    action_id: actionId,
+    block_id: blockId,
+    value,
+    view: { id: 'V1', type: 'modal', callback_id: view.callback_id, private_metadata: view.private_metadata, state: { values: {} }, hash: 'h' },
+  };
+  return new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
+}
+
 export function actionBody(fake: FakeSlack, user: string, actionId: string, value: string, message: { channel: string; ts: string }): string {
   const payload = {
     type: 'block_actions',

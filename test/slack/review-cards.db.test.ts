@@ -8,7 +8,7 @@ import { tagRelease } from '../../src/engine/gate/tag.js';
 import type { Bot } from '../../src/slack/app.js';
 import { BLOCKS, OPTIONS } from '../../src/slack/ids.js';
 import { finalRows, insertAccounts, insertTransactions, insertUsers, testEnv, type TestEnv } from '../helpers.js';
-import { actionBody, type FakeSlack, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody } from './fake-slack.js';
+import { actionBody, type FakeSlack, signedPost, slashBody, suggestionBody, TEST_SIGNING_SECRET, viewSubmissionBody } from './fake-slack.js';
 import { slackScaffold } from './scaffold.js';
 
 /**
@@ -25,22 +25,7 @@ type View = { private_metadata: string; callback_id: string; blocks: Block[] };
 
 const send = (body: string) => signedPost(url, body, TEST_SIGNING_SECRET);
 
-/** A block_suggestion request as Slack sends it when the select opens or the person types. */
-function suggestionBody(user: string, view: View, value: string): string {
-  const payload = {
-    type: 'block_suggestion',
-    user: { id: user, name: user.toLowerCase(), team_id: 'T1' },
-    team: { id: 'T1', domain: 'acme' },
-    api_app_id: 'A1',
-    token: 'x',
-    container: { type: 'view', view_id: 'V1' },
-    action_id: OPTIONS.repointTargets,
-    block_id: BLOCKS.repointTo,
-    value,
-    view: { id: 'V1', type: 'modal', callback_id: view.callback_id, private_metadata: view.private_metadata, state: { values: {} }, hash: 'h' },
-  };
-  return new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
-}
+const suggestion = (user: string, view: View, value: string) => suggestionBody(user, view, BLOCKS.repointTo, OPTIONS.repointTargets, value);
 
 const rationale = (text: string) => ({ [BLOCKS.rationale]: { value: { type: 'plain_text_input', value: text } } });
 const parent = (key: string) => ({ [BLOCKS.repointTo]: { [OPTIONS.repointTargets]: { type: 'external_select', selected_option: { text: { type: 'plain_text', text: key }, value: key } } } });
@@ -120,7 +105,7 @@ describe('a reference conflict decided from Slack', () => {
     const select = must(view.blocks.find((b) => b.block_id === BLOCKS.repointTo), 'the parent input');
     expect(select.element).toMatchObject({ type: 'external_select', action_id: OPTIONS.repointTargets });
     expect(JSON.stringify(view.blocks)).toContain('collected as 50 in ST-3');
-    const res = await send(suggestionBody('U0REV', view, ''));
+    const res = await send(suggestion('U0REV', view, ''));
     expect(res.status).toBe(200);
     expect(res.ms).toBeLessThan(3000);
     const options = (JSON.parse(res.body) as { options: { value: string; text: { text: string } }[] }).options;
@@ -132,7 +117,7 @@ describe('a reference conflict decided from Slack', () => {
     expect(rest.slice(0, 3)).toEqual([50, 51, 100]);
     for (let i = 1; i < rest.length; i++) expect(Math.abs(must(rest[i], 'a key') - 50)).toBeGreaterThanOrEqual(Math.abs(must(rest[i - 1], 'a key') - 50));
     // typing narrows the list to the keys that contain it
-    const typed = JSON.parse((await send(suggestionBody('U0REV', view, '21'))).body) as { options: { value: string }[] };
+    const typed = JSON.parse((await send(suggestion('U0REV', view, '21'))).body) as { options: { value: string }[] };
     expect(typed.options.map((o) => o.value)).toEqual(['121', '210', '211', '212', '213', '214', '215', '216', '217', '218', '219']);
   });
 

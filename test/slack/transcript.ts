@@ -6,7 +6,7 @@ import type { Bot } from '../../src/slack/app.js';
 import { messageText, viewText } from '../../src/views/blockText.js';
 import type { Message } from '../../src/views/limits.js';
 import { ROOT } from '../helpers.js';
-import { actionBody, signedPost, slashBody, TEST_SIGNING_SECRET, viewSubmissionBody, type Call, type FakeSlack } from './fake-slack.js';
+import { actionBody, signedPost, slashBody, suggestionBody, TEST_SIGNING_SECRET, viewSubmissionBody, type Call, type FakeSlack } from './fake-slack.js';
 
 /**
  * A Slack transcript: what each person sees, in order, as readable text. The test drives the bot as
@@ -150,19 +150,7 @@ export class Transcript {
   async suggest(user: string, blockId: string, actionId: string, query: string): Promise<{ ms: number; options: { text: { text: string }; value: string }[] }> {
     const view = this.modalOf(user);
     this.note(query ? `${user} types "${query}" into the select of the modal «${view.title?.text ?? ''}»` : `${user} opens the select of the modal «${view.title?.text ?? ''}»`);
-    const payload = {
-      type: 'block_suggestion',
-      user: { id: user, name: user.toLowerCase(), team_id: 'T1' },
-      team: { id: 'T1', domain: 'acme' },
-      api_app_id: 'A1',
-      token: 'x',
-      container: { type: 'view', view_id: 'V1' },
-      action_id: actionId,
-      block_id: blockId,
-      value: query,
-      view: { id: 'V1', type: 'modal', callback_id: view.callback_id, private_metadata: view.private_metadata, state: { values: {} }, hash: 'h' },
-    };
-    const res = await signedPost(this.url, new URLSearchParams({ payload: JSON.stringify(payload) }).toString(), TEST_SIGNING_SECRET);
+    const res = await signedPost(this.url, suggestionBody(user, view, blockId, actionId, query), TEST_SIGNING_SECRET);
     const options = ((res.body ? JSON.parse(res.body) : {}) as { options?: { text: { text: string }; value: string }[] }).options ?? [];
     this.out.push(`  the select offers ${user} ${options.length} option(s) (the request's answer):`, indent(normalise(options.map((o) => `( ) ${o.text.text}`).join('\n') || '(none)')), '');
     await this.settle();
